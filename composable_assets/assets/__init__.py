@@ -1,0 +1,1 @@
+"""Asset factories: sources, models, audiences, deltas and syncs built from a project folder."""

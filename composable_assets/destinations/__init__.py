@@ -1,0 +1,46 @@
+"""Destinations by `type:`; a new destination is one module plus one line here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import (
+    BatchResult,
+    Capabilities,
+    Destination,
+    DestinationError,
+    Record,
+    Session,
+    SyncTarget,
+    TerminalError,
+    TransientError,
+)
+from .outbox import Outbox
+
+DESTINATION_TYPES: dict[str, type[Destination]] = {Outbox.type_name: Outbox}
+
+
+def register_destination_type(cls: type[Destination]) -> type[Destination]:
+    """Make a custom destination class usable as `type:` in destinations.yaml (usable as a decorator)."""
+    DESTINATION_TYPES[cls.type_name] = cls
+    return cls
+
+
+def build_destination(name: str, type_name: str, settings: dict[str, Any]) -> Destination:
+    return DESTINATION_TYPES[type_name](name, settings)
+
+
+__all__ = [
+    "BatchResult",
+    "Capabilities",
+    "DESTINATION_TYPES",
+    "Destination",
+    "DestinationError",
+    "Record",
+    "Session",
+    "SyncTarget",
+    "TerminalError",
+    "TransientError",
+    "build_destination",
+    "register_destination_type",
+]

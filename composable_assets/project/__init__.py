@@ -1,0 +1,30 @@
+"""Reading and validating a project folder: models, audiences, destinations and settings."""
+
+from .errors import ProjectError, ProjectErrors
+from .loader import load_project
+from .project import Project
+from .secret_refs import MissingSecretError, SecretRef, resolve_setting
+from .specs import (
+    AudienceSpec,
+    DestinationSpec,
+    ModelSpec,
+    ProjectSettings,
+    SyncSpec,
+)
+from .sql_parsing import parse_where
+
+__all__ = [
+    "AudienceSpec",
+    "DestinationSpec",
+    "MissingSecretError",
+    "ModelSpec",
+    "Project",
+    "ProjectError",
+    "ProjectErrors",
+    "ProjectSettings",
+    "SecretRef",
+    "SyncSpec",
+    "load_project",
+    "parse_where",
+    "resolve_setting",
+]

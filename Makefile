@@ -1,0 +1,34 @@
+# Set-up, demo, tests and UI. Needs Python 3.11 and make; everything else is installed here.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+export DAGSTER_HOME := $(CURDIR)/.dagster_home
+
+.PHONY: setup demo test ui bench clean
+
+setup: $(VENV)/.installed .dagster_home/dagster.yaml
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+.dagster_home/dagster.yaml: dagster.yaml
+	mkdir -p .dagster_home
+	ln -sf ../dagster.yaml .dagster_home/dagster.yaml
+
+demo: setup  ## seed the retail sample into data/warehouse.duckdb and run every sync
+	$(BIN)/composable demo
+
+test: setup  ## the whole test suite
+	$(BIN)/python -m pytest -n 2 --dist loadfile
+
+ui: setup  ## Dagster UI (webserver + daemon) on http://127.0.0.1:3000
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+bench: setup  ## delta benchmark: 1M and 10M members vs a bare join and a pandas merge
+	$(BIN)/python benchmarks/delta_benchmark.py
+
+clean:
+	rm -rf data .dagster_home

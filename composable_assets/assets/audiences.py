@@ -1,0 +1,67 @@
+"""Audiences: one asset per YAML file, the members of a model that meet its condition."""
+
+
+import hashlib
+
+import dagster as dg
+
+from ..delta.snapshot import AudienceDataError, SyncShape, build_snapshot, snapshot_table
+from ..project import AudienceSpec, parse_where
+from ..warehouse import Warehouse
+from .keys import AUDIENCES, WAREHOUSE_POOL, audience_key, model_key
+from .metadata import column_schema, markdown_table
+
+
+def sync_shapes(audience: AudienceSpec) -> list[SyncShape]:
+    return [
+        SyncShape(destination=s.destination, identifier_column=s.identifier_column, fields=dict(s.fields))
+        for s in audience.syncs
+    ]
+
+
+def build_audience_asset(audience: AudienceSpec, schema: str, warehouse_kind: str) -> dg.AssetsDefinition:
+    where = parse_where(audience.where, audience.path, None) if audience.where else None
+    shapes = sync_shapes(audience)
+
+    @dg.asset(
+        key=audience_key(audience.name),
+        group_name=AUDIENCES,
+        deps=[model_key(audience.model)],
+        description=audience.description or f"Audience `{audience.name}` of model `{audience.model}`.",
+        owners=audience.owners or None,
+        kinds={warehouse_kind, "audience"},
+        tags={"cadence": audience.cadence.replace(" ", "_").replace("*", "x")},
+        pool=WAREHOUSE_POOL,
+        code_version=hashlib.sha256(audience.path.read_bytes()).hexdigest()[:16],
+        metadata={"file": audience.path.name, "where": audience.where or "(everyone)", "model": audience.model},
+    )
+    def _audience(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
+        with warehouse.connect() as conn:
+            try:
+                result = build_snapshot(
+                    conn,
+                    schema=schema,
+                    audience=audience.name,
+                    audience_file=audience.path,
+                    model=audience.model,
+                    primary_key=audience.primary_key,
+                    columns=audience.columns_needed(),
+                    where=where,
+                    syncs=shapes,
+                )
+            except AudienceDataError as exc:
+                raise dg.Failure(description=str(exc)) from exc
+            except Exception as exc:
+                raise dg.Failure(description=f"{audience.path}: building the audience failed: {exc}") from exc
+            sample = conn.fetch_arrow(f"SELECT * FROM {snapshot_table(schema, audience.name)} LIMIT 5").to_pylist()
+        visible = [{k: v for k, v in row.items() if not k.startswith("_")} for row in sample]
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": result.size,
+                "members": result.size,
+                "dagster/column_schema": column_schema(result.columns, hide_internal=True),
+                "sample": markdown_table(visible),
+            }
+        )
+
+    return _audience

@@ -1,0 +1,28 @@
+"""Asset keys and groups: one place that decides how the graph reads in the UI."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+SOURCES, MODELS, AUDIENCES, DELTAS, SYNCS = "sources", "models", "audiences", "deltas", "syncs"
+WAREHOUSE_POOL = "warehouse"
+
+
+def source_key(table: str) -> dg.AssetKey:
+    return dg.AssetKey(["source", table])
+
+
+def model_key(model: str) -> dg.AssetKey:
+    return dg.AssetKey(["model", model])
+
+
+def audience_key(audience: str) -> dg.AssetKey:
+    return dg.AssetKey(["audience", audience])
+
+
+def delta_key(audience: str, destination: str) -> dg.AssetKey:
+    return dg.AssetKey(["delta", audience, destination])
+
+
+def sync_key(audience: str, destination: str) -> dg.AssetKey:
+    return dg.AssetKey(["sync", audience, destination])

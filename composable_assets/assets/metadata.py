@@ -1,0 +1,34 @@
+"""Small helpers that turn warehouse facts into Dagster metadata."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Sequence
+
+import dagster as dg
+
+
+def column_schema(columns: Sequence[tuple[str, str]], hide_internal: bool = False) -> dg.TableSchema:
+    """Column names and types; internal bookkeeping columns (leading `_`) hidden on request."""
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(name, str(type_)) for name, type_ in columns if not (hide_internal and name.startswith("_"))
+        ]
+    )
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], limit: int = 5) -> dg.MetadataValue:
+    """A few rows as a Markdown table (cells shortened so the UI stays readable)."""
+    rows = list(rows)[:limit]
+    if not rows:
+        return dg.MetadataValue.md("_no rows_")
+    headers = list(rows[0])
+
+    def cell(value: Any) -> str:
+        text = value if isinstance(value, str) else json.dumps(value, default=str)
+        text = text.replace("|", "\\|").replace("\n", " ")
+        return text if len(text) <= 80 else text[:77] + "..."
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(r.get(h)) for h in headers) + " |" for r in rows]
+    return dg.MetadataValue.md("\n".join(lines))

@@ -1,0 +1,121 @@
+"""Syncs: per (audience, destination) and day, deliver the delta and commit acknowledged rows to the ledger."""
+
+
+import datetime as dt
+
+import dagster as dg
+
+from ..delta.delivery import SyncReport, deliver
+from ..delta.diff import latest_delta_run
+from ..delta.tables import PairTables
+from ..destinations import Destination, SyncTarget, TerminalError
+from ..project import AudienceSpec, SyncSpec
+from ..warehouse import Warehouse
+from .keys import SYNCS, WAREHOUSE_POOL, delta_key, sync_key
+from .metadata import markdown_table
+
+
+def report_metadata(report: SyncReport, delta_run_id: str) -> dict:
+    """The counts every sync materialization carries."""
+    rate = report.delivered / report.seconds if report.seconds > 0 else 0.0
+    metadata = {
+        "added": report.added,
+        "updated": report.updated,
+        "removed": report.removed,
+        "failed": report.failed,
+        "skipped": report.skipped,
+        "unsent": report.unsent,
+        "batches": report.batches,
+        "duration_seconds": round(report.seconds, 3),
+        "rows_per_second": round(rate, 1),
+        "delta_run_id": delta_run_id,
+        "payload_sample": dg.MetadataValue.json(report.sample),
+    }
+    if report.failures:
+        metadata["failures"] = markdown_table([{"key": k, "reason": r} for k, r in report.failures])
+    return metadata
+
+
+def build_sync_asset(
+    audience: AudienceSpec,
+    sync: SyncSpec,
+    destination: Destination,
+    schema: str,
+    partitions: dg.PartitionsDefinition,
+    warehouse_kind: str,
+) -> dg.AssetsDefinition:
+    tables = PairTables(schema, audience.name, sync.destination)
+
+    @dg.asset(
+        key=sync_key(audience.name, sync.destination),
+        group_name=SYNCS,
+        deps=[delta_key(audience.name, sync.destination)],
+        partitions_def=partitions,
+        description=f"Delivers `{audience.name}` to `{sync.destination}` ({destination.type_name}, {sync.mode}) "
+        "and records what it acknowledged.",
+        owners=audience.owners or None,
+        kinds={destination.kind, warehouse_kind},
+        tags={"mode": sync.mode, "destination_type": destination.type_name},
+        pool=WAREHOUSE_POOL,
+        metadata={"destination": sync.destination, "mode": sync.mode, "identifier": sync.identifier_type},
+    )
+    def _sync(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
+        partition = dt.date.fromisoformat(context.partition_key)
+        target = SyncTarget(
+            audience=audience.name,
+            destination=sync.destination,
+            mode=sync.mode,
+            identifier_type=sync.identifier_type,
+            partition=context.partition_key,
+            run_id=context.run.run_id,
+        )
+        with warehouse.connect() as conn:
+            tables.ensure(conn)
+            run = _delta_to_deliver(conn, tables, partition)
+            try:
+                with destination.open(target) as session:
+                    report = deliver(
+                        conn,
+                        tables,
+                        run,
+                        session,
+                        batch_size=destination.capabilities.batch_size,
+                        sync_run_id=context.run.run_id,
+                        partition=partition,
+                        on_progress=lambda r, left: context.log.debug(
+                            f"{r.delivered} delivered, {r.failed} rejected, {left} to go"
+                        ),
+                    )
+            except TerminalError as exc:
+                raise dg.Failure(description=f"{sync.destination}: {exc}") from exc
+        metadata = report_metadata(report, run.run_id)
+        context.log.info(
+            f"sync of {audience.name} -> {sync.destination}: {report.added} added, {report.updated} updated, "
+            f"{report.removed} removed, {report.failed} rejected, {report.skipped} already done, {report.unsent} unsent"
+        )
+        if report.stopped_by:
+            raise dg.Failure(
+                description=f"{sync.destination} stopped accepting rows ({report.stopped_by}); "
+                f"{report.delivered} were delivered and recorded, {report.unsent} stay for the next run.",
+                metadata=metadata,
+            )
+        return dg.MaterializeResult(metadata=metadata)
+
+    return _sync
+
+
+def _delta_to_deliver(conn, tables: PairTables, partition: dt.date):
+    """This partition's newest delta, refusing one that a newer delta has overtaken (it could move data backwards)."""
+    run = latest_delta_run(conn, tables, partition)
+    if run is None:
+        raise dg.Failure(
+            description=f"no delta for {tables.audience} -> {tables.destination} on {partition}; "
+            "materialize the delta asset for this partition first."
+        )
+    newest = latest_delta_run(conn, tables)
+    if newest is not None and newest.run_id != run.run_id:
+        raise dg.Failure(
+            description=f"the delta of {partition} (run {run.run_id}) is older than the delta of {newest.partition} "
+            f"(run {newest.run_id}); materialize delta and sync of {partition} together to deliver current data."
+        )
+    return run

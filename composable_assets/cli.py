@@ -1,0 +1,241 @@
+"""The `composable` command: demo, sync, preview and validate a project."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+import traceback
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from .project import ProjectError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class UserError(click.ClickException):
+    """An error the user can act on: printed as one paragraph, exit code 1."""
+
+    def show(self, file=None) -> None:
+        err_console.print(f"[bold red]error:[/] {self.message}", highlight=False)
+
+
+def _today(project) -> str:
+    return dt.datetime.now(ZoneInfo(project.settings.timezone)).date().isoformat()
+
+
+def _load(project_dir: str | None = None):
+    """Settings, project and definitions; errors in the project folder become a UserError."""
+    from .definitions import build_definitions
+    from .destinations import DESTINATION_TYPES
+    from .project import load_project
+    from .settings import Settings
+
+    settings = Settings.from_env()
+    if project_dir:
+        settings = Settings(Path(project_dir).absolute(), settings.warehouse_url, settings.data_dir)
+    try:
+        project = load_project(settings.project_dir, known_destination_types=set(DESTINATION_TYPES))
+    except ProjectError as exc:
+        raise UserError(f"the project folder {settings.project_dir} has errors:\n{exc}") from exc
+    return settings, project, build_definitions(project, settings)
+
+
+def _summary(outcome, title: str) -> None:
+    table = Table(title=title, title_justify="left")
+    for column in ("audience", "destination", "added", "updated", "removed", "rejected", "skipped", "unsent", "seconds"):
+        table.add_column(column, justify="left" if column in ("audience", "destination") else "right")
+    for s in sorted(outcome.syncs, key=lambda s: (s.audience, s.destination)):
+        seconds = s.metadata.get("duration_seconds")
+        table.add_row(
+            s.audience,
+            s.destination,
+            *(str(s.count(n)) for n in ("added", "updated", "removed", "failed", "skipped", "unsent")),
+            f"{getattr(seconds, 'value', seconds) or 0:.2f}",
+            style="red" if s.error or s.count("failed") else None,
+        )
+    console.print(table)
+    for error in outcome.errors:
+        err_console.print(f"[red]failed[/] {error}", highlight=False)
+
+
+def _run(defs, selection, partition_key, title: str):
+    from .runner import instance, run_selection
+
+    outcome = run_selection(defs, selection, partition_key, instance())
+    _summary(outcome, title)
+    return outcome
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show full tracebacks.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """composable: warehouse audiences, delivered as Dagster assets."""
+    ctx.obj = {"debug": debug}
+
+
+@cli.command()
+@click.option("--project", "project_dir", help="Project folder (default: COMPOSABLE_PROJECT_DIR or the sample).")
+def validate(project_dir: str | None) -> None:
+    """Check a project folder: files, fields, SQL, references."""
+    settings, project, defs = _load(project_dir)
+    defs.resolve_asset_graph()  # Dagster's own checks on keys, owners and dependencies
+    console.print(
+        f"[green]ok[/] {settings.project_dir}: {len(project.models)} models, {len(project.audiences)} audiences, "
+        f"{sum(len(a.syncs) for a in project.audiences.values())} syncs, {len(project.destinations)} destinations, "
+        f"sources: {', '.join(project.sources) or 'none'}",
+        highlight=False,
+    )
+
+
+@cli.command()
+@click.argument("audience")
+@click.option("--destination", help="Only this destination (default: every destination of the audience).")
+@click.option("--date", "date", help="Partition day YYYY-MM-DD (default: today in the project's timezone).")
+def sync(audience: str, destination: str | None, date: str | None) -> None:
+    """Refresh an audience and deliver its delta; non-zero exit if anything failed or was rejected."""
+    from .definitions import audience_selection
+
+    settings, project, defs = _load()
+    _check_target(project, audience, destination)
+    partition = _partition(project, date)
+    outcome = _run(defs, audience_selection(project, audience, destination), partition, f"sync {audience} ({partition})")
+    if not outcome.success:
+        raise UserError("the run failed; see the messages above.")
+    if outcome.rejected:
+        raise UserError(f"{outcome.rejected} row(s) were rejected by the destination; they stay for the next run.")
+
+
+@cli.command()
+@click.argument("audience")
+@click.option("--destination", required=True, help="The destination to preview.")
+@click.option("--limit", default=5, show_default=True, help="How many sample payloads to show.")
+def preview(audience: str, destination: str, limit: int) -> None:
+    """Show the delta and sample payloads for one destination: nothing is sent, the ledger is untouched."""
+    from .definitions import audience_selection, destinations_of
+    from .preview import preview_delta
+    from .warehouse import Warehouse
+
+    settings, project, defs = _load()
+    _check_target(project, audience, destination)
+    # Refresh the models and the audience (no partition, no delta, no sync) so the preview is current.
+    refresh = audience_selection(project, audience, destination) - _pair_keys(audience, destination)
+    outcome = _run(defs, refresh, None, f"refresh {audience}")
+    if not outcome.success:
+        raise UserError("refreshing the audience failed; see the messages above.")
+    spec = project.audiences[audience]
+    result = preview_delta(
+        Warehouse(url=settings.warehouse_url),
+        project,
+        spec,
+        spec.sync_for(destination),
+        destinations_of(project, settings)[destination],
+        limit,
+    )
+    console.print(
+        f"{audience} -> {destination} ({spec.sync_for(destination).mode}): "
+        f"[green]{result.added}[/] to add, [yellow]{result.updated}[/] to update, [red]{result.removed}[/] to remove "
+        f"(audience of {result.audience_size}); nothing was sent.",
+        highlight=False,
+    )
+    for payload in result.payloads:
+        console.print_json(data=payload)
+
+
+@cli.command()
+@click.option("--customers", default=2000, show_default=True, help="Size of the generated sample.")
+@click.option("--changes/--no-changes", default=True, show_default=True,
+              help="After the first sync, apply a day of changes and sync again.")
+def demo(customers: int, changes: bool) -> None:
+    """Seed the retail sample into the warehouse and run every sync once (then once more after a day of changes)."""
+    from .definitions import build_definitions
+    from .sample import SAMPLE_PROJECT_DIR, generator
+    from .settings import Settings
+
+    base = Settings.from_env()
+    settings = Settings(project_dir=SAMPLE_PROJECT_DIR, warehouse_url=base.warehouse_url, data_dir=base.data_dir)
+    _, project, _ = _load(str(SAMPLE_PROJECT_DIR))
+    defs = build_definitions(project, settings)
+    today = dt.date.fromisoformat(_today(project))
+    from .warehouse import Warehouse
+
+    warehouse = Warehouse(url=settings.warehouse_url)
+    with warehouse.connect() as conn:
+        if not hasattr(conn, "raw"):
+            raise UserError("the demo seeds its sample into DuckDB; set COMPOSABLE_WAREHOUSE to a duckdb:/// URL.")
+        counts = generator.seed(conn.raw, customers=customers, as_of=today)
+    console.print(f"seeded the retail sample into {warehouse.engine.describe()}: "
+                  + ", ".join(f"{n} {t}" for t, n in counts.items()), highlight=False)
+    everything = _all_sync_work(defs)
+    outcome = _run(defs, everything, today.isoformat(), f"first sync ({today})")
+    if changes and outcome.success:
+        with warehouse.connect() as conn:
+            changed = generator.apply_day_of_changes(conn.raw, today)
+        console.print("applied a day of changes: " + ", ".join(f"{n} {k}" for k, n in changed.items()), highlight=False)
+        outcome = _run(defs, everything, today.isoformat(), f"after a day of changes ({today})")
+    console.print(
+        f"\nOutbox files (what was sent): {settings.outbox_dir}\n"
+        f"Warehouse: {warehouse.engine.describe()}\n"
+        "See it in Dagster: make ui, then open http://127.0.0.1:3000",
+        highlight=False,
+    )
+    if not outcome.success:
+        raise UserError("the demo run failed; see the messages above.")
+
+
+def _all_sync_work(defs):
+    import dagster as dg
+
+    return dg.AssetSelection.all() - dg.AssetSelection.groups("sources")
+
+
+def _pair_keys(audience: str, destination: str):
+    import dagster as dg
+
+    from .assets.keys import delta_key, sync_key
+
+    return dg.AssetSelection.assets(delta_key(audience, destination), sync_key(audience, destination))
+
+
+def _check_target(project, audience: str, destination: str | None) -> None:
+    if audience not in project.audiences:
+        raise UserError(f"no audience {audience!r}; the project has: {', '.join(sorted(project.audiences)) or 'none'}.")
+    names = [s.destination for s in project.audiences[audience].syncs]
+    if destination is not None and destination not in names:
+        raise UserError(f"audience {audience!r} does not sync to {destination!r}; it syncs to: {', '.join(names)}.")
+
+
+def _partition(project, date: str | None) -> str:
+    if date is None:
+        return _today(project)
+    try:
+        day = dt.date.fromisoformat(date)
+    except ValueError as exc:
+        raise UserError(f"--date {date!r} is not a date like 2026-01-31.") from exc
+    if day < project.settings.start_date:
+        raise UserError(f"--date {date} is before the project's start_date {project.settings.start_date}.")
+    return day.isoformat()
+
+
+def main() -> None:
+    debug = "--debug" in sys.argv
+    try:
+        cli.main(standalone_mode=False)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except Exception as exc:  # anything unexpected: one paragraph, the traceback only on request
+        if debug:
+            traceback.print_exc()
+        err_console.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}", highlight=False)
+        if not debug:
+            err_console.print("(run again with --debug for the traceback)")
+        sys.exit(1)

@@ -1,0 +1,98 @@
+"""The delta: what to add, update and remove at one destination, computed in the warehouse."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from .ledger import fold_acks
+from .snapshot import SyncShape
+from .sql import ident, json_object
+from .tables import PairTables
+
+
+@dataclass(frozen=True)
+class DeltaRun:
+    """One computed delta: its rows are `_seq` first_seq..last_seq of the pair's delta table."""
+
+    run_id: str
+    partition: dt.date
+    computed_at: dt.datetime
+    first_seq: int
+    last_seq: int
+    added: int
+    updated: int
+    removed: int
+    audience_size: int
+
+    @property
+    def size(self) -> int:
+        return self.added + self.updated + self.removed
+
+
+def delta_select(tables: PairTables, shape: SyncShape, mode: str) -> str:
+    """SELECT of the changed rows: a full outer join of snapshot and ledger on key, compared by hash.
+
+    Upsert mode never removes, so it only needs the snapshot side (a left join).
+    """
+    join = "FULL OUTER JOIN" if mode == "mirror" else "LEFT JOIN"
+    h = ident(shape.hash_column)
+    return (
+        "SELECT "
+        "CASE WHEN l._key IS NULL THEN 'add' WHEN a._key IS NULL THEN 'remove' ELSE 'update' END AS _op, "
+        "coalesce(a._key, l._key) AS _key, "
+        f"CASE WHEN a._key IS NULL THEN l._identifier ELSE CAST(a.{ident(shape.identifier_column)} AS VARCHAR) END AS _identifier, "
+        f"a.{h} AS _hash, "
+        f"CASE WHEN a._key IS NOT NULL THEN {json_object(shape.fields, alias='a')} END AS _fields, "
+        "l._fields AS _previous "
+        f"FROM {tables.snapshot} AS a {join} {tables.ledger} AS l ON a._key = l._key "
+        f"WHERE l._key IS NULL OR a._key IS NULL OR a.{h} <> l._hash"
+    )
+
+
+def compute_delta(
+    conn, tables: PairTables, shape: SyncShape, mode: str, *, run_id: str, partition: dt.date, now: dt.datetime
+) -> DeltaRun:
+    """Append this run's delta to the pair's delta table and record the run; earlier runs stay as they were."""
+    tables.ensure(conn)
+    fold_acks(conn, tables)
+    base = conn.fetch_one(f"SELECT coalesce(max(_seq), 0) FROM {tables.delta}")[0]
+    # Sequence numbers continue across runs, so a run's rows are one contiguous, prunable range.
+    conn.execute(
+        f"INSERT INTO {tables.delta} "
+        "SELECT ?, ?, ? + row_number() OVER (), _op, _key, _identifier, _hash, _fields, _previous, ? "
+        f"FROM ({delta_select(tables, shape, mode)})",
+        [partition, run_id, base, now],
+    )
+    counts = dict(
+        conn.fetch_all(f"SELECT _op, count(*) FROM {tables.delta} WHERE _seq > ? GROUP BY _op", [base])
+    )
+    audience_size = conn.fetch_one(f"SELECT count(*) FROM {tables.snapshot}")[0]
+    run = DeltaRun(
+        run_id=run_id,
+        partition=partition,
+        computed_at=now,
+        first_seq=base + 1,
+        last_seq=base + sum(counts.values()),
+        added=counts.get("add", 0),
+        updated=counts.get("update", 0),
+        removed=counts.get("remove", 0),
+        audience_size=audience_size,
+    )
+    conn.execute(
+        f"INSERT INTO {tables.delta_runs} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [tables.audience, tables.destination, partition, run_id, now, mode, run.first_seq, run.last_seq,
+         run.added, run.updated, run.removed, audience_size],
+    )
+    return run
+
+
+def latest_delta_run(conn, tables: PairTables, partition: dt.date | None = None) -> DeltaRun | None:
+    """The newest delta of the pair, of one partition or of any."""
+    rows = conn.fetch_all(
+        "SELECT run_id, partition_date, computed_at, first_seq, last_seq, added, updated, removed, audience_size "
+        f"FROM {tables.delta_runs} WHERE audience = ? AND destination = ? AND (? IS NULL OR partition_date = ?) "
+        "ORDER BY computed_at DESC, last_seq DESC LIMIT 1",
+        [tables.audience, tables.destination, partition, partition],
+    )
+    return DeltaRun(*rows[0]) if rows else None

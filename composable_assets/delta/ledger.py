@@ -1,0 +1,55 @@
+"""The ledger: per pair, what the destination has acknowledged. Acks are checkpointed per batch, then folded in."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from .tables import PairTables
+
+
+def record_ack(conn, tables: PairTables, run_id: str, first_seq: int, last_seq: int, now: dt.datetime) -> None:
+    """Checkpoint one acknowledged range of delta rows: a tiny append, durable before the next batch goes out."""
+    conn.execute(
+        f"INSERT INTO {tables.acks} VALUES (?, ?, ?, ?, ?, ?, false)",
+        [tables.audience, tables.destination, run_id, first_seq, last_seq, now],
+    )
+
+
+def fold_acks(conn, tables: PairTables) -> int:
+    """Apply every checkpointed, not yet folded ack to the ledger in one set-based MERGE; returns ranges applied.
+
+    Called after each sync and before anything reads the ledger, so a crash between the two loses nothing.
+    """
+    pending = conn.fetch_one(
+        f"SELECT count(*) FROM {tables.acks} WHERE audience = ? AND destination = ? AND NOT folded",
+        [tables.audience, tables.destination],
+    )[0]
+    if not pending:
+        return 0
+    acked = (
+        "SELECT d._op, d._key, d._identifier, d._hash, d._fields, a.run_id, a.acked_at "
+        f"FROM {tables.acks} AS a JOIN {tables.delta} AS d ON d._seq BETWEEN a.first_seq AND a.last_seq "
+        "WHERE a.audience = ? AND a.destination = ? AND NOT a.folded "
+        # A key acknowledged by several runs (added, then updated) ends as its latest acknowledged row.
+        "QUALIFY row_number() OVER (PARTITION BY d._key ORDER BY d._seq DESC) = 1"
+    )
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        conn.execute(
+            f"MERGE INTO {tables.ledger} AS l USING ({acked}) AS s ON l._key = s._key "
+            "WHEN MATCHED AND s._op = 'remove' THEN DELETE "
+            "WHEN MATCHED THEN UPDATE SET _identifier = s._identifier, _hash = s._hash, _fields = s._fields, "
+            "_synced_at = s.acked_at, _run_id = s.run_id "
+            "WHEN NOT MATCHED AND s._op <> 'remove' THEN INSERT (_key, _identifier, _hash, _fields, _synced_at, _run_id) "
+            "VALUES (s._key, s._identifier, s._hash, s._fields, s.acked_at, s.run_id)",
+            [tables.audience, tables.destination],
+        )
+        conn.execute(
+            f"UPDATE {tables.acks} SET folded = true WHERE audience = ? AND destination = ? AND NOT folded",
+            [tables.audience, tables.destination],
+        )
+        conn.execute("COMMIT")
+    except Exception:
+        conn.execute("ROLLBACK")
+        raise
+    return pending

@@ -1,0 +1,99 @@
+"""The audience snapshot: the members of a model that meet a condition, with one row hash per sync."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlglot import exp
+
+from ..warehouse import Connection
+from .sql import DIALECT, ident, row_hash, table
+from .tables import PairTables
+
+
+class AudienceDataError(Exception):
+    """The audience's rows cannot be synced as they are (null or duplicate keys); nothing was changed."""
+
+
+@dataclass(frozen=True)
+class SyncShape:
+    """What one sync of an audience sends: the identifier column and destination field -> column."""
+
+    destination: str
+    identifier_column: str
+    fields: dict[str, str]
+
+    @property
+    def hash_column(self) -> str:
+        return f"_hash__{self.destination}"
+
+    def hash_sql(self) -> str:
+        salt = json.dumps({"identifier": self.identifier_column, "fields": self.fields}, sort_keys=True)
+        return row_hash([self.identifier_column, *self.fields.values()], salt=salt)
+
+
+@dataclass(frozen=True)
+class SnapshotResult:
+    size: int
+    columns: list[tuple[str, str]]
+
+
+def snapshot_table(schema: str, audience: str) -> str:
+    return PairTables(schema, audience, "").snapshot
+
+
+def build_snapshot(
+    conn: Connection,
+    *,
+    schema: str,
+    audience: str,
+    audience_file: Path,
+    model: str,
+    primary_key: str,
+    columns: list[str],
+    where: exp.Expression | None,
+    syncs: list[SyncShape],
+) -> SnapshotResult:
+    """Materialize the snapshot in a staging table, check its keys, then swap it in."""
+    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(schema)}")
+    staging_name = f"audience__{audience}__staging"
+    staging = table(schema, staging_name)
+    select_list = [f"CAST({ident(primary_key)} AS VARCHAR) AS _key"]
+    select_list += [ident(c) for c in columns]
+    select_list += [f"{s.hash_sql()} AS {ident(s.hash_column)}" for s in syncs]
+    # The condition was parsed as one expression; rendering the tree back cannot smuggle in a statement.
+    condition = f" WHERE {where.sql(DIALECT)}" if where is not None else ""
+    conn.execute(f"CREATE OR REPLACE TABLE {staging} AS SELECT {', '.join(select_list)} FROM {ident(model)}{condition}")
+    try:
+        _check_keys(conn, staging, audience_file, primary_key)
+    except AudienceDataError:
+        conn.execute(f"DROP TABLE IF EXISTS {staging}")
+        raise
+    target = snapshot_table(schema, audience)
+    conn.execute("BEGIN TRANSACTION")
+    conn.execute(f"DROP TABLE IF EXISTS {target}")
+    conn.execute(f"ALTER TABLE {staging} RENAME TO {ident(f'audience__{audience}')}")
+    conn.execute("COMMIT")
+    size = conn.fetch_one(f"SELECT count(*) FROM {target}")[0]
+    return SnapshotResult(size=size, columns=conn.table_columns(schema, f"audience__{audience}"))
+
+
+def _check_keys(conn: Connection, staging: str, audience_file: Path, primary_key: str) -> None:
+    nulls = conn.fetch_one(f"SELECT count(*) FROM {staging} WHERE _key IS NULL")[0]
+    if nulls:
+        raise AudienceDataError(
+            f"{audience_file}: primary key {primary_key!r} is NULL in {nulls} row(s) of the audience; "
+            "every member needs a key. Nothing was sent."
+        )
+    dupes = conn.fetch_all(
+        f"SELECT _key, count(*) AS n FROM {staging} GROUP BY _key HAVING count(*) > 1 ORDER BY n DESC, _key LIMIT 11"
+    )
+    if dupes:
+        shown = ", ".join(f"{k!r} ({n} rows)" for k, n in dupes[:10])
+        more = " and more" if len(dupes) > 10 else ""
+        raise AudienceDataError(
+            f"{audience_file}: primary key {primary_key!r} is not unique in the audience: {shown}{more}. "
+            "Nothing was sent."
+        )

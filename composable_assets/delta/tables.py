@@ -1,0 +1,80 @@
+"""Names and shapes of the tables the platform keeps in the warehouse, per audience and destination."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..warehouse import Connection
+from .sql import ident, table
+
+# Shared logs, one table each for every audience and destination.
+DELTA_RUNS = "delta_runs"
+SYNC_ACKS = "sync_acks"
+SYNC_FAILURES = "sync_failures"
+
+
+@dataclass(frozen=True)
+class PairTables:
+    """The warehouse tables of one (audience, destination) pair, plus the schema they live in."""
+
+    schema: str
+    audience: str
+    destination: str
+
+    @property
+    def snapshot(self) -> str:
+        return table(self.schema, f"audience__{self.audience}")
+
+    @property
+    def delta(self) -> str:
+        return table(self.schema, f"delta__{self.audience}__{self.destination}")
+
+    @property
+    def ledger(self) -> str:
+        return table(self.schema, f"ledger__{self.audience}__{self.destination}")
+
+    @property
+    def delta_runs(self) -> str:
+        return table(self.schema, DELTA_RUNS)
+
+    @property
+    def acks(self) -> str:
+        return table(self.schema, SYNC_ACKS)
+
+    @property
+    def failures(self) -> str:
+        return table(self.schema, SYNC_FAILURES)
+
+    def ensure(self, conn: Connection) -> None:
+        """Create what does not exist yet (idempotent, cheap)."""
+        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(self.schema)}")
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {self.ledger} ("
+            "_key VARCHAR NOT NULL, _identifier VARCHAR, _hash VARCHAR NOT NULL, _fields JSON, "
+            "_synced_at TIMESTAMP NOT NULL, _run_id VARCHAR NOT NULL)"
+        )
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {self.delta} ("
+            "_partition DATE NOT NULL, _run_id VARCHAR NOT NULL, _seq BIGINT NOT NULL, _op VARCHAR NOT NULL, "
+            "_key VARCHAR NOT NULL, _identifier VARCHAR, _hash VARCHAR, _fields JSON, _previous JSON, "
+            "_computed_at TIMESTAMP NOT NULL)"
+        )
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {self.delta_runs} ("
+            "audience VARCHAR NOT NULL, destination VARCHAR NOT NULL, partition_date DATE NOT NULL, "
+            "run_id VARCHAR NOT NULL, computed_at TIMESTAMP NOT NULL, mode VARCHAR NOT NULL, "
+            "first_seq BIGINT NOT NULL, last_seq BIGINT NOT NULL, "
+            "added BIGINT NOT NULL, updated BIGINT NOT NULL, removed BIGINT NOT NULL, audience_size BIGINT NOT NULL)"
+        )
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {self.acks} ("
+            "audience VARCHAR NOT NULL, destination VARCHAR NOT NULL, run_id VARCHAR NOT NULL, "
+            "first_seq BIGINT NOT NULL, last_seq BIGINT NOT NULL, acked_at TIMESTAMP NOT NULL, "
+            "folded BOOLEAN NOT NULL DEFAULT false)"
+        )
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {self.failures} ("
+            "audience VARCHAR NOT NULL, destination VARCHAR NOT NULL, partition_date DATE NOT NULL, "
+            "run_id VARCHAR NOT NULL, seq BIGINT NOT NULL, key VARCHAR NOT NULL, op VARCHAR NOT NULL, "
+            "reason VARCHAR NOT NULL, failed_at TIMESTAMP NOT NULL)"
+        )

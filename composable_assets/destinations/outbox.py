@@ -1,0 +1,49 @@
+"""The outbox: writes what would be sent as JSON Lines on local disk, one file per run and destination."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+from .base import BatchResult, Capabilities, Destination, Record, Session, SyncTarget, generic_payload
+
+DEFAULT_BATCH_SIZE = 1000
+
+
+class OutboxSession(Session):
+    def __init__(self, path: Path, target: SyncTarget):
+        self.path = path
+        self.target = target
+        self._file = None
+
+    def send(self, batch: Sequence[Record]) -> BatchResult:
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Append: a re-executed run adds to its own file instead of hiding what went out before.
+            self._file = self.path.open("a", encoding="utf-8")
+        payloads = [generic_payload(r, self.target.identifier_type) for r in batch]
+        self._file.write("".join(json.dumps(p, default=str, separators=(",", ":")) + "\n" for p in payloads))
+        self._file.flush()
+        return BatchResult.all_acknowledged(batch, payloads)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+class Outbox(Destination):
+    """Settings: `path` (folder; default the local data folder's outbox/) and `batch_size`."""
+
+    type_name = "outbox"
+    kind = "json"
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(batch_size=int(self.settings.get("batch_size", DEFAULT_BATCH_SIZE)))
+
+    def file_for(self, target: SyncTarget) -> Path:
+        return Path(self.settings["path"]) / self.name / target.audience / target.partition / f"{target.run_id}.jsonl"
+
+    def open(self, target: SyncTarget) -> Session:
+        return OutboxSession(self.file_for(target), target)

@@ -1,0 +1,22 @@
+"""Which audience cadences are accepted."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+NAMED_CADENCES = ("minutes", "hourly", "daily", "weekly")
+
+
+def is_valid_cadence(cadence: str) -> bool:
+    """True for a named cadence or a standard 5-field cron string that Dagster can schedule."""
+    if cadence in NAMED_CADENCES:
+        return True
+    # Dagster also accepts "@daily"-style macros; the project format only allows 5 fields.
+    if len(cadence.split()) != 5:
+        return False
+    try:
+        # Dagster's public API validates cron strings when a schedule is defined.
+        dg.ScheduleDefinition(name="cadence_check", cron_schedule=cadence, job_name="cadence_check")
+    except dg.DagsterInvalidDefinitionError:
+        return False
+    return True

@@ -1,0 +1,308 @@
+"""Loading a project folder, collecting every problem found in it."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Iterator
+from graphlib import CycleError, TopologicalSorter
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from .errors import (
+    ProjectError,
+    collecting,
+    combine,
+    raise_if_any,
+    read_text,
+)
+from .project import Project
+from .secret_refs import SecretRef, is_secret_ref, looks_secret
+from .specs import (
+    NAME_PATTERN,
+    AudienceSpec,
+    DestinationSpec,
+    ModelSpec,
+    ProjectSettings,
+)
+from .sql_parsing import parse_model_sql, parse_where, read_header
+from .yaml_lines import YamlDocument, read_yaml
+
+PROJECT_FILE = "project.yaml"
+DESTINATIONS_FILE = "destinations.yaml"
+MODELS_DIR = "models"
+AUDIENCES_DIR = "audiences"
+# Used when a project has no destinations.yaml: changes are recorded but sent nowhere.
+DEFAULT_DESTINATION = "outbox"
+
+# Keys an audience file may not set: the loader derives them from the file itself.
+_DERIVED_AUDIENCE_KEYS = ("name", "path")
+
+
+def load_project(root: str | Path, known_destination_types: set[str] | None = None) -> Project:
+    """Read and validate a project folder; raise every problem found as ProjectError(s)."""
+    root = Path(root).absolute()
+    if not root.is_dir():
+        raise ProjectError("project folder not found", root)
+    errors: list[ProjectError] = []
+    settings = _load_settings(root, errors)
+    destinations, destination_names = _load_destinations(
+        root / DESTINATIONS_FILE, known_destination_types, errors
+    )
+    models = _load_models(root / MODELS_DIR, errors)
+    audiences = _load_audiences(root / AUDIENCES_DIR, models, destination_names, errors)
+    for error in errors:
+        error.root = root
+    raise_if_any(errors)
+    return Project(
+        root=root,
+        settings=settings,
+        models=models,
+        audiences=audiences,
+        destinations=destinations,
+    )
+
+
+def _load_settings(root: Path, errors: list[ProjectError]) -> ProjectSettings:
+    """project.yaml, or the defaults when it is missing or broken."""
+    path = root / PROJECT_FILE
+    if path.exists():
+        with collecting(errors):
+            doc = read_yaml(path)
+            data = _mapping(doc, {}, "project.yaml must be a mapping of settings")
+            try:
+                return ProjectSettings.model_validate({"name": root.name, **data})
+            except ValidationError as exc:
+                raise combine(doc.validation_errors(exc)) from None
+    return ProjectSettings(name=root.name)
+
+
+def _load_destinations(
+    path: Path, known_types: Collection[str] | None, errors: list[ProjectError]
+) -> tuple[dict[str, DestinationSpec], set[str] | None]:
+    """(valid destinations, every name declared or None when the file is unreadable)."""
+    if not path.exists():
+        default = DestinationSpec(name=DEFAULT_DESTINATION, type=DEFAULT_DESTINATION)
+        return {default.name: default}, {default.name}
+    data = None
+    with collecting(errors):
+        doc = read_yaml(path)
+        data = _mapping(doc, {}, "destinations.yaml must map destination names to their settings")
+    if data is None:
+        return {}, None
+    destinations: dict[str, DestinationSpec] = {}
+    for name, entry in data.items():
+        with collecting(errors):
+            destinations[name] = _destination(doc, name, entry, known_types)
+    return destinations, {str(name) for name in data}
+
+
+def _destination(
+    doc: YamlDocument, name: Any, entry: Any, known_types: Collection[str] | None
+) -> DestinationSpec:
+    """One destinations.yaml entry, with its type and secret settings checked."""
+    errors: list[ProjectError] = []
+    if not isinstance(name, str) or not re.fullmatch(NAME_PATTERN, name):
+        errors.append(doc.error(_bad_name_message("destination", name), name))
+    if not isinstance(entry, dict):
+        errors.append(doc.error(f"destination `{name}` must be a mapping with a `type`", name))
+        raise combine(errors)
+    type_ = entry.get("type")
+    if "type" not in entry:
+        errors.append(doc.error(f"destination `{name}`: missing required field `type`", name))
+    elif not isinstance(type_, str) or not type_:
+        errors.append(doc.error(f"destination `{name}`: `type` must be a non-empty string", name, "type"))
+    elif known_types is not None and type_ not in known_types:
+        errors.append(
+            doc.error(
+                f"unknown destination type `{type_}`; known types: {', '.join(sorted(known_types))}",
+                name,
+                "type",
+            )
+        )
+    settings = {key: value for key, value in entry.items() if key != "type"}
+    errors.extend(
+        doc.error(f"setting name `{key}` must be a string", name, key)
+        for key in settings
+        if not isinstance(key, str)
+    )
+    errors.extend(_secret_problems(doc, settings, (name,)))
+    raise_if_any(errors)
+    return DestinationSpec(
+        name=name, type=type_, settings=settings, path=doc.path, line=doc.line(name)
+    )
+
+
+def _secret_problems(
+    doc: YamlDocument, settings: dict[Any, Any], loc: tuple[Any, ...]
+) -> Iterator[ProjectError]:
+    """Malformed `{env: ...}` references, and secret-looking settings written literally."""
+    for key, value in settings.items():
+        secret = looks_secret(str(key))
+        # A mapping under a secret-looking key can only be a reference, so validate it strictly.
+        if is_secret_ref(value) or (secret and isinstance(value, dict)):
+            try:
+                SecretRef.model_validate(value)
+            except ValidationError as exc:
+                yield from doc.validation_errors(exc, *loc, key)
+        elif isinstance(value, dict):
+            yield from _secret_problems(doc, value, (*loc, key))
+        elif secret:
+            yield doc.error(
+                f"`{key}` looks like a secret: put it in an environment variable "
+                f"and write `{key}: {{env: VARIABLE_NAME}}`",
+                *loc,
+                key,
+            )
+
+
+def _load_models(folder: Path, errors: list[ProjectError]) -> dict[str, ModelSpec]:
+    """Every models/*.sql file with a valid name, its dependencies resolved."""
+    paths = {path.stem: path for path in sorted(folder.glob("*.sql"))}
+    for stem, path in list(paths.items()):
+        if not re.fullmatch(NAME_PATTERN, stem):
+            errors.append(ProjectError(_bad_name_message("model", stem), path))
+            del paths[stem]
+    model_names = set(paths)
+    models: dict[str, ModelSpec] = {}
+    for name, path in paths.items():
+        with collecting(errors):
+            models[name] = _model(name, path, model_names)
+    with collecting(errors):
+        _check_acyclic(models)
+    return models
+
+
+def _model(name: str, path: Path, model_names: set[str]) -> ModelSpec:
+    """One model file, parsed; its tables split into model and source dependencies."""
+    text = read_text(path)
+    parsed = parse_model_sql(text, path)
+    if name in parsed.tables:
+        raise ProjectError(f"model `{name}` reads from itself", path, parsed.tables[name])
+    description, owners = read_header(text)
+    return ModelSpec(
+        name=name,
+        path=path,
+        sql=parsed.sql,
+        description=description,
+        owners=owners,
+        model_deps=sorted(table for table in parsed.tables if table in model_names),
+        source_deps=sorted(table for table in parsed.tables if table not in model_names),
+        columns=parsed.columns,
+    )
+
+
+def _check_acyclic(models: dict[str, ModelSpec]) -> None:
+    """Raise naming the files of one dependency cycle among models, if any."""
+    try:
+        TopologicalSorter({name: model.model_deps for name, model in models.items()}).prepare()
+    except CycleError as exc:
+        cycle = exc.args[1]
+        # graphlib lists each model before the models that read it; show "reads from" order.
+        files = " -> ".join(models[name].path.name for name in reversed(cycle))
+        raise ProjectError(
+            f"models read from each other in a cycle: {files}", models[cycle[0]].path
+        ) from None
+
+
+def _load_audiences(
+    folder: Path,
+    models: dict[str, ModelSpec],
+    destination_names: set[str] | None,
+    errors: list[ProjectError],
+) -> dict[str, AudienceSpec]:
+    """Every audiences/*.yaml file, checked against the models and destinations."""
+    for path in sorted(folder.glob("*.yml")):
+        errors.append(ProjectError("audience files must end in .yaml; rename this file", path))
+    audiences: dict[str, AudienceSpec] = {}
+    for path in sorted(folder.glob("*.yaml")):
+        if not re.fullmatch(NAME_PATTERN, path.stem):
+            errors.append(ProjectError(_bad_name_message("audience", path.stem), path))
+        with collecting(errors):
+            audiences[path.stem] = _audience(path, models, destination_names)
+    return audiences
+
+
+def _audience(
+    path: Path, models: dict[str, ModelSpec], destination_names: set[str] | None
+) -> AudienceSpec:
+    """One audience file, validated and cross-checked; raises all of its problems."""
+    errors: list[ProjectError] = []
+    doc = read_yaml(path)
+    data = _mapping(doc, None, "an audience file must be a mapping of fields")
+    for key in _DERIVED_AUDIENCE_KEYS:
+        if key in data:
+            errors.append(doc.error(f"unknown field `{key}` (an audience is named after its file)", key))
+    fields = {key: value for key, value in data.items() if key not in _DERIVED_AUDIENCE_KEYS}
+    try:
+        spec = AudienceSpec.model_validate({**fields, "name": path.stem, "path": path})
+    except ValidationError as exc:
+        raise combine(errors + doc.validation_errors(exc)) from None
+    errors.extend(_reference_problems(doc, spec, models, destination_names))
+    if spec.where is not None:
+        with collecting(errors):
+            parse_where(spec.where, path, doc.line("where"))
+    raise_if_any(errors)
+    return spec
+
+
+def _reference_problems(
+    doc: YamlDocument,
+    spec: AudienceSpec,
+    models: dict[str, ModelSpec],
+    destination_names: set[str] | None,
+) -> Iterator[ProjectError]:
+    """Problems with the model, destinations and columns an audience refers to."""
+    model = models.get(spec.model)
+    if model is None:
+        known = ", ".join(sorted(models)) or "none"
+        yield doc.error(f"unknown model `{spec.model}` (models: {known})", "model")
+    seen: set[str] = set()
+    for index, sync in enumerate(spec.syncs):
+        loc = ("syncs", index, "destination")
+        if sync.destination in seen:
+            yield doc.error(f"destination `{sync.destination}` is synced twice", *loc)
+        seen.add(sync.destination)
+        # When destinations.yaml is unreadable, that is reported; don't repeat it per sync.
+        if destination_names is not None and sync.destination not in destination_names:
+            known = ", ".join(sorted(destination_names)) or "none"
+            yield doc.error(
+                f"unknown destination `{sync.destination}` (destinations.yaml has: {known})", *loc
+            )
+    if model is not None and model.columns is not None:
+        # DuckDB column names are case-insensitive.
+        available = {column.lower() for column in model.columns}
+        for loc, column in _column_references(spec):
+            if column.lower() not in available:
+                yield doc.error(
+                    f"column `{column}` is not an output of model `{model.name}` "
+                    f"(its columns: {', '.join(model.columns)})",
+                    *loc,
+                )
+
+
+def _column_references(spec: AudienceSpec) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    """(loc in the audience file, model column) for every column the audience reads."""
+    yield ("primary_key",), spec.primary_key
+    for index, sync in enumerate(spec.syncs):
+        yield ("syncs", index, "identifier", sync.identifier_type), sync.identifier_column
+        for field_name, column in sync.fields.items():
+            yield ("syncs", index, "fields", field_name), column
+
+
+def _mapping(doc: YamlDocument, empty: dict[str, Any] | None, message: str) -> dict[Any, Any]:
+    """The document as a mapping; an empty file counts as `empty` unless that is None."""
+    if doc.data is None and empty is not None:
+        return empty
+    if not isinstance(doc.data, dict):
+        raise doc.error(message)
+    return doc.data
+
+
+def _bad_name_message(kind: str, name: Any) -> str:
+    """Why a name cannot be used for an asset key or table name."""
+    return (
+        f"{kind} name `{name}` must start with a lowercase letter and contain only "
+        "lowercase letters, digits and underscores"
+    )

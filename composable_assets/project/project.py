@@ -1,0 +1,36 @@
+"""A loaded project: everything in the folder, validated and cross-referenced."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from graphlib import TopologicalSorter
+from pathlib import Path
+
+from .specs import AudienceSpec, DestinationSpec, ModelSpec, ProjectSettings
+
+
+@dataclass
+class Project:
+    """A validated project folder."""
+
+    root: Path
+    settings: ProjectSettings
+    models: dict[str, ModelSpec]
+    audiences: dict[str, AudienceSpec]
+    destinations: dict[str, DestinationSpec]
+
+    @property
+    def sources(self) -> list[str]:
+        """Warehouse tables read by the models that are not models themselves, sorted."""
+        return sorted({source for model in self.models.values() for source in model.source_deps})
+
+    def models_upstream_of(self, model_name: str) -> list[str]:
+        """Every model `model_name` depends on, directly or not, dependencies first."""
+        graph: dict[str, list[str]] = {}
+        pending = [model_name]
+        while pending:
+            name = pending.pop()
+            if name not in graph:
+                graph[name] = self.models[name].model_deps
+                pending.extend(graph[name])
+        return [name for name in TopologicalSorter(graph).static_order() if name != model_name]

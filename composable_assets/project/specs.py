@@ -1,0 +1,153 @@
+"""The typed contents of a project folder: settings, destinations, models and audiences."""
+
+from __future__ import annotations
+
+import datetime
+import zoneinfo
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .cadence import NAMED_CADENCES, is_valid_cadence
+from .secret_refs import resolve_setting
+
+# Names become Dagster asset keys and DuckDB table names.
+NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
+
+
+class ProjectSettings(BaseModel):
+    """project.yaml; the loader defaults `name` to the project folder's name."""
+
+    model_config = ConfigDict(extra="forbid", validate_by_name=True, validate_by_alias=True)
+
+    name: str = Field(min_length=1)
+    start_date: datetime.date = datetime.date(2026, 1, 1)
+    # "schema" would shadow a BaseModel attribute, hence the alias.
+    schema_name: str = Field(default="composable", alias="schema", pattern=NAME_PATTERN)
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {value!r}; use an IANA name like 'Europe/Berlin'") from None
+        return value
+
+
+class SyncSpec(BaseModel):
+    """How one audience is delivered to one destination."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    destination: str = Field(min_length=1)
+    mode: Literal["upsert", "mirror"] = "upsert"
+    identifier: dict[str, str]
+    fields: dict[str, str] = {}
+
+    @field_validator("identifier")
+    @classmethod
+    def _one_identifier(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(value) != 1:
+            raise ValueError(
+                f"identifier must have exactly one entry (identifier type: model column), found {len(value)}"
+            )
+        return _non_empty_entries(value, "identifier type")
+
+    @field_validator("fields")
+    @classmethod
+    def _named_fields(cls, value: dict[str, str]) -> dict[str, str]:
+        return _non_empty_entries(value, "field name")
+
+    @property
+    def identifier_type(self) -> str:
+        """The destination's identifier type, e.g. `external_id`."""
+        return next(iter(self.identifier))
+
+    @property
+    def identifier_column(self) -> str:
+        """The model column holding the identifier."""
+        return next(iter(self.identifier.values()))
+
+
+def _non_empty_entries(value: dict[str, str], what: str) -> dict[str, str]:
+    """Reject empty keys or empty column names in a destination -> column mapping."""
+    for key, column in value.items():
+        if not key.strip():
+            raise ValueError(f"{what} must not be empty")
+        if not column.strip():
+            raise ValueError(f"the model column for {key!r} must not be empty")
+    return value
+
+
+class AudienceSpec(BaseModel):
+    """One audiences/<name>.yaml file; `name` and `path` come from the file, not its contents."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(exclude=True)
+    path: Path | None = Field(default=None, exclude=True)
+    description: str | None = None
+    owners: list[str] = []
+    model: str = Field(min_length=1)
+    primary_key: str = Field(min_length=1)
+    where: str | None = None
+    cadence: str = "daily"
+    syncs: list[SyncSpec] = Field(min_length=1)
+
+    @field_validator("cadence")
+    @classmethod
+    def _valid_cadence(cls, value: str) -> str:
+        if not is_valid_cadence(value):
+            raise ValueError(
+                f"cadence must be one of {', '.join(NAMED_CADENCES)} or a 5-field cron string, got {value!r}"
+            )
+        return value
+
+    def columns_needed(self) -> list[str]:
+        """Model columns the audience reads: primary key, then identifier and field columns."""
+        columns = [self.primary_key]
+        for sync in self.syncs:
+            columns.append(sync.identifier_column)
+            columns.extend(sync.fields.values())
+        return list(dict.fromkeys(columns))
+
+    def sync_for(self, destination: str) -> SyncSpec:
+        """The sync delivering this audience to `destination`."""
+        for sync in self.syncs:
+            if sync.destination == destination:
+                return sync
+        raise KeyError(f"audience {self.name!r} has no sync to destination {destination!r}")
+
+
+class DestinationSpec(BaseModel):
+    """One entry of destinations.yaml; `settings` is everything except `type`."""
+
+    name: str
+    type: str
+    settings: dict[str, Any] = {}
+    # Where the entry is written, so destination packages can point at it in errors.
+    path: Path | None = Field(default=None, exclude=True)
+    line: int | None = Field(default=None, exclude=True)
+
+    def resolved_settings(self) -> dict[str, Any]:
+        """Settings with every `{env: NAME}` reference replaced by the environment value."""
+        return {key: resolve_setting(value) for key, value in self.settings.items()}
+
+
+@dataclass
+class ModelSpec:
+    """One models/<name>.sql file."""
+
+    name: str
+    path: Path
+    sql: str
+    description: str | None = None
+    owners: list[str] = field(default_factory=list)
+    model_deps: list[str] = field(default_factory=list)
+    source_deps: list[str] = field(default_factory=list)
+    # Output column names, or None when they cannot be known without running the query.
+    columns: list[str] | None = None

@@ -1,0 +1,63 @@
+"""The engine-neutral warehouse interface every asset talks to."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager
+from typing import Any, Iterator, Sequence
+
+import pyarrow as pa
+
+Params = Sequence[Any] | None
+
+
+class WarehouseError(Exception):
+    """A statement failed in the warehouse; the message names what we were doing."""
+
+
+class Connection(ABC):
+    """One open session with the warehouse. SQL is written in the DuckDB dialect with `?` parameters."""
+
+    @abstractmethod
+    def execute(self, sql: str, params: Params = None) -> None:
+        """Run a statement that returns nothing we need."""
+
+    @abstractmethod
+    def fetch_all(self, sql: str, params: Params = None) -> list[tuple]:
+        """Run a query and return every row (for small results only)."""
+
+    @abstractmethod
+    def fetch_arrow(self, sql: str, params: Params = None) -> pa.Table:
+        """Run a query and return the result as one Arrow table (bounded results only)."""
+
+    @abstractmethod
+    def stream_arrow(self, sql: str, params: Params = None, batch_rows: int = 100_000) -> Iterator[pa.RecordBatch]:
+        """Run a query and yield its result in Arrow record batches, never all of it in memory."""
+
+    @abstractmethod
+    def table_columns(self, schema: str | None, table: str) -> list[tuple[str, str]]:
+        """(name, type) of each column of a table, or [] when it does not exist."""
+
+    def fetch_one(self, sql: str, params: Params = None) -> tuple | None:
+        rows = self.fetch_all(sql, params)
+        return rows[0] if rows else None
+
+    def table_exists(self, schema: str | None, table: str) -> bool:
+        return bool(self.table_columns(schema, table))
+
+
+class Engine(ABC):
+    """A warehouse product: how to connect, which SQL dialect, which Dagster kind."""
+
+    #: sqlglot dialect name of the SQL this engine runs.
+    dialect: str
+    #: Dagster kind shown as an icon in the UI.
+    kind: str
+
+    @abstractmethod
+    def connect(self) -> AbstractContextManager[Connection]:
+        """Open a short-lived connection (closed on exit, committed unless an error escaped)."""
+
+    @abstractmethod
+    def describe(self) -> str:
+        """Where this warehouse is, for humans, without any secret."""

@@ -1,0 +1,159 @@
+"""Shared fixtures: a small project folder on a temporary DuckDB file, and a recording destination."""
+
+from __future__ import annotations
+
+import textwrap
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, ClassVar, Sequence
+
+import duckdb
+import pytest
+
+from composable_assets.definitions import audience_selection, load_definitions
+from composable_assets.destinations import (
+    BatchResult,
+    Capabilities,
+    Destination,
+    Record,
+    Session,
+    SyncTarget,
+    TransientError,
+    register_destination_type,
+)
+from composable_assets.project import load_project
+from composable_assets.runner import RunOutcome, run_selection
+from composable_assets.settings import Settings
+
+import dagster as dg
+
+
+@register_destination_type
+class Recording(Destination):
+    """A test destination: keeps what it acknowledged; can reject identifiers, crash, or be unavailable."""
+
+    type_name = "recording"
+    kind = "python"
+    received: ClassVar[dict[str, list[Record]]] = defaultdict(list)
+    reject: ClassVar[dict[str, set[str]]] = defaultdict(set)
+    crash_after_batches: ClassVar[dict[str, int]] = {}
+    unavailable: ClassVar[set[str]] = set()
+
+    @classmethod
+    def reset(cls) -> None:
+        cls.received.clear()
+        cls.reject.clear()
+        cls.crash_after_batches.clear()
+        cls.unavailable.clear()
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(batch_size=int(self.settings.get("batch_size", 3)))
+
+    def open(self, target: SyncTarget) -> Session:
+        return RecordingSession(self.name)
+
+
+class RecordingSession(Session):
+    def __init__(self, name: str):
+        self.name = name
+        self.batches = 0
+
+    def send(self, batch: Sequence[Record]) -> BatchResult:
+        if self.name in Recording.unavailable:
+            raise TransientError("503 Service Unavailable (after retries)")
+        limit = Recording.crash_after_batches.get(self.name)
+        if limit is not None and self.batches >= limit:
+            raise RuntimeError("process crashed mid-sync")
+        self.batches += 1
+        result = BatchResult()
+        for r in batch:
+            if r.identifier in Recording.reject[self.name]:
+                result.rejected[r.seq] = f"invalid identifier {r.identifier}"
+            else:
+                Recording.received[self.name].append(r)
+                result.acknowledged.append(r.seq)
+        return result
+
+
+@pytest.fixture(autouse=True)
+def _reset_recording():
+    Recording.reset()
+    yield
+    Recording.reset()
+
+
+SMALL_MODEL = """\
+-- People with a score.
+-- owners: team:growth
+SELECT id, email, name, score FROM people
+"""
+
+SMALL_AUDIENCE = """\
+description: People who scored over 10.
+owners: [growth@example.com]
+model: people_model
+primary_key: id
+where: score > 10
+cadence: daily
+syncs:
+  - destination: rec_mirror
+    mode: mirror
+    identifier: {external_id: id}
+    fields: {email: email, name: name}
+  - destination: rec_upsert
+    mode: upsert
+    identifier: {email: email}
+    fields: {name: name, score: score}
+"""
+
+SMALL_DESTINATIONS = """\
+rec_mirror: {type: recording, batch_size: 2}
+rec_upsert: {type: recording, batch_size: 3}
+box: {type: outbox, batch_size: 2}
+"""
+
+
+class SmallProject:
+    """A project folder plus its DuckDB file; `people` rows are (id, email, name, score)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.db = root / "warehouse.duckdb"
+        self.settings = Settings(project_dir=root / "project", warehouse_url=f"duckdb:///{self.db}", data_dir=root / "data")
+        self.instance = dg.DagsterInstance.ephemeral()
+
+    def write(self, path: str, text: str) -> None:
+        target = self.settings.project_dir / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(textwrap.dedent(text))
+
+    def set_people(self, rows: list[tuple[int, str | None, str | None, int]]) -> None:
+        with duckdb.connect(str(self.db)) as con:
+            con.execute("CREATE OR REPLACE TABLE people (id BIGINT, email VARCHAR, name VARCHAR, score INTEGER)")
+            if rows:
+                con.executemany("INSERT INTO people VALUES (?, ?, ?, ?)", rows)
+
+    def query(self, sql: str, params: list[Any] | None = None) -> list[tuple]:
+        with duckdb.connect(str(self.db)) as con:
+            return con.execute(sql, params).fetchall()
+
+    def ledger(self, destination: str, audience: str = "high") -> dict[str, str]:
+        """key -> identifier of what the destination has acknowledged."""
+        return dict(self.query(f'SELECT _key, _identifier FROM composable."ledger__{audience}__{destination}"'))
+
+    def sync(self, audience: str = "high", date: str = "2026-03-02", destination: str | None = None) -> RunOutcome:
+        defs = load_definitions(self.settings)
+        project = load_project(self.settings.project_dir)
+        return run_selection(defs, audience_selection(project, audience, destination), date, self.instance)
+
+
+@pytest.fixture
+def small(tmp_path: Path) -> SmallProject:
+    p = SmallProject(tmp_path)
+    p.write("project.yaml", 'name: small\nstart_date: "2026-01-01"\n')
+    p.write("models/people_model.sql", SMALL_MODEL)
+    p.write("audiences/high.yaml", SMALL_AUDIENCE)
+    p.write("destinations.yaml", SMALL_DESTINATIONS)
+    p.set_people([(i, f"p{i}@example.com", f"name{i}", i) for i in range(1, 21)])  # ids 11..20 score > 10
+    return p
