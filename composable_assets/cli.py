@@ -14,8 +14,10 @@ from rich.table import Table
 
 from .project import ProjectError
 
-console = Console()
-err_console = Console(stderr=True)
+# Piped or captured output is not wrapped at 80 columns, so a message stays one greppable line.
+_WIDTH = None if sys.stdout.isatty() else 160
+console = Console(soft_wrap=True, width=_WIDTH)
+err_console = Console(stderr=True, soft_wrap=True, width=_WIDTH)
 
 
 class UserError(click.ClickException):

@@ -44,6 +44,7 @@ def run_selection(
     selection: dg.AssetSelection,
     partition_key: str | None,
     dagster_instance: dg.DagsterInstance,
+    log_level: str = "INFO",
 ) -> RunOutcome:
     """Materialize the selection in this process and collect each sync's counts or failure."""
     result = dg.materialize(
@@ -53,6 +54,7 @@ def run_selection(
         instance=dagster_instance,
         resources=defs.resources,
         raise_on_error=False,
+        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
         tags={"composable/launched_by": "cli"},
     )
     syncs: dict[tuple[str, str], SyncOutcome] = {}

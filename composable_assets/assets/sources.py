@@ -1,6 +1,8 @@
 """Sources: the raw warehouse tables the models read, observed in place and never copied."""
 
 
+import warnings
+
 import dagster as dg
 
 from ..delta.sql import ident
@@ -22,7 +24,6 @@ def build_source_observer(tables: list[str], warehouse_kind: str) -> dg.AssetsDe
         for t in tables
     ]
 
-    @dg.multi_observable_source_asset(specs=specs, name="observe_sources")
     def observe_sources(context: dg.AssetExecutionContext, warehouse: Warehouse):
         with warehouse.connect() as conn:
             for t in tables:
@@ -39,4 +40,7 @@ def build_source_observer(tables: list[str], warehouse_kind: str) -> dg.AssetsDe
                     metadata={"dagster/row_count": rows, "newest_update": str(newest)},
                 )
 
-    return observe_sources
+    # Observable sources are a beta API; it is the one that observes tables in place without copying them.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return dg.multi_observable_source_asset(specs=specs, name="observe_sources")(observe_sources)

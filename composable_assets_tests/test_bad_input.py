@@ -1,0 +1,51 @@
+"""Bad data is stopped before anything is sent, with an error naming the file and the offending keys."""
+
+from __future__ import annotations
+
+from .conftest import Recording
+
+
+def _ledger_rows(small, destination="rec_mirror"):
+    return small.query(f'SELECT _key, _hash FROM composable."ledger__high__{destination}" ORDER BY _key')
+
+
+def test_duplicate_primary_keys_stop_the_sync_and_name_the_keys(small):
+    small.sync()
+    before = _ledger_rows(small)
+    Recording.received.clear()
+    rows = [(i, f"p{i}@example.com", f"name{i}", i) for i in range(1, 21)]
+    rows += [(15, "dup@example.com", "dup", 50), (15, "dup2@example.com", "dup", 60), (18, "x@example.com", "x", 70)]
+    small.set_people(rows)
+    outcome = small.sync()
+    assert not outcome.success
+    message = " ".join(outcome.errors)
+    assert "audiences/high.yaml" in message and "'15' (3 rows)" in message and "'18' (2 rows)" in message
+    assert Recording.received == {}
+    assert _ledger_rows(small) == before
+
+
+def test_null_keys_stop_the_sync(small):
+    small.set_people([(i, f"p{i}@example.com", f"name{i}", i) for i in range(1, 21)] + [(None, "n@example.com", "n", 99)])
+    outcome = small.sync()
+    assert not outcome.success
+    assert any("high.yaml" in e and "NULL in 1 row" in e for e in outcome.errors)
+    assert Recording.received == {}
+
+
+def test_a_failing_model_names_its_file(small):
+    small.write("models/people_model.sql", "SELECT id, email, name, score, no_such_column FROM people\n")
+    outcome = small.sync()
+    assert not outcome.success
+    assert any("models/people_model.sql" in e and "no_such_column" in e for e in outcome.errors)
+    assert Recording.received == {}
+
+
+def test_null_identifier_rows_are_rejected_individually(small):
+    rows = [(i, f"p{i}@example.com", f"name{i}", i) for i in range(1, 21)]
+    rows[13] = (14, None, "no email", 14)
+    small.set_people(rows)
+    outcome = small.sync(destination="rec_upsert")
+    assert outcome.success
+    upsert = outcome.syncs[0]
+    assert upsert.count("failed") == 1 and upsert.count("added") == 9
+    assert small.query("SELECT key, reason FROM composable.sync_failures") == [("14", "identifier is NULL")]

@@ -1,0 +1,93 @@
+"""The `composable` command as a user meets it: validate, sync, preview, and its errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from composable_assets.cli import cli
+
+from .conftest import Recording
+
+
+@pytest.fixture
+def run_cli(small, monkeypatch):
+    monkeypatch.setenv("COMPOSABLE_PROJECT_DIR", str(small.settings.project_dir))
+    monkeypatch.setenv("COMPOSABLE_WAREHOUSE", small.settings.warehouse_url)
+    monkeypatch.setenv("COMPOSABLE_DATA_DIR", str(small.settings.data_dir))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+
+    def invoke(*args: str):
+        return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+    return invoke
+
+
+def test_validate_summarizes_a_good_project(run_cli):
+    result = run_cli("validate")
+    assert result.exit_code == 0, result.output
+    assert "1 models, 1 audiences, 2 syncs, 3 destinations" in result.output
+    assert "sources: people" in result.output
+
+
+def test_validate_names_file_and_line_of_each_problem(run_cli, small):
+    original = (small.settings.project_dir / "audiences/high.yaml").read_text()
+    small.write("audiences/high.yaml", original.replace("model: people_model", "model: no_such_model"))
+    small.write("audiences/other.yaml", original.replace("cadence: daily", "cadence: daily\ncolour: blue"))
+    result = run_cli("validate")
+    assert result.exit_code == 1
+    assert "audiences/high.yaml:3:" in result.output and "no_such_model" in result.output
+    assert "audiences/other.yaml:7: unknown field `colour`" in result.output
+
+
+def test_sync_prints_a_summary_and_exits_zero(run_cli):
+    result = run_cli("sync", "high", "--date", "2026-03-02")
+    assert result.exit_code == 0, result.output
+    assert "sync high (2026-03-02)" in result.output
+    row = next(line for line in result.output.splitlines() if line.startswith("│") and "rec_mirror" in line)
+    assert row.split("│")[3].strip() == "10"  # added
+    assert len(Recording.received["rec_mirror"]) == 10
+
+
+def test_sync_exits_non_zero_when_rows_are_rejected(run_cli):
+    Recording.reject["rec_upsert"] = {"p12@example.com"}
+    result = run_cli("sync", "high", "--destination", "rec_upsert", "--date", "2026-03-02")
+    assert result.exit_code == 1
+    assert "1 row(s) were rejected" in result.output
+
+
+def test_sync_of_an_unknown_audience_lists_the_known_ones(run_cli):
+    result = run_cli("sync", "nope")
+    assert result.exit_code == 1
+    assert "no audience 'nope'; the project has: high" in result.output
+
+
+def test_bad_date_is_a_clear_error(run_cli):
+    result = run_cli("sync", "high", "--date", "03/02/2026")
+    assert result.exit_code == 1 and "is not a date like 2026-01-31" in result.output
+
+
+def test_preview_sends_nothing_and_leaves_the_ledger(run_cli, small):
+    result = run_cli("preview", "high", "--destination", "rec_mirror", "--limit", "2")
+    assert result.exit_code == 0, result.output
+    assert "10 to add, 0 to update, 0 to remove (audience of 10); nothing was sent" in result.output
+    assert '"external_id": "11"' in result.output and '"external_id": "12"' in result.output
+    assert Recording.received == {}
+    assert small.query('SELECT count(*) FROM composable."ledger__high__rec_mirror"') == [(0,)]
+    # After a real sync the preview shows nothing left to do.
+    run_cli("sync", "high", "--date", "2026-03-02")
+    assert "0 to add, 0 to update, 0 to remove" in run_cli("preview", "high", "--destination", "rec_mirror").output
+
+
+def test_installed_command_prints_one_paragraph_not_a_traceback(small, tmp_path):
+    (small.settings.project_dir / "audiences/high.yaml").write_text("model: [unclosed\n")
+    env = {**os.environ, "COMPOSABLE_PROJECT_DIR": str(small.settings.project_dir)}
+    command = [os.path.join(os.path.dirname(sys.executable), "composable"), "validate"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "audiences/high.yaml:2: invalid YAML" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
