@@ -175,7 +175,7 @@ def demo(customers: int, changes: bool) -> None:
     console.print(f"seeded the retail sample into {warehouse.engine.describe()}: "
                   + ", ".join(f"{n} {t}" for t, n in counts.items()), highlight=False)
     everything = _all_sync_work(defs)
-    outcome = _run(defs, everything, today.isoformat(), f"first sync ({today})")
+    outcome = _run(defs, everything, today.isoformat(), f"sync ({today})")
     if changes and outcome.success:
         with warehouse.connect() as conn:
             changed = generator.apply_day_of_changes(conn.raw, today)
