@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-SAMPLE_PROJECT_DIR = Path(__file__).parent / "sample" / "project"
+from .sample import SAMPLE_PROJECT_DIR
 
 
 @dataclass(frozen=True)
