@@ -42,7 +42,7 @@ def _load(project_dir: str | None = None):
     if project_dir:
         settings = Settings(Path(project_dir).absolute(), settings.warehouse_url, settings.data_dir)
     try:
-        project = load_project(settings.project_dir, known_destination_types=set(DESTINATION_TYPES))
+        project = load_project(settings.project_dir, known_destination_types=DESTINATION_TYPES)
     except ProjectError as exc:
         raise UserError(f"the project folder {settings.project_dir} has errors:\n{exc}") from exc
     return settings, project, build_definitions(project, settings)

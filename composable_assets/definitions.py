@@ -30,7 +30,7 @@ def destinations_of(project: Project, settings: Settings) -> dict[str, Destinati
         options = dict(spec.settings)
         if spec.type == "outbox":
             options.setdefault("path", str(settings.outbox_dir))
-        built[name] = build_destination(name, spec.type, options)
+        built[name] = build_destination(name, spec.type, options, settings.data_dir)
     return built
 
 
@@ -79,7 +79,7 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
 
 def load_definitions(settings: Settings | None = None) -> dg.Definitions:
     settings = settings or Settings.from_env()
-    project = load_project(settings.project_dir, known_destination_types=set(DESTINATION_TYPES))
+    project = load_project(settings.project_dir, known_destination_types=DESTINATION_TYPES)
     return build_definitions(project, settings)
 
 

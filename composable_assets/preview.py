@@ -36,7 +36,17 @@ def preview_delta(
         rows = conn.fetch_arrow(f"SELECT * FROM ({select}) ORDER BY _key LIMIT ?", [limit]).to_pylist()
         size = conn.fetch_one(f"SELECT count(*) FROM {tables.snapshot}")[0]
     records = records_from_rows(rows)
-    target = SyncTarget(audience.name, sync.destination, sync.mode, sync.identifier_type, "preview", "preview")
+    target = SyncTarget(
+        audience.name,
+        sync.destination,
+        sync.mode,
+        sync.identifier_type,
+        partition="preview",
+        run_id="preview",
+        options=destination.sync_options(sync.options),
+        warehouse=warehouse,
+        schema=project.settings.schema_name,
+    )
     return Preview(
         added=counts.get("add", 0),
         updated=counts.get("update", 0),

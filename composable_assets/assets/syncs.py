@@ -31,6 +31,7 @@ def report_metadata(report: SyncReport, delta_run_id: str) -> dict:
         "delta_run_id": delta_run_id,
         "payload_sample": dg.MetadataValue.json(report.sample),
     }
+    metadata.update({name: round(value, 3) for name, value in report.stats.items()})
     if report.failures:
         metadata["failures"] = markdown_table([{"key": k, "reason": r} for k, r in report.failures])
     return metadata
@@ -45,6 +46,7 @@ def build_sync_asset(
     warehouse_kind: str,
 ) -> dg.AssetsDefinition:
     tables = PairTables(schema, audience.name, sync.destination)
+    options = destination.sync_options(sync.options)
 
     @dg.asset(
         key=sync_key(audience.name, sync.destination),
@@ -68,6 +70,9 @@ def build_sync_asset(
             identifier_type=sync.identifier_type,
             partition=context.partition_key,
             run_id=context.run.run_id,
+            options=options,
+            warehouse=warehouse,
+            schema=schema,
         )
         with warehouse.connect() as conn:
             tables.ensure(conn)
@@ -80,6 +85,7 @@ def build_sync_asset(
                         run,
                         session,
                         batch_size=destination.capabilities.batch_size,
+                        concurrency=destination.capabilities.concurrency,
                         sync_run_id=context.run.run_id,
                         partition=partition,
                         on_progress=lambda r, left: context.log.debug(

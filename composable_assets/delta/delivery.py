@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -33,6 +35,8 @@ class SyncReport:
     sample: list[dict[str, Any]] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)
     stopped_by: str | None = None
+    #: What the session measured: requests, retries, rate-limit waits.
+    stats: dict[str, float] = field(default_factory=dict)
 
     @property
     def delivered(self) -> int:
@@ -87,50 +91,71 @@ def deliver(
     session: Session,
     *,
     batch_size: int,
+    concurrency: int = 1,
     sync_run_id: str,
     partition: dt.date,
     on_progress: Callable[[SyncReport, int], None] | None = None,
 ) -> SyncReport:
-    """Send the delta batch by batch; checkpoint what each batch acknowledged; record what it rejected."""
+    """Send the delta batch by batch, up to `concurrency` batches in flight; checkpoint each acknowledged batch.
+
+    Only this thread touches the warehouse connection; sender threads only talk to the destination.
+    """
     started = time.monotonic()
     report = SyncReport()
     fold_acks(conn, tables)
     remaining = run.size
+    in_flight: deque[tuple[list[Record], dict[int, str], Future]] = deque()
+    crash: BaseException | None = None
+
+    def settle_oldest() -> None:
+        nonlocal remaining, crash
+        batch, missing, future = in_flight.popleft()
+        try:
+            result = future.result()
+        except TransientError as exc:
+            report.stopped_by = report.stopped_by or str(exc)
+            report.unsent += len(batch)
+            return
+        except BaseException as exc:  # keep what other batches got acknowledged, then re-raise
+            crash = crash or exc
+            report.unsent += len(batch)
+            return
+        result.rejected.update(missing)
+        _checkpoint(conn, tables, batch, result, report, sync_run_id=sync_run_id, partition=partition)
+        remaining -= len(batch)
+        if on_progress:
+            on_progress(report, remaining)
+
     try:
-        for records, skipped in _chunks(conn, tables, run):
-            report.skipped += skipped
-            remaining -= skipped
-            for i in range(0, len(records), batch_size):
-                batch = records[i : i + batch_size]
-                if report.stopped_by:
-                    report.unsent += len(batch)
-                    continue
-                # A row without an identifier cannot be addressed at the destination: reject it here, send the rest.
-                missing = {r.seq: "identifier is NULL" for r in batch if r.identifier is None}
-                sendable = [r for r in batch if r.identifier is not None]
-                result = _send(session, sendable, report) if sendable else BatchResult()
-                if result is None:
-                    report.unsent += len(batch)
-                    continue
-                result.rejected.update(missing)
-                _checkpoint(conn, tables, batch, result, report, sync_run_id=sync_run_id, partition=partition)
-                remaining -= len(batch)
-                if on_progress:
-                    on_progress(report, remaining)
+        with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="deliver") as pool:
+            for records, skipped in _chunks(conn, tables, run):
+                report.skipped += skipped
+                remaining -= skipped
+                for i in range(0, len(records), batch_size):
+                    batch = records[i : i + batch_size]
+                    if report.stopped_by or crash:
+                        report.unsent += len(batch)
+                        continue
+                    # A row without an identifier cannot be addressed at the destination: reject it here.
+                    missing = {r.seq: "identifier is NULL" for r in batch if r.identifier is None}
+                    sendable = [r for r in batch if r.identifier is not None]
+                    in_flight.append((batch, missing, pool.submit(_send, session, sendable)))
+                    while len(in_flight) >= max(1, concurrency):
+                        settle_oldest()
+            while in_flight:
+                settle_oldest()
     finally:
         # On any way out but a killed process; after a kill, the next reader folds the checkpoints.
         fold_acks(conn, tables)
     report.seconds = time.monotonic() - started
+    report.stats = session.stats()
+    if crash is not None:
+        raise crash
     return report
 
 
-def _send(session: Session, batch: list[Record], report: SyncReport) -> BatchResult | None:
-    """One batch out; a transient failure (after the destination's own retries) stops the sync, rows stay unsent."""
-    try:
-        return session.send(batch)
-    except TransientError as exc:
-        report.stopped_by = str(exc)
-        return None
+def _send(session: Session, batch: list[Record]) -> BatchResult:
+    return session.send(batch) if batch else BatchResult()
 
 
 def _checkpoint(conn, tables, batch, result: BatchResult, report: SyncReport, *, sync_run_id, partition) -> None:

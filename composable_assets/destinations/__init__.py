@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from .base import (
@@ -26,8 +27,8 @@ def register_destination_type(cls: type[Destination]) -> type[Destination]:
     return cls
 
 
-def build_destination(name: str, type_name: str, settings: dict[str, Any]) -> Destination:
-    return DESTINATION_TYPES[type_name](name, settings)
+def build_destination(name: str, type_name: str, settings: dict[str, Any], state_dir: Path | None = None) -> Destination:
+    return DESTINATION_TYPES[type_name](name, settings, state_dir)
 
 
 __all__ = [

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Sequence
+
+from pydantic import BaseModel, ConfigDict
 
 
 class DestinationError(Exception):
@@ -31,9 +34,21 @@ class Capabilities:
     concurrency: int = 1
 
 
+class NoOptions(BaseModel):
+    """Sync `options` of a destination that takes none."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class AnySettings(BaseModel):
+    """destinations.yaml settings of a destination that checks its own."""
+
+    model_config = ConfigDict(extra="allow")
+
+
 @dataclass(frozen=True)
 class SyncTarget:
-    """Which sync a session delivers for."""
+    """Which sync a session delivers for, with the sync's validated options."""
 
     audience: str
     destination: str
@@ -41,6 +56,10 @@ class SyncTarget:
     identifier_type: str
     partition: str
     run_id: str
+    options: BaseModel = field(default_factory=NoOptions)
+    #: The warehouse resource and internal schema, for destinations that write there instead of calling an API.
+    warehouse: Any = None
+    schema: str = "composable"
 
 
 @dataclass(frozen=True)
@@ -82,6 +101,10 @@ class Session(ABC):
     def close(self) -> None:
         """Release what the session holds."""
 
+    def stats(self) -> dict[str, float]:
+        """Counters worth showing: requests, retries, seconds spent waiting for the rate budget."""
+        return {}
+
     def __enter__(self) -> "Session":
         return self
 
@@ -96,10 +119,20 @@ class Destination(ABC):
     type_name: ClassVar[str]
     #: Dagster kind (icon) of its sync assets.
     kind: ClassVar[str]
+    #: pydantic model of its destinations.yaml entry (secrets as {env: NAME}), checked when the project loads.
+    Settings: ClassVar[type[BaseModel]] = AnySettings
+    #: pydantic model of a sync's `options` in an audience file.
+    SyncOptions: ClassVar[type[BaseModel]] = NoOptions
 
-    def __init__(self, name: str, settings: dict[str, Any]):
+    def __init__(self, name: str, settings: dict[str, Any], state_dir: Path | None = None):
         self.name = name
+        #: As written in destinations.yaml: secrets are still {env: NAME}; resolve them in `open`.
         self.settings = settings
+        #: Local folder for state shared between processes (rate budgets).
+        self.state_dir = state_dir or Path("data")
+
+    def sync_options(self, options: dict[str, Any]) -> BaseModel:
+        return self.SyncOptions.model_validate(options)
 
     @property
     @abstractmethod

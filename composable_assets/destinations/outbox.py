@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Sequence
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from .base import BatchResult, Capabilities, Destination, Record, Session, SyncTarget, generic_payload
 
 DEFAULT_BATCH_SIZE = 1000
@@ -32,11 +34,19 @@ class OutboxSession(Session):
             self._file.close()
 
 
+class OutboxSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str | None = None
+    batch_size: int = Field(default=DEFAULT_BATCH_SIZE, ge=1)
+
+
 class Outbox(Destination):
     """Settings: `path` (folder; default the local data folder's outbox/) and `batch_size`."""
 
     type_name = "outbox"
     kind = "json"
+    Settings = OutboxSettings
 
     @property
     def capabilities(self) -> Capabilities:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 from typing import Any
@@ -40,8 +40,14 @@ DEFAULT_DESTINATION = "outbox"
 _DERIVED_AUDIENCE_KEYS = ("name", "path")
 
 
-def load_project(root: str | Path, known_destination_types: set[str] | None = None) -> Project:
-    """Read and validate a project folder; raise every problem found as ProjectError(s)."""
+def load_project(
+    root: str | Path, known_destination_types: Collection[str] | Mapping[str, Any] | None = None
+) -> Project:
+    """Read and validate a project folder; raise every problem found as ProjectError(s).
+
+    `known_destination_types` may map each type to its class; a class with pydantic models
+    `Settings` and `SyncOptions` gets its destinations.yaml entries and sync `options` checked.
+    """
     root = Path(root).absolute()
     if not root.is_dir():
         raise ProjectError("project folder not found", root)
@@ -52,6 +58,8 @@ def load_project(root: str | Path, known_destination_types: set[str] | None = No
     )
     models = _load_models(root / MODELS_DIR, errors)
     audiences = _load_audiences(root / AUDIENCES_DIR, models, destination_names, errors)
+    if isinstance(known_destination_types, Mapping):
+        errors.extend(_typed_problems(root, destinations, audiences, known_destination_types))
     for error in errors:
         error.root = root
     raise_if_any(errors)
@@ -132,6 +140,34 @@ def _destination(
     return DestinationSpec(
         name=name, type=type_, settings=settings, path=doc.path, line=doc.line(name)
     )
+
+
+def _typed_problems(
+    root: Path,
+    destinations: dict[str, DestinationSpec],
+    audiences: dict[str, AudienceSpec],
+    types: Mapping[str, Any],
+) -> Iterator[ProjectError]:
+    """Settings and sync options checked by each destination type's own pydantic models."""
+    for spec in destinations.values():
+        model = getattr(types.get(spec.type), "Settings", None)
+        if model is not None and spec.path is not None:
+            try:
+                model.model_validate(spec.settings)
+            except ValidationError as exc:
+                yield from read_yaml(spec.path).validation_errors(exc, spec.name)
+    for audience in audiences.values():
+        doc = None
+        for index, sync in enumerate(audience.syncs):
+            destination = destinations.get(sync.destination)
+            model = getattr(types.get(destination.type), "SyncOptions", None) if destination else None
+            if model is None:
+                continue
+            try:
+                model.model_validate(sync.options)
+            except ValidationError as exc:
+                doc = doc or read_yaml(audience.path)
+                yield from doc.validation_errors(exc, "syncs", index, "options")
 
 
 def _secret_problems(

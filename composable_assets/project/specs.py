@@ -47,6 +47,8 @@ class SyncSpec(BaseModel):
     mode: Literal["upsert", "mirror"] = "upsert"
     identifier: dict[str, str]
     fields: dict[str, str] = {}
+    # Destination-specific choices (e.g. how a leaver is removed); checked by the destination type.
+    options: dict[str, Any] = {}
 
     @field_validator("identifier")
     @classmethod

@@ -1,0 +1,220 @@
+"""HTTP plumbing shared by API destinations: a pooled session, one rate budget per account, careful retries."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from .base import TerminalError, TransientError
+
+# Statuses worth another try: throttled, timed out, or the server's own trouble.
+RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+AUTH_STATUSES = frozenset({401, 403})
+
+
+@dataclass(frozen=True)
+class Limit:
+    """A request budget: `requests` per `window_seconds`, as a vendor documents it."""
+
+    requests: int
+    window_seconds: float
+
+
+def account_key(*parts: str) -> str:
+    """A stable, secret-free name for one vendor account (a hash of its URL and key)."""
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
+
+
+class RateBudget:
+    """A fixed-window request budget shared by every thread and process on this machine (SQLite file).
+
+    Windows are aligned to multiples of the window length since the epoch, as the vendors' own
+    reset headers are; two syncs of one account draw on the same counter and together stay within it.
+    """
+
+    def __init__(self, path: Path, key: str, limit: Limit):
+        self.key = key
+        self.limit = limit
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Autocommit mode; transactions are explicit (BEGIN IMMEDIATE takes the write lock up front).
+        self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=OFF")  # counters of the current second need no durability
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS budget (key TEXT, window INTEGER, used INTEGER, PRIMARY KEY (key, window))"
+        )
+        self._lock = threading.Lock()
+        self._paused_until = 0.0
+
+    def pause_until(self, epoch_seconds: float) -> None:
+        """The vendor said the budget is spent until then (e.g. a 429 or remaining=0 with a reset time)."""
+        with self._lock:
+            self._paused_until = max(self._paused_until, epoch_seconds)
+
+    def acquire(self) -> float:
+        """Take one request from the budget, waiting for the next window if needed; returns seconds waited."""
+        waited = 0.0
+        while True:
+            now = time.time()
+            pause = self._paused_until - now
+            if pause > 0:
+                time.sleep(pause)
+                waited += pause
+                continue
+            window = math.floor(now / self.limit.window_seconds)
+            if self._take(window):
+                return waited
+            # Sleep to the start of the next window, plus a little jitter so waiting processes do not stampede.
+            delay = (window + 1) * self.limit.window_seconds - now + random.uniform(0, 0.01)
+            time.sleep(delay)
+            waited += delay
+
+    def _take(self, window: int) -> bool:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute(
+                    "SELECT used FROM budget WHERE key = ? AND window = ?", (self.key, window)
+                ).fetchone()
+                used = row[0] if row else 0
+                if used >= self.limit.requests:
+                    return False
+                self._db.execute(
+                    "INSERT INTO budget VALUES (?, ?, 1) ON CONFLICT (key, window) DO UPDATE SET used = used + 1",
+                    (self.key, window),
+                )
+                if not row:  # first request of a window: forget old windows
+                    self._db.execute("DELETE FROM budget WHERE key = ? AND window < ?", (self.key, window - 2))
+                return True
+            finally:
+                self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class HttpClient:
+    """A pooled HTTP session to one API: budgeted, retried with backoff and jitter, secrets kept out of errors."""
+
+    def __init__(
+        self,
+        base_url: str,
+        headers: dict[str, str],
+        *,
+        secrets: tuple[str, ...] = (),
+        max_tries: int = 6,
+        timeout_seconds: float = 30.0,
+        backoff_base_seconds: float = 0.5,
+        backoff_max_seconds: float = 30.0,
+        pool_size: int = 16,
+    ):
+        self.base_url = base_url.rstrip("/")
+        self.max_tries = max_tries
+        self.timeout = timeout_seconds
+        self.backoff_base = backoff_base_seconds
+        self.backoff_max = backoff_max_seconds
+        self._secrets = tuple(s for s in secrets if s)
+        self._session = requests.Session()
+        self._session.headers.update(headers)
+        adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+        self._stats_lock = threading.Lock()
+        self._stats = {"requests": 0, "retries": 0, "rate_limit_wait_seconds": 0.0}
+
+    def request(self, method: str, path: str, *, budget: RateBudget | None = None, **kwargs: Any) -> requests.Response:
+        """Send with retries; returns any final response that is not worth retrying (callers read per-row errors).
+
+        Raises TransientError when the tries run out and TerminalError when the credentials are refused.
+        """
+        url = f"{self.base_url}{path}"
+        problem = ""
+        for attempt in range(1, self.max_tries + 1):
+            if budget is not None:
+                self._count("rate_limit_wait_seconds", budget.acquire())
+            self._count("requests", 1)
+            wait = None
+            try:
+                response = self._session.request(method, url, timeout=self.timeout, **kwargs)
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                problem = f"{type(exc).__name__}"
+            else:
+                reset = _reset_time(response)
+                if budget is not None and reset is not None and response.headers.get("x-ratelimit-remaining") == "0":
+                    budget.pause_until(reset)
+                if response.status_code in AUTH_STATUSES:
+                    raise TerminalError(
+                        f"{method} {path}: {response.status_code}, credentials refused: {self.redact(response.text[:200])}"
+                    )
+                if response.status_code not in RETRYABLE_STATUSES:
+                    return response
+                problem = f"{response.status_code} {self.redact(response.text[:200])}"
+                wait = _retry_after(response)
+                if response.status_code == 429 and budget is not None and wait is not None:
+                    budget.pause_until(time.time() + wait)
+            if attempt == self.max_tries:
+                break
+            self._count("retries", 1)
+            delay = wait if wait is not None else self._backoff(attempt)
+            if wait is not None:
+                self._count("rate_limit_wait_seconds", delay)
+            time.sleep(delay)
+        raise TransientError(f"{method} {path}: gave up after {self.max_tries} tries; last: {problem}")
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential backoff with full jitter."""
+        return random.uniform(0, min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1)))
+
+    def redact(self, text: str) -> str:
+        """Text with every secret this client knows replaced (some APIs echo the key in errors)."""
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def _count(self, name: str, amount: float) -> None:
+        with self._stats_lock:
+            self._stats[name] += amount
+
+    def stats(self) -> dict[str, float]:
+        with self._stats_lock:
+            return dict(self._stats)
+
+    def close(self) -> None:
+        self._session.close()
+
+
+def _reset_time(response: requests.Response) -> float | None:
+    """Braze's x-ratelimit-reset: the epoch second the budget refills."""
+    value = response.headers.get("x-ratelimit-reset")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    """Seconds to wait as the server said: Retry-After (seconds or a date), else the rate-limit reset."""
+    value = response.headers.get("Retry-After")
+    if value is not None:
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            try:
+                return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+            except (TypeError, ValueError):
+                pass
+    reset = _reset_time(response)
+    if reset is not None and response.status_code == 429:
+        return max(0.0, reset - time.time())
+    return None
