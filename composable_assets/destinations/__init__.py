@@ -16,9 +16,15 @@ from .base import (
     TerminalError,
     TransientError,
 )
+from .braze import Braze
+from .iterable import Iterable
 from .outbox import Outbox
 
-DESTINATION_TYPES: dict[str, type[Destination]] = {Outbox.type_name: Outbox}
+DESTINATION_TYPES: dict[str, type[Destination]] = {
+    Outbox.type_name: Outbox,
+    Braze.type_name: Braze,
+    Iterable.type_name: Iterable,
+}
 
 
 def register_destination_type(cls: type[Destination]) -> type[Destination]:

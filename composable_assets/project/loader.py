@@ -160,7 +160,18 @@ def _typed_problems(
         doc = None
         for index, sync in enumerate(audience.syncs):
             destination = destinations.get(sync.destination)
-            model = getattr(types.get(destination.type), "SyncOptions", None) if destination else None
+            kind = types.get(destination.type) if destination else None
+            allowed = getattr(kind, "identifier_types", None)
+            if allowed and sync.identifier_type not in allowed:
+                doc = doc or read_yaml(audience.path)
+                yield doc.error(
+                    f"{destination.type} identifies people by {', '.join(allowed)}, not `{sync.identifier_type}`",
+                    "syncs",
+                    index,
+                    "identifier",
+                    sync.identifier_type,
+                )
+            model = getattr(kind, "SyncOptions", None)
             if model is None:
                 continue
             try:

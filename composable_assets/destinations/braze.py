@@ -1,0 +1,255 @@
+"""Braze REST: profile attributes through /users/track; leavers cleared, unsubscribed or deleted.
+
+destinations.yaml:
+    braze:
+      type: braze
+      rest_endpoint: {env: BRAZE_REST_ENDPOINT}   # e.g. https://rest.fra-01.braze.eu
+      api_key: {env: BRAZE_API_KEY}               # needs users.track (+ users.delete / subscription.status.set)
+
+Audience sync options (`options:`):
+    on_remove: clear_attribute | unsubscribe | delete   (mirror mode; default clear_attribute)
+    membership_attribute: in_vip                          (clear_attribute: set true on add, null on removal)
+    subscription_group_id: "..."                          (unsubscribe: subscribed on add, unsubscribed on removal)
+    alias_label: crm                                      (identifier user_alias: the alias label)
+
+Only changed attributes are sent for an update (Braze bills per data point). Minor errors come back by
+index and reject just that row; a fatal 400 rejects the rows of that request.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ..project import SecretRef, resolve_setting
+from .base import BatchResult, Capabilities, Destination, Record, Session, SyncTarget
+from .changes import changed_fields
+from .http import HttpClient, Limit, RateBudget, account_key
+
+TRACK_MAX_OBJECTS = 75  # per array in one /users/track request
+IDS_PER_REQUEST = 50  # /users/delete and /subscription/status/set
+
+
+class BrazeSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rest_endpoint: str | SecretRef
+    api_key: SecretRef
+    batch_size: int = Field(default=TRACK_MAX_OBJECTS, ge=1, le=TRACK_MAX_OBJECTS)
+    concurrency: int = Field(default=8, ge=1, le=64)
+    # Per workspace, as documented: 3,000 requests per 3 s on /users/track; 20,000/min delete; 5,000/min subscriptions.
+    track_limit: Limit = Limit(3000, 3.0)
+    delete_limit: Limit = Limit(20000, 60.0)
+    subscription_limit: Limit = Limit(5000, 60.0)
+    max_tries: int = Field(default=6, ge=1)
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    backoff_base_seconds: float = Field(default=0.5, gt=0)
+
+
+class BrazeSyncOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    on_remove: Literal["clear_attribute", "unsubscribe", "delete"] = "clear_attribute"
+    membership_attribute: str | None = None
+    subscription_group_id: str | None = None
+    alias_label: str | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> "BrazeSyncOptions":
+        if self.on_remove == "unsubscribe" and not self.subscription_group_id:
+            raise ValueError("on_remove: unsubscribe needs subscription_group_id")
+        return self
+
+
+class Braze(Destination):
+    type_name = "braze"
+    kind = "braze"
+    Settings = BrazeSettings
+    SyncOptions = BrazeSyncOptions
+    identifier_types = ("external_id", "user_alias", "email", "phone")
+
+    @property
+    def config(self) -> BrazeSettings:
+        return BrazeSettings.model_validate(self.settings)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        config = self.config
+        return Capabilities(
+            batch_size=config.batch_size,
+            requests_per_window=config.track_limit.requests,
+            window_seconds=config.track_limit.window_seconds,
+            concurrency=config.concurrency,
+        )
+
+    def open(self, target: SyncTarget) -> Session:
+        config = self.config
+        endpoint = resolve_setting(config.rest_endpoint)
+        api_key = config.api_key.resolve()
+        client = HttpClient(
+            endpoint,
+            {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"},
+            secrets=(api_key,),
+            max_tries=config.max_tries,
+            timeout_seconds=config.timeout_seconds,
+            backoff_base_seconds=config.backoff_base_seconds,
+            pool_size=config.concurrency,
+        )
+        account = account_key(endpoint, api_key)
+        budget_file = self.state_dir / "rate_budgets.sqlite"
+        budgets = {
+            name: RateBudget(budget_file, f"braze:{account}:{name}", limit)
+            for name, limit in (
+                ("track", config.track_limit),
+                ("delete", config.delete_limit),
+                ("subscription", config.subscription_limit),
+            )
+        }
+        return BrazeSession(client, budgets, target)
+
+    def payloads(self, batch: Sequence[Record], target: SyncTarget) -> list[dict[str, Any]]:
+        options = target.options
+        out = []
+        for record in batch:
+            if record.operation == "upsert":
+                out.append({"endpoint": "/users/track", "attributes": [attribute_object(record, target, options)]})
+            elif options.on_remove == "clear_attribute":
+                out.append({"endpoint": "/users/track", "attributes": [removal_object(record, target, options)]})
+            else:
+                out.append({"endpoint": _removal_endpoint(options), "identifier": {target.identifier_type: record.identifier}})
+        return out
+
+
+def identifier_object(record: Record, target: SyncTarget, options: BrazeSyncOptions) -> dict[str, Any]:
+    """How Braze finds the profile: exactly one identifier per object."""
+    if target.identifier_type == "user_alias":
+        # Alias-only profiles are update-only by default; a new member must be created.
+        return {
+            "user_alias": {"alias_name": record.identifier, "alias_label": options.alias_label or target.audience},
+            "_update_existing_only": False,
+        }
+    return {target.identifier_type: record.identifier}
+
+
+def attribute_object(record: Record, target: SyncTarget, options: BrazeSyncOptions) -> dict[str, Any]:
+    obj = identifier_object(record, target, options)
+    obj.update(changed_fields(record))
+    if record.change == "add":
+        if options.membership_attribute:
+            obj[options.membership_attribute] = True
+        if options.subscription_group_id:
+            obj["subscription_groups"] = [
+                {"subscription_group_id": options.subscription_group_id, "subscription_state": "subscribed"}
+            ]
+    return obj
+
+
+def removal_object(record: Record, target: SyncTarget, options: BrazeSyncOptions) -> dict[str, Any]:
+    """A leaver under clear_attribute: the membership attribute set to null (Braze removes it)."""
+    obj = identifier_object(record, target, options)
+    obj[options.membership_attribute or f"in_{target.audience}"] = None
+    return obj
+
+
+def _removal_endpoint(options: BrazeSyncOptions) -> str:
+    return "/users/delete" if options.on_remove == "delete" else "/subscription/status/set"
+
+
+class BrazeSession(Session):
+    def __init__(self, client: HttpClient, budgets: dict[str, RateBudget], target: SyncTarget):
+        self.client = client
+        self.budgets = budgets
+        self.target = target
+        self.options: BrazeSyncOptions = target.options
+
+    def send(self, batch: Sequence[Record]) -> BatchResult:
+        result = BatchResult()
+        # Upserts and attribute-clearing removals share /users/track; other removals go to their endpoint.
+        via_track = self.options.on_remove == "clear_attribute"
+        tracked = [r for r in batch if r.operation == "upsert" or via_track]
+        others = [r for r in batch if r.operation == "remove" and not via_track]
+        if tracked:
+            self._track(tracked, result)
+        for i in range(0, len(others), IDS_PER_REQUEST):
+            chunk = others[i : i + IDS_PER_REQUEST]
+            if self.options.on_remove == "delete":
+                self._delete(chunk, result)
+            else:
+                self._unsubscribe(chunk, result)
+        return result
+
+    def _track(self, records: list[Record], result: BatchResult) -> None:
+        objects = [
+            attribute_object(r, self.target, self.options)
+            if r.operation == "upsert"
+            else removal_object(r, self.target, self.options)
+            for r in records
+        ]
+        response = self.client.request("POST", "/users/track", json={"attributes": objects}, budget=self.budgets["track"])
+        body = _json(response)
+        if response.status_code >= 400:
+            reason = f"HTTP {response.status_code}: {self.client.redact(str(body.get('message', response.text[:200])))}"
+            result.rejected.update({r.seq: reason for r in records})
+            return
+        minor = {
+            e.get("index"): str(e.get("type", "rejected"))
+            for e in body.get("errors", []) or []
+            if e.get("input_array") == "attributes"
+        }
+        for index, record in enumerate(records):
+            if index in minor:
+                result.rejected[record.seq] = minor[index]
+            else:
+                result.acknowledged.append(record.seq)
+        result.payloads.extend(objects)
+
+    def _delete(self, records: list[Record], result: BatchResult) -> None:
+        kind = self.target.identifier_type
+        ids = [r.identifier for r in records]
+        if kind == "external_id":
+            body: dict[str, Any] = {"external_ids": ids}
+        elif kind == "user_alias":
+            label = self.options.alias_label or self.target.audience
+            body = {"user_aliases": [{"alias_name": i, "alias_label": label} for i in ids]}
+        else:  # email or phone: Braze needs a prioritization to pick one profile
+            key, field = ("email_addresses", "email") if kind == "email" else ("phone_numbers", "phone")
+            body = {key: [{field: i, "prioritization": ["identified", "most_recently_updated"]} for i in ids]}
+        self._ids_request("/users/delete", body, records, result, self.budgets["delete"])
+
+    def _unsubscribe(self, records: list[Record], result: BatchResult) -> None:
+        kind = self.target.identifier_type
+        if kind not in ("external_id", "email", "phone"):
+            result.rejected.update({r.seq: f"cannot unsubscribe by {kind}" for r in records})
+            return
+        body = {
+            "subscription_group_id": self.options.subscription_group_id,
+            "subscription_state": "unsubscribed",
+            kind: [r.identifier for r in records],
+        }
+        self._ids_request("/subscription/status/set", body, records, result, self.budgets["subscription"])
+
+    def _ids_request(self, path: str, body: dict, records: list[Record], result: BatchResult, budget: RateBudget) -> None:
+        response = self.client.request("POST", path, json=body, budget=budget)
+        if response.status_code >= 400:
+            message = self.client.redact(str(_json(response).get("message", response.text[:200])))
+            result.rejected.update({r.seq: f"HTTP {response.status_code}: {message}" for r in records})
+            return
+        result.acknowledged.extend(r.seq for r in records)
+        result.payloads.append({"endpoint": path, **body})
+
+    def stats(self) -> dict[str, float]:
+        return self.client.stats()
+
+    def close(self) -> None:
+        self.client.close()
+        for budget in self.budgets.values():
+            budget.close()
+
+
+def _json(response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}

@@ -1,0 +1,257 @@
+"""Iterable: profile fields through /api/users/bulkUpdate; list membership or deletion for mirror mode.
+
+destinations.yaml:
+    iterable:
+      type: iterable
+      api_key: {env: ITERABLE_API_KEY}        # a server-side key
+      base_url: https://api.eu.iterable.com   # default https://api.iterable.com (US)
+      project_type: email                     # email | userId | hybrid, as the project was created
+
+Audience sync options (`options:`):
+    list_id: 123               static list: members subscribed on add, unsubscribed when they leave (mirror)
+    on_remove: delete          mirror without a list: delete the user (DELETE /api/users/...) instead
+
+Requests are split by count (batch_size) and by body size (4 MB). Iterable reports failures by email
+or userId, not by position: they are mapped back to rows. A request Iterable refuses as a whole
+(a field whose type changed, a malformed value) is halved until the offending rows are isolated.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal, Sequence
+from urllib.parse import quote
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..project import SecretRef, resolve_setting
+from .base import BatchResult, Capabilities, Destination, Record, Session, SyncTarget
+from .changes import changed_fields
+from .http import HttpClient, Limit, RateBudget, account_key
+
+MAX_BODY_BYTES = 4_000_000  # documented limit is 4 MB; stay a little under 4 MiB
+
+
+class IterableSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    api_key: SecretRef
+    base_url: str | SecretRef = "https://api.iterable.com"
+    project_type: Literal["email", "userId", "hybrid"] = "email"
+    batch_size: int = Field(default=1000, ge=1)
+    max_body_bytes: int = Field(default=MAX_BODY_BYTES, ge=1024, le=MAX_BODY_BYTES)
+    concurrency: int = Field(default=4, ge=1, le=32)
+    # Per project, as documented: bulkUpdate 5/s, delete 100/s; list endpoints are not documented (10/s assumed).
+    bulk_update_limit: Limit = Limit(5, 1.0)
+    list_limit: Limit = Limit(10, 1.0)
+    delete_limit: Limit = Limit(100, 1.0)
+    max_tries: int = Field(default=6, ge=1)
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    backoff_base_seconds: float = Field(default=0.5, gt=0)
+
+
+class IterableSyncOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    list_id: int | None = None
+    on_remove: Literal["unsubscribe", "delete"] = "unsubscribe"
+
+
+class Iterable(Destination):
+    type_name = "iterable"
+    kind = "iterable"
+    Settings = IterableSettings
+    SyncOptions = IterableSyncOptions
+    identifier_types = ("email", "userId")
+
+    @property
+    def config(self) -> IterableSettings:
+        return IterableSettings.model_validate(self.settings)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        config = self.config
+        return Capabilities(
+            batch_size=config.batch_size,
+            max_body_bytes=config.max_body_bytes,
+            requests_per_window=config.bulk_update_limit.requests,
+            window_seconds=config.bulk_update_limit.window_seconds,
+            concurrency=config.concurrency,
+        )
+
+    def open(self, target: SyncTarget) -> Session:
+        config = self.config
+        base_url = resolve_setting(config.base_url)
+        api_key = config.api_key.resolve()
+        client = HttpClient(
+            base_url,
+            {"Api-Key": api_key, "Content-Type": "application/json"},
+            secrets=(api_key,),
+            max_tries=config.max_tries,
+            timeout_seconds=config.timeout_seconds,
+            backoff_base_seconds=config.backoff_base_seconds,
+            pool_size=config.concurrency,
+        )
+        account = account_key(base_url, api_key)
+        budget_file = self.state_dir / "rate_budgets.sqlite"
+        budgets = {
+            name: RateBudget(budget_file, f"iterable:{account}:{name}", limit)
+            for name, limit in (
+                ("bulk_update", config.bulk_update_limit),
+                ("lists", config.list_limit),
+                ("delete", config.delete_limit),
+            )
+        }
+        return IterableSession(client, budgets, target, config)
+
+    def payloads(self, batch: Sequence[Record], target: SyncTarget) -> list[dict[str, Any]]:
+        return [
+            {"endpoint": "/api/users/bulkUpdate", "user": user_object(r, target)}
+            if r.operation == "upsert"
+            else {"endpoint": _removal_path(r, target), "subscriber": {target.identifier_type: r.identifier}}
+            for r in batch
+        ]
+
+
+def user_object(record: Record, target: SyncTarget) -> dict[str, Any]:
+    user: dict[str, Any] = {target.identifier_type: record.identifier, "dataFields": changed_fields(record)}
+    if target.identifier_type == "userId":
+        # Without it, an email-based project refuses a userId it has not seen.
+        user["preferUserId"] = True
+    return user
+
+
+def _removal_path(record: Record, target: SyncTarget) -> str:
+    if target.options.on_remove == "delete" or target.options.list_id is None:
+        if target.identifier_type == "email":
+            return f"/api/users/{quote(record.identifier, safe='@')}"
+        return f"/api/users/byUserId/{quote(record.identifier, safe='')}"
+    return "/api/lists/unsubscribe"
+
+
+class IterableSession(Session):
+    def __init__(self, client: HttpClient, budgets: dict[str, RateBudget], target: SyncTarget, config: IterableSettings):
+        self.client = client
+        self.budgets = budgets
+        self.target = target
+        self.options: IterableSyncOptions = target.options
+        self.max_body = config.max_body_bytes
+
+    def send(self, batch: Sequence[Record]) -> BatchResult:
+        result = BatchResult()
+        upserts = [r for r in batch if r.operation == "upsert"]
+        removals = [r for r in batch if r.operation == "remove"]
+        updated = self._bulk_update(upserts, result) if upserts else []
+        adds = [r for r in updated if r.change == "add"]
+        if self.options.list_id is not None and adds:
+            self._list_call("/api/lists/subscribe", adds, result)
+        else:
+            result.acknowledged.extend(r.seq for r in adds)
+        result.acknowledged.extend(r.seq for r in updated if r.change != "add")
+        if removals:
+            if self.options.on_remove == "unsubscribe" and self.options.list_id is not None:
+                self._list_call("/api/lists/unsubscribe", removals, result)
+            elif self.options.on_remove == "delete":
+                for record in removals:
+                    self._delete(record, result)
+            else:
+                reason = "mirror to Iterable needs options.list_id (unsubscribe) or on_remove: delete"
+                result.rejected.update({r.seq: reason for r in removals})
+        return result
+
+    def _bulk_update(self, records: list[Record], result: BatchResult) -> list[Record]:
+        """bulkUpdate in body-sized chunks; returns the records Iterable accepted."""
+        accepted: list[Record] = []
+        for chunk in self._chunks(records, lambda r: user_object(r, self.target)):
+            accepted += self._post_users("/api/users/bulkUpdate", "users", chunk, result, self.budgets["bulk_update"])
+        return accepted
+
+    def _list_call(self, path: str, records: list[Record], result: BatchResult) -> None:
+        for chunk in self._chunks(records, lambda r: {self.target.identifier_type: r.identifier}):
+            done = self._post_users(path, "subscribers", chunk, result, self.budgets["lists"])
+            result.acknowledged.extend(r.seq for r in done)
+
+    def _chunks(self, records: list[Record], to_json) -> list[list[tuple[Record, dict]]]:
+        """Split so that no request body exceeds the size limit."""
+        chunks: list[list[tuple[Record, dict]]] = [[]]
+        size = 200  # the envelope around the array
+        for record in records:
+            obj = to_json(record)
+            obj_size = len(json.dumps(obj, separators=(",", ":"), default=str).encode()) + 1
+            if chunks[-1] and size + obj_size > self.max_body:
+                chunks.append([])
+                size = 200
+            chunks[-1].append((record, obj))
+            size += obj_size
+        return [c for c in chunks if c]
+
+    def _post_users(self, path: str, key: str, chunk, result: BatchResult, budget: RateBudget) -> list[Record]:
+        body: dict[str, Any] = {key: [obj for _, obj in chunk]}
+        if path.startswith("/api/lists/"):
+            body["listId"] = self.options.list_id
+        response = self.client.request("POST", path, data=_dumps(body), budget=budget)
+        if response.status_code >= 400:
+            if len(chunk) > 1:
+                # One bad row spoils the request: halve until it is isolated, the rest go through.
+                half = len(chunk) // 2
+                return self._post_users(path, key, chunk[:half], result, budget) + self._post_users(
+                    path, key, chunk[half:], result, budget
+                )
+            reason = f"HTTP {response.status_code}: {self.client.redact(_message(response))}"
+            result.rejected[chunk[0][0].seq] = reason
+            return []
+        failed = _failures(response)
+        done = []
+        for record, obj in chunk:
+            reason = failed.get(record.identifier) or failed.get(str(record.identifier).lower())
+            # Unsubscribing someone Iterable does not know leaves them off the list: the goal holds.
+            if reason and not (path.endswith("unsubscribe") and reason.startswith("notFound")):
+                result.rejected[record.seq] = reason
+            else:
+                done.append(record)
+        if path.endswith("bulkUpdate"):
+            result.payloads.extend(obj for _, obj in chunk[:5])
+        return done
+
+    def _delete(self, record: Record, result: BatchResult) -> None:
+        path = _removal_path(record, self.target)
+        response = self.client.request("DELETE", path, budget=self.budgets["delete"])
+        # "User does not exist": already deleted (e.g. by an earlier, interrupted run): the goal holds.
+        if response.status_code < 400 or "does not exist" in _message(response):
+            result.acknowledged.append(record.seq)
+        else:
+            result.rejected[record.seq] = f"HTTP {response.status_code}: {self.client.redact(_message(response))}"
+
+    def stats(self) -> dict[str, float]:
+        return self.client.stats()
+
+    def close(self) -> None:
+        self.client.close()
+        for budget in self.budgets.values():
+            budget.close()
+
+
+def _dumps(body: dict) -> bytes:
+    return json.dumps(body, separators=(",", ":"), default=str).encode()
+
+
+def _message(response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200]
+    return str(body.get("msg") or body.get("code") or body)[:200] if isinstance(body, dict) else str(body)[:200]
+
+
+def _failures(response) -> dict[str, str]:
+    """identifier -> reason, from failedUpdates (keyed by email or userId, not by position)."""
+    try:
+        failed = (response.json() or {}).get("failedUpdates") or {}
+    except ValueError:
+        return {}
+    reasons: dict[str, str] = {}
+    for reason, identifiers in failed.items():
+        for identifier in identifiers or []:
+            reasons[str(identifier)] = reason
+            reasons[str(identifier).lower()] = reason
+    return reasons

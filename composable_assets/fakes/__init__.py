@@ -1,0 +1,15 @@
+"""Local stand-ins for the Braze and Iterable APIs, serving real HTTP on 127.0.0.1 for tests and `composable demo`."""
+
+from .braze import BrazeFake, DataPoint
+from .iterable import DEFAULT_RATE_LIMITS, IterableFake, SpecViolation
+from .server import Faults, ReceivedRequest
+
+__all__ = [
+    "DEFAULT_RATE_LIMITS",
+    "BrazeFake",
+    "DataPoint",
+    "Faults",
+    "IterableFake",
+    "ReceivedRequest",
+    "SpecViolation",
+]
