@@ -17,13 +17,19 @@ from .base import (
     TransientError,
 )
 from .braze import Braze
+from .braze_cdi import BrazeCdi
 from .iterable import Iterable
+from .messagegears import MessageGears
 from .outbox import Outbox
+from .webhook import Webhook
 
 DESTINATION_TYPES: dict[str, type[Destination]] = {
     Outbox.type_name: Outbox,
     Braze.type_name: Braze,
     Iterable.type_name: Iterable,
+    Webhook.type_name: Webhook,
+    BrazeCdi.type_name: BrazeCdi,
+    MessageGears.type_name: MessageGears,
 }
 
 

@@ -1,0 +1,303 @@
+"""Braze Cloud Data Ingestion (CDI): writes the tables Braze pulls from the warehouse; no API calls.
+
+destinations.yaml:
+
+    braze_warehouse:
+      type: braze_cdi
+      schema: braze_cdi      # where the CDI tables go (default braze_cdi)
+      table_prefix: crm_     # optional, put in front of the table names
+
+Sync options (audience file):
+
+    options:
+      membership_attribute: in_vip        # optional: every add/update row sets it to true
+      on_remove: delete | clear_attribute # what a mirror-mode leaver becomes (default below)
+      alias_label: crm                    # required with `identifier: {user_alias: column}`
+
+Per (audience, destination), in `<schema>`, table names upper-cased, one CDI integration each:
+
+    <PREFIX><AUDIENCE>_USERS_ATTRIBUTES_SYNC (UPDATED_AT TIMESTAMP NOT NULL, EXTERNAL_ID VARCHAR,
+        ALIAS_NAME VARCHAR, ALIAS_LABEL VARCHAR, EMAIL VARCHAR, PHONE VARCHAR, PAYLOAD VARCHAR NOT NULL)
+    <PREFIX><AUDIENCE>_USERS_DELETE_SYNC (UPDATED_AT TIMESTAMP NOT NULL, EXTERNAL_ID VARCHAR,
+        ALIAS_NAME VARCHAR, ALIAS_LABEL VARCHAR)                  -- no PAYLOAD: Braze refuses one
+
+Two braze_cdi destinations syncing the same audience need different schemas or prefixes.
+
+Rows:
+- Every row fills exactly one identifier, as the sync's identifier type says: EXTERNAL_ID
+  (external_id), ALIAS_NAME with ALIAS_LABEL = options.alias_label (user_alias), EMAIL (email)
+  or PHONE (phone). The identifier is never repeated inside PAYLOAD: a field named like the
+  identifier type (e.g. `email` in a sync identified by email) is left out.
+- PAYLOAD is a JSON object of the attributes that changed: for an add, every non-null field; for
+  an update, the fields whose value differs from what Braze last acknowledged (a field that became
+  null is sent as null, which clears it in Braze). An update whose identifier changed sends every
+  non-null field, since the new identifier may name a profile that has none of them; an update
+  with nothing left to send writes no row. With membership_attribute, adds and updates also carry
+  `"<membership_attribute>": true`.
+- Removes (mirror mode only). `on_remove: delete` (the default for external_id and user_alias)
+  writes a delete row: Braze deletes the whole user profile. `on_remove: clear_attribute` (the
+  default for email and phone, which CDI cannot delete by; needs membership_attribute) writes an
+  attributes row `{"<membership_attribute>": null}`. A remove by email or phone without a
+  membership_attribute is rejected with a reason (it is tried again next run); `on_remove: delete`
+  with email or phone fails the sync before anything is written.
+- A row whose PAYLOAD is over 1 MB or has more than 250 attributes is rejected (Braze would).
+
+UPDATED_AT (naive UTC) strictly increases per table: a batch's rows get max(now, the table's
+latest UPDATED_AT + 1 µs), then 1 µs more per row. Braze's watermark is inclusive, so no two rows
+share a timestamp, and a clock that steps back cannot hide rows behind the watermark. A batch is
+written in one transaction; written rows count as acknowledged (Braze picks them up on its next
+scheduled sync, which this destination neither triggers nor watches).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from typing import Any, Literal, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ..delta.sql import ident, table
+from ..delta.tables import PairTables
+from .base import BatchResult, Capabilities, Destination, Record, Session, SyncTarget, TerminalError
+from .changes import changed_fields
+
+BATCH_SIZE = 10_000
+# Braze's CDI limits per row.
+MAX_PAYLOAD_BYTES = 1024 * 1024
+MAX_ATTRIBUTES = 250
+ONE_MICROSECOND = dt.timedelta(microseconds=1)
+
+ATTRIBUTES_COLUMNS = {
+    "UPDATED_AT": "TIMESTAMP NOT NULL",
+    "EXTERNAL_ID": "VARCHAR",
+    "ALIAS_NAME": "VARCHAR",
+    "ALIAS_LABEL": "VARCHAR",
+    "EMAIL": "VARCHAR",
+    "PHONE": "VARCHAR",
+    "PAYLOAD": "VARCHAR NOT NULL",
+}
+DELETE_COLUMNS = {name: ATTRIBUTES_COLUMNS[name] for name in ("UPDATED_AT", "EXTERNAL_ID", "ALIAS_NAME", "ALIAS_LABEL")}
+IDENTIFIER_TYPES = ("external_id", "user_alias", "email", "phone")
+# CDI deletes users by external id or alias only.
+DELETABLE_BY = ("external_id", "user_alias")
+
+
+def utc_now() -> dt.datetime:
+    """Naive UTC, as UPDATED_AT holds it."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+class BrazeCdiSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    schema_name: str = Field(default="braze_cdi", alias="schema", min_length=1)
+    table_prefix: str = ""
+
+
+class BrazeCdiOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    on_remove: Literal["delete", "clear_attribute"] | None = None
+    membership_attribute: str | None = Field(default=None, min_length=1)
+    alias_label: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _clearing_needs_an_attribute(self) -> "BrazeCdiOptions":
+        if self.on_remove == "clear_attribute" and self.membership_attribute is None:
+            raise ValueError("on_remove: clear_attribute needs membership_attribute (the attribute it clears)")
+        return self
+
+
+@dataclass(frozen=True)
+class CdiRow:
+    """One row for a CDI table: `payload` None means the delete table."""
+
+    seq: int
+    identifier: dict[str, str]
+    payload: dict[str, Any] | None
+
+    def describe(self) -> dict[str, Any]:
+        """The row as previews and metadata samples show it."""
+        kind = "USERS_DELETE_SYNC" if self.payload is None else "USERS_ATTRIBUTES_SYNC"
+        shown: dict[str, Any] = {"table": kind, **self.identifier}
+        if self.payload is not None:
+            shown["PAYLOAD"] = self.payload
+        return shown
+
+
+@dataclass(frozen=True)
+class CdiTables:
+    """The quoted names of one audience's attributes and delete tables."""
+
+    attributes: str
+    delete: str
+
+    @classmethod
+    def of(cls, settings: BrazeCdiSettings, audience: str) -> "CdiTables":
+        stem = f"{settings.table_prefix}{audience}".upper()
+        return cls(
+            table(settings.schema_name, f"{stem}_USERS_ATTRIBUTES_SYNC"),
+            table(settings.schema_name, f"{stem}_USERS_DELETE_SYNC"),
+        )
+
+
+def plan_rows(
+    batch: Sequence[Record], target: SyncTarget, moved: set[str]
+) -> tuple[list[CdiRow], dict[int, str]]:
+    """The CDI rows for a batch, and {seq: reason} of rows Braze cannot take; `moved`: keys whose identifier changed."""
+    options: BrazeCdiOptions = target.options
+    identifier_type = target.identifier_type
+    on_remove = options.on_remove or ("delete" if identifier_type in DELETABLE_BY else "clear_attribute")
+    membership = options.membership_attribute
+    rows: list[CdiRow] = []
+    rejected: dict[int, str] = {}
+    for record in batch:
+        identifier = (
+            {"ALIAS_NAME": record.identifier, "ALIAS_LABEL": options.alias_label}
+            if identifier_type == "user_alias"
+            else {identifier_type.upper(): record.identifier}
+        )
+        if record.change == "remove":
+            if on_remove == "delete":
+                rows.append(CdiRow(record.seq, identifier, None))
+            elif membership is not None:
+                rows.append(CdiRow(record.seq, identifier, {membership: None}))
+            else:
+                rejected[record.seq] = (
+                    f"Braze CDI cannot delete users by {identifier_type}; "
+                    "set options.membership_attribute to clear membership instead"
+                )
+            continue
+        if record.key in moved:
+            # The new identifier may name a profile that has none of the values yet.
+            payload = {k: v for k, v in (record.fields or {}).items() if v is not None}
+        else:
+            payload = changed_fields(record)
+        # Braze takes the identifier from its column only, never from PAYLOAD.
+        payload.pop(identifier_type, None)
+        if not payload and record.change == "update":
+            continue  # nothing Braze does not already have
+        if membership is not None:
+            payload[membership] = True
+        problem = _payload_problem(payload)
+        if problem:
+            rejected[record.seq] = problem
+        else:
+            rows.append(CdiRow(record.seq, identifier, payload))
+    return rows, rejected
+
+
+def _payload_problem(payload: dict[str, Any]) -> str | None:
+    if len(payload) > MAX_ATTRIBUTES:
+        return f"PAYLOAD has {len(payload)} attributes; Braze CDI takes at most {MAX_ATTRIBUTES} per row"
+    if len(_json(payload).encode()) > MAX_PAYLOAD_BYTES:
+        return "PAYLOAD is over 1 MB; Braze CDI rejects the row"
+    return None
+
+
+def _json(payload: dict[str, Any]) -> str:
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+
+
+def moved_keys(conn, target: SyncTarget, batch: Sequence[Record]) -> set[str]:
+    """Keys of updates whose identifier differs from the one Braze last acknowledged (the ledger's)."""
+    updates = {r.key: r.identifier for r in batch if r.change == "update"}
+    if not updates:
+        return set()
+    ledger = PairTables(target.schema, target.audience, target.destination).ledger
+    known = conn.fetch_all(
+        f"SELECT _key, _identifier FROM {ledger} WHERE _key IN (SELECT unnest(CAST(? AS VARCHAR[])))",
+        [list(updates)],
+    )
+    return {key for key, identifier in known if identifier != updates[key]}
+
+
+def _insert(conn, name: str, columns: dict[str, str], rows: list[CdiRow]) -> None:
+    """Append rows in one statement, UPDATED_AT continuing strictly after the table's latest."""
+    if not rows:
+        return
+    latest = conn.fetch_one(f"SELECT max(UPDATED_AT) FROM {name}")[0]
+    now = utc_now()
+    start = now if latest is None else max(now, latest + ONE_MICROSECOND)
+    values: list[list[Any]] = []
+    for column in columns:
+        if column == "UPDATED_AT":
+            values.append([start + i * ONE_MICROSECOND for i in range(len(rows))])
+        elif column == "PAYLOAD":
+            values.append([_json(row.payload) for row in rows])
+        else:
+            values.append([row.identifier.get(column) for row in rows])
+    # Parallel lists unnested side by side: one INSERT per batch, however many rows.
+    select = ", ".join(
+        f"unnest(CAST(? AS {'TIMESTAMP' if column == 'UPDATED_AT' else 'VARCHAR'}[]))" for column in columns
+    )
+    conn.execute(f"INSERT INTO {name} ({', '.join(ident(c) for c in columns)}) SELECT {select}", values)
+
+
+class BrazeCdiSession(Session):
+    def __init__(self, target: SyncTarget, tables: CdiTables):
+        self.target = target
+        self.tables = tables
+
+    def send(self, batch: Sequence[Record]) -> BatchResult:
+        # A connection of this sender thread's own: DuckDB connections are not shared across threads.
+        with self.target.warehouse.connect() as conn:
+            rows, rejected = plan_rows(batch, self.target, moved_keys(conn, self.target, batch))
+            conn.execute("BEGIN TRANSACTION")
+            try:
+                _insert(conn, self.tables.attributes, ATTRIBUTES_COLUMNS, [r for r in rows if r.payload is not None])
+                _insert(conn, self.tables.delete, DELETE_COLUMNS, [r for r in rows if r.payload is None])
+                conn.execute("COMMIT")
+            except Exception:
+                conn.execute("ROLLBACK")
+                raise
+        return BatchResult(
+            acknowledged=[r.seq for r in batch if r.seq not in rejected],
+            rejected=rejected,
+            payloads=[row.describe() for row in rows],
+        )
+
+
+class BrazeCdi(Destination):
+    """Writes Braze CDI attribute and delete tables in the warehouse; see the module docstring."""
+
+    type_name = "braze_cdi"
+    kind = "braze"
+    Settings = BrazeCdiSettings
+    SyncOptions = BrazeCdiOptions
+
+    @property
+    def capabilities(self) -> Capabilities:
+        # One writer at a time keeps each table's UPDATED_AT sequence strictly increasing.
+        return Capabilities(batch_size=BATCH_SIZE, concurrency=1)
+
+    def open(self, target: SyncTarget) -> Session:
+        options: BrazeCdiOptions = target.options
+        identifier_type = target.identifier_type
+        if identifier_type not in IDENTIFIER_TYPES:
+            raise TerminalError(
+                f"destination {self.name}: Braze CDI identifies users by {', '.join(IDENTIFIER_TYPES)}, "
+                f"not {identifier_type}"
+            )
+        if identifier_type == "user_alias" and options.alias_label is None:
+            raise TerminalError(f"destination {self.name}: identifier user_alias needs options.alias_label")
+        if identifier_type not in DELETABLE_BY and options.on_remove == "delete":
+            raise TerminalError(
+                f"destination {self.name}: Braze CDI cannot delete users by {identifier_type}; "
+                "use on_remove: clear_attribute with a membership_attribute"
+            )
+        settings = BrazeCdiSettings.model_validate(self.settings)
+        tables = CdiTables.of(settings, target.audience)
+        with target.warehouse.connect() as conn:
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(settings.schema_name)}")
+            for name, columns in ((tables.attributes, ATTRIBUTES_COLUMNS), (tables.delete, DELETE_COLUMNS)):
+                spec = ", ".join(f"{ident(c)} {t}" for c, t in columns.items())
+                conn.execute(f"CREATE TABLE IF NOT EXISTS {name} ({spec})")
+        return BrazeCdiSession(target, tables)
+
+    def payloads(self, batch: Sequence[Record], target: SyncTarget) -> list[dict[str, Any]]:
+        with target.warehouse.connect() as conn:
+            moved = moved_keys(conn, target, batch)
+        return [row.describe() for row in plan_rows(batch, target, moved)[0]]

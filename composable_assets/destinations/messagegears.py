@@ -1,0 +1,133 @@
+"""MessageGears: zero-copy; publishes the audience as a warehouse view that MessageGears Accelerator queries.
+
+MessageGears has no public API to upsert recipients: Accelerator runs its own SQL against the
+warehouse. So this destination calls nothing and acknowledges every row, which makes the pair's
+ledger exactly "who is a member, with which field values, since when"; the view publishes it.
+
+destinations.yaml:
+
+    mg:
+      type: messagegears
+      schema: messagegears   # where the views go (default messagegears)
+
+The view `<schema>.<audience>`, one row per member:
+
+    member_key         VARCHAR    the audience's primary key
+    <identifier type>  VARCHAR    named after the sync's identifier type, e.g. external_id or email
+    <field> ...        VARCHAR    one column per destination field of the sync, in mapping order: the
+                                  value as text (objects and arrays as JSON text), NULL when null
+    updated_at         TIMESTAMP  (naive UTC) when this member's current values were delivered; it
+                                  moves only when the member joins or one of its values changes
+
+It selects from the pair's ledger, which takes a run's rows when the sync finishes, so the view
+shows the audience as of the last finished sync. In mirror mode members who left are gone; in
+upsert mode they stay, with their last values. The view's comment names the audience and
+destination it publishes; two messagegears destinations syncing one audience need different
+schemas (the second one's sync fails rather than replace the first one's view).
+
+The field columns are the keys of the newest ledger row's fields, i.e. the sync's current field
+mapping. The view is rebuilt when a sync opens (so it exists from the first run on) and when it
+closes, after the delivery loop has folded the run's acknowledgements into the ledger (so added or
+removed fields show as soon as the sync finishes). A field named like another column of the view
+(compared case-insensitively) fails the sync.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlglot import exp
+
+from ..delta.sql import DIALECT, ident, table
+from ..delta.tables import PairTables
+from .base import BatchResult, Capabilities, Destination, Record, Session, SyncTarget, TerminalError, generic_payload
+
+BATCH_SIZE = 10_000
+
+
+class MessageGearsSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    schema_name: str = Field(default="messagegears", alias="schema", min_length=1)
+
+
+def _field_path(name: str) -> str:
+    """A JSONPath literal selecting one key, whatever characters the key holds."""
+    escaped = name.replace("\\", "\\\\").replace('"', '\\"')
+    return exp.Literal.string(f'$."{escaped}"').sql(DIALECT)
+
+
+def publish_view(conn, schema: str, target: SyncTarget) -> None:
+    """Create or replace the audience's view over the pair's ledger, refusing to take over someone else's."""
+    ledger = PairTables(target.schema, target.audience, target.destination).ledger
+    marker = f"composable: audience {target.audience} synced to destination {target.destination}"
+    existing = conn.fetch_all(
+        "SELECT table_comment FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+        [schema, target.audience],
+    )
+    if existing and existing[0][0] != marker:
+        raise TerminalError(
+            f"{schema}.{target.audience} exists and is not the view of {target.destination} "
+            f"({existing[0][0] or 'no composable comment'}); give destination {target.destination} its own schema"
+        )
+    newest = conn.fetch_one(
+        f"SELECT json_keys(_fields) FROM {ledger} WHERE _fields IS NOT NULL ORDER BY _synced_at DESC, _key LIMIT 1"
+    )
+    fields = newest[0] if newest else []
+    columns = ["member_key", target.identifier_type, *fields, "updated_at"]
+    lowered = [c.lower() for c in columns]
+    clashes = sorted({c for c in lowered if lowered.count(c) > 1})
+    if clashes:
+        raise TerminalError(
+            f"the view of {target.audience} cannot have two columns named {', '.join(clashes)}; rename the field"
+        )
+    select = [
+        "_key AS member_key",
+        f"_identifier AS {ident(target.identifier_type)}",
+        *(f"json_extract_string(_fields, {_field_path(f)}) AS {ident(f)}" for f in fields),
+        "_synced_at AS updated_at",
+    ]
+    view = table(schema, target.audience)
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(schema)}")
+        conn.execute(f"CREATE OR REPLACE VIEW {view} AS SELECT {', '.join(select)} FROM {ledger}")
+        # Replacing a view drops its comment; the marker goes back in the same transaction.
+        conn.execute(f"COMMENT ON VIEW {view} IS {exp.Literal.string(marker).sql(DIALECT)}")
+        conn.execute("COMMIT")
+    except Exception:
+        conn.execute("ROLLBACK")
+        raise
+
+
+class MessageGearsSession(Session):
+    def __init__(self, target: SyncTarget, schema: str):
+        self.target = target
+        self.schema = schema
+
+    def send(self, batch: Sequence[Record]) -> BatchResult:
+        # Nothing to call: the ledger these acknowledgements fill is what the view shows.
+        return BatchResult.all_acknowledged(batch, [generic_payload(r, self.target.identifier_type) for r in batch])
+
+    def close(self) -> None:
+        with self.target.warehouse.connect() as conn:
+            publish_view(conn, self.schema, self.target)
+
+
+class MessageGears(Destination):
+    """Publishes each audience as a view over its ledger; see the module docstring."""
+
+    type_name = "messagegears"
+    kind = "messagegears"
+    Settings = MessageGearsSettings
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(batch_size=BATCH_SIZE)
+
+    def open(self, target: SyncTarget) -> Session:
+        schema = MessageGearsSettings.model_validate(self.settings).schema_name
+        with target.warehouse.connect() as conn:
+            publish_view(conn, schema, target)
+        return MessageGearsSession(target, schema)

@@ -1,0 +1,226 @@
+"""Webhook: a generic HTTP JSON destination, one signed POST per batch.
+
+destinations.yaml:
+
+    crm_hook:
+      type: webhook
+      url: https://hooks.example.com/cdp      # or {env: NAME}
+      secret: {env: CRM_HOOK_SECRET}          # required: the HMAC-SHA256 signing key
+      batch_size: 100                         # rows per request
+      concurrency: 4                          # requests in flight at once
+      requests_per_second: 10                 # optional; shared by every sync to this URL on this machine
+      timeout_seconds: 30
+      max_tries: 6                            # per request, counting the first
+      headers: {Authorization: {env: CRM_HOOK_AUTH}}   # optional extra headers; values may be {env: NAME}
+
+Request: `POST <url>` with `Content-Type: application/json` and the body
+
+    {"audience": "...", "destination": "...", "run_id": "...", "partition": "YYYY-MM-DD",
+     "rows": [{"key": "...", "operation": "upsert" | "remove", "change": "add" | "update" | "remove",
+               "identifier": {"<identifier type>": "<value>"}, "fields": {...}}]}
+
+`fields` (destination field: value, null included) is present on upserts only. Every request carries
+
+    X-Composable-Timestamp: <unix seconds>
+    X-Composable-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<unix seconds>.<raw body>")>
+
+A receiver recomputes the HMAC over the raw body bytes, compares it in constant time and refuses
+timestamps older than a few minutes (a replayed request). Retries are signed afresh.
+
+Response:
+- 2xx: every row is acknowledged, except those listed in an optional JSON body
+  `{"rejected": [{"index": <position in rows>, "reason": "..."}]}` (entries with an index outside
+  the batch are ignored). Rejected rows are recorded with their reason and tried again next run.
+- 401 or 403: the credentials are refused; the sync fails and nothing more is sent.
+- 408, 425, 429, 5xx, timeouts and dropped connections: retried with backoff, honouring
+  Retry-After; when the tries run out the batch stays unsent for the next run.
+- any other 4xx: the whole batch is rejected with the reason "HTTP <status>: <start of the body>".
+- 3xx: the sync fails (redirects are not followed, so a signed body never goes elsewhere).
+
+Delivery is at least once: a request that timed out may have been processed, and is sent again.
+Receivers should treat (key, change, fields) as idempotent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from typing import Any, Sequence
+
+import requests
+from pydantic import BaseModel, ConfigDict, Field
+from requests.auth import AuthBase
+
+from ..project import SecretRef, resolve_setting
+from .base import (
+    BatchResult,
+    Capabilities,
+    Destination,
+    Record,
+    Session,
+    SyncTarget,
+    TerminalError,
+    generic_payload,
+)
+from .http import HttpClient, Limit, RateBudget, account_key
+
+SIGNATURE_HEADER = "X-Composable-Signature"
+TIMESTAMP_HEADER = "X-Composable-Timestamp"
+# Enough of an error body to say what went wrong without flooding the failures table.
+SHORT_BODY_CHARS = 200
+
+
+class WebhookSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | SecretRef
+    secret: SecretRef
+    batch_size: int = Field(default=100, ge=1)
+    concurrency: int = Field(default=4, ge=1)
+    requests_per_second: int | None = Field(default=None, ge=1)
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    max_tries: int = Field(default=6, ge=1)
+    headers: dict[str, str | SecretRef] = {}
+
+
+def webhook_rows(batch: Sequence[Record], identifier_type: str) -> list[dict[str, Any]]:
+    """The `rows` of a request body: the generic payload of each record plus its key."""
+    return [{"key": r.key, **generic_payload(r, identifier_type)} for r in batch]
+
+
+def signature(secret: str, timestamp: int, body: bytes) -> str:
+    """The X-Composable-Signature value of one request."""
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
+class _Signer(AuthBase):
+    """Signs each prepared request, so every retry carries a fresh timestamp."""
+
+    def __init__(self, secret: str):
+        self._secret = secret
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        timestamp = int(time.time())
+        request.headers[TIMESTAMP_HEADER] = str(timestamp)
+        request.headers[SIGNATURE_HEADER] = signature(self._secret, timestamp, request.body or b"")
+        return request
+
+
+class WebhookSession(Session):
+    def __init__(
+        self, target: SyncTarget, client: HttpClient, path: str, signer: _Signer, budget: RateBudget | None
+    ):
+        self.target = target
+        self.client = client
+        self.path = path
+        self.signer = signer
+        self.budget = budget
+
+    def send(self, batch: Sequence[Record]) -> BatchResult:
+        rows = webhook_rows(batch, self.target.identifier_type)
+        body = json.dumps(
+            {
+                "audience": self.target.audience,
+                "destination": self.target.destination,
+                "run_id": self.target.run_id,
+                "partition": self.target.partition,
+                "rows": rows,
+            },
+            separators=(",", ":"),
+            ensure_ascii=False,
+        ).encode()
+        response = self.client.request(
+            "POST", self.path, budget=self.budget, data=body, auth=self.signer, allow_redirects=False
+        )
+        status = response.status_code
+        if 200 <= status < 300:
+            rejected = {batch[i].seq: reason for i, reason in self._rejections(response, len(batch)).items()}
+            acknowledged = [r.seq for r in batch if r.seq not in rejected]
+            return BatchResult(acknowledged=acknowledged, rejected=rejected, payloads=rows)
+        short = " ".join(self.client.redact(response.text[:SHORT_BODY_CHARS]).split())
+        if 400 <= status < 500:
+            return BatchResult(rejected={r.seq: f"HTTP {status}: {short}" for r in batch}, payloads=rows)
+        raise TerminalError(f"webhook answered HTTP {status} (redirects are not followed; configure the final URL)")
+
+    def _rejections(self, response: requests.Response, size: int) -> dict[int, str]:
+        """{row index: reason} from a 2xx body; a body that is not the documented shape rejects nothing."""
+        try:
+            body = response.json()
+        except ValueError:
+            return {}
+        entries = body.get("rejected") if isinstance(body, dict) else None
+        if not isinstance(entries, list):
+            return {}
+        rejections = {}
+        for entry in entries:
+            index = entry.get("index") if isinstance(entry, dict) else None
+            # bool is an int subclass; `true` is not a position.
+            if isinstance(index, int) and not isinstance(index, bool) and 0 <= index < size:
+                reason = str(entry.get("reason") or "rejected by the receiver")
+                rejections[index] = self.client.redact(reason[:SHORT_BODY_CHARS])
+        return rejections
+
+    def stats(self) -> dict[str, float]:
+        return self.client.stats()
+
+    def close(self) -> None:
+        self.client.close()
+        if self.budget is not None:
+            self.budget.close()
+
+
+class Webhook(Destination):
+    """POSTs each batch as signed JSON to a URL; see the module docstring for the contract."""
+
+    type_name = "webhook"
+    kind = "webhook"
+    Settings = WebhookSettings
+
+    @property
+    def config(self) -> WebhookSettings:
+        return WebhookSettings.model_validate(self.settings)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        config = self.config
+        return Capabilities(
+            batch_size=config.batch_size,
+            concurrency=config.concurrency,
+            requests_per_window=config.requests_per_second,
+            window_seconds=1.0 if config.requests_per_second else None,
+        )
+
+    def open(self, target: SyncTarget) -> Session:
+        config = self.config
+        url = resolve_setting(config.url)
+        if not url.startswith(("http://", "https://")):
+            raise TerminalError(f"destination {self.name}: url must start with http:// or https://")
+        secret = resolve_setting(config.secret)
+        headers = {name: resolve_setting(value) for name, value in config.headers.items()}
+        # The signing key is never sent, but a receiver may echo header values back in an error body.
+        secrets = [secret] + [headers[name] for name, value in config.headers.items() if isinstance(value, SecretRef)]
+        # The whole URL is the client's base, so errors never show its path (hook URLs often embed a
+        # token); the client strips a trailing slash from its base, which the path puts back.
+        path = "/" if url.endswith("/") else ""
+        client = HttpClient(
+            url,
+            {**headers, "Content-Type": "application/json"},
+            secrets=tuple(secrets),
+            max_tries=config.max_tries,
+            timeout_seconds=config.timeout_seconds,
+            pool_size=config.concurrency,
+        )
+        budget = None
+        if config.requests_per_second:
+            budget = RateBudget(
+                self.state_dir / "rate_budgets.sqlite",
+                account_key(url),
+                Limit(config.requests_per_second, 1.0),
+            )
+        return WebhookSession(target, client, path, _Signer(secret), budget)
+
+    def payloads(self, batch: Sequence[Record], target: SyncTarget) -> list[dict[str, Any]]:
+        return webhook_rows(batch, target.identifier_type)
