@@ -25,7 +25,7 @@ test: setup  ## the whole test suite
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 ui: setup  ## Dagster UI (webserver + daemon) on http://127.0.0.1:3000
-	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	$(BIN)/composable ui --port 3000
 
 bench: setup  ## delta benchmark: 1M and 10M members vs a bare join and a pandas merge
 	$(BIN)/python benchmarks/delta_benchmark.py

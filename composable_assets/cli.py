@@ -155,18 +155,16 @@ def preview(audience: str, destination: str, limit: int) -> None:
 @click.option("--changes/--no-changes", default=True, show_default=True,
               help="After the first sync, apply a day of changes and sync again.")
 def demo(customers: int, changes: bool) -> None:
-    """Seed the retail sample into the warehouse and run every sync once (then once more after a day of changes)."""
-    from .definitions import build_definitions
-    from .sample import SAMPLE_PROJECT_DIR, generator
-    from .settings import Settings
+    """Seed the retail sample and run every sync once (then once more after a day of changes).
 
-    base = Settings.from_env()
-    settings = Settings(project_dir=SAMPLE_PROJECT_DIR, warehouse_url=base.warehouse_url, data_dir=base.data_dir)
-    _, project, _ = _load(str(SAMPLE_PROJECT_DIR))
-    defs = build_definitions(project, settings)
-    today = dt.date.fromisoformat(_today(project))
+    Braze and Iterable are local stand-ins unless BRAZE_REST_ENDPOINT / ITERABLE_BASE_URL are set.
+    """
+    from .fakes.local import local_destinations
+    from .sample import SAMPLE_PROJECT_DIR, generator
     from .warehouse import Warehouse
 
+    settings, project, defs = _load(str(SAMPLE_PROJECT_DIR))
+    today = dt.date.fromisoformat(_today(project))
     warehouse = Warehouse(url=settings.warehouse_url)
     with warehouse.connect() as conn:
         if not hasattr(conn, "raw"):
@@ -175,12 +173,20 @@ def demo(customers: int, changes: bool) -> None:
     console.print(f"seeded the retail sample into {warehouse.engine.describe()}: "
                   + ", ".join(f"{n} {t}" for t, n in counts.items()), highlight=False)
     everything = _all_sync_work(defs)
-    outcome = _run(defs, everything, today.isoformat(), f"sync ({today})")
-    if changes and outcome.success:
-        with warehouse.connect() as conn:
-            changed = generator.apply_day_of_changes(conn.raw, today)
-        console.print("applied a day of changes: " + ", ".join(f"{n} {k}" for k, n in changed.items()), highlight=False)
-        outcome = _run(defs, everything, today.isoformat(), f"after a day of changes ({today})")
+    with local_destinations() as fakes:
+        for name, fake in fakes.items():
+            console.print(f"{name}: a local stand-in at {fake.url} (real HTTP)", highlight=False)
+        outcome = _run(defs, everything, today.isoformat(), f"sync ({today})")
+        if changes and outcome.success:
+            with warehouse.connect() as conn:
+                changed = generator.apply_day_of_changes(conn.raw, today)
+            console.print("applied a day of changes: " + ", ".join(f"{n} {k}" for k, n in changed.items()),
+                          highlight=False)
+            outcome = _run(defs, everything, today.isoformat(), f"after a day of changes ({today})")
+        for name, fake in fakes.items():
+            ok = sum(1 for r in fake.requests if r.status is not None and r.status < 300)
+            console.print(f"{name} stand-in received {len(fake.requests)} requests ({ok} accepted) "
+                          f"and holds {len(fake.users)} profiles", highlight=False)
     console.print(
         f"\nOutbox files (what was sent): {settings.outbox_dir}\n"
         f"Warehouse: {warehouse.engine.describe()}\n"
@@ -189,6 +195,33 @@ def demo(customers: int, changes: bool) -> None:
     )
     if not outcome.success:
         raise UserError("the demo run failed; see the messages above.")
+
+
+@cli.command()
+@click.option("--port", default=3000, show_default=True, help="Port of the Dagster UI on 127.0.0.1.")
+def ui(port: int) -> None:
+    """Start the Dagster UI and daemon (dagster dev) with local Braze/Iterable stand-ins unless real ones are set."""
+    import os
+    import signal
+    import subprocess
+
+    from .fakes.local import local_destinations
+
+    _load()  # fail here, with a readable message, rather than inside the webserver
+    with local_destinations() as fakes:
+        for name, fake in fakes.items():
+            console.print(f"{name}: a local stand-in at {fake.url}", highlight=False)
+        command = [
+            str(Path(sys.executable).with_name("dagster")), "dev",
+            "-m", "composable_assets.definitions", "-a", "defs", "-h", "127.0.0.1", "-p", str(port),
+        ]
+        console.print(f"Dagster UI: http://127.0.0.1:{port} (Ctrl-C stops it)", highlight=False)
+        process = subprocess.Popen(command, env=os.environ.copy())
+        try:
+            process.wait()
+        except KeyboardInterrupt:
+            process.send_signal(signal.SIGINT)
+            process.wait(timeout=60)
 
 
 def _all_sync_work(defs):

@@ -11,6 +11,7 @@ import duckdb
 import pytest
 
 from composable_assets.definitions import audience_selection, load_definitions
+from composable_assets.destinations.base import AnySettings
 from composable_assets.destinations import (
     BatchResult,
     Capabilities,
@@ -34,6 +35,7 @@ class Recording(Destination):
 
     type_name = "recording"
     kind = "python"
+    SyncOptions = AnySettings  # stands in for any destination, so it takes any sync options
     received: ClassVar[dict[str, list[Record]]] = defaultdict(list)
     reject: ClassVar[dict[str, set[str]]] = defaultdict(set)
     crash_after_batches: ClassVar[dict[str, int]] = {}

@@ -91,3 +91,25 @@ def test_installed_command_prints_one_paragraph_not_a_traceback(small, tmp_path)
     assert result.returncode == 1
     assert "audiences/high.yaml:2: invalid YAML" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_demo_seeds_syncs_and_delivers_over_http_to_local_stand_ins(tmp_path, monkeypatch):
+    monkeypatch.setenv("COMPOSABLE_DATA_DIR", str(tmp_path / "data"))
+    for name in ("COMPOSABLE_WAREHOUSE", "COMPOSABLE_PROJECT_DIR", "DAGSTER_HOME", "BRAZE_REST_ENDPOINT", "ITERABLE_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    result = CliRunner().invoke(cli, ["demo", "--customers", "300"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    rows = {
+        tuple(cell.strip() for cell in line.split("│")[1:3]): [cell.strip() for cell in line.split("│")[3:9]]
+        for line in result.output.split("after a day of changes")[0].splitlines()
+        if line.startswith("│")
+    }
+    assert set(rows) == {
+        ("cart_abandoners", "outbox"), ("lapsed_customers", "outbox"), ("vip_customers", "braze"),
+        ("vip_customers", "outbox"), ("weekly_newsletter", "iterable"), ("weekly_newsletter", "outbox"),
+    }
+    assert rows[("weekly_newsletter", "iterable")][0] == "300"  # everyone with an email, first sync
+    assert rows[("vip_customers", "braze")][0] == rows[("vip_customers", "outbox")][0]
+    assert "braze stand-in received" in result.output and "iterable stand-in received" in result.output
+    assert list((tmp_path / "data" / "outbox" / "outbox").glob("*/*/*.jsonl"))
+    assert "BRAZE_REST_ENDPOINT" not in os.environ  # the stand-ins' settings do not outlive the demo

@@ -25,8 +25,11 @@ NEWSLETTER_SQL = "SELECT customer_id, email, first_name, country, favourite_cate
 def sample(tmp_path):
     project = SmallProject(tmp_path)
     shutil.copytree(SAMPLE_PROJECT_DIR, project.settings.project_dir)
-    # Same audiences, same destination name; the destination records what it receives.
-    project.write("destinations.yaml", "outbox: {type: recording, batch_size: 50}\n")
+    # Same audiences, same destination names; each destination records what it receives.
+    project.write(
+        "destinations.yaml",
+        "\n".join(f"{name}: {{type: recording, batch_size: 50}}" for name in ("outbox", "braze", "iterable")) + "\n",
+    )
     with duckdb.connect(str(project.db)) as con:
         generator.seed(con, customers=3000, seed=7, as_of=dt.date.today())
     return project
@@ -45,15 +48,15 @@ def normalized(fields: dict) -> tuple:
 
 
 def test_a_day_of_changes_yields_exactly_the_expected_delta(sample):
-    assert sample.sync("vip_customers", date=str(DAY)).success
-    assert sample.sync("weekly_newsletter", date=str(DAY)).success
+    assert sample.sync("vip_customers", date=str(DAY), destination="outbox").success
+    assert sample.sync("weekly_newsletter", date=str(DAY), destination="outbox").success
     vip_before, news_before = members(sample, VIP_SQL), members(sample, NEWSLETTER_SQL)
     with duckdb.connect(str(sample.db)) as con:
         generator.apply_day_of_changes(con, dt.date.today(), seed=7, change_rate=0.2)
     vip_after, news_after = members(sample, VIP_SQL), members(sample, NEWSLETTER_SQL)
 
     Recording.received.clear()
-    assert sample.sync("vip_customers", date=str(DAY + dt.timedelta(days=1))).success
+    assert sample.sync("vip_customers", date=str(DAY + dt.timedelta(days=1)), destination="outbox").success
     got = {(r.change, r.key) for r in Recording.received["outbox"]}
     expected = (
         {("add", k) for k in vip_after.keys() - vip_before.keys()}
@@ -69,7 +72,7 @@ def test_a_day_of_changes_yields_exactly_the_expected_delta(sample):
             assert Decimal(str(r.fields["ltv"])) == vip_after[r.key][2]
 
     Recording.received.clear()
-    assert sample.sync("weekly_newsletter", date=str(DAY + dt.timedelta(days=1))).success
+    assert sample.sync("weekly_newsletter", date=str(DAY + dt.timedelta(days=1)), destination="outbox").success
     got = {(r.change, r.key) for r in Recording.received["outbox"]}
     expected = {("add", k) for k in news_after.keys() - news_before.keys()} | {
         ("update", k) for k in news_after.keys() & news_before.keys() if news_after[k] != news_before[k]

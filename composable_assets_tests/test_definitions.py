@@ -24,7 +24,8 @@ def test_layers_keys_and_groups(tmp_path):
         "audience/vip_customers", "audience/lapsed_customers", "audience/weekly_newsletter", "audience/cart_abandoners"
     }
     assert "delta/vip_customers/outbox" in groups["deltas"] and "sync/vip_customers/outbox" in groups["syncs"]
-    assert len(groups["deltas"]) == len(groups["syncs"]) == 4
+    assert "sync/vip_customers/braze" in groups["syncs"] and "sync/weekly_newsletter/iterable" in groups["syncs"]
+    assert len(groups["deltas"]) == len(groups["syncs"]) == 6
 
 
 def test_lineage_runs_from_sources_to_syncs(tmp_path):
@@ -65,5 +66,6 @@ def test_one_job_per_audience_selects_exactly_what_its_syncs_need(tmp_path):
     job = defs.resolve_job_def("sync_vip_customers")
     keys = {k.to_user_string() for k in job.asset_layer.selected_asset_keys}
     assert keys == {
-        "model/customer_profiles", "audience/vip_customers", "delta/vip_customers/outbox", "sync/vip_customers/outbox"
+        "model/customer_profiles", "audience/vip_customers", "delta/vip_customers/outbox", "sync/vip_customers/outbox",
+        "delta/vip_customers/braze", "sync/vip_customers/braze",
     }

@@ -312,7 +312,9 @@ def test_sample_project_files_ship_with_the_package():
     assert yaml.safe_load((SAMPLE_PROJECT_DIR / "project.yaml").read_text()) == {
         "name": "retail_sample", "start_date": "2026-01-01",
     }
-    assert yaml.safe_load((SAMPLE_PROJECT_DIR / "destinations.yaml").read_text()) == {"outbox": {"type": "outbox"}}
+    destinations = yaml.safe_load((SAMPLE_PROJECT_DIR / "destinations.yaml").read_text())
+    assert {name: d["type"] for name, d in destinations.items()} == {"outbox": "outbox", "braze": "braze", "iterable": "iterable"}
+    assert destinations["braze"]["api_key"] == {"env": "BRAZE_API_KEY"}  # secrets only by variable name
     assert model_sql("customer_profiles").splitlines()[:2] == [
         "-- One row per customer with computed traits (lifetime value, orders, last order, favourite category).",
         "-- owners: team:data-platform",
