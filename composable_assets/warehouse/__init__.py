@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from functools import cached_property
-from urllib.parse import urlparse
+from urllib.parse import parse_qsl, urlparse
 
 import dagster as dg
 
@@ -13,14 +13,16 @@ from .base import Connection, Engine, WarehouseError
 
 def engine_from_url(url: str) -> Engine:
     """The engine a warehouse URL names, e.g. `duckdb:///data/warehouse.duckdb`."""
-    scheme = urlparse(url).scheme
-    if scheme == "duckdb":
+    parsed = urlparse(url)
+    if parsed.scheme == "duckdb":
         from .duckdb_engine import DuckDBEngine
 
-        # As in SQLAlchemy: duckdb:///relative/path, duckdb:////absolute/path, duckdb:///:memory:.
-        return DuckDBEngine(url.removeprefix("duckdb:///") or ":memory:")
+        # As in SQLAlchemy: duckdb:///relative/path, duckdb:////absolute/path, duckdb:///:memory:;
+        # query parameters are DuckDB settings, e.g. ?memory_limit=1500MB&threads=2.
+        path = url.split("?", 1)[0].removeprefix("duckdb:///") or ":memory:"
+        return DuckDBEngine(path, config=dict(parse_qsl(parsed.query)))
     raise WarehouseError(
-        f"COMPOSABLE_WAREHOUSE: unsupported warehouse URL scheme {scheme!r}; expected duckdb:///path/to/file.duckdb"
+        f"COMPOSABLE_WAREHOUSE: unsupported warehouse URL scheme {parsed.scheme!r}; expected duckdb:///path/to/file.duckdb"
     )
 
 

@@ -56,8 +56,10 @@ class DuckDBEngine(Engine):
     dialect = "duckdb"
     kind = "duckdb"
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, config: dict[str, str] | None = None):
         self.path = path
+        #: DuckDB settings for every connection (memory_limit, threads, temp_directory, ...).
+        self.config = config or {}
 
     def describe(self) -> str:
         return f"DuckDB file {self.path}"
@@ -69,7 +71,7 @@ class DuckDBEngine(Engine):
         delay = 0.05
         while True:
             try:
-                return duckdb.connect(self.path)
+                return duckdb.connect(self.path, config=self.config)
             except duckdb.IOException as exc:
                 if "lock" not in str(exc).lower() or time.monotonic() > deadline:
                     raise WarehouseError(f"cannot open {self.describe()}: {exc}") from exc

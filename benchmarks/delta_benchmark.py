@@ -1,0 +1,424 @@
+"""Delta benchmark: `compute_delta` against the bare DuckDB join and a pandas merge of the same tables."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import duckdb
+from rich.console import Console
+from rich.table import Table
+
+from composable_assets.delta.diff import compute_delta
+from composable_assets.delta.snapshot import SyncShape, build_snapshot
+from composable_assets.delta.sql import ident, json_object
+from composable_assets.delta.tables import PairTables
+from composable_assets.warehouse import Warehouse
+
+HERE = Path(__file__).resolve().parent
+# A folder of its own inside the git-ignored .work/, which other benchmarks share: only this one is ever deleted.
+WORK = HERE / ".work" / "delta"
+RESULTS = HERE / "results"
+SIZES = (1_000_000, 10_000_000)
+# Passed from the parent to the step subprocesses, which inherit the environment.
+MEMORY_LIMIT_ENV = "DELTA_BENCHMARK_MEMORY_LIMIT"
+
+# The issue's targets: the delta within 1.5x the bare join, and under 2 GB peak memory at 10M members.
+MAX_RATIO = 1.5
+MAX_PEAK_MB = 2048
+
+SCHEMA = "cdp"
+MODEL = "customers"
+COLUMNS = ["customer_id", "email", "first_name", "ltv", "country"]
+SHAPE = SyncShape(
+    destination="crm",
+    identifier_column="customer_id",
+    fields={"email": "email", "first_name": "first_name", "ltv": "ltv", "country": "country"},
+)
+TABLES = PairTables(SCHEMA, "members", SHAPE.destination)
+STEPS = ("delta", "bare_join", "pandas_merge")
+
+# Yesterday's ledger differs from today's snapshot by design, so every step must find exactly these shares:
+# customer_id % 100 == 0 was not synced yet (add), % 100 in (1, 2) had another ltv (update),
+# and 1% more customers beyond the model were synced but have left (remove, mirror mode).
+ADD_REMAINDERS = (0,)
+UPDATE_REMAINDERS = (1, 2)
+
+
+def people_sql(first_id: int, count: int) -> str:
+    """Synthetic customers with ids first_id.., each a pure function of its id, so any range can be regenerated."""
+    # hash(id, salt) rather than random(): reproducible whatever order DuckDB's threads produce rows in.
+    return f"""
+        SELECT
+            i AS customer_id,
+            'customer.' || i || '@example.com' AS email,
+            CASE WHEN hash(i, 'no_name') % 20 <> 0
+                THEN ['Anna', 'Ben', 'Chloe', 'David', 'Elena', 'Felix', 'Grace', 'Hugo'][1 + (hash(i, 'name') % 8)::INT]
+            END AS first_name,
+            CAST((hash(i, 'ltv') % 500000) / 100 AS DECIMAL(12, 2)) AS ltv,
+            ['DE', 'FR', 'GB', 'US', 'NL', 'ES', 'IT', 'SE'][1 + (hash(i, 'country') % 8)::INT] AS country
+        FROM range({first_id}, {first_id + count}) AS ids(i)
+    """
+
+
+def ledger_sql(size: int) -> str:
+    """INSERT of yesterday's acknowledged state, hashed and serialized exactly as the engine does it."""
+    adds = ", ".join(map(str, ADD_REMAINDERS))
+    updates = ", ".join(map(str, UPDATE_REMAINDERS))
+    yesterday = f"""
+        SELECT customer_id, email, first_name,
+            CASE WHEN customer_id % 100 IN ({updates}) THEN CAST(ltv + 1 AS DECIMAL(12, 2)) ELSE ltv END AS ltv,
+            country
+        FROM {ident(MODEL)} WHERE customer_id % 100 NOT IN ({adds})
+        UNION ALL {people_sql(size + 1, size // 100)}
+    """
+    return (
+        f"INSERT INTO {TABLES.ledger} "
+        f"SELECT CAST(customer_id AS VARCHAR), CAST(customer_id AS VARCHAR), {SHAPE.hash_sql()}, "
+        f"{json_object(SHAPE.fields)}, TIMESTAMP '2025-01-01 03:00:00', 'yesterday' FROM ({yesterday})"
+    )
+
+
+def expected_counts(size: int) -> dict[str, int]:
+    """What every step must find for an audience of `size` (a multiple of 100)."""
+    per_remainder = size // 100
+    return {
+        "add": per_remainder * len(ADD_REMAINDERS),
+        "update": per_remainder * len(UPDATE_REMAINDERS),
+        "remove": per_remainder,
+    }
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set so far (Linux reports KiB); DuckDB allocates inside it."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@contextmanager
+def timed(into: dict, name: str) -> Iterator[None]:
+    """Record a block's wall seconds as `name` and its CPU seconds, summed over all threads, as `name_cpu`."""
+    # CPU time is kept too because on a shared machine it moves far less than wall time between runs.
+    wall, cpu = time.perf_counter(), time.process_time()
+    yield
+    into[name] = time.perf_counter() - wall
+    into[f"{name}_cpu"] = time.process_time() - cpu
+
+
+# --- Steps, each run in a fresh subprocess so its peak RSS is its own. ---------------------------------------
+
+
+def step_prepare(db: Path, size: int) -> dict:
+    """The model, the audience snapshot (via the engine) and yesterday's ledger, in one DuckDB file."""
+    result: dict = {}
+    with Warehouse(url=f"duckdb:///{db}").connect() as conn:
+        with timed(result, "model_s"):
+            conn.execute(f"CREATE TABLE {ident(MODEL)} AS {people_sql(1, size)}")
+        with timed(result, "snapshot_s"):
+            build_snapshot(
+                conn,
+                schema=SCHEMA,
+                audience=TABLES.audience,
+                audience_file=Path("benchmarks/members.yaml"),
+                model=MODEL,
+                primary_key="customer_id",
+                columns=COLUMNS,
+                where=None,
+                syncs=[SHAPE],
+            )
+        with timed(result, "ledger_s"):
+            TABLES.ensure(conn)
+            conn.execute(ledger_sql(size))
+        result["duckdb_threads"], result["duckdb_memory_limit"] = conn.fetch_one(
+            "SELECT current_setting('threads'), current_setting('memory_limit')"
+        )
+    result["file_mb"] = db.stat().st_size / 2**20
+    return result
+
+
+def duckdb_settings() -> dict[str, str]:
+    """DuckDB settings for the timed steps: a memory limit when --memory-limit asked for one."""
+    limit = os.environ.get(MEMORY_LIMIT_ENV)
+    return {"memory_limit": limit} if limit else {}
+
+
+def step_delta(db: Path) -> dict:
+    """The real delta step, mirror mode, through the warehouse URL a user would set; only `compute_delta` is timed."""
+    result: dict = {}
+    query = "".join(f"?{k}={v}" for k, v in duckdb_settings().items())
+    with Warehouse(url=f"duckdb:///{db}{query}").connect() as conn:
+        result["base_rss_mb"] = peak_rss_mb()
+        with timed(result, "seconds"):
+            run = compute_delta(
+                conn,
+                TABLES,
+                SHAPE,
+                "mirror",
+                run_id="benchmark",
+                partition=dt.date(2025, 1, 2),
+                now=dt.datetime(2025, 1, 2, 3, 0),
+            )
+    result["counts"] = {"add": run.added, "update": run.updated, "remove": run.removed}
+    return result
+
+
+def step_bare_join(db: Path) -> dict:
+    """The least work that tells what changed: the same full outer join, materializing key and op only."""
+    result: dict = {}
+    con = duckdb.connect(str(db), config=duckdb_settings())
+    try:
+        result["base_rss_mb"] = peak_rss_mb()
+        with timed(result, "seconds"):
+            con.execute(
+                "CREATE TABLE bare_join AS SELECT coalesce(a._key, l._key) AS _key, "
+                "CASE WHEN l._key IS NULL THEN 'add' WHEN a._key IS NULL THEN 'remove' ELSE 'update' END AS _op "
+                f"FROM {TABLES.snapshot} AS a FULL OUTER JOIN {TABLES.ledger} AS l ON a._key = l._key "
+                f"WHERE a.{ident(SHAPE.hash_column)} IS DISTINCT FROM l._hash"
+            )
+        result["counts"] = dict(con.execute("SELECT _op, count(*) FROM bare_join GROUP BY _op").fetchall())
+    finally:
+        con.close()
+    return result
+
+
+def step_pandas_merge(db: Path) -> dict:
+    """(key, hash) of both tables loaded into pandas, then an outer merge keeping the changed rows."""
+    result: dict = {}
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        result["base_rss_mb"] = peak_rss_mb()
+        with timed(result, "load_s"):
+            snapshot = con.sql(f"SELECT _key, {ident(SHAPE.hash_column)} AS _hash FROM {TABLES.snapshot}").df()
+            ledger = con.sql(f"SELECT _key, _hash FROM {TABLES.ledger}").df()
+    finally:
+        con.close()
+    with timed(result, "seconds"):
+        merged = snapshot.merge(ledger, on="_key", how="outer", suffixes=("_now", "_acked"), indicator=True)
+        changed = merged[(merged["_merge"] != "both") | (merged["_hash_now"] != merged["_hash_acked"])]
+        ops = changed["_merge"].map({"left_only": "add", "right_only": "remove", "both": "update"})
+    result["counts"] = {op: int(n) for op, n in ops.value_counts().items()}
+    return result
+
+
+def run_child(args: argparse.Namespace) -> None:
+    """Entry point of a step subprocess: one JSON line on stdout, with the peak RSS once everything is closed."""
+    db = Path(args.db)
+    if args.step == "prepare":
+        result = step_prepare(db, args.size)
+    else:
+        result = {"delta": step_delta, "bare_join": step_bare_join, "pandas_merge": step_pandas_merge}[args.step](db)
+    result["peak_rss_mb"] = peak_rss_mb()
+    print(json.dumps(result))
+
+
+# --- Orchestration, in the parent process. -------------------------------------------------------------------
+
+
+def spawn(step: str, db: Path, size: int) -> dict:
+    """Run one step in a fresh interpreter and return what it measured; a failed step stops the benchmark."""
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--step", step, "--db", str(db), "--size", str(size)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        sys.exit(f"step {step} at {size:,} members failed (exit {proc.returncode}):\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def summarize(runs: list[dict]) -> dict:
+    """Best time of the repeats (least disturbed by anything else on the machine), worst peak memory."""
+    summary = {key: min(run[key] for run in runs) for key in runs[0] if key.endswith(("_s", "seconds", "_cpu"))}
+    summary["peak_rss_mb"] = max(run["peak_rss_mb"] for run in runs)
+    summary["base_rss_mb"] = runs[0]["base_rss_mb"]
+    summary["counts"] = runs[0]["counts"]
+    summary["runs"] = runs
+    return summary
+
+
+def bench_size(size: int, repeat: int, console: Console) -> dict:
+    """Prepare one database for `size` members, then run every step `repeat` times, each on a fresh copy of it."""
+    prepared = WORK / f"prepared_{size}.duckdb"
+    console.print(f"[bold]{size:,} members[/]: preparing model, snapshot and ledger ...")
+    result = {"size": size, "prepare": spawn("prepare", prepared, size)}
+    expected = expected_counts(size)
+    runs: dict[str, list[dict]] = {step: [] for step in STEPS}
+    # Rounds rather than step after step, so a burst of load elsewhere does not land on every run of one step.
+    for round_no in range(1, repeat + 1):
+        for step in STEPS:
+            # A fresh copy per run: the delta and the bare join write into the file, and no run may see another's output.
+            copy = WORK / f"{step}_{size}.duckdb"
+            shutil.copyfile(prepared, copy)
+            console.print(f"  round {round_no}/{repeat}: {step} ...")
+            run = spawn(step, copy, size)
+            copy.unlink()
+            if run["counts"] != expected:
+                sys.exit(f"{step} at {size:,} members found {run['counts']}, expected {expected}")
+            runs[step].append(run)
+    prepared.unlink()
+    for step in STEPS:
+        result[step] = summarize(runs[step])
+    ratio = result["delta"]["seconds"] / result["bare_join"]["seconds"]
+    result["ratio_delta_to_bare"] = ratio
+    result["ratio_delta_to_bare_cpu"] = result["delta"]["seconds_cpu"] / result["bare_join"]["seconds_cpu"]
+    result["targets"] = {
+        "ratio_ok": ratio <= MAX_RATIO,
+        "memory_ok": result["delta"]["peak_rss_mb"] < MAX_PEAK_MB,
+    }
+    return result
+
+
+def machine_info() -> dict:
+    """What the numbers were measured on."""
+    # Imported here, not at the top, so that pandas is not part of the DuckDB steps' peak RSS.
+    import pandas as pd
+    import psutil
+
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")),
+        platform.processor(),
+    )
+    return {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "duckdb": duckdb.__version__,
+        "pandas": pd.__version__,
+    }
+
+
+def table_rows(results: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of the side-by-side table, shared by the console and the Markdown report."""
+    header = [
+        "members", "delta s", "bare join s", "delta / bare", "pandas load s", "pandas merge s",
+        "delta peak MB", "bare peak MB", "pandas peak MB", f"≤ {MAX_RATIO}×", f"< {MAX_PEAK_MB} MB",
+    ]
+    rows = [
+        [
+            f"{r['size']:,}",
+            f"{r['delta']['seconds']:.2f}",
+            f"{r['bare_join']['seconds']:.2f}",
+            f"{r['ratio_delta_to_bare']:.2f}×",
+            f"{r['pandas_merge']['load_s']:.2f}",
+            f"{r['pandas_merge']['seconds']:.2f}",
+            f"{r['delta']['peak_rss_mb']:.0f}",
+            f"{r['bare_join']['peak_rss_mb']:.0f}",
+            f"{r['pandas_merge']['peak_rss_mb']:.0f}",
+            "yes" if r["targets"]["ratio_ok"] else "NO",
+            "yes" if r["targets"]["memory_ok"] else "NO",
+        ]
+        for r in results
+    ]
+    return header, rows
+
+
+def markdown(report: dict) -> str:
+    """The report as Markdown, for the results folder."""
+    header, rows = table_rows(report["results"])
+    machine, first = report["machine"], report["results"][0]
+    cpu_ratios = ", ".join(f"{r['ratio_delta_to_bare_cpu']:.2f}× at {r['size']:,}" for r in report["results"])
+    return "\n".join([
+        "# Delta benchmark",
+        "",
+        f"{machine['date']} · {machine['cpu']}, {machine['cores']} cores, {machine['ram_gb']} GB RAM · "
+        f"DuckDB {machine['duckdb']} (threads {first['prepare']['duckdb_threads']}, "
+        f"memory_limit of the timed steps: {os.environ.get(MEMORY_LIMIT_ENV) or first['prepare']['duckdb_memory_limit'] + ' (default)'}) · "
+        f"pandas {machine['pandas']} · "
+        f"Python {machine['python']} · {machine['platform']} · load average {report['load_before']} before, "
+        f"{report['load_after']} after",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---:" for _ in header) + "|",
+        *("| " + " | ".join(row) + " |" for row in rows),
+        "",
+        f"Times are the best of {report['repeat']} runs, peaks the worst; every run was a fresh process on its own "
+        "copy of the same prepared file. The ledger is the snapshot minus 1% (adds), with 2% changed ltv (updates), "
+        "plus 1% keys not in the audience (removes, mirror mode). Peak MB is the process's peak RSS, including the "
+        f"interpreter and imports (about {first['delta']['base_rss_mb']:.0f} MB before the step). "
+        f"CPU-time ratio delta / bare join: {cpu_ratios}.",
+        "",
+    ])
+
+
+def load_average() -> str:
+    """The 1/5/15-minute load averages, to tell a quiet machine from a shared one."""
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def main() -> None:
+    """Parse the command line, then act as the benchmark or as one of its step subprocesses."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), help="audience sizes (multiples of 100)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each step per size; the best time counts")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="folder for delta.json and delta.md")
+    parser.add_argument(
+        "--memory-limit",
+        help="DuckDB memory_limit for the delta and the bare join (e.g. 1500MB), as in COMPOSABLE_WAREHOUSE=duckdb:///f?memory_limit=1500MB",
+    )
+    parser.add_argument("--step", choices=("prepare", *STEPS), help=argparse.SUPPRESS)
+    parser.add_argument("--db", help=argparse.SUPPRESS)
+    parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.step:
+        run_child(args)
+        return
+    if args.memory_limit:
+        os.environ[MEMORY_LIMIT_ENV] = args.memory_limit
+    if any(size < 100 or size % 100 for size in args.sizes):
+        parser.error("--sizes must be multiples of 100")
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+
+    console = Console()
+    if not console.is_terminal:
+        # Piped into a log, the table would otherwise be squeezed into 80 columns.
+        console.width = 140
+    load_before = load_average()
+    if os.getloadavg()[0] > 0.5:
+        console.print(f"[yellow]load average {load_before} before starting: other work shares the CPUs, times will be noisy[/]")
+    shutil.rmtree(WORK, ignore_errors=True)
+    WORK.mkdir(parents=True)
+    try:
+        results = [bench_size(size, args.repeat, console) for size in args.sizes]
+    finally:
+        shutil.rmtree(WORK, ignore_errors=True)
+    report = {
+        "machine": machine_info(),
+        "load_before": load_before,
+        "load_after": load_average(),
+        "repeat": args.repeat,
+        "targets": {"max_ratio": MAX_RATIO, "max_peak_mb": MAX_PEAK_MB},
+        "results": results,
+    }
+
+    header, rows = table_rows(results)
+    table = Table(title=f"Delta step vs bare DuckDB join vs pandas merge (mirror mode, best of {args.repeat})")
+    for name in header:
+        table.add_column(name, justify="right")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / "delta.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.results / "delta.md").write_text(markdown(report))
+    console.print(f"results in {args.results / 'delta.json'} and {args.results / 'delta.md'}")
+
+
+if __name__ == "__main__":
+    main()
