@@ -64,6 +64,18 @@ def compute_delta(
     """Append this run's delta to the pair's delta table and record the run; earlier runs stay as they were."""
     tables.ensure(conn)
     fold_acks(conn, tables)
+    # One transaction: the rows and their record in delta_runs appear together, or not at all.
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        run = _append_delta(conn, tables, shape, mode, run_id=run_id, partition=partition, now=now)
+        conn.execute("COMMIT")
+    except Exception:
+        conn.execute("ROLLBACK")
+        raise
+    return run
+
+
+def _append_delta(conn, tables: PairTables, shape: SyncShape, mode: str, *, run_id, partition, now) -> DeltaRun:
     base = conn.fetch_one(f"SELECT coalesce(max(_seq), 0) FROM {tables.delta}")[0]
     # Sequence numbers continue across runs, so a run's rows are one contiguous, prunable range.
     conn.execute(
