@@ -41,11 +41,14 @@ class RateBudget:
 
     Windows are aligned to multiples of the window length since the epoch, as the vendors' own
     reset headers are; two syncs of one account draw on the same counter and together stay within it.
+    No request starts in the last `guard` of a window: one taken just before the boundary could
+    reach the vendor just after it and count against the next window.
     """
 
     def __init__(self, path: Path, key: str, limit: Limit):
         self.key = key
         self.limit = limit
+        self.guard = min(0.1, limit.window_seconds / 10)
         path.parent.mkdir(parents=True, exist_ok=True)
         # Autocommit mode; transactions are explicit (BEGIN IMMEDIATE takes the write lock up front).
         self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
@@ -73,10 +76,11 @@ class RateBudget:
                 waited += pause
                 continue
             window = math.floor(now / self.limit.window_seconds)
-            if self._take(window):
+            window_end = (window + 1) * self.limit.window_seconds
+            if now < window_end - self.guard and self._take(window):
                 return waited
             # Sleep to the start of the next window, plus a little jitter so waiting processes do not stampede.
-            delay = (window + 1) * self.limit.window_seconds - now + random.uniform(0, 0.01)
+            delay = window_end - now + random.uniform(0, 0.01)
             time.sleep(delay)
             waited += delay
 
