@@ -272,6 +272,63 @@ def test_braze_subscription_status(braze: BrazeFake, session: requests.Session) 
     }
 
 
+def test_braze_export_ids(braze: BrazeFake, session: requests.Session) -> None:
+    attributes = [
+        {"email": "a@example.com", "country": "NO"},  # an email-only profile first, so two profiles share the email
+        {"external_id": "u1", "email": "a@example.com", "first_name": "Ann", "tier": "gold", "visits": 3},
+        {"_update_existing_only": False, "user_alias": {"alias_name": "crm-7", "alias_label": "crm"}, "vip": True},
+    ]
+    post(session, f"{braze.url}/users/track", {"attributes": attributes}, BRAZE_AUTH)
+    points, users = list(braze.data_points), json.loads(json.dumps(braze.users))
+    url = f"{braze.url}/users/export/ids"
+    fields = ["external_id", "email", "first_name", "custom_attributes"]
+
+    by_ids = {"external_ids": ["u1", "nobody"], "fields_to_export": fields}
+    status, reply, headers = post(session, url, by_ids, BRAZE_AUTH)
+    assert status == 200
+    assert reply == {
+        "message": "success",
+        "users": [
+            {
+                "external_id": "u1",
+                "email": "a@example.com",
+                "first_name": "Ann",
+                "custom_attributes": {"tier": "gold", "visits": 3},  # standard fields top-level, the rest nested
+            }
+        ],
+        "invalid_user_ids": ["nobody"],
+    }
+    assert headers["x-ratelimit-limit"] == "250"  # its own window, not /users/track's
+    # only the fields asked for; aliases come back as user_aliases
+    alias = {"alias_name": "crm-7", "alias_label": "crm"}
+    reply = post(session, url, {"user_aliases": [alias], "fields_to_export": ["user_aliases", "email"]}, BRAZE_AUTH)[1]
+    assert reply["users"] == [{"user_aliases": [alias]}]
+    # by email: one address per request, and every profile that has it
+    reply = post(session, url, {"email_address": "a@example.com", "fields_to_export": ["country"]}, BRAZE_AUTH)[1]
+    assert sorted(reply["users"], key=len) == [{}, {"country": "NO"}]
+
+    assert post(session, url, {"external_ids": ["u1"]}, BRAZE_AUTH)[0] == 400  # fields_to_export is required
+    too_many = {"external_ids": [f"u{i}" for i in range(26)], "user_aliases": [alias] * 25, "fields_to_export": fields}
+    assert post(session, url, too_many, BRAZE_AUTH)[:2] == (
+        400,
+        {"message": "The max number of external_ids and aliases per request was exceeded"},
+    )
+    both = {"external_ids": ["u1"], "email_address": "a@example.com", "fields_to_export": fields}
+    assert post(session, url, both, BRAZE_AUTH)[0] == 400
+    assert post(session, url, {"fields_to_export": fields}, BRAZE_AUTH)[0] == 400
+    assert post(session, url, {"external_ids": ["u1"], "fields_to_export": fields}, {})[0] == 401
+    # exports read profiles: they change nothing and are no data points
+    assert braze.data_points == points and braze.users == users
+
+
+def test_braze_export_ids_has_its_own_rate_window(session: requests.Session) -> None:
+    with BrazeFake(KEY, rate_limit=2, export_rate_limit=1) as braze:
+        body = {"external_ids": ["u1"], "fields_to_export": ["external_id"]}
+        assert [post(session, f"{braze.url}/users/export/ids", body, BRAZE_AUTH)[0] for _ in range(2)] == [200, 429]
+        track = {"attributes": [{"external_id": "u1"}]}
+        assert [post(session, f"{braze.url}/users/track", track, BRAZE_AUTH)[0] for _ in range(2)] == [201, 201]
+
+
 def test_braze_rate_limit_headers_and_429(session: requests.Session) -> None:
     with BrazeFake(KEY, rate_limit=5, rate_window_seconds=1.0) as braze:
         time.sleep(math.ceil(time.time()) - time.time() + 0.02)  # start just after a window opens

@@ -12,12 +12,19 @@ from typing import Any, Callable, Iterator
 
 from ..destinations import BatchResult, Record, Session, TransientError
 from .diff import DeltaRun
-from .ledger import fold_acks, record_ack
+from .ledger import clear_intents, fold_acks, record_ack, record_intent
 from .tables import PairTables
 
 # Rows read from the warehouse per query; split into destination-sized batches in memory.
 READ_CHUNK_ROWS = 10_000
 SAMPLE_SIZE = 5
+# An intent window covers 2 x concurrency batches: one small write per that many batches, well ahead of the at
+# most `concurrency` batches in flight.
+WINDOW_BATCHES_PER_SLOT = 2
+
+ROW_COLUMNS = "d._seq, d._op, d._key, d._identifier, d._fields, d._previous"
+# A delta row is done when the ledger already holds it: a removed key is gone, anything else has the row's hash.
+DONE = "CASE WHEN d._op = 'remove' THEN l._key IS NULL ELSE l._hash IS NOT DISTINCT FROM d._hash END"
 
 
 @dataclass
@@ -61,8 +68,7 @@ def records_from_rows(rows: list[dict[str, Any]]) -> list[Record]:
 def _chunks(conn, tables: PairTables, run: DeltaRun) -> Iterator[tuple[list[Record], int]]:
     """Delta rows in seq order, a chunk at a time, minus rows the ledger already holds (a re-run after a crash)."""
     query = (
-        "SELECT d._seq, d._op, d._key, d._identifier, d._fields, d._previous, "
-        "CASE WHEN d._op = 'remove' THEN l._key IS NULL ELSE l._hash IS NOT DISTINCT FROM d._hash END AS _done "
+        f"SELECT {ROW_COLUMNS}, {DONE} AS _done "
         f"FROM {tables.delta} AS d LEFT JOIN {tables.ledger} AS l ON l._key = d._key "
         "WHERE d._seq BETWEEN ? AND ? ORDER BY d._seq"
     )
@@ -71,6 +77,36 @@ def _chunks(conn, tables: PairTables, run: DeltaRun) -> Iterator[tuple[list[Reco
         rows = conn.fetch_arrow(query, [lo, hi]).to_pylist()
         todo = [r for r in rows if not r["_done"]]
         yield records_from_rows(todo), len(rows) - len(todo)
+
+
+def _confirm_leftovers(conn, tables: PairTables, session: Session, *, sync_run_id: str) -> None:
+    """After a kill, acknowledge the rows it left in flight that the destination already holds as we would send them."""
+    # Intent rows are written before their rows are sent and deleted on every orderly exit, so any found here were
+    # left by a killed process (syncs of a pair never overlap). Unconfirmed rows stay pending and are sent as usual.
+    pair = [tables.audience, tables.destination]
+    # A window starts at the oldest batch still unsettled, so a run's newest window covers all it left in flight.
+    newest = (
+        f"SELECT first_seq, last_seq FROM {tables.inflight} WHERE audience = ? AND destination = ? "
+        "QUALIFY row_number() OVER (PARTITION BY run_id ORDER BY last_seq DESC) = 1"
+    )
+    windows = conn.fetch_all(newest, pair)
+    if not windows:
+        return
+    rows = conn.fetch_arrow(
+        f"SELECT {ROW_COLUMNS} FROM {tables.delta} AS d LEFT JOIN {tables.ledger} AS l ON l._key = d._key "
+        f"WHERE d._seq BETWEEN ? AND ? AND d._identifier IS NOT NULL AND NOT ({DONE}) "
+        f"AND EXISTS (SELECT 1 FROM ({newest}) AS w WHERE d._seq BETWEEN w.first_seq AND w.last_seq) ORDER BY d._seq",
+        [min(first for first, _ in windows), max(last for _, last in windows), *pair],
+    ).to_pylist()
+    records = records_from_rows(rows)
+    # Only rows we asked about may be acknowledged, whatever the session answers.
+    confirmed = set(session.confirm(records)) & {r.seq for r in records} if records else set()
+    if confirmed:
+        now = _now()
+        for first, last in _acked_ranges(list(confirmed)):
+            record_ack(conn, tables, sync_run_id, first, last, now)
+        fold_acks(conn, tables)  # so the loop below finds them done and skips them
+    clear_intents(conn, tables)
 
 
 def _acked_ranges(seqs: list[int]) -> list[tuple[int, int]]:
@@ -103,7 +139,10 @@ def deliver(
     started = time.monotonic()
     report = SyncReport()
     fold_acks(conn, tables)
+    _confirm_leftovers(conn, tables, session, sync_run_id=sync_run_id)
     remaining = run.size
+    window_rows = WINDOW_BATCHES_PER_SLOT * max(1, concurrency) * batch_size
+    declared = run.first_seq - 1  # the last seq this run has declared in flight
     in_flight: deque[tuple[list[Record], dict[int, str], Future]] = deque()
     crash: BaseException | None = None
 
@@ -136,6 +175,10 @@ def deliver(
                     if report.stopped_by or crash:
                         report.unsent += len(batch)
                         continue
+                    if batch[-1].seq > declared:
+                        declared = records[min(i + window_rows, len(records)) - 1].seq
+                        oldest = in_flight[0][0][0].seq if in_flight else batch[0].seq
+                        record_intent(conn, tables, sync_run_id, oldest, declared, _now())
                     # A row without an identifier cannot be addressed at the destination: reject it here.
                     missing = {r.seq: "identifier is NULL" for r in batch if r.identifier is None}
                     sendable = [r for r in batch if r.identifier is not None]
@@ -145,7 +188,9 @@ def deliver(
             while in_flight:
                 settle_oldest()
     finally:
-        # On any way out but a killed process; after a kill, the next reader folds the checkpoints.
+        # On any way out but a killed process; after a kill, the next reader folds the checkpoints. Nothing is in
+        # flight here (the pool has joined its threads), so intent rows left behind always mean a killed process.
+        clear_intents(conn, tables, sync_run_id)
         fold_acks(conn, tables)
     report.seconds = time.monotonic() - started
     report.stats = session.stats()
@@ -158,8 +203,12 @@ def _send(session: Session, batch: list[Record]) -> BatchResult:
     return session.send(batch) if batch else BatchResult()
 
 
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
 def _checkpoint(conn, tables, batch, result: BatchResult, report: SyncReport, *, sync_run_id, partition) -> None:
-    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    now = _now()
     by_seq = {r.seq: r for r in batch}
     for first, last in _acked_ranges(result.acknowledged):
         record_ack(conn, tables, sync_run_id, first, last, now)

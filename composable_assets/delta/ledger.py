@@ -15,6 +15,22 @@ def record_ack(conn, tables: PairTables, run_id: str, first_seq: int, last_seq: 
     )
 
 
+def record_intent(conn, tables: PairTables, run_id: str, first_seq: int, last_seq: int, now: dt.datetime) -> None:
+    """Declare delta rows first_seq..last_seq as possibly in flight, durably, before any of them is sent."""
+    conn.execute(
+        f"INSERT INTO {tables.inflight} VALUES (?, ?, ?, ?, ?, ?)",
+        [tables.audience, tables.destination, run_id, first_seq, last_seq, now],
+    )
+
+
+def clear_intents(conn, tables: PairTables, run_id: str | None = None) -> None:
+    """Forget one run's intent rows (it ended in order), or every intent row of the pair (leftovers handled)."""
+    conn.execute(
+        f"DELETE FROM {tables.inflight} WHERE audience = ? AND destination = ? AND (? IS NULL OR run_id = ?)",
+        [tables.audience, tables.destination, run_id, run_id],
+    )
+
+
 def fold_acks(conn, tables: PairTables) -> int:
     """Apply every checkpointed, not yet folded ack to the ledger in one set-based MERGE; returns ranges applied.
 

@@ -11,6 +11,7 @@ from .sql import ident, table
 DELTA_RUNS = "delta_runs"
 SYNC_ACKS = "sync_acks"
 SYNC_FAILURES = "sync_failures"
+SYNC_INFLIGHT = "sync_inflight"
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,10 @@ class PairTables:
     def failures(self) -> str:
         return table(self.schema, SYNC_FAILURES)
 
+    @property
+    def inflight(self) -> str:
+        return table(self.schema, SYNC_INFLIGHT)
+
     def ensure(self, conn: Connection) -> None:
         """Create what does not exist yet (idempotent, cheap)."""
         conn.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(self.schema)}")
@@ -77,4 +82,9 @@ class PairTables:
             "audience VARCHAR NOT NULL, destination VARCHAR NOT NULL, partition_date DATE NOT NULL, "
             "run_id VARCHAR NOT NULL, seq BIGINT NOT NULL, key VARCHAR NOT NULL, op VARCHAR NOT NULL, "
             "reason VARCHAR NOT NULL, failed_at TIMESTAMP NOT NULL)"
+        )
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {self.inflight} ("
+            "audience VARCHAR NOT NULL, destination VARCHAR NOT NULL, run_id VARCHAR NOT NULL, "
+            "first_seq BIGINT NOT NULL, last_seq BIGINT NOT NULL, started_at TIMESTAMP NOT NULL)"
         )

@@ -98,6 +98,12 @@ class Session(ABC):
     def send(self, batch: Sequence[Record]) -> BatchResult:
         """Deliver one batch (at most `batch_size` rows); raise TransientError/TerminalError for the whole batch."""
 
+    def confirm(self, records: Sequence[Record]) -> list[int]:
+        """Seqs of the records the destination already holds exactly as `send` would deliver them ([]: cannot tell)."""
+        # Asked after a killed sync about rows maybe delivered but never checkpointed: confirmed rows are acknowledged,
+        # the rest are sent again (at least once). Answer only what is certain; never raise for what cannot be told.
+        return []
+
     def close(self) -> None:
         """Release what the session holds."""
 

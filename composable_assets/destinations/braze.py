@@ -4,7 +4,8 @@ destinations.yaml:
     braze:
       type: braze
       rest_endpoint: {env: BRAZE_REST_ENDPOINT}   # e.g. https://rest.fra-01.braze.eu
-      api_key: {env: BRAZE_API_KEY}               # needs users.track (+ users.delete / subscription.status.set)
+      api_key: {env: BRAZE_API_KEY}               # needs users.track, users.export.ids
+                                                  # (+ users.delete / subscription.status.set)
 
 Audience sync options (`options:`):
     on_remove: clear_attribute | unsubscribe | delete   (mirror mode; default clear_attribute)
@@ -14,6 +15,13 @@ Audience sync options (`options:`):
 
 Only changed attributes are sent for an update (Braze bills per data point). Minor errors come back by
 index and reject just that row; a fatal 400 rejects the rows of that request.
+
+After a killed sync, rows that were in flight are looked up with /users/export/ids (50 per request, its own
+rate budget) and not sent again when the profile already shows them: every attribute we would send has that
+value (a removal: the membership attribute is gone, or the user is, for delete). Rows identified by email or
+phone, unsubscriptions and subscription-group adds are not looked up (the export takes one address per request
+and shows no subscription-group state) and are sent again, as is a row whose value Braze stores in another form
+(a date, a normalized phone): confirmation errs towards sending.
 """
 
 from __future__ import annotations
@@ -23,12 +31,19 @@ from typing import Any, Literal, Sequence
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..project import SecretRef, resolve_setting
-from .base import BatchResult, Capabilities, Destination, Record, Session, SyncTarget
+from .base import BatchResult, Capabilities, Destination, DestinationError, Record, Session, SyncTarget
 from .changes import changed_fields
 from .http import HttpClient, Limit, RateBudget, account_key
 
 TRACK_MAX_OBJECTS = 75  # per array in one /users/track request
-IDS_PER_REQUEST = 50  # /users/delete and /subscription/status/set
+IDS_PER_REQUEST = 50  # /users/delete, /subscription/status/set and /users/export/ids
+# Profile fields /users/export/ids returns at the top level; every other attribute comes under custom_attributes.
+STANDARD_ATTRIBUTES = frozenset(
+    {"email", "first_name", "last_name", "phone", "country", "language", "dob", "gender", "home_city", "time_zone",
+     "email_subscribe", "push_subscribe"}
+)
+# Keys of an attributes object that name the profile or steer Braze rather than set an attribute.
+NOT_ATTRIBUTES = frozenset({"external_id", "user_alias", "braze_id", "_update_existing_only"})
 
 
 class BrazeSettings(BaseModel):
@@ -42,6 +57,8 @@ class BrazeSettings(BaseModel):
     track_limit: Limit = Limit(3000, 3.0)
     delete_limit: Limit = Limit(20000, 60.0)
     subscription_limit: Limit = Limit(5000, 60.0)
+    # /users/export/ids, used only after a killed sync: 250/min for workspaces onboarded since 2024-08-22.
+    export_limit: Limit = Limit(250, 60.0)
     max_tries: int = Field(default=6, ge=1)
     timeout_seconds: float = Field(default=30.0, gt=0)
     backoff_base_seconds: float = Field(default=0.5, gt=0)
@@ -104,6 +121,7 @@ class Braze(Destination):
                 ("track", config.track_limit),
                 ("delete", config.delete_limit),
                 ("subscription", config.subscription_limit),
+                ("export", config.export_limit),
             )
         }
         return BrazeSession(client, budgets, target)
@@ -238,6 +256,69 @@ class BrazeSession(Session):
         result.acknowledged.extend(r.seq for r in records)
         result.payloads.append({"endpoint": path, **body})
 
+    def confirm(self, records: Sequence[Record]) -> list[int]:
+        """Seqs of the records whose profiles already show them applied, looked up 50 at a time."""
+        if self.target.identifier_type not in ("external_id", "user_alias"):
+            return []  # by email or phone the export takes one address per request, and may find several profiles
+        expected = {r.seq: attributes for r in records if (attributes := self._expected(r)) is not None}
+        askable = [r for r in records if r.seq in expected]
+        confirmed: list[int] = []
+        for i in range(0, len(askable), IDS_PER_REQUEST):
+            chunk = askable[i : i + IDS_PER_REQUEST]
+            standard = set().union(*(expected[r.seq] for r in chunk)) & STANDARD_ATTRIBUTES
+            try:
+                profiles = self._export(chunk, sorted(standard))
+            except DestinationError:  # the lookup is refused or down: whatever is unconfirmed is simply sent again
+                break
+            if profiles is not None:
+                confirmed += [r.seq for r in chunk if self._applied(r, expected[r.seq], profiles.get(r.identifier))]
+        return confirmed
+
+    def _expected(self, record: Record) -> dict[str, Any] | None:
+        """The attributes `record` sets on its profile ({} for a deletion); None when the export cannot show them."""
+        if record.operation == "upsert":
+            obj = attribute_object(record, self.target, self.options)
+        elif self.options.on_remove == "clear_attribute":
+            obj = removal_object(record, self.target, self.options)
+        else:
+            return {} if self.options.on_remove == "delete" else None
+        attributes = {name: value for name, value in obj.items() if name not in NOT_ATTRIBUTES}
+        return None if "subscription_groups" in attributes else attributes
+
+    def _applied(self, record: Record, attributes: dict[str, Any], profile: dict[str, Any] | None) -> bool:
+        """Whether an exported profile (None: no such user) already holds `attributes` as `record` sets them."""
+        if record.operation == "remove" and self.options.on_remove == "delete":
+            return profile is None
+        if profile is None:
+            # A cleared attribute is as absent from a missing profile; an applied upsert would have created it.
+            return record.operation == "remove"
+        custom = profile.get("custom_attributes") or {}
+        return all(
+            _same_json(value, (profile if name in STANDARD_ATTRIBUTES else custom).get(name))
+            for name, value in attributes.items()
+        )
+
+    def _export(self, records: list[Record], standard: list[str]) -> dict[str, dict[str, Any]] | None:
+        """Exported profiles by our identifier (absent: no such user); None when Braze refused the lookup."""
+        label = self.options.alias_label or self.target.audience
+        if self.target.identifier_type == "user_alias":
+            aliases = [{"alias_name": r.identifier, "alias_label": label} for r in records]
+            body: dict[str, Any] = {"user_aliases": aliases, "fields_to_export": ["user_aliases"]}
+        else:
+            body = {"external_ids": [r.identifier for r in records], "fields_to_export": ["external_id"]}
+        body["fields_to_export"] += ["custom_attributes", *standard]
+        response = self.client.request("POST", "/users/export/ids", json=body, budget=self.budgets["export"])
+        if response.status_code >= 400:
+            return None
+        profiles: dict[str, dict[str, Any]] = {}
+        for user in _json(response).get("users") or []:
+            if self.target.identifier_type == "user_alias":
+                names = [a.get("alias_name") for a in user.get("user_aliases") or [] if a.get("alias_label") == label]
+            else:
+                names = [user.get("external_id")]
+            profiles.update((name, user) for name in names if name is not None)
+        return profiles
+
     def stats(self) -> dict[str, float]:
         return self.client.stats()
 
@@ -245,6 +326,19 @@ class BrazeSession(Session):
         self.client.close()
         for budget in self.budgets.values():
             budget.close()
+
+
+def _same_json(sent: Any, held: Any) -> bool:
+    """Equal as JSON values: numbers by value (1 == 1.0), booleans never equal to numbers, null equal to absent."""
+    if isinstance(sent, bool) or isinstance(held, bool):
+        return sent is held
+    if isinstance(sent, int | float) and isinstance(held, int | float):
+        return sent == held
+    if isinstance(sent, list) and isinstance(held, list):
+        return len(sent) == len(held) and all(map(_same_json, sent, held))
+    if isinstance(sent, dict) and isinstance(held, dict):
+        return sent.keys() == held.keys() and all(_same_json(sent[k], held[k]) for k in sent)
+    return sent == held
 
 
 def _json(response) -> dict[str, Any]:

@@ -1,12 +1,15 @@
-"""Braze REST fake: /users/track, /users/delete and subscription status, behind a per-workspace fixed-window rate limit.
+"""Braze REST fake: /users/track, /users/delete, subscription status and /users/export/ids, behind fixed-window limits.
 
 Choices where Braze's docs are silent (the destination API notes, section 1): an update-only object for an unknown
 user is counted as processed and changes nothing; a /users/track request in which every object has a minor error
 is the fatal 400 "Valid data must be provided ..." (Segment fixture); /users/delete counts the ids that matched a user.
+/users/export/ids answers 200, leaves out fields a profile does not have, ignores field names it does not know, lists
+unknown external_ids in `invalid_user_ids`, and has its own window (250 per minute) apart from the workspace's.
 """
 
 from __future__ import annotations
 
+import copy
 import itertools
 import time
 from datetime import datetime
@@ -26,6 +29,16 @@ NO_VALID_DATA = "Valid data must be provided in the 'attributes', 'events', or '
 MISSING_IDENTIFIER = "'external_id', 'user_alias', 'braze_id', 'email' or 'phone' is required"
 TOO_MANY_IDS = "The max number of ids per request was exceeded"
 EMAIL_AND_PHONE = "Either an email address or a phone number should be provided, but not both."
+TOO_MANY_EXPORT_IDS = "The max number of external_ids and aliases per request was exceeded"
+EXPORT_SINGLE_IDS = ("device_id", "braze_id", "email_address", "phone")
+EXPORT_IDENTIFIER_NEEDED = f"Give external_ids and/or user_aliases, or exactly one of {', '.join(EXPORT_SINGLE_IDS)}"
+# What /users/export/ids returns at the top level of a user; other attributes come under custom_attributes.
+EXPORT_STANDARD_FIELDS = frozenset(
+    {"external_id", "braze_id", "email", "first_name", "last_name", "phone", "country", "language", "dob", "gender",
+     "home_city", "time_zone", "email_subscribe", "push_subscribe"}
+)
+# Profile keys that are not custom attributes: identifiers, and subscription groups (kept apart by Braze).
+NOT_CUSTOM_ATTRIBUTES = frozenset({*PRIMARY_IDENTIFIERS, "subscription_groups"})
 
 
 class DataPoint(NamedTuple):
@@ -46,14 +59,18 @@ class BrazeFake(FakeServer):
         rate_limit: int | None = 3000,
         rate_window_seconds: float = 3.0,
         max_objects: int = 75,
+        export_rate_limit: int | None = 250,
+        export_window_seconds: float = 60.0,
     ) -> None:
         self.rate_limit = rate_limit
         self.rate_window_seconds = rate_window_seconds
+        self.export_rate_limit = export_rate_limit
+        self.export_window_seconds = export_window_seconds
         self.max_objects = max_objects
         super().__init__(api_key)
 
     def max_requests_in_window(self) -> int:
-        """The most authenticated requests received in one rate window, those refused with 429 included."""
+        """The most authenticated requests, 429s included, in one workspace rate window (exports have their own)."""
         return self._windows.max_count()
 
     def _reset_state(self) -> None:
@@ -64,6 +81,7 @@ class BrazeFake(FakeServer):
         self.data_points: list[DataPoint] = []
         self.subscriptions: dict[tuple[str, str], str] = {}
         self._windows = FixedWindows(self.rate_limit, self.rate_window_seconds)
+        self._export_windows = FixedWindows(self.export_rate_limit, self.export_window_seconds)
         self._updated: dict[str, int] = {}  # user -> sequence of its last update, for "most recently updated"
         self._sequence = itertools.count()
 
@@ -75,12 +93,14 @@ class BrazeFake(FakeServer):
     def _handle(self, request: Request) -> Response:
         if request.headers.get("Authorization") != f"Bearer {self.api_key}":
             return Response(401, {"message": "Invalid API key"})
-        allowed, rate_headers = self._windows.hit(time.time())
+        windows = self._export_windows if request.path == "/users/export/ids" else self._windows
+        allowed, rate_headers = windows.hit(time.time())
         if not allowed:
             return Response(429, {"message": "Rate Limited"}, rate_headers)
         route = {
             "/users/track": self._track,
             "/users/delete": self._delete,
+            "/users/export/ids": self._export_ids,
             "/subscription/status/set": self._subscription_v1,
             "/v2/subscription/status/set": self._subscription_v2,
         }.get(request.path)
@@ -231,6 +251,61 @@ class BrazeFake(FakeServer):
                 candidates = preferred or candidates
         # still ambiguous after prioritization: Braze deletes nothing (doc)
         return candidates[0] if len(candidates) == 1 else None
+
+    # /users/export/ids: reads profiles; not data points
+
+    def _export_ids(self, request: Request) -> Response:
+        body = request.body
+        fields = body.get("fields_to_export")
+        if not isinstance(fields, list) or not fields or not all(isinstance(name, str) for name in fields):
+            return Response(400, {"message": "'fields_to_export' must be a non-empty array of field names"})
+        external_ids, aliases = body.get("external_ids") or [], body.get("user_aliases") or []
+        singles = [name for name in EXPORT_SINGLE_IDS if body.get(name) is not None]
+        if not isinstance(external_ids, list) or not isinstance(aliases, list):
+            return Response(400, {"message": "'external_ids' and 'user_aliases' must be arrays"})
+        if len(external_ids) + len(aliases) > MAX_IDS:
+            return Response(400, {"message": TOO_MANY_EXPORT_IDS})
+        if len(singles) + bool(external_ids or aliases) != 1:
+            return Response(400, {"message": EXPORT_IDENTIFIER_NEEDED})
+        users: list[str] = []
+        invalid: list[str] = []
+        for external_id in external_ids:
+            if not isinstance(external_id, str):
+                return Response(400, {"message": "Invalid external_id"})
+            user = self._locate("external_id", external_id)
+            if user is None:
+                invalid.append(external_id)
+            else:
+                users.append(user)
+        for alias in aliases:
+            problem = _alias_problem(alias)
+            if problem:
+                return Response(400, {"message": problem})
+            user = self._locate("user_alias", alias)
+            if user is not None:
+                users.append(user)
+        for name in singles:
+            # Several profiles may share an email or phone: each is exported. No profile has a device here.
+            field = "email" if name == "email_address" else name
+            users += [user for user, profile in self.users.items() if profile.get(field) == body[name]]
+        exported = [self._exported(user, fields) for user in dict.fromkeys(users)]
+        return Response(200, {"message": "success", "users": exported, "invalid_user_ids": invalid})
+
+    def _exported(self, user: str, fields: list[str]) -> dict[str, Any]:
+        """One profile as /users/export/ids shows it: the asked-for fields it has, custom attributes nested."""
+        profile = copy.deepcopy(self.users[user])
+        out: dict[str, Any] = {}
+        for name in fields:
+            if name == "custom_attributes":
+                custom = {k: v for k, v in profile.items() if k not in EXPORT_STANDARD_FIELDS | NOT_CUSTOM_ATTRIBUTES}
+                if custom:
+                    out[name] = custom
+            elif name == "user_aliases":
+                if "user_alias" in profile:
+                    out[name] = [profile["user_alias"]]
+            elif name in EXPORT_STANDARD_FIELDS and name in profile:
+                out[name] = profile[name]
+        return out
 
     # subscription groups
 
