@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator
 
 from ..destinations import BatchResult, Record, Session, TransientError
 from .diff import DeltaRun
-from .ledger import clear_intents, fold_acks, record_ack, record_intent
+from .ledger import clear_intents, fold_acks, record_ack, record_acks, record_intent
 from .tables import PairTables
 
 # Rows read from the warehouse per query; split into destination-sized batches in memory.
@@ -65,15 +65,17 @@ def records_from_rows(rows: list[dict[str, Any]]) -> list[Record]:
     ]
 
 
-def _chunks(conn, tables: PairTables, run: DeltaRun) -> Iterator[tuple[list[Record], int]]:
+def _chunks(conn, tables: PairTables, run: DeltaRun, batch_size: int) -> Iterator[tuple[list[Record], int]]:
     """Delta rows in seq order, a chunk at a time, minus rows the ledger already holds (a re-run after a crash)."""
     query = (
         f"SELECT {ROW_COLUMNS}, {DONE} AS _done "
         f"FROM {tables.delta} AS d LEFT JOIN {tables.ledger} AS l ON l._key = d._key "
         "WHERE d._seq BETWEEN ? AND ? ORDER BY d._seq"
     )
-    for lo in range(run.first_seq, run.last_seq + 1, READ_CHUNK_ROWS):
-        hi = min(lo + READ_CHUNK_ROWS - 1, run.last_seq)
+    # A whole number of batches per chunk, so no chunk ends in a short batch (a wasted request).
+    chunk_rows = max(batch_size, READ_CHUNK_ROWS // batch_size * batch_size)
+    for lo in range(run.first_seq, run.last_seq + 1, chunk_rows):
+        hi = min(lo + chunk_rows - 1, run.last_seq)
         rows = conn.fetch_arrow(query, [lo, hi]).to_pylist()
         todo = [r for r in rows if not r["_done"]]
         yield records_from_rows(todo), len(rows) - len(todo)
@@ -146,28 +148,42 @@ def deliver(
     in_flight: deque[tuple[list[Record], dict[int, str], Future]] = deque()
     crash: BaseException | None = None
 
-    def settle_oldest() -> None:
-        nonlocal remaining, crash
-        batch, missing, future = in_flight.popleft()
-        try:
-            result = future.result()
-        except TransientError as exc:
-            report.stopped_by = report.stopped_by or str(exc)
-            report.unsent += len(batch)
+    last_progress = 0.0
+
+    def settle(wait: bool) -> None:
+        """Checkpoint the oldest batch (waiting for it if asked) and every later one already answered, together.
+
+        Group commit: when several batches come back while a checkpoint is being written, the next
+        checkpoint covers them all in one statement; no acknowledgement waits longer than one commit.
+        """
+        nonlocal remaining, crash, last_progress
+        answered: list[tuple[list[Record], BatchResult]] = []
+        while in_flight and ((wait and not answered) or in_flight[0][2].done()):
+            batch, missing, future = in_flight.popleft()
+            try:
+                result = future.result()
+            except TransientError as exc:
+                report.stopped_by = report.stopped_by or str(exc)
+                report.unsent += len(batch)
+                continue
+            except BaseException as exc:  # keep what other batches got acknowledged, then re-raise
+                crash = crash or exc
+                report.unsent += len(batch)
+                continue
+            result.rejected.update(missing)
+            answered.append((batch, result))
+        if not answered:
             return
-        except BaseException as exc:  # keep what other batches got acknowledged, then re-raise
-            crash = crash or exc
-            report.unsent += len(batch)
-            return
-        result.rejected.update(missing)
-        _checkpoint(conn, tables, batch, result, report, sync_run_id=sync_run_id, partition=partition)
-        remaining -= len(batch)
-        if on_progress:
+        _checkpoint(conn, tables, answered, report, sync_run_id=sync_run_id, partition=partition)
+        remaining -= sum(len(batch) for batch, _ in answered)
+        # Progress at most once a second: each message is an event in Dagster's log.
+        if on_progress and (time.monotonic() - last_progress >= 1.0 or not in_flight):
+            last_progress = time.monotonic()
             on_progress(report, remaining)
 
     try:
         with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="deliver") as pool:
-            for records, skipped in _chunks(conn, tables, run):
+            for records, skipped in _chunks(conn, tables, run, batch_size):
                 report.skipped += skipped
                 remaining -= skipped
                 for i in range(0, len(records), batch_size):
@@ -184,9 +200,9 @@ def deliver(
                     sendable = [r for r in batch if r.identifier is not None]
                     in_flight.append((batch, missing, pool.submit(_send, session, sendable)))
                     while len(in_flight) >= max(1, concurrency):
-                        settle_oldest()
+                        settle(wait=True)
             while in_flight:
-                settle_oldest()
+                settle(wait=True)
     finally:
         # On any way out but a killed process; after a kill, the next reader folds the checkpoints. Nothing is in
         # flight here (the pool has joined its threads), so intent rows left behind always mean a killed process.
@@ -207,26 +223,30 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
-def _checkpoint(conn, tables, batch, result: BatchResult, report: SyncReport, *, sync_run_id, partition) -> None:
+def _checkpoint(conn, tables, answered: list[tuple[list[Record], BatchResult]], report: SyncReport, *, sync_run_id, partition) -> None:
+    """Record what the answered batches acknowledged (one statement) and rejected; count both."""
     now = _now()
-    by_seq = {r.seq: r for r in batch}
-    for first, last in _acked_ranges(result.acknowledged):
-        record_ack(conn, tables, sync_run_id, first, last, now)
-    for seq in result.acknowledged:
-        change = by_seq[seq].change
-        report.added += change == "add"
-        report.updated += change == "update"
-        report.removed += change == "remove"
-    for seq, reason in result.rejected.items():
-        rec = by_seq[seq]
-        conn.execute(
-            f"INSERT INTO {tables.failures} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [tables.audience, tables.destination, partition, sync_run_id, seq, rec.key, rec.change, reason, now],
-        )
-        report.failed += 1
-        if len(report.failures) < SAMPLE_SIZE:
-            report.failures.append((rec.key, reason))
-    report.unsent += len(batch) - len(result.acknowledged) - len(result.rejected)
-    report.batches += 1
-    if len(report.sample) < SAMPLE_SIZE:
-        report.sample += result.payloads[: SAMPLE_SIZE - len(report.sample)]
+    ranges: list[tuple[int, int]] = []
+    failures: list = []
+    for batch, result in answered:
+        by_seq = {r.seq: r for r in batch}
+        ranges += _acked_ranges(result.acknowledged)
+        for seq in result.acknowledged:
+            change = by_seq[seq].change
+            report.added += change == "add"
+            report.updated += change == "update"
+            report.removed += change == "remove"
+        for seq, reason in result.rejected.items():
+            rec = by_seq[seq]
+            failures.append([tables.audience, tables.destination, partition, sync_run_id, seq, rec.key, rec.change, reason, now])
+            if len(report.failures) < SAMPLE_SIZE:
+                report.failures.append((rec.key, reason))
+        report.failed += len(result.rejected)
+        report.unsent += len(batch) - len(result.acknowledged) - len(result.rejected)
+        report.batches += 1
+        if len(report.sample) < SAMPLE_SIZE:
+            report.sample += result.payloads[: SAMPLE_SIZE - len(report.sample)]
+    record_acks(conn, tables, sync_run_id, ranges, now)
+    if failures:
+        placeholders = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(failures))
+        conn.execute(f"INSERT INTO {tables.failures} VALUES {placeholders}", [v for row in failures for v in row])

@@ -9,10 +9,18 @@ from .tables import PairTables
 
 def record_ack(conn, tables: PairTables, run_id: str, first_seq: int, last_seq: int, now: dt.datetime) -> None:
     """Checkpoint one acknowledged range of delta rows: a tiny append, durable before the next batch goes out."""
-    conn.execute(
-        f"INSERT INTO {tables.acks} VALUES (?, ?, ?, ?, ?, ?, false)",
-        [tables.audience, tables.destination, run_id, first_seq, last_seq, now],
-    )
+    record_acks(conn, tables, run_id, [(first_seq, last_seq)], now)
+
+
+def record_acks(conn, tables: PairTables, run_id: str, ranges: list[tuple[int, int]], now: dt.datetime) -> None:
+    """Checkpoint several acknowledged ranges in one statement (one commit)."""
+    if not ranges:
+        return
+    rows = ", ".join(["(?, ?, ?, ?, ?, ?, false)"] * len(ranges))
+    params: list = []
+    for first, last in ranges:
+        params += [tables.audience, tables.destination, run_id, first, last, now]
+    conn.execute(f"INSERT INTO {tables.acks} VALUES {rows}", params)
 
 
 def record_intent(conn, tables: PairTables, run_id: str, first_seq: int, last_seq: int, now: dt.datetime) -> None:
