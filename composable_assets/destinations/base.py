@@ -137,6 +137,11 @@ class Destination(ABC):
         #: Local folder for state shared between processes (rate budgets).
         self.state_dir = state_dir or Path("data")
 
+    @property
+    def config(self) -> Any:
+        """The destinations.yaml entry, validated (secrets still unresolved)."""
+        return self.Settings.model_validate(self.settings)
+
     def sync_options(self, options: dict[str, Any]) -> BaseModel:
         return self.SyncOptions.model_validate(options)
 

@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ..project import SecretRef, resolve_setting
 from .base import BatchResult, Capabilities, Destination, DestinationError, Record, Session, SyncTarget
 from .changes import changed_fields
-from .http import HttpClient, Limit, RateBudget, account_key
+from .http import ApiSettings, HttpClient, Limit, RateBudget, account_key, budgets
 
 TRACK_MAX_OBJECTS = 75  # per array in one /users/track request
 IDS_PER_REQUEST = 50  # /users/delete, /subscription/status/set and /users/export/ids
@@ -46,9 +46,7 @@ STANDARD_ATTRIBUTES = frozenset(
 NOT_ATTRIBUTES = frozenset({"external_id", "user_alias", "braze_id", "_update_existing_only"})
 
 
-class BrazeSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class BrazeSettings(ApiSettings):
     rest_endpoint: str | SecretRef
     api_key: SecretRef
     batch_size: int = Field(default=TRACK_MAX_OBJECTS, ge=1, le=TRACK_MAX_OBJECTS)
@@ -59,9 +57,6 @@ class BrazeSettings(BaseModel):
     subscription_limit: Limit = Limit(5000, 60.0)
     # /users/export/ids, used only after a killed sync: 250/min for workspaces onboarded since 2024-08-22.
     export_limit: Limit = Limit(250, 60.0)
-    max_tries: int = Field(default=6, ge=1)
-    timeout_seconds: float = Field(default=30.0, gt=0)
-    backoff_base_seconds: float = Field(default=0.5, gt=0)
 
 
 class BrazeSyncOptions(BaseModel):
@@ -87,10 +82,6 @@ class Braze(Destination):
     identifier_types = ("external_id", "user_alias", "email", "phone")
 
     @property
-    def config(self) -> BrazeSettings:
-        return BrazeSettings.model_validate(self.settings)
-
-    @property
     def capabilities(self) -> Capabilities:
         config = self.config
         return Capabilities(
@@ -104,27 +95,14 @@ class Braze(Destination):
         config = self.config
         endpoint = resolve_setting(config.rest_endpoint)
         api_key = config.api_key.resolve()
-        client = HttpClient(
-            endpoint,
-            {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"},
-            secrets=(api_key,),
-            max_tries=config.max_tries,
-            timeout_seconds=config.timeout_seconds,
-            backoff_base_seconds=config.backoff_base_seconds,
-            pool_size=config.concurrency,
+        client = config.client(
+            endpoint, {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}, (api_key,)
         )
         account = account_key(endpoint, api_key)
-        budget_file = self.state_dir / "rate_budgets.sqlite"
-        budgets = {
-            name: RateBudget(budget_file, f"braze:{account}:{name}", limit)
-            for name, limit in (
-                ("track", config.track_limit),
-                ("delete", config.delete_limit),
-                ("subscription", config.subscription_limit),
-                ("export", config.export_limit),
-            )
-        }
-        return BrazeSession(client, budgets, target)
+        rate_budgets = budgets(
+            self.state_dir, f"braze:{account}", {"track": config.track_limit, "delete": config.delete_limit, "subscription": config.subscription_limit, "export": config.export_limit}
+        )
+        return BrazeSession(client, rate_budgets, target)
 
     def payloads(self, batch: Sequence[Record], target: SyncTarget) -> list[dict[str, Any]]:
         options = target.options

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from pydantic import BaseModel, ConfigDict, Field
 from requests.adapters import HTTPAdapter
 
 from .base import TerminalError, TransientError
@@ -30,6 +31,34 @@ class Limit:
 
     requests: int
     window_seconds: float
+
+
+class ApiSettings(BaseModel):
+    """Settings every HTTP destination shares: how many requests in flight and how hard to retry."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    concurrency: int = Field(default=4, ge=1, le=64)
+    max_tries: int = Field(default=6, ge=1)
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    backoff_base_seconds: float = Field(default=0.5, gt=0)
+
+    def client(self, base_url: str, headers: dict[str, str], secrets: tuple[str, ...]) -> "HttpClient":
+        """A pooled client for one API, sized for this many requests in flight."""
+        return HttpClient(
+            base_url,
+            headers,
+            secrets=secrets,
+            max_tries=self.max_tries,
+            timeout_seconds=self.timeout_seconds,
+            backoff_base_seconds=self.backoff_base_seconds,
+            pool_size=self.concurrency,
+        )
+
+
+def budgets(state_dir: Path, prefix: str, limits: dict[str, Limit]) -> dict[str, RateBudget]:
+    """One shared rate budget per named endpoint group of an account (`prefix` names the account)."""
+    return {name: RateBudget(state_dir / "rate_budgets.sqlite", f"{prefix}:{name}", limit) for name, limit in limits.items()}
 
 
 def account_key(*parts: str) -> str:

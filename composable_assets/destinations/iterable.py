@@ -27,14 +27,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..project import SecretRef, resolve_setting
 from .base import BatchResult, Capabilities, Destination, Record, Session, SyncTarget
 from .changes import changed_fields
-from .http import HttpClient, Limit, RateBudget, account_key
+from .http import ApiSettings, HttpClient, Limit, RateBudget, account_key, budgets
 
 MAX_BODY_BYTES = 4_000_000  # documented limit is 4 MB; stay a little under 4 MiB
 
 
-class IterableSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class IterableSettings(ApiSettings):
     api_key: SecretRef
     base_url: str | SecretRef = "https://api.iterable.com"
     project_type: Literal["email", "userId", "hybrid"] = "email"
@@ -45,9 +43,6 @@ class IterableSettings(BaseModel):
     bulk_update_limit: Limit = Limit(5, 1.0)
     list_limit: Limit = Limit(10, 1.0)
     delete_limit: Limit = Limit(100, 1.0)
-    max_tries: int = Field(default=6, ge=1)
-    timeout_seconds: float = Field(default=30.0, gt=0)
-    backoff_base_seconds: float = Field(default=0.5, gt=0)
 
 
 class IterableSyncOptions(BaseModel):
@@ -65,10 +60,6 @@ class Iterable(Destination):
     identifier_types = ("email", "userId")
 
     @property
-    def config(self) -> IterableSettings:
-        return IterableSettings.model_validate(self.settings)
-
-    @property
     def capabilities(self) -> Capabilities:
         config = self.config
         return Capabilities(
@@ -83,26 +74,12 @@ class Iterable(Destination):
         config = self.config
         base_url = resolve_setting(config.base_url)
         api_key = config.api_key.resolve()
-        client = HttpClient(
-            base_url,
-            {"Api-Key": api_key, "Content-Type": "application/json"},
-            secrets=(api_key,),
-            max_tries=config.max_tries,
-            timeout_seconds=config.timeout_seconds,
-            backoff_base_seconds=config.backoff_base_seconds,
-            pool_size=config.concurrency,
-        )
+        client = config.client(base_url, {"Api-Key": api_key, "Content-Type": "application/json"}, (api_key,))
         account = account_key(base_url, api_key)
-        budget_file = self.state_dir / "rate_budgets.sqlite"
-        budgets = {
-            name: RateBudget(budget_file, f"iterable:{account}:{name}", limit)
-            for name, limit in (
-                ("bulk_update", config.bulk_update_limit),
-                ("lists", config.list_limit),
-                ("delete", config.delete_limit),
-            )
-        }
-        return IterableSession(client, budgets, target, config)
+        rate_budgets = budgets(
+            self.state_dir, f"iterable:{account}", {"bulk_update": config.bulk_update_limit, "lists": config.list_limit, "delete": config.delete_limit}
+        )
+        return IterableSession(client, rate_budgets, target, config)
 
     def payloads(self, batch: Sequence[Record], target: SyncTarget) -> list[dict[str, Any]]:
         return [

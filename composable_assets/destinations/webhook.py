@@ -64,7 +64,7 @@ from .base import (
     TerminalError,
     generic_payload,
 )
-from .http import HttpClient, Limit, RateBudget, account_key
+from .http import ApiSettings, HttpClient, Limit, RateBudget, account_key
 
 SIGNATURE_HEADER = "X-Composable-Signature"
 TIMESTAMP_HEADER = "X-Composable-Timestamp"
@@ -72,16 +72,11 @@ TIMESTAMP_HEADER = "X-Composable-Timestamp"
 SHORT_BODY_CHARS = 200
 
 
-class WebhookSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class WebhookSettings(ApiSettings):
     url: str | SecretRef
     secret: SecretRef
     batch_size: int = Field(default=100, ge=1)
-    concurrency: int = Field(default=4, ge=1)
     requests_per_second: int | None = Field(default=None, ge=1)
-    timeout_seconds: float = Field(default=30.0, gt=0)
-    max_tries: int = Field(default=6, ge=1)
     headers: dict[str, str | SecretRef] = {}
 
 
@@ -180,10 +175,6 @@ class Webhook(Destination):
     Settings = WebhookSettings
 
     @property
-    def config(self) -> WebhookSettings:
-        return WebhookSettings.model_validate(self.settings)
-
-    @property
     def capabilities(self) -> Capabilities:
         config = self.config
         return Capabilities(
@@ -205,14 +196,7 @@ class Webhook(Destination):
         # The whole URL is the client's base, so errors never show its path (hook URLs often embed a
         # token); the client strips a trailing slash from its base, which the path puts back.
         path = "/" if url.endswith("/") else ""
-        client = HttpClient(
-            url,
-            {**headers, "Content-Type": "application/json"},
-            secrets=tuple(secrets),
-            max_tries=config.max_tries,
-            timeout_seconds=config.timeout_seconds,
-            pool_size=config.concurrency,
-        )
+        client = config.client(url, {**headers, "Content-Type": "application/json"}, tuple(secrets))
         budget = None
         if config.requests_per_second:
             budget = RateBudget(
