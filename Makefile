@@ -27,8 +27,9 @@ test: setup  ## the whole test suite
 ui: setup  ## Dagster UI (webserver + daemon) on http://127.0.0.1:3000
 	$(BIN)/composable ui --port 3000
 
-bench: setup  ## delta benchmark: 1M and 10M members vs a bare join and a pandas merge
+bench: setup  ## delta (1M, 10M members vs a bare join and pandas) and delivery (vs drt) benchmarks
 	$(BIN)/python benchmarks/delta_benchmark.py
+	$(BIN)/python benchmarks/delivery_benchmark.py
 
 clean:
 	rm -rf data .dagster_home
