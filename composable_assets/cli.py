@@ -216,12 +216,19 @@ def ui(port: int) -> None:
             "-m", "composable_assets.definitions", "-a", "defs", "-h", "127.0.0.1", "-p", str(port),
         ]
         console.print(f"Dagster UI: http://127.0.0.1:{port} (Ctrl-C stops it)", highlight=False)
-        process = subprocess.Popen(command, env=os.environ.copy())
-        try:
-            process.wait()
-        except KeyboardInterrupt:
-            process.send_signal(signal.SIGINT)
-            process.wait(timeout=60)
+        # Started from a script, a process may inherit SIGINT ignored: restore the defaults in dagster dev,
+        # and pass our own SIGINT/SIGTERM on to it, so either stops the UI cleanly.
+        process = subprocess.Popen(command, env=os.environ.copy(), preexec_fn=_default_signals)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: process.send_signal(signal.SIGINT))
+        process.wait()
+
+
+def _default_signals() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _all_sync_work(defs):

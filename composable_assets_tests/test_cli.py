@@ -113,3 +113,50 @@ def test_demo_seeds_syncs_and_delivers_over_http_to_local_stand_ins(tmp_path, mo
     assert "braze stand-in received" in result.output and "iterable stand-in received" in result.output
     assert list((tmp_path / "data" / "outbox" / "outbox").glob("*/*/*.jsonl"))
     assert "BRAZE_REST_ENDPOINT" not in os.environ  # the stand-ins' settings do not outlive the demo
+
+
+def test_ui_serves_the_asset_graph_and_stops_on_sigterm(small, tmp_path):
+    """`composable ui` (what `make ui` runs): a real dagster dev on 127.0.0.1, stopped cleanly by its pid."""
+    import json
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    # A separate process knows only the built-in destination types.
+    small.write("destinations.yaml", "rec_mirror: {type: outbox}\nrec_upsert: {type: outbox}\nbox: {type: outbox}\n")
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "COMPOSABLE_PROJECT_DIR": str(small.settings.project_dir),
+        "COMPOSABLE_WAREHOUSE": small.settings.warehouse_url,
+        "COMPOSABLE_DATA_DIR": str(small.settings.data_dir),
+    }
+    command = [os.path.join(os.path.dirname(sys.executable), "composable"), "ui", "--port", str(port)]
+    ui = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert ui.poll() is None, "the UI exited on its own"
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the UI did not come up"
+                time.sleep(0.5)
+        query = json.dumps({"query": "{ assetNodes { assetKey { path } } }"}).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", query, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            keys = {"/".join(n["assetKey"]["path"]) for n in json.load(response)["data"]["assetNodes"]}
+        assert {"source/people", "model/people_model", "audience/high", "delta/high/rec_mirror", "sync/high/rec_mirror"} <= keys
+    finally:
+        ui.send_signal(signal.SIGTERM)
+        ui.wait(timeout=60)
+    # dagster dev and its webserver, daemon and code servers are gone with it.
+    leftovers = subprocess.run(["pgrep", "-f", f"-p {port}|--port {port}"], capture_output=True, text=True).stdout
+    assert leftovers.strip() == ""
