@@ -9,6 +9,7 @@ from .assets.deltas import build_delta_asset
 from .assets.keys import audience_key, delta_key, model_key, sync_key
 from .assets.models import build_model_asset
 from .assets.sources import build_source_observer
+from .automation.schedules import audience_schedule
 from .assets.syncs import build_sync_asset
 from .destinations import DESTINATION_TYPES, Destination, build_destination
 from .project import Project, load_project
@@ -62,19 +63,22 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
     if source_observer is not None:
         assets.append(source_observer)
     jobs = []
+    schedules = []
     for audience in project.audiences.values():
         assets.append(build_audience_asset(audience, schema, kind))
         for sync, shape in zip(audience.syncs, sync_shapes(audience)):
             assets.append(build_delta_asset(audience, sync, shape, schema, partitions, kind))
             assets.append(build_sync_asset(audience, sync, destinations[sync.destination], schema, partitions, kind))
-        jobs.append(
-            dg.define_asset_job(
-                audience_job_name(audience.name),
-                selection=audience_selection(project, audience.name),
-                description=f"Refresh `{audience.name}` and deliver it to every destination it syncs to.",
-            )
+        job = dg.define_asset_job(
+            audience_job_name(audience.name),
+            selection=audience_selection(project, audience.name),
+            description=f"Refresh `{audience.name}` and deliver it to every destination it syncs to.",
         )
-    return dg.Definitions(assets=assets, jobs=jobs, resources={"warehouse": warehouse})
+        jobs.append(job)
+        schedule = audience_schedule(audience.name, audience.cadence, job, project.settings.timezone)
+        if schedule is not None:
+            schedules.append(schedule)
+    return dg.Definitions(assets=assets, jobs=jobs, schedules=schedules, resources={"warehouse": warehouse})
 
 
 def load_definitions(settings: Settings | None = None) -> dg.Definitions:

@@ -1,0 +1,1 @@
+"""Automation from the audience files: schedules for hourly, daily, weekly and cron cadences."""

@@ -1,0 +1,37 @@
+"""Schedules: an audience with an hourly, daily, weekly or cron cadence refreshes and syncs on that clock."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+# When the named cadences run. Weekly and daily audiences run at 06:00 so they are ready before the
+# working day (a Monday newsletter audience is fresh well before 09:00).
+CRON_OF_CADENCE = {"hourly": "0 * * * *", "daily": "0 6 * * *", "weekly": "0 6 * * 1"}
+
+
+def cron_for(cadence: str) -> str | None:
+    """The cron string of a scheduled cadence; None for `minutes`, which a change sensor drives instead."""
+    if cadence == "minutes":
+        return None
+    return CRON_OF_CADENCE.get(cadence, cadence)
+
+
+def audience_schedule(audience: str, cadence: str, job: dg.UnresolvedAssetJobDefinition, timezone: str) -> dg.ScheduleDefinition | None:
+    """A schedule that runs the audience's job for the partition of the day the tick falls on."""
+    cron = cron_for(cadence)
+    if cron is None:
+        return None
+
+    @dg.schedule(
+        name=f"{audience}_schedule",
+        cron_schedule=cron,
+        job=job,
+        execution_timezone=timezone,
+        description=f"Refresh `{audience}` and deliver it ({cadence}).",
+    )
+    def _schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+        day = context.scheduled_execution_time.date().isoformat()
+        # One run per tick: the run key makes a re-evaluated tick idempotent.
+        return dg.RunRequest(run_key=f"{audience}:{context.scheduled_execution_time.isoformat()}", partition_key=day)
+
+    return _schedule

@@ -1,0 +1,47 @@
+"""Schedules from audience cadences, evaluated at explicit times."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+
+from composable_assets.definitions import load_definitions
+from composable_assets.sample import SAMPLE_PROJECT_DIR
+from composable_assets.settings import Settings
+
+
+def sample_defs(tmp_path) -> dg.Definitions:
+    return load_definitions(Settings(SAMPLE_PROJECT_DIR, f"duckdb:///{tmp_path / 'w.duckdb'}", tmp_path))
+
+
+def test_weekly_and_minute_audiences_get_the_right_automation(tmp_path):
+    defs = sample_defs(tmp_path)
+    names = {s.name: s for s in defs.schedules}
+    # weekly_newsletter and lapsed_customers are weekly; vip and cart abandoners are minute-level (a sensor's job).
+    assert set(names) == {"weekly_newsletter_schedule", "lapsed_customers_schedule"}
+    assert names["weekly_newsletter_schedule"].cron_schedule == "0 6 * * 1"
+    assert names["weekly_newsletter_schedule"].job_name == "sync_weekly_newsletter"
+
+
+def test_the_weekly_schedule_requests_mondays_partition(tmp_path):
+    defs = sample_defs(tmp_path)
+    schedule = defs.resolve_schedule_def("weekly_newsletter_schedule")
+    monday = dt.datetime(2026, 11, 30, 6, 0, tzinfo=dt.timezone.utc)
+    with dg.build_schedule_context(scheduled_execution_time=monday, repository_def=defs.get_repository_def()) as context:
+        result = schedule.evaluate_tick(context)
+    [request] = result.run_requests
+    assert request.partition_key == "2026-11-30"
+    assert request.run_key == "weekly_newsletter:2026-11-30T06:00:00+00:00"
+
+
+def test_a_cron_cadence_is_used_as_written(small):
+    small.write("audiences/high.yaml", open(small.settings.project_dir / "audiences/high.yaml").read()
+                .replace("cadence: daily", 'cadence: "30 7 * * 1-5"'))
+    defs = load_definitions(small.settings)
+    [schedule] = defs.schedules
+    assert schedule.cron_schedule == "30 7 * * 1-5"
+    tick = dt.datetime(2026, 3, 3, 7, 30, tzinfo=dt.timezone.utc)
+    with dg.build_schedule_context(scheduled_execution_time=tick, repository_def=defs.get_repository_def()) as context:
+        [request] = schedule.evaluate_tick(context).run_requests
+    assert request.partition_key == "2026-03-03"
