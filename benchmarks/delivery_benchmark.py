@@ -405,7 +405,7 @@ class Probe:
 
         steps = {
             "main: whole delivery loop (deliver)": cumulative("delta/delivery.py", "deliver"),
-            "main: checkpoint INSERT (record_ack)": cumulative("delta/ledger.py", "record_ack"),
+            "main: checkpoint INSERT (record_ack)": cumulative("delta/ledger.py", "record_acks"),
             "main: fold acks (fold_acks)": cumulative("delta/ledger.py", "fold_acks"),
             "main: read + decode delta chunks (_chunks)": cumulative("delta/delivery.py", "_chunks"),
             "main: submit batches to the pool": cumulative("concurrent/futures/thread.py", "submit"),

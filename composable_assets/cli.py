@@ -43,9 +43,9 @@ def _load(project_dir: str | None = None):
         settings = Settings(Path(project_dir).absolute(), settings.warehouse_url, settings.data_dir)
     try:
         project = load_project(settings.project_dir, known_destination_types=DESTINATION_TYPES)
+        return settings, project, build_definitions(project, settings)
     except ProjectError as exc:
         raise UserError(f"the project folder {settings.project_dir} has errors:\n{exc}") from exc
-    return settings, project, build_definitions(project, settings)
 
 
 def _summary(outcome, title: str) -> None:

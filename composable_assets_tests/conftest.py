@@ -50,7 +50,8 @@ class Recording(Destination):
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(batch_size=int(self.settings.get("batch_size", 3)))
+        operations = frozenset({"upsert"}) if self.settings.get("upsert_only") else frozenset({"upsert", "remove"})
+        return Capabilities(batch_size=int(self.settings.get("batch_size", 3)), operations=operations)
 
     def open(self, target: SyncTarget) -> Session:
         return RecordingSession(self.name)

@@ -160,3 +160,11 @@ def test_ui_serves_the_asset_graph_and_stops_on_sigterm(small, tmp_path):
     # dagster dev and its webserver, daemon and code servers are gone with it.
     leftovers = subprocess.run(["pgrep", "-f", f"-p {port}|--port {port}"], capture_output=True, text=True).stdout
     assert leftovers.strip() == ""
+
+
+def test_mirror_to_a_destination_that_cannot_remove_is_refused_before_anything_runs(run_cli, small):
+    small.write("destinations.yaml", "rec_mirror: {type: recording, upsert_only: true}\nrec_upsert: {type: recording}\n")
+    result = run_cli("validate")
+    assert result.exit_code == 1
+    assert "audiences/high.yaml" in result.output
+    assert "destination `rec_mirror` (recording) cannot remove members; use mode: upsert" in result.output

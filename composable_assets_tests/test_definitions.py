@@ -69,3 +69,10 @@ def test_one_job_per_audience_selects_exactly_what_its_syncs_need(tmp_path):
         "model/customer_profiles", "audience/vip_customers", "delta/vip_customers/outbox", "sync/vip_customers/outbox",
         "delta/vip_customers/braze", "sync/vip_customers/braze",
     }
+
+
+def test_sync_assets_show_their_destinations_limits(tmp_path):
+    graph = sample_defs(tmp_path).resolve_asset_graph()
+    metadata = graph.get(dg.AssetKey(["sync", "vip_customers", "braze"])).metadata
+    assert metadata["batch_size"] == 75 and metadata["concurrency"] == 8
+    assert metadata["rate_limit"] == "3000 requests / 3 s"

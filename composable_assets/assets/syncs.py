@@ -9,7 +9,7 @@ from ..delta.delivery import SyncReport, deliver
 from ..delta.diff import latest_delta_run
 from ..delta.tables import PairTables
 from ..destinations import Destination, SyncTarget, TerminalError
-from ..project import AudienceSpec, SyncSpec
+from ..project import AudienceSpec, ProjectError, SyncSpec
 from ..warehouse import Warehouse
 from .keys import SYNCS, WAREHOUSE_POOL, delta_key, sync_key
 from .metadata import markdown_table
@@ -47,6 +47,12 @@ def build_sync_asset(
 ) -> dg.AssetsDefinition:
     tables = PairTables(schema, audience.name, sync.destination)
     options = destination.sync_options(sync.options)
+    capabilities = destination.capabilities
+    if sync.mode == "mirror" and "remove" not in capabilities.operations:
+        raise ProjectError(
+            f"destination `{sync.destination}` ({destination.type_name}) cannot remove members; use mode: upsert",
+            audience.path,
+        )
 
     @dg.asset(
         key=sync_key(audience.name, sync.destination),
@@ -59,7 +65,19 @@ def build_sync_asset(
         kinds={destination.kind, warehouse_kind},
         tags={"mode": sync.mode, "destination_type": destination.type_name},
         pool=WAREHOUSE_POOL,
-        metadata={"destination": sync.destination, "mode": sync.mode, "identifier": sync.identifier_type},
+        metadata={
+            "destination": sync.destination,
+            "mode": sync.mode,
+            "identifier": sync.identifier_type,
+            # The destination's limits, as data: what the delivery loop plans with.
+            "batch_size": capabilities.batch_size,
+            "concurrency": capabilities.concurrency,
+            "rate_limit": (
+                f"{capabilities.requests_per_window} requests / {capabilities.window_seconds:g} s"
+                if capabilities.requests_per_window
+                else "none"
+            ),
+        },
     )
     def _sync(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
         partition = dt.date.fromisoformat(context.partition_key)

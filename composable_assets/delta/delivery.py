@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator
 
 from ..destinations import BatchResult, Record, Session, TransientError
 from .diff import DeltaRun
-from .ledger import clear_intents, fold_acks, record_ack, record_acks, record_intent
+from .ledger import clear_intents, fold_acks, record_acks, record_intent
 from .tables import PairTables
 
 # Rows read from the warehouse per query; split into destination-sized batches in memory.
@@ -104,9 +104,7 @@ def _confirm_leftovers(conn, tables: PairTables, session: Session, *, sync_run_i
     # Only rows we asked about may be acknowledged, whatever the session answers.
     confirmed = set(session.confirm(records)) & {r.seq for r in records} if records else set()
     if confirmed:
-        now = _now()
-        for first, last in _acked_ranges(list(confirmed)):
-            record_ack(conn, tables, sync_run_id, first, last, now)
+        record_acks(conn, tables, sync_run_id, _acked_ranges(list(confirmed)), _now())
         fold_acks(conn, tables)  # so the loop below finds them done and skips them
     clear_intents(conn, tables)
 

@@ -7,13 +7,8 @@ import datetime as dt
 from .tables import PairTables
 
 
-def record_ack(conn, tables: PairTables, run_id: str, first_seq: int, last_seq: int, now: dt.datetime) -> None:
-    """Checkpoint one acknowledged range of delta rows: a tiny append, durable before the next batch goes out."""
-    record_acks(conn, tables, run_id, [(first_seq, last_seq)], now)
-
-
 def record_acks(conn, tables: PairTables, run_id: str, ranges: list[tuple[int, int]], now: dt.datetime) -> None:
-    """Checkpoint several acknowledged ranges in one statement (one commit)."""
+    """Checkpoint acknowledged ranges of delta rows in one small append (one commit), before more is delivered."""
     if not ranges:
         return
     rows = ", ".join(["(?, ?, ?, ?, ?, ?, false)"] * len(ranges))
