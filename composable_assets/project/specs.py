@@ -11,10 +11,22 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .cadence import NAMED_CADENCES, is_valid_cadence
+from .freshness import FreshnessSpec
 from .secret_refs import resolve_setting
 
 # Names become Dagster asset keys and DuckDB table names.
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
+
+
+class LandingSpec(BaseModel):
+    """A landing folder of Parquet / JSON Lines files loaded into a source table (as Snowpipe does)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Rows with a known key replace the stored row (profile changes); without a key, files append (orders, events).
+    key: str | None = None
+    # Relative to the data folder; default `landing/<table>`.
+    path: str | None = None
 
 
 class ProjectSettings(BaseModel):
@@ -27,6 +39,8 @@ class ProjectSettings(BaseModel):
     # "schema" would shadow a BaseModel attribute, hence the alias.
     schema_name: str = Field(default="composable", alias="schema", pattern=NAME_PATTERN)
     timezone: str = "UTC"
+    # Source tables fed by landing folders: the minute-level sensor watches the folders, not the warehouse.
+    landing: dict[str, LandingSpec] = {}
 
     @field_validator("timezone")
     @classmethod
@@ -98,6 +112,8 @@ class AudienceSpec(BaseModel):
     primary_key: str = Field(min_length=1)
     where: str | None = None
     cadence: str = "daily"
+    # Overrides the cadence's default freshness policy (see project/freshness.py).
+    freshness: FreshnessSpec | None = None
     syncs: list[SyncSpec] = Field(min_length=1)
 
     @field_validator("cadence")
