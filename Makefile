@@ -25,7 +25,7 @@ test: setup  ## the whole test suite
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 ui: setup  ## Dagster UI (webserver + daemon) on http://127.0.0.1:3000
-	$(BIN)/composable ui --port 3000
+	$(BIN)/composable ui --port 3000 --simulate
 
 bench: setup  ## delta (1M, 10M members vs a bare join and pandas) and delivery (vs drt) benchmarks
 	$(BIN)/python benchmarks/delta_benchmark.py

@@ -160,6 +160,7 @@ def demo(customers: int, changes: bool) -> None:
     Braze and Iterable are local stand-ins unless BRAZE_REST_ENDPOINT / ITERABLE_BASE_URL are set.
     """
     from .fakes.local import local_destinations
+    from .landing import landing_folders
     from .sample import SAMPLE_PROJECT_DIR, generator
     from .warehouse import Warehouse
 
@@ -170,6 +171,10 @@ def demo(customers: int, changes: bool) -> None:
         if not hasattr(conn, "raw"):
             raise UserError("the demo seeds its sample into DuckDB; set COMPOSABLE_WAREHOUSE to a duckdb:/// URL.")
         counts = generator.seed(conn.raw, customers=customers, as_of=today)
+    # Files still waiting from an earlier `composable simulate` belong to the data just replaced.
+    for folder in landing_folders(project.settings.landing, settings.data_dir).values():
+        for file in folder.pending():
+            file.unlink()
     console.print(f"seeded the retail sample into {warehouse.engine.describe()}: "
                   + ", ".join(f"{n} {t}" for t, n in counts.items()), highlight=False)
     everything = _all_sync_work(defs)
@@ -198,8 +203,58 @@ def demo(customers: int, changes: bool) -> None:
 
 
 @cli.command()
+@click.option("--interval", default=3.0, show_default=True, help="Seconds between ticks.")
+@click.option("--ticks", type=int, help="Stop after this many ticks (default: until Ctrl-C).")
+@click.option("--orders", "orders_per_tick", default=3, show_default=True, help="New orders per tick.")
+def simulate(interval: float, ticks: int | None, orders_per_tick: int) -> None:
+    """Land live traffic for the sample (orders, cart events, profile edits) every few seconds."""
+    settings, project, _ = _load()
+    stop = _simulation(settings, project, interval, ticks, orders_per_tick, quiet=False)
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    stop.set()
+
+
+def _simulation(settings, project, interval: float, ticks: int | None, orders_per_tick: int, quiet: bool):
+    """Start the simulator in a thread; the returned event is set when it has stopped (or to stop it)."""
+    import threading
+
+    from .landing import landing_folders
+    from .sample.simulator import Simulator
+    from .warehouse import Warehouse, WarehouseError
+
+    folders = landing_folders(project.settings.landing, settings.data_dir)
+    try:
+        simulator = Simulator(folders, Warehouse(url=settings.warehouse_url), orders_per_tick=orders_per_tick)
+    except (ValueError, WarehouseError) as exc:
+        raise UserError(f"cannot simulate traffic: {exc}") from exc
+    stop = threading.Event()
+
+    def report(counts) -> None:
+        if not quiet:
+            console.print(
+                f"{dt.datetime.now():%H:%M:%S} landed {counts.orders} orders, {counts.cart_events} cart events, "
+                f"{counts.profile_edits} profile edits",
+                highlight=False,
+            )
+
+    def loop() -> None:
+        try:
+            simulator.run(interval, stop, ticks=ticks, on_tick=report)
+        finally:
+            stop.set()
+
+    console.print(f"simulating traffic into {settings.data_dir / 'landing'} every {interval:g} s", highlight=False)
+    threading.Thread(target=loop, name="simulator", daemon=True).start()
+    return stop
+
+
+@cli.command()
 @click.option("--port", default=3000, show_default=True, help="Port of the Dagster UI on 127.0.0.1.")
-def ui(port: int) -> None:
+@click.option("--simulate", is_flag=True, help="Also land live sample traffic every 3 s (see `composable simulate`).")
+def ui(port: int, simulate: bool) -> None:
     """Start the Dagster UI and daemon (dagster dev) with local Braze/Iterable stand-ins unless real ones are set."""
     import os
     import signal
@@ -207,7 +262,9 @@ def ui(port: int) -> None:
 
     from .fakes.local import local_destinations
 
-    _load()  # fail here, with a readable message, rather than inside the webserver
+    settings, project, _ = _load()  # fail here, with a readable message, rather than inside the webserver
+    if simulate:
+        _simulation(settings, project, 3.0, None, 3, quiet=True)
     with local_destinations() as fakes:
         for name, fake in fakes.items():
             console.print(f"{name}: a local stand-in at {fake.url}", highlight=False)

@@ -6,8 +6,10 @@ import warnings
 import dagster as dg
 
 from ..delta.sql import ident
+from ..landing import LandingFolder, load_landing
+from ..landing.folder import REJECTED
 from ..warehouse import Warehouse
-from .keys import SOURCES, source_key
+from .keys import SOURCES, WAREHOUSE_POOL, source_key
 
 
 def build_source_observer(tables: list[str], warehouse_kind: str) -> dg.AssetsDefinition | None:
@@ -44,3 +46,62 @@ def build_source_observer(tables: list[str], warehouse_kind: str) -> dg.AssetsDe
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.BetaWarning)
         return dg.multi_observable_source_asset(specs=specs, name="observe_sources")(observe_sources)
+
+
+def build_landing_loader(folders: dict[str, LandingFolder], schema: str, warehouse_kind: str) -> dg.AssetsDefinition | None:
+    """One asset per landed table: loads the files waiting in its landing folder, each exactly once."""
+    if not folders:
+        return None
+    specs = [
+        dg.AssetSpec(
+            key=source_key(t),
+            group_name=SOURCES,
+            description=f"Warehouse table `{t}`, fed by the files landing in {folder.path} "
+            f"({'upserted by ' + folder.key if folder.key else 'appended'}).",
+            kinds={warehouse_kind, "table", "parquet"},
+            metadata={"landing_folder": str(folder.path), "upsert_key": folder.key or "none (append)"},
+            skippable=True,
+        )
+        for t, folder in folders.items()
+    ]
+    checks = [
+        dg.AssetCheckSpec("landing_files_accepted", asset=source_key(t), description="Every landed file was loaded.")
+        for t in folders
+    ]
+
+    @dg.multi_asset(specs=specs, check_specs=checks, name="load_landing", can_subset=True, pool=WAREHOUSE_POOL)
+    def _load(context: dg.AssetExecutionContext, warehouse: Warehouse):
+        selected = {key.path[-1] for key in context.selected_asset_keys}
+        with warehouse.connect() as conn:
+            for t, folder in folders.items():
+                if t not in selected:
+                    continue
+                try:
+                    report = load_landing(conn, folder, schema, context.run.run_id)
+                except ValueError as exc:
+                    raise dg.Failure(description=str(exc)) from exc
+                for name, reason in report.rejected:
+                    # The file is kept under _rejected/ with the reason beside it: nothing landed is lost.
+                    context.log.error(f"landing file refused, moved to {folder.path / REJECTED}: {reason}")
+                (total,) = conn.fetch_one(f"SELECT count(*) FROM {ident(t)}")
+                yield dg.MaterializeResult(
+                    asset_key=source_key(t),
+                    metadata={
+                        "files_loaded": report.files,
+                        "rows_loaded": report.rows,
+                        "files_rejected": len(report.rejected),
+                        "dagster/row_count": total,
+                    },
+                )
+                yield dg.AssetCheckResult(
+                    asset_key=source_key(t),
+                    check_name="landing_files_accepted",
+                    passed=not report.rejected,
+                    severity=dg.AssetCheckSeverity.WARN,
+                    description=(
+                        "; ".join(reason for _, reason in report.rejected[:5]) if report.rejected else "all files loaded"
+                    ),
+                    metadata={"files_rejected": len(report.rejected)},
+                )
+
+    return _load

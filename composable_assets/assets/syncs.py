@@ -44,6 +44,7 @@ def build_sync_asset(
     schema: str,
     partitions: dg.PartitionsDefinition,
     warehouse_kind: str,
+    freshness_policy: dg.FreshnessPolicy | None = None,
 ) -> dg.AssetsDefinition:
     tables = PairTables(schema, audience.name, sync.destination)
     options = destination.sync_options(sync.options)
@@ -65,6 +66,7 @@ def build_sync_asset(
         kinds={destination.kind, warehouse_kind},
         tags={"mode": sync.mode, "destination_type": destination.type_name},
         pool=WAREHOUSE_POOL,
+        freshness_policy=freshness_policy,
         metadata={
             "destination": sync.destination,
             "mode": sync.mode,

@@ -8,7 +8,7 @@ from urllib.parse import parse_qsl, urlparse
 
 import dagster as dg
 
-from .base import Connection, Engine, WarehouseError
+from .base import Connection, Engine, WarehouseBusy, WarehouseError
 
 
 def engine_from_url(url: str) -> Engine:
@@ -43,4 +43,4 @@ class Warehouse(dg.ConfigurableResource):
         return self.engine.kind
 
 
-__all__ = ["Connection", "Engine", "Warehouse", "WarehouseError", "engine_from_url"]
+__all__ = ["Connection", "Engine", "Warehouse", "WarehouseBusy", "WarehouseError", "engine_from_url"]

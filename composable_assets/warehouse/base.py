@@ -8,11 +8,18 @@ from typing import Any, Iterator, Sequence
 
 import pyarrow as pa
 
+from ..delta.sql import ident
+
 Params = Sequence[Any] | None
+
 
 
 class WarehouseError(Exception):
     """A statement failed in the warehouse; the message names what we were doing."""
+
+
+class WarehouseBusy(WarehouseError):
+    """Another process holds the warehouse right now (DuckDB's one-writer lock); try again shortly."""
 
 
 class Connection(ABC):
@@ -61,3 +68,26 @@ class Engine(ABC):
     @abstractmethod
     def describe(self) -> str:
         """Where this warehouse is, for humans, without any secret."""
+
+    def change_markers(self, tables: Sequence[str]) -> dict[str, str | None]:
+        """Per table, a short text that changes when the table's data does (None: the table is missing).
+
+        The portable default is the row count plus the newest `updated_at`; engines with a cheaper marker
+        (a table's last-modified time) override it.
+        """
+        with self.connect() as conn:
+            return table_markers(conn, tables)
+
+
+def table_markers(conn: Connection, tables: Sequence[str]) -> dict[str, str | None]:
+    """Row count and newest `updated_at` per table: one cheap aggregate each, on any engine."""
+    markers: dict[str, str | None] = {}
+    for name in tables:
+        columns = dict(conn.table_columns(None, name))
+        if not columns:
+            markers[name] = None
+            continue
+        newest = "max(updated_at)" if "updated_at" in columns else "NULL"
+        rows, last = conn.fetch_one(f"SELECT count(*), {newest} FROM {ident(name)}")
+        markers[name] = f"{rows}:{last}"
+    return markers

@@ -10,12 +10,14 @@ from typing import Iterator
 import duckdb
 import pyarrow as pa
 
-from .base import Connection, Engine, Params, WarehouseError
+from .base import Connection, Engine, Params, WarehouseBusy, WarehouseError, table_markers
 
 # A DuckDB file admits one writing process at a time; other processes (a sensor, a second run)
 # wait for the lock rather than fail at once. Runs are serialized by the "warehouse" pool, so the
 # wait is normally short.
 LOCK_WAIT_SECONDS = 120.0
+# A change sensor only peeks: if a run holds the file, it skips this tick instead of queueing behind the run.
+PEEK_LOCK_WAIT_SECONDS = 1.0
 
 
 class DuckDBConnection(Connection):
@@ -64,19 +66,29 @@ class DuckDBEngine(Engine):
     def describe(self) -> str:
         return f"DuckDB file {self.path}"
 
-    def _open(self) -> duckdb.DuckDBPyConnection:
+    def _open(self, lock_wait: float = LOCK_WAIT_SECONDS) -> duckdb.DuckDBPyConnection:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        deadline = time.monotonic() + lock_wait
         delay = 0.05
         while True:
             try:
                 return duckdb.connect(self.path, config=self.config)
             except duckdb.IOException as exc:
-                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                locked = "lock" in str(exc).lower()
+                if locked and time.monotonic() > deadline and lock_wait < LOCK_WAIT_SECONDS:
+                    raise WarehouseBusy(f"{self.describe()} is in use by another process") from exc
+                if not locked or time.monotonic() > deadline:
                     raise WarehouseError(f"cannot open {self.describe()}: {exc}") from exc
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
+
+    def change_markers(self, tables) -> dict[str, str | None]:
+        con = self._open(lock_wait=PEEK_LOCK_WAIT_SECONDS)
+        try:
+            return table_markers(DuckDBConnection(con), tables)
+        finally:
+            con.close()
 
     @contextmanager
     def connect(self) -> Iterator[DuckDBConnection]:

@@ -1,0 +1,124 @@
+"""Loading a landing folder's files into their source table, each file exactly once.
+
+DuckDB reads Parquet and JSON Lines itself; other warehouses have their own loaders (Snowpipe, BigQuery external
+tables) and need none of this. Each file is loaded in its own transaction together with a row in the
+`landing_files` log, so a crash between the commit and the move to `_loaded/` never loads a file twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from ..delta.sql import ident, table
+from ..warehouse import Connection
+from .folder import LandingFolder
+
+LOG_TABLE = "landing_files"
+# One run loads at most this many files; the rest wait for the next run (the sensor sees them still pending).
+MAX_FILES_PER_RUN = 2_000
+
+
+@dataclass
+class LoadReport:
+    """What one load did to one table."""
+
+    table: str
+    files: int = 0
+    rows: int = 0
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+    already_loaded: int = 0
+
+
+def ensure_log(conn: Connection, schema: str) -> None:
+    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(schema)}")
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {table(schema, LOG_TABLE)} ("
+        "source_table VARCHAR, file_name VARCHAR, rows BIGINT, loaded_at TIMESTAMP, run_id VARCHAR)"
+    )
+
+
+def load_landing(conn: Connection, folder: LandingFolder, schema: str, run_id: str, now: dt.datetime | None = None) -> LoadReport:
+    """Load every pending file of `folder` into its table; refused files move to `_rejected/` with the reason."""
+    now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    report = LoadReport(folder.table)
+    files = folder.pending()[:MAX_FILES_PER_RUN]
+    if not files:
+        return report
+    ensure_log(conn, schema)
+    if not conn.table_exists(None, folder.table):
+        raise ValueError(
+            f"landing folder {folder.path} feeds table {folder.table!r}, which does not exist in the warehouse; "
+            "create it (with the columns the files carry) before files land"
+        )
+    logged = {
+        name
+        for (name,) in conn.fetch_all(
+            f"SELECT file_name FROM {table(schema, LOG_TABLE)} WHERE source_table = ? AND file_name IN "
+            f"(SELECT unnest(?::VARCHAR[]))",
+            [folder.table, [f.name for f in files]],
+        )
+    }
+    for file in files:
+        if file.name in logged:
+            # Loaded by a run that stopped before moving it.
+            report.already_loaded += 1
+            folder.archive(file, now.date())
+            continue
+        try:
+            rows = _load_file(conn, folder, file, schema, run_id, now)
+        except duckdb.Error as exc:
+            reason = f"{file.name}: {str(exc).splitlines()[0]}"
+            folder.reject(file, reason)
+            report.rejected.append((file.name, reason))
+            continue
+        folder.archive(file, now.date())
+        report.files += 1
+        report.rows += rows
+    return report
+
+
+def _reader(file: Path) -> str:
+    """A DuckDB table function reading one file, with its row order as `_row` (later rows win an upsert)."""
+    if file.suffix == ".parquet":
+        return "(SELECT * EXCLUDE (file_row_number), file_row_number AS _row FROM read_parquet(?, file_row_number = true))"
+    return "(SELECT *, row_number() OVER () AS _row FROM read_json(?, format = 'newline_delimited'))"
+
+
+def _load_file(conn: Connection, folder: LandingFolder, file: Path, schema: str, run_id: str, now: dt.datetime) -> int:
+    source = _reader(file)
+    target = ident(folder.table)
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        (rows,) = conn.fetch_one(f"SELECT count(*) FROM {source}", [str(file)])
+        if folder.key is None:
+            conn.execute(f"INSERT INTO {target} BY NAME SELECT * EXCLUDE (_row) FROM {source}", [str(file)])
+        else:
+            _upsert(conn, folder, file, source, target)
+        conn.execute(
+            f"INSERT INTO {table(schema, LOG_TABLE)} VALUES (?, ?, ?, ?, ?)", [folder.table, file.name, rows, now, run_id]
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return rows
+
+
+def _upsert(conn: Connection, folder: LandingFolder, file: Path, source: str, target: str) -> None:
+    """Rows replace the stored row with the same key, only in the columns the file carries; new keys insert."""
+    columns = [name for name, *_ in conn.fetch_all(f"DESCRIBE SELECT * EXCLUDE (_row) FROM {source}", [str(file)])]
+    if folder.key not in columns:
+        raise duckdb.BinderException(f"the file has no {folder.key!r} column, the key of {folder.table!r}")
+    key = ident(folder.key)
+    updates = ", ".join(f"{ident(c)} = s.{ident(c)}" for c in columns if c != folder.key)
+    matched = f"WHEN MATCHED THEN UPDATE SET {updates}" if updates else ""
+    conn.execute(
+        f"MERGE INTO {target} AS t USING (SELECT * EXCLUDE (_row) FROM {source} "
+        f"QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY _row DESC) = 1) AS s "
+        f"ON t.{key} = s.{key} {matched} WHEN NOT MATCHED THEN INSERT BY NAME",
+        [str(file)],
+    )
