@@ -6,12 +6,15 @@ import dagster as dg
 
 from .assets.audiences import build_audience_asset, sync_shapes
 from .assets.deltas import build_delta_asset
-from .assets.keys import audience_key, delta_key, model_key, sync_key
+from .assets.keys import audience_key, delta_key, model_key, source_key, sync_key
 from .assets.models import build_model_asset
-from .assets.sources import build_source_observer
+from .assets.sources import build_landing_loader, build_source_observer
+from .automation.freshness import freshness_policy, heartbeat_interval
 from .automation.schedules import audience_schedule
+from .automation.sensors import change_sensor
 from .assets.syncs import build_sync_asset
 from .destinations import DESTINATION_TYPES, Destination, build_destination
+from .landing import landing_folders
 from .project import Project, load_project
 from .settings import Settings
 from .warehouse import Warehouse
@@ -39,11 +42,27 @@ def audience_job_name(audience: str) -> str:
     return f"sync_{audience}"
 
 
+def sources_upstream_of(project: Project, table: str) -> list[str]:
+    """The source tables a model reads, directly or through other models; a source table is its own source."""
+    if table not in project.models:
+        return [table]
+    models = (*project.models_upstream_of(table), table)
+    return sorted({source for m in models for source in project.models[m].source_deps})
+
+
+def upstream_keys(project: Project, table: str) -> list[dg.AssetKey]:
+    """Assets to run before anything reading `table`: its landing loads, then its models in order."""
+    keys = [source_key(t) for t in sources_upstream_of(project, table) if t in project.settings.landing]
+    if table in project.models:
+        keys += [model_key(m) for m in (*project.models_upstream_of(table), table)]
+    return keys
+
+
 def audience_selection(project: Project, audience: str, destination: str | None = None) -> dg.AssetSelection:
-    """Everything one audience's syncs need: its upstream models, the audience, the deltas and the syncs."""
+    """Everything one audience's syncs need: landing loads, upstream models, the audience, deltas and syncs."""
     spec = project.audiences[audience]
     pairs = [s.destination for s in spec.syncs if destination in (None, s.destination)]
-    keys = [model_key(m) for m in (*project.models_upstream_of(spec.model), spec.model)]
+    keys = upstream_keys(project, spec.model)
     keys.append(audience_key(audience))
     for d in pairs:
         keys += [delta_key(audience, d), sync_key(audience, d)]
@@ -59,16 +78,25 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
     destinations = destinations_of(project, settings)
 
     assets: list = [build_model_asset(m, project.root, kind) for m in project.models.values()]
-    source_observer = build_source_observer(project.sources, kind)
+    landing = landing_folders(project.settings.landing, settings.data_dir)
+    source_observer = build_source_observer([t for t in project.sources if t not in landing], kind)
     if source_observer is not None:
         assets.append(source_observer)
+    landing_loader = build_landing_loader(landing, schema, kind)
+    if landing_loader is not None:
+        assets.append(landing_loader)
     jobs = []
     schedules = []
+    sensors = []
     for audience in project.audiences.values():
         assets.append(build_audience_asset(audience, schema, kind))
+        # What the file's cadence promises about the destination, shown and checked by Dagster.
+        policy = freshness_policy(audience.cadence, audience.freshness, project.settings.timezone)
         for sync, shape in zip(audience.syncs, sync_shapes(audience)):
             assets.append(build_delta_asset(audience, sync, shape, schema, partitions, kind))
-            assets.append(build_sync_asset(audience, sync, destinations[sync.destination], schema, partitions, kind))
+            assets.append(
+                build_sync_asset(audience, sync, destinations[sync.destination], schema, partitions, kind, policy)
+            )
         job = dg.define_asset_job(
             audience_job_name(audience.name),
             selection=audience_selection(project, audience.name),
@@ -78,7 +106,28 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
         schedule = audience_schedule(audience.name, audience.cadence, job, project.settings.timezone)
         if schedule is not None:
             schedules.append(schedule)
-    return dg.Definitions(assets=assets, jobs=jobs, schedules=schedules, resources={"warehouse": warehouse})
+        if audience.cadence == "minutes":
+            sensors.append(
+                change_sensor(
+                    audience.name,
+                    job,
+                    sources_upstream_of(project, audience.model),
+                    landing,
+                    warehouse,
+                    project.settings.timezone,
+                    heartbeat_interval(audience.cadence, audience.freshness),
+                )
+            )
+    return dg.Definitions(
+        assets=assets,
+        jobs=jobs,
+        schedules=schedules,
+        sensors=sensors,
+        resources={"warehouse": warehouse},
+        # Steps share one warehouse (the "warehouse" pool runs them one at a time anyway), so a process per
+        # step would only add ~2 s of start-up each; minute-level latency is dominated by such overheads.
+        executor=dg.in_process_executor,
+    )
 
 
 def load_definitions(settings: Settings | None = None) -> dg.Definitions:
