@@ -85,7 +85,8 @@ class Simulator:
             (customers,) = conn.fetch_one("SELECT coalesce(max(customer_id), 0) FROM customers")
         pending = [str(p) for p in self.folders["orders"].pending() if p.suffix == ".parquet"]
         if pending:
-            (landed,) = duckdb.sql("SELECT coalesce(max(order_id), 0) FROM read_parquet(?)", params=[pending]).fetchone()
+            with duckdb.connect() as scratch:  # in memory: reading the files needs no warehouse lock
+                (landed,) = scratch.execute("SELECT coalesce(max(order_id), 0) FROM read_parquet(?)", [pending]).fetchone()
             orders = max(orders, landed)
         if customers == 0:
             raise ValueError("the warehouse has no customers; run `composable demo` first to seed the sample")
