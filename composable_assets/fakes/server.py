@@ -66,6 +66,8 @@ class Faults:
     invalid_identifiers: set[str] = field(default_factory=set)
     retry_after_seconds: float | None = None
     path_prefix: str | None = None
+    # An outage: every request is answered 503 until this is cleared.
+    unavailable: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
     def applies_to(self, path: str) -> bool:
@@ -76,6 +78,8 @@ class Faults:
         """Consume the next injected fault for this path: DROP, a status code, or None; drops come first."""
         if not self.applies_to(path):
             return None
+        if self.unavailable:
+            return 503
         with self._lock:
             if self.drop_next > 0:
                 self.drop_next -= 1
