@@ -1,0 +1,289 @@
+"""Latency benchmark: from an order landing in a source to its arrival at the Braze fake, under the real daemon.
+
+For each configuration, one run starts a real `dagster-webserver` and `dagster-daemon` on a fresh DAGSTER_HOME
+with the sample project seeded into a fresh DuckDB file, and the Braze and Iterable fakes in this process.
+It then lands one probe every `--every` seconds: an order of 700 for a customer no other probe touches, as
+a Parquet file in the `orders` landing folder (exactly what `composable simulate` does). Every such order
+changes the customer's lifetime value and makes them a VIP, so the `vip_customers` change sensor's run must
+deliver that external_id's attributes to Braze's `/users/track`. The latency of a probe is the time from its
+file appearing to the first accepted `/users/track` request carrying that external_id. If the sample has an
+event stream to Braze (`purchases`), the arrival of the probe's purchase is measured too.
+
+Each probe's latency is split along the run that delivered it, from the run records and step events:
+- sensor: landing -> the run is created by the sensor (interval + waiting for a run in flight);
+- queue + launch: created -> the run process starts (the queued run coordinator's dequeue, process start);
+- upstream steps: run start -> the sync step starts (code loading, landing load, model, audience, delta);
+- sync: the sync step's start -> the arrival at Braze.
+
+Configurations, side by side in one run: the shipped defaults (sensor every 5 s, in-process executor), the
+same with the run queue checked every 1 s, and Dagster's stock sensor interval (30 s) for reference.
+This script reports numbers; it does not pass or fail on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import dagster as dg  # noqa: E402
+
+from composable_assets.fakes.braze import BrazeFake  # noqa: E402
+from composable_assets.fakes.iterable import IterableFake  # noqa: E402
+from composable_assets.fakes.local import NEWSLETTER_LIST_ID  # noqa: E402
+from composable_assets.landing import landing_folders  # noqa: E402
+from composable_assets.project import load_project  # noqa: E402
+from composable_assets.sample import SAMPLE_PROJECT_DIR, generator  # noqa: E402
+from composable_assets.sample.simulator import ORDER_SCHEMA  # noqa: E402
+from composable_assets.warehouse import Warehouse  # noqa: E402
+from composable_assets_tests.dagster_processes import DagsterProcesses  # noqa: E402
+
+KEY = "bench-key"
+SYNC_STEP = "sync__vip_customers__braze"
+
+
+@dataclass
+class Config:
+    name: str
+    sensor_interval: str = "5s"
+    dequeue_interval: int | None = None  # None: Dagster's default (5 s)
+    # The default run coordinator launches a requested run at once, from the sensor daemon, with no queue.
+    direct_launch: bool = False
+
+
+CONFIGS = [
+    Config("shipped defaults (sensor 5 s, queue 5 s)"),
+    Config("run queue checked every 1 s", dequeue_interval=1),
+    Config("no run queue (runs launched by the sensor daemon)", direct_launch=True),
+    Config("Dagster's stock sensor interval (30 s)", sensor_interval="30s"),
+]
+
+
+@dataclass
+class Probe:
+    customer_id: int
+    order_id: int
+    landed: float
+    attributes_at: float | None = None
+    purchase_at: float | None = None
+    parts: dict[str, float] = field(default_factory=dict)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
+    return ordered[index]
+
+
+def prepare(work: Path, config: Config, customers: int) -> tuple[Path, dict[str, str], dict]:
+    project = work / "project"
+    shutil.copytree(SAMPLE_PROJECT_DIR, project)
+    with (project / "project.yaml").open("a") as f:
+        f.write(f"sensor_interval: {config.sensor_interval}\n")
+    data = work / "data"
+    warehouse = Warehouse(url=f"duckdb:///{data / 'warehouse.duckdb'}")
+    with warehouse.connect() as conn:
+        generator.seed(conn.raw, customers=customers)
+        customer_ids = [r[0] for r in conn.fetch_all("SELECT customer_id FROM customers ORDER BY 1")]
+        (max_order,) = conn.fetch_one("SELECT max(order_id) FROM orders")
+    home = work / "home"
+    home.mkdir()
+    instance = yaml.safe_load((REPO / "dagster.yaml").read_text())
+    if config.direct_launch:
+        # Without a queue there is no run limit to enforce; pools still serialize warehouse steps.
+        instance["concurrency"].pop("runs", None)
+        instance["run_coordinator"] = {"module": "dagster.core.run_coordinator", "class": "DefaultRunCoordinator"}
+    if config.dequeue_interval is not None:
+        instance["run_coordinator"] = {
+            "module": "dagster.core.run_coordinator",
+            "class": "QueuedRunCoordinator",
+            "config": {"dequeue_interval_seconds": config.dequeue_interval},
+        }
+    instance_yaml = yaml.safe_dump(instance)
+    (home / "dagster.yaml").write_text(instance_yaml)
+    env = {"COMPOSABLE_PROJECT_DIR": str(project), "COMPOSABLE_DATA_DIR": str(data)}
+    folders = landing_folders(load_project(project).settings.landing, data)
+    return home, env, {"folders": folders, "customers": customer_ids, "max_order": max_order}
+
+
+def land_probe(folder, customer_id: int, order_id: int) -> float:
+    now = dt.datetime.now(dt.UTC)
+    name = folder.new_file_name(".parquet", now=now)
+    temp = folder.temp_path(name)
+    row = {"order_id": order_id, "customer_id": customer_id, "amount": Decimal("700.00"), "currency": "EUR",
+           "status": "completed", "category": "shoes", "ordered_at": now.replace(tzinfo=None)}
+    pq.write_table(pa.Table.from_pylist([row], schema=ORDER_SCHEMA), temp)
+    folder.publish(temp, name)
+    return time.time()
+
+
+def arrivals(braze: BrazeFake) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Times of accepted /users/track requests carrying attributes per external_id, and per purchased order id."""
+    attributes: dict[str, list[float]] = {}
+    purchases: dict[str, float] = {}
+    for request in list(braze.requests):
+        if request.path != "/users/track" or request.status != 201 or not isinstance(request.body, dict):
+            continue
+        for a in request.body.get("attributes", []):
+            attributes.setdefault(str(a.get("external_id")), []).append(request.time)
+        for p in request.body.get("purchases", []):
+            order = (p.get("properties") or {}).get("order_id")
+            if order is not None:
+                purchases.setdefault(str(order), request.time)
+    return attributes, purchases
+
+
+def breakdown(instance: dg.DagsterInstance, probes: list[Probe]) -> None:
+    """Split each probe's latency along the run that delivered it."""
+    records = instance.get_run_records(dg.RunsFilter(job_name="sync_vip_customers"))
+    runs = []
+    for record in records:
+        if record.start_time is None or record.end_time is None:
+            continue
+        sync_start = None
+        for entry in instance.all_logs(record.dagster_run.run_id, of_type=dg.DagsterEventType.STEP_START):
+            if entry.step_key == SYNC_STEP:
+                sync_start = entry.timestamp
+        runs.append((record.create_timestamp.timestamp(), record.start_time, sync_start, record.end_time))
+    for probe in probes:
+        if probe.attributes_at is None:
+            continue
+        for created, started, sync_start, ended in runs:
+            if sync_start and started <= probe.attributes_at <= ended + 1:
+                probe.parts = {
+                    "sensor": max(0.0, created - probe.landed),
+                    "queue + launch": started - max(created, probe.landed),
+                    "upstream steps": sync_start - started,
+                    "sync": probe.attributes_at - sync_start,
+                }
+                break
+
+
+def run_config(config: Config, probes_wanted: int, every: float, customers: int, seed: int) -> dict:
+    work = Path(tempfile.mkdtemp(prefix="latency-", dir=REPO / "benchmarks" / ".work"))
+    try:
+        home, env, facts = prepare(work, config, customers)
+        braze = BrazeFake(KEY).start()
+        iterable = IterableFake(KEY, lists={NEWSLETTER_LIST_ID: "weekly newsletter"}).start()
+        env.update({"BRAZE_REST_ENDPOINT": braze.url, "BRAZE_API_KEY": KEY,
+                    "ITERABLE_BASE_URL": iterable.url, "ITERABLE_API_KEY": KEY})
+        rng = random.Random(seed)
+        targets = rng.sample(facts["customers"], probes_wanted)
+        probes: list[Probe] = []
+        try:
+            with DagsterProcesses(home, REPO / "workspace.yaml", env, log_dir=work) as dagster:
+                # The first run sends every VIP; wait for it so probes measure steady-state activation.
+                dagster.wait_for(lambda: dagster.latest_materialization("sync/vip_customers/braze"),
+                                 timeout=180, what="the first VIP sync")
+                time.sleep(2 * every)
+                order_id = facts["max_order"]
+                for customer in targets:
+                    order_id += 1
+                    probes.append(Probe(customer, order_id, land_probe(facts["folders"]["orders"], customer, order_id)))
+                    time.sleep(every)
+
+                def all_arrived() -> bool:
+                    attributes, purchases = arrivals(braze)
+                    for p in probes:
+                        # The customer may have been sent before (the first sync): the probe's is the next one.
+                        later = [t for t in attributes.get(str(p.customer_id), []) if t >= p.landed]
+                        p.attributes_at = min(later) if later else None
+                        p.purchase_at = purchases.get(str(p.order_id))
+                    return all(p.attributes_at for p in probes)
+
+                try:
+                    dagster.wait_for(all_arrived, timeout=300, interval=1, what="every probe at Braze")
+                except Exception as exc:  # report what arrived rather than nothing
+                    print(f"  not every probe arrived: {str(exc).splitlines()[0]}")
+                os.environ["DAGSTER_HOME"] = str(home)
+                with dg.DagsterInstance.get() as instance:
+                    breakdown(instance, probes)
+        finally:
+            braze.stop()
+            iterable.stop()
+        latencies = [p.attributes_at - p.landed for p in probes if p.attributes_at]
+        purchase = [p.purchase_at - p.landed for p in probes if p.purchase_at]
+        parts = {name: [p.parts[name] for p in probes if p.parts] for name in
+                 ("sensor", "queue + launch", "upstream steps", "sync")}
+        return {
+            "config": config.name,
+            "probes": len(probes),
+            "arrived": len(latencies),
+            "p50": statistics.median(latencies) if latencies else None,
+            "p95": percentile(latencies, 95) if latencies else None,
+            "max": max(latencies) if latencies else None,
+            "purchase_p50": statistics.median(purchase) if purchase else None,
+            "purchase_p95": percentile(purchase, 95) if purchase else None,
+            "parts_median": {k: statistics.median(v) if v else None for k, v in parts.items()},
+            "parts_p95": {k: percentile(v, 95) if v else None for k, v in parts.items()},
+        }
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} s"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--probes", type=int, default=60, help="probes per configuration (at least 50 for a p95)")
+    parser.add_argument("--every", type=float, default=3.0, help="seconds between probes")
+    parser.add_argument("--customers", type=int, default=2000)
+    parser.add_argument("--configs", default="all", help="comma-separated indexes into the configurations, or all")
+    parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results")
+    args = parser.parse_args()
+    (REPO / "benchmarks" / ".work").mkdir(parents=True, exist_ok=True)
+    chosen = CONFIGS if args.configs == "all" else [CONFIGS[int(i)] for i in args.configs.split(",")]
+    results = []
+    for i, config in enumerate(chosen):
+        print(f"[{config.name}] {args.probes} probes, one every {args.every:g} s ...", flush=True)
+        result = run_config(config, args.probes, args.every, args.customers, seed=i)
+        print(f"  p50 {fmt(result['p50'])}, p95 {fmt(result['p95'])}, max {fmt(result['max'])}; "
+              f"medians: " + ", ".join(f"{k} {fmt(v)}" for k, v in result["parts_median"].items()), flush=True)
+        results.append(result)
+
+    lines = [
+        f"Latency from an order landing to its arrival at the Braze fake ({args.probes} probes per row, one every "
+        f"{args.every:g} s; {platform.node()}, {os.cpu_count()} cores, {dt.date.today()})",
+        "",
+        "| configuration | arrived | p50 | p95 | max | sensor | queue + launch | upstream steps | sync | purchase p50 / p95 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        m = r["parts_median"]
+        lines.append(
+            f"| {r['config']} | {r['arrived']}/{r['probes']} | {fmt(r['p50'])} | {fmt(r['p95'])} | {fmt(r['max'])} | "
+            f"{fmt(m['sensor'])} | {fmt(m['queue + launch'])} | {fmt(m['upstream steps'])} | {fmt(m['sync'])} | "
+            f"{fmt(r['purchase_p50'])} / {fmt(r['purchase_p95'])} |"
+        )
+    lines.append("")
+    lines.append("Breakdown columns are medians over the probes of the run that delivered each probe.")
+    table = "\n".join(lines)
+    print("\n" + table)
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / "latency.md").write_text(table + "\n")
+    (args.results / "latency.json").write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
