@@ -1,4 +1,4 @@
-"""Reading and validating a project folder: models, audiences, destinations and settings."""
+"""Reading and validating a project folder: models, audiences, streams, destinations and settings."""
 
 from .errors import ProjectError, ProjectErrors
 from .loader import load_project
@@ -9,6 +9,8 @@ from .specs import (
     DestinationSpec,
     ModelSpec,
     ProjectSettings,
+    StreamSpec,
+    StreamSyncSpec,
     SyncSpec,
 )
 from .sql_parsing import parse_where
@@ -23,6 +25,8 @@ __all__ = [
     "ProjectErrors",
     "ProjectSettings",
     "SecretRef",
+    "StreamSpec",
+    "StreamSyncSpec",
     "SyncSpec",
     "load_project",
     "parse_where",

@@ -27,6 +27,7 @@ from .specs import (
     ProjectSettings,
 )
 from .sql_parsing import parse_model_sql, parse_where, read_header
+from .stream_files import STREAMS_DIR, load_streams, typed_stream_problems
 from .yaml_lines import YamlDocument, read_yaml
 
 PROJECT_FILE = "project.yaml"
@@ -58,8 +59,12 @@ def load_project(
     )
     models = _load_models(root / MODELS_DIR, errors)
     audiences = _load_audiences(root / AUDIENCES_DIR, models, destination_names, errors)
+    # A stream reads a model, or a source table the project knows: one a model reads, or one it lands.
+    source_tables = {table for model in models.values() for table in model.source_deps} | set(settings.landing)
+    streams = load_streams(root / STREAMS_DIR, models, source_tables, destination_names, errors)
     if isinstance(known_destination_types, Mapping):
         errors.extend(_typed_problems(root, destinations, audiences, known_destination_types))
+        errors.extend(typed_stream_problems(streams, models, destinations, known_destination_types))
     for error in errors:
         error.root = root
     raise_if_any(errors)
@@ -69,6 +74,7 @@ def load_project(
         models=models,
         audiences=audiences,
         destinations=destinations,
+        streams=streams,
     )
 
 

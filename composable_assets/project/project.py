@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from graphlib import TopologicalSorter
 from pathlib import Path
 
-from .specs import AudienceSpec, DestinationSpec, ModelSpec, ProjectSettings
+from .specs import AudienceSpec, DestinationSpec, ModelSpec, ProjectSettings, StreamSpec
 
 
 @dataclass
@@ -18,6 +18,8 @@ class Project:
     models: dict[str, ModelSpec]
     audiences: dict[str, AudienceSpec]
     destinations: dict[str, DestinationSpec]
+    # streams/*.yaml: append-only rows forwarded as events (composable_assets/streams).
+    streams: dict[str, StreamSpec] = field(default_factory=dict)
 
     @property
     def sources(self) -> list[str]:

@@ -1,4 +1,4 @@
-"""The typed contents of a project folder: settings, destinations, models and audiences."""
+"""The typed contents of a project folder: settings, destinations, models, audiences and event streams."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import datetime
 import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from .cadence import NAMED_CADENCES, is_valid_cadence
-from .freshness import FreshnessSpec
+from .freshness import Duration, FreshnessSpec
 from .secret_refs import resolve_setting
 
 # Names become Dagster asset keys and DuckDB table names.
@@ -169,3 +169,102 @@ class ModelSpec:
     source_deps: list[str] = field(default_factory=list)
     # Output column names, or None when they cannot be known without running the query.
     columns: list[str] | None = None
+
+
+class StreamSyncSpec(BaseModel):
+    """How one event stream is delivered to one destination: who each event is about, its name and properties."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    destination: str = Field(min_length=1)
+    identifier: dict[str, str]
+    # The event's name at the destination (Braze `name`, Iterable `eventName`).
+    event: str = Field(min_length=1)
+    # Destination property name: table column.
+    properties: dict[str, str] = {}
+    # Destination-specific choices (e.g. Braze `purchase:` columns); checked by the destination type.
+    options: dict[str, Any] = {}
+
+    @field_validator("identifier")
+    @classmethod
+    def _one_identifier(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(value) != 1:
+            raise ValueError(
+                f"identifier must have exactly one entry (identifier type: column), found {len(value)}"
+            )
+        return _non_empty_entries(value, "identifier type")
+
+    @field_validator("properties")
+    @classmethod
+    def _named_properties(cls, value: dict[str, str]) -> dict[str, str]:
+        return _non_empty_entries(value, "property name")
+
+    @property
+    def identifier_type(self) -> str:
+        return next(iter(self.identifier))
+
+    @property
+    def identifier_column(self) -> str:
+        return next(iter(self.identifier.values()))
+
+
+def _stream_start(value: Any) -> Any:
+    """`now`, or an ISO date (YAML dates arrive as strings; see yaml_lines)."""
+    if isinstance(value, datetime.date) and not isinstance(value, datetime.datetime):
+        return value
+    if isinstance(value, str):
+        if value.strip().lower() == "now":
+            return "now"
+        try:
+            return datetime.date.fromisoformat(value.strip())
+        except ValueError:
+            pass
+    raise ValueError(f"start must be `now` or a date like 2026-03-01, got {value!r}")
+
+
+class StreamSpec(BaseModel):
+    """One streams/<name>.yaml file: append-only rows of a table forwarded as events; see composable_assets/streams."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(exclude=True)
+    path: Path | None = Field(default=None, exclude=True)
+    description: str | None = None
+    owners: list[str] = []
+    # A model's name or a source table's name.
+    table: str = Field(min_length=1)
+    # The column whose value identifies a row for ever; the event id is "<stream>:<value>".
+    event_id: str = Field(min_length=1)
+    # A timestamp column: when the event happened (or landed); rows are picked up in its order.
+    cursor: str = Field(min_length=1)
+    where: str | None = None
+    cadence: str = "minutes"
+    freshness: FreshnessSpec | None = None
+    # Rows at most this far behind the high-water mark are still picked up (deduplicated by event id).
+    lookback: Duration = datetime.timedelta(hours=1)
+    # Where a new (stream, destination) begins: `now` sends nothing older than `lookback`; a date sends from then.
+    start: Annotated[Literal["now"] | datetime.date, BeforeValidator(_stream_start)] = "now"
+    syncs: list[StreamSyncSpec] = Field(min_length=1)
+
+    @field_validator("cadence")
+    @classmethod
+    def _valid_cadence(cls, value: str) -> str:
+        if not is_valid_cadence(value):
+            raise ValueError(
+                f"cadence must be one of {', '.join(NAMED_CADENCES)} or a 5-field cron string, got {value!r}"
+            )
+        return value
+
+    @field_validator("lookback")
+    @classmethod
+    def _not_negative(cls, value: datetime.timedelta) -> datetime.timedelta:
+        if value < datetime.timedelta(0):
+            raise ValueError("lookback must not be negative")
+        return value
+
+    def sync_for(self, destination: str) -> StreamSyncSpec:
+        """The sync delivering this stream to `destination`."""
+        for sync in self.syncs:
+            if sync.destination == destination:
+                return sync
+        raise KeyError(f"stream {self.name!r} has no sync to destination {destination!r}")
