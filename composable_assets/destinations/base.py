@@ -1,7 +1,13 @@
-"""The destination interface: capabilities as data, per-row results, transient vs terminal errors."""
+"""The destination interface: capabilities as data, per-row results, transient vs terminal errors.
+
+Two kinds of delivery share it: audience syncs send `Record`s (profile changes) through `Session.send`, event
+streams send `Event`s through `Session.send_events`. A destination that takes events sets `EventOptions`
+and implements `open_events`; its `Capabilities` say whether resending an event is harmless (`events_idempotent`).
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +24,10 @@ class TransientError(DestinationError):
     """Worth retrying later (rate limit, 5xx, timeout, dropped connection): the rows stay unsent."""
 
 
+class OutcomeUnknown(TransientError):
+    """A request may or may not have been applied (no answer after sending): only safe to resend if idempotent."""
+
+
 class TerminalError(DestinationError):
     """Retrying will not help (bad credentials, bad configuration): the sync stops and fails."""
 
@@ -32,6 +42,13 @@ class Capabilities:
     requests_per_window: int | None = None
     window_seconds: float | None = None
     concurrency: int = 1
+    #: Event streams: whether it takes events, how many per request, and whether receiving an event twice is
+    #: harmless (the destination or its receivers deduplicate by event id), so a batch in doubt may be resent.
+    events: bool = False
+    events_idempotent: bool = False
+    event_batch_size: int | None = None
+    event_requests_per_window: int | None = None
+    event_window_seconds: float | None = None
 
 
 class NoOptions(BaseModel):
@@ -78,6 +95,37 @@ class Record:
         return "remove" if self.change == "remove" else "upsert"
 
 
+@dataclass(frozen=True)
+class EventTarget:
+    """Which stream a session delivers events for, with the stream sync's validated options."""
+
+    stream: str
+    destination: str
+    identifier_type: str
+    event: str
+    partition: str
+    run_id: str
+    options: BaseModel = field(default_factory=NoOptions)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One row of an event stream to deliver. `seq` numbers it within its run, for per-event results."""
+
+    seq: int
+    #: Deterministic and stable: "<stream>:<value of the stream's event_id column>".
+    event_id: str
+    #: The identifier column's value as text; None when the row has none (rejected before sending).
+    identifier: str | None
+    name: str
+    #: The cursor value: when the event happened, naive UTC.
+    time: dt.datetime
+    #: Destination property name -> JSON value.
+    properties: dict[str, Any]
+    #: Values of the columns the destination's event options name (e.g. Braze purchase `price`), by option name.
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
 @dataclass
 class BatchResult:
     """Per-row outcome of one batch. Rows neither acknowledged nor rejected stay unsent, for the next run."""
@@ -85,6 +133,8 @@ class BatchResult:
     acknowledged: list[int] = field(default_factory=list)
     rejected: dict[int, str] = field(default_factory=dict)
     payloads: list[dict[str, Any]] = field(default_factory=list)
+    #: Events that may or may not have arrived, at a destination where a resend would duplicate them (streams only).
+    in_doubt: dict[int, str] = field(default_factory=dict)
 
     @classmethod
     def all_acknowledged(cls, batch: Sequence[Record], payloads: list[dict[str, Any]]) -> "BatchResult":
@@ -92,11 +142,19 @@ class BatchResult:
 
 
 class Session(ABC):
-    """One sync's open connection to a destination."""
+    """One sync's (or one stream's) open connection to a destination."""
 
-    @abstractmethod
     def send(self, batch: Sequence[Record]) -> BatchResult:
         """Deliver one batch (at most `batch_size` rows); raise TransientError/TerminalError for the whole batch."""
+        raise TerminalError(f"{type(self).__name__} does not deliver audience rows")
+
+    def send_events(self, batch: Sequence[Event]) -> BatchResult:
+        """Deliver one batch of events (at most `event_batch_size`); results keyed by `Event.seq`.
+
+        Every event should end acknowledged or rejected; one left out of both stays unsent and is tried again
+        next run. Raise TransientError/TerminalError for the whole batch, as `send` does.
+        """
+        raise TerminalError(f"{type(self).__name__} does not deliver events")
 
     def confirm(self, records: Sequence[Record]) -> list[int]:
         """Seqs of the records the destination already holds exactly as `send` would deliver them ([]: cannot tell)."""
@@ -129,6 +187,10 @@ class Destination(ABC):
     Settings: ClassVar[type[BaseModel]] = AnySettings
     #: pydantic model of a sync's `options` in an audience file.
     SyncOptions: ClassVar[type[BaseModel]] = NoOptions
+    #: pydantic model of a stream sync's `options` (streams/*.yaml); None: this destination cannot take events.
+    #: An options model may name table columns the events need: `columns() -> {option name: column}`, whose
+    #: values arrive in `Event.extras`.
+    EventOptions: ClassVar[type[BaseModel] | None] = None
 
     def __init__(self, name: str, settings: dict[str, Any], state_dir: Path | None = None):
         self.name = name
@@ -157,6 +219,42 @@ class Destination(ABC):
     def payloads(self, batch: Sequence[Record], target: SyncTarget) -> list[dict[str, Any]]:
         """What this destination would receive for these rows (for previews and metadata samples)."""
         return [generic_payload(r, target.identifier_type) for r in batch]
+
+    def event_options(self, options: dict[str, Any]) -> BaseModel:
+        if self.EventOptions is None:
+            raise TerminalError(f"destination {self.name} ({self.type_name}) cannot take events")
+        return self.EventOptions.model_validate(options)
+
+    @staticmethod
+    def event_columns(options: BaseModel) -> dict[str, str]:
+        """Option name -> table column, for the columns a stream sync's options name."""
+        columns = getattr(options, "columns", None)
+        return dict(columns()) if callable(columns) else {}
+
+    def open_events(self, target: EventTarget) -> Session:
+        """Start delivering one stream's events."""
+        raise TerminalError(f"destination {self.name} ({self.type_name}) cannot take events")
+
+
+def generic_event(event: Event, identifier_type: str) -> dict[str, Any]:
+    """A destination-neutral description of one event: id, name, time, identifier and properties."""
+    line: dict[str, Any] = {
+        "id": event.event_id,
+        "name": event.name,
+        "time": iso_time(event.time),
+        "identifier": {identifier_type: event.identifier},
+        "properties": event.properties,
+    }
+    if event.extras:
+        line["extras"] = event.extras
+    return line
+
+
+def iso_time(value: dt.datetime) -> str:
+    """ISO-8601 in UTC with milliseconds, e.g. 2026-03-02T10:15:00.000Z (naive values are UTC)."""
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.UTC).replace(tzinfo=None)
+    return value.isoformat(timespec="milliseconds") + "Z"
 
 
 def generic_payload(record: Record, identifier_type: str) -> dict[str, Any]:

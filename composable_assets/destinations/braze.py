@@ -7,6 +7,17 @@ destinations.yaml:
       api_key: {env: BRAZE_API_KEY}               # needs users.track, users.export.ids
                                                   # (+ users.delete / subscription.status.set)
 
+Events (streams/*.yaml) go through /users/track too, as `events` or, with `options.purchase`, as `purchases`:
+at most `event_batch_size` (75) objects per request, on the same workspace budget as attributes. Braze does not
+deduplicate events, so an event is never resent once it may have arrived: batches in flight when a stream run
+was killed are recorded `in_doubt` instead (at most once). The event id travels as the property `event_id`
+(option `id_property`), so anything reading Braze's event data can still tell events apart.
+
+Stream sync options (`options:`):
+    purchase: {product_id: col, price: col, currency: col, quantity: col}   send purchases (quantity optional)
+    alias_label: crm                                                        (identifier user_alias)
+    id_property: event_id                                                   property carrying the event id; null: none
+
 Audience sync options (`options:`):
     on_remove: clear_attribute | unsubscribe | delete   (mirror mode; default clear_attribute)
     membership_attribute: in_vip                          (clear_attribute: set true on add, null on removal)
@@ -31,7 +42,18 @@ from typing import Any, Literal, Sequence
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..project import SecretRef, resolve_setting
-from .base import BatchResult, Capabilities, Destination, DestinationError, Record, Session, SyncTarget
+from .base import (
+    BatchResult,
+    Capabilities,
+    Destination,
+    DestinationError,
+    Event,
+    EventTarget,
+    Record,
+    Session,
+    SyncTarget,
+    iso_time,
+)
 from .changes import changed_fields
 from .http import ApiSettings, HttpClient, Limit, RateBudget, account_key, budgets
 
@@ -50,6 +72,8 @@ class BrazeSettings(ApiSettings):
     rest_endpoint: str | SecretRef
     api_key: SecretRef
     batch_size: int = Field(default=TRACK_MAX_OBJECTS, ge=1, le=TRACK_MAX_OBJECTS)
+    # Events or purchases per /users/track request (50 on "Monthly Active Users CY 24-25" plans).
+    event_batch_size: int = Field(default=TRACK_MAX_OBJECTS, ge=1, le=TRACK_MAX_OBJECTS)
     concurrency: int = Field(default=8, ge=1, le=64)
     # Per workspace, as documented: 3,000 requests per 3 s on /users/track; 20,000/min delete; 5,000/min subscriptions.
     track_limit: Limit = Limit(3000, 3.0)
@@ -74,11 +98,37 @@ class BrazeSyncOptions(BaseModel):
         return self
 
 
+class BrazePurchaseColumns(BaseModel):
+    """Which table columns make a Braze purchase object."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    product_id: str = Field(min_length=1)
+    price: str = Field(min_length=1)
+    currency: str = Field(min_length=1)
+    quantity: str | None = None
+
+
+class BrazeEventOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    purchase: BrazePurchaseColumns | None = None
+    alias_label: str | None = None
+    id_property: str | None = "event_id"
+
+    def columns(self) -> dict[str, str]:
+        """Option name -> table column, for the purchase fields."""
+        if self.purchase is None:
+            return {}
+        return {f"purchase.{name}": column for name, column in self.purchase.model_dump().items() if column}
+
+
 class Braze(Destination):
     type_name = "braze"
     kind = "braze"
     Settings = BrazeSettings
     SyncOptions = BrazeSyncOptions
+    EventOptions = BrazeEventOptions
     identifier_types = ("external_id", "user_alias", "email", "phone")
 
     @property
@@ -89,9 +139,14 @@ class Braze(Destination):
             requests_per_window=config.track_limit.requests,
             window_seconds=config.track_limit.window_seconds,
             concurrency=config.concurrency,
+            events=True,
+            events_idempotent=False,  # Braze keeps every event it receives: a resend is a duplicate
+            event_batch_size=config.event_batch_size,
+            event_requests_per_window=config.track_limit.requests,
+            event_window_seconds=config.track_limit.window_seconds,
         )
 
-    def open(self, target: SyncTarget) -> Session:
+    def _connect(self) -> tuple[HttpClient, dict[str, RateBudget]]:
         config = self.config
         endpoint = resolve_setting(config.rest_endpoint)
         api_key = config.api_key.resolve()
@@ -102,7 +157,13 @@ class Braze(Destination):
         rate_budgets = budgets(
             self.state_dir, f"braze:{account}", {"track": config.track_limit, "delete": config.delete_limit, "subscription": config.subscription_limit, "export": config.export_limit}
         )
-        return BrazeSession(client, rate_budgets, target)
+        return client, rate_budgets
+
+    def open(self, target: SyncTarget) -> Session:
+        return BrazeSession(*self._connect(), target)
+
+    def open_events(self, target: EventTarget) -> Session:
+        return BrazeEventSession(*self._connect(), target)
 
     def payloads(self, batch: Sequence[Record], target: SyncTarget) -> list[dict[str, Any]]:
         options = target.options
@@ -304,6 +365,78 @@ class BrazeSession(Session):
         self.client.close()
         for budget in self.budgets.values():
             budget.close()
+
+
+class BrazeEventSession(Session):
+    """Events or purchases through /users/track; minor errors come back by index and reject that event only."""
+
+    def __init__(self, client: HttpClient, budgets: dict[str, RateBudget], target: EventTarget):
+        self.client = client
+        self.budgets = budgets
+        self.target = target
+        self.options: BrazeEventOptions = target.options
+        self.array = "purchases" if self.options.purchase is not None else "events"
+
+    def send_events(self, batch: Sequence[Event]) -> BatchResult:
+        objects = [event_object(e, self.target, self.options) for e in batch]
+        # Braze keeps every event it receives: a request that may have arrived is not sent again (OutcomeUnknown).
+        response = self.client.request(
+            "POST", "/users/track", json={self.array: objects}, budget=self.budgets["track"], retry_unknown_outcome=False
+        )
+        body = _json(response)
+        errors = {
+            e.get("index"): str(e.get("type", "rejected"))
+            for e in body.get("errors", []) or []
+            if isinstance(e, dict) and e.get("input_array") == self.array
+        }
+        result = BatchResult(payloads=objects)
+        if response.status_code >= 400:
+            # A fatal error names each object's problem when it has one ("Valid data must be provided ...").
+            reason = f"HTTP {response.status_code}: {self.client.redact(str(body.get('message', response.text[:200])))}"
+            result.rejected.update({e.seq: errors.get(i, reason) for i, e in enumerate(batch)})
+            return result
+        for index, event in enumerate(batch):
+            if index in errors:
+                result.rejected[event.seq] = errors[index]
+            else:
+                result.acknowledged.append(event.seq)
+        return result
+
+    def stats(self) -> dict[str, float]:
+        return self.client.stats()
+
+    def close(self) -> None:
+        self.client.close()
+        for budget in self.budgets.values():
+            budget.close()
+
+
+def event_object(event: Event, target: EventTarget, options: BrazeEventOptions) -> dict[str, Any]:
+    """One Braze event object, or a purchase object when the stream sync sends purchases."""
+    if target.identifier_type == "user_alias":
+        obj: dict[str, Any] = {
+            "user_alias": {"alias_name": event.identifier, "alias_label": options.alias_label or target.stream},
+            "_update_existing_only": False,
+        }
+    else:
+        obj = {target.identifier_type: event.identifier}
+    # Braze stores no null property (and bills what it stores): leave nulls out.
+    properties = {name: value for name, value in event.properties.items() if value is not None}
+    if options.id_property:
+        properties[options.id_property] = event.event_id
+    if options.purchase is not None:
+        extras = event.extras
+        obj["product_id"] = None if extras.get("purchase.product_id") is None else str(extras["purchase.product_id"])
+        obj["currency"] = None if extras.get("purchase.currency") is None else str(extras["purchase.currency"]).upper()
+        obj["price"] = extras.get("purchase.price")
+        if options.purchase.quantity and extras.get("purchase.quantity") is not None:
+            obj["quantity"] = extras["purchase.quantity"]
+    else:
+        obj["name"] = event.name
+    obj["time"] = iso_time(event.time)
+    if properties:
+        obj["properties"] = properties
+    return obj
 
 
 def _same_json(sent: Any, held: Any) -> bool:

@@ -17,8 +17,9 @@ from typing import Any
 import requests
 from pydantic import BaseModel, ConfigDict, Field
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import NewConnectionError
 
-from .base import TerminalError, TransientError
+from .base import OutcomeUnknown, TerminalError, TransientError
 
 # Statuses worth another try: throttled, timed out, or the server's own trouble.
 RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -174,10 +175,21 @@ class HttpClient:
         self._stats_lock = threading.Lock()
         self._stats = {"requests": 0, "retries": 0, "rate_limit_wait_seconds": 0.0}
 
-    def request(self, method: str, path: str, *, budget: RateBudget | None = None, **kwargs: Any) -> requests.Response:
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        budget: RateBudget | None = None,
+        retry_unknown_outcome: bool = True,
+        **kwargs: Any,
+    ) -> requests.Response:
         """Send with retries; returns any final response that is not worth retrying (callers read per-row errors).
 
-        Raises TransientError when the tries run out and TerminalError when the credentials are refused.
+        Raises TransientError when the tries run out and TerminalError when the credentials are refused. With
+        `retry_unknown_outcome=False` (a request that must not be applied twice, such as Braze events), a request
+        that may have reached the server but got no answer (read timeout, connection dropped after sending) is not
+        retried: OutcomeUnknown is raised instead.
         """
         url = f"{self.base_url}{path}"
         problem = ""
@@ -190,6 +202,8 @@ class HttpClient:
                 response = self._session.request(method, url, timeout=self.timeout, **kwargs)
             except (requests.ConnectionError, requests.Timeout) as exc:
                 problem = f"{type(exc).__name__}"
+                if not retry_unknown_outcome and _may_have_arrived(exc):
+                    raise OutcomeUnknown(f"{method} {path}: {problem}; the request may have been processed") from None
             else:
                 reset = _reset_time(response)
                 if budget is not None and reset is not None and response.headers.get("x-ratelimit-remaining") == "0":
@@ -233,6 +247,14 @@ class HttpClient:
 
     def close(self) -> None:
         self._session.close()
+
+
+def _may_have_arrived(exc: requests.RequestException) -> bool:
+    """False only when the request certainly never reached the server (no connection could be made)."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return False
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return not isinstance(reason, NewConnectionError)
 
 
 def _reset_time(response: requests.Response) -> float | None:

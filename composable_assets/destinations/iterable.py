@@ -11,6 +11,12 @@ Audience sync options (`options:`):
     list_id: 123               static list: members subscribed on add, unsubscribed when they leave (mirror)
     on_remove: delete          mirror without a list: delete the user (DELETE /api/users/...) instead
 
+Events (streams/*.yaml) go to /api/events/trackBulk (10 requests/s per project), at most `event_batch_size`
+per request and 4 MB, each with `id` = the event id: Iterable updates an event whose id it already has instead
+of adding another, so resending is harmless and a stream delivers every event exactly once by id. Failures come
+back keyed by email/userId and are mapped to every event of that user in the request; an event id longer than
+Iterable's 512 bytes is rejected without being sent. Stream sync options: none.
+
 Requests are split by count (batch_size) and by body size (4 MB). Iterable reports failures by email
 or userId, not by position: they are mapped back to rows. A request Iterable refuses as a whole
 (a field whose type changed, a malformed value) is halved until the offending rows are isolated.
@@ -18,6 +24,7 @@ or userId, not by position: they are mapped back to rows. A request Iterable ref
 
 from __future__ import annotations
 
+import calendar
 import json
 from typing import Any, Literal, Sequence
 from urllib.parse import quote
@@ -25,11 +32,12 @@ from urllib.parse import quote
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..project import SecretRef, resolve_setting
-from .base import BatchResult, Capabilities, Destination, Record, Session, SyncTarget
+from .base import BatchResult, Capabilities, Destination, Event, EventTarget, NoOptions, Record, Session, SyncTarget
 from .changes import changed_fields
 from .http import ApiSettings, HttpClient, Limit, RateBudget, account_key, budgets
 
 MAX_BODY_BYTES = 4_000_000  # documented limit is 4 MB; stay a little under 4 MiB
+MAX_EVENT_ID_BYTES = 512  # trackBulk: "this ID cannot be longer than 512 bytes"
 
 
 class IterableSettings(ApiSettings):
@@ -37,12 +45,14 @@ class IterableSettings(ApiSettings):
     base_url: str | SecretRef = "https://api.iterable.com"
     project_type: Literal["email", "userId", "hybrid"] = "email"
     batch_size: int = Field(default=1000, ge=1)
+    event_batch_size: int = Field(default=1000, ge=1)
     max_body_bytes: int = Field(default=MAX_BODY_BYTES, ge=1024, le=MAX_BODY_BYTES)
     concurrency: int = Field(default=4, ge=1, le=32)
     # Per project, as documented: bulkUpdate 5/s, delete 100/s; list endpoints are not documented (10/s assumed).
     bulk_update_limit: Limit = Limit(5, 1.0)
     list_limit: Limit = Limit(10, 1.0)
     delete_limit: Limit = Limit(100, 1.0)
+    track_bulk_limit: Limit = Limit(10, 1.0)
 
 
 class IterableSyncOptions(BaseModel):
@@ -57,6 +67,7 @@ class Iterable(Destination):
     kind = "iterable"
     Settings = IterableSettings
     SyncOptions = IterableSyncOptions
+    EventOptions = NoOptions
     identifier_types = ("email", "userId")
 
     @property
@@ -68,18 +79,36 @@ class Iterable(Destination):
             requests_per_window=config.bulk_update_limit.requests,
             window_seconds=config.bulk_update_limit.window_seconds,
             concurrency=config.concurrency,
+            events=True,
+            events_idempotent=True,  # trackBulk upserts by event id
+            event_batch_size=config.event_batch_size,
+            event_requests_per_window=config.track_bulk_limit.requests,
+            event_window_seconds=config.track_bulk_limit.window_seconds,
         )
 
-    def open(self, target: SyncTarget) -> Session:
+    def _connect(self) -> tuple[HttpClient, dict[str, RateBudget]]:
         config = self.config
         base_url = resolve_setting(config.base_url)
         api_key = config.api_key.resolve()
         client = config.client(base_url, {"Api-Key": api_key, "Content-Type": "application/json"}, (api_key,))
         account = account_key(base_url, api_key)
         rate_budgets = budgets(
-            self.state_dir, f"iterable:{account}", {"bulk_update": config.bulk_update_limit, "lists": config.list_limit, "delete": config.delete_limit}
+            self.state_dir,
+            f"iterable:{account}",
+            {
+                "bulk_update": config.bulk_update_limit,
+                "lists": config.list_limit,
+                "delete": config.delete_limit,
+                "track_bulk": config.track_bulk_limit,
+            },
         )
-        return IterableSession(client, rate_budgets, target, config)
+        return client, rate_budgets
+
+    def open(self, target: SyncTarget) -> Session:
+        return IterableSession(*self._connect(), target, self.config)
+
+    def open_events(self, target: EventTarget) -> Session:
+        return IterableEventSession(*self._connect(), target, self.config)
 
     def payloads(self, batch: Sequence[Record], target: SyncTarget) -> list[dict[str, Any]]:
         return [
@@ -206,6 +235,96 @@ class IterableSession(Session):
         self.client.close()
         for budget in self.budgets.values():
             budget.close()
+
+
+def track_object(event: Event, target: EventTarget) -> dict[str, Any]:
+    """One trackBulk event (TrackRequest in Iterable's spec): email or userId, never both; createdAt in epoch seconds."""
+    return {
+        "eventName": event.name,
+        target.identifier_type: event.identifier,
+        "id": event.event_id,
+        "createdAt": calendar.timegm(event.time.utctimetuple()),
+        "dataFields": {name: value for name, value in event.properties.items() if value is not None},
+    }
+
+
+class IterableEventSession(Session):
+    """Events through /api/events/trackBulk, each with its deterministic id (Iterable upserts by id)."""
+
+    def __init__(self, client: HttpClient, budgets: dict[str, RateBudget], target: EventTarget, config: IterableSettings):
+        self.client = client
+        self.budgets = budgets
+        self.target = target
+        self.max_body = config.max_body_bytes
+
+    def send_events(self, batch: Sequence[Event]) -> BatchResult:
+        result = BatchResult()
+        sendable = []
+        for event in batch:
+            if len(event.event_id.encode()) > MAX_EVENT_ID_BYTES:
+                result.rejected[event.seq] = f"event id longer than {MAX_EVENT_ID_BYTES} bytes"
+            else:
+                sendable.append((event, track_object(event, self.target)))
+        for chunk in _sized_chunks(sendable, self.max_body):
+            self._post(chunk, result)
+        return result
+
+    def _post(self, chunk: list[tuple[Event, dict]], result: BatchResult) -> None:
+        response = self.client.request(
+            "POST", "/api/events/trackBulk", data=_dumps({"events": [obj for _, obj in chunk]}), budget=self.budgets["track_bulk"]
+        )
+        if response.status_code >= 400:
+            if len(chunk) > 1:
+                # A field whose type changed, or a malformed value, spoils the request: halve until it is isolated.
+                half = len(chunk) // 2
+                self._post(chunk[:half], result)
+                self._post(chunk[half:], result)
+                return
+            result.rejected[chunk[0][0].seq] = f"HTTP {response.status_code}: {self.client.redact(_message(response))}"
+            return
+        failed = _failures(response)
+        disallowed = set(_json_list(response, "disallowedEventNames"))
+        for event, obj in chunk:
+            # Failures name the user, not the event: every event of that user in the request failed.
+            reason = failed.get(str(event.identifier)) or failed.get(str(event.identifier).lower())
+            if event.name in disallowed:
+                reason = f"event name {event.name!r} is not allowed in this project"
+            if reason:
+                result.rejected[event.seq] = reason
+            else:
+                result.acknowledged.append(event.seq)
+        result.payloads.extend(obj for _, obj in chunk[:5])
+
+    def stats(self) -> dict[str, float]:
+        return self.client.stats()
+
+    def close(self) -> None:
+        self.client.close()
+        for budget in self.budgets.values():
+            budget.close()
+
+
+def _sized_chunks(items: list[tuple[Any, dict]], max_body: int) -> list[list[tuple[Any, dict]]]:
+    """Split (item, json object) pairs so that no request body exceeds the size limit."""
+    chunks: list[list[tuple[Any, dict]]] = [[]]
+    size = 200  # the envelope around the array
+    for item, obj in items:
+        obj_size = len(_dumps(obj)) + 1
+        if chunks[-1] and size + obj_size > max_body:
+            chunks.append([])
+            size = 200
+        chunks[-1].append((item, obj))
+        size += obj_size
+    return [c for c in chunks if c]
+
+
+def _json_list(response, key: str) -> list[Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return []
+    value = body.get(key) if isinstance(body, dict) else None
+    return value if isinstance(value, list) else []
 
 
 def _dumps(body: dict) -> bytes:

@@ -19,7 +19,18 @@ Request: `POST <url>` with `Content-Type: application/json` and the body
      "rows": [{"key": "...", "operation": "upsert" | "remove", "change": "add" | "update" | "remove",
                "identifier": {"<identifier type>": "<value>"}, "fields": {...}}]}
 
-`fields` (destination field: value, null included) is present on upserts only. Every request carries
+`fields` (destination field: value, null included) is present on upserts only.
+
+Event streams (streams/*.yaml) POST batches of events the same way, with the body
+
+    {"stream": "...", "destination": "...", "run_id": "...", "partition": "YYYY-MM-DD",
+     "events": [{"id": "<stream>:<event id>", "name": "...", "time": "2026-03-02T10:15:00.000Z",
+                 "identifier": {"<identifier type>": "<value>"}, "properties": {...}}]}
+
+and the same response contract (`rejected` indexes refer to `events`). Events are delivered at least once: a
+batch in flight when a run was killed is sent again, so receivers deduplicate by `id`.
+
+Every request carries
 
     X-Composable-Timestamp: <unix seconds>
     X-Composable-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<unix seconds>.<raw body>")>
@@ -58,10 +69,14 @@ from .base import (
     BatchResult,
     Capabilities,
     Destination,
+    Event,
+    EventTarget,
+    NoOptions,
     Record,
     Session,
     SyncTarget,
     TerminalError,
+    generic_event,
     generic_payload,
 )
 from .http import ApiSettings, HttpClient, Limit, RateBudget, account_key
@@ -106,7 +121,7 @@ class _Signer(AuthBase):
 
 class WebhookSession(Session):
     def __init__(
-        self, target: SyncTarget, client: HttpClient, path: str, signer: _Signer, budget: RateBudget | None
+        self, target: SyncTarget | EventTarget, client: HttpClient, path: str, signer: _Signer, budget: RateBudget | None
     ):
         self.target = target
         self.client = client
@@ -116,28 +131,33 @@ class WebhookSession(Session):
 
     def send(self, batch: Sequence[Record]) -> BatchResult:
         rows = webhook_rows(batch, self.target.identifier_type)
-        body = json.dumps(
-            {
-                "audience": self.target.audience,
-                "destination": self.target.destination,
-                "run_id": self.target.run_id,
-                "partition": self.target.partition,
-                "rows": rows,
-            },
-            separators=(",", ":"),
-            ensure_ascii=False,
-        ).encode()
+        return self._post({"audience": self.target.audience}, "rows", rows, [r.seq for r in batch])
+
+    def send_events(self, batch: Sequence[Event]) -> BatchResult:
+        events = [generic_event(e, self.target.identifier_type) for e in batch]
+        return self._post({"stream": self.target.stream}, "events", events, [e.seq for e in batch])
+
+    def _post(self, subject: dict[str, str], items_key: str, items: list[dict[str, Any]], seqs: list[int]) -> BatchResult:
+        """POST one signed body about `subject` (the audience or stream); results keyed by `seqs`, in `items` order."""
+        envelope = {
+            **subject,
+            "destination": self.target.destination,
+            "run_id": self.target.run_id,
+            "partition": self.target.partition,
+            items_key: items,
+        }
+        body = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode()
         response = self.client.request(
             "POST", self.path, budget=self.budget, data=body, auth=self.signer, allow_redirects=False
         )
         status = response.status_code
         if 200 <= status < 300:
-            rejected = {batch[i].seq: reason for i, reason in self._rejections(response, len(batch)).items()}
-            acknowledged = [r.seq for r in batch if r.seq not in rejected]
-            return BatchResult(acknowledged=acknowledged, rejected=rejected, payloads=rows)
+            rejected = {seqs[i]: reason for i, reason in self._rejections(response, len(seqs)).items()}
+            acknowledged = [seq for seq in seqs if seq not in rejected]
+            return BatchResult(acknowledged=acknowledged, rejected=rejected, payloads=items)
         short = " ".join(self.client.redact(response.text[:SHORT_BODY_CHARS]).split())
         if 400 <= status < 500:
-            return BatchResult(rejected={r.seq: f"HTTP {status}: {short}" for r in batch}, payloads=rows)
+            return BatchResult(rejected={seq: f"HTTP {status}: {short}" for seq in seqs}, payloads=items)
         raise TerminalError(f"webhook answered HTTP {status} (redirects are not followed; configure the final URL)")
 
     def _rejections(self, response: requests.Response, size: int) -> dict[int, str]:
@@ -173,6 +193,7 @@ class Webhook(Destination):
     type_name = "webhook"
     kind = "webhook"
     Settings = WebhookSettings
+    EventOptions = NoOptions
 
     @property
     def capabilities(self) -> Capabilities:
@@ -182,9 +203,17 @@ class Webhook(Destination):
             concurrency=config.concurrency,
             requests_per_window=config.requests_per_second,
             window_seconds=1.0 if config.requests_per_second else None,
+            events=True,
+            events_idempotent=True,  # every event carries its id: receivers deduplicate
+            event_batch_size=config.batch_size,
+            event_requests_per_window=config.requests_per_second,
+            event_window_seconds=1.0 if config.requests_per_second else None,
         )
 
-    def open(self, target: SyncTarget) -> Session:
+    def open_events(self, target: EventTarget) -> Session:
+        return self.open(target)
+
+    def open(self, target: SyncTarget | EventTarget) -> Session:
         config = self.config
         url = resolve_setting(config.url)
         if not url.startswith(("http://", "https://")):
