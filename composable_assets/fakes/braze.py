@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import itertools
 import time
+from collections import Counter
 from datetime import datetime
 from http import HTTPStatus
 from typing import Any, NamedTuple
@@ -59,6 +60,7 @@ class BrazeFake(FakeServer):
         rate_limit: int | None = 3000,
         rate_window_seconds: float = 3.0,
         max_objects: int = 75,
+        max_objects_total: int | None = None,
         export_rate_limit: int | None = 250,
         export_window_seconds: float = 60.0,
     ) -> None:
@@ -67,7 +69,20 @@ class BrazeFake(FakeServer):
         self.export_rate_limit = export_rate_limit
         self.export_window_seconds = export_window_seconds
         self.max_objects = max_objects
+        # Workspaces on the "Monthly Active Users CY 24-25" plan: at most this many objects across the three arrays.
+        self.max_objects_total = max_objects_total
         super().__init__(api_key)
+
+    def received_event_ids(self, id_property: str = "event_id") -> Counter[str]:
+        """How many times each event id arrived, read from the `id_property` of every event and purchase kept.
+
+        Braze itself keeps every event it receives (no deduplication): an id counted twice is a duplicate event.
+        """
+        return Counter(
+            str(obj["properties"][id_property])
+            for obj in (*self.events, *self.purchases)
+            if isinstance(obj.get("properties"), dict) and id_property in obj["properties"]
+        )
 
     def max_requests_in_window(self) -> int:
         """The most authenticated requests, 429s included, in one workspace rate window (exports have their own)."""
@@ -119,7 +134,9 @@ class BrazeFake(FakeServer):
         arrays = {name: request.body[name] for name in TRACK_ARRAYS if name in request.body}
         if not all(isinstance(objects, list) for objects in arrays.values()):
             return Response(400, {"message": "Bad Request"})
-        if any(len(objects) > self.max_objects for objects in arrays.values()):
+        if any(len(objects) > self.max_objects for objects in arrays.values()) or (
+            self.max_objects_total is not None and sum(map(len, arrays.values())) > self.max_objects_total
+        ):
             return Response(400, {"message": "Max Input Length Exceeded"})
         if not any(arrays.values()):
             return Response(400, {"message": NO_VALID_DATA})

@@ -13,6 +13,7 @@ import json
 import re
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -109,6 +110,8 @@ class IterableFake(FakeServer):
         self.lists: dict[int, set[str]] = {list_id: set() for list_id in self.list_names}
         self.events: dict[str, dict[str, Any]] = {}  # by event id: a repeated id replaces the event
         self.received_events: list[dict[str, Any]] = []  # every event of every valid trackBulk body, as sent
+        # How many times each event id was tracked: a resend replaces the event in `events` but counts here.
+        self.event_receipts: Counter[str] = Counter()
         self.deleted: list[str] = []
         self.spec_violations: list[SpecViolation] = []
         self.field_types: dict[tuple[str, str], str] = {}  # (category, dotted field) -> type, fixed by first use
@@ -236,6 +239,7 @@ class IterableFake(FakeServer):
             if outcome.accept(key):
                 kept = self._accept_fields(f"event:{event['eventName']}", event.get("dataFields") or {}, event, outcome)
                 event_id = event.get("id") or uuid.uuid4().hex
+                self.event_receipts[event_id] += 1
                 created_at = event.get("createdAt", int(time.time()))
                 self.events[event_id] = {
                     **event,
