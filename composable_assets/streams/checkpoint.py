@@ -1,0 +1,70 @@
+"""Checkpoints: answered batches into the sent log, the mark advanced, the next batches declared: one transaction."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..destinations import Event
+from .high_water import advance_sql
+from .intents import record_intents
+from .tables import StreamTables
+
+
+@dataclass
+class Settled:
+    """Events of answered batches: (event id, cursor value, status, reason) rows for the sent log."""
+
+    event_ids: list[str]
+    cursors: list[dt.datetime]
+    statuses: list[str]
+    reasons: list[str | None]
+
+    @classmethod
+    def empty(cls) -> "Settled":
+        return cls([], [], [], [])
+
+    def add(self, event_id: str, cursor: dt.datetime, status: str, reason: str | None = None) -> None:
+        self.event_ids.append(event_id)
+        self.cursors.append(cursor)
+        self.statuses.append(status)
+        self.reasons.append(reason)
+
+    def __len__(self) -> int:
+        return len(self.event_ids)
+
+
+def checkpoint(
+    conn,
+    tables: StreamTables,
+    settled: Settled,
+    advance_to: dt.datetime | None,
+    *,
+    run_id: str,
+    partition: dt.date,
+    now: dt.datetime,
+    intents: Sequence[Event] = (),
+) -> None:
+    """Record settled events, raise the mark to `advance_to` (None: leave it) and declare `intents`, atomically.
+
+    Atomic, so a kill can never leave the mark past events the sent log does not hold, nor the reverse; and one
+    commit per round of answers instead of two (the next batches' intents ride along).
+    """
+    if not settled and advance_to is None and not intents:
+        return
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        if settled:
+            conn.execute(
+                f"INSERT INTO {tables.sent} SELECT unnest(?::VARCHAR[]), unnest(?::TIMESTAMP[]), "
+                "unnest(?::VARCHAR[]), ?, ?, ?, unnest(?::VARCHAR[])",
+                [settled.event_ids, settled.cursors, settled.statuses, run_id, now, partition, settled.reasons],
+            )
+        if advance_to is not None:
+            conn.execute(advance_sql(tables), [advance_to, now, run_id, *tables.pair])
+        record_intents(conn, tables, run_id, intents, now)
+        conn.execute("COMMIT")
+    except Exception:
+        conn.execute("ROLLBACK")
+        raise

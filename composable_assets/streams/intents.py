@@ -1,0 +1,71 @@
+"""Intents: the events a delivery may have in flight, written before they are sent, so a kill leaves a trace."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+from ..destinations import Event
+from .tables import StreamTables
+
+
+def record_intents(conn, tables: StreamTables, run_id: str, events: Sequence[Event], now: dt.datetime) -> None:
+    """Declare `events` as possibly in flight, durably, before any of them is sent (one statement)."""
+    if not events:
+        return
+    conn.execute(
+        f"INSERT INTO {tables.intents} SELECT ?, ?, ?, unnest(?::VARCHAR[]), unnest(?::TIMESTAMP[]), ?",
+        [*tables.pair, run_id, [e.event_id for e in events], [e.time for e in events], now],
+    )
+
+
+def resolve_leftovers(
+    conn, tables: StreamTables, *, idempotent: bool, now: dt.datetime, partition: dt.date
+) -> tuple[int, int]:
+    """Settle what killed runs left in flight; returns (recorded in doubt, to send again).
+
+    Called before this run sends anything. Intents are deleted on every orderly exit, so any found here come from a
+    killed process (runs of one pair never overlap: the warehouse pool runs one at a time), whatever their run id (a
+    step retried within one Dagster run keeps it). An event among them that the sent log lacks may or may not
+    have arrived. A destination that deduplicates by event id gets it again: its intent stays until the event is
+    settled, and the candidate query includes it whatever its cursor. Any other destination would show it twice,
+    so it is recorded `in_doubt` and never sent again: at most once.
+    """
+    leftover = (
+        f"SELECT event_id, min(cursor_value) AS cursor_value, min(run_id) AS run_id FROM {tables.intents} "
+        "WHERE stream = ? AND destination = ? "
+        f"AND event_id NOT IN (SELECT event_id FROM {tables.sent}) GROUP BY event_id"
+    )
+    params = tables.pair
+    (count,) = conn.fetch_one(f"SELECT count(*) FROM ({leftover})", params)
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        in_doubt = 0
+        if count and not idempotent:
+            conn.execute(
+                f"INSERT INTO {tables.sent} SELECT event_id, cursor_value, 'in_doubt', run_id, ?, ?, "
+                "'in flight when run ' || run_id || ' was killed; not resent: the destination does not deduplicate' "
+                f"FROM ({leftover})",
+                [now, partition, *params],
+            )
+            in_doubt = count
+        # Intents of events now settled (or just recorded in doubt) have done their job.
+        conn.execute(
+            f"DELETE FROM {tables.intents} WHERE stream = ? AND destination = ? "
+            f"AND event_id IN (SELECT event_id FROM {tables.sent})",
+            params,
+        )
+        conn.execute("COMMIT")
+    except Exception:
+        conn.execute("ROLLBACK")
+        raise
+    return (in_doubt, 0) if not idempotent else (0, count)
+
+
+def clear_intents(conn, tables: StreamTables, run_id: str) -> None:
+    """On an orderly exit: forget this run's intents, and earlier ones whose events are settled by now."""
+    conn.execute(
+        f"DELETE FROM {tables.intents} WHERE stream = ? AND destination = ? "
+        f"AND (run_id = ? OR event_id IN (SELECT event_id FROM {tables.sent}))",
+        [*tables.pair, run_id],
+    )
