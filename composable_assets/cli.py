@@ -1,4 +1,4 @@
-"""The `composable` command: demo, sync, preview and validate a project."""
+"""The `composable` command: demo, sync, stream, preview and validate a project."""
 
 from __future__ import annotations
 
@@ -61,9 +61,30 @@ def _summary(outcome, title: str) -> None:
             f"{getattr(seconds, 'value', seconds) or 0:.2f}",
             style="red" if s.error or s.count("failed") else None,
         )
-    console.print(table)
+    if outcome.syncs or not outcome.streams:
+        console.print(table)
+    if outcome.streams:
+        _stream_summary(outcome.streams)
     for error in outcome.errors:
         err_console.print(f"[red]failed[/] {error}", highlight=False)
+
+
+def _stream_summary(streams) -> None:
+    table = Table(title="event streams", title_justify="left")
+    counts = ("sent", "rejected", "in_doubt", "late_skipped", "unsent")
+    for column in ("stream", "destination", *counts, "high-water mark", "seconds"):
+        table.add_column(column, justify="left" if column in ("stream", "destination", "high-water mark") else "right")
+    for s in sorted(streams, key=lambda s: (s.stream, s.destination)):
+        seconds, mark = s.metadata.get("duration_seconds"), s.metadata.get("high_water_mark")
+        table.add_row(
+            s.stream,
+            s.destination,
+            *(str(s.count(n)) for n in counts),
+            str(getattr(mark, "value", mark) or ""),
+            f"{getattr(seconds, 'value', seconds) or 0:.2f}",
+            style="red" if s.error or s.count("rejected") else "yellow" if s.count("in_doubt") else None,
+        )
+    console.print(table)
 
 
 def _run(defs, selection, partition_key, title: str):
@@ -91,6 +112,7 @@ def validate(project_dir: str | None) -> None:
     console.print(
         f"[green]ok[/] {settings.project_dir}: {len(project.models)} models, {len(project.audiences)} audiences, "
         f"{sum(len(a.syncs) for a in project.audiences.values())} syncs, {len(project.destinations)} destinations, "
+        f"{len(project.streams)} event streams, "
         f"sources: {', '.join(project.sources) or 'none'}",
         highlight=False,
     )
@@ -112,6 +134,29 @@ def sync(audience: str, destination: str | None, date: str | None) -> None:
         raise UserError("the run failed; see the messages above.")
     if outcome.rejected:
         raise UserError(f"{outcome.rejected} row(s) were rejected by the destination; they stay for the next run.")
+
+
+@cli.command()
+@click.argument("stream")
+@click.option("--destination", help="Only this destination (default: every destination of the stream).")
+@click.option("--date", "date", help="Partition day YYYY-MM-DD (default: today in the project's timezone).")
+def stream(stream: str, destination: str | None, date: str | None) -> None:
+    """Forward an event stream's new rows; non-zero exit if anything failed or was rejected."""
+    from .definitions import stream_selection
+
+    settings, project, defs = _load()
+    if stream not in project.streams:
+        raise UserError(f"no stream {stream!r}; the project has: {', '.join(sorted(project.streams)) or 'none'}.")
+    names = [s.destination for s in project.streams[stream].syncs]
+    if destination is not None and destination not in names:
+        raise UserError(f"stream {stream!r} does not go to {destination!r}; it goes to: {', '.join(names)}.")
+    partition = _partition(project, date)
+    outcome = _run(defs, stream_selection(project, stream, destination), partition, f"stream {stream} ({partition})")
+    if not outcome.success:
+        raise UserError("the run failed; see the messages above.")
+    rejected = sum(s.count("rejected") for s in outcome.streams)
+    if rejected:
+        raise UserError(f"{rejected} event(s) were rejected by the destination; they are recorded as rejected, not retried.")
 
 
 @cli.command()

@@ -13,6 +13,8 @@ from .automation.freshness import freshness_policy, heartbeat_interval
 from .automation.schedules import audience_schedule
 from .automation.sensors import change_sensor
 from .assets.syncs import build_sync_asset
+from .assets.keys import stream_key
+from .assets.streams import build_stream_asset
 from .destinations import DESTINATION_TYPES, Destination, build_destination
 from .landing import landing_folders
 from .project import Project, load_project
@@ -69,6 +71,18 @@ def audience_selection(project: Project, audience: str, destination: str | None 
     return dg.AssetSelection.assets(*keys)
 
 
+def stream_job_name(stream: str) -> str:
+    return f"stream_{stream}"
+
+
+def stream_selection(project: Project, stream: str, destination: str | None = None) -> dg.AssetSelection:
+    """Everything one stream's deliveries need: landing loads and models behind its table, and the stream assets."""
+    spec = project.streams[stream]
+    keys = upstream_keys(project, spec.table)
+    keys += [stream_key(stream, s.destination) for s in spec.syncs if destination in (None, s.destination)]
+    return dg.AssetSelection.assets(*keys)
+
+
 def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
     """Assets, jobs and resources for one project on one warehouse."""
     warehouse = Warehouse(url=settings.warehouse_url)
@@ -118,6 +132,27 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
                     heartbeat_interval(audience.cadence, audience.freshness),
                 )
             )
+    # Event streams: one asset per (stream, destination) reading the stream's model or source table, one job each.
+    for stream in project.streams.values():
+        upstream = model_key(stream.table) if stream.table in project.models else source_key(stream.table)
+        policy = freshness_policy(stream.cadence, stream.freshness, project.settings.timezone)
+        for sync in stream.syncs:
+            destination = destinations[sync.destination]
+            assets.append(
+                build_stream_asset(
+                    stream, sync, destination, schema, partitions, kind, upstream, project.settings.timezone, policy
+                )
+            )
+        job = dg.define_asset_job(
+            stream_job_name(stream.name),
+            selection=stream_selection(project, stream.name),
+            description=f"Forward new rows of `{stream.table}` as events to every destination of `{stream.name}`.",
+        )
+        jobs.append(job)
+        # Named after the job, so a stream and an audience of the same name get distinct schedules.
+        schedule = audience_schedule(stream_job_name(stream.name), stream.cadence, job, project.settings.timezone)
+        if schedule is not None:
+            schedules.append(schedule)
     return dg.Definitions(
         assets=assets,
         jobs=jobs,

@@ -23,11 +23,26 @@ class SyncOutcome:
 
 
 @dataclass
+class StreamOutcome:
+    """One stream asset's result in a run: sent, rejected, in_doubt, late_skipped, unsent, ..."""
+
+    stream: str
+    destination: str
+    metadata: dict = field(default_factory=dict)
+    error: str | None = None
+
+    def count(self, name: str) -> int:
+        value = self.metadata.get(name)
+        return int(getattr(value, "value", value) or 0)
+
+
+@dataclass
 class RunOutcome:
     success: bool
     run_id: str
     syncs: list[SyncOutcome]
     errors: list[str]
+    streams: list[StreamOutcome] = field(default_factory=list)
 
     @property
     def rejected(self) -> int:
@@ -58,14 +73,22 @@ def run_selection(
         tags={"composable/launched_by": "cli"},
     )
     syncs: dict[tuple[str, str], SyncOutcome] = {}
+    streams: dict[tuple[str, str], StreamOutcome] = {}
     for event in result.get_asset_materialization_events():
         path = event.asset_key.path
         if path[0] == "sync":
             syncs[(path[1], path[2])] = SyncOutcome(path[1], path[2], dict(event.materialization.metadata))
+        elif path[0] == "stream":
+            streams[(path[1], path[2])] = StreamOutcome(path[1], path[2], dict(event.materialization.metadata))
     sync_steps = {
         key.to_python_identifier(): (key.path[1], key.path[2])
         for key in defs.resolve_all_asset_keys()
         if key.path[0] == "sync"
+    }
+    stream_steps = {
+        key.to_python_identifier(): (key.path[1], key.path[2])
+        for key in defs.resolve_all_asset_keys()
+        if key.path[0] == "stream"
     }
     errors = []
     for event in result.get_step_failure_events():
@@ -76,7 +99,12 @@ def run_selection(
             failure = event.step_failure_data.user_failure_data
             metadata = dict(failure.metadata) if failure is not None else {}
             syncs[(audience, destination)] = SyncOutcome(audience, destination, metadata, error=message)
-    return RunOutcome(result.success, result.run_id, list(syncs.values()), errors)
+        if event.step_key in stream_steps:
+            stream, destination = stream_steps[event.step_key]
+            failure = event.step_failure_data.user_failure_data
+            metadata = dict(failure.metadata) if failure is not None else {}
+            streams[(stream, destination)] = StreamOutcome(stream, destination, metadata, error=message)
+    return RunOutcome(result.success, result.run_id, list(syncs.values()), errors, list(streams.values()))
 
 
 def _failure_message(event: dg.DagsterEvent) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 SOURCES, MODELS, AUDIENCES, DELTAS, SYNCS = "sources", "models", "audiences", "deltas", "syncs"
+STREAMS = "streams"
 WAREHOUSE_POOL = "warehouse"
 
 
@@ -26,3 +27,7 @@ def delta_key(audience: str, destination: str) -> dg.AssetKey:
 
 def sync_key(audience: str, destination: str) -> dg.AssetKey:
     return dg.AssetKey(["sync", audience, destination])
+
+
+def stream_key(stream: str, destination: str) -> dg.AssetKey:
+    return dg.AssetKey(["stream", stream, destination])

@@ -16,22 +16,22 @@ def cron_for(cadence: str) -> str | None:
     return CRON_OF_CADENCE.get(cadence, cadence)
 
 
-def audience_schedule(audience: str, cadence: str, job: dg.UnresolvedAssetJobDefinition, timezone: str) -> dg.ScheduleDefinition | None:
-    """A schedule that runs the audience's job for the partition of the day the tick falls on."""
+def audience_schedule(name: str, cadence: str, job: dg.UnresolvedAssetJobDefinition, timezone: str) -> dg.ScheduleDefinition | None:
+    """A schedule that runs `job` for the partition of the day the tick falls on; `name` is an audience, or a stream's job."""
     cron = cron_for(cadence)
     if cron is None:
         return None
 
     @dg.schedule(
-        name=f"{audience}_schedule",
+        name=f"{name}_schedule",
         cron_schedule=cron,
         job=job,
         execution_timezone=timezone,
-        description=f"Refresh `{audience}` and deliver it ({cadence}).",
+        description=f"Refresh `{name}` and deliver it ({cadence}).",
     )
     def _schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
         day = context.scheduled_execution_time.date().isoformat()
         # One run per tick: the run key makes a re-evaluated tick idempotent.
-        return dg.RunRequest(run_key=f"{audience}:{context.scheduled_execution_time.isoformat()}", partition_key=day)
+        return dg.RunRequest(run_key=f"{name}:{context.scheduled_execution_time.isoformat()}", partition_key=day)
 
     return _schedule
