@@ -16,6 +16,8 @@ from composable_assets.destinations import (
     BatchResult,
     Capabilities,
     Destination,
+    Event,
+    EventTarget,
     Record,
     Session,
     SyncTarget,
@@ -36,7 +38,9 @@ class Recording(Destination):
     type_name = "recording"
     kind = "python"
     SyncOptions = AnySettings  # stands in for any destination, so it takes any sync options
+    EventOptions = AnySettings  # and any event stream's
     received: ClassVar[dict[str, list[Record]]] = defaultdict(list)
+    received_events: ClassVar[dict[str, list[Event]]] = defaultdict(list)
     reject: ClassVar[dict[str, set[str]]] = defaultdict(set)
     crash_after_batches: ClassVar[dict[str, int]] = {}
     unavailable: ClassVar[set[str]] = set()
@@ -44,6 +48,7 @@ class Recording(Destination):
     @classmethod
     def reset(cls) -> None:
         cls.received.clear()
+        cls.received_events.clear()
         cls.reject.clear()
         cls.crash_after_batches.clear()
         cls.unavailable.clear()
@@ -51,9 +56,15 @@ class Recording(Destination):
     @property
     def capabilities(self) -> Capabilities:
         operations = frozenset({"upsert"}) if self.settings.get("upsert_only") else frozenset({"upsert", "remove"})
-        return Capabilities(batch_size=int(self.settings.get("batch_size", 3)), operations=operations)
+        batch_size = int(self.settings.get("batch_size", 3))
+        return Capabilities(
+            batch_size=batch_size, operations=operations, events=True, events_idempotent=True, event_batch_size=batch_size
+        )
 
     def open(self, target: SyncTarget) -> Session:
+        return RecordingSession(self.name)
+
+    def open_events(self, target: EventTarget) -> Session:
         return RecordingSession(self.name)
 
 
@@ -77,6 +88,10 @@ class RecordingSession(Session):
                 Recording.received[self.name].append(r)
                 result.acknowledged.append(r.seq)
         return result
+
+    def send_events(self, batch: Sequence[Event]) -> BatchResult:
+        Recording.received_events[self.name].extend(batch)
+        return BatchResult(acknowledged=[e.seq for e in batch])
 
 
 @pytest.fixture(autouse=True)

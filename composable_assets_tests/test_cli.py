@@ -107,6 +107,7 @@ def test_demo_seeds_syncs_and_delivers_over_http_to_local_stand_ins(tmp_path, mo
     assert set(rows) == {
         ("cart_abandoners", "outbox"), ("lapsed_customers", "outbox"), ("vip_customers", "braze"),
         ("vip_customers", "outbox"), ("weekly_newsletter", "iterable"), ("weekly_newsletter", "outbox"),
+        ("purchases", "braze"), ("purchases", "iterable"), ("purchases", "outbox"),  # the event stream's table
     }
     assert rows[("weekly_newsletter", "iterable")][0] == "300"  # everyone with an email, first sync
     assert rows[("vip_customers", "braze")][0] == rows[("vip_customers", "outbox")][0]

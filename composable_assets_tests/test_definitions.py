@@ -19,7 +19,8 @@ def test_layers_keys_and_groups(tmp_path):
     for key in graph.get_all_asset_keys():
         groups.setdefault(graph.get(key).group_name, set()).add(key.to_user_string())
     assert groups["sources"] == {f"source/{t}" for t in ("customers", "orders", "web_events")}
-    assert groups["models"] == {"model/customer_profiles", "model/cart_abandoners"}
+    assert groups["models"] == {"model/customer_profiles", "model/cart_abandoners", "model/order_events"}
+    assert groups["streams"] == {f"stream/purchases/{d}" for d in ("braze", "iterable", "outbox")}
     assert groups["audiences"] == {
         "audience/vip_customers", "audience/lapsed_customers", "audience/weekly_newsletter", "audience/cart_abandoners"
     }
