@@ -1,0 +1,128 @@
+"""A project folder with an `orders` table on a temporary DuckDB file, for the event stream tests."""
+
+from __future__ import annotations
+
+import datetime as dt
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import duckdb
+
+from composable_assets.definitions import load_definitions, stream_selection
+from composable_assets.project import load_project
+from composable_assets.runner import RunOutcome, StreamOutcome, run_selection
+from composable_assets.settings import Settings
+
+KEY = "stream-test-key-5b1c"
+# An order: (order_id, customer_id, email, sku, amount, currency, status, ordered_at).
+Order = tuple[int, int, str | None, str, float, str, str, dt.datetime]
+
+MODEL = """\
+-- Orders as they land; read by the stream (and a model, so `orders` is a known source table).
+SELECT order_id, customer_id, email, sku, amount, currency, status, ordered_at FROM orders
+"""
+
+STREAM = """\
+description: Completed orders.
+owners: [crm@example.com]
+table: orders
+event_id: order_id
+cursor: ordered_at
+where: status = 'completed'
+lookback: {lookback}
+start: {start}
+syncs:
+  - destination: braze
+    identifier: {{external_id: customer_id}}
+    event: purchase
+    properties: {{order_id: order_id}}
+    options:
+      purchase: {{product_id: sku, price: amount, currency: currency}}
+  - destination: iterable
+    identifier: {{email: email}}
+    event: purchase
+    properties: {{order_id: order_id, amount: amount, currency: currency}}
+  - destination: box
+    identifier: {{external_id: customer_id}}
+    event: purchase
+    properties: {{amount: amount}}
+"""
+
+DESTINATIONS = """\
+braze: {{type: braze, rest_endpoint: {{env: BRAZE_REST_ENDPOINT}}, api_key: {{env: BRAZE_API_KEY}}, event_batch_size: {batch}, concurrency: {concurrency}, max_tries: 3, backoff_base_seconds: 0.01}}
+iterable: {{type: iterable, base_url: {{env: ITERABLE_BASE_URL}}, api_key: {{env: ITERABLE_API_KEY}}, event_batch_size: {batch}, concurrency: {concurrency}, max_tries: 3, backoff_base_seconds: 0.01, track_bulk_limit: {{requests: 1000, window_seconds: 1}}}}
+box: {{type: outbox, batch_size: {batch}}}
+"""
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
+
+
+class StreamProject:
+    """A project folder (stream `orders` to braze, iterable and an outbox) and its DuckDB file."""
+
+    def __init__(self, root: Path, *, lookback: str = "1h", start: str = "now", batch: int = 5, concurrency: int = 2):
+        self.root = root
+        self.db = root / "warehouse.duckdb"
+        self.settings = Settings(
+            project_dir=root / "project", warehouse_url=f"duckdb:///{self.db}", data_dir=root / "data"
+        )
+        self.instance = dg.DagsterInstance.ephemeral()
+        self.write("project.yaml", 'name: events\nstart_date: "2026-01-01"\n')
+        self.write("models/order_facts.sql", MODEL)
+        self.write("streams/orders.yaml", STREAM.format(lookback=lookback, start=start))
+        self.write("destinations.yaml", DESTINATIONS.format(batch=batch, concurrency=concurrency))
+        with duckdb.connect(str(self.db)) as con:
+            con.execute(
+                "CREATE TABLE orders (order_id BIGINT, customer_id BIGINT, email VARCHAR, sku VARCHAR, amount DECIMAL(12, 2), "
+                "currency VARCHAR, status VARCHAR, ordered_at TIMESTAMP)"
+            )
+
+    def write(self, path: str, text: str) -> None:
+        target = self.settings.project_dir / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(textwrap.dedent(text))
+
+    def add_orders(self, orders: list[Order]) -> None:
+        with duckdb.connect(str(self.db)) as con:
+            con.executemany("INSERT INTO orders VALUES (?, ?, ?, ?, ?, ?, ?, ?)", orders)
+
+    def query(self, sql: str, params: list[Any] | None = None) -> list[tuple]:
+        with duckdb.connect(str(self.db)) as con:
+            return con.execute(sql, params).fetchall()
+
+    def statuses(self, destination: str) -> dict[str, str]:
+        """event id -> status in the pair's sent log."""
+        return dict(self.query(f'SELECT event_id, status FROM composable."stream_sent__orders__{destination}"'))
+
+    def high_water(self, destination: str) -> dt.datetime:
+        [(mark,)] = self.query(
+            "SELECT high_water FROM composable.stream_cursors WHERE stream = 'orders' AND destination = ?", [destination]
+        )
+        return mark
+
+    def run(self, destination: str | None = None, date: str | None = None) -> RunOutcome:
+        defs = load_definitions(self.settings)
+        project = load_project(self.settings.project_dir)
+        date = date or dt.datetime.now(dt.UTC).date().isoformat()
+        return run_selection(defs, stream_selection(project, "orders", destination), date, self.instance)
+
+
+def outcome_of(outcome: RunOutcome, destination: str) -> StreamOutcome:
+    [found] = [s for s in outcome.streams if s.destination == destination]
+    return found
+
+
+def order(order_id: int, at: dt.datetime, *, status: str = "completed", email: str | None = "", currency: str = "EUR") -> Order:
+    """A completed order of customer order_id % 7 (email derived from it unless given)."""
+    customer = order_id % 7 + 1
+    email = f"c{customer}@example.com" if email == "" else email
+    return (order_id, customer, email, f"sku-{order_id % 3}", 10.5 + order_id, currency, status, at)
+
+
+def ids(*order_ids: int) -> set[str]:
+    """Event ids of the stream `orders` for these order ids."""
+    return {f"orders:{i}" for i in order_ids}
