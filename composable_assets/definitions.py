@@ -130,6 +130,7 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
                     warehouse,
                     project.settings.timezone,
                     heartbeat_interval(audience.cadence, audience.freshness),
+                    interval_seconds=max(1, int(project.settings.sensor_interval.total_seconds())),
                 )
             )
     # Event streams: one asset per (stream, destination) reading the stream's model or source table, one job each.

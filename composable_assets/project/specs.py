@@ -41,6 +41,8 @@ class ProjectSettings(BaseModel):
     timezone: str = "UTC"
     # Source tables fed by landing folders: the minute-level sensor watches the folders, not the warehouse.
     landing: dict[str, LandingSpec] = {}
+    # How often the change sensors of minute-level files look for new data (Dagster's own default is 30s).
+    sensor_interval: Duration = datetime.timedelta(seconds=5)
 
     @field_validator("timezone")
     @classmethod
