@@ -67,6 +67,7 @@ def test_one_job_per_audience_selects_exactly_what_its_syncs_need(tmp_path):
     job = defs.resolve_job_def("sync_vip_customers")
     keys = {k.to_user_string() for k in job.asset_layer.selected_asset_keys}
     assert keys == {
+        "source/customers", "source/orders",  # the landing loads of the model's sources run first
         "model/customer_profiles", "audience/vip_customers", "delta/vip_customers/outbox", "sync/vip_customers/outbox",
         "delta/vip_customers/braze", "sync/vip_customers/braze",
     }

@@ -305,12 +305,14 @@ def test_sample_project_files_ship_with_the_package():
         "project.yaml", "destinations.yaml", "models/customer_profiles.sql", "models/cart_abandoners.sql",
         "audiences/vip_customers.yaml", "audiences/lapsed_customers.yaml",
         "audiences/weekly_newsletter.yaml", "audiences/cart_abandoners.yaml",
+        "models/order_events.sql", "streams/purchases.yaml",
     ]
     for relative in expected:
         assert (SAMPLE_PROJECT_DIR / relative).is_file(), relative
         assert packaged.joinpath(relative).is_file(), relative
     assert yaml.safe_load((SAMPLE_PROJECT_DIR / "project.yaml").read_text()) == {
         "name": "retail_sample", "start_date": "2026-01-01",
+        "landing": {"orders": {}, "web_events": {}, "customers": {"key": "customer_id"}},
     }
     destinations = yaml.safe_load((SAMPLE_PROJECT_DIR / "destinations.yaml").read_text())
     assert {name: d["type"] for name, d in destinations.items()} == {"outbox": "outbox", "braze": "braze", "iterable": "iterable"}
