@@ -62,7 +62,7 @@ def deliver_events(
     now: dt.datetime | None = None,
     on_progress: Callable[[StreamReport], None] | None = None,
 ) -> StreamReport:
-    """Send every pending event of the pair once; checkpoint each answered batch before more are acknowledged.
+    """Send every pending event of the pair once; checkpoint the answers of each round before more batches go out.
 
     Only this thread touches the warehouse; sender threads only talk to the destination.
     """
