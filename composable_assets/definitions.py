@@ -154,6 +154,19 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
         schedule = audience_schedule(stream_job_name(stream.name), stream.cadence, job, project.settings.timezone)
         if schedule is not None:
             schedules.append(schedule)
+        if stream.cadence == "minutes":
+            sensors.append(
+                change_sensor(
+                    stream_job_name(stream.name),
+                    job,
+                    sources_upstream_of(project, stream.table),
+                    landing,
+                    warehouse,
+                    project.settings.timezone,
+                    heartbeat_interval(stream.cadence, stream.freshness),
+                    interval_seconds=max(1, int(project.settings.sensor_interval.total_seconds())),
+                )
+            )
     return dg.Definitions(
         assets=assets,
         jobs=jobs,

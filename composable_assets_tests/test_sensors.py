@@ -169,5 +169,5 @@ def test_minute_level_syncs_carry_a_time_window_and_weekly_ones_a_monday_deadlin
     newsletter = graph.get(dg.AssetKey(["sync", "weekly_newsletter", "iterable"])).freshness_policy
     assert (vip.warn_window.to_timedelta(), vip.fail_window.to_timedelta()) == (dt.timedelta(minutes=2), dt.timedelta(minutes=5))
     assert newsletter.deadline_cron == "0 9 * * 1" and newsletter.timezone == "UTC"
-    assert {s.name for s in defs.sensors} == {"vip_customers_on_change", "cart_abandoners_on_change"}
+    assert {s.name for s in defs.sensors} == {"vip_customers_on_change", "cart_abandoners_on_change", "stream_purchases_on_change"}
     assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in defs.sensors)
