@@ -101,8 +101,9 @@ def test_deploy_yaml_takes_every_connection_value_from_the_environment():
         "password": {"env": "DAGSTER_PG_PASSWORD"},
         "db_name": {"env": "DAGSTER_PG_DB"},
     }
-    # The notes' trap: run limits under `concurrency`, never also in a run coordinator.
-    assert "run_coordinator" not in config and "max_concurrent_runs" not in config.get("run_queue", {})
+    # Run limits live under `concurrency`; the queue's own settings must not repeat them (Dagster refuses both).
+    assert "max_concurrent_runs" not in config.get("run_coordinator", {}).get("config", {})
+    assert config["run_coordinator"]["config"]["dequeue_interval_seconds"] == 1
 
 
 def test_a_partitioned_sample_run_its_cursors_and_pools_live_in_postgres(production_home, sample_project):
