@@ -11,7 +11,7 @@ from .assets.models import build_model_asset
 from .assets.sources import build_landing_loader, build_source_observer
 from .automation.freshness import freshness_policy, heartbeat_interval
 from .automation.schedules import audience_schedule
-from .automation.sensors import change_sensor
+from .automation.sensors import Watch, change_sensor, minute_level_job
 from .assets.syncs import build_sync_asset
 from .assets.keys import stream_key
 from .assets.streams import build_stream_asset
@@ -60,7 +60,7 @@ def upstream_keys(project: Project, table: str) -> list[dg.AssetKey]:
     return keys
 
 
-def audience_selection(project: Project, audience: str, destination: str | None = None) -> dg.AssetSelection:
+def audience_keys(project: Project, audience: str, destination: str | None = None) -> list[dg.AssetKey]:
     """Everything one audience's syncs need: landing loads, upstream models, the audience, deltas and syncs."""
     spec = project.audiences[audience]
     pairs = [s.destination for s in spec.syncs if destination in (None, s.destination)]
@@ -68,19 +68,27 @@ def audience_selection(project: Project, audience: str, destination: str | None 
     keys.append(audience_key(audience))
     for d in pairs:
         keys += [delta_key(audience, d), sync_key(audience, d)]
-    return dg.AssetSelection.assets(*keys)
+    return keys
+
+
+def audience_selection(project: Project, audience: str, destination: str | None = None) -> dg.AssetSelection:
+    return dg.AssetSelection.assets(*audience_keys(project, audience, destination))
 
 
 def stream_job_name(stream: str) -> str:
     return f"stream_{stream}"
 
 
-def stream_selection(project: Project, stream: str, destination: str | None = None) -> dg.AssetSelection:
+def stream_keys(project: Project, stream: str, destination: str | None = None) -> list[dg.AssetKey]:
     """Everything one stream's deliveries need: landing loads and models behind its table, and the stream assets."""
     spec = project.streams[stream]
     keys = upstream_keys(project, spec.table)
     keys += [stream_key(stream, s.destination) for s in spec.syncs if destination in (None, s.destination)]
-    return dg.AssetSelection.assets(*keys)
+    return keys
+
+
+def stream_selection(project: Project, stream: str, destination: str | None = None) -> dg.AssetSelection:
+    return dg.AssetSelection.assets(*stream_keys(project, stream, destination))
 
 
 def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
@@ -102,6 +110,8 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
     jobs = []
     schedules = []
     sensors = []
+    # Minute-level audiences and streams, run by the one change sensor.
+    watches: list[Watch] = []
     for audience in project.audiences.values():
         assets.append(build_audience_asset(audience, schema, kind))
         # What the file's cadence promises about the destination, shown and checked by Dagster.
@@ -121,16 +131,12 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
         if schedule is not None:
             schedules.append(schedule)
         if audience.cadence == "minutes":
-            sensors.append(
-                change_sensor(
+            watches.append(
+                Watch(
                     audience.name,
-                    job,
-                    sources_upstream_of(project, audience.model),
-                    landing,
-                    warehouse,
-                    project.settings.timezone,
+                    tuple(sources_upstream_of(project, audience.model)),
+                    tuple(audience_keys(project, audience.name)),
                     heartbeat_interval(audience.cadence, audience.freshness),
-                    interval_seconds=max(1, int(project.settings.sensor_interval.total_seconds())),
                 )
             )
     # Event streams: one asset per (stream, destination) reading the stream's model or source table, one job each.
@@ -155,18 +161,19 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
         if schedule is not None:
             schedules.append(schedule)
         if stream.cadence == "minutes":
-            sensors.append(
-                change_sensor(
-                    stream_job_name(stream.name),
-                    job,
-                    sources_upstream_of(project, stream.table),
-                    landing,
-                    warehouse,
-                    project.settings.timezone,
+            watches.append(
+                Watch(
+                    f"stream:{stream.name}",
+                    tuple(sources_upstream_of(project, stream.table)),
+                    tuple(stream_keys(project, stream.name)),
                     heartbeat_interval(stream.cadence, stream.freshness),
-                    interval_seconds=max(1, int(project.settings.sensor_interval.total_seconds())),
                 )
             )
+    if watches:
+        minute_job = minute_level_job(watches)
+        jobs.append(minute_job)
+        interval = max(1, int(project.settings.sensor_interval.total_seconds()))
+        sensors.append(change_sensor(watches, minute_job, landing, warehouse, project.settings.timezone, interval))
     return dg.Definitions(
         assets=assets,
         jobs=jobs,

@@ -12,7 +12,7 @@ import zoneinfo
 import dagster as dg
 import pytest
 
-from composable_assets.automation.sensors import change_sensor
+from composable_assets.automation.sensors import JOB_NAME, SENSOR_NAME, Watch, change_sensor, minute_level_job
 from composable_assets.definitions import load_definitions
 from composable_assets.landing import landing_folders
 from composable_assets.project import load_project
@@ -23,8 +23,10 @@ from composable_assets.warehouse import Warehouse
 
 from .test_landing import land_parquet
 
-SENSOR = "cart_abandoners_on_change"
-JOB = "sync_cart_abandoners"
+VIP_SYNC = dg.AssetKey(["sync", "vip_customers", "braze"])
+CART_SYNC = dg.AssetKey(["sync", "cart_abandoners", "outbox"])
+PURCHASES = dg.AssetKey(["stream", "purchases", "braze"])
+LOAD_ORDERS = dg.AssetKey(["source", "orders"])
 
 
 @pytest.fixture
@@ -39,8 +41,8 @@ def sample(tmp_path):
     return settings, warehouse, folders, load_definitions(settings)
 
 
-def tick(defs, instance, cursor=None, name=SENSOR):
-    sensor = defs.resolve_sensor_def(name) if isinstance(name, str) else name
+def tick(defs, instance, cursor=None, sensor=None):
+    sensor = sensor or defs.resolve_sensor_def(SENSOR_NAME)
     context = dg.build_sensor_context(instance=instance, definitions=defs, cursor=cursor)
     result = sensor.evaluate_tick(context)
     return result, context.cursor
@@ -50,99 +52,113 @@ def today() -> str:
     return dt.datetime.now(zoneinfo.ZoneInfo("UTC")).date().isoformat()
 
 
-def run_job_in_process(defs, instance) -> dg.ExecuteInProcessResult:
-    return defs.resolve_job_def(JOB).execute_in_process(instance=instance, partition_key=today())
+def quiet_cursor(defs, instance) -> str:
+    """The cursor after the first tick, which runs everything once (nothing was ever requested)."""
+    result, cursor = tick(defs, instance)
+    assert result.run_requests[0].tags["composable/trigger"] == "heartbeat"
+    return cursor
 
 
-def test_new_files_request_todays_partition_once_and_the_cursor_remembers(sample):
+def test_new_files_request_todays_partition_of_every_affected_file_in_one_run(sample):
     settings, warehouse, folders, defs = sample
     with dg.instance_for_test() as instance:
-        run_job_in_process(defs, instance)  # a recent run: no heartbeat due
-        result, cursor = tick(defs, instance)
+        cursor = quiet_cursor(defs, instance)
+        result, cursor = tick(defs, instance, cursor=cursor)
         assert not result.run_requests
         assert "no new data in customers, orders, web_events" in result.skip_message
 
         Simulator(folders, warehouse, seed=1).tick()
-        result, cursor = tick(defs, instance)
+        result, cursor = tick(defs, instance, cursor=cursor)
         [request] = result.run_requests
         assert request.partition_key == today()
         assert request.tags["composable/changed"] == "customers,orders,web_events"
-        newest = json.loads(cursor)
-        assert newest["orders"] == folders["orders"].marker()
+        assert request.tags["composable/targets"] == "cart_abandoners,vip_customers,stream:purchases"  # file order
+        assert {VIP_SYNC, CART_SYNC, PURCHASES, LOAD_ORDERS} <= set(request.asset_selection)
+        assert json.loads(cursor)["markers"]["orders"] == folders["orders"].marker()
 
         # The daemon passes the stored cursor to the next tick (it survives a restart): nothing is requested twice.
         again, cursor_after = tick(defs, instance, cursor=cursor)
         assert not again.run_requests and cursor_after == cursor
 
-        # Only a new file in one folder: only that table is named.
-        folders["orders"].path.joinpath("later").mkdir()  # a stray folder is ignored
-        land_parquet(folders["orders"], [{"order_id": 10**9, "customer_id": 1}])
+        # Only web events changed: only the cart abandoners (and what they read) run.
+        land_parquet(folders["web_events"], [{"event_id": "e1", "customer_id": 1, "event_type": "add_to_cart"}])
         result, _ = tick(defs, instance, cursor=cursor)
-        assert result.run_requests[0].tags["composable/changed"] == "orders"
+        [request] = result.run_requests
+        assert request.tags["composable/targets"] == "cart_abandoners"
+        assert CART_SYNC in request.asset_selection and VIP_SYNC not in request.asset_selection
+        assert PURCHASES not in request.asset_selection
 
 
 def test_a_run_in_flight_makes_the_sensor_wait_without_losing_the_change(sample):
     settings, warehouse, folders, defs = sample
     with dg.instance_for_test() as instance:
+        cursor = quiet_cursor(defs, instance)
         Simulator(folders, warehouse, seed=1).tick()
-        running = dg.DagsterRun(job_name=JOB, run_id="a1b2c3d4-0000-0000-0000-000000000000", status=dg.DagsterRunStatus.STARTED)
+        running = dg.DagsterRun(job_name=JOB_NAME, run_id="a1b2c3d4-0000-0000-0000-000000000000", status=dg.DagsterRunStatus.STARTED)
         instance.add_run(running)
-        result, cursor = tick(defs, instance)
+        result, cursor_after = tick(defs, instance, cursor=cursor)
         assert not result.run_requests
-        assert "run a1b2c3d4 of sync_cart_abandoners is started" in result.skip_message
+        assert "run a1b2c3d4 of minute_level is started" in result.skip_message
         assert "new data in customers, orders, web_events waits for it" in result.skip_message
-        assert cursor is None  # not advanced: the change is requested once the run is done
+        assert cursor_after == cursor  # not advanced: the change is requested once the run is done
 
         instance.report_run_failed(running)
         result, _ = tick(defs, instance, cursor=cursor)
         assert len(result.run_requests) == 1
 
 
-def test_the_loaded_files_are_no_news_after_the_run(sample):
+def test_the_files_a_run_loaded_are_no_news_after_it(sample):
     settings, warehouse, folders, defs = sample
     with dg.instance_for_test() as instance:
+        cursor = quiet_cursor(defs, instance)
         Simulator(folders, warehouse, seed=1).tick()
-        result, cursor = tick(defs, instance)
-        assert result.run_requests
-        outcome = run_job_in_process(defs, instance)
+        result, cursor = tick(defs, instance, cursor=cursor)
+        [request] = result.run_requests
+        # Run what was requested (the sensor's own job, the subset it asked for), as the daemon would.
+        job = defs.resolve_job_def(JOB_NAME)
+        cart_only = [k for k in request.asset_selection if "braze" not in k.path and "iterable" not in k.path]
+        outcome = job.execute_in_process(instance=instance, partition_key=request.partition_key, asset_selection=cart_only)
         assert outcome.success
         assert all(f.pending() == [] for f in folders.values())
         result, _ = tick(defs, instance, cursor=cursor)
         assert not result.run_requests
 
 
-def test_a_quiet_target_gets_a_heartbeat_run_once_half_its_warn_window_has_passed(sample):
+def test_a_quiet_file_gets_a_heartbeat_run_once_its_interval_has_passed(sample):
     settings, warehouse, folders, defs = sample
-    job = defs.resolve_job_def(JOB)
     clock = {"now": time.time()}
-    sensor = change_sensor(
-        "cart_abandoners", dg.define_asset_job(JOB), ["orders"], folders, warehouse, "UTC",
-        heartbeat=dt.timedelta(minutes=1), clock=lambda: clock["now"],
-    )
+    watches = [
+        Watch("often", ("orders",), (VIP_SYNC,), heartbeat=dt.timedelta(minutes=1)),
+        Watch("never", ("orders",), (CART_SYNC,), heartbeat=None),
+    ]
+    sensor = change_sensor(watches, minute_level_job(watches), folders, warehouse, "UTC", clock=lambda: clock["now"])
     with dg.instance_for_test() as instance:
-        # Never run: the first tick proves the destination current.
-        result, _ = tick(defs, instance, name=sensor)
-        assert result.run_requests[0].tags["composable/trigger"] == "heartbeat"
-        job.execute_in_process(instance=instance, partition_key=today())
-        result, _ = tick(defs, instance, name=sensor)
-        assert not result.run_requests
-        clock["now"] = time.time() + 61
-        result, _ = tick(defs, instance, name=sensor)
+        # Never requested: the first tick proves the destination current.
+        result, cursor = tick(defs, instance, sensor=sensor)
         [request] = result.run_requests
-        assert request.tags["composable/trigger"] == "heartbeat" and request.partition_key == today()
+        assert request.tags["composable/trigger"] == "heartbeat" and request.asset_selection == [VIP_SYNC]
+        clock["now"] += 59
+        result, cursor = tick(defs, instance, cursor=cursor, sensor=sensor)
+        assert not result.run_requests
+        clock["now"] += 1
+        result, cursor = tick(defs, instance, cursor=cursor, sensor=sensor)
+        [request] = result.run_requests
+        assert request.tags["composable/targets"] == "often"
+        assert request.partition_key == dt.datetime.fromtimestamp(clock["now"], dt.UTC).date().isoformat()
 
 
 def test_a_warehouse_table_marker_sees_new_rows_and_a_locked_warehouse_is_a_skip(sample, tmp_path):
     settings, warehouse, folders, defs = sample
-    sensor = change_sensor("t", dg.define_asset_job(JOB), ["consents"], {}, warehouse, "UTC", heartbeat=None)
+    watches = [Watch("consent_audience", ("consents",), (VIP_SYNC,))]
+    sensor = change_sensor(watches, minute_level_job(watches), {}, warehouse, "UTC")
     with dg.instance_for_test() as instance:
-        result, cursor = tick(defs, instance, name=sensor)
+        result, cursor = tick(defs, instance, sensor=sensor)
         assert len(result.run_requests) == 1
-        result, cursor = tick(defs, instance, cursor=cursor, name=sensor)
+        result, cursor = tick(defs, instance, cursor=cursor, sensor=sensor)
         assert not result.run_requests and "no new data in consents" in result.skip_message
         with warehouse.connect() as conn:
             conn.execute("UPDATE consents SET updated_at = now() WHERE customer_id = 1")
-        result, cursor2 = tick(defs, instance, cursor=cursor, name=sensor)
+        result, cursor2 = tick(defs, instance, cursor=cursor, sensor=sensor)
         assert len(result.run_requests) == 1 and cursor2 != cursor
 
         # Another process (a run) holds DuckDB's one-writer lock: the sensor skips quickly instead of waiting.
@@ -154,7 +170,7 @@ def test_a_warehouse_table_marker_sees_new_rows_and_a_locked_warehouse_is_a_skip
         try:
             assert holder.stdout.readline().strip() == "locked"
             started = time.monotonic()
-            result, _ = tick(defs, instance, cursor=cursor2, name=sensor)
+            result, _ = tick(defs, instance, cursor=cursor2, sensor=sensor)
             assert time.monotonic() - started < 5
             assert not result.run_requests and "in use by another process" in result.skip_message
         finally:
@@ -165,9 +181,10 @@ def test_a_warehouse_table_marker_sees_new_rows_and_a_locked_warehouse_is_a_skip
 def test_minute_level_syncs_carry_a_time_window_and_weekly_ones_a_monday_deadline(sample):
     *_, defs = sample
     graph = defs.resolve_asset_graph()
-    vip = graph.get(dg.AssetKey(["sync", "vip_customers", "braze"])).freshness_policy
+    vip = graph.get(VIP_SYNC).freshness_policy
     newsletter = graph.get(dg.AssetKey(["sync", "weekly_newsletter", "iterable"])).freshness_policy
     assert (vip.warn_window.to_timedelta(), vip.fail_window.to_timedelta()) == (dt.timedelta(minutes=2), dt.timedelta(minutes=5))
     assert newsletter.deadline_cron == "0 9 * * 1" and newsletter.timezone == "UTC"
-    assert {s.name for s in defs.sensors} == {"vip_customers_on_change", "cart_abandoners_on_change", "stream_purchases_on_change"}
-    assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in defs.sensors)
+    assert graph.get(PURCHASES).freshness_policy.fail_window.to_timedelta() == dt.timedelta(minutes=5)
+    [sensor] = defs.sensors
+    assert sensor.name == SENSOR_NAME and sensor.default_status == dg.DefaultSensorStatus.RUNNING
