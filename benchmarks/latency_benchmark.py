@@ -4,7 +4,7 @@ For each configuration, one run starts a real `dagster-webserver` and `dagster-d
 with the sample project seeded into a fresh DuckDB file, and the Braze and Iterable fakes in this process.
 It then lands one probe every `--every` seconds: an order of 700 for a customer no other probe touches, as
 a Parquet file in the `orders` landing folder (exactly what `composable simulate` does). Every such order
-changes the customer's lifetime value and makes them a VIP, so the `vip_customers` change sensor's run must
+changes the customer's lifetime value and makes them a VIP, so the run the change sensor requests must
 deliver that external_id's attributes to Braze's `/users/track`. The latency of a probe is the time from its
 file appearing to the first accepted `/users/track` request carrying that external_id. If the sample has an
 event stream to Braze (`purchases`), the arrival of the probe's purchase is measured too.
@@ -155,7 +155,7 @@ def arrivals(braze: BrazeFake) -> tuple[dict[str, list[float]], dict[str, float]
 
 def breakdown(instance: dg.DagsterInstance, probes: list[Probe]) -> None:
     """Split each probe's latency along the run that delivered it."""
-    records = instance.get_run_records(dg.RunsFilter(job_name="sync_vip_customers"))
+    records = instance.get_run_records(dg.RunsFilter(job_name="minute_level"))
     runs = []
     for record in records:
         if record.start_time is None or record.end_time is None:
