@@ -54,16 +54,14 @@ class ProjectSettings(BaseModel):
         return value
 
 
-class SyncSpec(BaseModel):
-    """How one audience is delivered to one destination."""
+class _Delivery(BaseModel):
+    """What every delivery to a destination names: the destination, whom a row is about, and its options."""
 
     model_config = ConfigDict(extra="forbid")
 
     destination: str = Field(min_length=1)
-    mode: Literal["upsert", "mirror"] = "upsert"
     identifier: dict[str, str]
-    fields: dict[str, str] = {}
-    # Destination-specific choices (e.g. how a leaver is removed); checked by the destination type.
+    # Destination-specific choices (how a leaver is removed, Braze `purchase:` columns); checked by the destination type.
     options: dict[str, Any] = {}
 
     @field_validator("identifier")
@@ -75,11 +73,6 @@ class SyncSpec(BaseModel):
             )
         return _non_empty_entries(value, "identifier type")
 
-    @field_validator("fields")
-    @classmethod
-    def _named_fields(cls, value: dict[str, str]) -> dict[str, str]:
-        return _non_empty_entries(value, "field name")
-
     @property
     def identifier_type(self) -> str:
         """The destination's identifier type, e.g. `external_id`."""
@@ -89,6 +82,18 @@ class SyncSpec(BaseModel):
     def identifier_column(self) -> str:
         """The model column holding the identifier."""
         return next(iter(self.identifier.values()))
+
+
+class SyncSpec(_Delivery):
+    """How one audience is delivered to one destination."""
+
+    mode: Literal["upsert", "mirror"] = "upsert"
+    fields: dict[str, str] = {}
+
+    @field_validator("fields")
+    @classmethod
+    def _named_fields(cls, value: dict[str, str]) -> dict[str, str]:
+        return _non_empty_entries(value, "field name")
 
 
 def _non_empty_entries(value: dict[str, str], what: str) -> dict[str, str]:
@@ -173,41 +178,18 @@ class ModelSpec:
     columns: list[str] | None = None
 
 
-class StreamSyncSpec(BaseModel):
+class StreamSyncSpec(_Delivery):
     """How one event stream is delivered to one destination: who each event is about, its name and properties."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    destination: str = Field(min_length=1)
-    identifier: dict[str, str]
     # The event's name at the destination (Braze `name`, Iterable `eventName`).
     event: str = Field(min_length=1)
     # Destination property name: table column.
     properties: dict[str, str] = {}
-    # Destination-specific choices (e.g. Braze `purchase:` columns); checked by the destination type.
-    options: dict[str, Any] = {}
-
-    @field_validator("identifier")
-    @classmethod
-    def _one_identifier(cls, value: dict[str, str]) -> dict[str, str]:
-        if len(value) != 1:
-            raise ValueError(
-                f"identifier must have exactly one entry (identifier type: column), found {len(value)}"
-            )
-        return _non_empty_entries(value, "identifier type")
 
     @field_validator("properties")
     @classmethod
     def _named_properties(cls, value: dict[str, str]) -> dict[str, str]:
         return _non_empty_entries(value, "property name")
-
-    @property
-    def identifier_type(self) -> str:
-        return next(iter(self.identifier))
-
-    @property
-    def identifier_column(self) -> str:
-        return next(iter(self.identifier.values()))
 
 
 def _stream_start(value: Any) -> Any:
