@@ -31,7 +31,7 @@ def preview_delta(
     with warehouse.connect() as conn:
         tables.ensure(conn)
         fold_acks(conn, tables)  # acknowledged rows count as delivered, even after a crash
-        select = delta_select(tables, shape, sync.mode)
+        select = delta_select(tables, shape, sync.mode, conn.dialect)
         counts = dict(conn.fetch_all(f"SELECT _op, count(*) FROM ({select}) GROUP BY _op"))
         rows = conn.fetch_arrow(f"SELECT * FROM ({select}) ORDER BY _key LIMIT ?", [limit]).to_pylist()
         size = conn.fetch_one(f"SELECT count(*) FROM {tables.snapshot}")[0]

@@ -54,15 +54,10 @@ def fold_acks(conn, tables: PairTables) -> int:
     )
     conn.execute("BEGIN TRANSACTION")
     try:
-        conn.execute(
-            f"MERGE INTO {tables.ledger} AS l USING ({acked}) AS s ON l._key = s._key "
-            "WHEN MATCHED AND s._op = 'remove' THEN DELETE "
-            "WHEN MATCHED THEN UPDATE SET _identifier = s._identifier, _hash = s._hash, _fields = s._fields, "
-            "_synced_at = s.acked_at, _run_id = s.run_id "
-            "WHEN NOT MATCHED AND s._op <> 'remove' THEN INSERT (_key, _identifier, _hash, _fields, _synced_at, _run_id) "
-            "VALUES (s._key, s._identifier, s._hash, s._fields, s.acked_at, s.run_id)",
-            [tables.audience, tables.destination],
-        )
+        if conn.has_merge:
+            _merge(conn, tables, acked)
+        else:
+            _delete_then_insert(conn, tables, acked)
         conn.execute(
             f"UPDATE {tables.acks} SET folded = true WHERE audience = ? AND destination = ? AND NOT folded",
             [tables.audience, tables.destination],
@@ -72,3 +67,26 @@ def fold_acks(conn, tables: PairTables) -> int:
         conn.execute("ROLLBACK")
         raise
     return pending
+
+
+def _merge(conn, tables: PairTables, acked: str) -> None:
+    conn.execute(
+        f"MERGE INTO {tables.ledger} AS l USING ({acked}) AS s ON l._key = s._key "
+        "WHEN MATCHED AND s._op = 'remove' THEN DELETE "
+        "WHEN MATCHED THEN UPDATE SET _identifier = s._identifier, _hash = s._hash, _fields = s._fields, "
+        "_synced_at = s.acked_at, _run_id = s.run_id "
+        "WHEN NOT MATCHED AND s._op <> 'remove' THEN INSERT (_key, _identifier, _hash, _fields, _synced_at, _run_id) "
+        "VALUES (s._key, s._identifier, s._hash, s._fields, s.acked_at, s.run_id)",
+        [tables.audience, tables.destination],
+    )
+
+
+def _delete_then_insert(conn, tables: PairTables, acked: str) -> None:
+    """The MERGE for engines without it (PostgreSQL before 15): same result, inside the caller's transaction."""
+    pair = [tables.audience, tables.destination]
+    conn.execute(f"DELETE FROM {tables.ledger} WHERE _key IN (SELECT _key FROM ({acked}) AS s)", pair)
+    conn.execute(
+        f"INSERT INTO {tables.ledger} (_key, _identifier, _hash, _fields, _synced_at, _run_id) "
+        f"SELECT _key, _identifier, _hash, _fields, acked_at, run_id FROM ({acked}) AS s WHERE _op <> 'remove'",
+        pair,
+    )

@@ -62,6 +62,7 @@ from ..delta.sql import ident, table
 from ..delta.tables import PairTables
 from .base import BatchResult, Capabilities, Destination, Record, Session, SyncTarget, TerminalError
 from .changes import changed_fields
+from ..warehouse.base import require_duckdb
 
 BATCH_SIZE = 10_000
 # Braze's CDI limits per row.
@@ -291,6 +292,7 @@ class BrazeCdi(Destination):
         settings = BrazeCdiSettings.model_validate(self.settings)
         tables = CdiTables.of(settings, target.audience)
         with target.warehouse.connect() as conn:
+            require_duckdb(conn, f"destination {self.name} (Braze CDI tables in the warehouse)")
             conn.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(settings.schema_name)}")
             for name, columns in ((tables.attributes, ATTRIBUTES_COLUMNS), (tables.delete, DELETE_COLUMNS)):
                 spec = ", ".join(f"{ident(c)} {t}" for c, t in columns.items())

@@ -41,6 +41,7 @@ from sqlglot import exp
 
 from ..delta.sql import DIALECT, ident, table
 from ..delta.tables import PairTables
+from ..warehouse.base import require_duckdb
 from .base import BatchResult, Capabilities, Destination, Record, Session, SyncTarget, TerminalError, generic_payload
 
 BATCH_SIZE = 10_000
@@ -129,5 +130,6 @@ class MessageGears(Destination):
     def open(self, target: SyncTarget) -> Session:
         schema = MessageGearsSettings.model_validate(self.settings).schema_name
         with target.warehouse.connect() as conn:
+            require_duckdb(conn, f"destination {self.name} (a MessageGears view in the warehouse)")
             publish_view(conn, schema, target)
         return MessageGearsSession(target, schema)

@@ -15,6 +15,7 @@ import duckdb
 
 from ..delta.sql import ident, table
 from ..warehouse import Connection
+from ..warehouse.base import require_duckdb
 from .folder import LandingFolder
 
 LOG_TABLE = "landing_files"
@@ -43,6 +44,7 @@ def ensure_log(conn: Connection, schema: str) -> None:
 
 def load_landing(conn: Connection, folder: LandingFolder, schema: str, run_id: str, now: dt.datetime | None = None) -> LoadReport:
     """Load every pending file of `folder` into its table; refused files move to `_rejected/` with the reason."""
+    require_duckdb(conn, f"Loading the landing folder of {folder.table!r}")
     now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
     report = LoadReport(folder.table)
     files = folder.pending()[:MAX_FILES_PER_RUN]

@@ -21,8 +21,14 @@ def engine_from_url(url: str) -> Engine:
         # query parameters are DuckDB settings, e.g. ?memory_limit=1500MB&threads=2.
         path = url.split("?", 1)[0].removeprefix("duckdb:///") or ":memory:"
         return DuckDBEngine(path, config=dict(parse_qsl(parsed.query)))
+    if parsed.scheme in ("postgresql", "postgres"):
+        from .postgres_engine import PostgresEngine
+
+        # postgresql://user@host:port/database; the password only from COMPOSABLE_WAREHOUSE_PASSWORD or PGPASSWORD.
+        return PostgresEngine.from_url(url)
     raise WarehouseError(
-        f"COMPOSABLE_WAREHOUSE: unsupported warehouse URL scheme {parsed.scheme!r}; expected duckdb:///path/to/file.duckdb"
+        f"COMPOSABLE_WAREHOUSE: unsupported warehouse URL scheme {parsed.scheme!r}; "
+        "expected duckdb:///path/to/file.duckdb or postgresql://user@host:port/database"
     )
 
 

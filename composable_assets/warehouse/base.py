@@ -23,7 +23,15 @@ class WarehouseBusy(WarehouseError):
 
 
 class Connection(ABC):
-    """One open session with the warehouse. SQL is written in the DuckDB dialect with `?` parameters."""
+    """One open session with the warehouse. SQL is written in the DuckDB dialect with `?` parameters.
+
+    Engines other than DuckDB render it for themselves (`warehouse.dialect.render`), in this one place.
+    """
+
+    #: sqlglot dialect the engine runs; code with a per-engine branch (delta.diff, delta.ledger) reads it.
+    dialect: str = "duckdb"
+    #: Whether the engine has MERGE (otherwise the ledger is folded by delete-then-insert).
+    has_merge: bool = True
 
     @abstractmethod
     def execute(self, sql: str, params: Params = None) -> None:
@@ -51,6 +59,15 @@ class Connection(ABC):
 
     def table_exists(self, schema: str | None, table: str) -> bool:
         return bool(self.table_columns(schema, table))
+
+
+def require_duckdb(conn: "Connection", feature: str) -> None:
+    """Refuse, with a clear message, a feature built only for DuckDB so far."""
+    if conn.dialect != "duckdb":
+        raise WarehouseError(
+            f"{feature} runs only on a DuckDB warehouse for now; this warehouse is {conn.dialect} "
+            "(see README, Warehouses)"
+        )
 
 
 class Engine(ABC):

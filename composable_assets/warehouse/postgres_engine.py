@@ -1,0 +1,203 @@
+"""PostgreSQL (15 or newer for MERGE; older servers fold acks by delete-then-insert) as the warehouse.
+
+Selected by `COMPOSABLE_WAREHOUSE=postgresql://user@host:port/database`. The password is never part of the URL:
+it comes from `COMPOSABLE_WAREHOUSE_PASSWORD` (or libpq's `PGPASSWORD`), so it cannot end up in logs, run
+metadata or error messages, which all show the URL. The driver (psycopg2) is imported only when this engine is
+used. SQL arrives in the DuckDB dialect with `?` parameters and is rendered by `dialect.render`.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from typing import Any, Iterator
+from urllib.parse import parse_qsl, unquote, urlparse
+
+import pyarrow as pa
+
+from .base import Connection, Engine, Params, WarehouseError
+from .dialect import render
+
+PASSWORD_SETTINGS = ("COMPOSABLE_WAREHOUSE_PASSWORD", "PGPASSWORD")
+CONNECT_TIMEOUT_SECONDS = 10
+
+
+def _driver():
+    try:
+        import psycopg2
+        import psycopg2.extras
+    except ImportError as exc:  # pragma: no cover - psycopg2-binary is a dependency
+        raise WarehouseError(
+            "COMPOSABLE_WAREHOUSE names a PostgreSQL warehouse but the driver is missing: pip install psycopg2-binary"
+        ) from exc
+    return psycopg2
+
+
+class PostgresConnection(Connection):
+    dialect = "postgres"
+
+    def __init__(self, con: Any, *, server_version: int):
+        self._con = con
+        self.server_version = server_version
+
+    @property
+    def has_merge(self) -> bool:
+        return self.server_version >= 150000
+
+    def _run(self, cursor, sql: str, params: Params) -> None:
+        if params:
+            cursor.execute(render(sql, "postgres"), list(params))
+        else:
+            cursor.execute(render(sql, "postgres", placeholder="?"))
+
+    def execute(self, sql: str, params: Params = None) -> None:
+        with self._con.cursor() as cur:
+            self._run(cur, sql, params)
+
+    def fetch_all(self, sql: str, params: Params = None) -> list[tuple]:
+        with self._con.cursor() as cur:
+            self._run(cur, sql, params)
+            return [tuple(r) for r in cur.fetchall()]
+
+    def fetch_arrow(self, sql: str, params: Params = None) -> pa.Table:
+        with self._con.cursor() as cur:
+            self._run(cur, sql, params)
+            names = [d.name for d in cur.description]
+            return _to_arrow(names, cur.fetchall())
+
+    def stream_arrow(self, sql: str, params: Params = None, batch_rows: int = 100_000) -> Iterator[pa.RecordBatch]:
+        # A server-side cursor: the server keeps the result, we fetch batch_rows at a time. WITH HOLD, so it
+        # lives outside a transaction block (the connection autocommits) and survives statements run meanwhile.
+        cur = self._con.cursor(name=f"composable_stream_{id(self)}_{os.getpid()}", withhold=True)
+        try:
+            self._run(cur, sql, params)
+            names: list[str] | None = None
+            while True:
+                rows = cur.fetchmany(batch_rows)
+                if names is None:
+                    names = [d.name for d in cur.description]
+                if not rows:
+                    break
+                yield from _to_arrow(names, rows).to_batches()
+        finally:
+            cur.close()
+
+    def table_columns(self, schema: str | None, table: str) -> list[tuple[str, str]]:
+        return self.fetch_all(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_name = ? AND table_schema = coalesce(?, current_schema()) ORDER BY ordinal_position",
+            [table, schema],
+        )
+
+
+def _to_arrow(names: list[str], rows: list[tuple]) -> pa.Table:
+    columns = list(zip(*rows)) if rows else [()] * len(names)
+    return pa.table({name: pa.array(list(values)) for name, values in zip(names, columns)})
+
+
+class PostgresEngine(Engine):
+    dialect = "postgres"
+    kind = "postgres"
+
+    def __init__(self, *, host: str, port: int, database: str, user: str, options: dict[str, str] | None = None):
+        self.host = host
+        self.port = port
+        self.database = database
+        self.user = user
+        #: libpq connection parameters from the URL's query (sslmode, application_name, ...), never a password.
+        self.options = options or {}
+        self._server_version: int | None = None
+
+    @classmethod
+    def from_url(cls, url: str) -> "PostgresEngine":
+        parsed = urlparse(url)
+        if parsed.password is not None:
+            raise WarehouseError(
+                "COMPOSABLE_WAREHOUSE: the PostgreSQL URL must not contain a password; "
+                "remove it from the URL and set COMPOSABLE_WAREHOUSE_PASSWORD (or PGPASSWORD) instead"
+            )
+        options = dict(parse_qsl(parsed.query))
+        if "password" in {k.lower() for k in options}:
+            raise WarehouseError(
+                "COMPOSABLE_WAREHOUSE: the PostgreSQL URL must not carry a password parameter; "
+                "set COMPOSABLE_WAREHOUSE_PASSWORD (or PGPASSWORD) instead"
+            )
+        database = unquote(parsed.path.lstrip("/"))
+        if not database:
+            raise WarehouseError(
+                "COMPOSABLE_WAREHOUSE: the PostgreSQL URL names no database; expected postgresql://user@host:port/database"
+            )
+        try:
+            port = parsed.port or 5432
+        except ValueError as exc:
+            raise WarehouseError("COMPOSABLE_WAREHOUSE: the PostgreSQL port is not a number") from exc
+        return cls(
+            host=parsed.hostname or "localhost",
+            port=port,
+            database=database,
+            user=unquote(parsed.username or "") or os.environ.get("PGUSER", "") or "postgres",
+            options=options,
+        )
+
+    def describe(self) -> str:
+        return f"PostgreSQL database {self.database!r} on {self.host}:{self.port} as user {self.user!r}"
+
+    def _password(self) -> str | None:
+        for name in PASSWORD_SETTINGS:
+            if os.environ.get(name):
+                return os.environ[name]
+        return None
+
+    def _open(self):
+        psycopg2 = _driver()
+        password = self._password()
+        try:
+            con = psycopg2.connect(
+                host=self.host,
+                port=self.port,
+                dbname=self.database,
+                user=self.user,
+                password=password,
+                connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                **self.options,
+            )
+        except psycopg2.Error as exc:
+            raise WarehouseError(_connect_error(self, str(exc), password)) from None
+        con.autocommit = True  # statements commit one by one, as in DuckDB; BEGIN ... COMMIT groups them
+        # JSON columns come back as their text, as from DuckDB (delivery decodes them itself).
+        psycopg2.extras.register_default_json(con, loads=lambda text: text)
+        psycopg2.extras.register_default_jsonb(con, loads=lambda text: text)
+        return con
+
+    @contextmanager
+    def connect(self) -> Iterator[PostgresConnection]:
+        con = self._open()
+        try:
+            if self._server_version is None:
+                self._server_version = con.server_version
+            yield PostgresConnection(con, server_version=self._server_version)
+        finally:
+            con.close()
+
+
+def _connect_error(engine: PostgresEngine, detail: str, password: str | None) -> str:
+    """Which setting is likely wrong, and the driver's own words, without the password."""
+    if password:
+        detail = detail.replace(password, "***")
+    text = detail.lower()
+    if "could not translate host name" in text or "name or service not known" in text:
+        setting = f"the host {engine.host!r} in COMPOSABLE_WAREHOUSE cannot be resolved"
+    elif "connection refused" in text or "timeout expired" in text or "no route to host" in text:
+        setting = f"nothing answers at {engine.host}:{engine.port} (host or port in COMPOSABLE_WAREHOUSE)"
+    elif "database" in text and "does not exist" in text:
+        setting = f"the database {engine.database!r} in COMPOSABLE_WAREHOUSE does not exist"
+    elif "password authentication failed" in text or "no password supplied" in text:
+        setting = (
+            f"user {engine.user!r} (COMPOSABLE_WAREHOUSE) was refused: check the user and "
+            "COMPOSABLE_WAREHOUSE_PASSWORD / PGPASSWORD"
+        )
+    elif "role" in text and "does not exist" in text:
+        setting = f"the user {engine.user!r} in COMPOSABLE_WAREHOUSE does not exist"
+    else:
+        setting = f"cannot connect to {engine.describe()} (COMPOSABLE_WAREHOUSE)"
+    return f"PostgreSQL warehouse: {setting}. Driver said: {detail.strip()}"
