@@ -240,3 +240,16 @@ def test_acks_fold_without_merge_as_with_it(postgres_url):
             assert fold_acks(conn, tables) == 1
             ledgers.append(conn.fetch_all(f"SELECT _key, _identifier, _hash, CAST(_fields AS VARCHAR) FROM {tables.ledger}"))
     assert ledgers[0] == ledgers[1] == [("k1", "i1", "h1b", '{"x": 3}')]
+
+
+def test_the_connection_interface_on_every_engine(warehouse_url: str):
+    """Bound values (a literal % beside them), Arrow results, batched streaming and column lookup agree."""
+    with engine_from_url(warehouse_url).connect() as conn:
+        conn.execute("CREATE TABLE t (id BIGINT, label VARCHAR)")
+        conn.execute("INSERT INTO t SELECT i, 'n' || CAST(i AS VARCHAR) FROM range(1, 6) AS r(i)")
+        assert conn.fetch_all("SELECT count(*) FROM t WHERE label LIKE 'n%' AND id > ?", [2]) == [(3,)]
+        assert conn.fetch_arrow("SELECT id, label FROM t WHERE id = ?", [4]).to_pylist() == [{"id": 4, "label": "n4"}]
+        batches = list(conn.stream_arrow("SELECT id FROM t ORDER BY id", batch_rows=2))
+        assert [b.num_rows for b in batches] == [2, 2, 1]
+        assert [c for c, _ in conn.table_columns(None, "t")] == ["id", "label"]
+        assert conn.table_columns(None, "missing") == []
