@@ -114,6 +114,12 @@ class DagsterProcesses:
         try:
             bin_dir = Path(sys.executable).parent
             workspace = str(self.workspace_file)
+            # Create the instance's storage first: a webserver and a daemon starting together on a fresh
+            # SQLite home can race to create the same tables ("table alembic_version already exists").
+            subprocess.run(
+                [sys.executable, "-c", "import dagster; dagster.DagsterInstance.get().dispose()"],
+                env=self.env, cwd=self.cwd, check=True, capture_output=True, timeout=120,
+            )
             self._start("webserver", [str(bin_dir / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(self.port), "-w", workspace])
             self._start("daemon", [str(bin_dir / "dagster-daemon"), "run", "-w", workspace])
             self.wait_for(self._server_info, self.startup_timeout, what=f"the webserver to answer {self.url}/server_info")
