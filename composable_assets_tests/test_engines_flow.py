@@ -1,7 +1,8 @@
 """One flow, every engine that can run here: first sync, a change, a mirror removal, a partial failure.
 
-The same test body runs on DuckDB (a file) and on PostgreSQL (the server on 127.0.0.1:5432, a database created
-for the test and dropped after it), so no engine silently diverges.
+The same test body runs on DuckDB (a file), on PostgreSQL (the server on 127.0.0.1:5432, a database created
+for the test and dropped after it) and on Snowflake (the real connector against fakesnow, patched in-process, a
+database under the test's tmp_path), so no engine silently diverges.
 """
 
 from __future__ import annotations
@@ -57,11 +58,20 @@ def postgres_url() -> Iterator[str]:
         admin.close()
 
 
-@pytest.fixture(params=["duckdb", "postgres"])
+@pytest.fixture
+def snowflake_url(tmp_path: Path) -> Iterator[str]:
+    """The real Snowflake connector against fakesnow, in-process: a database of its own under tmp_path."""
+    fakesnow = pytest.importorskip("fakesnow")
+    (tmp_path / "fakesnow").mkdir()
+    with fakesnow.patch(db_path=tmp_path / "fakesnow"):
+        yield "snowflake://tester@fake_account/composable_test/public?warehouse=test_wh&role=test_role"
+
+
+@pytest.fixture(params=["duckdb", "postgres", "snowflake"])
 def warehouse_url(request, tmp_path: Path) -> str:
     if request.param == "duckdb":
         return f"duckdb:///{tmp_path / 'warehouse.duckdb'}"
-    return request.getfixturevalue("postgres_url")
+    return request.getfixturevalue(f"{request.param}_url")
 
 
 class EngineProject:
@@ -186,6 +196,19 @@ def test_a_password_in_the_postgres_url_is_refused_without_being_shown():
     with pytest.raises(WarehouseError, match="COMPOSABLE_WAREHOUSE_PASSWORD") as info:
         engine_from_url("postgresql://postgres:s3cret-value@127.0.0.1:5432/db")
     assert "s3cret-value" not in str(info.value)
+
+
+def test_a_secret_in_the_snowflake_url_is_refused_without_being_shown():
+    with pytest.raises(WarehouseError, match="COMPOSABLE_WAREHOUSE_PASSWORD") as info:
+        engine_from_url("snowflake://me:s3cret-value@acct/db/sch?warehouse=wh")
+    assert "s3cret-value" not in str(info.value)
+    with pytest.raises(WarehouseError, match="password") as info:
+        engine_from_url("snowflake://me@acct/db/sch?warehouse=wh&password=s3cret-value")
+    assert "s3cret-value" not in str(info.value)
+    with pytest.raises(WarehouseError, match="snowflake://user@account/database/schema"):
+        engine_from_url("snowflake://me@acct/db")
+    engine = engine_from_url("snowflake://me@acct/db/sch?warehouse=wh&role=r")
+    assert (engine.kind, engine.dialect, engine.options) == ("snowflake", "snowflake", {"warehouse": "wh", "role": "r"})
 
 
 def test_connection_errors_name_the_setting_and_never_the_password(monkeypatch):

@@ -26,9 +26,16 @@ def engine_from_url(url: str) -> Engine:
 
         # postgresql://user@host:port/database; the password only from COMPOSABLE_WAREHOUSE_PASSWORD or PGPASSWORD.
         return PostgresEngine.from_url(url)
+    if parsed.scheme == "snowflake":
+        from .snowflake_engine import SnowflakeEngine
+
+        # snowflake://user@account/database/schema?warehouse=WH&role=ROLE; the password only from
+        # COMPOSABLE_WAREHOUSE_PASSWORD. The connector is imported when the engine connects.
+        return SnowflakeEngine.from_url(url)
     raise WarehouseError(
         f"COMPOSABLE_WAREHOUSE: unsupported warehouse URL scheme {parsed.scheme!r}; "
-        "expected duckdb:///path/to/file.duckdb or postgresql://user@host:port/database"
+        "expected duckdb:///path/to/file.duckdb, postgresql://user@host:port/database or "
+        "snowflake://user@account/database/schema?warehouse=WH&role=ROLE"
     )
 
 

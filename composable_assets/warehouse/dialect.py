@@ -11,6 +11,18 @@ render equivalently for a target are rewritten here, on the parsed tree:
 - `?` -> the driver's placeholder (`%s` for psycopg), and a literal `%` is doubled, since the driver formats
   the statement with its parameters.
 
+For Snowflake (sqlglot renders most of it equivalently: `json_object` -> `OBJECT_CONSTRUCT_KEEP_NULL`, which
+keeps NULL values as JSON null; `md5(concat(...))` with NULL-safe arguments; `CREATE OR REPLACE TABLE`, QUALIFY,
+MERGE and `IS DISTINCT FROM` exist there; TIMESTAMP -> TIMESTAMP_NTZ, JSON -> VARIANT):
+
+- every identifier is quoted as written. Snowflake folds unquoted names to upper case and keeps quoted ones as
+  written; our code quotes most names (`ident`) but not all, so quoting all of them makes `people` and
+  `"people"` the same lower-case table, as they are in DuckDB. Statements on `information_schema` are left
+  unquoted, since its views and columns are upper-case names.
+- `range(a, b) AS r(i)` as a table -> `(SELECT CAST(value AS BIGINT) AS i FROM TABLE(FLATTEN(ARRAY_GENERATE_RANGE(a, b)))) AS r`
+  (sqlglot emits the array function itself as a table, which Snowflake rejects).
+- `?` stays `?` (the connector's qmark paramstyle binds it server-side).
+
 DuckDB statements are never parsed here: DuckDB runs the SQL as written.
 """
 
@@ -38,7 +50,38 @@ def _rewrite(node: exp.Expression, target: str, aliases: list[int]) -> exp.Expre
         if isinstance(node, exp.Subquery) and not node.alias and isinstance(node.parent, (exp.From, exp.Join)):
             aliases.append(len(aliases) + 1)
             node.set("alias", exp.TableAlias(this=exp.to_identifier(f"_q{aliases[-1]}")))
+    if target == "snowflake":
+        if isinstance(node, exp.Identifier) and not node.quoted:
+            node.set("quoted", True)
     return node
+
+
+def _snowflake_range(node: exp.Expression) -> exp.Expression:
+    """`range(a, b) AS r(i)` in FROM or JOIN -> a FLATTEN subquery Snowflake runs (same rows, same names)."""
+    if not (isinstance(node, exp.Table) and isinstance(node.this, exp.GenerateSeries)):
+        return node
+    series = node.this
+    if not series.args.get("is_end_exclusive"):
+        return node  # generate_series (end inclusive) is rendered by sqlglot as is
+    alias = node.args.get("alias")
+    columns = alias.columns if alias else []
+    name = columns[0].copy() if columns else exp.to_identifier("range", quoted=True)
+    flatten = exp.Table(
+        this=exp.Anonymous(
+            this="TABLE",
+            expressions=[exp.Anonymous(this="FLATTEN", expressions=[
+                exp.Anonymous(this="ARRAY_GENERATE_RANGE", expressions=[series.args["start"].copy(), series.args["end"].copy()])
+            ])],
+        )
+    )
+    select = exp.select(exp.alias_(exp.cast(exp.column("value"), "BIGINT"), name)).from_(flatten)
+    return exp.Subquery(
+        this=select, alias=exp.TableAlias(this=alias.this.copy()) if alias and alias.this else None
+    )
+
+
+def _reads_information_schema(tree: exp.Expression) -> bool:
+    return any((t.db or "").lower() == "information_schema" for t in tree.find_all(exp.Table))
 
 
 @lru_cache(maxsize=2048)
@@ -51,8 +94,13 @@ def render(sql: str, target: str, placeholder: str = "%s") -> str:
     for tree in sqlglot.parse(sql, read=SOURCE_DIALECT):
         if tree is None:
             continue
-        tree = tree.transform(_rewrite, target, aliases)
-        if isinstance(tree, exp.Create) and tree.args.get("replace") and (tree.kind or "").upper() == "TABLE":
+        if target == "snowflake" and _reads_information_schema(tree):
+            tree = tree.transform(lambda n: exp.var(_PARAM_TOKEN) if isinstance(n, exp.Placeholder) else n)
+        else:
+            tree = tree.transform(_rewrite, target, aliases)
+        if target == "snowflake":
+            tree = tree.transform(_snowflake_range)
+        if target == "postgres" and isinstance(tree, exp.Create) and tree.args.get("replace") and (tree.kind or "").upper() == "TABLE":
             tree.set("replace", False)
             drop = exp.Drop(tables=[tree.this.copy()], kind="TABLE", exists=True)
             statements.append(drop.sql(target))

@@ -1,0 +1,197 @@
+"""Snowflake as the warehouse, through the official `snowflake-connector-python` (pip install composable_assets[snowflake]).
+
+Selected by `COMPOSABLE_WAREHOUSE=snowflake://user@account/database/schema?warehouse=WH&role=ROLE`. The password is
+never part of the URL: it comes from `COMPOSABLE_WAREHOUSE_PASSWORD`, so it cannot end up in logs, run metadata or
+error messages, which all show the URL. Other query parameters are passed to the connector (e.g.
+`authenticator=externalbrowser`, `private_key_file=/path/key.p8`); secrets among them are refused. The connector
+is imported only when this engine is used. SQL arrives in the DuckDB dialect with `?` parameters and is rendered by
+`dialect.render` (every identifier quoted, so names keep their case as in DuckDB); values are bound by the
+connector's qmark paramstyle.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from typing import Any, Iterator
+from urllib.parse import parse_qsl, unquote, urlparse
+
+import pyarrow as pa
+
+from .base import Connection, Engine, Params, WarehouseError
+from .dialect import render
+
+PASSWORD_SETTING = "COMPOSABLE_WAREHOUSE_PASSWORD"
+LOGIN_TIMEOUT_SECONDS = 30
+# Query parameters that would put a secret into the URL (and so into logs): refused.
+SECRET_PARAMETERS = ("password", "passcode", "token", "private_key", "private_key_file_pwd", "oauth_client_secret")
+
+
+def _connector():
+    try:
+        import snowflake.connector
+    except ImportError as exc:
+        raise WarehouseError(
+            "COMPOSABLE_WAREHOUSE names a Snowflake warehouse but the connector is missing: "
+            "pip install 'composable_assets[snowflake]'"
+        ) from exc
+    return snowflake.connector
+
+
+class SnowflakeConnection(Connection):
+    dialect = "snowflake"
+    # Snowflake has MERGE, but acks are folded by delete-then-insert (same ledger, one transaction): fakesnow
+    # emulates MERGE through a temporary table it cannot create inside BEGIN ... COMMIT, and the fold that runs
+    # here is the one the tests run (see README, Warehouses).
+    has_merge = False
+
+    def __init__(self, con: Any):
+        self._con = con
+        self._home: tuple[str, str] | None = None
+
+    def _run(self, cursor, sql: str, params: Params) -> None:
+        creates_schema = sql.lstrip()[:13].upper() == "CREATE SCHEMA"
+        if creates_schema and self._home is None:
+            self._home = cursor.execute("SELECT current_database(), current_schema()").fetchone()
+        cursor.execute(render(sql, "snowflake", placeholder="?"), list(params) if params else None)
+        if creates_schema and self._home and all(self._home):
+            # Snowflake makes a schema it creates the session's current schema; unqualified names (the models,
+            # the source tables) must keep resolving in the schema of the URL, as on the other engines.
+            database, schema = (name.replace('"', '""') for name in self._home)
+            cursor.execute(f'USE SCHEMA "{database}"."{schema}"')
+
+    def execute(self, sql: str, params: Params = None) -> None:
+        with self._con.cursor() as cur:
+            self._run(cur, sql, params)
+
+    def fetch_all(self, sql: str, params: Params = None) -> list[tuple]:
+        with self._con.cursor() as cur:
+            self._run(cur, sql, params)
+            return [tuple(r) for r in cur.fetchall()]
+
+    def fetch_arrow(self, sql: str, params: Params = None) -> pa.Table:
+        # Built from rows rather than with the connector's fetch_arrow_all: fakesnow, which the tests run against,
+        # has no Arrow fetch, and one code path is the one that is tested.
+        with self._con.cursor() as cur:
+            self._run(cur, sql, params)
+            return _to_arrow(_names(cur), cur.fetchall())
+
+    def stream_arrow(self, sql: str, params: Params = None, batch_rows: int = 100_000) -> Iterator[pa.RecordBatch]:
+        # A cursor of its own; the connector downloads result chunks as fetchmany asks for them.
+        cur = self._con.cursor()
+        try:
+            self._run(cur, sql, params)
+            names = _names(cur)
+            while True:
+                rows = cur.fetchmany(batch_rows)
+                if not rows:
+                    break
+                yield from _to_arrow(names, rows).to_batches()
+        finally:
+            cur.close()
+
+    def table_columns(self, schema: str | None, table: str) -> list[tuple[str, str]]:
+        # Names are stored as written (our SQL quotes every identifier), so they are compared as given.
+        return self.fetch_all(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_name = ? AND table_schema = coalesce(?, current_schema()) ORDER BY ordinal_position",
+            [table, schema],
+        )
+
+
+def _names(cursor) -> list[str]:
+    return [d[0] for d in cursor.description]
+
+
+def _to_arrow(names: list[str], rows: list[tuple]) -> pa.Table:
+    columns = list(zip(*rows)) if rows else [()] * len(names)
+    return pa.table({name: pa.array(list(values)) for name, values in zip(names, columns)})
+
+
+class SnowflakeEngine(Engine):
+    dialect = "snowflake"
+    kind = "snowflake"
+
+    def __init__(
+        self, *, account: str, user: str, database: str, schema: str, options: dict[str, str] | None = None
+    ):
+        self.account = account
+        self.user = user
+        self.database = database
+        self.schema = schema
+        #: connector parameters from the URL's query (warehouse, role, authenticator, ...), never a secret.
+        self.options = options or {}
+
+    @classmethod
+    def from_url(cls, url: str) -> "SnowflakeEngine":
+        parsed = urlparse(url)
+        if parsed.password is not None:
+            raise WarehouseError(
+                "COMPOSABLE_WAREHOUSE: the Snowflake URL must not contain a password; "
+                f"remove it from the URL and set {PASSWORD_SETTING} instead"
+            )
+        options = dict(parse_qsl(parsed.query))
+        secrets = sorted(k for k in options if k.lower() in SECRET_PARAMETERS)
+        if secrets:
+            raise WarehouseError(
+                f"COMPOSABLE_WAREHOUSE: the Snowflake URL must not carry the secret parameter(s) {', '.join(secrets)}; "
+                f"set {PASSWORD_SETTING} for a password (or use private_key_file / authenticator) instead"
+            )
+        parts = [unquote(p) for p in parsed.path.strip("/").split("/") if p]
+        account = unquote(parsed.hostname or "")
+        user = unquote(parsed.username or "")
+        if not account or not user or len(parts) != 2:
+            raise WarehouseError(
+                "COMPOSABLE_WAREHOUSE: expected snowflake://user@account/database/schema?warehouse=WH&role=ROLE"
+            )
+        return cls(account=account, user=user, database=parts[0], schema=parts[1], options=options)
+
+    def describe(self) -> str:
+        return f"Snowflake database {self.database}.{self.schema} in account {self.account!r} as user {self.user!r}"
+
+    def _open(self):
+        connector = _connector()
+        password = os.environ.get(PASSWORD_SETTING) or None
+        kwargs: dict[str, Any] = {"login_timeout": LOGIN_TIMEOUT_SECONDS, **self.options}
+        if password is not None:
+            kwargs["password"] = password
+        try:
+            return connector.connect(
+                account=self.account,
+                user=self.user,
+                database=self.database,
+                schema=self.schema,
+                paramstyle="qmark",
+                autocommit=True,  # statements commit one by one, as in DuckDB; BEGIN ... COMMIT groups them
+                **kwargs,
+            )
+        except connector.Error as exc:
+            raise WarehouseError(_connect_error(self, str(exc), password)) from None
+
+    @contextmanager
+    def connect(self) -> Iterator[SnowflakeConnection]:
+        con = self._open()
+        try:
+            yield SnowflakeConnection(con)
+        finally:
+            con.close()
+
+
+def _connect_error(engine: SnowflakeEngine, detail: str, password: str | None) -> str:
+    """Which setting is likely wrong, and the connector's own words, without the password."""
+    if password:
+        detail = detail.replace(password, "***")
+    text = detail.lower()
+    if "incorrect username or password" in text or "authentication" in text or "password is empty" in text:
+        setting = f"user {engine.user!r} (COMPOSABLE_WAREHOUSE) was refused: check the user and {PASSWORD_SETTING}"
+    elif "could not connect" in text or "failed to connect" in text or "name or service not known" in text:
+        setting = f"the account {engine.account!r} in COMPOSABLE_WAREHOUSE cannot be reached"
+    elif "database" in text and ("does not exist" in text or "not authorized" in text):
+        setting = f"the database {engine.database!r} in COMPOSABLE_WAREHOUSE does not exist or is not authorized"
+    elif "warehouse" in text:
+        setting = f"the warehouse {engine.options.get('warehouse')!r} in COMPOSABLE_WAREHOUSE cannot be used"
+    elif "role" in text:
+        setting = f"the role {engine.options.get('role')!r} in COMPOSABLE_WAREHOUSE cannot be used"
+    else:
+        setting = f"cannot connect to {engine.describe()} (COMPOSABLE_WAREHOUSE)"
+    return f"Snowflake warehouse: {setting}. Connector said: {detail.strip()}"
