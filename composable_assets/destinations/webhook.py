@@ -61,7 +61,7 @@ import time
 from typing import Any, Sequence
 
 import requests
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from requests.auth import AuthBase
 
 from ..project import SecretRef, resolve_setting

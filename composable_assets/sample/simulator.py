@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import random
 import threading
-import time
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Mapping

@@ -70,6 +70,41 @@ def require_duckdb(conn: "Connection", feature: str) -> None:
         )
 
 
+class DbApiConnection(Connection):
+    """A Connection over a DB-API driver (psycopg, the Snowflake connector): subclasses say how a statement runs."""
+
+    def __init__(self, con: Any):
+        self._con = con
+
+    @abstractmethod
+    def _run(self, cursor: Any, sql: str, params: Params) -> None:
+        """Render `sql` (DuckDB dialect, `?` parameters) for this engine and execute it on `cursor`."""
+
+    def execute(self, sql: str, params: Params = None) -> None:
+        with self._con.cursor() as cur:
+            self._run(cur, sql, params)
+
+    def fetch_all(self, sql: str, params: Params = None) -> list[tuple]:
+        with self._con.cursor() as cur:
+            self._run(cur, sql, params)
+            return [tuple(r) for r in cur.fetchall()]
+
+    def fetch_arrow(self, sql: str, params: Params = None) -> pa.Table:
+        with self._con.cursor() as cur:
+            self._run(cur, sql, params)
+            return rows_to_arrow(column_names(cur), cur.fetchall())
+
+
+def column_names(cursor: Any) -> list[str]:
+    return [d[0] for d in cursor.description]
+
+
+def rows_to_arrow(names: list[str], rows: list[tuple]) -> pa.Table:
+    """Rows fetched through a DB-API cursor as an Arrow table (column types inferred from the values)."""
+    columns = list(zip(*rows)) if rows else [()] * len(names)
+    return pa.table({name: pa.array(list(values)) for name, values in zip(names, columns)})
+
+
 class Engine(ABC):
     """A warehouse product: how to connect, which SQL dialect, which Dagster kind."""
 

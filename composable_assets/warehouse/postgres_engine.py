@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, unquote, urlparse
 
 import pyarrow as pa
 
-from .base import Connection, Engine, Params, WarehouseError
+from .base import DbApiConnection, Engine, Params, WarehouseError, column_names, rows_to_arrow
 from .dialect import render
 
 PASSWORD_SETTINGS = ("COMPOSABLE_WAREHOUSE_PASSWORD", "PGPASSWORD")
@@ -33,11 +33,11 @@ def _driver():
     return psycopg2
 
 
-class PostgresConnection(Connection):
+class PostgresConnection(DbApiConnection):
     dialect = "postgres"
 
     def __init__(self, con: Any, *, server_version: int):
-        self._con = con
+        super().__init__(con)
         self.server_version = server_version
 
     @property
@@ -50,21 +50,6 @@ class PostgresConnection(Connection):
         else:
             cursor.execute(render(sql, "postgres", placeholder="?"))
 
-    def execute(self, sql: str, params: Params = None) -> None:
-        with self._con.cursor() as cur:
-            self._run(cur, sql, params)
-
-    def fetch_all(self, sql: str, params: Params = None) -> list[tuple]:
-        with self._con.cursor() as cur:
-            self._run(cur, sql, params)
-            return [tuple(r) for r in cur.fetchall()]
-
-    def fetch_arrow(self, sql: str, params: Params = None) -> pa.Table:
-        with self._con.cursor() as cur:
-            self._run(cur, sql, params)
-            names = [d.name for d in cur.description]
-            return _to_arrow(names, cur.fetchall())
-
     def stream_arrow(self, sql: str, params: Params = None, batch_rows: int = 100_000) -> Iterator[pa.RecordBatch]:
         # A server-side cursor: the server keeps the result, we fetch batch_rows at a time. WITH HOLD, so it
         # lives outside a transaction block (the connection autocommits) and survives statements run meanwhile.
@@ -75,10 +60,10 @@ class PostgresConnection(Connection):
             while True:
                 rows = cur.fetchmany(batch_rows)
                 if names is None:
-                    names = [d.name for d in cur.description]
+                    names = column_names(cur)
                 if not rows:
                     break
-                yield from _to_arrow(names, rows).to_batches()
+                yield from rows_to_arrow(names, rows).to_batches()
         finally:
             cur.close()
 
@@ -89,10 +74,6 @@ class PostgresConnection(Connection):
             [table, schema],
         )
 
-
-def _to_arrow(names: list[str], rows: list[tuple]) -> pa.Table:
-    columns = list(zip(*rows)) if rows else [()] * len(names)
-    return pa.table({name: pa.array(list(values)) for name, values in zip(names, columns)})
 
 
 class PostgresEngine(Engine):

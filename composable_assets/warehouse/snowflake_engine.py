@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, unquote, urlparse
 
 import pyarrow as pa
 
-from .base import Connection, Engine, Params, WarehouseError
+from .base import DbApiConnection, Engine, Params, WarehouseError, column_names, rows_to_arrow
 from .dialect import render
 
 PASSWORD_SETTING = "COMPOSABLE_WAREHOUSE_PASSWORD"
@@ -38,7 +38,7 @@ def _connector():
     return snowflake.connector
 
 
-class SnowflakeConnection(Connection):
+class SnowflakeConnection(DbApiConnection):
     dialect = "snowflake"
     # Snowflake has MERGE, but acks are folded by delete-then-insert (same ledger, one transaction): fakesnow
     # emulates MERGE through a temporary table it cannot create inside BEGIN ... COMMIT, and the fold that runs
@@ -46,7 +46,7 @@ class SnowflakeConnection(Connection):
     has_merge = False
 
     def __init__(self, con: Any):
-        self._con = con
+        super().__init__(con)
         self._home: tuple[str, str] | None = None
 
     def _run(self, cursor, sql: str, params: Params) -> None:
@@ -60,33 +60,17 @@ class SnowflakeConnection(Connection):
             database, schema = (name.replace('"', '""') for name in self._home)
             cursor.execute(f'USE SCHEMA "{database}"."{schema}"')
 
-    def execute(self, sql: str, params: Params = None) -> None:
-        with self._con.cursor() as cur:
-            self._run(cur, sql, params)
-
-    def fetch_all(self, sql: str, params: Params = None) -> list[tuple]:
-        with self._con.cursor() as cur:
-            self._run(cur, sql, params)
-            return [tuple(r) for r in cur.fetchall()]
-
-    def fetch_arrow(self, sql: str, params: Params = None) -> pa.Table:
-        # Built from rows rather than with the connector's fetch_arrow_all: fakesnow, which the tests run against,
-        # has no Arrow fetch, and one code path is the one that is tested.
-        with self._con.cursor() as cur:
-            self._run(cur, sql, params)
-            return _to_arrow(_names(cur), cur.fetchall())
-
     def stream_arrow(self, sql: str, params: Params = None, batch_rows: int = 100_000) -> Iterator[pa.RecordBatch]:
         # A cursor of its own; the connector downloads result chunks as fetchmany asks for them.
         cur = self._con.cursor()
         try:
             self._run(cur, sql, params)
-            names = _names(cur)
+            names = column_names(cur)
             while True:
                 rows = cur.fetchmany(batch_rows)
                 if not rows:
                     break
-                yield from _to_arrow(names, rows).to_batches()
+                yield from rows_to_arrow(names, rows).to_batches()
         finally:
             cur.close()
 
@@ -99,13 +83,6 @@ class SnowflakeConnection(Connection):
         )
 
 
-def _names(cursor) -> list[str]:
-    return [d[0] for d in cursor.description]
-
-
-def _to_arrow(names: list[str], rows: list[tuple]) -> pa.Table:
-    columns = list(zip(*rows)) if rows else [()] * len(names)
-    return pa.table({name: pa.array(list(values)) for name, values in zip(names, columns)})
 
 
 class SnowflakeEngine(Engine):
