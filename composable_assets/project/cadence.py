@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import dagster as dg
+from pydantic import AfterValidator
 
 NAMED_CADENCES = ("minutes", "hourly", "daily", "weekly")
 
@@ -20,3 +23,13 @@ def is_valid_cadence(cadence: str) -> bool:
     except dg.DagsterInvalidDefinitionError:
         return False
     return True
+
+
+def _checked(value: str) -> str:
+    if not is_valid_cadence(value):
+        raise ValueError(f"cadence must be one of {', '.join(NAMED_CADENCES)} or a 5-field cron string, got {value!r}")
+    return value
+
+
+#: A file's `cadence:` field, checked as it is read.
+Cadence = Annotated[str, AfterValidator(_checked)]

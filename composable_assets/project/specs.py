@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-from .cadence import NAMED_CADENCES, is_valid_cadence
+from .cadence import Cadence
 from .freshness import Duration, FreshnessSpec
 from .secret_refs import resolve_setting
 
@@ -118,19 +118,10 @@ class AudienceSpec(BaseModel):
     model: str = Field(min_length=1)
     primary_key: str = Field(min_length=1)
     where: str | None = None
-    cadence: str = "daily"
+    cadence: Cadence = "daily"
     # Overrides the cadence's default freshness policy (see project/freshness.py).
     freshness: FreshnessSpec | None = None
     syncs: list[SyncSpec] = Field(min_length=1)
-
-    @field_validator("cadence")
-    @classmethod
-    def _valid_cadence(cls, value: str) -> str:
-        if not is_valid_cadence(value):
-            raise ValueError(
-                f"cadence must be one of {', '.join(NAMED_CADENCES)} or a 5-field cron string, got {value!r}"
-            )
-        return value
 
     def columns_needed(self) -> list[str]:
         """Model columns the audience reads: primary key, then identifier and field columns."""
@@ -222,22 +213,13 @@ class StreamSpec(BaseModel):
     # A timestamp column: when the event happened (or landed); rows are picked up in its order.
     cursor: str = Field(min_length=1)
     where: str | None = None
-    cadence: str = "minutes"
+    cadence: Cadence = "minutes"
     freshness: FreshnessSpec | None = None
     # Rows at most this far behind the high-water mark are still picked up (deduplicated by event id).
     lookback: Duration = datetime.timedelta(hours=1)
     # Where a new (stream, destination) begins: `now` sends nothing older than `lookback`; a date sends from then.
     start: Annotated[Literal["now"] | datetime.date, BeforeValidator(_stream_start)] = "now"
     syncs: list[StreamSyncSpec] = Field(min_length=1)
-
-    @field_validator("cadence")
-    @classmethod
-    def _valid_cadence(cls, value: str) -> str:
-        if not is_valid_cadence(value):
-            raise ValueError(
-                f"cadence must be one of {', '.join(NAMED_CADENCES)} or a 5-field cron string, got {value!r}"
-            )
-        return value
 
     @field_validator("lookback")
     @classmethod
