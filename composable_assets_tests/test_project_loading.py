@@ -771,3 +771,42 @@ def test_audience_spec_helpers():
     assert audience.cadence == "daily"
     with pytest.raises(KeyError, match="no sync to destination 'sheets'"):
         audience.sync_for("sheets")
+
+
+# --- freshness and project.yaml automation settings -------------------------------------------
+
+
+def test_a_declared_freshness_window_is_read_with_its_durations(tmp_path):
+    text = audience_with("cadence: minutes\n", "cadence: minutes\nfreshness:\n  warn_after: 90s\n  fail_after: 10m\n")
+    root = write_project(tmp_path, valid_files({"audiences/high_value.yaml": text}))
+
+    freshness = load_project(root).audiences["high_value"].freshness
+    assert (freshness.warn_after, freshness.fail_after) == (datetime.timedelta(seconds=90), datetime.timedelta(minutes=10))
+
+
+@pytest.mark.parametrize(
+    "block, message",
+    [
+        ("  warn_after: 5m\n  fail_after: 2m\n", "warn_after must be shorter than fail_after"),
+        ("  fail_after: 30s\n", "fail_after must be at least 1m"),
+        ("  fail_after: 5 minutes\n", "'5 minutes' is not a duration; write it like 90s, 5m, 2h or 3d"),
+        ("  deadline: '0 9 * * 1'\n", "a deadline needs a lower_bound"),
+        ("  deadline: '0 9 * * 1'\n  lower_bound: 3h\n  fail_after: 5m\n", "use either warn_after/fail_after or deadline"),
+    ],
+)
+def test_a_bad_freshness_block_is_an_error_in_the_audience_file(tmp_path, block, message):
+    text = audience_with("cadence: minutes\n", "cadence: minutes\nfreshness:\n" + block)
+    root = write_project(tmp_path, valid_files({"audiences/high_value.yaml": text}))
+
+    error = str(load_error(root))
+    assert error.startswith("audiences/high_value.yaml:") and message in error
+
+
+def test_project_yaml_reads_landing_folders_and_the_sensor_interval(tmp_path):
+    files = valid_files({"project.yaml": "landing:\n  orders: {}\n  customers: {key: customer_id}\nsensor_interval: 2s\n"})
+    settings = load_project(write_project(tmp_path, files)).settings
+
+    assert settings.landing["customers"].key == "customer_id" and settings.landing["orders"].key is None
+    assert settings.sensor_interval == datetime.timedelta(seconds=2)
+    bad = valid_files({"project.yaml": "sensor_interval: often\n"})
+    assert "project.yaml" in str(load_error(write_project(tmp_path / "bad", bad)))
