@@ -1,18 +1,15 @@
 """One flow, every engine that can run here: first sync, a change, a mirror removal, a partial failure.
 
-The same test body runs on DuckDB (a file), on PostgreSQL (the server on 127.0.0.1:5432, a database created
-for the test and dropped after it) and on Snowflake (the real connector against fakesnow, patched in-process, a
-database under the test's tmp_path), so no engine silently diverges.
+The same test body runs on every warehouse `warehouses.py` can reach here (DuckDB files, PostgreSQL, Snowflake
+via fakesnow, ...), so no engine silently diverges.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import textwrap
-import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -24,47 +21,7 @@ from composable_assets.settings import Settings
 from composable_assets.warehouse import WarehouseError, engine_from_url
 
 from .conftest import SMALL_AUDIENCE, SMALL_MODEL, Recording
-
-PG_HOST = os.environ.get("COMPOSABLE_TEST_PG_HOST", "127.0.0.1")
-PG_PORT = int(os.environ.get("COMPOSABLE_TEST_PG_PORT", "5432"))
-PG_USER = os.environ.get("COMPOSABLE_TEST_PG_USER", "postgres")
-
-
-def _admin():
-    import psycopg2
-
-    con = psycopg2.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres", connect_timeout=5)
-    con.autocommit = True
-    return con
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A fresh database on the local server, dropped (WITH (FORCE)) at the end."""
-    import psycopg2
-
-    try:
-        admin = _admin()
-    except psycopg2.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL server at {PG_HOST}:{PG_PORT}: {exc}")
-    name = f"composable_test_{uuid.uuid4().hex[:12]}"
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
-
-
-@pytest.fixture
-def snowflake_url(tmp_path: Path) -> Iterator[str]:
-    """The real Snowflake connector against fakesnow, in-process: a database of its own under tmp_path."""
-    fakesnow = pytest.importorskip("fakesnow")
-    (tmp_path / "fakesnow").mkdir()
-    with fakesnow.patch(db_path=tmp_path / "fakesnow"):
-        yield "snowflake://tester@fake_account/composable_test/public?warehouse=test_wh&role=test_role"
+from .warehouses import PG_HOST, PG_PORT, PG_USER
 
 
 @pytest.fixture(params=["duckdb", "postgres", "snowflake"])

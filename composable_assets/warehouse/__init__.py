@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from functools import cached_property
+from importlib import import_module
 from urllib.parse import parse_qsl, urlparse
 
 import dagster as dg
@@ -11,8 +12,20 @@ import dagster as dg
 from .base import Connection, Engine, WarehouseBusy, WarehouseError
 
 
+# URL scheme -> (module, engine class) and the URL's documented shape. Each vendor's package is imported only
+# when its engine connects, so only the configured warehouse's connector needs to be installed.
+ENGINES = {
+    "postgresql": ("postgres_engine", "PostgresEngine", "postgresql://user@host:port/database"),
+    "postgres": ("postgres_engine", "PostgresEngine", "postgresql://user@host:port/database"),
+    "redshift": ("postgres_engine", "RedshiftEngine", "redshift://user@cluster-host:5439/database"),
+    "snowflake": ("snowflake_engine", "SnowflakeEngine", "snowflake://user@account/database/schema?warehouse=WH&role=ROLE"),
+    "bigquery": ("bigquery_engine", "BigQueryEngine", "bigquery://project/dataset?location=EU"),
+    "databricks": ("databricks_engine", "DatabricksEngine", "databricks://workspace-host/catalog/schema?http_path=/sql/1.0/warehouses/ID"),
+}
+
+
 def engine_from_url(url: str) -> Engine:
-    """The engine a warehouse URL names, e.g. `duckdb:///data/warehouse.duckdb`."""
+    """The engine a warehouse URL names, e.g. `duckdb:///data/warehouse.duckdb`; secrets come from the environment."""
     parsed = urlparse(url)
     if parsed.scheme == "duckdb":
         from .duckdb_engine import DuckDBEngine
@@ -21,21 +34,13 @@ def engine_from_url(url: str) -> Engine:
         # query parameters are DuckDB settings, e.g. ?memory_limit=1500MB&threads=2.
         path = url.split("?", 1)[0].removeprefix("duckdb:///") or ":memory:"
         return DuckDBEngine(path, config=dict(parse_qsl(parsed.query)))
-    if parsed.scheme in ("postgresql", "postgres"):
-        from .postgres_engine import PostgresEngine
-
-        # postgresql://user@host:port/database; the password only from COMPOSABLE_WAREHOUSE_PASSWORD or PGPASSWORD.
-        return PostgresEngine.from_url(url)
-    if parsed.scheme == "snowflake":
-        from .snowflake_engine import SnowflakeEngine
-
-        # snowflake://user@account/database/schema?warehouse=WH&role=ROLE; the password only from
-        # COMPOSABLE_WAREHOUSE_PASSWORD. The connector is imported when the engine connects.
-        return SnowflakeEngine.from_url(url)
+    if parsed.scheme in ENGINES:
+        module, name, _ = ENGINES[parsed.scheme]
+        return getattr(import_module(f".{module}", __package__), name).from_url(url)
+    shapes = ["duckdb:///path/to/file.duckdb", *dict.fromkeys(shape for _, _, shape in ENGINES.values())]
     raise WarehouseError(
-        f"COMPOSABLE_WAREHOUSE: unsupported warehouse URL scheme {parsed.scheme!r}; "
-        "expected duckdb:///path/to/file.duckdb, postgresql://user@host:port/database or "
-        "snowflake://user@account/database/schema?warehouse=WH&role=ROLE"
+        f"COMPOSABLE_WAREHOUSE: unsupported warehouse URL scheme {parsed.scheme!r}; expected one of: "
+        + ", ".join(shapes)
     )
 
 

@@ -1,0 +1,1 @@
+"""Per-engine rewrite rules applied by `warehouse.dialect.render`, one module per target dialect."""
