@@ -24,13 +24,6 @@ from .conftest import SMALL_AUDIENCE, SMALL_MODEL, Recording
 from .warehouses import PG_HOST, PG_PORT, PG_USER
 
 
-@pytest.fixture(params=["duckdb", "postgres", "snowflake"])
-def warehouse_url(request, tmp_path: Path) -> str:
-    if request.param == "duckdb":
-        return f"duckdb:///{tmp_path / 'warehouse.duckdb'}"
-    return request.getfixturevalue(f"{request.param}_url")
-
-
 class EngineProject:
     """The small project on any warehouse; source tables are written through the Warehouse connection."""
 

@@ -53,3 +53,14 @@ def snowflake_url(tmp_path: Path) -> Iterator[str]:
     (tmp_path / "fakesnow").mkdir()
     with fakesnow.patch(db_path=tmp_path / "fakesnow"):
         yield "snowflake://tester@fake_account/composable_test/public?warehouse=test_wh&role=test_role"
+
+
+# Every engine the one flow test body runs on here; each has a `<name>_url` fixture (DuckDB's is a file).
+FLOW_ENGINES = ["duckdb", "postgres", "snowflake"]
+
+
+@pytest.fixture(params=FLOW_ENGINES)
+def warehouse_url(request, tmp_path: Path) -> str:
+    if request.param == "duckdb":
+        return f"duckdb:///{tmp_path / 'warehouse.duckdb'}"
+    return request.getfixturevalue(f"{request.param}_url")
