@@ -85,6 +85,11 @@ def mirror_entry(i: int, name: str | None = None) -> tuple[str, dict]:
 
 
 def test_the_whole_flow_is_the_same_on_every_engine(tmp_path: Path, warehouse_url: str):
+    whole_flow(tmp_path, warehouse_url)
+
+
+def whole_flow(tmp_path: Path, warehouse_url: str) -> None:
+    """First sync, nothing changed, a change with a mirror removal, a partial failure and its recovery."""
     p = EngineProject(tmp_path, warehouse_url)
     p.set_people(people())  # ids 11..20 score over 10
 

@@ -1,9 +1,12 @@
-"""PostgreSQL (15 or newer for MERGE; older servers fold acks by delete-then-insert) as the warehouse.
+"""PostgreSQL (15 or newer for MERGE; older servers fold acks by delete-then-insert), or Amazon Redshift, as the warehouse.
 
 Selected by `COMPOSABLE_WAREHOUSE=postgresql://user@host:port/database`. The password is never part of the URL:
 it comes from `COMPOSABLE_WAREHOUSE_PASSWORD` (or libpq's `PGPASSWORD`), so it cannot end up in logs, run
 metadata or error messages, which all show the URL. The driver (psycopg2) is imported only when this engine is
 used. SQL arrives in the DuckDB dialect with `?` parameters and is rendered by `dialect.render`.
+
+Redshift (`redshift://user@cluster-host:5439/database`) speaks PostgreSQL's wire protocol, so it shares this
+driver and connection; only the SQL it is sent differs (rendered for the `redshift` dialect).
 """
 
 from __future__ import annotations
@@ -46,9 +49,9 @@ class PostgresConnection(DbApiConnection):
 
     def _run(self, cursor, sql: str, params: Params) -> None:
         if params:
-            cursor.execute(render(sql, "postgres"), list(params))
+            cursor.execute(render(sql, self.dialect), list(params))
         else:
-            cursor.execute(render(sql, "postgres", placeholder="?"))
+            cursor.execute(render(sql, self.dialect, placeholder="?"))
 
     def stream_arrow(self, sql: str, params: Params = None, batch_rows: int = 100_000) -> Iterator[pa.RecordBatch]:
         # A server-side cursor: the server keeps the result, we fetch batch_rows at a time. WITH HOLD, so it
@@ -76,9 +79,19 @@ class PostgresConnection(DbApiConnection):
 
 
 
+class RedshiftConnection(PostgresConnection):
+    dialect = "redshift"
+    # Redshift has had MERGE since 2023; its server_version (8.0.2) says nothing about that.
+    has_merge = True
+
+
 class PostgresEngine(Engine):
     dialect = "postgres"
     kind = "postgres"
+    product = "PostgreSQL"
+    default_port = 5432
+    url_shape = "postgresql://user@host:port/database"
+    connection_class = PostgresConnection
 
     def __init__(self, *, host: str, port: int, database: str, user: str, options: dict[str, str] | None = None):
         self.host = host
@@ -94,24 +107,24 @@ class PostgresEngine(Engine):
         parsed = urlparse(url)
         if parsed.password is not None:
             raise WarehouseError(
-                "COMPOSABLE_WAREHOUSE: the PostgreSQL URL must not contain a password; "
+                f"COMPOSABLE_WAREHOUSE: the {cls.product} URL must not contain a password; "
                 "remove it from the URL and set COMPOSABLE_WAREHOUSE_PASSWORD (or PGPASSWORD) instead"
             )
         options = dict(parse_qsl(parsed.query))
         if "password" in {k.lower() for k in options}:
             raise WarehouseError(
-                "COMPOSABLE_WAREHOUSE: the PostgreSQL URL must not carry a password parameter; "
+                f"COMPOSABLE_WAREHOUSE: the {cls.product} URL must not carry a password parameter; "
                 "set COMPOSABLE_WAREHOUSE_PASSWORD (or PGPASSWORD) instead"
             )
         database = unquote(parsed.path.lstrip("/"))
         if not database:
             raise WarehouseError(
-                "COMPOSABLE_WAREHOUSE: the PostgreSQL URL names no database; expected postgresql://user@host:port/database"
+                f"COMPOSABLE_WAREHOUSE: the {cls.product} URL names no database; expected {cls.url_shape}"
             )
         try:
-            port = parsed.port or 5432
+            port = parsed.port or cls.default_port
         except ValueError as exc:
-            raise WarehouseError("COMPOSABLE_WAREHOUSE: the PostgreSQL port is not a number") from exc
+            raise WarehouseError(f"COMPOSABLE_WAREHOUSE: the {cls.product} port is not a number") from exc
         return cls(
             host=parsed.hostname or "localhost",
             port=port,
@@ -121,7 +134,7 @@ class PostgresEngine(Engine):
         )
 
     def describe(self) -> str:
-        return f"PostgreSQL database {self.database!r} on {self.host}:{self.port} as user {self.user!r}"
+        return f"{self.product} database {self.database!r} on {self.host}:{self.port} as user {self.user!r}"
 
     def _password(self) -> str | None:
         for name in PASSWORD_SETTINGS:
@@ -156,7 +169,7 @@ class PostgresEngine(Engine):
         try:
             if self._server_version is None:
                 self._server_version = con.server_version
-            yield PostgresConnection(con, server_version=self._server_version)
+            yield self.connection_class(con, server_version=self._server_version)
         finally:
             con.close()
 
@@ -181,4 +194,13 @@ def _connect_error(engine: PostgresEngine, detail: str, password: str | None) ->
         setting = f"the user {engine.user!r} in COMPOSABLE_WAREHOUSE does not exist"
     else:
         setting = f"cannot connect to {engine.describe()} (COMPOSABLE_WAREHOUSE)"
-    return f"PostgreSQL warehouse: {setting}. Driver said: {detail.strip()}"
+    return f"{engine.product} warehouse: {setting}. Driver said: {detail.strip()}"
+
+
+class RedshiftEngine(PostgresEngine):
+    dialect = "redshift"
+    kind = "redshift"
+    product = "Redshift"
+    default_port = 5439
+    url_shape = "redshift://user@cluster-host:5439/database"
+    connection_class = RedshiftConnection
