@@ -31,7 +31,7 @@ from composable_assets.settings import Settings
 import dagster as dg
 
 # Warehouse fixtures (postgres_url, snowflake_url, ...) for any test module.
-from .warehouses import postgres_url, snowflake_url, warehouse_url  # noqa: F401
+from .warehouses import fakesnow_server, postgres_url, snowflake_server_url, snowflake_url, warehouse_url  # noqa: F401
 
 
 @register_destination_type

@@ -56,7 +56,7 @@ def snowflake_url(tmp_path: Path) -> Iterator[str]:
 
 
 # Every engine the one flow test body runs on here; each has a `<name>_url` fixture (DuckDB's is a file).
-FLOW_ENGINES = ["duckdb", "postgres", "snowflake"]
+FLOW_ENGINES = ["duckdb", "postgres", "snowflake", "snowflake_server"]
 
 
 @pytest.fixture(params=FLOW_ENGINES)
@@ -64,3 +64,23 @@ def warehouse_url(request, tmp_path: Path) -> str:
     if request.param == "duckdb":
         return f"duckdb:///{tmp_path / 'warehouse.duckdb'}"
     return request.getfixturevalue(f"{request.param}_url")
+
+
+@pytest.fixture(scope="module")
+def fakesnow_server() -> Iterator[dict]:
+    """fakesnow's local server (HTTP, as Snowflake's REST API), for the connector's real network path."""
+    fakesnow = pytest.importorskip("fakesnow")
+    pytest.importorskip("uvicorn")
+    with fakesnow.server() as connection:
+        yield connection
+
+
+@pytest.fixture
+def snowflake_server_url(fakesnow_server: dict, monkeypatch) -> str:
+    """A database of its own on fakesnow's server; the password comes from the environment, as in production."""
+    monkeypatch.setenv("COMPOSABLE_WAREHOUSE_PASSWORD", fakesnow_server["password"])
+    database = f"composable_{uuid.uuid4().hex[:10]}"
+    return (
+        f"snowflake://{fakesnow_server['user']}@{fakesnow_server['account']}/{database}/public"
+        f"?host={fakesnow_server['host']}&port={fakesnow_server['port']}&protocol=http&warehouse=test_wh"
+    )
