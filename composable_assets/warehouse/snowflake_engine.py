@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 from urllib.parse import parse_qsl, unquote, urlparse
 
 import pyarrow as pa
 
-from .base import DbApiConnection, Engine, Params, WarehouseError, column_names, rows_to_arrow
+from .base import DbApiConnection, Engine, Params, WarehouseError, column_names, rows_to_arrow, table_markers
 from .dialect import render
 
 PASSWORD_SETTING = "COMPOSABLE_WAREHOUSE_PASSWORD"
@@ -143,6 +143,24 @@ class SnowflakeEngine(Engine):
                 "COMPOSABLE_WAREHOUSE: expected snowflake://user@account/database/schema?warehouse=WH&role=ROLE"
             )
         return cls(account=account, user=user, database=parts[0], schema=parts[1], options=options)
+
+    def change_markers(self, tables: Sequence[str]) -> dict[str, str | None]:
+        """The portable marker plus each table's LAST_ALTERED, which any DML moves, even without `updated_at`.
+
+        Snowflake answers count(*) and max(updated_at) from micro-partition metadata, so none of this scans a table.
+        """
+        with self.connect() as conn:
+            markers = table_markers(conn, tables)
+            present = [name for name, marker in markers.items() if marker is not None]
+            if present:
+                altered = dict(conn.fetch_all(
+                    "SELECT table_name, CAST(last_altered AS VARCHAR) FROM information_schema.tables "
+                    f"WHERE table_schema = current_schema() AND table_name IN ({', '.join(['?'] * len(present))})",
+                    present,
+                ))
+                for name in present:
+                    markers[name] = f"{markers[name]}:{altered.get(name)}"
+        return markers
 
     def describe(self) -> str:
         return f"Snowflake database {self.database}.{self.schema} in account {self.account!r} as user {self.user!r}"
