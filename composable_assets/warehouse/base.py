@@ -12,6 +12,11 @@ from ..delta.sql import ident
 
 Params = Sequence[Any] | None
 
+#: Every session runs in this time zone. The text of a timestamp with time zone feeds the row hash; a session
+#: time zone that differed between two runs (a server default, a user setting) would change every hash and
+#: resend every member.
+SESSION_TIME_ZONE = "UTC"
+
 
 
 class WarehouseError(Exception):

@@ -10,7 +10,7 @@ from typing import Iterator
 import duckdb
 import pyarrow as pa
 
-from .base import Connection, Engine, Params, WarehouseBusy, WarehouseError, table_markers
+from .base import SESSION_TIME_ZONE, Connection, Engine, Params, WarehouseBusy, WarehouseError, table_markers
 
 # A DuckDB file admits one writing process at a time; other processes (a sensor, a second run)
 # wait for the lock rather than fail at once. Runs are serialized by the "warehouse" pool, so the
@@ -73,7 +73,8 @@ class DuckDBEngine(Engine):
         delay = 0.05
         while True:
             try:
-                return duckdb.connect(self.path, config=self.config)
+                con = duckdb.connect(self.path, config=self.config)
+                break
             except duckdb.IOException as exc:
                 locked = "lock" in str(exc).lower()
                 if locked and time.monotonic() > deadline and lock_wait < LOCK_WAIT_SECONDS:
@@ -82,6 +83,11 @@ class DuckDBEngine(Engine):
                     raise WarehouseError(f"cannot open {self.describe()}: {exc}") from exc
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
+        try:
+            con.execute(f"SET TimeZone = '{SESSION_TIME_ZONE}'")
+        except duckdb.Error:
+            pass  # no ICU extension: DuckDB then prints timestamps with time zone in UTC anyway
+        return con
 
     def change_markers(self, tables) -> dict[str, str | None]:
         con = self._open(lock_wait=PEEK_LOCK_WAIT_SECONDS)

@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, unquote, urlparse
 
 import pyarrow as pa
 
-from .base import DbApiConnection, Engine, Params, WarehouseError, column_names, rows_to_arrow
+from .base import SESSION_TIME_ZONE, DbApiConnection, Engine, Params, WarehouseError, column_names, rows_to_arrow
 from .dialect import render
 
 PASSWORD_SETTINGS = ("COMPOSABLE_WAREHOUSE_PASSWORD", "PGPASSWORD")
@@ -153,7 +153,7 @@ class PostgresEngine(Engine):
                 user=self.user,
                 password=password,
                 connect_timeout=CONNECT_TIMEOUT_SECONDS,
-                **self.options,
+                **{**self.options, "options": f"{self.options.get('options', '')} -c TimeZone={SESSION_TIME_ZONE}".strip()},
             )
         except psycopg2.Error as exc:
             raise WarehouseError(_connect_error(self, str(exc), password)) from None

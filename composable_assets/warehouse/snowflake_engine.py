@@ -18,11 +18,19 @@ from urllib.parse import parse_qsl, unquote, urlparse
 
 import pyarrow as pa
 
-from .base import DbApiConnection, Engine, Params, WarehouseError, column_names, rows_to_arrow, table_markers
+from .base import SESSION_TIME_ZONE, DbApiConnection, Engine, Params, WarehouseError, column_names, rows_to_arrow, table_markers
 from .dialect import render
 
 PASSWORD_SETTING = "COMPOSABLE_WAREHOUSE_PASSWORD"
 LOGIN_TIMEOUT_SECONDS = 30
+# Pinned per session, so the text of a timestamp (which feeds the row hash) never follows an account default:
+# UTC, and fractional seconds to the nanosecond (Snowflake's default output format stops at milliseconds).
+SESSION_PARAMETERS = {
+    "TIMEZONE": SESSION_TIME_ZONE,
+    "TIMESTAMP_NTZ_OUTPUT_FORMAT": "YYYY-MM-DD HH24:MI:SS.FF9",
+    "TIMESTAMP_LTZ_OUTPUT_FORMAT": "YYYY-MM-DD HH24:MI:SS.FF9 TZH:TZM",
+    "TIMESTAMP_TZ_OUTPUT_FORMAT": "YYYY-MM-DD HH24:MI:SS.FF9 TZH:TZM",
+}
 # Query parameters that would put a secret into the URL (and so into logs): refused.
 SECRET_PARAMETERS = ("password", "passcode", "token", "private_key", "private_key_file_pwd", "oauth_client_secret")
 
@@ -178,6 +186,7 @@ class SnowflakeEngine(Engine):
                 database=self.database,
                 schema=self.schema,
                 paramstyle="qmark",
+                session_parameters=SESSION_PARAMETERS,
                 autocommit=True,  # statements commit one by one, as in DuckDB; BEGIN ... COMMIT groups them
                 **kwargs,
             )
