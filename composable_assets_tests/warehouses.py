@@ -7,6 +7,9 @@ connector against fakesnow, patched in-process, a database under the test's tmp_
 from __future__ import annotations
 
 import os
+import socket
+import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Iterator
@@ -69,10 +72,27 @@ def warehouse_url(request, tmp_path: Path) -> str:
 @pytest.fixture(scope="module")
 def fakesnow_server() -> Iterator[dict]:
     """fakesnow's local server (HTTP, as Snowflake's REST API), for the connector's real network path."""
-    fakesnow = pytest.importorskip("fakesnow")
-    pytest.importorskip("uvicorn")
-    with fakesnow.server() as connection:
-        yield connection
+    # Started here rather than with `fakesnow.server()`: that function imports the module `fakesnow.server`, which
+    # then shadows the function on the package, so a second module's fixture could not call it.
+    pytest.importorskip("fakesnow")
+    uvicorn = pytest.importorskip("uvicorn")
+    from fakesnow.server import app
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="fakesnow server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "fakesnow's server did not start"
+    try:
+        yield {"user": "fake", "password": "snow", "account": "fakesnow", "host": "127.0.0.1", "port": port}
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 @pytest.fixture
