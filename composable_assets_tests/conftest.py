@@ -32,6 +32,7 @@ import dagster as dg
 
 # Warehouse fixtures (postgres_url, snowflake_url, ...) for any test module.
 from .warehouses import fakesnow_server, postgres_url, snowflake_server_url, snowflake_url, warehouse_url  # noqa: F401
+from .bigquery_fixtures import bigquery_fake, bigquery_url  # noqa: F401
 
 
 @register_destination_type

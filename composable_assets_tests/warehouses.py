@@ -59,7 +59,7 @@ def snowflake_url(tmp_path: Path) -> Iterator[str]:
 
 
 # Every engine the one flow test body runs on here; each has a `<name>_url` fixture (DuckDB's is a file).
-FLOW_ENGINES = ["duckdb", "postgres", "snowflake", "snowflake_server"]
+FLOW_ENGINES = ["duckdb", "postgres", "snowflake", "snowflake_server", "bigquery"]
 
 
 @pytest.fixture(params=FLOW_ENGINES)

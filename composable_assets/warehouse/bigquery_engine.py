@@ -1,0 +1,337 @@
+"""BigQuery as the warehouse, through Google's `google-cloud-bigquery` client (pip install composable_assets[bigquery]).
+
+Selected by `COMPOSABLE_WAREHOUSE=bigquery://project/dataset?location=EU`. Credentials are never part of the URL:
+the client finds them by Google's Application Default Credentials (`GOOGLE_APPLICATION_CREDENTIALS` naming a key
+file, or the metadata server, or `gcloud auth application-default login`). `COMPOSABLE_BIGQUERY_ENDPOINT` points the
+client at another API endpoint; a plain `http://` endpoint (a local stand-in) gets anonymous credentials, since a
+Google token must never travel unencrypted. The client is imported only when this engine is used.
+
+SQL arrives in the DuckDB dialect with `?` parameters, is rendered by `dialect.render` and runs as query jobs with
+positional query parameters typed from the Python values (a None is written as NULL, which fits any column).
+Unqualified table names resolve in the URL's dataset: it is every job's default dataset. One connection is one BigQuery session (created by its first query, ended when it closes), so a
+transaction spans several queries. BigQuery refuses DDL on permanent tables inside a transaction, so BEGIN is sent
+lazily, with the first statement that is not DDL: DDL between BEGIN and that statement runs on its own (atomic one
+by one, not as a group); DDL after it is an error.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from contextlib import contextmanager
+from decimal import Decimal
+from typing import Any, Iterator, Sequence
+from urllib.parse import parse_qsl, unquote, urlparse
+
+import pyarrow as pa
+
+from .base import Connection, Engine, Params, WarehouseError
+from .dialect import render
+
+ENDPOINT_SETTING = "COMPOSABLE_BIGQUERY_ENDPOINT"
+CREDENTIALS_SETTING = "GOOGLE_APPLICATION_CREDENTIALS"
+URL_SHAPE = "bigquery://project/dataset?location=EU"
+# Query parameters the URL may carry; anything else is refused rather than silently ignored.
+OPTIONS = ("location",)
+# Query parameters that would put a secret into the URL (and so into logs): refused with a pointer to ADC.
+SECRET_PARAMETERS = ("credentials", "credentials_path", "credentials_file", "key", "key_file", "keyfile",
+                     "private_key", "token", "access_token", "password", "secret", "client_secret")
+DDL = ("CREATE", "DROP", "ALTER")
+INT64 = range(-(2**63), 2**63)
+
+
+def _bigquery():
+    try:
+        from google.cloud import bigquery
+    except ImportError as exc:
+        raise WarehouseError(
+            "COMPOSABLE_WAREHOUSE names a BigQuery warehouse but the client is missing: "
+            "pip install 'composable_assets[bigquery]'"
+        ) from exc
+    return bigquery
+
+
+def _parameter(bigquery, value: Any):
+    """A positional query parameter typed from the Python value (None is written as NULL by `_inline_nulls`)."""
+    if isinstance(value, bool):
+        kind = "BOOL"
+    elif isinstance(value, int):
+        if value not in INT64:
+            raise WarehouseError(f"BigQuery: the integer parameter {value} does not fit INT64")
+        kind = "INT64"
+    elif isinstance(value, float):
+        kind = "FLOAT64"
+    elif isinstance(value, Decimal):
+        kind = "NUMERIC"
+    elif isinstance(value, str):
+        kind = "STRING"
+    elif isinstance(value, bytes):
+        kind = "BYTES"
+    elif isinstance(value, dt.datetime):
+        # Naive datetimes are our UTC wall-clock times (DATETIME columns); aware ones are instants.
+        kind = "DATETIME" if value.tzinfo is None else "TIMESTAMP"
+    elif isinstance(value, dt.date):
+        kind = "DATE"
+    elif isinstance(value, dt.time):
+        kind = "TIME"
+    else:
+        raise WarehouseError(f"BigQuery: cannot bind a query parameter of type {type(value).__name__}")
+    return bigquery.ScalarQueryParameter(None, kind, value)
+
+
+def _inline_nulls(text: str, params: Params) -> tuple[str, list]:
+    """Each `?` bound to None written as NULL; the other values stay bound, in order."""
+    # An untyped NULL fits any column; a NULL parameter needs a type, and BigQuery coerces a STRING parameter into
+    # no INT64, BOOL or JSON column.
+    values = list(params or [])
+    if all(v is not None for v in values):
+        return text, values
+    import sqlglot
+    from sqlglot.tokens import TokenType
+
+    tokens = sqlglot.Dialect.get_or_raise("bigquery").tokenize(text)
+    marks = [t for t in tokens if t.token_type == TokenType.PLACEHOLDER]
+    if len(marks) != len(values):
+        raise WarehouseError(
+            f"BigQuery: the statement has {len(marks)} parameter(s) but {len(values)} value(s) were given"
+        )
+    pieces, last, kept = [], 0, []
+    for mark, value in zip(marks, values):
+        if value is None:
+            pieces += [text[last:mark.start], "NULL"]
+            last = mark.end + 1
+        else:
+            kept.append(value)
+    return "".join(pieces) + text[last:], kept
+
+
+def _keyword(sql: str) -> str:
+    words = sql.split(None, 1)
+    return words[0].upper().rstrip(";") if words else ""
+
+
+class BigQueryConnection(Connection):
+    dialect = "bigquery"
+    has_merge = True
+
+    def __init__(self, client: Any, engine: "BigQueryEngine"):
+        self._client = client
+        self._engine = engine
+        self.session_id: str | None = None
+        # None: no transaction; "pending": BEGIN seen, not sent yet; "open": BEGIN TRANSACTION sent.
+        self._transaction: str | None = None
+
+    def _submit(self, text: str, params: Params = None, page_size: int | None = None):
+        """Run one query job in this connection's session; its rows, paged by `page_size`."""
+        bigquery = _bigquery()
+        from google.api_core import exceptions
+
+        config = bigquery.QueryJobConfig(
+            default_dataset=f"{self._engine.project}.{self._engine.dataset}",
+            query_parameters=[_parameter(bigquery, v) for v in params or []],
+        )
+        if self.session_id is None:
+            config.create_session = True
+        else:
+            config.connection_properties = [bigquery.ConnectionProperty("session_id", self.session_id)]
+        job = None
+        try:
+            job = self._client.query(text, job_config=config, location=self._engine.location)
+            return job.result(page_size=page_size)
+        except exceptions.GoogleAPICallError as exc:
+            raise WarehouseError(_query_error(self._engine, exc)) from None
+        finally:
+            if self.session_id is None and job is not None and job.session_info is not None:
+                self.session_id = job.session_info.session_id
+
+    def _run(self, sql: str, params: Params = None, page_size: int | None = None):
+        """Render and run `sql`, keeping BigQuery's transaction rules; None for transaction control."""
+        keyword = _keyword(sql)
+        if keyword in ("BEGIN", "START"):
+            if self._transaction is not None:
+                raise WarehouseError("BigQuery: a transaction is already open on this connection (no nesting)")
+            self._transaction = "pending"
+            return None
+        if keyword in ("COMMIT", "ROLLBACK", "END", "ABORT"):
+            opened, self._transaction = self._transaction == "open", None
+            if opened:
+                self._submit("COMMIT TRANSACTION" if keyword in ("COMMIT", "END") else "ROLLBACK TRANSACTION")
+            return None
+        ddl = keyword in DDL
+        if ddl and self._transaction == "open":
+            raise WarehouseError(
+                f"BigQuery runs no {keyword} statement inside a transaction; run it before the transaction's first "
+                f"other statement: {sql[:80]}"
+            )
+        if self._transaction == "pending" and not ddl:
+            self._submit("BEGIN TRANSACTION")
+            self._transaction = "open"
+        try:
+            return self._submit(*_inline_nulls(render(sql, "bigquery", placeholder="?"), params), page_size)
+        except WarehouseError:
+            if self._transaction == "open":
+                self._transaction = None  # BigQuery rolled it back with the failed statement
+            raise
+
+    def execute(self, sql: str, params: Params = None) -> None:
+        self._run(sql, params)
+
+    def fetch_all(self, sql: str, params: Params = None) -> list[tuple]:
+        table = self.fetch_arrow(sql, params)
+        return list(zip(*(column.to_pylist() for column in table.columns)))
+
+    def fetch_arrow(self, sql: str, params: Params = None) -> pa.Table:
+        rows = self._run(sql, params)
+        if rows is None:
+            return pa.table({})
+        # Arrow keeps JSON columns as their text, as DuckDB returns them (delivery decodes them itself).
+        return rows.to_arrow(create_bqstorage_client=False)
+
+    def stream_arrow(self, sql: str, params: Params = None, batch_rows: int = 100_000) -> Iterator[pa.RecordBatch]:
+        # Pages of at most batch_rows rows, fetched one at a time (jobs.getQueryResults with a page token); the
+        # Storage Read API is not used, so only the query API needs to be reachable.
+        rows = self._run(sql, params, page_size=batch_rows)
+        if rows is None:
+            return
+        for batch in rows.to_arrow_iterable():
+            if batch.num_rows:
+                yield batch
+
+    def table_columns(self, schema: str | None, table: str) -> list[tuple[str, str]]:
+        # The tables.get API, not INFORMATION_SCHEMA (which needs a dataset or region qualifier and bills a query).
+        found = self._engine.get_table(self._client, schema, table)
+        # BigQuery's TIMESTAMP is an instant (DATETIME is the naive one); name it as the code expects a zoned type.
+        return [
+            (f.name, "TIMESTAMP WITH TIME ZONE" if f.field_type == "TIMESTAMP" else f.field_type)
+            for f in (found.schema if found is not None else [])
+        ]
+
+    def close(self) -> None:
+        """End the session; an open transaction in it is rolled back."""
+        if self.session_id is not None:
+            session, self.session_id = self.session_id, None
+            bigquery = _bigquery()
+            config = bigquery.QueryJobConfig(connection_properties=[bigquery.ConnectionProperty("session_id", session)])
+            self._client.query("CALL BQ.ABORT_SESSION()", job_config=config, location=self._engine.location).result()
+
+
+class BigQueryEngine(Engine):
+    dialect = "bigquery"
+    kind = "bigquery"
+
+    def __init__(self, *, project: str, dataset: str, location: str | None = None):
+        self.project = project
+        self.dataset = dataset
+        self.location = location
+
+    @classmethod
+    def from_url(cls, url: str) -> "BigQueryEngine":
+        parsed = urlparse(url)
+        if parsed.username is not None or parsed.password is not None:
+            raise WarehouseError(
+                "COMPOSABLE_WAREHOUSE: the BigQuery URL must not contain credentials; remove them from the URL and "
+                f"use Application Default Credentials ({CREDENTIALS_SETTING} naming a key file, or gcloud auth)"
+            )
+        options = dict(parse_qsl(parsed.query))
+        secrets = sorted(k for k in options if k.lower() in SECRET_PARAMETERS)
+        if secrets:
+            raise WarehouseError(
+                f"COMPOSABLE_WAREHOUSE: the BigQuery URL must not carry the secret parameter(s) {', '.join(secrets)}; "
+                f"use Application Default Credentials ({CREDENTIALS_SETTING} naming a key file, or gcloud auth)"
+            )
+        unknown = sorted(k for k in options if k not in OPTIONS)
+        if unknown:
+            raise WarehouseError(
+                f"COMPOSABLE_WAREHOUSE: unknown BigQuery URL parameter(s) {', '.join(unknown)}; "
+                f"known: {', '.join(OPTIONS)}"
+            )
+        project = unquote(parsed.hostname or "")
+        parts = [unquote(p) for p in parsed.path.strip("/").split("/") if p]
+        if not project or len(parts) != 1:
+            raise WarehouseError(f"COMPOSABLE_WAREHOUSE: expected {URL_SHAPE}")
+        return cls(project=project, dataset=parts[0], location=options.get("location"))
+
+    def describe(self) -> str:
+        where = f" in {self.location}" if self.location else ""
+        return f"BigQuery dataset {self.project}.{self.dataset}{where}"
+
+    def _client(self):
+        bigquery = _bigquery()
+        from google.auth import exceptions as auth_exceptions
+
+        endpoint = os.environ.get(ENDPOINT_SETTING)
+        kwargs: dict[str, Any] = {"project": self.project, "location": self.location}
+        if endpoint:
+            from google.api_core.client_options import ClientOptions
+
+            kwargs["client_options"] = ClientOptions(api_endpoint=endpoint)
+            if endpoint.startswith("http://"):
+                from google.auth.credentials import AnonymousCredentials
+
+                kwargs["credentials"] = AnonymousCredentials()
+        try:
+            return bigquery.Client(**kwargs)
+        except auth_exceptions.GoogleAuthError as exc:
+            # google-auth's messages name the file or the missing setting, never a key's content.
+            raise WarehouseError(
+                f"BigQuery warehouse: no usable Application Default Credentials for project {self.project!r}: set "
+                f"{CREDENTIALS_SETTING} to a service account key file (or run gcloud auth application-default login). "
+                f"google-auth said: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            ) from None
+
+    def get_table(self, client: Any, schema: str | None, table: str):
+        """The table's metadata (tables.get), or None when it does not exist."""
+        bigquery = _bigquery()
+        from google.api_core import exceptions
+
+        reference = bigquery.DatasetReference(self.project, schema or self.dataset).table(table)
+        try:
+            return client.get_table(reference)
+        except exceptions.NotFound:
+            return None
+        except exceptions.GoogleAPICallError as exc:
+            raise WarehouseError(_query_error(self, exc)) from None
+
+    def change_markers(self, tables: Sequence[str]) -> dict[str, str | None]:
+        """Last-modified time and row count from table metadata: no query job, nothing billed."""
+        client = self._client()
+        try:
+            markers: dict[str, str | None] = {}
+            for name in tables:
+                found = self.get_table(client, None, name)
+                markers[name] = None if found is None else f"{found.num_rows}:{found.modified.isoformat()}"
+            return markers
+        finally:
+            client.close()
+
+    @contextmanager
+    def connect(self) -> Iterator[BigQueryConnection]:
+        client = self._client()
+        conn = BigQueryConnection(client, self)
+        try:
+            yield conn
+        finally:
+            try:
+                conn.close()
+            except Exception:  # the session expires on its own; closing must not hide the error that got here
+                pass
+            client.close()
+
+
+def _query_error(engine: BigQueryEngine, exc: Any) -> str:
+    """Which setting is likely wrong, and BigQuery's own words (which never hold a credential)."""
+    message = (getattr(exc, "message", None) or str(exc)).split("\n\nLocation:")[0].strip()
+    code = getattr(exc, "code", None)
+    text = message.lower()
+    if code == 404 and f"dataset {engine.project}:{engine.dataset}".lower() in text:
+        setting = f"the dataset {engine.dataset!r} in COMPOSABLE_WAREHOUSE does not exist in project {engine.project!r}"
+    elif code == 404 and "project" in text and "table" not in text:
+        setting = f"the project {engine.project!r} in COMPOSABLE_WAREHOUSE does not exist or is not visible"
+    elif code in (401, 403):
+        setting = (
+            f"the credentials ({CREDENTIALS_SETTING} or gcloud auth) were refused for {engine.describe()}; "
+            "check the account's BigQuery roles"
+        )
+    else:
+        return f"BigQuery: {message}"
+    return f"BigQuery warehouse: {setting}. BigQuery said: {message}"
