@@ -62,13 +62,15 @@ from ..delta.sql import ident, table
 from ..delta.tables import PairTables
 from .base import BatchResult, Capabilities, Destination, Record, Session, SyncTarget, TerminalError
 from .changes import changed_fields
-from ..warehouse.base import require_duckdb
+from ..warehouse.base import insert_rows
 
 BATCH_SIZE = 10_000
 # Braze's CDI limits per row.
 MAX_PAYLOAD_BYTES = 1024 * 1024
 MAX_ATTRIBUTES = 250
 ONE_MICROSECOND = dt.timedelta(microseconds=1)
+# Keys per `IN (...)` lookup of the ledger: a bounded number of bound values per statement on every engine.
+LOOKUP_CHUNK = 1_000
 
 ATTRIBUTES_COLUMNS = {
     "UPDATED_AT": "TIMESTAMP NOT NULL",
@@ -208,10 +210,13 @@ def moved_keys(conn, target: SyncTarget, batch: Sequence[Record]) -> set[str]:
     if not updates:
         return set()
     ledger = PairTables(target.schema, target.audience, target.destination).ledger
-    known = conn.fetch_all(
-        f"SELECT _key, _identifier FROM {ledger} WHERE _key IN (SELECT unnest(CAST(? AS VARCHAR[])))",
-        [list(updates)],
-    )
+    keys = list(updates)
+    known: list[tuple] = []
+    for start in range(0, len(keys), LOOKUP_CHUNK):
+        chunk = keys[start : start + LOOKUP_CHUNK]
+        known += conn.fetch_all(
+            f"SELECT _key, _identifier FROM {ledger} WHERE _key IN ({', '.join(['?'] * len(chunk))})", chunk
+        )
     return {key for key, identifier in known if identifier != updates[key]}
 
 
@@ -219,22 +224,22 @@ def _insert(conn, name: str, columns: dict[str, str], rows: list[CdiRow]) -> Non
     """Append rows in one statement, UPDATED_AT continuing strictly after the table's latest."""
     if not rows:
         return
-    latest = conn.fetch_one(f"SELECT max(UPDATED_AT) FROM {name}")[0]
+    # Quoted: the columns are upper-case names, which PostgreSQL would fold to lower case unquoted.
+    latest = conn.fetch_one(f"SELECT max({ident('UPDATED_AT')}) FROM {name}")[0]
     now = utc_now()
     start = now if latest is None else max(now, latest + ONE_MICROSECOND)
-    values: list[list[Any]] = []
-    for column in columns:
-        if column == "UPDATED_AT":
-            values.append([start + i * ONE_MICROSECOND for i in range(len(rows))])
-        elif column == "PAYLOAD":
-            values.append([_json(row.payload) for row in rows])
-        else:
-            values.append([row.identifier.get(column) for row in rows])
-    # Parallel lists unnested side by side: one INSERT per batch, however many rows.
-    select = ", ".join(
-        f"unnest(CAST(? AS {'TIMESTAMP' if column == 'UPDATED_AT' else 'VARCHAR'}[]))" for column in columns
-    )
-    conn.execute(f"INSERT INTO {name} ({', '.join(ident(c) for c in columns)}) SELECT {select}", values)
+    values: list[tuple] = []
+    for i, row in enumerate(rows):
+        values.append(
+            tuple(
+                start + i * ONE_MICROSECOND if column == "UPDATED_AT"
+                else _json(row.payload) if column == "PAYLOAD"
+                else row.identifier.get(column)
+                for column in columns
+            )
+        )
+    types = {column: spec.removesuffix(" NOT NULL") for column, spec in columns.items()}
+    insert_rows(conn, name, types, values)
 
 
 class BrazeCdiSession(Session):
@@ -292,7 +297,6 @@ class BrazeCdi(Destination):
         settings = BrazeCdiSettings.model_validate(self.settings)
         tables = CdiTables.of(settings, target.audience)
         with target.warehouse.connect() as conn:
-            require_duckdb(conn, f"destination {self.name} (Braze CDI tables in the warehouse)")
             conn.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(settings.schema_name)}")
             for name, columns in ((tables.attributes, ATTRIBUTES_COLUMNS), (tables.delete, DELETE_COLUMNS)):
                 spec = ", ".join(f"{ident(c)} {t}" for c, t in columns.items())

@@ -34,6 +34,8 @@ removed fields show as soon as the sync finishes). A field named like another co
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -41,7 +43,6 @@ from sqlglot import exp
 
 from ..delta.sql import DIALECT, ident, table
 from ..delta.tables import PairTables
-from ..warehouse.base import require_duckdb
 from .base import BatchResult, Capabilities, Destination, Record, Session, SyncTarget, TerminalError, generic_payload
 
 BATCH_SIZE = 10_000
@@ -61,21 +62,21 @@ def _field_path(name: str) -> str:
 
 def publish_view(conn, schema: str, target: SyncTarget) -> None:
     """Create or replace the audience's view over the pair's ledger, refusing to take over someone else's."""
-    ledger = PairTables(target.schema, target.audience, target.destination).ledger
+    pair = PairTables(target.schema, target.audience, target.destination)
+    ledger = pair.ledger
     marker = f"composable: audience {target.audience} synced to destination {target.destination}"
-    existing = conn.fetch_all(
-        "SELECT table_comment FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
-        [schema, target.audience],
-    )
-    if existing and existing[0][0] != marker:
+    owner = _owner(conn, schema, target.audience, pair)
+    if owner is not None:
         raise TerminalError(
             f"{schema}.{target.audience} exists and is not the view of {target.destination} "
-            f"({existing[0][0] or 'no composable comment'}); give destination {target.destination} its own schema"
+            f"({owner}); give destination {target.destination} its own schema"
         )
+    # The keys are read here rather than with a JSON function: each engine has its own (json_keys, json_object_keys,
+    # OBJECT_KEYS), and the text keeps the order the fields were mapped in.
     newest = conn.fetch_one(
-        f"SELECT json_keys(_fields) FROM {ledger} WHERE _fields IS NOT NULL ORDER BY _synced_at DESC, _key LIMIT 1"
+        f"SELECT _fields FROM {ledger} WHERE _fields IS NOT NULL ORDER BY _synced_at DESC, _key LIMIT 1"
     )
-    fields = newest[0] if newest else []
+    fields = list(json.loads(newest[0])) if newest else []
     columns = ["member_key", target.identifier_type, *fields, "updated_at"]
     lowered = [c.lower() for c in columns]
     clashes = sorted({c for c in lowered if lowered.count(c) > 1})
@@ -90,16 +91,38 @@ def publish_view(conn, schema: str, target: SyncTarget) -> None:
         "_synced_at AS updated_at",
     ]
     view = table(schema, target.audience)
+    # One transaction, so that where replacing is drop-then-create (PostgreSQL) readers never miss the view.
     conn.execute("BEGIN TRANSACTION")
     try:
         conn.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(schema)}")
         conn.execute(f"CREATE OR REPLACE VIEW {view} AS SELECT {', '.join(select)} FROM {ledger}")
-        # Replacing a view drops its comment; the marker goes back in the same transaction.
-        conn.execute(f"COMMENT ON VIEW {view} IS {exp.Literal.string(marker).sql(DIALECT)}")
         conn.execute("COMMIT")
     except Exception:
         conn.execute("ROLLBACK")
         raise
+    # Replacing a view drops its comment, which is put back for people reading the catalog. After the commit: the
+    # comment is not what tells the view's owner (see _owner), and Snowflake's test double cannot record a comment
+    # inside a transaction.
+    conn.execute(f"COMMENT ON VIEW {view} IS {exp.Literal.string(marker).sql(DIALECT)}")
+
+
+def _owner(conn, schema: str, name: str, pair: PairTables) -> str | None:
+    """Why `schema.name` cannot be replaced by this pair's view (someone else's view, or a table), or None.
+
+    Told by the view's definition, which selects from the pair's ledger: every engine shows definitions in
+    information_schema.views, while a view's comment is read differently on each (and not at all by Snowflake's
+    test double).
+    """
+    views = conn.fetch_all(
+        "SELECT view_definition FROM information_schema.views WHERE table_schema = ? AND table_name = ?", [schema, name]
+    )
+    if views:
+        # The ledger's name, not followed by more of a name (ledger__a__mg must not match ledger__a__mg_mirror).
+        ours = re.compile(re.escape(f"ledger__{pair.audience}__{pair.destination}") + r"(?![A-Za-z0-9_])")
+        return None if ours.search(views[0][0] or "") else "a view over something else"
+    if conn.table_exists(schema, name):
+        return "a table"
+    return None
 
 
 class MessageGearsSession(Session):
@@ -130,6 +153,5 @@ class MessageGears(Destination):
     def open(self, target: SyncTarget) -> Session:
         schema = MessageGearsSettings.model_validate(self.settings).schema_name
         with target.warehouse.connect() as conn:
-            require_duckdb(conn, f"destination {self.name} (a MessageGears view in the warehouse)")
             publish_view(conn, schema, target)
         return MessageGearsSession(target, schema)

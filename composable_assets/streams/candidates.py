@@ -20,14 +20,17 @@ def candidates_sql(conn: Connection, shape: StreamShape, tables: StreamTables) -
 
     Bound values: window start, now, stream, destination.
     """
+    # A table may repeat an event id (a re-landed file): the event is sent once, at its first cursor value. Ranked
+    # in a subquery rather than with QUALIFY, which PostgreSQL lacks (sqlglot's rewrite of it would move the ORDER
+    # BY inside a subquery, where it does not order the result).
     return (
-        f"SELECT * FROM ({shape.rows_sql(conn)}) AS r "
+        "SELECT c._event_id, c._cursor, c._identifier, c._properties, c._extras FROM ("
+        "SELECT r.*, row_number() OVER (PARTITION BY r._event_id ORDER BY r._cursor) AS _nth "
+        f"FROM ({shape.rows_sql(conn)}) AS r "
         "WHERE r._cursor <= ? AND (r._cursor >= ? OR r._event_id IN "
         f"(SELECT event_id FROM {tables.intents} WHERE stream = ? AND destination = ?)) "
-        f"AND NOT EXISTS (SELECT 1 FROM {tables.sent} AS s WHERE s.event_id = r._event_id) "
-        # A table may repeat an event id (a re-landed file): the event is sent once, at its first cursor value.
-        "QUALIFY row_number() OVER (PARTITION BY r._event_id ORDER BY r._cursor) = 1 "
-        "ORDER BY r._cursor, r._event_id"
+        f"AND NOT EXISTS (SELECT 1 FROM {tables.sent} AS s WHERE s.event_id = r._event_id)) AS c "
+        "WHERE c._nth = 1 ORDER BY c._cursor, c._event_id"
     )
 
 
@@ -98,11 +101,11 @@ def record_late(
         "GROUP BY r._event_id"
     )
     params = [lo, hi, *tables.pair]
-    (count,) = conn.fetch_one(f"SELECT count(*) FROM ({late})", params)
+    (count,) = conn.fetch_one(f"SELECT count(*) FROM ({late}) AS l", params)
     if count:
         conn.execute(
             f"INSERT INTO {tables.sent} SELECT _event_id, _cursor, 'late_skipped', ?, ?, ?, "
-            f"'arrived after the window had passed (more than lookback behind the high-water mark)' FROM ({late})",
+            f"'arrived after the window had passed (more than lookback behind the high-water mark)' FROM ({late}) AS l",
             [run_id, now, partition, *params],
         )
     return count

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from ..destinations import Event
 from .high_water import advance_sql
 from .intents import record_intents
-from .tables import StreamTables
+from .tables import SENT_COLUMNS, StreamTables
+from ..warehouse.base import insert_rows
 
 
 @dataclass
@@ -56,10 +57,16 @@ def checkpoint(
     conn.execute("BEGIN TRANSACTION")
     try:
         if settled:
-            conn.execute(
-                f"INSERT INTO {tables.sent} SELECT unnest(?::VARCHAR[]), unnest(?::TIMESTAMP[]), "
-                "unnest(?::VARCHAR[]), ?, ?, ?, unnest(?::VARCHAR[])",
-                [settled.event_ids, settled.cursors, settled.statuses, run_id, now, partition, settled.reasons],
+            insert_rows(
+                conn,
+                tables.sent,
+                SENT_COLUMNS,
+                [
+                    (event_id, cursor, status, run_id, now, partition, reason)
+                    for event_id, cursor, status, reason in zip(
+                        settled.event_ids, settled.cursors, settled.statuses, settled.reasons
+                    )
+                ],
             )
         if advance_to is not None:
             conn.execute(advance_sql(tables), [advance_to, now, run_id, *tables.pair])

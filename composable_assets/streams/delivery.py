@@ -16,7 +16,6 @@ from .high_water import current, prune, read_or_start
 from .intents import clear_intents, resolve_leftovers
 from .shape import StreamShape
 from .tables import StreamTables
-from ..warehouse.base import require_duckdb
 
 SAMPLE_SIZE = 5
 
@@ -67,7 +66,6 @@ def deliver_events(
 
     Only this thread touches the warehouse; sender threads only talk to the destination.
     """
-    require_duckdb(conn, f"Event stream {shape.stream!r}")
     started = time.monotonic()
     now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
     report = StreamReport()

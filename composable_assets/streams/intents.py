@@ -6,16 +6,16 @@ import datetime as dt
 from collections.abc import Sequence
 
 from ..destinations import Event
-from .tables import StreamTables
+from .tables import INTENT_COLUMNS, StreamTables
+from ..warehouse.base import insert_rows
 
 
 def record_intents(conn, tables: StreamTables, run_id: str, events: Sequence[Event], now: dt.datetime) -> None:
-    """Declare `events` as possibly in flight, durably, before any of them is sent (one statement)."""
+    """Declare `events` as possibly in flight, durably, before any of them is sent (one insert)."""
     if not events:
         return
-    conn.execute(
-        f"INSERT INTO {tables.intents} SELECT ?, ?, ?, unnest(?::VARCHAR[]), unnest(?::TIMESTAMP[]), ?",
-        [*tables.pair, run_id, [e.event_id for e in events], [e.time for e in events], now],
+    insert_rows(
+        conn, tables.intents, INTENT_COLUMNS, [(*tables.pair, run_id, e.event_id, e.time, now) for e in events]
     )
 
 
@@ -37,7 +37,7 @@ def resolve_leftovers(
         f"AND event_id NOT IN (SELECT event_id FROM {tables.sent}) GROUP BY event_id"
     )
     params = tables.pair
-    (count,) = conn.fetch_one(f"SELECT count(*) FROM ({leftover})", params)
+    (count,) = conn.fetch_one(f"SELECT count(*) FROM ({leftover}) AS l", params)
     conn.execute("BEGIN TRANSACTION")
     try:
         in_doubt = 0
@@ -45,7 +45,7 @@ def resolve_leftovers(
             conn.execute(
                 f"INSERT INTO {tables.sent} SELECT event_id, cursor_value, 'in_doubt', run_id, ?, ?, "
                 "'in flight when run ' || run_id || ' was killed; not resent: the destination does not deduplicate' "
-                f"FROM ({leftover})",
+                f"FROM ({leftover}) AS l",
                 [now, partition, *params],
             )
             in_doubt = count

@@ -12,8 +12,14 @@ from ..delta.sql import DIALECT, ident, json_object
 from ..project import StreamSpec, StreamSyncSpec, parse_where
 from ..warehouse import Connection
 
-# Column types a cursor may have; naive timestamps are taken as UTC, dates as their midnight.
-TIMESTAMP_TYPES = ("TIMESTAMP", "TIMESTAMP_S", "TIMESTAMP_MS", "TIMESTAMP_NS", "DATETIME")
+# Column types a cursor may have, as each engine's information_schema names them: naive timestamps are taken as UTC,
+# dates as their midnight; timestamps with a time zone are converted to UTC.
+TIMESTAMP_TYPES = (
+    "TIMESTAMP", "TIMESTAMP_S", "TIMESTAMP_MS", "TIMESTAMP_NS", "DATETIME",  # DuckDB
+    "TIMESTAMP WITHOUT TIME ZONE",  # PostgreSQL
+    "TIMESTAMP_NTZ",  # Snowflake
+)
+ZONED_TIMESTAMP_TYPES = ("TIMESTAMP WITH TIME ZONE", "TIMESTAMP_TZ", "TIMESTAMP_LTZ")
 
 
 class StreamDataError(Exception):
@@ -96,8 +102,9 @@ class StreamShape:
             )
         column = f"e.{ident(self.cursor_column)}"
         type_ = columns[self.cursor_column.lower()].upper()
-        if type_ == "TIMESTAMP WITH TIME ZONE":
-            return f"timezone('UTC', {column})"
+        if type_ in ZONED_TIMESTAMP_TYPES:
+            # AT TIME ZONE (not DuckDB's timezone()) so that Snowflake gets CONVERT_TIMEZONE; the cast drops the zone.
+            return f"CAST({column} AT TIME ZONE 'UTC' AS TIMESTAMP)"
         if type_ in TIMESTAMP_TYPES or type_ == "DATE":
             return f"CAST({column} AS TIMESTAMP)"
         raise StreamDataError(

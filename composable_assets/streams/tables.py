@@ -10,6 +10,24 @@ from ..warehouse import Connection
 # Shared by every stream and destination, one row per pair (cursors) or per event possibly in flight (intents).
 STREAM_CURSORS = "stream_cursors"
 STREAM_INTENTS = "stream_intents"
+# Column -> type of the tables rows are appended to in batches (sent log, intents), in table order.
+SENT_COLUMNS = {
+    "event_id": "VARCHAR",
+    "cursor_value": "TIMESTAMP",
+    "status": "VARCHAR",
+    "run_id": "VARCHAR",
+    "recorded_at": "TIMESTAMP",
+    "partition_date": "DATE",
+    "reason": "VARCHAR",
+}
+INTENT_COLUMNS = {
+    "stream": "VARCHAR",
+    "destination": "VARCHAR",
+    "run_id": "VARCHAR",
+    "event_id": "VARCHAR",
+    "cursor_value": "TIMESTAMP",
+    "recorded_at": "TIMESTAMP",
+}
 
 
 @dataclass(frozen=True)

@@ -75,6 +75,30 @@ def require_duckdb(conn: "Connection", feature: str) -> None:
         )
 
 
+# Dialects whose driver binds a Python list as one typed array (DuckDB natively, psycopg2 as ARRAY[...]).
+LIST_BINDING_DIALECTS = ("duckdb", "postgres")
+# Rows per multi-row VALUES statement elsewhere: full chunks repeat one statement text (rendered once, cached), and
+# no statement carries more bound values than a driver takes comfortably.
+INSERT_CHUNK_ROWS = 500
+
+
+def insert_rows(conn: "Connection", table: str, columns: dict[str, str], rows: Sequence[Sequence[Any]]) -> None:
+    """Append rows (values in `columns` order, columns: name -> SQL type) to `table` in as few statements as possible."""
+    if not rows:
+        return
+    names = ", ".join(ident(name) for name in columns)
+    if conn.dialect in LIST_BINDING_DIALECTS:
+        # One statement however many rows: each column bound as one typed list, the lists unnested side by side.
+        select = ", ".join(f"unnest(CAST(? AS {type_}[]))" for type_ in columns.values())
+        conn.execute(f"INSERT INTO {table} ({names}) SELECT {select}", [list(values) for values in zip(*rows)])
+        return
+    # The Snowflake connector binds scalars only: multi-row VALUES, a chunk at a time.
+    row = "(" + ", ".join(["?"] * len(columns)) + ")"
+    for start in range(0, len(rows), INSERT_CHUNK_ROWS):
+        chunk = rows[start : start + INSERT_CHUNK_ROWS]
+        conn.execute(f"INSERT INTO {table} ({names}) VALUES {', '.join([row] * len(chunk))}", [v for r in chunk for v in r])
+
+
 class DbApiConnection(Connection):
     """A Connection over a DB-API driver (psycopg, the Snowflake connector): subclasses say how a statement runs."""
 

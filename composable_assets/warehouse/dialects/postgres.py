@@ -2,6 +2,9 @@
 
 - `CREATE OR REPLACE TABLE t AS ...` -> `DROP TABLE IF EXISTS t; CREATE TABLE t AS ...` (PostgreSQL has no OR
   REPLACE for tables; the connection runs both in one transaction).
+- `CREATE OR REPLACE VIEW v AS ...` -> `DROP VIEW IF EXISTS v; CREATE VIEW v AS ...` (PostgreSQL's OR REPLACE keeps
+  the view's columns, so it refuses a view whose columns are renamed, reordered or removed; DuckDB's and
+  Snowflake's replace the view whole).
 - `json_object(k, v, ...)` -> `json_build_object(k, v, ...)` (sqlglot emits the SQL/JSON `JSON_OBJECT(k: v)`,
   which PostgreSQL only has from 16; both keep NULL values as JSON null, as DuckDB does).
 - a subquery in FROM or JOIN without an alias gets one (PostgreSQL before 16 requires it).
@@ -25,10 +28,11 @@ def _node(node: exp.Expression, aliases: list[int]) -> exp.Expression:
 
 
 def split_create_or_replace(tree: exp.Expression) -> list[exp.Expression]:
-    """`CREATE OR REPLACE TABLE` -> DROP TABLE IF EXISTS, then CREATE TABLE."""
-    if isinstance(tree, exp.Create) and tree.args.get("replace") and (tree.kind or "").upper() == "TABLE":
+    """`CREATE OR REPLACE TABLE` or `VIEW` -> DROP ... IF EXISTS, then CREATE."""
+    kind = (tree.kind or "").upper() if isinstance(tree, exp.Create) else ""
+    if kind in ("TABLE", "VIEW") and tree.args.get("replace"):
         tree.set("replace", False)
-        return [exp.Drop(tables=[tree.this.copy()], kind="TABLE", exists=True), tree]
+        return [exp.Drop(tables=[tree.this.copy()], kind=kind, exists=True), tree]
     return [tree]
 
 
