@@ -97,8 +97,9 @@ def test_results_come_in_pages_by_max_results_and_page_token(bigquery_fake):
         "query": "SELECT x, CAST(x AS STRING) AS s, x > 2 AS big FROM UNNEST(GENERATE_ARRAY(1, 5)) AS x ORDER BY x",
         "useLegacySql": False,
     }}})
-    assert status == 200 and job["status"] == {"state": "DONE"}
+    assert status == 200 and job["status"] == {"state": "RUNNING"}  # the client has to poll, as with BigQuery
     job_id = job["jobReference"]["jobId"]
+    assert _http(bigquery_fake, "GET", f"/jobs/{job_id}")[1]["status"] == {"state": "DONE"}
     status, page = _http(bigquery_fake, "GET", f"/queries/{job_id}?maxResults=2")
     assert status == 200 and page["jobComplete"] is True and page["totalRows"] == "5"
     assert page["schema"]["fields"] == [
@@ -120,13 +121,15 @@ def test_a_failed_query_is_a_done_job_with_an_error_result_and_a_400(bigquery_fa
     status, job = _http(bigquery_fake, "POST", "/jobs", {"configuration": {"query": {
         "query": f"SELECT nope FROM {BIGQUERY_DATASET}.missing_table", "useLegacySql": False,
     }}})
-    assert status == 200 and job["status"]["state"] == "DONE"
-    assert job["status"]["errorResult"]["reason"] == "notFound"
+    assert status == 200 and job["status"]["state"] == "RUNNING"
+    status, job = _http(bigquery_fake, "GET", f"/jobs/{job['jobReference']['jobId']}")
+    assert job["status"]["state"] == "DONE" and job["status"]["errorResult"]["reason"] == "notFound"
     status, body = _http(bigquery_fake, "GET", f"/queries/{job['jobReference']['jobId']}")
     assert status == 404 and body["error"]["code"] == 404 and body["error"]["errors"][0]["reason"] == "notFound"
     status, body = _http(bigquery_fake, "GET", "/jobs/no_such_job")
     assert status == 404 and "no_such_job" in body["error"]["message"]
     status, job = _http(bigquery_fake, "POST", "/jobs", {"configuration": {"query": {"query": "SELECT 1 FROM t"}}})
+    status, job = _http(bigquery_fake, "GET", f"/jobs/{job['jobReference']['jobId']}")
     assert job["status"]["errorResult"]["message"] == 'Table "t" must be qualified with a dataset (e.g. dataset.table).'
 
 
@@ -215,8 +218,8 @@ def test_a_transaction_spans_queries_of_the_session(bigquery_url):
         assert conn.fetch_all("SELECT id FROM t") == [(3,)]
 
 
-def test_ddl_right_after_begin_runs_on_its_own_and_ddl_after_dml_is_refused(bigquery_url, bigquery_fake):
-    """BigQuery refuses DDL on permanent tables in a transaction; the snapshot swap (BEGIN, DROP, RENAME) still runs."""
+def test_the_snapshot_swap_is_an_atomic_copy_and_ddl_after_dml_is_refused(bigquery_url, bigquery_fake):
+    """BigQuery refuses DDL on permanent tables in a transaction; BEGIN, DROP IF EXISTS t, RENAME s TO t still swaps."""
     with engine_from_url(bigquery_url).connect() as conn:
         conn.execute("CREATE TABLE staging AS SELECT 1 AS id")
         conn.execute("CREATE TABLE target AS SELECT 0 AS id")
@@ -225,14 +228,24 @@ def test_ddl_right_after_begin_runs_on_its_own_and_ddl_after_dml_is_refused(bigq
         conn.execute("ALTER TABLE staging RENAME TO target")
         conn.execute("COMMIT")
         assert conn.fetch_all("SELECT id FROM target") == [(1,)]
-        conn.execute("BEGIN TRANSACTION")
+        assert conn.table_columns(None, "staging") == []
+        conn.execute("BEGIN TRANSACTION")  # a DROP held back and rolled back never ran
+        conn.execute("DROP TABLE IF EXISTS target")
+        conn.execute("ROLLBACK")
+        conn.execute("BEGIN TRANSACTION")  # a DROP held back and committed runs, before the transaction
+        conn.execute("CREATE TABLE gone AS SELECT 1 AS id")
+        conn.execute("DROP TABLE IF EXISTS gone")
         conn.execute("INSERT INTO target VALUES (2)")
         with pytest.raises(WarehouseError, match="BigQuery runs no DROP statement inside a transaction"):
             conn.execute("DROP TABLE target")
         conn.execute("ROLLBACK")
         assert conn.fetch_all("SELECT id FROM target") == [(1,)]
+        assert conn.table_columns(None, "gone") == []
     sent = [j["query"] for j in _jobs(bigquery_fake)]
-    assert "BEGIN TRANSACTION" not in sent[: sent.index("ALTER TABLE staging RENAME TO target")]
+    swap = sent.index("CREATE OR REPLACE TABLE target COPY staging")
+    assert sent[swap + 1] == "DROP TABLE staging" and "BEGIN TRANSACTION" not in sent[:swap]
+    assert sent.count("DROP TABLE IF EXISTS target") == 0
+    assert sent.index("DROP TABLE IF EXISTS gone") < sent.index("BEGIN TRANSACTION")
     # The stand-in keeps the rule too, so the engine cannot silently break it.
     with engine_from_url(bigquery_url).connect() as conn:
         conn._submit("BEGIN TRANSACTION")

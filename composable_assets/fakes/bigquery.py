@@ -1,14 +1,14 @@
 """BigQuery REST stand-in: the query endpoints the google-cloud-bigquery client calls, over one DuckDB file.
 
-Served under `/bigquery/v2`: jobs.insert (query jobs, run to completion at once), jobs.get, jobs.getQueryResults
-(pages by maxResults / pageToken), tables.get (schema, numRows, lastModifiedTime) and datasets.insert. Each query is
-GoogleSQL; it is transpiled to DuckDB with sqlglot, statement by statement, and run on the DuckDB file (a dataset is
-a DuckDB schema). Sessions (`createSession`, then the `session_id` connection property) each hold one DuckDB
-connection, so BEGIN TRANSACTION ... COMMIT TRANSACTION spans queries as in BigQuery's session mode. BigQuery rules
-kept here because the engine must live with them: an unqualified table needs the job's default dataset; DDL on
-permanent tables is refused inside a transaction; a failed statement rolls its transaction back; a transaction left
-open at the end of a query outside a session is rolled back; `CALL BQ.ABORT_SESSION()` ends a session.
-Credentials are not checked.
+Served under `/bigquery/v2`: jobs.insert (query jobs, run to completion at once but answered as RUNNING), jobs.get,
+jobs.getQueryResults (pages by maxResults / pageToken), tables.get (schema, numRows, lastModifiedTime), datasets.get
+and datasets.insert. Each query is GoogleSQL; it is transpiled to DuckDB with sqlglot, statement by statement, and
+run on the DuckDB file (a dataset is a DuckDB schema; `CREATE TABLE t COPY s` is a copy by query). Sessions
+(`createSession`, then the `session_id` connection property) each hold one DuckDB connection, so BEGIN TRANSACTION
+... COMMIT TRANSACTION spans queries as in BigQuery's session mode. BigQuery rules kept here because the engine must
+live with them: an unqualified table needs the job's default dataset; DDL on permanent tables is refused inside a
+transaction; a failed statement rolls its transaction back; a transaction left open at the end of a query outside a
+session is rolled back; `CALL BQ.ABORT_SESSION()` ends a session. Credentials are not checked.
 """
 
 from __future__ import annotations
@@ -201,7 +201,8 @@ class BigQueryFake(FakeServer):
             job.resource["status"] = {"state": "DONE", "errorResult": detail, "errors": [detail]}
         statistics["endTime"] = _millis()
         self.jobs[reference["jobId"]] = job
-        return Response(200, job.resource)
+        # The job is finished already, but as BigQuery's jobs.insert, the answer says RUNNING: the client must poll.
+        return Response(200, {**job.resource, "status": {"state": "RUNNING"}})
 
     def _session(self, config: dict[str, Any]) -> tuple[str | None, Session | None]:
         properties = {p.get("key"): p.get("value") for p in config.get("connectionProperties") or []}
@@ -389,6 +390,10 @@ def _split(text: str, project: str, default_dataset: str | None) -> list[tuple[e
         ctes = {cte.alias for cte in tree.find_all(exp.CTE)}
         for table in tree.find_all(exp.Table):
             _resolve(table, project, default_dataset, ctes)
+        clone = tree.args.get("clone") if isinstance(tree, exp.Create) else None
+        if clone is not None and clone.args.get("copy"):  # CREATE TABLE t COPY s: DuckDB copies by a query
+            tree.set("clone", None)
+            tree.set("expression", exp.select("*").from_(clone.this.copy()))
         names = [p.name for p in tree.find_all(exp.Parameter)]
         statements.append((tree, names))
     return statements

@@ -8,10 +8,13 @@ Google token must never travel unencrypted. The client is imported only when thi
 
 SQL arrives in the DuckDB dialect with `?` parameters, is rendered by `dialect.render` and runs as query jobs with
 positional query parameters typed from the Python values (a None is written as NULL, which fits any column).
-Unqualified table names resolve in the URL's dataset: it is every job's default dataset. One connection is one BigQuery session (created by its first query, ended when it closes), so a
-transaction spans several queries. BigQuery refuses DDL on permanent tables inside a transaction, so BEGIN is sent
-lazily, with the first statement that is not DDL: DDL between BEGIN and that statement runs on its own (atomic one
-by one, not as a group); DDL after it is an error.
+Unqualified table names resolve in the URL's dataset: it is every job's default dataset.
+
+One connection is one BigQuery session (created by its first query, ended when it closes), so a transaction spans
+several queries. BigQuery refuses DDL on permanent tables inside a transaction, so BEGIN is sent lazily, with the
+first statement that is not DDL. DDL before it runs on its own, except the snapshot swap (`DROP TABLE IF EXISTS t`,
+then `ALTER TABLE s RENAME TO t`), which becomes `CREATE OR REPLACE TABLE t COPY s` (atomic) and `DROP TABLE s`;
+a rollback before the first DML forgets a held-back DROP. DDL after the first DML is an error.
 """
 
 from __future__ import annotations
@@ -120,6 +123,8 @@ class BigQueryConnection(Connection):
         self.session_id: str | None = None
         # None: no transaction; "pending": BEGIN seen, not sent yet; "open": BEGIN TRANSACTION sent.
         self._transaction: str | None = None
+        # A `DROP TABLE IF EXISTS` held back in a pending transaction (see _hold_or_swap).
+        self._held_drop: Any = None
 
     def _submit(self, text: str, params: Params = None, page_size: int | None = None):
         """Run one query job in this connection's session; its rows, paged by `page_size`."""
@@ -153,9 +158,13 @@ class BigQueryConnection(Connection):
             self._transaction = "pending"
             return None
         if keyword in ("COMMIT", "ROLLBACK", "END", "ABORT"):
+            commit = keyword in ("COMMIT", "END")
             opened, self._transaction = self._transaction == "open", None
             if opened:
-                self._submit("COMMIT TRANSACTION" if keyword in ("COMMIT", "END") else "ROLLBACK TRANSACTION")
+                self._submit("COMMIT TRANSACTION" if commit else "ROLLBACK TRANSACTION")
+            elif commit:
+                self._release_drop()
+            self._held_drop = None  # a rollback forgets the DROP it held back: it never ran
             return None
         ddl = keyword in DDL
         if ddl and self._transaction == "open":
@@ -163,15 +172,47 @@ class BigQueryConnection(Connection):
                 f"BigQuery runs no {keyword} statement inside a transaction; run it before the transaction's first "
                 f"other statement: {sql[:80]}"
             )
-        if self._transaction == "pending" and not ddl:
-            self._submit("BEGIN TRANSACTION")
-            self._transaction = "open"
+        if self._transaction == "pending":
+            if ddl and self._hold_or_swap(sql):
+                return None
+            self._release_drop()
+            if not ddl:
+                self._submit("BEGIN TRANSACTION")
+                self._transaction = "open"
         try:
             return self._submit(*_inline_nulls(render(sql, "bigquery", placeholder="?"), params), page_size)
         except WarehouseError:
             if self._transaction == "open":
                 self._transaction = None  # BigQuery rolled it back with the failed statement
             raise
+
+    def _hold_or_swap(self, sql: str) -> bool:
+        """Hold back `DROP TABLE IF EXISTS t`; a rename of s to t next becomes an atomic copy of s over t."""
+        import sqlglot
+        from sqlglot import exp
+
+        tree = sqlglot.parse_one(sql, read="duckdb")
+        if isinstance(tree, exp.Drop) and tree.kind == "TABLE" and tree.args.get("exists") and self._held_drop is None:
+            self._held_drop = tree
+            return True
+        rename = tree.find(exp.AlterRename) if isinstance(tree, exp.Alter) else None
+        if self._held_drop is None or rename is None:
+            return False
+        dropped, source, new_name = self._held_drop.find(exp.Table), tree.this, rename.this.name
+        if new_name != dropped.name or (dropped.db or self._engine.dataset) != (source.db or self._engine.dataset):
+            return False
+        self._held_drop = None
+        target = exp.Table(this=rename.this.this.copy(), db=source.args["db"].copy() if source.db else None)
+        copy = exp.Create(this=target, kind="TABLE", replace=True, clone=exp.Clone(this=source.copy(), copy=True))
+        self._submit(copy.sql("bigquery"))
+        self._submit(exp.Drop(tables=[source.copy()], kind="TABLE").sql("bigquery"))
+        return True
+
+    def _release_drop(self) -> None:
+        """Run the DROP held back by `_hold_or_swap`, on its own, before anything that follows it."""
+        if self._held_drop is not None:
+            held, self._held_drop = self._held_drop, None
+            self._submit(held.sql("bigquery"))
 
     def execute(self, sql: str, params: Params = None) -> None:
         self._run(sql, params)
