@@ -1,0 +1,245 @@
+"""Databricks SQL as the warehouse, through the official `databricks-sql-connector` (pip install composable_assets[databricks]).
+
+Selected by `COMPOSABLE_WAREHOUSE=databricks://workspace-host/catalog/schema?http_path=/sql/1.0/warehouses/ID`
+(Unity Catalog: `information_schema` lists the columns). The personal access token is never part of the URL: it
+comes from `COMPOSABLE_WAREHOUSE_PASSWORD`, as for the other engines, or else `DATABRICKS_TOKEN`, the variable
+Databricks' own tools read; so it cannot end up in logs, run metadata or error messages, which all show the URL.
+The connector is imported only when this engine connects. SQL arrives in the DuckDB dialect with `?` parameters,
+is rendered by `dialect.render`, and values are bound by the connector's native parameters (`?` markers sent
+apart from the statement, never formatted into it). Results come as Arrow from the connector itself.
+
+Transactions. A Databricks SQL warehouse commits each statement on its own (one atomic Delta commit per
+statement); `BEGIN TRANSACTION`, `COMMIT` and `ROLLBACK` render as nothing (`dialects/databricks.py`). What
+the flow's three transaction blocks lose, and why recovery still holds:
+
+- delta (`delta.diff.compute_delta`): the INSERT of the run's rows and the INSERT into `delta_runs` are two
+  commits. A crash or error between them leaves rows above the previous `max(_seq)` that no run records: they
+  are never read (a sync reads only the seq range of a recorded run), the next delta starts its sequence after
+  them, and the failed step is simply run again. Storage is the only cost.
+- ledger fold (`delta.ledger.fold_acks`): MERGE into the ledger, then UPDATE of the acks to `folded`. A crash
+  between them leaves acks not marked folded; the next fold merges them again, which is idempotent (same rows,
+  same values; a removed key is not matched again; the newest seq per key still wins). One case is not
+  covered: an ack appended by another process between the MERGE and the UPDATE would be marked folded without
+  being merged. Syncs of a pair never overlap, so no one appends then; if one did, the row would be resent
+  (the ledger does not hold it), never lost.
+- audience snapshot swap (`delta.snapshot.build_snapshot`): DROP of the old snapshot, then RENAME of the staging
+  table. A crash between them leaves no snapshot table until the audience is rebuilt; anything reading it
+  fails with "table not found" meanwhile, it never reads a wrong one.
+
+Checkpoints (acks, intents, failures) are single INSERT/DELETE statements, atomic on their own as everywhere.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
+from urllib.parse import parse_qsl, unquote, urlparse
+
+import pyarrow as pa
+from sqlglot import exp
+
+from .base import DbApiConnection, Engine, Params, WarehouseError, table_markers
+from .dialect import render
+
+# The project's variable first (as for PostgreSQL and Snowflake), then the one Databricks' CLI and SDK read.
+TOKEN_SETTINGS = ("COMPOSABLE_WAREHOUSE_PASSWORD", "DATABRICKS_TOKEN")
+# Passed to every connect(). The connector retries a warehouse that is still starting (up to 15 minutes by
+# default), which is what a scheduled run wants.
+CONNECT_OPTIONS: dict[str, Any] = {"_socket_timeout": 60, "user_agent_entry": "composable_assets"}
+# Query parameters that would put a secret into the URL (and so into logs): refused.
+SECRET_PARAMETERS = ("access_token", "token", "password", "client_secret", "oauth_client_secret")
+URL_SHAPE = "databricks://workspace-host/catalog/schema?http_path=/sql/1.0/warehouses/ID"
+
+
+def _connector():
+    try:
+        from databricks import sql
+    except ImportError as exc:
+        raise WarehouseError(
+            "COMPOSABLE_WAREHOUSE names a Databricks warehouse but the connector is missing: "
+            "pip install 'composable_assets[databricks]'"
+        ) from exc
+    return sql
+
+
+def _bind(params: Params) -> list[Any] | None:
+    """Parameters as the connector binds them: a naive datetime is TIMESTAMP_NTZ, as DuckDB's TIMESTAMP is.
+
+    Without this the connector sends it as TIMESTAMP, read in the session's time zone.
+    """
+    if not params:
+        return None
+    from databricks.sql.parameters import TimestampNTZParameter
+
+    return [
+        TimestampNTZParameter(value=v) if isinstance(v, dt.datetime) and v.tzinfo is None else v for v in params
+    ]
+
+
+class DatabricksConnection(DbApiConnection):
+    dialect = "databricks"
+    has_merge = True
+
+    def _run(self, cursor, sql: str, params: Params) -> None:
+        statement = render(sql, "databricks", placeholder="?")
+        if not statement:
+            return  # BEGIN / COMMIT / ROLLBACK: each statement commits on its own (see the module docstring)
+        cursor.execute(statement, _bind(params))
+
+    def fetch_arrow(self, sql: str, params: Params = None) -> pa.Table:
+        with self._con.cursor() as cur:
+            self._run(cur, sql, params)
+            return cur.fetchall_arrow()
+
+    def stream_arrow(self, sql: str, params: Params = None, batch_rows: int = 100_000) -> Iterator[pa.RecordBatch]:
+        # A cursor of its own, so statements run while streaming do not close this result; the connector fetches
+        # the result from the warehouse (or its cloud storage links) as fetchmany_arrow asks for it.
+        cur = self._con.cursor()
+        try:
+            self._run(cur, sql, params)
+            while True:
+                table = cur.fetchmany_arrow(batch_rows)
+                if table.num_rows == 0:
+                    break
+                yield from table.to_batches()
+        finally:
+            cur.close()
+
+    def table_columns(self, schema: str | None, table: str) -> list[tuple[str, str]]:
+        # Unity Catalog stores names in lower case; ours are lower case already, a source's may not be.
+        return self.fetch_all(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_name = lower(?) AND table_schema = lower(coalesce(?, current_schema())) "
+            "ORDER BY ordinal_position",
+            [table, schema],
+        )
+
+    def table_marker(self, table: str) -> str | None:
+        """The table's newest Delta version and its time (metadata only, no scan); None when it is missing.
+
+        A view or a non-Delta table has no history: it falls back to the portable row count and newest
+        `updated_at`. OPTIMIZE and VACUUM add versions too, which only costs an extra refresh.
+        """
+        if not self.table_columns(None, table):
+            return None
+        # Databricks SQL of its own (sqlglot does not parse DESCRIBE HISTORY), so it is sent as written.
+        name = exp.to_identifier(table, quoted=True).sql("databricks")
+        try:
+            with self._con.cursor() as cur:
+                cur.execute(f"DESCRIBE HISTORY {name} LIMIT 1")
+                row = cur.fetchone()
+        except Exception:  # no history for this object (view, non-Delta, no permission): the portable marker
+            row = None
+        if row is None:
+            return table_markers(self, [table])[table]
+        version, timestamp = row[0], row[1]
+        return f"v{version}@{timestamp}"
+
+
+class DatabricksEngine(Engine):
+    dialect = "databricks"
+    kind = "databricks"
+
+    def __init__(self, *, host: str, http_path: str, catalog: str, schema: str, port: int | None = None):
+        self.host = host
+        self.port = port
+        self.http_path = http_path
+        self.catalog = catalog
+        self.schema = schema
+
+    @classmethod
+    def from_url(cls, url: str) -> "DatabricksEngine":
+        parsed = urlparse(url)
+        if parsed.password is not None or parsed.username is not None:
+            raise WarehouseError(
+                "COMPOSABLE_WAREHOUSE: the Databricks URL must not contain a user or token; remove it from the URL "
+                f"and set {' or '.join(TOKEN_SETTINGS)} instead"
+            )
+        options = dict(parse_qsl(parsed.query))
+        secrets = sorted(k for k in options if k.lower() in SECRET_PARAMETERS)
+        if secrets:
+            raise WarehouseError(
+                f"COMPOSABLE_WAREHOUSE: the Databricks URL must not carry the secret parameter(s) {', '.join(secrets)}; "
+                f"set {' or '.join(TOKEN_SETTINGS)} instead"
+            )
+        unknown = sorted(k for k in options if k != "http_path")
+        if unknown:
+            raise WarehouseError(
+                f"COMPOSABLE_WAREHOUSE: unknown Databricks URL parameter(s) {', '.join(unknown)}; "
+                f"the only one is http_path ({URL_SHAPE})"
+            )
+        host = parsed.hostname or ""
+        parts = [unquote(p) for p in parsed.path.strip("/").split("/") if p]
+        http_path = options.get("http_path", "")
+        if not host or len(parts) != 2 or not http_path:
+            raise WarehouseError(f"COMPOSABLE_WAREHOUSE: expected {URL_SHAPE} (catalog and schema in the path)")
+        try:
+            port = parsed.port
+        except ValueError as exc:
+            raise WarehouseError("COMPOSABLE_WAREHOUSE: the Databricks port is not a number") from exc
+        return cls(host=host, http_path=http_path, catalog=parts[0], schema=parts[1], port=port)
+
+    def describe(self) -> str:
+        return f"Databricks schema {self.catalog}.{self.schema} on {self.host} (SQL warehouse {self.http_path})"
+
+    def _token(self) -> str:
+        for name in TOKEN_SETTINGS:
+            if os.environ.get(name):
+                return os.environ[name]
+        raise WarehouseError(
+            f"Databricks warehouse: no access token; set {' or '.join(TOKEN_SETTINGS)} "
+            f"(a personal access token for {self.host})"
+        )
+
+    def _open(self):
+        sql = _connector()
+        token = self._token()
+        try:
+            return sql.connect(
+                server_hostname=self.host,
+                http_path=self.http_path,
+                access_token=token,
+                catalog=self.catalog,
+                schema=self.schema,
+                **({"_port": self.port} if self.port else {}),
+                **CONNECT_OPTIONS,
+            )
+        except Exception as exc:  # the connector raises its own errors and urllib3's (host unreachable)
+            raise WarehouseError(_connect_error(self, str(exc), token)) from None
+
+    @contextmanager
+    def connect(self) -> Iterator[DatabricksConnection]:
+        con = self._open()
+        try:
+            yield DatabricksConnection(con)
+        finally:
+            con.close()
+
+    def change_markers(self, tables: Sequence[str]) -> dict[str, str | None]:
+        """Per table, its newest Delta version (see `DatabricksConnection.table_marker`); None when missing."""
+        with self.connect() as conn:
+            return {name: conn.table_marker(name) for name in tables}
+
+
+def _connect_error(engine: DatabricksEngine, detail: str, token: str | None) -> str:
+    """Which setting is likely wrong, and the connector's own words, without the token."""
+    if token:
+        detail = detail.replace(token, "***")
+    text = detail.lower()
+    if "401" in text or "403" in text or "invalid access token" in text or "unauthorized" in text or "forbidden" in text:
+        setting = f"the access token was refused by {engine.host}: check {' / '.join(TOKEN_SETTINGS)}"
+    elif "404" in text or ("warehouse" in text and "not found" in text):
+        setting = f"the http_path {engine.http_path!r} in COMPOSABLE_WAREHOUSE names no SQL warehouse on {engine.host}"
+    elif "catalog" in text and ("not found" in text or "does not exist" in text):
+        setting = f"the catalog {engine.catalog!r} in COMPOSABLE_WAREHOUSE does not exist or is not granted"
+    elif "schema" in text and ("not found" in text or "does not exist" in text):
+        setting = f"the schema {engine.schema!r} in COMPOSABLE_WAREHOUSE does not exist or is not granted"
+    elif "name or service not known" in text or "failed to resolve" in text or "connection refused" in text or (
+        "max retries exceeded" in text
+    ):
+        setting = f"the workspace host {engine.host!r} in COMPOSABLE_WAREHOUSE cannot be reached"
+    else:
+        setting = f"cannot connect to {engine.describe()} (COMPOSABLE_WAREHOUSE)"
+    return f"Databricks warehouse: {setting}. Connector said: {detail.strip()}"
