@@ -274,8 +274,9 @@ class SparkCursor:
     table, so that one statement runs as DROP then CREATE here (Delta does it atomically).
     """
 
-    def __init__(self, spark):
+    def __init__(self, spark, statements: list[str]):
         self.spark = spark
+        self.statements = statements
         self._df = None
         self._arrow = None
         self._offset = 0
@@ -290,6 +291,7 @@ class SparkCursor:
         self._df = self._arrow = None
 
     def execute(self, sql: str, params: list | None = None):
+        self.statements.append(sql)
         if sql.startswith("CREATE OR REPLACE TABLE "):
             name = sqlglot.parse_one(sql, read="databricks").this.sql("databricks")
             self.spark.sql(f"DROP TABLE IF EXISTS {name}")
@@ -320,9 +322,10 @@ class SparkCursor:
 class SparkConnector:
     def __init__(self, spark):
         self.spark = spark
+        self.statements: list[str] = []  # as sent, in order
 
     def cursor(self):
-        return SparkCursor(self.spark)
+        return SparkCursor(self.spark, self.statements)
 
 
 class SparkDatabricksConnection(DatabricksConnection):
@@ -520,6 +523,18 @@ def test_spark_builds_the_same_snapshot_with_the_same_hashes(flow):
     assert duck == spark
 
 
+def test_spark_snapshot_swap_replaces_the_table_in_one_statement(engines, flow):
+    """DROP t + RENAME s TO t in a block is sent as CREATE OR REPLACE t AS SELECT * FROM s, then DROP s."""
+    _, sparky = engines
+    sent = sparky._con.statements
+    swap = sent.index(
+        "CREATE OR REPLACE TABLE `composable`.`audience__vip` AS SELECT * FROM `composable`.`audience__vip__staging`"
+    )
+    assert sent[swap + 1] == "DROP TABLE `composable`.`audience__vip__staging`"
+    assert not any(s.startswith("ALTER TABLE") or s == "DROP TABLE IF EXISTS `composable`.`audience__vip`" for s in sent)
+    assert sparky.table_columns(SCHEMA, "audience__vip__staging") == []
+
+
 def test_spark_computes_the_same_mirror_delta(flow):
     duck, spark = flow["mirror"]
     run = duck["run"]
@@ -632,6 +647,46 @@ class ScriptedCursor:
 
     def fetchall(self):
         return self.rows
+
+
+class ListCursor:
+    def __init__(self, sent: list[str]):
+        self.sent = sent
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+    def execute(self, sql, params=None):
+        self.sent.append(sql)
+
+
+def test_a_held_back_drop_runs_before_the_next_statement_at_commit_and_never_after_rollback():
+    sent: list[str] = []
+    conn = DatabricksConnection(type("Con", (), {"cursor": lambda self: ListCursor(sent)})())
+    conn.execute('DROP TABLE IF EXISTS "s"."a"')  # outside a block: at once
+    conn.execute("BEGIN TRANSACTION")
+    conn.execute('DROP TABLE IF EXISTS "s"."b"')
+    assert sent == ["DROP TABLE IF EXISTS `s`.`a`"]
+    conn.execute('INSERT INTO "s"."c" VALUES (?)', [1])  # anything else: the DROP first, in order
+    conn.execute('DROP TABLE IF EXISTS "s"."d"')
+    conn.execute("COMMIT")
+    assert sent == [
+        "DROP TABLE IF EXISTS `s`.`a`", "DROP TABLE IF EXISTS `s`.`b`", "INSERT INTO `s`.`c` VALUES (?)",
+        "DROP TABLE IF EXISTS `s`.`d`",
+    ]
+    conn.execute("BEGIN TRANSACTION")
+    conn.execute('DROP TABLE IF EXISTS "s"."e"')
+    conn.execute("ROLLBACK")
+    conn.execute('ALTER TABLE "s"."x" RENAME TO "e"')  # after the block: a plain rename
+    assert sent[4:] == ["ALTER TABLE `s`.`x` RENAME TO `s`.`e`"]
+    conn.execute("BEGIN TRANSACTION")
+    conn.execute('DROP TABLE IF EXISTS "s"."f"')
+    conn.execute('ALTER TABLE "s"."other" RENAME TO "g"')  # not a swap of f: the DROP runs, then the rename
+    conn.execute("COMMIT")
+    assert sent[5:] == ["DROP TABLE IF EXISTS `s`.`f`", "ALTER TABLE `s`.`other` RENAME TO `s`.`g`"]
 
 
 def test_change_markers_read_the_delta_version_and_fall_back_for_views(monkeypatch):

@@ -22,11 +22,17 @@ the flow's three transaction blocks lose, and why recovery still holds:
   covered: an ack appended by another process between the MERGE and the UPDATE would be marked folded without
   being merged. Syncs of a pair never overlap, so no one appends then; if one did, the row would be resent
   (the ledger does not hold it), never lost.
-- audience snapshot swap (`delta.snapshot.build_snapshot`): DROP of the old snapshot, then RENAME of the staging
-  table. A crash between them leaves no snapshot table until the audience is rebuilt; anything reading it
-  fails with "table not found" meanwhile, it never reads a wrong one.
+- audience snapshot swap (`delta.snapshot.build_snapshot`: DROP TABLE IF EXISTS t, ALTER TABLE s RENAME TO t in
+  one block): nothing lost. The connection holds the DROP back and runs the pair as `CREATE OR REPLACE TABLE t
+  AS SELECT * FROM s` (one Delta commit: readers see the old snapshot or the new one) and then `DROP TABLE s`
+  (a crash before it leaves the staging table, which the next build replaces). It costs one copy of the
+  snapshot where a rename would have been free. A DROP followed by anything else runs as it came.
 
 Checkpoints (acks, intents, failures) are single INSERT/DELETE statements, atomic on their own as everywhere.
+Delta's optimistic concurrency adds one failure mode: two pairs writing the shared logs (`sync_acks`,
+`sync_inflight`) at the same moment can make one statement fail with a concurrent-modification error (row-level
+concurrency, on by default for tables with deletion vectors, avoids most); the step then fails, and what it
+left is recovered as after a crash.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from typing import Any, Iterator, Sequence
 from urllib.parse import parse_qsl, unquote, urlparse
 
 import pyarrow as pa
+import sqlglot
 from sqlglot import exp
 
 from .base import DbApiConnection, Engine, Params, WarehouseError, table_markers
@@ -82,11 +89,64 @@ class DatabricksConnection(DbApiConnection):
     dialect = "databricks"
     has_merge = True
 
+    def __init__(self, con: Any):
+        super().__init__(con)
+        # Between BEGIN and COMMIT/ROLLBACK (sent as nothing): only the snapshot swap uses the block (see below).
+        self._in_block = False
+        self._held_drop: exp.Drop | None = None
+
     def _run(self, cursor, sql: str, params: Params) -> None:
+        keyword = (sql.split(None, 1) or [""])[0].upper()
+        if keyword in ("BEGIN", "START"):
+            self._in_block = True
+            return
+        if keyword in ("COMMIT", "END", "ROLLBACK", "ABORT"):
+            if keyword in ("COMMIT", "END"):
+                self._release_drop(cursor)
+            self._held_drop = None  # a rollback forgets the DROP it held back: it never ran
+            self._in_block = False
+            return
+        if self._in_block and keyword in ("DROP", "ALTER") and self._hold_or_swap(cursor, sql):
+            return
+        self._release_drop(cursor)
         statement = render(sql, "databricks", placeholder="?")
-        if not statement:
-            return  # BEGIN / COMMIT / ROLLBACK: each statement commits on its own (see the module docstring)
-        cursor.execute(statement, _bind(params))
+        if statement:  # never empty here but for transaction control, which is handled above
+            cursor.execute(statement, _bind(params))
+
+    def _hold_or_swap(self, cursor, sql: str) -> bool:
+        """Hold back `DROP TABLE IF EXISTS t` in a block; a rename of s to t next becomes a replace of t by s.
+
+        `CREATE OR REPLACE TABLE t AS SELECT * FROM s` is one Delta commit: readers see the old snapshot or the
+        new one, never no table (as DROP then RENAME, two commits here, would show in between). Then s is dropped;
+        a crash before that leaves only the staging table, which the next build replaces.
+        """
+        tree = sqlglot.parse_one(sql, read="duckdb")
+        if isinstance(tree, exp.Drop) and (tree.kind or "").upper() == "TABLE" and tree.args.get("exists"):
+            if self._held_drop is None and len(tree.args.get("tables") or []) == 1:
+                self._held_drop = tree
+                return True
+            return False
+        rename = tree.find(exp.AlterRename) if isinstance(tree, exp.Alter) else None
+        if self._held_drop is None or rename is None or not isinstance(tree.this, exp.Table):
+            return False
+        dropped, source = self._held_drop.args["tables"][0], tree.this
+        target = rename.this.copy()
+        for part in ("db", "catalog"):  # an unqualified new name stays in the schema of the renamed table
+            if not target.args.get(part) and source.args.get(part):
+                target.set(part, source.args[part].copy())
+        if target.sql("databricks").lower() != dropped.sql("databricks").lower():
+            return False
+        self._held_drop = None
+        replace = exp.Create(this=target, kind="TABLE", replace=True, expression=exp.select("*").from_(source.copy()))
+        cursor.execute(replace.sql("databricks"))
+        cursor.execute(exp.Drop(tables=[source.copy()], kind="TABLE").sql("databricks"))
+        return True
+
+    def _release_drop(self, cursor) -> None:
+        """Run a DROP held back by `_hold_or_swap` before anything that follows it (or at COMMIT)."""
+        if self._held_drop is not None:
+            held, self._held_drop = self._held_drop, None
+            cursor.execute(held.sql("databricks"))
 
     def fetch_arrow(self, sql: str, params: Params = None) -> pa.Table:
         with self._con.cursor() as cur:
