@@ -101,7 +101,10 @@ def test_the_real_connector_failing_to_connect_names_the_host_and_never_the_toke
     pytest.importorskip("databricks.sql")
     monkeypatch.setenv("COMPOSABLE_WAREHOUSE_PASSWORD", TOKEN)
     # One attempt instead of the connector's patient retries (meant for a warehouse that is starting up).
-    options = {**databricks_engine.CONNECT_OPTIONS, "_retry_stop_after_attempts_count": 1, "_socket_timeout": 5}
+    options = {
+        **databricks_engine.CONNECT_OPTIONS, "_retry_stop_after_attempts_count": 1, "_socket_timeout": 5,
+        "enable_telemetry": False,
+    }
     monkeypatch.setattr(databricks_engine, "CONNECT_OPTIONS", options)
     engine = DatabricksEngine.from_url("databricks://127.0.0.1:1/main/crm?http_path=/sql/1.0/warehouses/abc123")
     with pytest.raises(WarehouseError) as info:
@@ -112,13 +115,93 @@ def test_the_real_connector_failing_to_connect_names_the_host_and_never_the_toke
     assert "the workspace host '127.0.0.1' in COMPOSABLE_WAREHOUSE cannot be reached" in message
 
 
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory) -> tuple[str, str]:
+    """A self-signed certificate for 127.0.0.1 (the connector speaks HTTPS only)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+    import ipaddress
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    root = tmp_path_factory.mktemp("tls")
+    (root / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (root / "key.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return str(root / "cert.pem"), str(root / "key.pem")
+
+
+@pytest.mark.filterwarnings("ignore:Unverified HTTPS request:urllib3.exceptions.InsecureRequestWarning")
+@pytest.mark.parametrize(
+    "status, words",
+    [(401, "the access token was refused by 127.0.0.1"), (403, "the access token was refused by 127.0.0.1"),
+     (404, "the http_path '/sql/1.0/warehouses/abc123' in COMPOSABLE_WAREHOUSE names no SQL warehouse")],
+)
+def test_the_real_connector_refused_by_the_server_names_the_setting(monkeypatch, tls_files, status: int, words: str):
+    """The real connector opening a session against an HTTPS stand-in that answers every request with `status`."""
+    pytest.importorskip("databricks.sql")
+    import http.server
+    import ssl
+    import threading
+
+    seen: list[str] = []
+
+    class Refuse(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            seen.append(self.headers.get("Authorization", ""))
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*tls_files)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setenv("COMPOSABLE_WAREHOUSE_PASSWORD", TOKEN)
+        options = {
+            **databricks_engine.CONNECT_OPTIONS, "_retry_stop_after_attempts_count": 1, "_socket_timeout": 5,
+            "_tls_no_verify": True, "enable_telemetry": False,
+        }
+        monkeypatch.setattr(databricks_engine, "CONNECT_OPTIONS", options)
+        port = server.server_address[1]
+        engine = DatabricksEngine.from_url(f"databricks://127.0.0.1:{port}/main/crm?http_path=/sql/1.0/warehouses/abc123")
+        with pytest.raises(WarehouseError) as info:
+            with engine.connect():
+                pass
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    assert words in str(info.value) and f"(HTTP {status})" in str(info.value)
+    assert TOKEN not in str(info.value)
+    assert seen and seen[0] == f"Bearer {TOKEN}"  # the token went to the server, only there
+
+
 @pytest.mark.parametrize(
     "detail, words",
     [
         ("Error during request to server: 403 Forbidden. Invalid access token " + TOKEN, "access token was refused"),
         ("HTTP 404: Not Found /sql/1.0/warehouses/abc123", "http_path '/sql/1.0/warehouses/abc123'"),
         ("[NO_SUCH_CATALOG_EXCEPTION] Catalog 'main' was not found", "catalog 'main'"),
-        ("[SCHEMA_NOT_FOUND] The schema `crm` cannot be found", "cannot connect to"),
+        ("[SCHEMA_NOT_FOUND] The schema `crm` cannot be found", "schema 'crm'"),
         ("something else entirely", "cannot connect to Databricks schema main.crm"),
     ],
 )
@@ -608,6 +691,17 @@ def test_spark_streams_arrow_batches_through_the_connection(engines):
     assert [v for b in batches for v in b.column("j").to_pylist()] == [i * 2 for i in range(7)]
     table = sparky.fetch_arrow("SELECT customer_id, email FROM customers WHERE customer_id > ? ORDER BY customer_id", [5])
     assert table.column_names == ["customer_id", "email"] and table.column("customer_id").to_pylist() == [6, 7]
+
+
+def test_spark_session_starts_in_utc(spark):
+    """A workspace whose default time zone is not UTC: each session is set to UTC before any statement."""
+    previous = spark.conf.get("spark.sql.session.timeZone")
+    spark.conf.set("spark.sql.session.timeZone", "America/New_York")
+    try:
+        databricks_engine.start_session(SparkConnector(spark))
+        assert spark.conf.get("spark.sql.session.timeZone") == "UTC"
+    finally:
+        spark.conf.set("spark.sql.session.timeZone", previous)
 
 
 def test_spark_change_marker_falls_back_when_a_table_has_no_history(engines):

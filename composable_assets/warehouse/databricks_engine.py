@@ -6,7 +6,9 @@ comes from `COMPOSABLE_WAREHOUSE_PASSWORD`, as for the other engines, or else `D
 Databricks' own tools read; so it cannot end up in logs, run metadata or error messages, which all show the URL.
 The connector is imported only when this engine connects. SQL arrives in the DuckDB dialect with `?` parameters,
 is rendered by `dialect.render`, and values are bound by the connector's native parameters (`?` markers sent
-apart from the statement, never formatted into it). Results come as Arrow from the connector itself.
+apart from the statement, never formatted into it; a naive datetime as TIMESTAMP_NTZ). Results come as Arrow
+from the connector itself. Every session is set to UTC first, as on the other engines, so a workspace's default
+time zone never changes a row hash.
 
 Transactions. A Databricks SQL warehouse commits each statement on its own (one atomic Delta commit per
 statement); `BEGIN TRANSACTION`, `COMMIT` and `ROLLBACK` render as nothing (`dialects/databricks.py`). What
@@ -198,6 +200,13 @@ class DatabricksConnection(DbApiConnection):
         return f"v{version}@{timestamp}"
 
 
+def start_session(con: Any) -> None:
+    """Every session in UTC, as on the other engines: a TIMESTAMP's text (row hash, JSON payload) never depends on
+    a workspace's default time zone."""
+    with con.cursor() as cur:
+        cur.execute("SET TIME ZONE 'UTC'")
+
+
 class DatabricksEngine(Engine):
     dialect = "databricks"
     kind = "databricks"
@@ -267,12 +276,13 @@ class DatabricksEngine(Engine):
                 **CONNECT_OPTIONS,
             )
         except Exception as exc:  # the connector raises its own errors and urllib3's (host unreachable)
-            raise WarehouseError(_connect_error(self, str(exc), token)) from None
+            raise WarehouseError(_connect_error(self, _detail(exc), token)) from None
 
     @contextmanager
     def connect(self) -> Iterator[DatabricksConnection]:
         con = self._open()
         try:
+            start_session(con)
             yield DatabricksConnection(con)
         finally:
             con.close()
@@ -283,18 +293,31 @@ class DatabricksEngine(Engine):
             return {name: conn.table_marker(name) for name in tables}
 
 
+def _detail(exc: Exception) -> str:
+    """The connector's message plus what it keeps in the error's context: the HTTP status is only there."""
+    context = getattr(exc, "context", None) or {}
+    detail = str(exc).strip() or type(exc).__name__
+    if context.get("http-code"):
+        detail += f" (HTTP {context['http-code']})"
+    if context.get("error-message"):
+        detail += f": {context['error-message']}"
+    return detail
+
+
 def _connect_error(engine: DatabricksEngine, detail: str, token: str | None) -> str:
     """Which setting is likely wrong, and the connector's own words, without the token."""
     if token:
         detail = detail.replace(token, "***")
     text = detail.lower()
-    if "401" in text or "403" in text or "invalid access token" in text or "unauthorized" in text or "forbidden" in text:
+    if "http 401" in text or "http 403" in text or "invalid access token" in text or "unauthorized" in text or (
+        "forbidden" in text
+    ):
         setting = f"the access token was refused by {engine.host}: check {' / '.join(TOKEN_SETTINGS)}"
-    elif "404" in text or ("warehouse" in text and "not found" in text):
+    elif "http 404" in text or ("warehouse" in text and "not found" in text):
         setting = f"the http_path {engine.http_path!r} in COMPOSABLE_WAREHOUSE names no SQL warehouse on {engine.host}"
     elif "catalog" in text and ("not found" in text or "does not exist" in text):
         setting = f"the catalog {engine.catalog!r} in COMPOSABLE_WAREHOUSE does not exist or is not granted"
-    elif "schema" in text and ("not found" in text or "does not exist" in text):
+    elif "schema" in text and ("not found" in text or "cannot be found" in text or "does not exist" in text):
         setting = f"the schema {engine.schema!r} in COMPOSABLE_WAREHOUSE does not exist or is not granted"
     elif "name or service not known" in text or "failed to resolve" in text or "connection refused" in text or (
         "max retries exceeded" in text
