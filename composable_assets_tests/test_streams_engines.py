@@ -1,10 +1,14 @@
-"""Event streams on every warehouse engine: one test body, the real assets, Braze and Iterable fakes over HTTP."""
+"""Event streams on every warehouse engine: the same test bodies, the real assets, Braze and Iterable fakes over HTTP."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import signal
+import subprocess
 import textwrap
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -18,11 +22,12 @@ from composable_assets.fakes import BrazeFake, IterableFake
 from composable_assets.project import load_project
 from composable_assets.runner import RunOutcome, run_selection
 from composable_assets.settings import Settings
-from composable_assets.streams import StreamTables
+from composable_assets.streams import StreamDataError, StreamShape, StreamTables
 from composable_assets.streams.intents import record_intents
 from composable_assets.warehouse import engine_from_url
 
 from .stream_project import DESTINATIONS, KEY, MODEL, STREAM, Order, ids, order, outcome_of, utc_now
+from .test_streams_kill import COMPOSABLE, PATHS, settle
 
 # Exactly these engines (not every engine warehouses.py may learn): the ones streams are built and tested for.
 ENGINES = ["duckdb", "postgres", "snowflake"]
@@ -53,15 +58,15 @@ def fakes(monkeypatch):
 class EngineStreamProject:
     """The stream project of stream_project.py on any warehouse; `orders` is written through the Warehouse connection."""
 
-    def __init__(self, root: Path, url: str):
+    def __init__(self, root: Path, url: str, *, lookback: str = "1h", start: str = "now", batch: int = 2):
         self.settings = Settings(project_dir=root / "project", warehouse_url=url, data_dir=root / "data")
         self.engine = engine_from_url(url)
         self.instance = dg.DagsterInstance.ephemeral()
         for path, text in {
             "project.yaml": 'name: events\nstart_date: "2026-01-01"\n',
             "models/order_facts.sql": MODEL,
-            "streams/orders.yaml": STREAM.format(lookback="1h", start="now"),
-            "destinations.yaml": DESTINATIONS.format(batch=2, concurrency=2),
+            "streams/orders.yaml": STREAM.format(lookback=lookback, start=start),
+            "destinations.yaml": DESTINATIONS.format(batch=batch, concurrency=2),
         }.items():
             target = self.settings.project_dir / path
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -90,11 +95,11 @@ class EngineStreamProject:
         )
         return mark
 
-    def run(self) -> RunOutcome:
+    def run(self, destination: str | None = None) -> RunOutcome:
         defs = load_definitions(self.settings)
         project = load_project(self.settings.project_dir)
         outcome = run_selection(
-            defs, stream_selection(project, "orders", None), dt.datetime.now(dt.UTC).date().isoformat(), self.instance
+            defs, stream_selection(project, "orders", destination), dt.datetime.now(dt.UTC).date().isoformat(), self.instance
         )
         assert outcome.success, outcome.errors
         return outcome
@@ -179,3 +184,76 @@ def test_a_stream_delivers_once_and_resolves_a_killed_runs_intents_on_every_engi
 
     # And then nothing is left: a fifth run sends nothing anywhere.
     assert sent(p.run()) == {"braze": 0, "iterable": 0, "box": 0}
+
+
+def test_a_cursor_of_each_engines_time_types_is_read_as_naive_utc(engine_url):
+    """Timestamps with a time zone are converted to UTC, naive ones taken as UTC, dates as their midnight."""
+    with engine_from_url(engine_url).connect() as conn:
+        conn.execute("CREATE TABLE ev (id BIGINT, who VARCHAR, at_tz TIMESTAMPTZ, at_ntz TIMESTAMP, on_day DATE)")
+        conn.execute(
+            "INSERT INTO ev VALUES (1, 'a', CAST('2026-03-01 12:00:00+02:00' AS TIMESTAMPTZ), "
+            "CAST('2026-03-01 12:00:00' AS TIMESTAMP), CAST('2026-03-01' AS DATE))"
+        )
+        expected = {"at_tz": dt.datetime(2026, 3, 1, 10), "at_ntz": dt.datetime(2026, 3, 1, 12), "on_day": dt.datetime(2026, 3, 1)}
+        for column, moment in expected.items():
+            shape = StreamShape(
+                stream="ev", table="ev", event_id_column="id", cursor_column=column, where=None,
+                lookback=dt.timedelta(hours=1), start="now", identifier_column="who", event="e",
+            )
+            rows = conn.fetch_all(f"SELECT _event_id, _cursor, _identifier FROM ({shape.rows_sql(conn)}) AS r")
+            assert rows == [("ev:1", moment, "a")], column
+        shape = StreamShape(
+            stream="ev", table="ev", event_id_column="id", cursor_column="who", where=None,
+            lookback=dt.timedelta(hours=1), start="now", identifier_column="who", event="e",
+        )
+        with pytest.raises(StreamDataError, match="cursor column `who` is .*, not a timestamp or date"):
+            shape.rows_sql(conn)
+
+
+def test_a_stream_killed_with_sigkill_on_postgres_delivers_every_event_at_most_once_to_braze(tmp_path, postgres_url, fakes):
+    """The real kill of test_streams_kill.py, with the warehouse on a PostgreSQL server the killed process shared."""
+    braze, _ = fakes
+    events, batch = 400, 20
+    t = utc_now() - dt.timedelta(hours=10)
+    p = EngineStreamProject(
+        tmp_path, postgres_url, lookback="1m", start=(t - dt.timedelta(days=1)).date().isoformat(), batch=batch
+    )
+    p.add_orders([order(i, t + dt.timedelta(seconds=30 * i)) for i in range(1, events + 1)])
+    braze.faults.latency_seconds = 0.05
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+    env.update(
+        COMPOSABLE_PROJECT_DIR=str(p.settings.project_dir),
+        COMPOSABLE_WAREHOUSE=p.settings.warehouse_url,
+        COMPOSABLE_DATA_DIR=str(p.settings.data_dir),
+    )
+    day = dt.datetime.now(dt.UTC).date().isoformat()
+    proc = subprocess.Popen(
+        [COMPOSABLE, "stream", "orders", "--destination", "braze", "--date", day],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 90
+    while sum(1 for r in braze.requests if r.path == PATHS["braze"]) < 8:
+        assert proc.poll() is None, "the stream finished before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    braze.faults.latency_seconds = 0.0
+    settle(braze)
+    left = {
+        event_id
+        for (event_id,) in p.query(
+            "SELECT DISTINCT event_id FROM composable.stream_intents WHERE destination = 'braze' "
+            "AND event_id NOT IN (SELECT event_id FROM composable.stream_sent__orders__braze)"
+        )
+    }
+    assert 0 < len(left) <= 2 * batch, "a kill leaves at most `concurrency` batches unsettled"
+
+    outcome = p.run("braze")
+    [stream] = outcome.streams
+    assert stream.count("in_doubt") == len(left)
+    assert p.query("SELECT count(*) FROM composable.stream_intents") == [(0,)]
+    assert p.high_water("braze") == t + dt.timedelta(seconds=30 * events)
+    received = braze.received_event_ids()
+    assert max(received.values()) == 1  # none twice
+    assert ids(*range(1, events + 1)) - set(received) <= left  # what never arrived is recorded in doubt

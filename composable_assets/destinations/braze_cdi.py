@@ -221,7 +221,7 @@ def moved_keys(conn, target: SyncTarget, batch: Sequence[Record]) -> set[str]:
 
 
 def _insert(conn, name: str, columns: dict[str, str], rows: list[CdiRow]) -> None:
-    """Append rows in one statement, UPDATED_AT continuing strictly after the table's latest."""
+    """Append rows (see insert_rows), UPDATED_AT continuing strictly after the table's latest."""
     if not rows:
         return
     # Quoted: the columns are upper-case names, which PostgreSQL would fold to lower case unquoted.
