@@ -16,6 +16,9 @@ QUALIFY, MERGE, `IS [NOT] DISTINCT FROM` and `information_schema` (Unity Catalog
   Delta refuses a DEFAULT on a table without that feature.
 - `ALTER TABLE s.a RENAME TO b` -> `RENAME TO s.b`: the new name is qualified like the old one, so the table
   stays in its schema whatever the session's current schema is.
+- QUALIFY on a grouped SELECT -> a filtered subquery (sqlglot's own transform): Spark (4.3 checked) refuses an
+  aggregate inside QUALIFY's window (`ORDER BY count(*)`, MISSING_GROUP_BY); the subquery means the same.
+  QUALIFY elsewhere stays as written.
 - `BEGIN TRANSACTION`, `COMMIT`, `ROLLBACK` render as nothing: a SQL warehouse commits every statement on its
   own (one Delta commit each); what that loses is written down in `databricks_engine`.
 """
@@ -23,6 +26,7 @@ QUALIFY, MERGE, `IS [NOT] DISTINCT FROM` and `information_schema` (Unity Catalog
 from __future__ import annotations
 
 from sqlglot import exp
+from sqlglot.transforms import eliminate_qualify
 
 TIMESTAMP_FORMAT = "yyyy-MM-dd HH:mm:ss.SSSSSS"
 # to_json options: keep NULL fields; timestamps with a space, as DuckDB writes them, not ISO's 'T'.
@@ -66,6 +70,8 @@ def _node(node: exp.Expression) -> exp.Expression:
         return _range(node)
     if isinstance(node, exp.DataType) and node.this == exp.DataType.Type.JSON:
         return exp.DataType.build("STRING", dialect="databricks")
+    if isinstance(node, exp.Select) and node.args.get("qualify") and node.args.get("group"):
+        return eliminate_qualify(node)
     return node
 
 
