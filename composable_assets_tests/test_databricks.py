@@ -210,6 +210,38 @@ def test_connection_errors_name_the_setting_and_never_the_token(detail: str, wor
     assert words in message and TOKEN not in message and message.startswith("Databricks warehouse: ")
 
 
+def test_the_real_connector_cursor_sends_values_as_typed_native_parameters():
+    """The connector's own Cursor (only its network backend replaced): `?` stays in the text, values travel apart."""
+    pytest.importorskip("databricks.sql")
+    from types import SimpleNamespace
+
+    from databricks.sql.client import Cursor
+
+    sent: list[tuple[str, list]] = []
+
+    class Backend:
+        def execute_command(self, operation, parameters, **kwargs):
+            sent.append((operation, [(p.type, p.value and p.value.stringValue) for p in parameters]))
+            return SimpleNamespace(num_modified_rows=1, is_staging_operation=False, close=lambda: None)
+
+    session = SimpleNamespace(
+        use_inline_params=False, lz4_compression=False, use_cloud_fetch=False,
+        session=SimpleNamespace(session_id="s", host="h"), get_session_id_hex=lambda: "s",
+    )
+    conn = DatabricksConnection(type("Con", (), {"cursor": lambda self: Cursor(session, Backend())})())
+    hostile = "x'); DROP TABLE ledger; --"
+    conn.execute(
+        'INSERT INTO "composable"."t" VALUES (?, ?, ?, ?, ?, ?, ?)',
+        [hostile, dt.datetime(2026, 3, 2, 6, 0, 0, 120000), dt.datetime(2026, 3, 2, 6, tzinfo=dt.timezone.utc),
+         DAY, 2**40, Decimal("12.50"), None],
+    )
+    assert sent == [(
+        "INSERT INTO `composable`.`t` VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [("STRING", hostile), ("TIMESTAMP_NTZ", "2026-03-02 06:00:00.120000"), ("TIMESTAMP", "2026-03-02 06:00:00+00:00"),
+         ("DATE", "2026-03-02"), ("BIGINT", "1099511627776"), ("DECIMAL(4,2)", "12.50"), ("VOID", None)],
+    )]
+
+
 # --- golden: the statements the flow issues, rendered for Databricks ---------------------------------------------
 
 
