@@ -873,3 +873,14 @@ def test_spark_runs_the_sample_models_as_duckdb_does(spark, tmp_path):
         spark.catalog.setCurrentDatabase(previous)
         spark.sql("DROP DATABASE IF EXISTS sample CASCADE")
         duck.close()
+
+
+def test_spark_appends_rows_in_values_chunks_through_insert_rows(engines):
+    """insert_rows (the log and stream tables' appends): Databricks takes multi-row VALUES chunks, values bound."""
+    from composable_assets.warehouse.base import INSERT_CHUNK_ROWS, insert_rows
+
+    _, sparky = engines
+    sparky.execute("CREATE TABLE IF NOT EXISTS appended (id BIGINT, name VARCHAR, at TIMESTAMP)")
+    rows = [(i, f"name {i}'s", NOW + dt.timedelta(seconds=i)) for i in range(INSERT_CHUNK_ROWS * 2 + 7)]
+    insert_rows(sparky, "appended", {"id": "BIGINT", "name": "VARCHAR", "at": "TIMESTAMP"}, rows)
+    assert sparky.fetch_all("SELECT id, name, at FROM appended ORDER BY id") == rows
