@@ -8,7 +8,8 @@ QUALIFY, MERGE, `IS [NOT] DISTINCT FROM` and `information_schema` (Unity Catalog
 - `json_object(k, v, ...)` -> `to_json(named_struct(k, v, ...), map('ignoreNullFields', 'false', ...))`: Spark's
   to_json drops NULL fields unless told not to; with the option every key is present and NULL is JSON null, as
   in DuckDB. Timestamps are written `yyyy-MM-dd HH:mm:ss.SSSSSS` (DuckDB writes the same wall-clock time without
-  trailing zeros in the fraction); the other types are written as DuckDB writes them up to number formatting.
+  trailing zeros in the fraction). Numbers may be spelled differently (12.50 / 12.5, 1.0E20 / 1e20 as digits)
+  but parse to the same value, except FLOAT (REAL) columns, which DuckDB writes with double's digits.
 - `range(a, b) AS r(i)` as a table stays Databricks' `range(a, b)` table function (sqlglot would emit an
   EXPLODE(SEQUENCE(...)) generator that is not a table); `generate_series` (end inclusive) gets end + 1.
 - JSON columns and casts -> STRING: Databricks has no JSON type; the text is what DuckDB returns for JSON too.
