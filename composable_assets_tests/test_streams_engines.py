@@ -30,7 +30,7 @@ from .stream_project import DESTINATIONS, KEY, MODEL, STREAM, Order, ids, order,
 from .test_streams_kill import COMPOSABLE, PATHS, settle
 
 # Exactly these engines (not every engine warehouses.py may learn): the ones streams are built and tested for.
-ENGINES = ["duckdb", "postgres", "snowflake"]
+ENGINES = ["duckdb", "postgres", "snowflake", "bigquery"]
 MINUTE = dt.timedelta(minutes=1)
 DESTINATIONS_SENT = ("braze", "iterable", "box")
 

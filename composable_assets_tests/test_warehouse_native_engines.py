@@ -22,7 +22,7 @@ from .conftest import SMALL_MODEL
 from .test_destination_warehouse_native import CDI_AUDIENCE, CDI_DESTINATIONS, MG_AUDIENCE, MG_DESTINATIONS
 
 # Exactly these engines (not every engine warehouses.py may learn): the ones these destinations are built for.
-ENGINES = ["duckdb", "postgres", "snowflake"]
+ENGINES = ["duckdb", "postgres", "snowflake", "bigquery"]
 MICROSECOND = dt.timedelta(microseconds=1)
 EXT = '"braze_cdi"."CDI_USERS_ATTRIBUTES_SYNC"'
 EXT_DELETE = '"braze_cdi"."CDI_USERS_DELETE_SYNC"'

@@ -109,17 +109,15 @@ def publish_view(conn, schema: str, target: SyncTarget) -> None:
 def _owner(conn, schema: str, name: str, pair: PairTables) -> str | None:
     """Why `schema.name` cannot be replaced by this pair's view (someone else's view, or a table), or None.
 
-    Told by the view's definition, which selects from the pair's ledger: every engine shows definitions in
-    information_schema.views, while a view's comment is read differently on each (and not at all by Snowflake's
-    test double).
+    Told by the view's definition, which selects from the pair's ledger: every engine shows a view's definition
+    (`Connection.view_definition`), while a view's comment is read differently on each (and not at all by
+    Snowflake's test double).
     """
-    views = conn.fetch_all(
-        "SELECT view_definition FROM information_schema.views WHERE table_schema = ? AND table_name = ?", [schema, name]
-    )
-    if views:
+    definition = conn.view_definition(schema, name)
+    if definition is not None:
         # The ledger's name, not followed by more of a name (ledger__a__mg must not match ledger__a__mg_mirror).
         ours = re.compile(re.escape(f"ledger__{pair.audience}__{pair.destination}") + r"(?![A-Za-z0-9_])")
-        return None if ours.search(views[0][0] or "") else "a view over something else"
+        return None if ours.search(definition) else "a view over something else"
     if conn.table_exists(schema, name):
         return "a table"
     return None

@@ -347,6 +347,20 @@ class BigQueryFake(FakeServer):
         ).fetchall()
         if not columns:
             return _error(404, "notFound", f"Not found: Table {self.project}:{dataset}.{table}")
+        view = self.db.execute(
+            "SELECT sql FROM duckdb_views() WHERE database_name = current_database() AND schema_name = ? AND view_name = ?",
+            [dataset, table],
+        ).fetchone()
+        if view is not None:  # a view has its query (here in DuckDB's words) and no row count
+            return Response(200, {
+                "kind": "bigquery#table",
+                "id": f"{self.project}:{dataset}.{table}",
+                "tableReference": {"projectId": self.project, "datasetId": dataset, "tableId": table},
+                "type": "VIEW",
+                "view": {"query": view[0], "useLegacySql": False},
+                "schema": {"fields": [{"name": n, "type": _bq_type(t), "mode": "NULLABLE"} for n, t, _ in columns]},
+                "location": "US",
+            })
         (rows,) = self.db.execute(f"SELECT count(*) FROM {_quote(dataset)}.{_quote(table)}").fetchone()
         modified = self.modified.get((dataset, table)) or self.modified.setdefault((dataset, table), _now_ms())
         return Response(200, {

@@ -58,6 +58,14 @@ class Connection(ABC):
     def table_columns(self, schema: str | None, table: str) -> list[tuple[str, str]]:
         """(name, type) of each column of a table, or [] when it does not exist."""
 
+    def view_definition(self, schema: str, name: str) -> str | None:
+        """The SQL text a view selects, or None when `schema.name` is not a view."""
+        row = self.fetch_one(
+            "SELECT view_definition FROM information_schema.views WHERE table_schema = ? AND table_name = ?",
+            [schema, name],
+        )
+        return None if row is None else (row[0] or "")
+
     def fetch_one(self, sql: str, params: Params = None) -> tuple | None:
         rows = self.fetch_all(sql, params)
         return rows[0] if rows else None

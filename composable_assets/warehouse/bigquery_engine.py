@@ -247,6 +247,11 @@ class BigQueryConnection(Connection):
             for f in (found.schema if found is not None else [])
         ]
 
+    def view_definition(self, schema: str, name: str) -> str | None:
+        # tables.get, as for columns: INFORMATION_SCHEMA.VIEWS needs a dataset qualifier.
+        found = self._engine.get_table(self._client, schema, name)
+        return (found.view_query or "") if found is not None and found.table_type == "VIEW" else None
+
     def close(self) -> None:
         """End the session; an open transaction in it is rolled back."""
         if self.session_id is not None:
