@@ -33,6 +33,8 @@ import dagster as dg
 # Warehouse fixtures (postgres_url, snowflake_url, ...) for any test module.
 from .warehouses import fakesnow_server, postgres_url, snowflake_server_url, snowflake_url, warehouse_url  # noqa: F401
 from .bigquery_fixtures import bigquery_fake, bigquery_url  # noqa: F401
+# The Braze and Iterable stand-ins for event stream tests.
+from .stream_project import fakes  # noqa: F401
 
 
 @register_destination_type

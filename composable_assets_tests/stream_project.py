@@ -5,17 +5,33 @@ from __future__ import annotations
 import datetime as dt
 import textwrap
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import dagster as dg
 import duckdb
+import pytest
 
 from composable_assets.definitions import load_definitions, stream_selection
+from composable_assets.fakes import BrazeFake, IterableFake
 from composable_assets.project import load_project
 from composable_assets.runner import RunOutcome, StreamOutcome, run_selection
 from composable_assets.settings import Settings
 
 KEY = "stream-test-key-5b1c"
+
+
+@pytest.fixture
+def fakes(monkeypatch) -> Iterator[dict[str, BrazeFake | IterableFake]]:
+    """The Braze and Iterable stand-ins, started, with the sample's endpoint and key variables pointing at them."""
+    braze = BrazeFake(KEY).start()
+    iterable = IterableFake(KEY, rate_limits=None).start()
+    monkeypatch.setenv("BRAZE_REST_ENDPOINT", braze.url)
+    monkeypatch.setenv("BRAZE_API_KEY", KEY)
+    monkeypatch.setenv("ITERABLE_BASE_URL", iterable.url)
+    monkeypatch.setenv("ITERABLE_API_KEY", KEY)
+    yield {"braze": braze, "iterable": iterable}
+    braze.stop()
+    iterable.stop()
 # An order: (order_id, customer_id, email, sku, amount, currency, status, ordered_at).
 Order = tuple[int, int, str | None, str, float, str, str, dt.datetime]
 

@@ -11,27 +11,13 @@ import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import pytest
 
-from composable_assets.fakes import BrazeFake, IterableFake
+from composable_assets.fakes import IterableFake
 from composable_assets.fakes.server import Response
 
 from .stream_project import KEY, StreamProject, ids, order, outcome_of, utc_now
 
 MINUTE = dt.timedelta(minutes=1)
-
-
-@pytest.fixture
-def fakes(monkeypatch):
-    braze = BrazeFake(KEY).start()
-    iterable = IterableFake(KEY, rate_limits=None).start()
-    monkeypatch.setenv("BRAZE_REST_ENDPOINT", braze.url)
-    monkeypatch.setenv("BRAZE_API_KEY", KEY)
-    monkeypatch.setenv("ITERABLE_BASE_URL", iterable.url)
-    monkeypatch.setenv("ITERABLE_API_KEY", KEY)
-    yield braze, iterable
-    braze.stop()
-    iterable.stop()
 
 
 def outbox_lines(project: StreamProject) -> list[dict]:
@@ -41,7 +27,7 @@ def outbox_lines(project: StreamProject) -> list[dict]:
 
 
 def test_a_new_stream_starts_now_and_each_run_sends_only_what_is_new(tmp_path, fakes):
-    braze, iterable = fakes
+    braze, iterable = fakes["braze"], fakes["iterable"]
     now = utc_now()
     project = StreamProject(tmp_path, lookback="1h", start="now")
     project.add_orders(
@@ -90,7 +76,7 @@ def test_a_new_stream_starts_now_and_each_run_sends_only_what_is_new(tmp_path, f
 
 
 def test_late_rows_within_the_lookback_are_sent_exactly_once_and_older_ones_are_counted(tmp_path, fakes):
-    braze, iterable = fakes
+    braze, iterable = fakes["braze"], fakes["iterable"]
     t = utc_now() - 10 * MINUTE
     project = StreamProject(tmp_path, lookback="1h", start=(t - dt.timedelta(days=1)).date().isoformat())
     project.add_orders([order(i, t - (5 - i) * 10 * MINUTE) for i in range(1, 6)] + [order(6, t)])
@@ -126,7 +112,7 @@ def test_late_rows_within_the_lookback_are_sent_exactly_once_and_older_ones_are_
 
 
 def test_rejected_events_are_recorded_with_their_reason_and_not_retried(tmp_path, fakes):
-    braze, iterable = fakes
+    braze, iterable = fakes["braze"], fakes["iterable"]
     t = utc_now() - 30 * MINUTE
     project = StreamProject(tmp_path)
     iterable.faults.invalid_identifiers = {"c3@example.com"}  # orders 2 and 9 belong to customer 3
@@ -195,7 +181,7 @@ def test_a_destination_that_stops_accepting_fails_the_run_and_the_mark_waits_for
 
 
 def test_leftovers_of_a_killed_run_are_resent_where_ids_deduplicate_and_held_in_doubt_elsewhere(tmp_path, fakes):
-    braze, iterable = fakes
+    braze, iterable = fakes["braze"], fakes["iterable"]
     t = utc_now() - 60 * MINUTE
     project = StreamProject(tmp_path, start=(t - dt.timedelta(days=1)).date().isoformat())
     project.add_orders([order(i, t + i * MINUTE) for i in range(1, 11)])
@@ -223,7 +209,7 @@ def test_leftovers_of_a_killed_run_are_resent_where_ids_deduplicate_and_held_in_
 
 
 def test_a_braze_request_without_an_answer_is_held_in_doubt_not_retried(tmp_path, fakes):
-    braze, iterable = fakes
+    braze, iterable = fakes["braze"], fakes["iterable"]
     t = utc_now() - 30 * MINUTE
     project = StreamProject(tmp_path, start=(t - dt.timedelta(days=1)).date().isoformat(), batch=5, concurrency=1)
     project.add_orders([order(i, t + i * MINUTE) for i in range(1, 21)])

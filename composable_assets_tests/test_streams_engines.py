@@ -18,7 +18,6 @@ import pytest
 
 from composable_assets.definitions import load_definitions, stream_selection
 from composable_assets.destinations import Event
-from composable_assets.fakes import BrazeFake, IterableFake
 from composable_assets.project import load_project
 from composable_assets.runner import RunOutcome, run_selection
 from composable_assets.settings import Settings
@@ -26,7 +25,7 @@ from composable_assets.streams import StreamDataError, StreamShape, StreamTables
 from composable_assets.streams.intents import record_intents
 from composable_assets.warehouse import engine_from_url
 
-from .stream_project import DESTINATIONS, KEY, MODEL, STREAM, Order, ids, order, outcome_of, utc_now
+from .stream_project import DESTINATIONS, MODEL, STREAM, Order, ids, order, outcome_of, utc_now
 from .test_streams_kill import COMPOSABLE, PATHS, settle
 
 # Exactly these engines (not every engine warehouses.py may learn): the ones streams are built and tested for.
@@ -40,19 +39,6 @@ def engine_url(request, tmp_path: Path) -> str:
     if request.param == "duckdb":
         return f"duckdb:///{tmp_path / 'warehouse.duckdb'}"
     return request.getfixturevalue(f"{request.param}_url")
-
-
-@pytest.fixture
-def fakes(monkeypatch):
-    braze = BrazeFake(KEY).start()
-    iterable = IterableFake(KEY, rate_limits=None).start()
-    monkeypatch.setenv("BRAZE_REST_ENDPOINT", braze.url)
-    monkeypatch.setenv("BRAZE_API_KEY", KEY)
-    monkeypatch.setenv("ITERABLE_BASE_URL", iterable.url)
-    monkeypatch.setenv("ITERABLE_API_KEY", KEY)
-    yield braze, iterable
-    braze.stop()
-    iterable.stop()
 
 
 class EngineStreamProject:
@@ -115,7 +101,7 @@ def sent(outcome: RunOutcome) -> dict[str, int]:
 
 
 def test_a_stream_delivers_once_and_resolves_a_killed_runs_intents_on_every_engine(tmp_path, engine_url, fakes):
-    braze, iterable = fakes
+    braze, iterable = fakes["braze"], fakes["iterable"]
     now = utc_now()
     p = EngineStreamProject(tmp_path, engine_url)
     p.add_orders(
@@ -212,7 +198,7 @@ def test_a_cursor_of_each_engines_time_types_is_read_as_naive_utc(engine_url):
 
 def test_a_stream_killed_with_sigkill_on_postgres_delivers_every_event_at_most_once_to_braze(tmp_path, postgres_url, fakes):
     """The real kill of test_streams_kill.py, with the warehouse on a PostgreSQL server the killed process shared."""
-    braze, _ = fakes
+    braze = fakes["braze"]
     events, batch = 400, 20
     t = utc_now() - dt.timedelta(hours=10)
     p = EngineStreamProject(

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from composable_assets.fakes import BrazeFake, IterableFake
 
-from .stream_project import KEY, StreamProject, ids, order, utc_now
+from .stream_project import StreamProject, ids, order, utc_now
 
 COMPOSABLE = str(Path(sys.executable).with_name("composable"))
 EVENTS, BATCH, CONCURRENCY = 600, 20, 2  # 30 requests, at most 2 in flight
@@ -31,19 +30,6 @@ def settle(fake) -> None:
         if count == len(fake.requests) and not waiting:
             return
         assert time.monotonic() < deadline
-
-
-@pytest.fixture
-def fakes(monkeypatch):
-    braze = BrazeFake(KEY).start()
-    iterable = IterableFake(KEY, rate_limits=None).start()
-    monkeypatch.setenv("BRAZE_REST_ENDPOINT", braze.url)
-    monkeypatch.setenv("BRAZE_API_KEY", KEY)
-    monkeypatch.setenv("ITERABLE_BASE_URL", iterable.url)
-    monkeypatch.setenv("ITERABLE_API_KEY", KEY)
-    yield {"braze": braze, "iterable": iterable}
-    braze.stop()
-    iterable.stop()
 
 
 @pytest.mark.parametrize(
