@@ -28,17 +28,8 @@ from composable_assets.warehouse import engine_from_url
 from .stream_project import DESTINATIONS, MODEL, STREAM, Order, ids, order, outcome_of, utc_now
 from .test_streams_kill import COMPOSABLE, PATHS, settle
 
-# Exactly these engines (not every engine warehouses.py may learn): the ones streams are built and tested for.
-ENGINES = ["duckdb", "postgres", "snowflake", "bigquery"]
 MINUTE = dt.timedelta(minutes=1)
 DESTINATIONS_SENT = ("braze", "iterable", "box")
-
-
-@pytest.fixture(params=ENGINES)
-def engine_url(request, tmp_path: Path) -> str:
-    if request.param == "duckdb":
-        return f"duckdb:///{tmp_path / 'warehouse.duckdb'}"
-    return request.getfixturevalue(f"{request.param}_url")
 
 
 class EngineStreamProject:
@@ -100,10 +91,10 @@ def sent(outcome: RunOutcome) -> dict[str, int]:
     return {d: outcome_of(outcome, d).count("sent") for d in DESTINATIONS_SENT}
 
 
-def test_a_stream_delivers_once_and_resolves_a_killed_runs_intents_on_every_engine(tmp_path, engine_url, fakes):
+def test_a_stream_delivers_once_and_resolves_a_killed_runs_intents_on_every_engine(tmp_path, warehouse_url, fakes):
     braze, iterable = fakes["braze"], fakes["iterable"]
     now = utc_now()
-    p = EngineStreamProject(tmp_path, engine_url)
+    p = EngineStreamProject(tmp_path, warehouse_url)
     p.add_orders(
         [
             order(1, now - 3 * 60 * MINUTE),  # older than the lookback when the stream starts: never sent
@@ -172,9 +163,9 @@ def test_a_stream_delivers_once_and_resolves_a_killed_runs_intents_on_every_engi
     assert sent(p.run()) == {"braze": 0, "iterable": 0, "box": 0}
 
 
-def test_a_cursor_of_each_engines_time_types_is_read_as_naive_utc(engine_url):
+def test_a_cursor_of_each_engines_time_types_is_read_as_naive_utc(warehouse_url):
     """Timestamps with a time zone are converted to UTC, naive ones taken as UTC, dates as their midnight."""
-    with engine_from_url(engine_url).connect() as conn:
+    with engine_from_url(warehouse_url).connect() as conn:
         conn.execute("CREATE TABLE ev (id BIGINT, who VARCHAR, at_tz TIMESTAMPTZ, at_ntz TIMESTAMP, on_day DATE)")
         conn.execute(
             "INSERT INTO ev VALUES (1, 'a', CAST('2026-03-01 12:00:00+02:00' AS TIMESTAMPTZ), "

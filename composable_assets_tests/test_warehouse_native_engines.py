@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import pytest
 
 from composable_assets.definitions import audience_selection, load_definitions
 from composable_assets.destinations import braze_cdi
@@ -21,21 +20,12 @@ from composable_assets.warehouse import engine_from_url
 from .conftest import SMALL_MODEL
 from .test_destination_warehouse_native import CDI_AUDIENCE, CDI_DESTINATIONS, MG_AUDIENCE, MG_DESTINATIONS
 
-# Exactly these engines (not every engine warehouses.py may learn): the ones these destinations are built for.
-ENGINES = ["duckdb", "postgres", "snowflake", "bigquery"]
 MICROSECOND = dt.timedelta(microseconds=1)
 EXT = '"braze_cdi"."CDI_USERS_ATTRIBUTES_SYNC"'
 EXT_DELETE = '"braze_cdi"."CDI_USERS_DELETE_SYNC"'
 MAIL = '"braze_mail_cdi"."MAIL_CDI_USERS_ATTRIBUTES_SYNC"'
 ALIAS = '"braze_cdi"."ALIAS_CDI_USERS_ATTRIBUTES_SYNC"'
 IDENTIFIERS = ["EXTERNAL_ID", "ALIAS_NAME", "ALIAS_LABEL", "EMAIL", "PHONE"]
-
-
-@pytest.fixture(params=ENGINES)
-def engine_url(request, tmp_path: Path) -> str:
-    if request.param == "duckdb":
-        return f"duckdb:///{tmp_path / 'warehouse.duckdb'}"
-    return request.getfixturevalue(f"{request.param}_url")
 
 
 class WarehouseProject:
@@ -98,8 +88,8 @@ def text(payload: dict) -> str:
     return json.dumps(payload, separators=(",", ":"))
 
 
-def test_braze_cdi_tables_are_written_alike_on_every_engine(tmp_path, engine_url, monkeypatch):
-    p = WarehouseProject(tmp_path, engine_url, CDI_DESTINATIONS, CDI_AUDIENCE, "cdi")
+def test_braze_cdi_tables_are_written_alike_on_every_engine(tmp_path, warehouse_url, monkeypatch):
+    p = WarehouseProject(tmp_path, warehouse_url, CDI_DESTINATIONS, CDI_AUDIENCE, "cdi")
     p.set_people(p15=("p15@example.com", None, 15))
 
     # First sync: one row per member, one identifier column filled, every non-null field in PAYLOAD.
@@ -167,8 +157,8 @@ def view(p: WarehouseProject, schema: str = "messagegears") -> tuple[list[str], 
     return table.column_names, {r["member_key"]: tuple(list(r.values())[1:]) for r in rows}
 
 
-def test_the_messagegears_view_selects_the_same_rows_on_every_engine(tmp_path, engine_url):
-    p = WarehouseProject(tmp_path, engine_url, MG_DESTINATIONS, MG_AUDIENCE, "mg")
+def test_the_messagegears_view_selects_the_same_rows_on_every_engine(tmp_path, warehouse_url):
+    p = WarehouseProject(tmp_path, warehouse_url, MG_DESTINATIONS, MG_AUDIENCE, "mg")
     p.synced()
     columns, mirror = view(p)
     assert columns == ["member_key", "external_id", "email", "name", "updated_at"]
