@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
 from typing import Any, Iterator, Sequence
+from urllib.parse import ParseResult, parse_qsl
 
 import pyarrow as pa
 
@@ -21,6 +22,28 @@ SESSION_TIME_ZONE = "UTC"
 
 class WarehouseError(Exception):
     """A statement failed in the warehouse; the message names what we were doing."""
+
+
+def url_options(
+    parsed: ParseResult, product: str, instead: str, secret_parameters: Sequence[str], *, user_is_secret: bool = False
+) -> dict[str, str]:
+    """The URL's query parameters, once sure it carries no secret: a URL shows up in logs, metadata and errors.
+
+    `instead` tells where the secret belongs (an environment variable), e.g. "set COMPOSABLE_WAREHOUSE_PASSWORD".
+    """
+    if parsed.password is not None or (user_is_secret and parsed.username is not None):
+        what, it = ("credentials", "them") if user_is_secret else ("a password", "it")
+        raise WarehouseError(
+            f"COMPOSABLE_WAREHOUSE: the {product} URL must not contain {what}; remove {it} from the URL and {instead}"
+        )
+    options = dict(parse_qsl(parsed.query))
+    secrets = sorted(k for k in options if k.lower() in secret_parameters)
+    if secrets:
+        raise WarehouseError(
+            f"COMPOSABLE_WAREHOUSE: the {product} URL must not carry the secret parameter(s) {', '.join(secrets)}; "
+            f"{instead}"
+        )
+    return options
 
 
 class WarehouseBusy(WarehouseError):

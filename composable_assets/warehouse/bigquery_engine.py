@@ -24,11 +24,11 @@ import os
 from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any, Iterator, Sequence
-from urllib.parse import parse_qsl, unquote, urlparse
+from urllib.parse import unquote, urlparse
 
 import pyarrow as pa
 
-from .base import Connection, Engine, Params, WarehouseError
+from .base import Connection, Engine, Params, WarehouseError, url_options
 from .dialect import render
 
 ENDPOINT_SETTING = "COMPOSABLE_BIGQUERY_ENDPOINT"
@@ -273,18 +273,11 @@ class BigQueryEngine(Engine):
     @classmethod
     def from_url(cls, url: str) -> "BigQueryEngine":
         parsed = urlparse(url)
-        if parsed.username is not None or parsed.password is not None:
-            raise WarehouseError(
-                "COMPOSABLE_WAREHOUSE: the BigQuery URL must not contain credentials; remove them from the URL and "
-                f"use Application Default Credentials ({CREDENTIALS_SETTING} naming a key file, or gcloud auth)"
-            )
-        options = dict(parse_qsl(parsed.query))
-        secrets = sorted(k for k in options if k.lower() in SECRET_PARAMETERS)
-        if secrets:
-            raise WarehouseError(
-                f"COMPOSABLE_WAREHOUSE: the BigQuery URL must not carry the secret parameter(s) {', '.join(secrets)}; "
-                f"use Application Default Credentials ({CREDENTIALS_SETTING} naming a key file, or gcloud auth)"
-            )
+        options = url_options(
+            parsed, "BigQuery",
+            f"use Application Default Credentials ({CREDENTIALS_SETTING} naming a key file, or gcloud auth)",
+            SECRET_PARAMETERS, user_is_secret=True,
+        )
         unknown = sorted(k for k in options if k not in OPTIONS)
         if unknown:
             raise WarehouseError(

@@ -43,13 +43,13 @@ import datetime as dt
 import os
 from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
-from urllib.parse import parse_qsl, unquote, urlparse
+from urllib.parse import unquote, urlparse
 
 import pyarrow as pa
 import sqlglot
 from sqlglot import exp
 
-from .base import DbApiConnection, Engine, Params, WarehouseError, table_markers
+from .base import DbApiConnection, Engine, Params, WarehouseError, table_markers, url_options
 from .dialect import render
 
 # The project's variable first (as for PostgreSQL and Snowflake), then the one Databricks' CLI and SDK read.
@@ -221,18 +221,9 @@ class DatabricksEngine(Engine):
     @classmethod
     def from_url(cls, url: str) -> "DatabricksEngine":
         parsed = urlparse(url)
-        if parsed.password is not None or parsed.username is not None:
-            raise WarehouseError(
-                "COMPOSABLE_WAREHOUSE: the Databricks URL must not contain a user or token; remove it from the URL "
-                f"and set {' or '.join(TOKEN_SETTINGS)} instead"
-            )
-        options = dict(parse_qsl(parsed.query))
-        secrets = sorted(k for k in options if k.lower() in SECRET_PARAMETERS)
-        if secrets:
-            raise WarehouseError(
-                f"COMPOSABLE_WAREHOUSE: the Databricks URL must not carry the secret parameter(s) {', '.join(secrets)}; "
-                f"set {' or '.join(TOKEN_SETTINGS)} instead"
-            )
+        options = url_options(
+            parsed, "Databricks", f"set {' or '.join(TOKEN_SETTINGS)} instead", SECRET_PARAMETERS, user_is_secret=True
+        )
         unknown = sorted(k for k in options if k != "http_path")
         if unknown:
             raise WarehouseError(

@@ -14,11 +14,11 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from typing import Any, Iterator
-from urllib.parse import parse_qsl, unquote, urlparse
+from urllib.parse import unquote, urlparse
 
 import pyarrow as pa
 
-from .base import SESSION_TIME_ZONE, DbApiConnection, Engine, Params, WarehouseError, column_names, rows_to_arrow
+from .base import SESSION_TIME_ZONE, DbApiConnection, Engine, Params, WarehouseError, column_names, rows_to_arrow, url_options
 from .dialect import render
 
 PASSWORD_SETTINGS = ("COMPOSABLE_WAREHOUSE_PASSWORD", "PGPASSWORD")
@@ -105,17 +105,9 @@ class PostgresEngine(Engine):
     @classmethod
     def from_url(cls, url: str) -> "PostgresEngine":
         parsed = urlparse(url)
-        if parsed.password is not None:
-            raise WarehouseError(
-                f"COMPOSABLE_WAREHOUSE: the {cls.product} URL must not contain a password; "
-                "remove it from the URL and set COMPOSABLE_WAREHOUSE_PASSWORD (or PGPASSWORD) instead"
-            )
-        options = dict(parse_qsl(parsed.query))
-        if "password" in {k.lower() for k in options}:
-            raise WarehouseError(
-                f"COMPOSABLE_WAREHOUSE: the {cls.product} URL must not carry a password parameter; "
-                "set COMPOSABLE_WAREHOUSE_PASSWORD (or PGPASSWORD) instead"
-            )
+        options = url_options(
+            parsed, cls.product, "set COMPOSABLE_WAREHOUSE_PASSWORD (or PGPASSWORD) instead", ("password",)
+        )
         database = unquote(parsed.path.lstrip("/"))
         if not database:
             raise WarehouseError(

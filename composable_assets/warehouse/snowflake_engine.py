@@ -14,11 +14,11 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
-from urllib.parse import parse_qsl, unquote, urlparse
+from urllib.parse import unquote, urlparse
 
 import pyarrow as pa
 
-from .base import SESSION_TIME_ZONE, DbApiConnection, Engine, Params, WarehouseError, column_names, rows_to_arrow, table_markers
+from .base import SESSION_TIME_ZONE, DbApiConnection, Engine, Params, WarehouseError, column_names, rows_to_arrow, table_markers, url_options
 from .dialect import render
 
 PASSWORD_SETTING = "COMPOSABLE_WAREHOUSE_PASSWORD"
@@ -131,18 +131,10 @@ class SnowflakeEngine(Engine):
     @classmethod
     def from_url(cls, url: str) -> "SnowflakeEngine":
         parsed = urlparse(url)
-        if parsed.password is not None:
-            raise WarehouseError(
-                "COMPOSABLE_WAREHOUSE: the Snowflake URL must not contain a password; "
-                f"remove it from the URL and set {PASSWORD_SETTING} instead"
-            )
-        options = dict(parse_qsl(parsed.query))
-        secrets = sorted(k for k in options if k.lower() in SECRET_PARAMETERS)
-        if secrets:
-            raise WarehouseError(
-                f"COMPOSABLE_WAREHOUSE: the Snowflake URL must not carry the secret parameter(s) {', '.join(secrets)}; "
-                f"set {PASSWORD_SETTING} for a password (or use private_key_file / authenticator) instead"
-            )
+        options = url_options(
+            parsed, "Snowflake",
+            f"set {PASSWORD_SETTING} for a password (or use private_key_file / authenticator) instead", SECRET_PARAMETERS,
+        )
         parts = [unquote(p) for p in parsed.path.strip("/").split("/") if p]
         account = unquote(parsed.hostname or "")
         user = unquote(parsed.username or "")
