@@ -27,10 +27,11 @@ test: setup  ## the whole test suite
 ui: setup  ## Dagster UI (webserver + daemon) on http://127.0.0.1:3000
 	$(BIN)/composable ui --port 3000 --simulate
 
-bench: setup  ## delta (1M, 10M members vs a bare join and pandas), delivery (vs drt) and minute-level latency benchmarks
+bench: setup  ## delta (1M, 10M members vs a bare join and pandas), delivery (vs drt), minute-level latency, and warehouse (1M-member diff on DuckDB vs PostgreSQL vs fakesnow; memory streaming 1M/5M-row deltas) benchmarks
 	$(BIN)/python benchmarks/delta_benchmark.py
 	$(BIN)/python benchmarks/delivery_benchmark.py
 	$(BIN)/python benchmarks/latency_benchmark.py
+	$(BIN)/python benchmarks/warehouse_benchmark.py
 
 clean:
 	rm -rf data .dagster_home
