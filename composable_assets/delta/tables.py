@@ -64,6 +64,8 @@ class PairTables:
             "_key VARCHAR NOT NULL, _identifier VARCHAR, _hash VARCHAR, _fields JSON, _previous JSON, "
             "_computed_at TIMESTAMP NOT NULL)"
         )
+        # Delta rows are read, and acks joined to them, by `_seq` range.
+        conn.ensure_index(self.delta, "_seq")
         conn.execute(
             f"CREATE TABLE IF NOT EXISTS {self.delta_runs} ("
             "audience VARCHAR NOT NULL, destination VARCHAR NOT NULL, partition_date DATE NOT NULL, "

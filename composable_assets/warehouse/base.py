@@ -89,6 +89,9 @@ class Connection(ABC):
         )
         return None if row is None else (row[0] or "")
 
+    def ensure_index(self, table: str, column: str) -> None:
+        """Index `column` of `table` where the engine has secondary indexes; columnar engines prune without one."""
+
     def fetch_one(self, sql: str, params: Params = None) -> tuple | None:
         rows = self.fetch_all(sql, params)
         return rows[0] if rows else None
