@@ -18,6 +18,7 @@ from .assets.streams import build_stream_asset
 from .destinations import DESTINATION_TYPES, Destination, build_destination
 from .landing import landing_folders
 from .project import Project, load_project
+from .project.gates import resolve_gates
 from .settings import Settings
 from .warehouse import Warehouse
 
@@ -117,7 +118,8 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
         # What the file's cadence promises about the destination, shown and checked by Dagster.
         policy = freshness_policy(audience.cadence, audience.freshness, project.settings.timezone)
         for sync, shape in zip(audience.syncs, sync_shapes(audience)):
-            assets.append(build_delta_asset(audience, sync, shape, schema, partitions, kind))
+            gates = resolve_gates(project.settings.gates, audience.gates)
+            assets.append(build_delta_asset(audience, sync, shape, schema, partitions, kind, gates))
             assets.append(
                 build_sync_asset(audience, sync, destinations[sync.destination], schema, partitions, kind, policy)
             )

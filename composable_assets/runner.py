@@ -60,6 +60,7 @@ def run_selection(
     partition_key: str | None,
     dagster_instance: dg.DagsterInstance,
     log_level: str = "INFO",
+    tags: dict[str, str] | None = None,
 ) -> RunOutcome:
     """Materialize the selection in this process and collect each sync's counts or failure."""
     result = dg.materialize(
@@ -70,7 +71,7 @@ def run_selection(
         resources=defs.resources,
         raise_on_error=False,
         run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
-        tags={"composable/launched_by": "cli"},
+        tags={"composable/launched_by": "cli", **(tags or {})},
     )
     syncs: dict[tuple[str, str], SyncOutcome] = {}
     streams: dict[tuple[str, str], StreamOutcome] = {}

@@ -6,12 +6,22 @@ import datetime as dt
 import dagster as dg
 
 from ..delta.diff import compute_delta
+from ..delta.gates import judge_delta
 from ..delta.snapshot import SyncShape
 from ..delta.tables import PairTables
 from ..project import AudienceSpec, SyncSpec
+from ..project.gates import GATE_NAMES, OVERRIDE_TAG, GatesSpec, overridden
 from ..warehouse import Warehouse
 from .keys import DELTAS, WAREHOUSE_POOL, audience_key, delta_key
 from .metadata import markdown_table
+
+
+GATE_DESCRIPTIONS = {
+    "max_remove_percent": "Send gate: a mirror removes at most this share of the destination's members in one run.",
+    "max_change_percent": "Send gate: the audience did not shrink or grow by more than this share since the last delta.",
+    "required_fields": "Send gate: every added or updated member has the required fields.",
+    "unique_identifiers": "Send gate: no two members share an identifier.",
+}
 
 
 def utc_now() -> dt.datetime:
@@ -26,11 +36,13 @@ def build_delta_asset(
     schema: str,
     partitions: dg.PartitionsDefinition,
     warehouse_kind: str,
+    gates: GatesSpec,
 ) -> dg.AssetsDefinition:
     tables = PairTables(schema, audience.name, sync.destination)
+    key = delta_key(audience.name, sync.destination)
 
     @dg.asset(
-        key=delta_key(audience.name, sync.destination),
+        key=key,
         group_name=DELTAS,
         deps=[audience_key(audience.name)],
         partitions_def=partitions,
@@ -40,9 +52,17 @@ def build_delta_asset(
         kinds={warehouse_kind, "delta"},
         tags={"mode": sync.mode},
         pool=WAREHOUSE_POOL,
-        metadata={"mode": sync.mode, "destination": sync.destination},
+        metadata={"mode": sync.mode, "destination": sync.destination, "gates": gates.model_dump_json()},
+        # Send gates: a failed one stops the run before the sync (nothing leaves); see project/gates.py.
+        check_specs=[
+            dg.AssetCheckSpec(name, asset=key, blocking=True, description=GATE_DESCRIPTIONS[name]) for name in GATE_NAMES
+        ],
     )
     def _delta(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
+        try:
+            lifted = overridden(context.run.tags.get(OVERRIDE_TAG))
+        except ValueError as exc:
+            raise dg.Failure(description=str(exc)) from None
         with warehouse.connect() as conn:
             run = compute_delta(
                 conn,
@@ -58,6 +78,7 @@ def build_delta_asset(
                 f"FROM {tables.delta} WHERE _seq BETWEEN ? AND ? ORDER BY _seq LIMIT 5",
                 [run.first_seq, run.last_seq],
             ).to_pylist()
+            verdicts = judge_delta(conn, tables, shape, run, sync.mode, gates, lifted)
         context.log.info(
             f"delta of {audience.name} -> {sync.destination}: {run.added} to add, {run.updated} to update, "
             f"{run.removed} to remove (audience of {run.audience_size})"
@@ -72,7 +93,17 @@ def build_delta_asset(
                 "dagster/row_count": run.size,
                 "seq_range": f"{run.first_seq}..{run.last_seq}",
                 "preview": markdown_table(preview),
-            }
+            },
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name=v.name,
+                    passed=v.passed or v.overridden,
+                    severity=dg.AssetCheckSeverity.ERROR,
+                    description=f"overridden by run tag {OVERRIDE_TAG}: {v.detail}" if v.overridden else v.detail,
+                    metadata={**v.metadata, "overridden": v.overridden},
+                )
+                for v in verdicts
+            ],
         )
 
     return _delta

@@ -7,6 +7,8 @@ import dagster as dg
 
 from ..delta.delivery import SyncReport, deliver
 from ..delta.diff import latest_delta_run
+from ..delta.gates import blocking_gates
+from ..project.gates import OVERRIDE_TAG
 from ..delta.tables import PairTables
 from ..destinations import Destination, SyncTarget, TerminalError
 from ..project import AudienceSpec, ProjectError, SyncSpec
@@ -137,6 +139,14 @@ def _delta_to_deliver(conn, tables: PairTables, partition: dt.date):
         raise dg.Failure(
             description=f"no delta for {tables.audience} -> {tables.destination} on {partition}; "
             "materialize the delta asset for this partition first."
+        )
+    held = blocking_gates(conn, tables, run.run_id)
+    if held:
+        raise dg.Failure(
+            description=f"the delta of {partition} (run {run.run_id}) is held by its send gates: "
+            + "; ".join(f"{gate}: {detail}" for gate, detail in held)
+            + f". Nothing was sent. To send it anyway, run delta and sync again with the run tag "
+            f"{OVERRIDE_TAG}={','.join(gate for gate, _ in held)}."
         )
     newest = latest_delta_run(conn, tables)
     if newest is not None and newest.run_id != run.run_id:

@@ -12,6 +12,7 @@ DELTA_RUNS = "delta_runs"
 SYNC_ACKS = "sync_acks"
 SYNC_FAILURES = "sync_failures"
 SYNC_INFLIGHT = "sync_inflight"
+GATE_RESULTS = "gate_results"
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,10 @@ class PairTables:
     def inflight(self) -> str:
         return table(self.schema, SYNC_INFLIGHT)
 
+    @property
+    def gates(self) -> str:
+        return table(self.schema, GATE_RESULTS)
+
     def ensure(self, conn: Connection) -> None:
         """Create what does not exist yet (idempotent, cheap)."""
         conn.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(self.schema)}")
@@ -84,6 +89,11 @@ class PairTables:
             "audience VARCHAR NOT NULL, destination VARCHAR NOT NULL, partition_date DATE NOT NULL, "
             "run_id VARCHAR NOT NULL, seq BIGINT NOT NULL, key VARCHAR NOT NULL, op VARCHAR NOT NULL, "
             "reason VARCHAR NOT NULL, failed_at TIMESTAMP NOT NULL)"
+        )
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {self.gates} ("
+            "audience VARCHAR NOT NULL, destination VARCHAR NOT NULL, run_id VARCHAR NOT NULL, gate VARCHAR NOT NULL, "
+            "passed BOOLEAN NOT NULL, overridden BOOLEAN NOT NULL, detail VARCHAR NOT NULL, checked_at TIMESTAMP NOT NULL)"
         )
         conn.execute(
             f"CREATE TABLE IF NOT EXISTS {self.inflight} ("

@@ -12,6 +12,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 
 from .cadence import Cadence
 from .freshness import Duration, FreshnessSpec
+from .gates import GatesSpec
 from .secret_refs import resolve_setting
 
 # Names become Dagster asset keys and DuckDB table names.
@@ -43,6 +44,8 @@ class ProjectSettings(BaseModel):
     landing: dict[str, LandingSpec] = {}
     # How often the change sensors of minute-level files look for new data (Dagster's own default is 30s).
     sensor_interval: Duration = datetime.timedelta(seconds=5)
+    # Default send gates for every delta (see project/gates.py); audience files override them.
+    gates: GatesSpec | None = None
 
     @field_validator("timezone")
     @classmethod
@@ -121,6 +124,8 @@ class AudienceSpec(BaseModel):
     cadence: Cadence = "daily"
     # Overrides the cadence's default freshness policy (see project/freshness.py).
     freshness: FreshnessSpec | None = None
+    # Overrides the project's send gates for this audience's deltas (see project/gates.py).
+    gates: GatesSpec | None = None
     syncs: list[SyncSpec] = Field(min_length=1)
 
     def columns_needed(self) -> list[str]:
