@@ -97,6 +97,7 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
     warehouse = Warehouse(url=settings.warehouse_url)
     kind = warehouse.kind
     schema = project.settings.schema_name
+    samples = project.settings.payload_samples
     partitions = daily_partitions(project)
     destinations = destinations_of(project, settings)
 
@@ -114,14 +115,16 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
     # Minute-level audiences and streams, run by the one change sensor.
     watches: list[Watch] = []
     for audience in project.audiences.values():
-        assets.append(build_audience_asset(audience, schema, kind))
+        assets.append(build_audience_asset(audience, schema, kind, samples))
         # What the file's cadence promises about the destination, shown and checked by Dagster.
         policy = freshness_policy(audience.cadence, audience.freshness, project.settings.timezone)
         for sync, shape in zip(audience.syncs, sync_shapes(audience)):
             gates = resolve_gates(project.settings.gates, audience.gates)
-            assets.append(build_delta_asset(audience, sync, shape, schema, partitions, kind, gates))
+            assets.append(build_delta_asset(audience, sync, shape, schema, partitions, kind, gates, samples))
             assets.append(
-                build_sync_asset(audience, sync, destinations[sync.destination], schema, partitions, kind, policy)
+                build_sync_asset(
+                    audience, sync, destinations[sync.destination], schema, partitions, kind, policy, samples
+                )
             )
         job = dg.define_asset_job(
             audience_job_name(audience.name),
@@ -149,7 +152,8 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
             destination = destinations[sync.destination]
             assets.append(
                 build_stream_asset(
-                    stream, sync, destination, schema, partitions, kind, upstream, project.settings.timezone, policy
+                    stream, sync, destination, schema, partitions, kind, upstream, project.settings.timezone, policy,
+                    samples,
                 )
             )
         job = dg.define_asset_job(

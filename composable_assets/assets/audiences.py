@@ -9,7 +9,7 @@ from ..delta.snapshot import AudienceDataError, SyncShape, build_snapshot, snaps
 from ..project import AudienceSpec, parse_where
 from ..warehouse import Warehouse
 from .keys import AUDIENCES, WAREHOUSE_POOL, audience_key, model_key
-from .metadata import column_schema, markdown_table
+from .metadata import column_schema, markdown_table, shown
 
 
 def sync_shapes(audience: AudienceSpec) -> list[SyncShape]:
@@ -19,7 +19,9 @@ def sync_shapes(audience: AudienceSpec) -> list[SyncShape]:
     ]
 
 
-def build_audience_asset(audience: AudienceSpec, schema: str, warehouse_kind: str) -> dg.AssetsDefinition:
+def build_audience_asset(
+    audience: AudienceSpec, schema: str, warehouse_kind: str, samples: bool = True
+) -> dg.AssetsDefinition:
     where = parse_where(audience.where, audience.path, None) if audience.where else None
     shapes = sync_shapes(audience)
 
@@ -53,15 +55,19 @@ def build_audience_asset(audience: AudienceSpec, schema: str, warehouse_kind: st
                 raise dg.Failure(description=str(exc)) from exc
             except Exception as exc:
                 raise dg.Failure(description=f"{audience.path}: building the audience failed: {exc}") from exc
-            sample = conn.fetch_arrow(f"SELECT * FROM {snapshot_table(schema, audience.name)} LIMIT 5").to_pylist()
+            sample = (
+                conn.fetch_arrow(f"SELECT * FROM {snapshot_table(schema, audience.name)} LIMIT 5").to_pylist()
+                if samples
+                else []
+            )
         visible = [{k: v for k, v in row.items() if not k.startswith("_")} for row in sample]
         return dg.MaterializeResult(
-            metadata={
+            metadata=shown({
                 "dagster/row_count": result.size,
                 "members": result.size,
                 "dagster/column_schema": column_schema(result.columns, hide_internal=True),
                 "sample": markdown_table(visible),
-            }
+            }, samples)
         )
 
     return _audience

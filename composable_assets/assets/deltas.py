@@ -13,7 +13,7 @@ from ..project import AudienceSpec, SyncSpec
 from ..project.gates import GATE_NAMES, OVERRIDE_TAG, GatesSpec, overridden
 from ..warehouse import Warehouse
 from .keys import DELTAS, WAREHOUSE_POOL, audience_key, delta_key
-from .metadata import markdown_table
+from .metadata import markdown_table, shown
 
 
 GATE_DESCRIPTIONS = {
@@ -37,6 +37,7 @@ def build_delta_asset(
     partitions: dg.PartitionsDefinition,
     warehouse_kind: str,
     gates: GatesSpec,
+    samples: bool = True,
 ) -> dg.AssetsDefinition:
     tables = PairTables(schema, audience.name, sync.destination)
     key = delta_key(audience.name, sync.destination)
@@ -84,7 +85,7 @@ def build_delta_asset(
             f"{run.removed} to remove (audience of {run.audience_size})"
         )
         return dg.MaterializeResult(
-            metadata={
+            metadata=shown({
                 "added": run.added,
                 "updated": run.updated,
                 "removed": run.removed,
@@ -93,7 +94,7 @@ def build_delta_asset(
                 "dagster/row_count": run.size,
                 "seq_range": f"{run.first_seq}..{run.last_seq}",
                 "preview": markdown_table(preview),
-            },
+            }, samples),
             check_results=[
                 dg.AssetCheckResult(
                     check_name=v.name,

@@ -17,6 +17,15 @@ def column_schema(columns: Sequence[tuple[str, str]], hide_internal: bool = Fals
     )
 
 
+#: Metadata entries that show member data (a few selected or sent rows); project.yaml `payload_samples: false` drops them.
+SAMPLE_ENTRIES = ("sample", "preview", "payload_sample")
+
+
+def shown(metadata: dict, samples: bool) -> dict:
+    """`metadata` without its member-data samples unless samples are on."""
+    return metadata if samples else {k: v for k, v in metadata.items() if k not in SAMPLE_ENTRIES}
+
+
 def markdown_table(rows: Sequence[dict[str, Any]], limit: int = 5) -> dg.MetadataValue:
     """A few rows as a Markdown table (cells shortened so the UI stays readable)."""
     rows = list(rows)[:limit]

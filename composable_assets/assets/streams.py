@@ -10,7 +10,7 @@ from ..project import ProjectError, StreamSpec, StreamSyncSpec
 from ..streams import StreamDataError, StreamReport, StreamShape, StreamTables, deliver_events
 from ..warehouse import Warehouse
 from .keys import STREAMS, WAREHOUSE_POOL, stream_key
-from .metadata import markdown_table
+from .metadata import markdown_table, shown
 
 
 def stream_report_metadata(report: StreamReport) -> dict:
@@ -45,6 +45,7 @@ def build_stream_asset(
     upstream: dg.AssetKey,
     timezone: str = "UTC",
     freshness_policy: dg.FreshnessPolicy | None = None,
+    samples: bool = True,
 ) -> dg.AssetsDefinition:
     """One asset delivering `stream` to one destination; `upstream` is the model or source asset of its table."""
     capabilities = destination.capabilities
@@ -122,7 +123,7 @@ def build_stream_asset(
                 raise dg.Failure(description=str(exc)) from exc
             except TerminalError as exc:
                 raise dg.Failure(description=f"{sync.destination}: {exc}") from exc
-        metadata = stream_report_metadata(report)
+        metadata = shown(stream_report_metadata(report), samples)
         context.log.info(
             f"stream {stream.name} -> {sync.destination}: {report.sent} sent, {report.rejected} rejected, "
             f"{report.in_doubt} in doubt, {report.late_skipped} late (skipped), {report.unsent} unsent; "

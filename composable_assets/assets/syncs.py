@@ -14,7 +14,7 @@ from ..destinations import Destination, SyncTarget, TerminalError
 from ..project import AudienceSpec, ProjectError, SyncSpec
 from ..warehouse import Warehouse
 from .keys import SYNCS, WAREHOUSE_POOL, delta_key, sync_key
-from .metadata import markdown_table
+from .metadata import markdown_table, shown
 
 
 def report_metadata(report: SyncReport, delta_run_id: str) -> dict:
@@ -47,6 +47,7 @@ def build_sync_asset(
     partitions: dg.PartitionsDefinition,
     warehouse_kind: str,
     freshness_policy: dg.FreshnessPolicy | None = None,
+    samples: bool = True,
 ) -> dg.AssetsDefinition:
     tables = PairTables(schema, audience.name, sync.destination)
     options = destination.sync_options(sync.options)
@@ -116,7 +117,7 @@ def build_sync_asset(
                     )
             except TerminalError as exc:
                 raise dg.Failure(description=f"{sync.destination}: {exc}") from exc
-        metadata = report_metadata(report, run.run_id)
+        metadata = shown(report_metadata(report, run.run_id), samples)
         context.log.info(
             f"sync of {audience.name} -> {sync.destination}: {report.added} added, {report.updated} updated, "
             f"{report.removed} removed, {report.failed} rejected, {report.skipped} already done, {report.unsent} unsent"

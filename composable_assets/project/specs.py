@@ -46,6 +46,8 @@ class ProjectSettings(BaseModel):
     sensor_interval: Duration = datetime.timedelta(seconds=5)
     # Default send gates for every delta (see project/gates.py); audience files override them.
     gates: GatesSpec | None = None
+    # Show a few selected and sent rows in asset metadata (member data: PII); false keeps them out of Dagster.
+    payload_samples: bool = True
 
     @field_validator("timezone")
     @classmethod

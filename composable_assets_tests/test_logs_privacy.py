@@ -1,0 +1,79 @@
+"""Secrets and PII stay out of logs: a whole demo's run logs hold no API key and no e-mail outside payload samples."""
+
+from __future__ import annotations
+
+import re
+
+import dagster as dg
+import duckdb
+from click.testing import CliRunner
+
+from composable_assets.cli import cli
+from composable_assets.fakes.local import DEMO_KEY
+
+EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+# Metadata entries that are samples of what was sent or selected, by design.
+SAMPLE_ENTRIES = {"payload_sample", "preview", "sample"}
+
+
+def test_a_demo_s_run_logs_hold_no_api_key_and_no_member_email(tmp_path, monkeypatch, capfd):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv("COMPOSABLE_DATA_DIR", str(tmp_path / "data"))
+    for name in ("COMPOSABLE_WAREHOUSE", "COMPOSABLE_PROJECT_DIR", "BRAZE_REST_ENDPOINT", "ITERABLE_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    result = CliRunner().invoke(cli, ["demo", "--customers", "300"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    printed = result.output + "".join(capfd.readouterr())
+
+    with duckdb.connect(str(tmp_path / "data" / "warehouse.duckdb"), read_only=True) as con:
+        known = {e for (e,) in con.sql("SELECT email FROM customers WHERE email IS NOT NULL").fetchall()}
+    assert len(known) > 200
+
+    def member_emails(text: str) -> list[str]:
+        return [m for m in EMAIL.findall(text) if m in known]
+
+    instance = dg.DagsterInstance.get()
+    runs = instance.get_runs()
+    assert len(runs) == 2  # the first sync and the one after a day of changes
+    messages, metadata, samples = [], [], []
+    for run in runs:
+        for entry in instance.all_logs(run.run_id):
+            messages.append(entry.user_message or "")
+            event = entry.dagster_event
+            if event is not None and event.is_step_materialization:
+                for key, value in event.event_specific_data.materialization.metadata.items():
+                    text = repr(value.value)
+                    (samples if key in SAMPLE_ENTRIES else metadata).append(f"{key}: {text}")
+    assert len(messages) > 100 and metadata
+
+    for where, texts in (("printed output", [printed]), ("run log messages", messages), ("metadata", metadata)):
+        leaked = [t for t in texts if DEMO_KEY in t]
+        assert not leaked, f"API key in {where}: {leaked[:3]}"
+        emails = [(t[:120], member_emails(t)) for t in texts if member_emails(t)]
+        assert not emails, f"member e-mail in {where}: {emails[:3]}"
+    # The samples are where member data is shown on purpose; the check above would see it anywhere else.
+    assert any(member_emails(s) for s in samples)
+
+
+def test_payload_samples_can_be_turned_off(tmp_path):
+    """`payload_samples: false` in project.yaml: no member row in any materialization's metadata."""
+    from .test_engines_flow import EngineProject, people
+
+    shown_by_setting = {}
+    for setting in ("true", "false"):
+        p = EngineProject(tmp_path / setting, f"duckdb:///{tmp_path / setting / 'warehouse.duckdb'}")
+        (p.settings.project_dir / "project.yaml").write_text(
+            f'name: small\nstart_date: "2026-01-01"\npayload_samples: {setting}\n'
+        )
+        p.set_people(people())
+        assert p.sync().success
+        texts = []
+        for key in (["audience", "high"], ["delta", "high", "rec_upsert"], ["sync", "high", "rec_upsert"]):
+            records = p.instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey(key)), limit=1)
+            metadata = records.records[0].asset_materialization.metadata
+            texts += [f"{k}: {v.value!r}" for k, v in metadata.items()]
+        shown_by_setting[setting] = [t for t in texts if "@example.com" in t]
+    assert shown_by_setting["true"]  # samples on: member e-mails are in the samples
+    assert shown_by_setting["false"] == []
