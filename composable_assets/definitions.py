@@ -17,6 +17,7 @@ from .assets.keys import stream_key
 from .assets.streams import build_stream_asset
 from .destinations import DESTINATION_TYPES, Destination, build_destination
 from .landing import landing_folders
+from .lineage import as_metadata, column_lineage
 from .project import Project, load_project
 from .project.gates import resolve_gates
 from .settings import Settings
@@ -180,6 +181,16 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
         jobs.append(minute_job)
         interval = max(1, int(project.settings.sensor_interval.total_seconds()))
         sensors.append(change_sensor(watches, minute_job, landing, warehouse, project.settings.timezone, interval))
+    # Column lineage from source column to destination field, derived from the SQL (see lineage.py).
+    lineage = column_lineage(project)
+    assets = list(
+        dg.map_asset_specs(
+            lambda spec: spec.merge_attributes(metadata={"dagster/column_lineage": as_metadata(lineage[spec.key])})
+            if spec.key in lineage
+            else spec,
+            assets,
+        )
+    )
     return dg.Definitions(
         assets=assets,
         jobs=jobs,

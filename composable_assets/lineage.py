@@ -1,0 +1,107 @@
+"""Column lineage, source column to destination field, derived from the model SQL with sqlglot (never declared).
+
+A column is (asset key, column name). Models map each output column to the source or model columns it is
+computed from; an audience keeps its model's columns; a sync sends destination fields from audience columns (its
+identifier too, named by the identifier type); a stream sends event properties from its table's columns.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Iterator
+
+import dagster as dg
+from sqlglot import exp
+from sqlglot.errors import SqlglotError
+from sqlglot.lineage import lineage
+
+from .assets.keys import audience_key, model_key, source_key, stream_key, sync_key
+from .project import Project
+
+Column = tuple[dg.AssetKey, str]
+
+
+def column_lineage(project: Project) -> dict[dg.AssetKey, dict[str, list[Column]]]:
+    """Per asset, each of its columns and the upstream columns it comes from."""
+    def table_key(name: str) -> dg.AssetKey:
+        return model_key(name) if name in project.models else source_key(name)
+
+    deps: dict[dg.AssetKey, dict[str, list[Column]]] = {}
+    for model in project.models.values():
+        if model.columns is not None:
+            deps[model_key(model.name)] = {
+                column: [(table_key(table), name) for table, name in _model_column_sources(model.sql, column)]
+                for column in model.columns
+            }
+    for audience in project.audiences.values():
+        upstream = table_key(audience.model)
+        deps[audience_key(audience.name)] = {c: [(upstream, c)] for c in audience.columns_needed()}
+        for sync in audience.syncs:
+            sent = {sync.identifier_type: sync.identifier_column, **sync.fields}
+            deps[sync_key(audience.name, sync.destination)] = {
+                field: [(audience_key(audience.name), column)] for field, column in sent.items()
+            }
+    for stream in project.streams.values():
+        for sync in stream.syncs:
+            sent = {sync.identifier_type: sync.identifier_column, **sync.properties}
+            deps[stream_key(stream.name, sync.destination)] = {
+                field: [(table_key(stream.table), column)] for field, column in sent.items()
+            }
+    return deps
+
+
+def _model_column_sources(sql: str, column: str) -> list[tuple[str, str]]:
+    """(table, column) of every table column an output column of `sql` is computed from."""
+    try:
+        root = lineage(column, sql, None, dialect="duckdb")
+    except SqlglotError:
+        return []  # e.g. a column of SELECT *; the model still loads, its lineage is simply unknown
+    found = []
+    for node in root.walk():
+        if not node.downstream and isinstance(node.source, exp.Table):
+            found.append((node.source.name, node.name.split(".")[-1]))
+    return sorted(set(found))
+
+
+def as_metadata(deps: dict[str, list[Column]]) -> dg.TableColumnLineage:
+    """One asset's column lineage as Dagster shows it (`dagster/column_lineage`)."""
+    return dg.TableColumnLineage(
+        deps_by_column={
+            column: [dg.TableColumnDep(asset_key=key, column_name=name) for key, name in upstream]
+            for column, upstream in deps.items()
+        }
+    )
+
+
+def deps_columns(deps: dict[dg.AssetKey, dict[str, list[Column]]]) -> Iterator[Column]:
+    """Every column the lineage knows: each asset's own columns and every column they come from."""
+    for key, columns in deps.items():
+        for column, upstream_columns in columns.items():
+            yield (key, column)
+            yield from upstream_columns
+
+
+def downstream(deps: dict[dg.AssetKey, dict[str, list[Column]]], start: Column) -> Iterator[Column]:
+    """Every column computed, directly or not, from `start`."""
+    children: dict[Column, list[Column]] = defaultdict(list)
+    for key, columns in deps.items():
+        for column, upstream in columns.items():
+            for parent in upstream:
+                children[parent].append((key, column))
+    yield from _walk(children, start)
+
+
+def upstream(deps: dict[dg.AssetKey, dict[str, list[Column]]], start: Column) -> Iterator[Column]:
+    """Every column `start` is computed from, directly or not."""
+    parents = {(key, column): upstream for key, columns in deps.items() for column, upstream in columns.items()}
+    yield from _walk(parents, start)
+
+
+def _walk(edges, start: Column) -> Iterator[Column]:
+    seen, todo = set(), [start]
+    while todo:
+        for nxt in edges.get(todo.pop(), []):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+                yield nxt

@@ -1,0 +1,69 @@
+"""Column lineage from the sample's SQL: where `email` goes, read from the asset graph and from `composable lineage`."""
+
+from __future__ import annotations
+
+import dagster as dg
+from click.testing import CliRunner
+
+from composable_assets.cli import cli
+from composable_assets.definitions import build_definitions
+from composable_assets.lineage import column_lineage, downstream, upstream
+from composable_assets.project import load_project
+from composable_assets.sample import SAMPLE_PROJECT_DIR
+from composable_assets.settings import Settings
+
+EMAIL = (dg.AssetKey(["source", "customers"]), "email")
+# Every destination field the sample sends a customer's e-mail to, and nothing else.
+EMAIL_REACHES = {
+    ("sync/vip_customers/braze", "email"),
+    ("sync/weekly_newsletter/iterable", "email"),
+    ("stream/purchases/iterable", "email"),
+    ("sync/vip_customers/outbox", "email"),
+    ("sync/weekly_newsletter/outbox", "email"),
+    ("sync/lapsed_customers/outbox", "email"),
+    ("sync/cart_abandoners/outbox", "email"),
+}
+
+
+def delivered(columns) -> set[tuple[str, str]]:
+    return {(key.to_user_string(), column) for key, column in columns if key.path[0] in ("sync", "stream")}
+
+
+def test_source_email_reaches_exactly_the_email_fields_of_braze_iterable_and_the_outbox(tmp_path):
+    project = load_project(SAMPLE_PROJECT_DIR)
+    deps = column_lineage(project)
+    assert delivered(downstream(deps, EMAIL)) == EMAIL_REACHES
+    # And the reverse: Braze's email comes from customers.email only; lifetime value from orders.amount (a CTE sum).
+    braze_email = (dg.AssetKey(["sync", "vip_customers", "braze"]), "email")
+    assert {c for c in upstream(deps, braze_email) if c[0].path[0] == "source"} == {EMAIL}
+    ltv = (dg.AssetKey(["sync", "vip_customers", "braze"]), "ltv")
+    assert {c for c in upstream(deps, ltv) if c[0].path[0] == "source"} == {(dg.AssetKey(["source", "orders"]), "amount")}
+
+    # The same lineage, read back from the asset graph Dagster shows (`dagster/column_lineage`).
+    settings = Settings(SAMPLE_PROJECT_DIR, f"duckdb:///{tmp_path / 'w.duckdb'}", tmp_path / "data")
+    graph = build_definitions(project, settings).resolve_asset_graph()
+
+    def graph_deps(key: dg.AssetKey) -> dict[str, list[tuple[dg.AssetKey, str]]]:
+        lineage = graph.get(key).metadata["dagster/column_lineage"]
+        return {c: [(d.asset_key, d.column_name) for d in ds] for c, ds in lineage.deps_by_column.items()}
+
+    from_graph = {key: graph_deps(key) for key in graph.get_all_asset_keys() if "dagster/column_lineage" in graph.get(key).metadata}
+    assert delivered(downstream(from_graph, EMAIL)) == EMAIL_REACHES
+    assert graph_deps(dg.AssetKey(["model", "customer_profiles"]))["email"] == [EMAIL]
+
+
+def test_the_lineage_command_answers_both_ways(monkeypatch, tmp_path):
+    monkeypatch.setenv("COMPOSABLE_DATA_DIR", str(tmp_path / "data"))
+    for name in ("COMPOSABLE_WAREHOUSE", "COMPOSABLE_PROJECT_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    result = CliRunner().invoke(cli, ["lineage", "customers.email"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    rows = {tuple(c.strip() for c in line.split("│")[1:4]) for line in result.output.splitlines() if line.startswith("│")}
+    assert {(via, field) for _, field, via in rows} == EMAIL_REACHES
+
+    result = CliRunner().invoke(cli, ["lineage", "braze.ltv"], catch_exceptions=False)
+    rows = {tuple(c.strip() for c in line.split("│")[1:3]) for line in result.output.splitlines() if line.startswith("│")}
+    assert rows == {("orders", "amount")}
+
+    result = CliRunner().invoke(cli, ["lineage", "customers.no_such_column"])
+    assert result.exit_code != 0 and "no column 'customers.no_such_column'" in result.output
