@@ -18,6 +18,7 @@ from .assets.streams import build_stream_asset
 from .destinations import DESTINATION_TYPES, Destination, build_destination
 from .landing import landing_folders
 from .lineage import as_metadata, column_lineage
+from .delta.consent import consent_conditions
 from .project import Project, load_project
 from .project.gates import resolve_gates
 from .settings import Settings
@@ -101,6 +102,7 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
     samples = project.settings.payload_samples
     partitions = daily_partitions(project)
     destinations = destinations_of(project, settings)
+    allowed = consent_conditions(project)
 
     assets: list = [build_model_asset(m, project.root, kind) for m in project.models.values()]
     landing = landing_folders(project.settings.landing, settings.data_dir)
@@ -119,7 +121,7 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
         assets.append(build_audience_asset(audience, schema, kind, samples))
         # What the file's cadence promises about the destination, shown and checked by Dagster.
         policy = freshness_policy(audience.cadence, audience.freshness, project.settings.timezone)
-        for sync, shape in zip(audience.syncs, sync_shapes(audience)):
+        for sync, shape in zip(audience.syncs, sync_shapes(audience, allowed)):
             gates = resolve_gates(project.settings.gates, audience.gates)
             assets.append(build_delta_asset(audience, sync, shape, schema, partitions, kind, gates, samples))
             assets.append(

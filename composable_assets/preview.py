@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .assets.audiences import sync_shapes
+from .delta.consent import consent_conditions
 from .delta.delivery import records_from_rows
 from .delta.diff import delta_select
 from .delta.ledger import fold_acks
@@ -27,7 +28,7 @@ def preview_delta(
     warehouse: Warehouse, project: Project, audience: AudienceSpec, sync: SyncSpec, destination: Destination, limit: int
 ) -> Preview:
     tables = PairTables(project.settings.schema_name, audience.name, sync.destination)
-    shape = next(s for s in sync_shapes(audience) if s.destination == sync.destination)
+    shape = next(s for s in sync_shapes(audience, consent_conditions(project)) if s.destination == sync.destination)
     with warehouse.connect() as conn:
         tables.ensure(conn)
         fold_acks(conn, tables)  # acknowledged rows count as delivered, even after a crash

@@ -12,9 +12,15 @@ from .keys import AUDIENCES, WAREHOUSE_POOL, audience_key, model_key
 from .metadata import column_schema, markdown_table, shown
 
 
-def sync_shapes(audience: AudienceSpec) -> list[SyncShape]:
+def sync_shapes(audience: AudienceSpec, allowed: dict[str, str] | None = None) -> list[SyncShape]:
+    """What each sync sends; `allowed`: destination -> who it may receive (its consent condition)."""
     return [
-        SyncShape(destination=s.destination, identifier_column=s.identifier_column, fields=dict(s.fields))
+        SyncShape(
+            destination=s.destination,
+            identifier_column=s.identifier_column,
+            fields=dict(s.fields),
+            allowed=(allowed or {}).get(s.destination),
+        )
         for s in audience.syncs
     ]
 

@@ -41,6 +41,9 @@ def delta_select(tables: PairTables, shape: SyncShape, mode: str, dialect: str =
     """
     join = "FULL OUTER JOIN" if mode == "mirror" else "LEFT JOIN"
     h = ident(shape.hash_column)
+    # A member the destination may not receive (no consent) counts as absent: never added, removed in a mirror.
+    allowed = f" WHERE {shape.allowed}" if shape.allowed else ""
+    snapshot = f"(SELECT * FROM {tables.snapshot}{allowed})" if allowed else tables.snapshot
     if dialect != "duckdb":
         return (
             "SELECT CASE WHEN l._key IS NULL THEN 'add' WHEN a._key IS NULL THEN 'remove' ELSE 'update' END AS _op, "
@@ -50,14 +53,14 @@ def delta_select(tables: PairTables, shape: SyncShape, mode: str, dialect: str =
             f"a.{h} AS _hash, "
             f"CASE WHEN a._key IS NOT NULL THEN {json_object(shape.fields, alias='a')} END AS _fields, "
             "l._fields AS _previous "
-            f"FROM {tables.snapshot} AS a {join} {tables.ledger} AS l ON a._key = l._key "
+            f"FROM {snapshot} AS a {join} {tables.ledger} AS l ON a._key = l._key "
             f"WHERE a.{h} IS DISTINCT FROM l._hash"
         )
     return (
         "WITH changed AS MATERIALIZED ("
         "SELECT CASE WHEN l._key IS NULL THEN 'add' WHEN a._key IS NULL THEN 'remove' ELSE 'update' END AS _op, "
         "coalesce(a._key, l._key) AS _key, a._row AS a_row, l._row AS l_row "
-        f"FROM (SELECT rowid AS _row, _key, {h} FROM {tables.snapshot}) AS a {join} "
+        f"FROM (SELECT rowid AS _row, _key, {h} FROM {tables.snapshot}{allowed}) AS a {join} "
         f"(SELECT rowid AS _row, _key, _hash FROM {tables.ledger}) AS l ON a._key = l._key "
         f"WHERE a.{h} IS DISTINCT FROM l._hash) "
         "SELECT c._op, c._key, "

@@ -24,6 +24,8 @@ class SyncShape:
     destination: str
     identifier_column: str
     fields: dict[str, str]
+    # Who may be sent at all: a condition on the snapshot's `_key` (the destination's consent purpose), or None.
+    allowed: str | None = None
 
     @property
     def hash_column(self) -> str:

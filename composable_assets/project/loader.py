@@ -135,7 +135,10 @@ def _destination(
                 "type",
             )
         )
-    settings = {key: value for key, value in entry.items() if key != "type"}
+    settings = {key: value for key, value in entry.items() if key not in ("type", "consent")}
+    consent = entry.get("consent")
+    if consent is not None and (not isinstance(consent, str) or not consent.strip()):
+        errors.append(doc.error(f"destination `{name}`: `consent` must be a purpose name, e.g. email_marketing", name, "consent"))
     errors.extend(
         doc.error(f"setting name `{key}` must be a string", name, key)
         for key in settings
@@ -144,7 +147,7 @@ def _destination(
     errors.extend(_secret_problems(doc, settings, (name,)))
     raise_if_any(errors)
     return DestinationSpec(
-        name=name, type=type_, settings=settings, path=doc.path, line=doc.line(name)
+        name=name, type=type_, settings=settings, consent=consent, path=doc.path, line=doc.line(name)
     )
 
 

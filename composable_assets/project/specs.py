@@ -30,6 +30,18 @@ class LandingSpec(BaseModel):
     path: str | None = None
 
 
+class ConsentSpec(BaseModel):
+    """Where consent lives in the warehouse: one row per (member, purpose), granted or not (project.yaml `consent:`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    table: str = Field(min_length=1)
+    # The column holding the member's key: the same values as each audience's primary key.
+    key: str = Field(min_length=1)
+    purpose: str = "purpose"
+    granted: str = "granted"
+
+
 class ProjectSettings(BaseModel):
     """project.yaml; the loader defaults `name` to the project folder's name."""
 
@@ -48,6 +60,8 @@ class ProjectSettings(BaseModel):
     gates: GatesSpec | None = None
     # Show a few selected and sent rows in asset metadata (member data: PII); false keeps them out of Dagster.
     payload_samples: bool = True
+    # The consent table destinations' `consent:` purposes are checked against (see delta/consent.py).
+    consent: ConsentSpec | None = None
 
     @field_validator("timezone")
     @classmethod
@@ -152,6 +166,8 @@ class DestinationSpec(BaseModel):
     name: str
     type: str
     settings: dict[str, Any] = {}
+    # The consent purpose a member must have granted to be sent here (e.g. email_marketing), or None.
+    consent: str | None = None
     # Where the entry is written, so destination packages can point at it in errors.
     path: Path | None = Field(default=None, exclude=True)
     line: int | None = Field(default=None, exclude=True)

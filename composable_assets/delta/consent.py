@@ -1,0 +1,34 @@
+"""Consent: a destination that names a purpose is only ever sent members who granted it, checked in every delta."""
+
+from __future__ import annotations
+
+from sqlglot import exp
+
+from ..project.errors import ProjectError
+from ..project.project import Project
+from ..project.specs import ConsentSpec
+from .sql import DIALECT, ident
+
+
+def consent_predicate(consent: ConsentSpec, purpose: str) -> str:
+    """A condition on a snapshot row's `_key`: the member has granted `purpose` (DuckDB SQL, rendered per engine)."""
+    purpose_literal = exp.Literal.string(purpose).sql(DIALECT)
+    return (
+        f"_key IN (SELECT CAST({ident(consent.key)} AS VARCHAR) FROM {ident(consent.table)} "
+        f"WHERE {ident(consent.purpose)} = {purpose_literal} AND {ident(consent.granted)})"
+    )
+
+
+def consent_conditions(project: Project) -> dict[str, str]:
+    """Destination -> the condition a member must meet to be sent there (its consent purpose granted)."""
+    conditions = {}
+    for name, spec in project.destinations.items():
+        if spec.consent is None:
+            continue
+        if project.settings.consent is None:
+            raise ProjectError(
+                f"destination `{name}` needs consent `{spec.consent}`, but project.yaml declares no `consent:` table",
+                spec.path,
+            )
+        conditions[name] = consent_predicate(project.settings.consent, spec.consent)
+    return conditions

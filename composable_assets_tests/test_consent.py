@@ -1,0 +1,83 @@
+"""Consent: a destination naming a purpose only ever receives members who granted it, whatever the data."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from composable_assets.project import ProjectError
+
+from .conftest import Recording
+from .test_engines_flow import EngineProject, people
+
+PROJECT = 'name: small\nstart_date: "2026-01-01"\nconsent: {table: consents, key: id}\n'
+DESTINATIONS = (
+    "rec_mirror: {type: recording, batch_size: 2, consent: email_marketing}\n"
+    "rec_upsert: {type: recording, batch_size: 3}\n"
+)
+
+
+class ConsentProject(EngineProject):
+    """The small project (audience: score over 10) with a consents table; the mirror needs email_marketing."""
+
+    def __init__(self, root: Path):
+        super().__init__(root, f"duckdb:///{root / 'warehouse.duckdb'}")
+        (self.settings.project_dir / "project.yaml").write_text(PROJECT)
+        (self.settings.project_dir / "destinations.yaml").write_text(DESTINATIONS)
+
+    def set_consents(self, granted: dict[int, bool]) -> None:
+        with self.engine.connect() as conn:
+            conn.execute("CREATE OR REPLACE TABLE consents (id BIGINT, purpose VARCHAR, granted BOOLEAN)")
+            rows = [(i, "email_marketing", g) for i, g in granted.items()] + [(i, "push", True) for i in granted]
+            conn.execute(f"INSERT INTO consents VALUES {', '.join(['(?, ?, ?)'] * len(rows))}", [v for r in rows for v in r])
+
+
+def test_only_consented_members_are_sent_and_a_revocation_removes_from_the_mirror(tmp_path: Path):
+    p = ConsentProject(tmp_path)
+    p.set_people(people())  # members 11..20
+    p.set_consents({i: i % 2 == 0 for i in range(1, 21)})  # even ids granted email_marketing
+    assert p.sync().success
+    assert set(p.ledger("rec_mirror")) == {"12", "14", "16", "18", "20"}
+    assert set(p.ledger("rec_upsert")) == {str(i) for i in range(11, 21)}  # no consent purpose: everyone
+
+    Recording.received.clear()
+    p.set_consents({i: i % 2 == 0 and i != 14 for i in range(1, 21)} | {11: True})  # 14 revokes, 11 grants
+    assert p.sync().success
+    assert sorted((r.change, r.key) for r in Recording.received["rec_mirror"]) == [("add", "11"), ("remove", "14")]
+    assert Recording.received["rec_upsert"] == []
+
+
+def test_a_consent_purpose_without_a_consent_table_is_an_error_naming_the_file(tmp_path: Path):
+    p = ConsentProject(tmp_path)
+    (p.settings.project_dir / "project.yaml").write_text('name: small\nstart_date: "2026-01-01"\n')
+    p.set_people(people())
+    with pytest.raises(ProjectError, match="rec_mirror.*email_marketing.*no `consent:` table") as info:
+        p.sync()
+    assert "destinations.yaml" in str(info.value)
+
+
+members = st.dictionaries(st.integers(1, 40), st.tuples(st.integers(0, 30), st.booleans()), max_size=25)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(first=members, second=members)
+def test_no_member_without_consent_ever_reaches_the_consent_destination(first, second):
+    """Random people, scores and consents, two syncs: the mirror holds exactly the consented audience each time."""
+    Recording.reset()
+    with tempfile.TemporaryDirectory() as folder:
+        p = ConsentProject(Path(folder))
+        for state in (first, second):
+            rows = [(i, f"p{i}@example.com", f"n{i}", score) for i, (score, _) in sorted(state.items())]
+            p.set_people(rows or [(999, "x@example.com", "x", 0)])
+            p.set_consents({i: granted for i, (_, granted) in state.items()} | {999: False})
+            assert p.sync().success
+            audience = {str(i) for i, (score, _) in state.items() if score > 10}
+            consented = {str(i) for i, (_, granted) in state.items() if granted}
+            assert set(p.ledger("rec_mirror")) == audience & consented
+            sent = {r.key for r in Recording.received["rec_mirror"] if r.change != "remove"}
+            assert sent <= consented
+            Recording.received.clear()
