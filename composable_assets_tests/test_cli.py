@@ -109,7 +109,9 @@ def test_demo_seeds_syncs_and_delivers_over_http_to_local_stand_ins(tmp_path, mo
         ("vip_customers", "outbox"), ("weekly_newsletter", "iterable"), ("weekly_newsletter", "outbox"),
         ("purchases", "braze"), ("purchases", "iterable"), ("purchases", "outbox"),  # the event stream's table
     }
-    assert rows[("weekly_newsletter", "iterable")][0] == "300"  # everyone with an email, first sync
+    assert rows[("weekly_newsletter", "outbox")][0] == "300"  # everyone with an email, first sync
+    # Iterable needs email_marketing consent, which the sample grants to about 80% of customers.
+    assert 200 < int(rows[("weekly_newsletter", "iterable")][0]) < 280
     assert rows[("vip_customers", "braze")][0] == rows[("vip_customers", "outbox")][0]
     assert "braze stand-in received" in result.output and "iterable stand-in received" in result.output
     assert list((tmp_path / "data" / "outbox" / "outbox").glob("*/*/*.jsonl"))
