@@ -60,6 +60,34 @@ def test_a_consent_purpose_without_a_consent_table_is_an_error_naming_the_file(t
     assert "destinations.yaml" in str(info.value)
 
 
+def test_the_consent_gate_holds_a_delta_that_would_send_someone_without_consent(tmp_path: Path):
+    """The gate re-checks what is about to leave: a delta computed without the consent condition is held."""
+    import dataclasses
+    import datetime as dt
+
+    from composable_assets.delta.consent import consent_conditions
+    from composable_assets.delta.diff import compute_delta
+    from composable_assets.delta.gates import judge_delta
+    from composable_assets.delta.snapshot import SyncShape
+    from composable_assets.delta.tables import PairTables
+    from composable_assets.project import load_project
+    from composable_assets.project.gates import GatesSpec
+
+    p = ConsentProject(tmp_path)
+    p.set_people(people())
+    p.set_consents({i: i % 2 == 0 for i in range(1, 21)})
+    assert p.sync().success  # builds the audience snapshot; the mirror got the consented half
+    allowed = consent_conditions(load_project(p.settings.project_dir))["rec_mirror"]
+    shape = SyncShape("rec_mirror", "id", {"email": "email", "name": "name"}, allowed=allowed)
+    tables = PairTables("composable", "high", "rec_mirror")
+    with p.engine.connect() as conn:
+        run = compute_delta(conn, tables, dataclasses.replace(shape, allowed=None), "mirror",
+                            run_id="no-consent-check", partition=dt.date(2026, 3, 3), now=dt.datetime(2026, 3, 3))
+        verdict = {v.name: v for v in judge_delta(conn, tables, shape, run, "mirror", GatesSpec(), set())}
+    assert run.added == 5  # the five odd members, who did not consent
+    assert verdict["consent_applied"].blocks and verdict["consent_applied"].metadata["members_without_consent"] == 5
+
+
 members = st.dictionaries(st.integers(1, 40), st.tuples(st.integers(0, 30), st.booleans()), max_size=25)
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from composable_assets.definitions import audience_selection, load_definitions
 from composable_assets.project import load_project
-from composable_assets.project.gates import OVERRIDE_TAG, GatesSpec, overridden, resolve_gates
+from composable_assets.project.gates import GATE_NAMES, OVERRIDE_TAG, GatesSpec, overridden, resolve_gates
 from composable_assets.runner import run_selection
 
 from .conftest import SMALL_AUDIENCE, Recording
@@ -37,7 +37,7 @@ class GatedProject(EngineProject):
         verdicts = {}
         for destination in ("rec_mirror", "rec_upsert"):
             key = dg.AssetKey(["delta", "high", destination])
-            for name in ("max_remove_percent", "max_change_percent", "required_fields", "unique_identifiers"):
+            for name in GATE_NAMES:
                 record = self.instance.event_log_storage.get_latest_asset_check_execution_by_key(
                     [dg.AssetCheckKey(key, name)]
                 ).get(dg.AssetCheckKey(key, name))
@@ -112,7 +112,9 @@ def test_gate_settings_merge_and_an_unknown_override_is_refused(tmp_path: Path):
     project = GatesSpec(max_remove_percent=5, min_members=1000)
     merged = resolve_gates(project, GatesSpec.model_validate({"min_members": 10}))
     assert (merged.max_remove_percent, merged.min_members, merged.max_change_percent) == (5, 10, 50)
-    assert overridden("all") == {"max_remove_percent", "max_change_percent", "required_fields", "unique_identifiers"}
+    assert overridden("all") == {
+        "max_remove_percent", "max_change_percent", "required_fields", "unique_identifiers", "consent_applied"
+    }
     with pytest.raises(ValueError, match="unknown gate.*max_removes"):
         overridden("max_removes")
 

@@ -21,6 +21,7 @@ GATE_DESCRIPTIONS = {
     "max_change_percent": "Send gate: the audience did not shrink or grow by more than this share since the last delta.",
     "required_fields": "Send gate: every added or updated member has the required fields.",
     "unique_identifiers": "Send gate: no two members share an identifier.",
+    "consent_applied": "Send gate: every added or updated member granted the destination's consent purpose.",
 }
 
 

@@ -43,6 +43,7 @@ def judge_delta(
         _size_change(run, gates, previous[0] if previous else None),
         _required_fields(conn, tables, shape, run, gates),
         _unique_identifiers(conn, tables, shape, gates),
+        _consent_applied(conn, tables, shape, run),
     ]
     results = [
         GateResult(r.name, r.passed, r.detail, overridden=not r.passed and r.name in lifted, metadata=r.metadata)
@@ -111,6 +112,21 @@ def _unique_identifiers(conn, tables: PairTables, shape: SyncShape, gates: Gates
     return GateResult(
         name, shared == 0, f"{shared} identifiers are shared by more than one member",
         metadata={"shared_identifiers": shared},
+    )
+
+
+def _consent_applied(conn, tables: PairTables, shape: SyncShape, run: DeltaRun) -> GateResult:
+    name = "consent_applied"
+    if not shape.allowed:
+        return GateResult(name, True, "this destination names no consent purpose")
+    # Checked again on what is about to leave, independently of how the delta was computed.
+    count = conn.fetch_one(
+        f"SELECT count(*) FROM {tables.delta} WHERE _seq BETWEEN ? AND ? AND _op <> 'remove' AND NOT ({shape.allowed})",
+        [run.first_seq, run.last_seq],
+    )[0]
+    return GateResult(
+        name, count == 0, f"{count} added or updated members lack the destination's consent",
+        metadata={"members_without_consent": count},
     )
 
 

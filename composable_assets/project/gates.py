@@ -24,7 +24,7 @@ class GatesSpec(BaseModel):
 
 
 #: The gates, by name: the names of the blocking asset checks on every delta, and of the run tag that overrides them.
-GATE_NAMES = ("max_remove_percent", "max_change_percent", "required_fields", "unique_identifiers")
+GATE_NAMES = ("max_remove_percent", "max_change_percent", "required_fields", "unique_identifiers", "consent_applied")
 #: Run tag that lets a run send despite failed gates: a comma-separated list of gate names, or `all`.
 OVERRIDE_TAG = "composable/override_gates"
 
