@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import textwrap
 from pathlib import Path
 from typing import Any, Iterator
 
 import dagster as dg
-import duckdb
 import pytest
 
 from composable_assets.definitions import load_definitions, stream_selection
@@ -16,6 +16,8 @@ from composable_assets.fakes import BrazeFake, IterableFake
 from composable_assets.project import load_project
 from composable_assets.runner import RunOutcome, StreamOutcome, run_selection
 from composable_assets.settings import Settings
+from composable_assets.warehouse import engine_from_url
+from composable_assets.warehouse.base import insert_rows
 
 KEY = "stream-test-key-5b1c"
 
@@ -77,25 +79,33 @@ def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
 
 
-class StreamProject:
-    """A project folder (stream `orders` to braze, iterable and an outbox) and its DuckDB file."""
+# The `orders` source table the stream's model reads.
+ORDERS_COLUMNS = {
+    "order_id": "BIGINT", "customer_id": "BIGINT", "email": "VARCHAR", "sku": "VARCHAR",
+    "amount": "DECIMAL(12, 2)", "currency": "VARCHAR", "status": "VARCHAR", "ordered_at": "TIMESTAMP",
+}
 
-    def __init__(self, root: Path, *, lookback: str = "1h", start: str = "now", batch: int = 5, concurrency: int = 2):
+
+class StreamProject:
+    """A project folder (stream `orders` to braze, iterable and an outbox) on a warehouse (a DuckDB file by default)."""
+
+    def __init__(
+        self, root: Path, url: str | None = None, *, lookback: str = "1h", start: str = "now", batch: int = 5,
+        concurrency: int = 2,
+    ):
         self.root = root
-        self.db = root / "warehouse.duckdb"
         self.settings = Settings(
-            project_dir=root / "project", warehouse_url=f"duckdb:///{self.db}", data_dir=root / "data"
+            project_dir=root / "project", warehouse_url=url or f"duckdb:///{root / 'warehouse.duckdb'}",
+            data_dir=root / "data",
         )
+        self.engine = engine_from_url(self.settings.warehouse_url)
         self.instance = dg.DagsterInstance.ephemeral()
         self.write("project.yaml", 'name: events\nstart_date: "2026-01-01"\n')
         self.write("models/order_facts.sql", MODEL)
         self.write("streams/orders.yaml", STREAM.format(lookback=lookback, start=start))
         self.write("destinations.yaml", DESTINATIONS.format(batch=batch, concurrency=concurrency))
-        with duckdb.connect(str(self.db)) as con:
-            con.execute(
-                "CREATE TABLE orders (order_id BIGINT, customer_id BIGINT, email VARCHAR, sku VARCHAR, amount DECIMAL(12, 2), "
-                "currency VARCHAR, status VARCHAR, ordered_at TIMESTAMP)"
-            )
+        with self.engine.connect() as conn:
+            conn.execute(f"CREATE TABLE orders ({', '.join(f'{c} {t}' for c, t in ORDERS_COLUMNS.items())})")
 
     def write(self, path: str, text: str) -> None:
         target = self.settings.project_dir / path
@@ -103,12 +113,12 @@ class StreamProject:
         target.write_text(textwrap.dedent(text))
 
     def add_orders(self, orders: list[Order]) -> None:
-        with duckdb.connect(str(self.db)) as con:
-            con.executemany("INSERT INTO orders VALUES (?, ?, ?, ?, ?, ?, ?, ?)", orders)
+        with self.engine.connect() as conn:
+            insert_rows(conn, "orders", ORDERS_COLUMNS, orders)
 
     def query(self, sql: str, params: list[Any] | None = None) -> list[tuple]:
-        with duckdb.connect(str(self.db)) as con:
-            return con.execute(sql, params).fetchall()
+        with self.engine.connect() as conn:
+            return conn.fetch_all(sql, params)
 
     def statuses(self, destination: str) -> dict[str, str]:
         """event id -> status in the pair's sent log."""
@@ -125,6 +135,12 @@ class StreamProject:
         project = load_project(self.settings.project_dir)
         date = date or dt.datetime.now(dt.UTC).date().isoformat()
         return run_selection(defs, stream_selection(project, "orders", destination), date, self.instance)
+
+    def outbox_ids(self) -> list[str]:
+        """Event ids in the outbox, in the order the runs wrote them."""
+        folder = self.settings.data_dir / "outbox" / "box" / "streams" / "orders"
+        files = sorted(folder.glob("*/*.jsonl"), key=lambda f: f.stat().st_mtime_ns)  # one file per run
+        return [json.loads(line)["id"] for f in files for line in f.read_text().splitlines()]
 
 
 def outcome_of(outcome: RunOutcome, destination: str) -> StreamOutcome:

@@ -3,88 +3,32 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import signal
 import subprocess
-import textwrap
 import time
 from collections import Counter
-from pathlib import Path
-from typing import Any
 
-import dagster as dg
 import pytest
 
-from composable_assets.definitions import load_definitions, stream_selection
 from composable_assets.destinations import Event
-from composable_assets.project import load_project
-from composable_assets.runner import RunOutcome, run_selection
-from composable_assets.settings import Settings
+from composable_assets.runner import RunOutcome
 from composable_assets.streams import StreamDataError, StreamShape, StreamTables
 from composable_assets.streams.intents import record_intents
 from composable_assets.warehouse import engine_from_url
 
-from .stream_project import DESTINATIONS, MODEL, STREAM, Order, ids, order, outcome_of, utc_now
+from .stream_project import StreamProject, ids, order, outcome_of, utc_now
 from .test_streams_kill import COMPOSABLE, PATHS, settle
 
 MINUTE = dt.timedelta(minutes=1)
 DESTINATIONS_SENT = ("braze", "iterable", "box")
 
 
-class EngineStreamProject:
-    """The stream project of stream_project.py on any warehouse; `orders` is written through the Warehouse connection."""
-
-    def __init__(self, root: Path, url: str, *, lookback: str = "1h", start: str = "now", batch: int = 2):
-        self.settings = Settings(project_dir=root / "project", warehouse_url=url, data_dir=root / "data")
-        self.engine = engine_from_url(url)
-        self.instance = dg.DagsterInstance.ephemeral()
-        for path, text in {
-            "project.yaml": 'name: events\nstart_date: "2026-01-01"\n',
-            "models/order_facts.sql": MODEL,
-            "streams/orders.yaml": STREAM.format(lookback=lookback, start=start),
-            "destinations.yaml": DESTINATIONS.format(batch=batch, concurrency=2),
-        }.items():
-            target = self.settings.project_dir / path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(textwrap.dedent(text))
-        with self.engine.connect() as conn:
-            conn.execute(
-                "CREATE TABLE orders (order_id BIGINT, customer_id BIGINT, email VARCHAR, sku VARCHAR, "
-                "amount DECIMAL(12, 2), currency VARCHAR, status VARCHAR, ordered_at TIMESTAMP)"
-            )
-
-    def add_orders(self, orders: list[Order]) -> None:
-        with self.engine.connect() as conn:
-            rows = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * len(orders))
-            conn.execute(f"INSERT INTO orders VALUES {rows}", [v for o in orders for v in o])
-
-    def query(self, sql: str, params: list[Any] | None = None) -> list[tuple]:
-        with self.engine.connect() as conn:
-            return conn.fetch_all(sql, params)
-
-    def statuses(self, destination: str) -> dict[str, str]:
-        return dict(self.query(f'SELECT event_id, status FROM composable."stream_sent__orders__{destination}"'))
-
-    def high_water(self, destination: str) -> dt.datetime:
-        [(mark,)] = self.query(
-            "SELECT high_water FROM composable.stream_cursors WHERE stream = 'orders' AND destination = ?", [destination]
-        )
-        return mark
-
-    def run(self, destination: str | None = None) -> RunOutcome:
-        defs = load_definitions(self.settings)
-        project = load_project(self.settings.project_dir)
-        outcome = run_selection(
-            defs, stream_selection(project, "orders", destination), dt.datetime.now(dt.UTC).date().isoformat(), self.instance
-        )
-        assert outcome.success, outcome.errors
-        return outcome
-
-    def outbox_ids(self) -> list[str]:
-        folder = self.settings.data_dir / "outbox" / "box" / "streams" / "orders"
-        files = sorted(folder.glob("*/*.jsonl"), key=lambda f: f.stat().st_mtime_ns)
-        return [json.loads(line)["id"] for f in files for line in f.read_text().splitlines()]
+def ran(p: StreamProject, destination: str | None = None) -> RunOutcome:
+    """Run the stream and insist that the run succeeded."""
+    outcome = p.run(destination)
+    assert outcome.success, outcome.errors
+    return outcome
 
 
 def sent(outcome: RunOutcome) -> dict[str, int]:
@@ -94,7 +38,7 @@ def sent(outcome: RunOutcome) -> dict[str, int]:
 def test_a_stream_delivers_once_and_resolves_a_killed_runs_intents_on_every_engine(tmp_path, warehouse_url, fakes):
     braze, iterable = fakes["braze"], fakes["iterable"]
     now = utc_now()
-    p = EngineStreamProject(tmp_path, warehouse_url)
+    p = StreamProject(tmp_path, warehouse_url, batch=2)
     p.add_orders(
         [
             order(1, now - 3 * 60 * MINUTE),  # older than the lookback when the stream starts: never sent
@@ -106,7 +50,7 @@ def test_a_stream_delivers_once_and_resolves_a_killed_runs_intents_on_every_engi
     )
 
     # First delivery: the completed orders within the lookback, once each, with their properties.
-    first = p.run()
+    first = ran(p)
     assert sent(first) == {"braze": 2, "iterable": 1, "box": 2}
     assert braze.received_event_ids() == Counter(ids(2, 3))
     assert set(iterable.events) == ids(2)
@@ -120,14 +64,14 @@ def test_a_stream_delivers_once_and_resolves_a_killed_runs_intents_on_every_engi
     assert min(started.values()) >= now  # a stream starting now: the mark is the first run's time
 
     # Nothing new: nothing is sent, nothing is recorded.
-    second = p.run()
+    second = ran(p)
     assert sent(second) == {"braze": 0, "iterable": 0, "box": 0}
     assert braze.received_event_ids() == Counter(ids(2, 3)) and len(iterable.event_receipts) == 1
     assert len(p.statuses("box")) == 2
 
     # New events: only those go out (order 6 is in the future, it waits).
     p.add_orders([order(5, now - MINUTE), order(6, now + 60 * MINUTE), order(7, now - 2 * MINUTE, status="refunded")])
-    third = p.run()
+    third = ran(p)
     assert sent(third) == {"braze": 1, "iterable": 1, "box": 1}
     assert braze.received_event_ids() == Counter(ids(2, 3, 5))
     assert iterable.event_receipts == Counter(ids(2, 5))
@@ -142,7 +86,7 @@ def test_a_stream_delivers_once_and_resolves_a_killed_runs_intents_on_every_engi
                 for i in (8, 9)
             ]
             record_intents(conn, StreamTables("composable", "orders", destination), "killed-run", in_flight, now)
-    fourth = p.run()
+    fourth = ran(p)
     # Braze does not deduplicate: recorded in doubt, never sent. Iterable and the outbox get them again.
     braze_outcome = outcome_of(fourth, "braze")
     assert (braze_outcome.count("in_doubt"), braze_outcome.count("sent")) == (2, 0)
@@ -160,7 +104,7 @@ def test_a_stream_delivers_once_and_resolves_a_killed_runs_intents_on_every_engi
     assert {d: p.high_water(d) for d in DESTINATIONS_SENT} == started
 
     # And then nothing is left: a fifth run sends nothing anywhere.
-    assert sent(p.run()) == {"braze": 0, "iterable": 0, "box": 0}
+    assert sent(ran(p)) == {"braze": 0, "iterable": 0, "box": 0}
 
 
 def test_a_cursor_of_each_engines_time_types_is_read_as_naive_utc(warehouse_url):
@@ -192,7 +136,7 @@ def test_a_stream_killed_with_sigkill_on_postgres_delivers_every_event_at_most_o
     braze = fakes["braze"]
     events, batch = 400, 20
     t = utc_now() - dt.timedelta(hours=10)
-    p = EngineStreamProject(
+    p = StreamProject(
         tmp_path, postgres_url, lookback="1m", start=(t - dt.timedelta(days=1)).date().isoformat(), batch=batch
     )
     p.add_orders([order(i, t + dt.timedelta(seconds=30 * i)) for i in range(1, events + 1)])
@@ -226,7 +170,7 @@ def test_a_stream_killed_with_sigkill_on_postgres_delivers_every_event_at_most_o
     }
     assert 0 < len(left) <= 2 * batch, "a kill leaves at most `concurrency` batches unsettled"
 
-    outcome = p.run("braze")
+    outcome = ran(p, "braze")
     [stream] = outcome.streams
     assert stream.count("in_doubt") == len(left)
     assert p.query("SELECT count(*) FROM composable.stream_intents") == [(0,)]

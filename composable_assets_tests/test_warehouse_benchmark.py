@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from .warehouses import postgres_url, snowflake_url  # noqa: F401
 
 BENCHMARK = Path(__file__).resolve().parent.parent / "benchmarks" / "warehouse_benchmark.py"
 MEMBERS = 2_000
