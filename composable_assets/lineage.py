@@ -1,8 +1,10 @@
 """Column lineage, source column to destination field, derived from the model SQL with sqlglot (never declared).
 
-A column is (asset key, column name). Models map each output column to the source or model columns it is
-computed from; an audience keeps its model's columns; a sync sends destination fields from audience columns (its
-identifier too, named by the identifier type); a stream sends event properties from its table's columns.
+A column is (asset key, column name). Models map each output column to the source or model columns it is computed
+from; an audience keeps its model's columns; a sync sends destination fields from audience columns (its identifier
+too, named by the identifier type); a stream sends event properties from its table's columns. Without the tables'
+schemas, an unqualified column in a join of two tables cannot be placed and a `*` hides its columns: such lineage
+is left out rather than guessed.
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ def column_lineage(project: Project) -> dict[dg.AssetKey, dict[str, list[Column]
     deps: dict[dg.AssetKey, dict[str, list[Column]]] = {}
     for model in project.models.values():
         if model.columns is not None:
+            sources = _model_column_sources(model.sql)
             deps[model_key(model.name)] = {
-                column: [(table_key(table), name) for table, name in _model_column_sources(model.sql, column)]
+                column: [(table_key(table), name) for table, name in sources.get(column, [])]
                 for column in model.columns
             }
     for audience in project.audiences.values():
@@ -50,17 +53,22 @@ def column_lineage(project: Project) -> dict[dg.AssetKey, dict[str, list[Column]
     return deps
 
 
-def _model_column_sources(sql: str, column: str) -> list[tuple[str, str]]:
-    """(table, column) of every table column an output column of `sql` is computed from."""
+def _model_column_sources(sql: str) -> dict[str, list[tuple[str, str]]]:
+    """Output column of `sql` -> (table, column) of every table column it is computed from (one parse for all)."""
     try:
-        root = lineage(column, sql, None, dialect="duckdb")
+        roots = lineage(None, sql, None, dialect="duckdb")
     except SqlglotError:
-        return []  # e.g. a column of SELECT *; the model still loads, its lineage is simply unknown
-    found = []
-    for node in root.walk():
-        if not node.downstream and isinstance(node.source, exp.Table):
-            found.append((node.source.name, node.name.split(".")[-1]))
-    return sorted(set(found))
+        return {}  # e.g. SELECT *; the model still loads, its lineage is simply unknown
+    sources = {}
+    for column, root in roots.items():
+        # A `*` in an upstream CTE names no column: that part of the lineage is unknown, not a column called "*".
+        found = {
+            (node.source.name, node.name.split(".")[-1])
+            for node in root.walk()
+            if not node.downstream and isinstance(node.source, exp.Table) and not node.name.endswith("*")
+        }
+        sources[column] = sorted(found)
+    return sources
 
 
 def as_metadata(deps: dict[str, list[Column]]) -> dg.TableColumnLineage:

@@ -67,3 +67,12 @@ def test_the_lineage_command_answers_both_ways(monkeypatch, tmp_path):
 
     result = CliRunner().invoke(cli, ["lineage", "customers.no_such_column"])
     assert result.exit_code != 0 and "no column 'customers.no_such_column'" in result.output
+
+
+def test_lineage_it_cannot_derive_is_left_out_not_guessed():
+    from composable_assets.lineage import _model_column_sources
+
+    assert _model_column_sources("WITH r AS (SELECT * FROM t) SELECT a, b + 1 AS c FROM r") == {"a": [], "c": []}
+    assert _model_column_sources("SELECT x.a, y.b AS c FROM t AS x JOIN u AS y USING (id)") == {
+        "a": [("t", "a")], "c": [("u", "b")]
+    }
