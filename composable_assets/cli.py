@@ -200,36 +200,28 @@ def preview(audience: str, destination: str, limit: int) -> None:
 def lineage(column: str) -> None:
     """Where a column goes: TABLE.COLUMN -> every destination field it reaches; DESTINATION.FIELD -> its sources.
 
-    TABLE is a source table, a model or an audience; lineage is derived from the model SQL, never declared.
+    TABLE is a source table, a model or an audience (a destination's name is read as DESTINATION); lineage is
+    derived from the model SQL, never declared.
     """
-    import dagster as dg
     from rich.table import Table
 
-    from .lineage import column_lineage, deps_columns, downstream, upstream
+    from .lineage import column_lineage, destination_fields, source_columns
 
     _, project, _ = _load()
     name, _, field = column.rpartition(".")
     if not name or not field:
         raise UserError(f"expected TABLE.COLUMN or DESTINATION.FIELD, got {column!r}")
     deps = column_lineage(project)
-    delivered = ("sync", "stream")
-    if name in project.destinations and not any(key.path[-1] == name for key in deps if key.path[0] not in delivered):
-        starts = [(key, field) for key in deps if key.path[0] in delivered and key.path[-1] == name and field in deps[key]]
-        found = {(key, col) for start in starts for key, col in upstream(deps, start) if key.path[0] == "source"}
-        if not starts:
+    if name in project.destinations:
+        sources = source_columns(deps, name, field)
+        if sources is None:
             raise UserError(f"destination {name!r} is sent no field {field!r}")
         table = Table("source table", "column", title=f"{column} comes from")
-        for key, col in sorted(found, key=lambda kc: (kc[0].to_user_string(), kc[1])):
+        for key, col in sources:
             table.add_row(key.path[-1], col)
     else:
-        matches = [key for key in deps if key.path[0] in ("model", "audience") and key.path[-1] == name]
-        start_keys = matches or [dg.AssetKey(["source", name])]
-        reached = sorted(
-            {(key, col) for start in start_keys for key, col in downstream(deps, (start, field)) if key.path[0] in delivered},
-            key=lambda kc: (kc[0].path[-1], kc[0].to_user_string(), kc[1]),
-        )
-        known = set(deps_columns(deps))
-        if not any((k, field) in known for k in start_keys):
+        reached = destination_fields(deps, name, field)
+        if reached is None:
             raise UserError(f"no column {column!r} in the project's sources, models or audiences")
         table = Table("destination", "field", "via", title=f"{column} reaches")
         for key, col in reached:

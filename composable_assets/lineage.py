@@ -113,3 +113,26 @@ def _walk(edges, start: Column) -> Iterator[Column]:
                 seen.add(nxt)
                 todo.append(nxt)
                 yield nxt
+
+
+DELIVERED = ("sync", "stream")
+
+
+def destination_fields(deps: dict[dg.AssetKey, dict[str, list[Column]]], table: str, column: str) -> list[Column] | None:
+    """Every (sync or stream asset, field) that `table.column` reaches (a source, model or audience), or None if unknown."""
+    starts = [key for key in deps if key.path[0] in ("model", "audience") and key.path[-1] == table]
+    starts = starts or [source_key(table)]
+    known = set(deps_columns(deps))
+    if not any((key, column) in known for key in starts):
+        return None
+    reached = {c for key in starts for c in downstream(deps, (key, column)) if c[0].path[0] in DELIVERED}
+    return sorted(reached, key=lambda c: (c[0].path[-1], c[0].to_user_string(), c[1]))
+
+
+def source_columns(deps: dict[dg.AssetKey, dict[str, list[Column]]], destination: str, field: str) -> list[Column] | None:
+    """Every source (table, column) the destination's `field` comes from, or None if the destination is sent no such field."""
+    starts = [(k, field) for k in deps if k.path[0] in DELIVERED and k.path[-1] == destination and field in deps[k]]
+    if not starts:
+        return None
+    found = {c for start in starts for c in upstream(deps, start) if c[0].path[0] == "source"}
+    return sorted(found, key=lambda c: (c[0].to_user_string(), c[1]))

@@ -67,6 +67,8 @@ def test_the_lineage_command_answers_both_ways(monkeypatch, tmp_path):
 
     result = CliRunner().invoke(cli, ["lineage", "customers.no_such_column"])
     assert result.exit_code != 0 and "no column 'customers.no_such_column'" in result.output
+    result = CliRunner().invoke(cli, ["lineage", "braze.no_such_field"])
+    assert result.exit_code != 0 and "destination 'braze' is sent no field 'no_such_field'" in result.output
 
 
 def test_lineage_it_cannot_derive_is_left_out_not_guessed():
