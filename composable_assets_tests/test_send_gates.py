@@ -90,6 +90,10 @@ def test_size_change_required_fields_and_shared_identifiers_each_hold_a_delta(tm
     outcome = p.sync()
     assert not outcome.success and not Recording.received["rec_mirror"] and not Recording.received["rec_upsert"]
     assert p.gate_checks()[("rec_mirror", "max_change_percent")] is False
+    # Computing the same delta again is held again: a held delta is not the baseline of the next one.
+    outcome = p.sync()
+    assert not outcome.success and not Recording.received["rec_mirror"]
+    assert p.gate_checks()[("rec_mirror", "max_change_percent")] is False
 
     # A member without a name: `name` is required of both destinations (each is sent `name`).
     p.set_people(people() + [(21, "p21@example.com", None, 50)])

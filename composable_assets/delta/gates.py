@@ -33,8 +33,12 @@ def judge_delta(
 ) -> list[GateResult]:
     """Every gate's verdict on `run`, recorded in the warehouse (the sync refuses a delta a gate blocks)."""
     ledger_size = conn.fetch_one(f"SELECT count(*) FROM {tables.ledger}")[0]
+    # The size at the last delta that was let through: a held delta must not become the baseline, or simply
+    # computing it again would pass.
     previous = conn.fetch_one(
-        f"SELECT audience_size FROM {tables.delta_runs} WHERE audience = ? AND destination = ? AND run_id <> ? "
+        f"SELECT audience_size FROM {tables.delta_runs} AS r WHERE audience = ? AND destination = ? AND run_id <> ? "
+        f"AND NOT EXISTS (SELECT 1 FROM {tables.gates} AS g WHERE g.audience = r.audience "
+        "AND g.destination = r.destination AND g.run_id = r.run_id AND NOT g.passed AND NOT g.overridden) "
         "ORDER BY computed_at DESC LIMIT 1",
         [tables.audience, tables.destination, run.run_id],
     )
