@@ -127,3 +127,12 @@ def test_gate_settings_merge_and_an_unknown_override_is_refused(tmp_path: Path):
     outcome = p.sync(tags={OVERRIDE_TAG: "max_removes"})
     assert not outcome.success and any("unknown gate(s) max_removes" in e for e in outcome.errors)
     assert Recording.received["rec_mirror"] == []
+
+
+def test_a_required_field_no_sync_sends_is_an_error_naming_the_audience_file(tmp_path: Path):
+    from composable_assets.project import ProjectError
+
+    p = GatedProject(tmp_path, "required_fields: [name, emial]\n")
+    with pytest.raises(ProjectError) as info:
+        load_project(p.settings.project_dir)
+    assert "high.yaml" in str(info.value) and "emial" in str(info.value) and "no sync sends" in str(info.value)

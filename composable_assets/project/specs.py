@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from .cadence import Cadence
 from .freshness import Duration, FreshnessSpec
@@ -143,6 +143,17 @@ class AudienceSpec(BaseModel):
     # Overrides the project's send gates for this audience's deltas (see project/gates.py).
     gates: GatesSpec | None = None
     syncs: list[SyncSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _required_fields_are_sent(self) -> "AudienceSpec":
+        # Project-wide required fields apply where a sync sends them; naming one here that no sync sends is a typo.
+        sent = {field for sync in self.syncs for field in sync.fields}
+        unknown = [f for f in (self.gates.required_fields if self.gates else []) if f not in sent]
+        if unknown:
+            raise ValueError(
+                f"gates.required_fields names {', '.join(unknown)}, which no sync sends (fields: {', '.join(sorted(sent))})"
+            )
+        return self
 
     def columns_needed(self) -> list[str]:
         """Model columns the audience reads: primary key, then identifier and field columns."""
