@@ -205,7 +205,7 @@ def lineage(column: str) -> None:
     """
     from rich.table import Table
 
-    from .lineage import column_lineage, destination_fields, source_columns
+    from .governance.lineage import column_lineage, destination_fields, source_columns
 
     _, project, _ = _load()
     name, _, field = column.rpartition(".")

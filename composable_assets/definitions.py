@@ -17,8 +17,8 @@ from .assets.keys import stream_key
 from .assets.streams import build_stream_asset
 from .destinations import DESTINATION_TYPES, Destination, build_destination
 from .landing import landing_folders
-from .lineage import as_metadata, column_lineage
-from .delta.consent import consent_conditions
+from .governance.lineage import as_metadata, column_lineage
+from .governance.consent import consent_conditions
 from .project import Project, load_project
 from .project.gates import resolve_gates
 from .settings import Settings
@@ -183,7 +183,7 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
         jobs.append(minute_job)
         interval = max(1, int(project.settings.sensor_interval.total_seconds()))
         sensors.append(change_sensor(watches, minute_job, landing, warehouse, project.settings.timezone, interval))
-    # Column lineage from source column to destination field, derived from the SQL (see lineage.py).
+    # Column lineage from source column to destination field, derived from the SQL (see governance/lineage.py).
     lineage = column_lineage(project)
     assets = list(
         dg.map_asset_specs(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .assets.audiences import sync_shapes
-from .delta.consent import consent_conditions
+from .governance.consent import consent_conditions
 from .delta.delivery import records_from_rows
 from .delta.diff import delta_select
 from .delta.ledger import fold_acks

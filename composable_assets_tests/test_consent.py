@@ -65,9 +65,9 @@ def test_the_consent_gate_holds_a_delta_that_would_send_someone_without_consent(
     import dataclasses
     import datetime as dt
 
-    from composable_assets.delta.consent import consent_conditions
+    from composable_assets.governance.consent import consent_conditions
     from composable_assets.delta.diff import compute_delta
-    from composable_assets.delta.gates import judge_delta
+    from composable_assets.governance.gates import judge_delta
     from composable_assets.delta.snapshot import SyncShape
     from composable_assets.delta.tables import PairTables
     from composable_assets.project import load_project

@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from composable_assets.cli import cli
 from composable_assets.definitions import build_definitions
-from composable_assets.lineage import column_lineage, downstream, upstream
+from composable_assets.governance.lineage import column_lineage, downstream, upstream
 from composable_assets.project import load_project
 from composable_assets.sample import SAMPLE_PROJECT_DIR
 from composable_assets.settings import Settings
@@ -72,7 +72,7 @@ def test_the_lineage_command_answers_both_ways(monkeypatch, tmp_path):
 
 
 def test_lineage_it_cannot_derive_is_left_out_not_guessed():
-    from composable_assets.lineage import _model_column_sources
+    from composable_assets.governance.lineage import _model_column_sources
 
     assert _model_column_sources("WITH r AS (SELECT * FROM t) SELECT a, b + 1 AS c FROM r") == {"a": [], "c": []}
     assert _model_column_sources("SELECT x.a, y.b AS c FROM t AS x JOIN u AS y USING (id)") == {

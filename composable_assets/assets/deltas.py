@@ -6,7 +6,7 @@ import datetime as dt
 import dagster as dg
 
 from ..delta.diff import compute_delta
-from ..delta.gates import judge_delta
+from ..governance.gates import judge_delta
 from ..delta.snapshot import SyncShape
 from ..delta.tables import PairTables
 from ..project import AudienceSpec, SyncSpec

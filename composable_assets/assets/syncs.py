@@ -7,7 +7,7 @@ import dagster as dg
 
 from ..delta.delivery import SyncReport, deliver
 from ..delta.diff import latest_delta_run
-from ..delta.gates import blocking_gates
+from ..governance.gates import blocking_gates
 from ..project.gates import OVERRIDE_TAG
 from ..delta.tables import PairTables
 from ..destinations import Destination, SyncTarget, TerminalError

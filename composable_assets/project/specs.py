@@ -60,7 +60,7 @@ class ProjectSettings(BaseModel):
     gates: GatesSpec | None = None
     # Show a few selected and sent rows in asset metadata (member data: PII); false keeps them out of Dagster.
     payload_samples: bool = True
-    # The consent table destinations' `consent:` purposes are checked against (see delta/consent.py).
+    # The consent table destinations' `consent:` purposes are checked against (see governance/consent.py).
     consent: ConsentSpec | None = None
 
     @field_validator("timezone")

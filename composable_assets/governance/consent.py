@@ -7,7 +7,7 @@ from sqlglot import exp
 from ..project.errors import ProjectError
 from ..project.project import Project
 from ..project.specs import ConsentSpec
-from .sql import DIALECT, ident
+from ..delta.sql import DIALECT, ident
 
 
 def consent_predicate(consent: ConsentSpec, purpose: str) -> str:

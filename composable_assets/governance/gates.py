@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..project.gates import GatesSpec
-from .diff import DeltaRun
-from .snapshot import SyncShape
-from .sql import ident
-from .tables import PairTables
+from ..delta.diff import DeltaRun
+from ..delta.snapshot import SyncShape
+from ..delta.sql import ident
+from ..delta.tables import PairTables
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Governance: column lineage, consent, send gates, deletion requests, provenance and archival."""
