@@ -19,7 +19,7 @@ from .destinations import DESTINATION_TYPES, Destination, build_destination
 from .landing import landing_folders
 from .governance.lineage import as_metadata, column_lineage
 from .governance.consent import consent_conditions
-from .project import Project, load_project
+from .project import Project, ProjectError, StreamSpec, load_project
 from .project.gates import resolve_gates
 from .settings import Settings
 from .warehouse import Warehouse
@@ -94,6 +94,20 @@ def stream_selection(project: Project, stream: str, destination: str | None = No
     return dg.AssetSelection.assets(*stream_keys(project, stream, destination))
 
 
+def stream_conditions(project: Project, stream: StreamSpec) -> tuple[StreamSpec, dict[str, str]]:
+    """The stream with its member key column resolved, and destination -> who may be sent its events (consent)."""
+    key = stream.key or (project.settings.consent.key if project.settings.consent else None)
+    conditions = consent_conditions(project, column=key or "_key")
+    needing = [s.destination for s in stream.syncs if s.destination in conditions]
+    if needing and key is None:
+        raise ProjectError(
+            f"stream `{stream.name}` sends to {', '.join(needing)}, which only receive people who may be sent there; "
+            "name the column holding the person's key with `key:`",
+            stream.path,
+        )
+    return stream.model_copy(update={"key": key}), conditions
+
+
 def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
     """Assets, jobs and resources for one project on one warehouse."""
     warehouse = Warehouse(url=settings.warehouse_url)
@@ -149,6 +163,7 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
             )
     # Event streams: one asset per (stream, destination) reading the stream's model or source table, one job each.
     for stream in project.streams.values():
+        stream, conditions = stream_conditions(project, stream)
         upstream = model_key(stream.table) if stream.table in project.models else source_key(stream.table)
         policy = freshness_policy(stream.cadence, stream.freshness, project.settings.timezone)
         for sync in stream.syncs:
@@ -156,7 +171,7 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
             assets.append(
                 build_stream_asset(
                     stream, sync, destination, schema, partitions, kind, upstream, project.settings.timezone, policy,
-                    samples,
+                    samples, conditions.get(sync.destination),
                 )
             )
         job = dg.define_asset_job(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import tempfile
 from pathlib import Path
 
@@ -109,3 +110,39 @@ def test_no_member_without_consent_ever_reaches_the_consent_destination(first, s
             sent = {r.key for r in Recording.received["rec_mirror"] if r.change != "remove"}
             assert sent <= consented
             Recording.received.clear()
+
+
+def test_event_streams_only_send_events_of_people_who_granted_the_purpose_at_send_time(tmp_path: Path):
+    from .stream_project import DESTINATIONS, StreamProject, order, utc_now
+
+    p = StreamProject(tmp_path)
+    p.write("project.yaml", 'name: events\nstart_date: "2026-01-01"\nconsent: {table: consents, key: customer_id}\n')
+    box = "box: {type: outbox, batch_size: 5}"
+    destinations = DESTINATIONS.format(batch=5, concurrency=1)
+    assert box in destinations
+    p.write("destinations.yaml", destinations.replace(box, "box: {type: outbox, batch_size: 5, consent: push}"))
+
+    def grant(push: set[int]) -> None:
+        with p.engine.connect() as conn:
+            conn.execute("CREATE OR REPLACE TABLE consents (customer_id BIGINT, purpose VARCHAR, granted BOOLEAN)")
+            for customer in range(1, 8):
+                conn.execute("INSERT INTO consents VALUES (?, 'push', ?)", [customer, customer in push])
+                conn.execute("INSERT INTO consents VALUES (?, 'email_marketing', true)", [customer])
+
+    def customers_of(event_ids: set[str]) -> set[int]:
+        return {int(e.split(":")[1]) % 7 + 1 for e in event_ids}  # order() gives order n to customer n % 7 + 1
+
+    now = utc_now()
+    grant({1, 3, 5})
+    p.add_orders([order(n, now - dt.timedelta(minutes=30 - n)) for n in range(1, 15)])
+    assert p.run("box").success
+    first = set(p.outbox_ids())
+    assert customers_of(first) == {1, 3, 5}
+    assert first == {f"orders:{n}" for n in range(1, 15) if n % 7 + 1 in {1, 3, 5}}
+
+    grant({3, 5, 7})  # 1 revokes, 7 grants
+    p.add_orders([order(n, now - dt.timedelta(minutes=5)) for n in range(15, 29)])
+    assert p.run("box").success
+    second = set(p.outbox_ids()) - first
+    assert second and customers_of(second) <= {3, 5, 7}  # consent is checked when sending, in the warehouse
+    assert {f"orders:{n}" for n in range(15, 29) if n % 7 + 1 in {3, 5, 7}} <= second

@@ -46,15 +46,19 @@ def build_stream_asset(
     timezone: str = "UTC",
     freshness_policy: dg.FreshnessPolicy | None = None,
     samples: bool = True,
+    allowed: str | None = None,
 ) -> dg.AssetsDefinition:
-    """One asset delivering `stream` to one destination; `upstream` is the model or source asset of its table."""
+    """One asset delivering `stream` to one destination; `upstream` is the model or source asset of its table.
+
+    `allowed`: a condition on the table's member key column (`stream.key`) that a row's person must meet to be sent.
+    """
     capabilities = destination.capabilities
     if not capabilities.events:
         raise ProjectError(
             f"destination `{sync.destination}` ({destination.type_name}) cannot take events", stream.path
         )
     options = destination.event_options(sync.options)
-    shape = StreamShape.of(stream, sync, destination.event_columns(options))
+    shape = StreamShape.of(stream, sync, destination.event_columns(options), stream.key, allowed)
     tables = StreamTables(schema, stream.name, sync.destination)
     guarantee = (
         "each event once by id (resent after a crash; the destination deduplicates by event id)"

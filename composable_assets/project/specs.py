@@ -247,6 +247,9 @@ class StreamSpec(BaseModel):
     # A timestamp column: when the event happened (or landed); rows are picked up in its order.
     cursor: str = Field(min_length=1)
     where: str | None = None
+    # The column holding the person's member key (the values of the consent table's key), by which consent and
+    # deletion requests apply to events; default: the consent table's key column name.
+    key: str | None = None
     cadence: Cadence = "minutes"
     freshness: FreshnessSpec | None = None
     # Rows at most this far behind the high-water mark are still picked up (deduplicated by event id).

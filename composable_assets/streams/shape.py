@@ -43,9 +43,20 @@ class StreamShape:
     #: Option name -> column, for the columns the destination's options name (Braze purchase price, ...).
     extras: dict[str, str] = field(default_factory=dict)
     file: Path | None = None
+    #: Who may be sent events at all: a condition on the table's member key column (the destination's consent
+    #: purpose granted, no deletion request), or None; see governance/consent.py.
+    key_column: str | None = None
+    allowed: str | None = None
 
     @classmethod
-    def of(cls, spec: StreamSpec, sync: StreamSyncSpec, extras: dict[str, str] | None = None) -> "StreamShape":
+    def of(
+        cls,
+        spec: StreamSpec,
+        sync: StreamSyncSpec,
+        extras: dict[str, str] | None = None,
+        key_column: str | None = None,
+        allowed: str | None = None,
+    ) -> "StreamShape":
         where = parse_where(spec.where, spec.path, None) if spec.where is not None else None
         return cls(
             stream=spec.name,
@@ -60,11 +71,15 @@ class StreamShape:
             properties=dict(sync.properties),
             extras=dict(extras or {}),
             file=spec.path,
+            key_column=key_column if allowed else None,
+            allowed=allowed,
         )
 
     def columns(self) -> list[str]:
         """Every table column read, in a stable order."""
         named = [self.event_id_column, self.cursor_column, self.identifier_column]
+        if self.key_column:
+            named.append(self.key_column)
         return list(dict.fromkeys([*named, *self.properties.values(), *self.extras.values()]))
 
     def event_id_sql(self, alias: str = "e") -> str:
@@ -75,11 +90,15 @@ class StreamShape:
     def rows_sql(self, conn: Connection) -> str:
         """A query over the table giving _event_id, _cursor, _identifier, _properties, _extras per usable row.
 
-        Rows without an event id or a cursor value are left out: they cannot be deduplicated or ordered.
+        Rows without an event id or a cursor value are left out: they cannot be deduplicated or ordered. So are rows
+        of people the destination may not receive (consent not granted at send time): they are never candidates,
+        not even late ones, and the cursor moves past them.
         Checks the table against the file first (a source table's columns are only known here).
         """
         cursor = self._cursor_sql(conn)
         condition = f"({self.where.sql(DIALECT)}) AND " if self.where is not None else ""
+        if self.allowed:
+            condition += f"({self.allowed}) AND "
         return (
             f"SELECT {self.event_id_sql()} AS _event_id, {cursor} AS _cursor, "
             f"CAST(e.{ident(self.identifier_column)} AS VARCHAR) AS _identifier, "
