@@ -40,6 +40,20 @@ class ConsentSpec(BaseModel):
     key: str = Field(min_length=1)
     purpose: str = "purpose"
     granted: str = "granted"
+    # When a row last changed: a grant newer than a person's deletion request lets them back in (governance/deletion.py).
+    updated_at: str | None = None
+
+
+class DeletionRequestsSpec(BaseModel):
+    """Where right-to-be-forgotten requests arrive in the warehouse: one row per request (project.yaml `deletion_requests:`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    table: str = Field(min_length=1)
+    # The column holding the person's key: the same values as each audience's primary key (as the consent key).
+    key: str = Field(min_length=1)
+    requested_at: str = Field(default="requested_at", min_length=1)
+    id: str = Field(default="request_id", min_length=1)
 
 
 class ProjectSettings(BaseModel):
@@ -62,6 +76,8 @@ class ProjectSettings(BaseModel):
     payload_samples: bool = True
     # The consent table destinations' `consent:` purposes are checked against (see governance/consent.py).
     consent: ConsentSpec | None = None
+    # People who asked to be forgotten: deleted at every destination, never sent again (see governance/deletion.py).
+    deletion_requests: DeletionRequestsSpec | None = None
 
     @field_validator("timezone")
     @classmethod
