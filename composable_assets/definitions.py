@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import dagster as dg
 
 from .assets.audiences import build_audience_asset, sync_shapes
@@ -18,6 +20,7 @@ from .assets.streams import build_stream_asset
 from .destinations import DESTINATION_TYPES, Destination, build_destination
 from .landing import landing_folders
 from .governance.lineage import as_metadata, column_lineage
+from .governance.pii import pii_categories, tagged_schema
 from .governance.consent import consent_conditions
 from .project import Project, ProjectError, StreamSpec, load_project
 from .project.gates import resolve_gates
@@ -106,6 +109,28 @@ def stream_conditions(project: Project, stream: StreamSpec) -> tuple[StreamSpec,
             stream.path,
         )
     return stream.model_copy(update={"key": key}), conditions
+
+
+def governance_of(project: Project) -> Callable[[dg.AssetSpec], dg.AssetSpec]:
+    """What every asset spec gets from the project as a whole: column lineage, PII-tagged columns, default owners."""
+    # Column lineage from source column to destination field, derived from the SQL (see governance/lineage.py).
+    lineage = column_lineage(project)
+    personal = pii_categories(lineage, project.settings.pii)
+
+    def apply(spec: dg.AssetSpec) -> dg.AssetSpec:
+        if spec.key in lineage:
+            columns = lineage[spec.key]
+            spec = spec.merge_attributes(
+                metadata={
+                    "dagster/column_lineage": as_metadata(columns),
+                    "dagster/column_schema": tagged_schema(list(columns), personal.get(spec.key, {})),
+                }
+            )
+        if not spec.owners and project.settings.owners:
+            spec = spec.merge_attributes(owners=project.settings.owners)
+        return spec
+
+    return apply
 
 
 def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
@@ -198,16 +223,7 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
         jobs.append(minute_job)
         interval = max(1, int(project.settings.sensor_interval.total_seconds()))
         sensors.append(change_sensor(watches, minute_job, landing, warehouse, project.settings.timezone, interval))
-    # Column lineage from source column to destination field, derived from the SQL (see governance/lineage.py).
-    lineage = column_lineage(project)
-    assets = list(
-        dg.map_asset_specs(
-            lambda spec: spec.merge_attributes(metadata={"dagster/column_lineage": as_metadata(lineage[spec.key])})
-            if spec.key in lineage
-            else spec,
-            assets,
-        )
-    )
+    assets = list(dg.map_asset_specs(governance_of(project), assets))
     return dg.Definitions(
         assets=assets,
         jobs=jobs,

@@ -78,3 +78,17 @@ def test_sync_assets_show_their_destinations_limits(tmp_path):
     metadata = graph.get(dg.AssetKey(["sync", "vip_customers", "braze"])).metadata
     assert metadata["batch_size"] == 75 and metadata["concurrency"] == 8
     assert metadata["rate_limit"] == "3000 requests / 3 s"
+
+
+def test_every_asset_has_a_description_owners_and_kinds(tmp_path):
+    """Owners come from each file, else from project.yaml `owners:` (the sample's sources have no file of their own)."""
+    graph = sample_defs(tmp_path).resolve_asset_graph()
+    lacking = {
+        key.to_user_string(): [what for what, value in (("description", node.description), ("owners", node.owners),
+                                                         ("kinds", node.kinds)) if not value]
+        for key in graph.get_all_asset_keys()
+        if (node := graph.get(key)).is_materializable or node.is_observable
+    }
+    assert {key: missing for key, missing in lacking.items() if missing} == {}
+    assert graph.get(dg.AssetKey(["source", "customers"])).owners == ["team:data-platform"]
+    assert graph.get(dg.AssetKey(["audience", "vip_customers"])).owners == ["crm-team@example.com"]

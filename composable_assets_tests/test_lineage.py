@@ -78,3 +78,58 @@ def test_lineage_it_cannot_derive_is_left_out_not_guessed():
     assert _model_column_sources("SELECT x.a, y.b AS c FROM t AS x JOIN u AS y USING (id)") == {
         "a": [("t", "a")], "c": [("u", "b")]
     }
+
+
+def test_personal_columns_are_tagged_by_name_by_declaration_and_through_lineage():
+    from composable_assets.governance.pii import category_by_name, pii_categories
+
+    assert [category_by_name(c) for c in ("email", "EmailAddress", "work_email", "phone_number", "mobile", "firstName",
+                                          "last_name", "street", "postal_code", "ip_address", "date_of_birth")] == [
+        "email", "email", "email", "phone", "phone", "name", "name", "address", "address", "ip_address", "birth_date"]
+    assert [category_by_name(c) for c in ("emails_sent", "product_name", "ltv", "customer_id", "country")] == [None] * 5
+    assert category_by_name("country", {"country": "location"}) == "location"
+    assert category_by_name("username", {"username": "none"}) is None
+
+    source, model, sync = dg.AssetKey(["source", "people"]), dg.AssetKey(["model", "m"]), dg.AssetKey(["sync", "a", "b"])
+    deps = {
+        model: {"contact": [(source, "email")], "score": [(source, "points")], "handle": [(source, "username")]},
+        sync: {"to": [(model, "contact")], "points": [(model, "score")], "handle": [(model, "handle")]},
+    }
+    assert pii_categories(deps) == {model: {"contact": "email", "handle": "name"}, sync: {"to": "email", "handle": "name"}}
+    # Declared `none` stops inheritance at that name, wherever it is.
+    assert pii_categories(deps, {"username": "none", "handle": "none"}) == {model: {"contact": "email"}, sync: {"to": "email"}}
+
+
+def test_lineage_and_pii_tags_are_read_back_from_the_demo_s_materializations(tmp_path, monkeypatch):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv("COMPOSABLE_DATA_DIR", str(tmp_path / "data"))
+    for name in ("COMPOSABLE_WAREHOUSE", "COMPOSABLE_PROJECT_DIR", "BRAZE_REST_ENDPOINT", "ITERABLE_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    result = CliRunner().invoke(cli, ["demo", "--customers", "300", "--no-changes"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+
+    instance = dg.DagsterInstance.get()
+    latest = {}
+    for key in instance.get_asset_keys():
+        records = instance.fetch_materializations(key, limit=1).records
+        if records:
+            latest[key] = records[0].asset_materialization.metadata
+    from_runs = {
+        key: {c: [(d.asset_key, d.column_name) for d in ds] for c, ds in meta["dagster/column_lineage"].value.deps_by_column.items()}
+        for key, meta in latest.items()
+        if "dagster/column_lineage" in meta
+    }
+    assert delivered(downstream(from_runs, EMAIL)) == EMAIL_REACHES
+
+    def tags(key: list[str]) -> dict[str, str]:
+        schema = latest[dg.AssetKey(key)]["dagster/column_schema"].value
+        return {c.name: c.tags.get("pii") for c in schema.columns if c.tags}
+
+    # The model's materialized schema (real types) keeps the tags: by name, and `country` as declared in project.yaml.
+    model = latest[dg.AssetKey(["model", "customer_profiles"])]["dagster/column_schema"].value
+    assert {c.name: c.type for c in model.columns}["email"].upper() == "VARCHAR"
+    assert tags(["model", "customer_profiles"]) == {
+        "email": "email", "phone": "phone", "first_name": "name", "last_name": "name", "country": "location"}
+    assert tags(["sync", "vip_customers", "braze"]) == {"email": "email", "first_name": "name"}

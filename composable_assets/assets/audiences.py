@@ -9,7 +9,7 @@ from ..delta.snapshot import AudienceDataError, SyncShape, build_snapshot, snaps
 from ..project import AudienceSpec, parse_where
 from ..warehouse import Warehouse
 from .keys import AUDIENCES, WAREHOUSE_POOL, audience_key, model_key
-from .metadata import column_schema, markdown_table, shown
+from .metadata import column_schema, markdown_table, shown, with_definition_columns
 
 
 def sync_shapes(audience: AudienceSpec, allowed: dict[str, str] | None = None) -> list[SyncShape]:
@@ -68,12 +68,12 @@ def build_audience_asset(
             )
         visible = [{k: v for k, v in row.items() if not k.startswith("_")} for row in sample]
         return dg.MaterializeResult(
-            metadata=shown({
+            metadata=with_definition_columns(context, shown({
                 "dagster/row_count": result.size,
                 "members": result.size,
                 "dagster/column_schema": column_schema(result.columns, hide_internal=True),
                 "sample": markdown_table(visible),
-            }, samples)
+            }, samples))
         )
 
     return _audience

@@ -17,6 +17,36 @@ def column_schema(columns: Sequence[tuple[str, str]], hide_internal: bool = Fals
     )
 
 
+LINEAGE, SCHEMA = "dagster/column_lineage", "dagster/column_schema"
+
+
+def with_definition_columns(context: dg.AssetExecutionContext, metadata: dict) -> dict:
+    """A materialization's metadata plus its asset's column lineage, and the PII tags on its column schema.
+
+    Both are derived once, when the definitions load (governance/lineage.py, governance/pii.py); each
+    materialization repeats them, so what a run produced can be read back with its lineage from the event log.
+    """
+    defined = context.assets_def.specs_by_key[context.asset_key].metadata
+    merged = dict(metadata)
+    if LINEAGE in defined:
+        merged[LINEAGE] = defined[LINEAGE]
+    known: dg.TableSchema | None = defined.get(SCHEMA)
+    if known is None:
+        return merged
+    produced: dg.TableSchema | None = merged.get(SCHEMA)
+    if produced is None:
+        merged[SCHEMA] = known
+        return merged
+    tags = {column.name: column.tags for column in known.columns if column.tags}
+    merged[SCHEMA] = dg.TableSchema(
+        columns=[
+            dg.TableColumn(c.name, c.type, c.description, c.constraints, tags.get(c.name) or c.tags)
+            for c in produced.columns
+        ]
+    )
+    return merged
+
+
 #: Metadata entries that show member data (a few selected or sent rows); project.yaml `payload_samples: false` drops them.
 SAMPLE_ENTRIES = ("sample", "preview", "payload_sample")
 

@@ -1,15 +1,14 @@
 """Models: one asset per SQL file, materialized as a table in the warehouse."""
 
 
-import hashlib
-
 import dagster as dg
 
 from ..delta.sql import ident
+from ..governance.provenance import file_sha256
 from ..project import ModelSpec
 from ..warehouse import Warehouse
 from .keys import MODELS, WAREHOUSE_POOL, model_key, source_key
-from .metadata import column_schema
+from .metadata import column_schema, with_definition_columns
 
 
 def build_model_asset(model: ModelSpec, project_root, warehouse_kind: str) -> dg.AssetsDefinition:
@@ -24,7 +23,8 @@ def build_model_asset(model: ModelSpec, project_root, warehouse_kind: str) -> dg
         owners=model.owners or None,
         kinds={warehouse_kind, "sql"},
         pool=WAREHOUSE_POOL,
-        code_version=hashlib.sha256(query.encode()).hexdigest()[:16],
+        # The file's sha256, as sync_runs records it (governance/provenance.py).
+        code_version=file_sha256(model.path)[:16],
         metadata={"file": str(relative), "sql": dg.MetadataValue.md(f"```sql\n{query}\n```")},
     )
     def _model(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
@@ -36,7 +36,9 @@ def build_model_asset(model: ModelSpec, project_root, warehouse_kind: str) -> dg
             rows = conn.fetch_one(f"SELECT count(*) FROM {ident(model.name)}")[0]
             columns = conn.table_columns(None, model.name)
         return dg.MaterializeResult(
-            metadata={"dagster/row_count": rows, "dagster/column_schema": column_schema(columns)}
+            metadata=with_definition_columns(
+                context, {"dagster/row_count": rows, "dagster/column_schema": column_schema(columns)}
+            )
         )
 
     return _model

@@ -6,11 +6,12 @@ import datetime as dt
 import dagster as dg
 
 from ..destinations import Destination, EventTarget, TerminalError
+from ..governance.provenance import code_version, file_sha256
 from ..project import ProjectError, StreamSpec, StreamSyncSpec
 from ..streams import StreamDataError, StreamReport, StreamShape, StreamTables, deliver_events
 from ..warehouse import Warehouse
 from .keys import STREAMS, WAREHOUSE_POOL, stream_key
-from .metadata import markdown_table, shown
+from .metadata import markdown_table, shown, with_definition_columns
 
 
 def stream_report_metadata(report: StreamReport) -> dict:
@@ -71,6 +72,10 @@ def build_stream_asset(
         group_name=STREAMS,
         deps=[upstream],
         partitions_def=partitions,
+        # The stream file, the destination's entry and who may receive its events.
+        code_version=code_version(
+            file_sha256(stream.path), {"type": destination.type_name, "settings": destination.settings}, allowed
+        ),
         description=f"Forwards new rows of `{stream.table}` as `{sync.event}` events to `{sync.destination}` "
         f"({destination.type_name}), by `{stream.cursor}`, each once by event id.",
         owners=stream.owners or None,
@@ -151,6 +156,6 @@ def build_stream_asset(
                 f"sent and recorded, {report.unsent} stay for the next run.",
                 metadata=metadata,
             )
-        return dg.MaterializeResult(metadata=metadata)
+        return dg.MaterializeResult(metadata=with_definition_columns(context, metadata))
 
     return _stream

@@ -14,7 +14,7 @@ from ..destinations import Destination, SyncTarget, TerminalError
 from ..project import AudienceSpec, ProjectError, SyncSpec
 from ..warehouse import Warehouse
 from .keys import SYNCS, WAREHOUSE_POOL, delta_key, sync_key
-from .metadata import markdown_table, shown
+from .metadata import markdown_table, shown, with_definition_columns
 
 
 def report_metadata(report: SyncReport, delta_run_id: str) -> dict:
@@ -128,7 +128,7 @@ def build_sync_asset(
                 f"{report.delivered} were delivered and recorded, {report.unsent} stay for the next run.",
                 metadata=metadata,
             )
-        return dg.MaterializeResult(metadata=metadata)
+        return dg.MaterializeResult(metadata=with_definition_columns(context, metadata))
 
     return _sync
 

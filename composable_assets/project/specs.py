@@ -76,6 +76,11 @@ class ProjectSettings(BaseModel):
     payload_samples: bool = True
     # The consent table destinations' `consent:` purposes are checked against (see governance/consent.py).
     consent: ConsentSpec | None = None
+    # Owners of every asset whose file names none (sources, governance assets, ...), e.g. the data team.
+    owners: list[str] = []
+    # Column name -> personal data category (email, phone, name, address, ... or `none`), beyond what column names
+    # say; see governance/pii.py.
+    pii: dict[str, str] = {}
     # People who asked to be forgotten: deleted at every destination, never sent again (see governance/deletion.py).
     deletion_requests: DeletionRequestsSpec | None = None
 
