@@ -136,3 +136,27 @@ def test_a_required_field_no_sync_sends_is_an_error_naming_the_audience_file(tmp
     with pytest.raises(ProjectError) as info:
         load_project(p.settings.project_dir)
     assert "high.yaml" in str(info.value) and "emial" in str(info.value) and "no sync sends" in str(info.value)
+
+
+def test_a_held_delta_sends_not_one_request_to_the_braze_stand_in(tmp_path: Path, fakes):
+    """The same gate over real HTTP: while the delta is held the Braze stand-in sees no request at all."""
+    p = GatedProject(tmp_path, "min_members: 0\nmax_remove_percent: 20\nmax_change_percent: 100\n")
+    (p.settings.project_dir / "destinations.yaml").write_text(
+        "rec_mirror: {type: braze, rest_endpoint: {env: BRAZE_REST_ENDPOINT}, api_key: {env: BRAZE_API_KEY}}\n"
+        "rec_upsert: {type: recording, batch_size: 3}\n"
+    )
+    braze = fakes["braze"]
+    p.set_people(people())
+    assert p.sync().success
+    assert len(braze.users) == 10
+    sent_before = len(braze.requests)
+
+    p.set_people(people({11: ("n", 1), 12: ("n", 2), 13: ("n", 3)}))  # 30% would be removed
+    for _ in range(2):  # the whole job, then the sync alone: both refuse
+        outcome = p.sync(only_syncs=bool(_))
+        assert not outcome.success
+    assert len(braze.requests) == sent_before
+
+    outcome = p.sync(tags={OVERRIDE_TAG: "max_remove_percent"})
+    assert outcome.success, outcome.errors
+    assert len(braze.requests) > sent_before and counts(outcome)["rec_mirror"] == (0, 0, 3, 0)
