@@ -230,6 +230,99 @@ def lineage(column: str) -> None:
 
 
 @cli.command()
+@click.argument("customer_id")
+@click.option("--audience", help="Only what this audience sent.")
+@click.option("--destination", help="Only what was sent to this destination.")
+@click.option("--since", help="Only what was sent on or after this day, YYYY-MM-DD.")
+def explain(customer_id: str, audience: str | None, destination: str | None, since: str | None) -> None:
+    """What was sent where for one person (an audience primary key), and why.
+
+    Every change sent (or rejected) per destination with the run, code and data it came from, the events streams
+    sent, what each destination holds now, audience membership, consent and deletion requests.
+    """
+    from .governance.provenance import explain as explain_person
+    from .warehouse import Warehouse
+
+    settings, project, _ = _load()
+    try:
+        day = dt.date.fromisoformat(since) if since else None
+    except ValueError as exc:
+        raise UserError(f"--since {since!r} is not a date like 2026-01-31.") from exc
+    with Warehouse(url=settings.warehouse_url).connect() as conn:
+        found = explain_person(conn, project, customer_id, audience=audience, destination=destination, since=day)
+    if not found.known:
+        raise UserError(
+            f"no record of {customer_id!r}: never sent to a destination, in no audience, no consent or deletion "
+            "request (the key is an audience's primary key, e.g. a customer_id)."
+        )
+    _print_explanation(found)
+
+
+def _print_explanation(found) -> None:
+    consents = ", ".join(f"{p} {'granted' if g else 'not granted'}" for p, g in sorted(found.consents.items()))
+    console.print(
+        f"[bold]{found.customer_id}[/]: member of {', '.join(found.audiences) or 'no audience'} now; "
+        f"consent: {consents or 'none recorded'}; deletion requests: {len(found.deletions) or 'none'}",
+        highlight=False,
+    )
+    for row in found.deletions:
+        details = ", ".join(f"{k}={v}" for k, v in row.items() if k != "table")
+        console.print(f"  deletion ({row['table']}): {details}", highlight=False)
+    for name in found.destinations:
+        changes = [c for c in found.changes if c.destination == name]
+        if changes:
+            table = Table(title=f"sent to {name}", title_justify="left")
+            for column in ("when (UTC)", "audience", "change", "fields sent", "status", "sync run", "code version",
+                           "audience file", "upstream"):
+                table.add_column(column)
+            for c in changes:
+                table.add_row(
+                    f"{c.at:%Y-%m-%d %H:%M:%S}", c.audience, c.op, _fields_sent(c),
+                    c.status + (f": {c.reason}" if c.reason else ""), c.sync_run_id[:8], c.code_version or "",
+                    (c.audience_sha256 or "")[:12],
+                    "\n".join(_upstream(name, version) for name, version in c.upstream.items()),
+                    style="red" if c.status == "rejected" else None,
+                )
+            console.print(table)
+        events = [e for e in found.events if e.destination == name]
+        if events:
+            table = Table("when (UTC)", "stream", "event", "event id", "properties", "status", "run",
+                          title=f"events sent to {name}", title_justify="left")
+            for e in events:
+                table.add_row(f"{e.at:%Y-%m-%d %H:%M:%S}", e.stream, e.event, e.event_id, _json(e.properties),
+                              e.status + (f": {e.reason}" if e.reason else ""), e.run_id[:8])
+            console.print(table)
+        for entry in (e for e in found.ledger if e.destination == name):
+            console.print(
+                f"{name} holds now (audience {entry.audience}, since {entry.synced_at:%Y-%m-%d %H:%M:%S}, "
+                f"run {entry.run_id[:8]}): {entry.identifier} {_json(entry.fields)}",
+                highlight=False,
+            )
+
+
+def _upstream(name: str, version: dict) -> str:
+    """An upstream asset as the delta saw it: its data version, and the run that materialized it (when known)."""
+    run = f" (run {version['run_id'][:8]})" if version.get("run_id") else ""
+    return f"{name} {version['data_version'][:8]}{run}"
+
+
+def _fields_sent(change) -> str:
+    """Add: every field; update: the changed fields, with what the destination had before; remove: nothing."""
+    if change.fields is None:
+        return "-" if change.op == "remove" else "(archived)"
+    if change.op == "update":
+        return ", ".join(f"{k}: {_json((change.previous or {}).get(k))} -> {_json(change.fields.get(k))}"
+                         for k in change.changed)
+    return _json(change.fields)
+
+
+def _json(value) -> str:
+    import json
+
+    return json.dumps(value, default=str, ensure_ascii=False)
+
+
+@cli.command()
 @click.option("--customers", default=2000, show_default=True, help="Size of the generated sample.")
 @click.option("--changes/--no-changes", default=True, show_default=True,
               help="After the first sync, apply a day of changes and sync again.")

@@ -1,10 +1,9 @@
 """Audiences: one asset per YAML file, the members of a model that meet its condition."""
 
 
-import hashlib
-
 import dagster as dg
 
+from ..governance.provenance import file_sha256, run_data_version
 from ..delta.snapshot import AudienceDataError, SyncShape, build_snapshot, snapshot_table
 from ..project import AudienceSpec, parse_where
 from ..warehouse import Warehouse
@@ -40,7 +39,8 @@ def build_audience_asset(
         kinds={warehouse_kind, "audience"},
         tags={"cadence": audience.cadence.replace(" ", "_").replace("*", "x")},
         pool=WAREHOUSE_POOL,
-        code_version=hashlib.sha256(audience.path.read_bytes()).hexdigest()[:16],
+        # The file's sha256, as sync_runs records it (governance/provenance.py).
+        code_version=file_sha256(audience.path)[:16],
         metadata={"file": audience.path.name, "where": audience.where or "(everyone)", "model": audience.model},
     )
     def _audience(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
@@ -73,7 +73,8 @@ def build_audience_asset(
                 "members": result.size,
                 "dagster/column_schema": column_schema(result.columns, hide_internal=True),
                 "sample": markdown_table(visible),
-            }, samples))
+            }, samples)),
+            data_version=run_data_version(context),
         )
 
     return _audience

@@ -7,6 +7,7 @@ import dagster as dg
 
 from ..delta.diff import compute_delta
 from ..governance.gates import judge_delta
+from ..governance.provenance import code_version, file_sha256
 from ..delta.snapshot import SyncShape
 from ..delta.tables import PairTables
 from ..project import AudienceSpec, SyncSpec
@@ -54,6 +55,9 @@ def build_delta_asset(
         kinds={warehouse_kind, "delta"},
         tags={"mode": sync.mode},
         pool=WAREHOUSE_POOL,
+        # What decides the rows: the audience file, and from the destination's entry only who may receive (consent);
+        # the gates decide whether they leave.
+        code_version=code_version(file_sha256(audience.path), sync.destination, shape.allowed, gates.model_dump()),
         metadata={"mode": sync.mode, "destination": sync.destination, "gates": gates.model_dump_json()},
         # Send gates: a failed one stops the run before the sync (nothing leaves); see project/gates.py.
         check_specs=[

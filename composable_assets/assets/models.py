@@ -4,7 +4,7 @@
 import dagster as dg
 
 from ..delta.sql import ident
-from ..governance.provenance import file_sha256
+from ..governance.provenance import file_sha256, run_data_version
 from ..project import ModelSpec
 from ..warehouse import Warehouse
 from .keys import MODELS, WAREHOUSE_POOL, model_key, source_key
@@ -38,7 +38,8 @@ def build_model_asset(model: ModelSpec, project_root, warehouse_kind: str) -> dg
         return dg.MaterializeResult(
             metadata=with_definition_columns(
                 context, {"dagster/row_count": rows, "dagster/column_schema": column_schema(columns)}
-            )
+            ),
+            data_version=run_data_version(context),
         )
 
     return _model

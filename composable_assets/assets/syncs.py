@@ -8,11 +8,15 @@ import dagster as dg
 from ..delta.delivery import SyncReport, deliver
 from ..delta.diff import latest_delta_run
 from ..governance.gates import blocking_gates
+from ..governance.provenance import (
+    SyncRun, code_version, file_sha256, finish_quietly, finish_sync_run, model_file, start_sync_run, upstream_versions,
+)
 from ..project.gates import OVERRIDE_TAG
 from ..delta.tables import PairTables
 from ..destinations import Destination, SyncTarget, TerminalError
 from ..project import AudienceSpec, ProjectError, SyncSpec
 from ..warehouse import Warehouse
+from .deltas import utc_now
 from .keys import SYNCS, WAREHOUSE_POOL, delta_key, sync_key
 from .metadata import markdown_table, shown, with_definition_columns
 
@@ -52,6 +56,10 @@ def build_sync_asset(
     tables = PairTables(schema, audience.name, sync.destination)
     options = destination.sync_options(sync.options)
     capabilities = destination.capabilities
+    # Provenance: the code a delivered row came from (recorded per run in sync_runs; see governance/provenance.py).
+    audience_sha256 = file_sha256(audience.path)
+    model_sha256 = file_sha256(model_file(audience.path, audience.model))
+    version = code_version(audience_sha256, {"type": destination.type_name, "settings": destination.settings})
     if sync.mode == "mirror" and "remove" not in capabilities.operations:
         raise ProjectError(
             f"destination `{sync.destination}` ({destination.type_name}) cannot remove members; use mode: upsert",
@@ -70,6 +78,7 @@ def build_sync_asset(
         tags={"mode": sync.mode, "destination_type": destination.type_name},
         pool=WAREHOUSE_POOL,
         freshness_policy=freshness_policy,
+        code_version=version,
         metadata={
             "destination": sync.destination,
             "mode": sync.mode,
@@ -100,6 +109,10 @@ def build_sync_asset(
         with warehouse.connect() as conn:
             tables.ensure(conn)
             run = _delta_to_deliver(conn, tables, partition)
+            upstream = upstream_versions(context.instance, delta_key(audience.name, sync.destination),
+                                         context.partition_key, run.run_id)
+            start_sync_run(conn, tables, SyncRun(context.run.run_id, partition, run.run_id, version, audience_sha256,
+                                                 model_sha256, upstream), utc_now())
             try:
                 with destination.open(target) as session:
                     report = deliver(
@@ -116,7 +129,12 @@ def build_sync_asset(
                         ),
                     )
             except TerminalError as exc:
+                finish_quietly(conn, tables, context.run.run_id, utc_now())
                 raise dg.Failure(description=f"{sync.destination}: {exc}") from exc
+            except BaseException:
+                finish_quietly(conn, tables, context.run.run_id, utc_now())
+                raise
+            finish_sync_run(conn, tables, context.run.run_id, report, utc_now())
         metadata = shown(report_metadata(report, run.run_id), samples)
         context.log.info(
             f"sync of {audience.name} -> {sync.destination}: {report.added} added, {report.updated} updated, "

@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator
 
 from ..destinations import BatchResult, Record, Session, TransientError
 from .diff import DeltaRun
-from .ledger import clear_intents, fold_acks, record_acks, record_intent
+from .ledger import clear_intents, fold_acks, record_acks, record_intent, record_rejections
 from .tables import PairTables
 
 # Rows read from the warehouse per query; split into destination-sized batches in memory.
@@ -245,6 +245,4 @@ def _checkpoint(conn, tables, answered: list[tuple[list[Record], BatchResult]], 
         if len(report.sample) < SAMPLE_SIZE:
             report.sample += result.payloads[: SAMPLE_SIZE - len(report.sample)]
     record_acks(conn, tables, sync_run_id, ranges, now)
-    if failures:
-        placeholders = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(failures))
-        conn.execute(f"INSERT INTO {tables.failures} VALUES {placeholders}", [v for row in failures for v in row])
+    record_rejections(conn, tables, failures)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from .tables import PairTables
+from .tables import SYNC_LOG_COLUMNS, PairTables
+
+# The sync log's columns, in the order the SELECTs below produce them.
+_LOG_COLUMNS = ", ".join(SYNC_LOG_COLUMNS)
 
 
 def record_acks(conn, tables: PairTables, run_id: str, ranges: list[tuple[int, int]], now: dt.datetime) -> None:
@@ -54,6 +57,15 @@ def fold_acks(conn, tables: PairTables) -> int:
     )
     conn.execute("BEGIN TRANSACTION")
     try:
+        # Provenance: every acknowledged row (not only each key's latest) enters the sync log with the fold.
+        conn.execute(
+            f"INSERT INTO {tables.sync_log} ({_LOG_COLUMNS}) "
+            "SELECT d._partition, a.run_id, a.audience, a.destination, d._key, d._identifier, d._op, d._hash, "
+            "'delivered', CAST(NULL AS VARCHAR), d._run_id, d._seq, a.acked_at "
+            f"FROM {tables.acks} AS a JOIN {tables.delta} AS d ON d._seq BETWEEN a.first_seq AND a.last_seq "
+            "WHERE a.audience = ? AND a.destination = ? AND NOT a.folded",
+            [tables.audience, tables.destination],
+        )
         if conn.has_merge:
             _merge(conn, tables, acked)
         else:
@@ -67,6 +79,32 @@ def fold_acks(conn, tables: PairTables) -> int:
         conn.execute("ROLLBACK")
         raise
     return pending
+
+
+def record_rejections(conn, tables: PairTables, rows: list[list]) -> None:
+    """Record rejected delta rows in sync_failures and the sync log, together (one transaction).
+
+    `rows`: [audience, destination, partition, run_id, seq, key, op, reason, failed_at] each, of one run and one failed_at.
+    """
+    if not rows:
+        return
+    placeholders = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(rows))
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        conn.execute(f"INSERT INTO {tables.failures} VALUES {placeholders}", [v for row in rows for v in row])
+        # The identifier and hash come from the delta row; run id, time and seq range select just these rows.
+        conn.execute(
+            f"INSERT INTO {tables.sync_log} ({_LOG_COLUMNS}) "
+            "SELECT f.partition_date, f.run_id, f.audience, f.destination, f.key, d._identifier, f.op, d._hash, "
+            "'rejected', f.reason, d._run_id, f.seq, f.failed_at "
+            f"FROM {tables.failures} AS f JOIN {tables.delta} AS d ON d._seq = f.seq "
+            "WHERE f.audience = ? AND f.destination = ? AND f.run_id = ? AND f.failed_at = ? AND f.seq BETWEEN ? AND ?",
+            [tables.audience, tables.destination, rows[0][3], rows[0][8], min(r[4] for r in rows), max(r[4] for r in rows)],
+        )
+        conn.execute("COMMIT")
+    except Exception:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def _merge(conn, tables: PairTables, acked: str) -> None:

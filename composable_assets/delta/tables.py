@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..governance.deletion_log import ensure_deletion_log
 from ..warehouse import Connection
 from .sql import ident, table
 
@@ -13,6 +14,22 @@ SYNC_ACKS = "sync_acks"
 SYNC_FAILURES = "sync_failures"
 SYNC_INFLIGHT = "sync_inflight"
 GATE_RESULTS = "gate_results"
+# Provenance (governance/provenance.py): one row per delivered or rejected row, one per sync run of a pair.
+SYNC_LOG = "sync_log"
+SYNC_RUNS = "sync_runs"
+# Column -> type, in table order; the payload stays in the delta's `_fields` (member data is not copied twice).
+SYNC_LOG_COLUMNS = {
+    "partition_date": "DATE", "sync_run_id": "VARCHAR", "audience": "VARCHAR", "destination": "VARCHAR",
+    "key": "VARCHAR", "identifier": "VARCHAR", "op": "VARCHAR", "row_hash": "VARCHAR", "status": "VARCHAR",
+    "reason": "VARCHAR", "delta_run_id": "VARCHAR", "seq": "BIGINT", "recorded_at": "TIMESTAMP",
+}
+SYNC_RUNS_COLUMNS = {
+    "run_id": "VARCHAR", "partition_date": "DATE", "audience": "VARCHAR", "destination": "VARCHAR",
+    "delta_run_id": "VARCHAR", "code_version": "VARCHAR", "package_version": "VARCHAR",
+    "audience_sha256": "VARCHAR", "model_sha256": "VARCHAR", "upstream_versions": "VARCHAR", "status": "VARCHAR",
+    "added": "BIGINT", "updated": "BIGINT", "removed": "BIGINT", "failed": "BIGINT", "unsent": "BIGINT",
+    "started_at": "TIMESTAMP", "finished_at": "TIMESTAMP",
+}
 
 
 @dataclass(frozen=True)
@@ -55,9 +72,19 @@ class PairTables:
     def gates(self) -> str:
         return table(self.schema, GATE_RESULTS)
 
+    @property
+    def sync_log(self) -> str:
+        return table(self.schema, SYNC_LOG)
+
+    @property
+    def sync_runs(self) -> str:
+        return table(self.schema, SYNC_RUNS)
+
     def ensure(self, conn: Connection) -> None:
         """Create what does not exist yet (idempotent, cheap)."""
         conn.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(self.schema)}")
+        # Every delta's condition on who may be sent reads the proof of deletion requests (governance/consent.py).
+        ensure_deletion_log(conn, self.schema)
         conn.execute(
             f"CREATE TABLE IF NOT EXISTS {self.ledger} ("
             "_key VARCHAR NOT NULL, _identifier VARCHAR, _hash VARCHAR NOT NULL, _fields JSON, "
@@ -100,3 +127,5 @@ class PairTables:
             "audience VARCHAR NOT NULL, destination VARCHAR NOT NULL, run_id VARCHAR NOT NULL, "
             "first_seq BIGINT NOT NULL, last_seq BIGINT NOT NULL, started_at TIMESTAMP NOT NULL)"
         )
+        for name, columns in ((self.sync_log, SYNC_LOG_COLUMNS), (self.sync_runs, SYNC_RUNS_COLUMNS)):
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {name} ({', '.join(f'{c} {t}' for c, t in columns.items())})")
