@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import dagster as dg
 
+from .assets.archive import archive_job, archive_schedule, build_archive_asset, outbox_folders
 from .assets.audiences import build_audience_asset, sync_shapes
 from .assets.deltas import build_delta_asset
 from .assets.keys import audience_key, delta_key, model_key, source_key, sync_key
@@ -218,6 +219,10 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
                     heartbeat_interval(stream.cadence, stream.freshness),
                 )
             )
+    # Archival: days older than the retention leave the hot tables for Parquet files (governance/archive.py).
+    assets.append(build_archive_asset(project, settings.data_dir, outbox_folders(destinations), kind))
+    jobs.append(old_days := archive_job())
+    schedules.append(archive_schedule(old_days, project.settings.timezone))
     if watches:
         minute_job = minute_level_job(watches)
         jobs.append(minute_job)

@@ -7,6 +7,7 @@ import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import parse_qs, urlparse
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
@@ -56,6 +57,46 @@ class DeletionRequestsSpec(BaseModel):
     id: str = Field(default="request_id", min_length=1)
 
 
+# URL query parameters that would carry an object store's credentials: they come from the standard environment
+# variables (AWS_ACCESS_KEY_ID, GOOGLE_APPLICATION_CREDENTIALS, ...) instead, never from a project file.
+_SECRET_URL_PARAMETERS = ("access_key", "secret_key", "session_token", "password", "token", "credentials", "sas_token")
+_ARCHIVE_SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "abfs", "abfss")
+
+
+class ArchiveSpec(BaseModel):
+    """Archival (project.yaml `archive:`): old days of delta logs, sync logs and outboxes move to Parquet files."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Days older than this (before today in the project's timezone) leave the hot tables; see governance/archive.py.
+    retention_days: int = Field(default=90, ge=1)
+    # Where the files go: None is `<data dir>/archive`; else an absolute folder or a URL (s3://bucket/prefix,
+    # gs://bucket/prefix, file:///folder) opened with pyarrow.fs.FileSystem.from_uri.
+    url: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url_without_secrets(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parsed = urlparse(value)
+        if not parsed.scheme:
+            if not value.startswith("/"):
+                raise ValueError(f"archive url must be an absolute folder or a URL like s3://bucket/prefix, got {value!r}")
+            return value
+        if parsed.scheme not in _ARCHIVE_SCHEMES:
+            raise ValueError(
+                f"archive url scheme {parsed.scheme!r} is not supported; use one of {', '.join(_ARCHIVE_SCHEMES)}"
+            )
+        secrets = sorted(k for k in parse_qs(parsed.query) if k.lower() in _SECRET_URL_PARAMETERS)
+        if parsed.username or parsed.password or secrets:
+            raise ValueError(
+                "archive url must not carry credentials; the object store's client reads them from its standard "
+                "environment variables (e.g. AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, GOOGLE_APPLICATION_CREDENTIALS)"
+            )
+        return value
+
+
 class ProjectSettings(BaseModel):
     """project.yaml; the loader defaults `name` to the project folder's name."""
 
@@ -76,6 +117,8 @@ class ProjectSettings(BaseModel):
     payload_samples: bool = True
     # The consent table destinations' `consent:` purposes are checked against (see governance/consent.py).
     consent: ConsentSpec | None = None
+    # Archival of old days to Parquet files (see governance/archive.py).
+    archive: ArchiveSpec = ArchiveSpec()
     # Owners of every asset whose file names none (sources, governance assets, ...), e.g. the data team.
     owners: list[str] = []
     # Column name -> personal data category (email, phone, name, address, ... or `none`), beyond what column names
