@@ -9,6 +9,7 @@ import dagster as dg
 from .assets.archive import archive_job, archive_schedule, build_archive_asset, outbox_folders
 from .assets.audiences import build_audience_asset, sync_shapes
 from .assets.deltas import build_delta_asset
+from .assets.deletions import build_deletion_asset, deletion_job
 from .assets.keys import audience_key, delta_key, model_key, source_key, sync_key
 from .assets.models import build_model_asset
 from .assets.sources import build_landing_loader, build_source_observer
@@ -22,11 +23,15 @@ from .destinations import DESTINATION_TYPES, Destination, build_destination
 from .landing import landing_folders
 from .governance.lineage import as_metadata, column_lineage
 from .governance.pii import pii_categories, tagged_schema
-from .governance.consent import consent_conditions
+from .governance.consent import consent_conditions, member_key_column
 from .project import Project, ProjectError, StreamSpec, load_project
 from .project.gates import resolve_gates
 from .settings import Settings
 from .warehouse import Warehouse
+
+
+# Deletion requests are worked daily before the daily and weekly syncs (06:00), so those find them purged.
+DELETION_CRON = "30 5 * * *"
 
 
 def daily_partitions(project: Project) -> dg.DailyPartitionsDefinition:
@@ -100,7 +105,7 @@ def stream_selection(project: Project, stream: str, destination: str | None = No
 
 def stream_conditions(project: Project, stream: StreamSpec) -> tuple[StreamSpec, dict[str, str]]:
     """The stream with its member key column resolved, and destination -> who may be sent its events (consent)."""
-    key = stream.key or (project.settings.consent.key if project.settings.consent else None)
+    key = member_key_column(project, stream)
     conditions = consent_conditions(project, column=key or "_key")
     needing = [s.destination for s in stream.syncs if s.destination in conditions]
     if needing and key is None:
@@ -146,7 +151,10 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
 
     assets: list = [build_model_asset(m, project.root, kind) for m in project.models.values()]
     landing = landing_folders(project.settings.landing, settings.data_dir)
-    source_observer = build_source_observer([t for t in project.sources if t not in landing], kind)
+    requests = project.settings.deletion_requests
+    # The deletion requests table is a source even when no model reads it: its asset depends on it.
+    extra = [requests.table] if requests and requests.table not in (*project.sources, *landing) else []
+    source_observer = build_source_observer([t for t in [*project.sources, *extra] if t not in landing], kind)
     if source_observer is not None:
         assets.append(source_observer)
     landing_loader = build_landing_loader(landing, schema, kind)
@@ -219,6 +227,20 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
                     heartbeat_interval(stream.cadence, stream.freshness),
                 )
             )
+    if requests is not None:
+        assets.append(build_deletion_asset(project, destinations, kind))
+        jobs.append(forget_job := deletion_job())
+        # On by default: honouring requests must not wait for someone to switch a schedule on.
+        schedules.append(
+            dg.ScheduleDefinition(
+                name="deletion_requests_schedule",
+                job=forget_job,
+                cron_schedule=DELETION_CRON,
+                execution_timezone=project.settings.timezone,
+                default_status=dg.DefaultScheduleStatus.RUNNING,
+                description="Honour new deletion requests daily at 05:30, before the 06:00 syncs.",
+            )
+        )
     # Archival: days older than the retention leave the hot tables for Parquet files (governance/archive.py).
     assets.append(build_archive_asset(project, settings.data_dir, outbox_folders(destinations), kind))
     jobs.append(old_days := archive_job())

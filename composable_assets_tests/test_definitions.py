@@ -18,7 +18,9 @@ def test_layers_keys_and_groups(tmp_path):
     groups: dict[str, set[str]] = {}
     for key in graph.get_all_asset_keys():
         groups.setdefault(graph.get(key).group_name, set()).add(key.to_user_string())
-    assert groups["sources"] == {f"source/{t}" for t in ("customers", "orders", "web_events")}
+    # deletion_requests: read by no model, but the source of governance/deletion_requests.
+    assert groups["sources"] == {f"source/{t}" for t in ("customers", "orders", "web_events", "deletion_requests")}
+    assert "governance/deletion_requests" in groups["governance"]
     assert groups["models"] == {"model/customer_profiles", "model/cart_abandoners", "model/order_events"}
     assert groups["streams"] == {f"stream/purchases/{d}" for d in ("braze", "iterable", "outbox")}
     assert groups["audiences"] == {

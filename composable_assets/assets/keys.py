@@ -31,3 +31,11 @@ def sync_key(audience: str, destination: str) -> dg.AssetKey:
 
 def stream_key(stream: str, destination: str) -> dg.AssetKey:
     return dg.AssetKey(["stream", stream, destination])
+
+
+GOVERNANCE = "governance"
+
+
+def governance_key(name: str) -> dg.AssetKey:
+    """Project-wide governance work, e.g. `governance/deletion_requests`."""
+    return dg.AssetKey([GOVERNANCE, name])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..governance.deletion_log import ensure_deletion_log
 from ..warehouse import Connection
 from .sql import ident, table
 
@@ -82,6 +83,8 @@ class PairTables:
     def ensure(self, conn: Connection) -> None:
         """Create what does not exist yet (idempotent, cheap)."""
         conn.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(self.schema)}")
+        # Every delta's condition on who may be sent reads the proof of deletion requests (governance/consent.py).
+        ensure_deletion_log(conn, self.schema)
         conn.execute(
             f"CREATE TABLE IF NOT EXISTS {self.ledger} ("
             "_key VARCHAR NOT NULL, _identifier VARCHAR, _hash VARCHAR NOT NULL, _fields JSON, "

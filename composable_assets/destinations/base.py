@@ -49,6 +49,8 @@ class Capabilities:
     event_batch_size: int | None = None
     event_requests_per_window: int | None = None
     event_window_seconds: float | None = None
+    #: Deletion requests: at most this many identifiers per `Destination.forget` call; None: it cannot forget anyone.
+    forget_batch_size: int | None = None
 
 
 class NoOptions(BaseModel):
@@ -124,6 +126,38 @@ class Event:
     properties: dict[str, Any]
     #: Values of the columns the destination's event options name (e.g. Braze purchase `price`), by option name.
     extras: dict[str, Any] = field(default_factory=dict)
+
+
+#: What became of one identifier a destination was asked to forget (the proof in `deletion_log`).
+DELETED, NOT_FOUND, FAILED, PURGED = "deleted", "not_found", "failed", "purged"
+
+
+@dataclass(frozen=True)
+class ForgetTarget:
+    """Whom a destination is asked to forget: the identifier type, and the delivery through which it knew them."""
+
+    destination: str
+    identifier_type: str
+    run_id: str
+    #: The audience (or stream) whose deliveries reached the person: Braze aliases and CDI tables are per audience.
+    source: str
+    #: That sync's (or stream sync's) validated options, e.g. Braze `alias_label`.
+    options: BaseModel = field(default_factory=NoOptions)
+    #: The warehouse resource and internal schema, for destinations that write there instead of calling an API.
+    warehouse: Any = None
+    schema: str = "composable"
+
+
+@dataclass(frozen=True)
+class Forgotten:
+    """One identifier's outcome: DELETED, NOT_FOUND (already gone), FAILED (tried again next run) or PURGED (our copy).
+
+    `response` is what the destination answered (status and a short body), secrets redacted.
+    """
+
+    identifier: str
+    status: str
+    response: str
 
 
 @dataclass
@@ -234,6 +268,14 @@ class Destination(ABC):
     def open_events(self, target: EventTarget) -> Session:
         """Start delivering one stream's events."""
         raise TerminalError(f"destination {self.name} ({self.type_name}) cannot take events")
+
+    def forget(self, target: ForgetTarget, identifiers: Sequence[str]) -> list[Forgotten]:
+        """Delete these people (at most `capabilities.forget_batch_size`); one outcome per identifier, in order.
+
+        Raise TransientError/TerminalError when nothing could be done at all: every identifier then counts as failed
+        and is tried again next run.
+        """
+        raise TerminalError(f"destination {self.name} ({self.type_name}) cannot delete people")
 
 
 def generic_event(event: Event, identifier_type: str) -> dict[str, Any]:

@@ -43,12 +43,17 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..project import SecretRef, resolve_setting
 from .base import (
+    DELETED,
+    FAILED,
+    NOT_FOUND,
     BatchResult,
     Capabilities,
     Destination,
     DestinationError,
     Event,
     EventTarget,
+    ForgetTarget,
+    Forgotten,
     Record,
     Session,
     SyncTarget,
@@ -144,6 +149,7 @@ class Braze(Destination):
             event_batch_size=config.event_batch_size,
             event_requests_per_window=config.track_limit.requests,
             event_window_seconds=config.track_limit.window_seconds,
+            forget_batch_size=IDS_PER_REQUEST,
         )
 
     def _connect(self) -> tuple[HttpClient, dict[str, RateBudget]]:
@@ -164,6 +170,28 @@ class Braze(Destination):
 
     def open_events(self, target: EventTarget) -> Session:
         return BrazeEventSession(*self._connect(), target)
+
+    def forget(self, target: ForgetTarget, identifiers: Sequence[str]) -> list[Forgotten]:
+        """POST /users/delete (50 ids, one identifier type a request), on the workspace's delete budget.
+
+        Braze answers a count, not which ids it found: 0 means none was there (not_found); otherwise every id is
+        recorded deleted, with the count in the response. The deletion itself is asynchronous at Braze.
+        """
+        client, rate_budgets = self._connect()
+        try:
+            label = getattr(target.options, "alias_label", None) or target.source
+            body = users_delete_body(target.identifier_type, list(identifiers), label)
+            response = client.request("POST", "/users/delete", json=body, budget=rate_budgets["delete"])
+            answer = client.answer(response)
+            if response.status_code >= 400:
+                status = FAILED
+            else:
+                status = NOT_FOUND if _json(response).get("deleted") == 0 else DELETED
+            return [Forgotten(identifier, status, answer) for identifier in identifiers]
+        finally:
+            client.close()
+            for budget in rate_budgets.values():
+                budget.close()
 
     def payloads(self, batch: Sequence[Record], target: SyncTarget) -> list[dict[str, Any]]:
         options = target.options
@@ -207,6 +235,17 @@ def removal_object(record: Record, target: SyncTarget, options: BrazeSyncOptions
     obj = identifier_object(record, target, options)
     obj[options.membership_attribute or f"in_{target.audience}"] = None
     return obj
+
+
+def users_delete_body(kind: str, ids: list[str], alias_label: str) -> dict[str, Any]:
+    """The body of POST /users/delete for ids of one identifier type (Braze takes one type a request)."""
+    if kind == "external_id":
+        return {"external_ids": ids}
+    if kind == "user_alias":
+        return {"user_aliases": [{"alias_name": i, "alias_label": alias_label} for i in ids]}
+    # email or phone: Braze needs a prioritization to pick one profile
+    key, field = ("email_addresses", "email") if kind == "email" else ("phone_numbers", "phone")
+    return {key: [{field: i, "prioritization": ["identified", "most_recently_updated"]} for i in ids]}
 
 
 def _removal_endpoint(options: BrazeSyncOptions) -> str:
@@ -262,16 +301,8 @@ class BrazeSession(Session):
         result.payloads.extend(objects)
 
     def _delete(self, records: list[Record], result: BatchResult) -> None:
-        kind = self.target.identifier_type
-        ids = [r.identifier for r in records]
-        if kind == "external_id":
-            body: dict[str, Any] = {"external_ids": ids}
-        elif kind == "user_alias":
-            label = self.options.alias_label or self.target.audience
-            body = {"user_aliases": [{"alias_name": i, "alias_label": label} for i in ids]}
-        else:  # email or phone: Braze needs a prioritization to pick one profile
-            key, field = ("email_addresses", "email") if kind == "email" else ("phone_numbers", "phone")
-            body = {key: [{field: i, "prioritization": ["identified", "most_recently_updated"]} for i in ids]}
+        label = self.options.alias_label or self.target.audience
+        body = users_delete_body(self.target.identifier_type, [r.identifier for r in records], label)
         self._ids_request("/users/delete", body, records, result, self.budgets["delete"])
 
     def _unsubscribe(self, records: list[Record], result: BatchResult) -> None:

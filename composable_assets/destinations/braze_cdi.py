@@ -47,6 +47,12 @@ latest UPDATED_AT + 1 µs), then 1 µs more per row. Braze's watermark is inclus
 share a timestamp, and a clock that steps back cannot hide rows behind the watermark. A batch is
 written in one transaction; written rows count as acknowledged (Braze picks them up on its next
 scheduled sync, which this destination neither triggers nor watches).
+
+Deletion requests (governance/deletion.py): a person to forget gets a row in the audience's
+USERS_DELETE_SYNC table (external id or alias; Braze deletes the profile on its next sync), and their
+rows still staged in USERS_ATTRIBUTES_SYNC are deleted, in one transaction. CDI cannot delete by
+email or phone: such a person's staged rows are purged and the deletion is recorded as failed, to be
+done through the REST API.
 """
 
 from __future__ import annotations
@@ -60,7 +66,19 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..delta.sql import ident, table
 from ..delta.tables import PairTables
-from .base import BatchResult, Capabilities, Destination, Record, Session, SyncTarget, TerminalError
+from .base import (
+    DELETED,
+    FAILED,
+    BatchResult,
+    Capabilities,
+    Destination,
+    ForgetTarget,
+    Forgotten,
+    Record,
+    Session,
+    SyncTarget,
+    TerminalError,
+)
 from .changes import changed_fields
 from ..warehouse.base import insert_rows
 
@@ -277,7 +295,7 @@ class BrazeCdi(Destination):
     @property
     def capabilities(self) -> Capabilities:
         # One writer at a time keeps each table's UPDATED_AT sequence strictly increasing.
-        return Capabilities(batch_size=BATCH_SIZE, concurrency=1)
+        return Capabilities(batch_size=BATCH_SIZE, concurrency=1, forget_batch_size=LOOKUP_CHUNK)
 
     def open(self, target: SyncTarget) -> Session:
         options: BrazeCdiOptions = target.options
@@ -294,14 +312,64 @@ class BrazeCdi(Destination):
                 f"destination {self.name}: Braze CDI cannot delete users by {identifier_type}; "
                 "use on_remove: clear_attribute with a membership_attribute"
             )
-        settings = BrazeCdiSettings.model_validate(self.settings)
-        tables = CdiTables.of(settings, target.audience)
         with target.warehouse.connect() as conn:
-            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(settings.schema_name)}")
-            for name, columns in ((tables.attributes, ATTRIBUTES_COLUMNS), (tables.delete, DELETE_COLUMNS)):
-                spec = ", ".join(f"{ident(c)} {t}" for c, t in columns.items())
-                conn.execute(f"CREATE TABLE IF NOT EXISTS {name} ({spec})")
+            tables = self._tables(conn, target.audience)
         return BrazeCdiSession(target, tables)
+
+    def _tables(self, conn, audience: str) -> CdiTables:
+        """The audience's CDI tables, created if missing."""
+        settings = BrazeCdiSettings.model_validate(self.settings)
+        tables = CdiTables.of(settings, audience)
+        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(settings.schema_name)}")
+        for name, columns in ((tables.attributes, ATTRIBUTES_COLUMNS), (tables.delete, DELETE_COLUMNS)):
+            spec = ", ".join(f"{ident(c)} {t}" for c, t in columns.items())
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {name} ({spec})")
+        return tables
+
+    def forget(self, target: ForgetTarget, identifiers: Sequence[str]) -> list[Forgotten]:
+        """Delete rows for Braze to pull, and the person's staged attribute rows purged (see the module docstring)."""
+        kind = target.identifier_type
+        label = getattr(target.options, "alias_label", None)
+        if kind == "user_alias":
+            columns = {"ALIAS_NAME": None, "ALIAS_LABEL": label}
+        elif kind in IDENTIFIER_TYPES:
+            columns = {kind.upper(): None}
+        else:
+            raise TerminalError(f"destination {self.name}: Braze CDI identifies users by {', '.join(IDENTIFIER_TYPES)}")
+        identifier_column = next(iter(columns))
+        staged_by = " AND ".join(
+            f"{ident(c)} = ?" if value is not None else f"{ident(c)} IN ({', '.join(['?'] * len(identifiers))})"
+            for c, value in columns.items()
+        )
+        params = [v for c, value in columns.items() for v in ([value] if value is not None else identifiers)]
+        with target.warehouse.connect() as conn:
+            tables = self._tables(conn, target.source)
+            conn.execute("BEGIN TRANSACTION")
+            try:
+                staged = dict(conn.fetch_all(
+                    f"SELECT {ident(identifier_column)}, count(*) FROM {tables.attributes} WHERE {staged_by} "
+                    f"GROUP BY {ident(identifier_column)}",
+                    params,
+                ))
+                conn.execute(f"DELETE FROM {tables.attributes} WHERE {staged_by}", params)
+                if kind in DELETABLE_BY:
+                    rows = [CdiRow(0, {**columns, identifier_column: i}, None) for i in identifiers]
+                    _insert(conn, tables.delete, DELETE_COLUMNS, rows)
+                conn.execute("COMMIT")
+            except Exception:
+                conn.execute("ROLLBACK")
+                raise
+        if kind in DELETABLE_BY:
+            return [
+                Forgotten(i, DELETED, f"delete row written to {tables.delete} for Braze's next CDI sync; "
+                          f"{staged.get(i, 0)} staged attribute rows purged")
+                for i in identifiers
+            ]
+        return [
+            Forgotten(i, FAILED, f"Braze CDI cannot delete users by {kind}; {staged.get(i, 0)} staged attribute "
+                      "rows purged; delete the profile through the Braze REST API")
+            for i in identifiers
+        ]
 
     def payloads(self, batch: Sequence[Record], target: SyncTarget) -> list[dict[str, Any]]:
         with target.warehouse.connect() as conn:

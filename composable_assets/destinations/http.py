@@ -237,6 +237,11 @@ class HttpClient:
             text = text.replace(secret, "***")
         return text
 
+    def answer(self, response: requests.Response, chars: int = 200) -> str:
+        """`HTTP <status>: <start of the body>` on one line, secrets redacted: what a proof or failure keeps."""
+        body = " ".join(self.redact(response.text[:chars]).split())
+        return f"HTTP {response.status_code}: {body}" if body else f"HTTP {response.status_code}"
+
     def _count(self, name: str, amount: float) -> None:
         with self._stats_lock:
             self._stats[name] += amount

@@ -32,12 +32,29 @@ from urllib.parse import quote
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..project import SecretRef, resolve_setting
-from .base import BatchResult, Capabilities, Destination, Event, EventTarget, NoOptions, Record, Session, SyncTarget
+from .base import (
+    DELETED,
+    FAILED,
+    NOT_FOUND,
+    BatchResult,
+    Capabilities,
+    Destination,
+    DestinationError,
+    Event,
+    EventTarget,
+    ForgetTarget,
+    Forgotten,
+    NoOptions,
+    Record,
+    Session,
+    SyncTarget,
+)
 from .changes import changed_fields
 from .http import ApiSettings, HttpClient, Limit, RateBudget, account_key, budgets
 
 MAX_BODY_BYTES = 4_000_000  # documented limit is 4 MB; stay a little under 4 MiB
 MAX_EVENT_ID_BYTES = 512  # trackBulk: "this ID cannot be longer than 512 bytes"
+FORGET_BATCH = 100  # people per forget call: one second of the documented 100 deletes/s
 
 
 class IterableSettings(ApiSettings):
@@ -84,6 +101,8 @@ class Iterable(Destination):
             event_batch_size=config.event_batch_size,
             event_requests_per_window=config.track_bulk_limit.requests,
             event_window_seconds=config.track_bulk_limit.window_seconds,
+            # One DELETE per person; a call takes this many, on the delete budget.
+            forget_batch_size=FORGET_BATCH,
         )
 
     def _connect(self) -> tuple[HttpClient, dict[str, RateBudget]]:
@@ -110,6 +129,35 @@ class Iterable(Destination):
     def open_events(self, target: EventTarget) -> Session:
         return IterableEventSession(*self._connect(), target, self.config)
 
+    def forget(self, target: ForgetTarget, identifiers: Sequence[str]) -> list[Forgotten]:
+        """DELETE /api/users/{email} or /api/users/byUserId/{userId}, one person a request.
+
+        A 400 "User does not exist" counts as already deleted (not_found). Once a request fails after its retries,
+        the rest of the call is not tried (the API is down): they stay failed for the next run.
+        """
+        client, rate_budgets = self._connect()
+        outcomes: list[Forgotten] = []
+        try:
+            for identifier in identifiers:
+                try:
+                    response = client.request(
+                        "DELETE", user_path(target.identifier_type, identifier), budget=rate_budgets["delete"]
+                    )
+                except DestinationError as exc:
+                    outcomes.append(Forgotten(identifier, FAILED, client.redact(str(exc))))
+                    break
+                if response.status_code < 400:
+                    status = DELETED
+                else:
+                    status = NOT_FOUND if "does not exist" in _message(response) else FAILED
+                outcomes.append(Forgotten(identifier, status, client.answer(response)))
+        finally:
+            client.close()
+            for budget in rate_budgets.values():
+                budget.close()
+        left = identifiers[len(outcomes):]
+        return outcomes + [Forgotten(i, FAILED, "not tried: an earlier delete of this call failed") for i in left]
+
     def payloads(self, batch: Sequence[Record], target: SyncTarget) -> list[dict[str, Any]]:
         return [
             {"endpoint": "/api/users/bulkUpdate", "user": user_object(r, target)}
@@ -129,10 +177,15 @@ def user_object(record: Record, target: SyncTarget) -> dict[str, Any]:
 
 def _removal_path(record: Record, target: SyncTarget) -> str:
     if target.options.on_remove == "delete" or target.options.list_id is None:
-        if target.identifier_type == "email":
-            return f"/api/users/{quote(record.identifier, safe='@')}"
-        return f"/api/users/byUserId/{quote(record.identifier, safe='')}"
+        return user_path(target.identifier_type, record.identifier)
     return "/api/lists/unsubscribe"
+
+
+def user_path(identifier_type: str, identifier: str) -> str:
+    """The path that deletes one user: by email (email-based and hybrid projects) or by userId (all projects)."""
+    if identifier_type == "email":
+        return f"/api/users/{quote(identifier, safe='@')}"
+    return f"/api/users/byUserId/{quote(identifier, safe='')}"
 
 
 class IterableSession(Session):

@@ -30,6 +30,9 @@ mapping. The view is rebuilt when a sync opens (so it exists from the first run 
 closes, after the delivery loop has folded the run's acknowledgements into the ledger (so added or
 removed fields show as soon as the sync finishes). A field named like another column of the view
 (compared case-insensitively) fails the sync.
+
+Deletion requests (governance/deletion.py): there is nothing to call. The view reads the ledger, so purging
+the person's ledger rows, which the deletion run does right after, is the deletion; the proof says so.
 """
 
 from __future__ import annotations
@@ -43,7 +46,19 @@ from sqlglot import exp
 
 from ..delta.sql import DIALECT, ident, table
 from ..delta.tables import PairTables
-from .base import BatchResult, Capabilities, Destination, Record, Session, SyncTarget, TerminalError, generic_payload
+from .base import (
+    PURGED,
+    BatchResult,
+    Capabilities,
+    Destination,
+    ForgetTarget,
+    Forgotten,
+    Record,
+    Session,
+    SyncTarget,
+    TerminalError,
+    generic_payload,
+)
 
 BATCH_SIZE = 10_000
 
@@ -146,7 +161,13 @@ class MessageGears(Destination):
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(batch_size=BATCH_SIZE)
+        return Capabilities(batch_size=BATCH_SIZE, forget_batch_size=BATCH_SIZE)
+
+    def forget(self, target: ForgetTarget, identifiers: Sequence[str]) -> list[Forgotten]:
+        # The view over the ledger is all MessageGears sees: the ledger purge that follows is the deletion.
+        schema = MessageGearsSettings.model_validate(self.settings).schema_name
+        answer = f"no API: MessageGears reads the view {schema}.{target.source} over the ledger, purged in this run"
+        return [Forgotten(i, PURGED, answer) for i in identifiers]
 
     def open(self, target: SyncTarget) -> Session:
         schema = MessageGearsSettings.model_validate(self.settings).schema_name

@@ -2,22 +2,31 @@
 
 Audience syncs write `<path>/<destination>/<audience>/<day>/<run id>.jsonl`; event streams write one line per
 event (id, name, time, identifier, properties) to `<path>/<destination>/streams/<stream>/<day>/<run id>.jsonl`.
+
+Deletion requests (governance/deletion.py) purge a person's lines, by identifier, from every file of the destination
+(audiences and streams alike); each file is rewritten beside itself and swapped in.
 """
 
 from __future__ import annotations
 
 import json
+import os
+from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from .base import (
+    NOT_FOUND,
+    PURGED,
     BatchResult,
     Capabilities,
     Destination,
     Event,
     EventTarget,
+    ForgetTarget,
+    Forgotten,
     NoOptions,
     Record,
     Session,
@@ -27,6 +36,33 @@ from .base import (
 )
 
 DEFAULT_BATCH_SIZE = 1000
+# People per forget call: every file is read once a call.
+FORGET_BATCH = 10_000
+
+
+def purge_lines(folder: Path, identifier_type: str, identifiers: set[str]) -> list[tuple[Path, str]]:
+    """Rewrite every .jsonl file under `folder` without the lines identifying one of `identifiers`; (file, id) removed."""
+    # A line spells an identifier as json.dumps does: a cheap text test before parsing the line.
+    spelled = [json.dumps(i) for i in identifiers]
+    removed: list[tuple[Path, str]] = []
+    for file in sorted(folder.rglob("*.jsonl")) if folder.is_dir() else []:
+        kept: list[str] = []
+        found: list[str] = []
+        with file.open(encoding="utf-8") as lines:
+            for line in lines:
+                value = json.loads(line).get("identifier", {}).get(identifier_type) if any(
+                    s in line for s in spelled
+                ) else None
+                if value in identifiers:
+                    found.append(value)
+                else:
+                    kept.append(line)
+        if found:
+            staging = file.with_name(file.name + ".purging")
+            staging.write_text("".join(kept), encoding="utf-8")
+            os.replace(staging, file)  # atomic: a reader sees the old file or the new one
+            removed += [(file, value) for value in found]
+    return removed
 
 
 class OutboxSession(Session):
@@ -77,7 +113,21 @@ class Outbox(Destination):
     def capabilities(self) -> Capabilities:
         batch_size = int(self.settings.get("batch_size", DEFAULT_BATCH_SIZE))
         # A file a consumer reads again after a crash: lines carry event ids to deduplicate by.
-        return Capabilities(batch_size=batch_size, events=True, events_idempotent=True, event_batch_size=batch_size)
+        return Capabilities(
+            batch_size=batch_size, events=True, events_idempotent=True, event_batch_size=batch_size,
+            forget_batch_size=FORGET_BATCH,
+        )
+
+    def forget(self, target: ForgetTarget, identifiers: Sequence[str]) -> list[Forgotten]:
+        """Remove every line about these people from this destination's files."""
+        removed = purge_lines(Path(self.settings["path"]) / self.name, target.identifier_type, set(identifiers))
+        files = len({f for f, _ in removed})
+        count = Counter(identifier for _, identifier in removed)
+        return [
+            Forgotten(i, PURGED, f"{count[i]} lines removed from {files} outbox files") if count[i]
+            else Forgotten(i, NOT_FOUND, "no line in the outbox")
+            for i in identifiers
+        ]
 
     def file_for(self, target: SyncTarget) -> Path:
         return Path(self.settings["path"]) / self.name / target.audience / target.partition / f"{target.run_id}.jsonl"

@@ -50,6 +50,15 @@ Response:
 
 Delivery is at least once: a request that timed out may have been processed, and is sent again.
 Receivers should treat (key, change, fields) as idempotent.
+
+Deletion requests (right to be forgotten, governance/deletion.py) POST, signed the same way, the body
+
+    {"action": "forget", "destination": "...", "run_id": "...",
+     "people": [{"identifier": {"<identifier type>": "<value>"}}]}
+
+asking the receiver to delete each person everywhere it keeps them. A 2xx deletes every person except those
+listed in `{"rejected": [{"index", "reason"}]}` (failed, asked again next run) or in `{"not_found": [index, ...]}`
+(the receiver never had them); other statuses are handled as for deliveries, and a 4xx fails every person.
 """
 
 from __future__ import annotations
@@ -66,11 +75,16 @@ from requests.auth import AuthBase
 
 from ..project import SecretRef, resolve_setting
 from .base import (
+    DELETED,
+    FAILED,
+    NOT_FOUND,
     BatchResult,
     Capabilities,
     Destination,
     Event,
     EventTarget,
+    ForgetTarget,
+    Forgotten,
     NoOptions,
     Record,
     Session,
@@ -121,7 +135,12 @@ class _Signer(AuthBase):
 
 class WebhookSession(Session):
     def __init__(
-        self, target: SyncTarget | EventTarget, client: HttpClient, path: str, signer: _Signer, budget: RateBudget | None
+        self,
+        target: SyncTarget | EventTarget | ForgetTarget,
+        client: HttpClient,
+        path: str,
+        signer: _Signer,
+        budget: RateBudget | None,
     ):
         self.target = target
         self.client = client
@@ -146,19 +165,55 @@ class WebhookSession(Session):
             "partition": self.target.partition,
             items_key: items,
         }
-        body = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode()
-        response = self.client.request(
-            "POST", self.path, budget=self.budget, data=body, auth=self.signer, allow_redirects=False
-        )
+        response = self._signed_post(envelope)
         status = response.status_code
         if 200 <= status < 300:
             rejected = {seqs[i]: reason for i, reason in self._rejections(response, len(seqs)).items()}
             acknowledged = [seq for seq in seqs if seq not in rejected]
             return BatchResult(acknowledged=acknowledged, rejected=rejected, payloads=items)
         short = " ".join(self.client.redact(response.text[:SHORT_BODY_CHARS]).split())
-        if 400 <= status < 500:
-            return BatchResult(rejected={seq: f"HTTP {status}: {short}" for seq in seqs}, payloads=items)
-        raise TerminalError(f"webhook answered HTTP {status} (redirects are not followed; configure the final URL)")
+        return BatchResult(rejected={seq: f"HTTP {status}: {short}" for seq in seqs}, payloads=items)
+
+    def forget(self, identifiers: Sequence[str]) -> list[Forgotten]:
+        """One signed `"action": "forget"` request for these people (see the module docstring)."""
+        people = [{"identifier": {self.target.identifier_type: i}} for i in identifiers]
+        envelope = {"action": "forget", "destination": self.target.destination, "run_id": self.target.run_id,
+                    "people": people}
+        response = self._signed_post(envelope)
+        answer = self.client.answer(response, SHORT_BODY_CHARS)
+        if not 200 <= response.status_code < 300:
+            return [Forgotten(i, FAILED, answer) for i in identifiers]
+        rejected = self._rejections(response, len(identifiers))
+        missing = self._not_found(response, len(identifiers))
+        return [
+            Forgotten(i, FAILED, f"{answer}; rejected: {rejected[n]}") if n in rejected
+            else Forgotten(i, NOT_FOUND if n in missing else DELETED, answer)
+            for n, i in enumerate(identifiers)
+        ]
+
+    def _signed_post(self, envelope: dict[str, Any]) -> requests.Response:
+        """POST one signed JSON body; a 2xx or 4xx comes back, a redirect or other answer fails (retries done)."""
+        body = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode()
+        response = self.client.request(
+            "POST", self.path, budget=self.budget, data=body, auth=self.signer, allow_redirects=False
+        )
+        if not 200 <= response.status_code < 500:
+            raise TerminalError(
+                f"webhook answered HTTP {response.status_code} (redirects are not followed; configure the final URL)"
+            )
+        return response
+
+    @staticmethod
+    def _not_found(response: requests.Response, size: int) -> set[int]:
+        """Positions a forget answer lists under `not_found`."""
+        try:
+            body = response.json()
+        except ValueError:
+            return set()
+        entries = body.get("not_found") if isinstance(body, dict) else None
+        if not isinstance(entries, list):
+            return set()
+        return {i for i in entries if isinstance(i, int) and not isinstance(i, bool) and 0 <= i < size}
 
     def _rejections(self, response: requests.Response, size: int) -> dict[int, str]:
         """{row index: reason} from a 2xx body; a body that is not the documented shape rejects nothing."""
@@ -208,12 +263,17 @@ class Webhook(Destination):
             event_batch_size=config.batch_size,
             event_requests_per_window=config.requests_per_second,
             event_window_seconds=1.0 if config.requests_per_second else None,
+            forget_batch_size=config.batch_size,
         )
 
     def open_events(self, target: EventTarget) -> Session:
         return self.open(target)
 
-    def open(self, target: SyncTarget | EventTarget) -> Session:
+    def forget(self, target: ForgetTarget, identifiers: Sequence[str]) -> list[Forgotten]:
+        with self.open(target) as session:
+            return session.forget(identifiers)
+
+    def open(self, target: SyncTarget | EventTarget | ForgetTarget) -> Session:
         config = self.config
         url = resolve_setting(config.url)
         if not url.startswith(("http://", "https://")):

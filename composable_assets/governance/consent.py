@@ -1,4 +1,8 @@
-"""Consent: a destination that names a purpose is only ever sent members who granted it, checked in every delta."""
+"""Consent: a destination that names a purpose is only ever sent members who granted it, checked in every delta.
+
+And deletion requests: no destination is ever sent someone who asked to be forgotten (governance/deletion.py does
+the deleting), unless they granted a consent again after asking.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,9 @@ from sqlglot import exp
 
 from ..project.errors import ProjectError
 from ..project.project import Project
-from ..project.specs import ConsentSpec
+from ..project.specs import ConsentSpec, StreamSpec
 from ..delta.sql import DIALECT, ident
+from .deletion_log import deletion_log
 
 
 def consent_predicate(consent: ConsentSpec, purpose: str, column: str = "_key") -> str:
@@ -22,19 +27,62 @@ def consent_predicate(consent: ConsentSpec, purpose: str, column: str = "_key") 
     )
 
 
+def not_forgotten_predicate(project: Project, column: str = "_key") -> str | None:
+    """A condition on a member key: no deletion request (in the requests table or the proof) without a newer consent.
+
+    The proof table (`deletion_log`) keeps it true after a request row is deleted. A consent row granted (any
+    purpose) with `updated_at` later than the request counts as a new consent: the person came back on their own,
+    and each destination's own purpose is still checked by its consent condition. Without a consent table, or one
+    without `updated_at`, a person who asked is never sent anything again. None when no requests are configured.
+    """
+    requests = project.settings.deletion_requests
+    if requests is None:
+        return None
+    asked = (
+        f"SELECT CAST({ident(requests.key)} AS VARCHAR) AS person, CAST({ident(requests.requested_at)} AS TIMESTAMP) "
+        f"AS asked_at FROM {ident(requests.table)} "
+        f"UNION ALL SELECT {ident('key')}, requested_at FROM {deletion_log(project.settings.schema_name)}"
+    )
+    consent = project.settings.consent
+    renewed = ""
+    if consent is not None and consent.updated_at is not None:
+        renewed = (
+            f" AND NOT EXISTS (SELECT 1 FROM {ident(consent.table)} AS c "
+            f"WHERE CAST(c.{ident(consent.key)} AS VARCHAR) = r.person AND c.{ident(consent.granted)} "
+            f"AND CAST(c.{ident(consent.updated_at)} AS TIMESTAMP) > r.asked_at)"
+        )
+    # NOT IN is NULL-aware: one NULL person in the subquery would exclude everyone, hence the filter.
+    return f"{member_key(column)} NOT IN (SELECT r.person FROM ({asked}) AS r WHERE r.person IS NOT NULL{renewed})"
+
+
 def consent_conditions(project: Project, column: str = "_key") -> dict[str, str]:
-    """Destination -> the condition on `column` a member must meet to be sent there (its consent purpose granted)."""
+    """Destination -> the condition on `column` a member must meet to be sent there.
+
+    Its consent purpose granted, if it names one, and no deletion request (for every destination, when the project
+    declares `deletion_requests:`); a destination with neither has no entry.
+    """
+    not_forgotten = not_forgotten_predicate(project, column)
     conditions = {}
     for name, spec in project.destinations.items():
-        if spec.consent is None:
-            continue
-        if project.settings.consent is None:
-            raise ProjectError(
-                f"destination `{name}` needs consent `{spec.consent}`, but project.yaml declares no `consent:` table",
-                spec.path,
-            )
-        conditions[name] = consent_predicate(project.settings.consent, spec.consent, column)
+        parts = [not_forgotten] if not_forgotten else []
+        if spec.consent is not None:
+            if project.settings.consent is None:
+                raise ProjectError(
+                    f"destination `{name}` needs consent `{spec.consent}`, but project.yaml declares no `consent:` table",
+                    spec.path,
+                )
+            parts.insert(0, consent_predicate(project.settings.consent, spec.consent, column))
+        if parts:
+            conditions[name] = parts[0] if len(parts) == 1 else " AND ".join(f"({p})" for p in parts)
     return conditions
+
+
+def member_key_column(project: Project, stream: StreamSpec) -> str | None:
+    """The stream table's column holding the person's key: `key:`, else the consent's or the deletion requests' key."""
+    if stream.key is not None:
+        return stream.key
+    declared = [s for s in (project.settings.consent, project.settings.deletion_requests) if s is not None]
+    return declared[0].key if declared else None
 
 
 def member_key(column: str) -> str:

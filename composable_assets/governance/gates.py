@@ -122,14 +122,16 @@ def _unique_identifiers(conn, tables: PairTables, shape: SyncShape, gates: Gates
 def _consent_applied(conn, tables: PairTables, shape: SyncShape, run: DeltaRun) -> GateResult:
     name = "consent_applied"
     if not shape.allowed:
-        return GateResult(name, True, "this destination names no consent purpose")
-    # Checked again on what is about to leave, independently of how the delta was computed.
+        return GateResult(name, True, "no consent purpose here and no deletion requests in the project")
+    # Checked again on what is about to leave, independently of how the delta was computed: the destination's consent
+    # purpose, and no deletion request (governance/consent.py puts both in `allowed`).
     count = conn.fetch_one(
         f"SELECT count(*) FROM {tables.delta} WHERE _seq BETWEEN ? AND ? AND _op <> 'remove' AND NOT ({shape.allowed})",
         [run.first_seq, run.last_seq],
     )[0]
     return GateResult(
-        name, count == 0, f"{count} added or updated members lack the destination's consent",
+        name, count == 0,
+        f"{count} added or updated members may not be sent here (no consent for the purpose, or a deletion request)",
         metadata={"members_without_consent": count},
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..delta.sql import ident, table
+from ..governance.deletion_log import ensure_deletion_log
 from ..warehouse import Connection
 
 # Shared by every stream and destination, one row per pair (cursors) or per event possibly in flight (intents).
@@ -58,6 +59,8 @@ class StreamTables:
     def ensure(self, conn: Connection) -> None:
         """Create what does not exist yet (idempotent, cheap)."""
         conn.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(self.schema)}")
+        # Which events may be sent depends on the proof of deletion requests (governance/consent.py).
+        ensure_deletion_log(conn, self.schema)
         conn.execute(
             f"CREATE TABLE IF NOT EXISTS {self.sent} ("
             "event_id VARCHAR NOT NULL, cursor_value TIMESTAMP NOT NULL, status VARCHAR NOT NULL, "

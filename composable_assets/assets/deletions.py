@@ -1,0 +1,107 @@
+"""Deletion requests: the asset that forgets people who asked, everywhere they were sent (governance/deletion.py)."""
+
+
+import datetime as dt
+
+import dagster as dg
+
+from ..destinations import Destination
+from ..governance.deletion import HONOUR_WITHIN, DeletionSetupError, overdue_requests, process_deletion_requests
+from ..governance.deletion_log import deletion_log
+from ..project import Project
+from ..warehouse import Warehouse
+from .keys import GOVERNANCE, WAREHOUSE_POOL, governance_key, source_key
+from .metadata import markdown_table
+
+DELETION_REQUESTS = governance_key("deletion_requests")
+STATUSES = ("deleted", "not_found", "purged", "failed")
+# Request ids shown by the check; the proof table has them all.
+SHOWN = 20
+
+
+def utc_now() -> dt.datetime:
+    """Naive UTC, as the warehouse's timestamp columns hold it."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def build_deletion_asset(
+    project: Project, destinations: dict[str, Destination], warehouse_kind: str
+) -> dg.AssetsDefinition:
+    spec = project.settings.deletion_requests
+    assert spec is not None
+    days = HONOUR_WITHIN.days
+
+    @dg.asset(
+        key=DELETION_REQUESTS,
+        group_name=GOVERNANCE,
+        deps=[source_key(spec.table)],
+        description=f"Deletes each person in `{spec.table}` at every destination that received them, purges them "
+        "from ledgers, deltas and outboxes, and records the proof in `deletion_log`.",
+        kinds={warehouse_kind, "governance"},
+        pool=WAREHOUSE_POOL,
+        metadata={"requests_table": spec.table, "proof_table": f"{project.settings.schema_name}.deletion_log"},
+        check_specs=[
+            dg.AssetCheckSpec(
+                "requests_honoured",
+                asset=DELETION_REQUESTS,
+                blocking=False,
+                description=f"Every deletion request older than {days} days is done at every destination.",
+            )
+        ],
+    )
+    def _deletion_requests(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
+        with warehouse.connect() as conn:
+            try:
+                report = process_deletion_requests(
+                    conn, project, destinations, warehouse, run_id=context.run.run_id, now=utc_now()
+                )
+                overdue = overdue_requests(conn, project, utc_now())
+            except DeletionSetupError as exc:
+                raise dg.Failure(description=str(exc)) from None
+            (proof_rows,) = conn.fetch_one(f"SELECT count(*) FROM {deletion_log(project.settings.schema_name)}")
+        counts = report.counts()
+        totals = {status: sum(c.get(status, 0) for c in counts.values()) for status in STATUSES}
+        for warning in report.warnings:
+            context.log.warning(warning)
+        context.log.info(
+            f"deletion requests: {len(report.requests)} worked on; "
+            + ", ".join(f"{n} {status}" for status, n in totals.items())
+        )
+        if totals["failed"]:
+            context.log.warning(f"{totals['failed']} deletions failed; they are tried again on the next run")
+        return dg.MaterializeResult(
+            metadata={
+                "requests_worked": len(report.requests),
+                **totals,
+                "by_destination": markdown_table(
+                    [{"destination": d, **{s: c.get(s, 0) for s in STATUSES}} for d, c in counts.items()], limit=100
+                ),
+                "proof_rows": proof_rows,
+                "dagster/row_count": proof_rows,
+            },
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name="requests_honoured",
+                    passed=not overdue,
+                    severity=dg.AssetCheckSeverity.WARN,
+                    description=(
+                        f"{len(overdue)} requests older than {days} days are not done yet: "
+                        + ", ".join(r.request_id for r in overdue[:SHOWN])
+                        + (" ..." if len(overdue) > SHOWN else "")
+                        if overdue
+                        else f"every request older than {days} days is done"
+                    ),
+                    metadata={"overdue": len(overdue)},
+                )
+            ],
+        )
+
+    return _deletion_requests
+
+
+def deletion_job():
+    return dg.define_asset_job(
+        "deletion_requests",
+        selection=dg.AssetSelection.assets(DELETION_REQUESTS),
+        description="Honour deletion requests: delete at every destination, purge, record the proof.",
+    )

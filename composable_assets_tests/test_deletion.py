@@ -1,0 +1,433 @@
+"""Deletion requests: a person who asks is deleted at every destination that received them, purged from our tables,
+never sent again (until a new consent), with proof; real fakes (Braze, Iterable, a webhook receiver), Braze CDI,
+MessageGears and the outbox, on DuckDB and PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import textwrap
+import threading
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+
+from composable_assets.assets.deletions import DELETION_REQUESTS
+from composable_assets.definitions import audience_selection, load_definitions, stream_selection
+from composable_assets.project import ProjectError, load_project
+from composable_assets.runner import RunOutcome, run_selection
+from composable_assets.settings import Settings
+from composable_assets.warehouse import engine_from_url
+from composable_assets.warehouse.base import insert_rows
+
+from .stream_project import KEY
+from .test_destination_webhook import signature_is_valid
+
+HOOK_SECRET = "whsec-deletion-5d2a"
+
+MODELS = {
+    "models/people_model.sql": "-- People with a score.\nSELECT id, email, name, score FROM people\n",
+    # A model reads `orders`, so the stream's table is a known source.
+    "models/order_facts.sql": "-- Orders.\nSELECT order_id, customer_id, amount, ordered_at FROM orders\n",
+}
+
+AUDIENCE = """\
+model: people_model
+primary_key: id
+where: score > 10
+syncs:
+  - destination: braze
+    mode: mirror
+    identifier: {external_id: id}
+    fields: {first_name: name}
+    options: {membership_attribute: in_high}
+  - destination: iterable
+    identifier: {email: email}
+    fields: {name: name}
+  - destination: hook
+    mode: mirror
+    identifier: {external_id: id}
+    fields: {name: name}
+  - destination: cdi
+    identifier: {external_id: id}
+    fields: {name: name}
+  - destination: mg
+    identifier: {external_id: id}
+    fields: {name: name}
+  - destination: box
+    mode: mirror
+    identifier: {email: email}
+    fields: {name: name}
+"""
+
+STREAM = """\
+table: orders
+event_id: order_id
+cursor: ordered_at
+key: customer_id
+lookback: 1d
+syncs:
+  - destination: braze
+    identifier: {external_id: customer_id}
+    event: purchase
+    properties: {amount: amount}
+  - destination: box
+    identifier: {external_id: customer_id}
+    event: purchase
+"""
+
+DESTINATIONS = """\
+braze: {{type: braze, rest_endpoint: {{env: BRAZE_REST_ENDPOINT}}, api_key: {{env: BRAZE_API_KEY}}, max_tries: 2, backoff_base_seconds: 0.01}}
+iterable: {{type: iterable, base_url: {{env: ITERABLE_BASE_URL}}, api_key: {{env: ITERABLE_API_KEY}}, max_tries: 2, backoff_base_seconds: 0.01}}
+hook: {{type: webhook, url: "{hook}", secret: {{env: HOOK_SECRET}}, max_tries: 2, backoff_base_seconds: 0.01}}
+cdi: {{type: braze_cdi, schema: braze_cdi}}
+mg: {{type: messagegears, schema: mg}}
+box: {{type: outbox}}
+"""
+
+PROJECT = """\
+name: forgetting
+start_date: "2026-01-01"
+consent: {table: consents, key: id, updated_at: updated_at}
+deletion_requests: {table: deletion_requests, key: customer_id, requested_at: requested_at, id: request_id}
+"""
+
+EVERY_PLACE = ("braze", "iterable", "hook", "cdi", "mg", "box")
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
+
+
+class HookReceiver:
+    """A webhook endpoint keeping what it was told: rows upserted and removed by external id, people forgotten."""
+
+    def __init__(self):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.held: dict[str, dict] = {}
+        self.forgotten: list[str] = []
+        self.bodies: list[dict] = []
+        self.fail_forget = False
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers["Content-Length"]))
+                status, answer = receiver._answer(self.headers, raw)
+                payload = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_port}/hook"
+
+    def _answer(self, headers, raw: bytes) -> tuple[int, dict]:
+        if not signature_is_valid(HOOK_SECRET, headers, raw):
+            return 401, {"error": "bad signature"}
+        body = json.loads(raw)
+        with self._lock:
+            self.bodies.append(body)
+            if body.get("action") == "forget":
+                if self.fail_forget:
+                    return 503, {"error": "busy"}
+                ids = [p["identifier"]["external_id"] for p in body["people"]]
+                missing = [i for i, person in enumerate(ids) if person not in self.held]
+                for person in ids:
+                    self.held.pop(person, None)
+                    self.forgotten.append(person)
+                return 200, {"not_found": missing}
+            for row in body["rows"]:
+                person = row["identifier"]["external_id"]
+                if row["operation"] == "remove":
+                    self.held.pop(person, None)
+                else:
+                    self.held[person] = row["fields"]
+            return 200, {}
+
+    def rows_about(self, person: str) -> int:
+        return sum(1 for b in self.bodies for r in b.get("rows", []) if r["identifier"]["external_id"] == person)
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class ForgettingProject:
+    """People 1..20 (members: score over 10) synced to six destinations, and orders streamed to Braze and the outbox."""
+
+    def __init__(self, root: Path, url: str, hook: HookReceiver):
+        self.settings = Settings(project_dir=root / "project", warehouse_url=url, data_dir=root / "data")
+        self.engine = engine_from_url(url)
+        self.instance = dg.DagsterInstance.ephemeral()
+        self.day = dt.datetime.now(dt.UTC).date().isoformat()
+        files = {
+            **MODELS,
+            "project.yaml": PROJECT,
+            "audiences/high.yaml": AUDIENCE,
+            "streams/orders.yaml": STREAM,
+            "destinations.yaml": DESTINATIONS.format(hook=hook.url),
+        }
+        for path, text in files.items():
+            self.write(path, text)
+        with self.engine.connect() as conn:
+            conn.execute("CREATE TABLE people (id BIGINT, email VARCHAR, name VARCHAR, score INTEGER)")
+            insert_rows(conn, "people", {"id": "BIGINT", "email": "VARCHAR", "name": "VARCHAR", "score": "INTEGER"},
+                        [(i, f"p{i}@example.com", f"name{i}", i) for i in range(1, 21)])
+            conn.execute("CREATE TABLE orders (order_id BIGINT, customer_id BIGINT, amount DOUBLE, ordered_at TIMESTAMP)")
+            conn.execute("CREATE TABLE consents (id BIGINT, purpose VARCHAR, granted BOOLEAN, updated_at TIMESTAMP)")
+            conn.execute("CREATE TABLE deletion_requests (request_id VARCHAR, customer_id BIGINT, requested_at TIMESTAMP)")
+
+    def write(self, path: str, text: str) -> None:
+        target = self.settings.project_dir / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(textwrap.dedent(text))
+
+    def execute(self, sql: str, params: list[Any] | None = None) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(sql, params)
+
+    def query(self, sql: str, params: list[Any] | None = None) -> list[tuple]:
+        with self.engine.connect() as conn:
+            return conn.fetch_all(sql, params)
+
+    def add_orders(self, customers: list[int], at: dt.datetime) -> None:
+        (last,) = self.query("SELECT coalesce(max(order_id), 0) FROM orders")[0]
+        rows = [(last + n, c, 10.0 + n, at) for n, c in enumerate(customers, start=1)]
+        with self.engine.connect() as conn:
+            insert_rows(conn, "orders", {"order_id": "BIGINT", "customer_id": "BIGINT", "amount": "DOUBLE",
+                                         "ordered_at": "TIMESTAMP"}, rows)
+
+    def ask_to_forget(self, person: int, at: dt.datetime | None = None) -> None:
+        self.execute("INSERT INTO deletion_requests VALUES (?, ?, ?)", [f"dsr-{person}", person, at or utc_now()])
+
+    def consent(self, person: int, at: dt.datetime) -> None:
+        self.execute("INSERT INTO consents VALUES (?, 'email_marketing', true, ?)", [person, at])
+
+    def _run(self, selection, partition: str | None) -> RunOutcome:
+        defs = load_definitions(self.settings)
+        return run_selection(defs, selection, partition, self.instance)
+
+    def sync(self) -> RunOutcome:
+        return self._run(audience_selection(load_project(self.settings.project_dir), "high"), self.day)
+
+    def stream(self) -> RunOutcome:
+        return self._run(stream_selection(load_project(self.settings.project_dir), "orders"), self.day)
+
+    def forget(self) -> RunOutcome:
+        return self._run(dg.AssetSelection.assets(DELETION_REQUESTS), None)
+
+    def ledger_keys(self, destination: str) -> set[str]:
+        return {k for (k,) in self.query(f'SELECT _key FROM composable."ledger__high__{destination}"')}
+
+    def delta_keys(self, destination: str) -> set[str]:
+        return {k for (k,) in self.query(f'SELECT DISTINCT _key FROM composable."delta__high__{destination}"')}
+
+    def cdi(self, suffix: str) -> list[str]:
+        return [r[0] for r in self.query(f'SELECT "EXTERNAL_ID" FROM braze_cdi."HIGH_USERS_{suffix}_SYNC"')]
+
+    def mg_members(self) -> set[str]:
+        return {k for (k,) in self.query("SELECT member_key FROM mg.high")}
+
+    def outbox_lines(self) -> list[dict]:
+        folder = self.settings.data_dir / "outbox" / "box"
+        return [json.loads(line) for f in sorted(folder.rglob("*.jsonl")) for line in f.read_text().splitlines()]
+
+    def proof(self) -> list[dict]:
+        rows = self.query(
+            "SELECT request_id, key, destination, source, identifier_type, identifier_sha256, status, response "
+            "FROM composable.deletion_log ORDER BY destination, source, status"
+        )
+        names = ("request_id", "key", "destination", "source", "identifier_type", "identifier_sha256", "status", "response")
+        return [dict(zip(names, r)) for r in rows]
+
+    def check(self, name: str = "requests_honoured") -> dg.AssetCheckEvaluation:
+        key = dg.AssetCheckKey(DELETION_REQUESTS, name)
+        record = self.instance.event_log_storage.get_latest_asset_check_execution_by_key([key])[key]
+        return record.event.dagster_event.event_specific_data
+
+
+def about(lines: list[dict], *identifiers: str) -> list[dict]:
+    """Outbox lines naming one of these identifier values."""
+    return [line for line in lines if set(line["identifier"].values()) & set(identifiers)]
+
+
+def braze_events_of(braze, person: str) -> int:
+    return sum(1 for e in braze.events if e["user"] == person)
+
+
+@pytest.fixture
+def hook():
+    receiver = HookReceiver()
+    yield receiver
+    receiver.close()
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def url(request, tmp_path: Path) -> str:
+    if request.param == "duckdb":
+        return f"duckdb:///{tmp_path / 'warehouse.duckdb'}"
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def project(tmp_path: Path, url: str, hook: HookReceiver, fakes, monkeypatch) -> ForgettingProject:
+    monkeypatch.setenv("HOOK_SECRET", HOOK_SECRET)
+    p = ForgettingProject(tmp_path, url, hook)
+    p.add_orders([11, 12, 13, 12], utc_now() - dt.timedelta(minutes=30))
+    assert p.sync().success
+    assert p.stream().success
+    return p
+
+
+def test_a_deletion_request_deletes_the_person_everywhere_and_they_do_not_come_back(project, fakes, hook):
+    braze, iterable = fakes["braze"], fakes["iterable"]
+    # Everyone got person 12 first.
+    assert "12" in braze.users and braze_events_of(braze, "12") == 2
+    assert "p12@example.com" in iterable.users
+    assert "12" in hook.held and "12" in project.cdi("ATTRIBUTES") and "12" in project.mg_members()
+    assert about(project.outbox_lines(), "p12@example.com", "12")
+    assert all("12" in project.ledger_keys(d) for d in EVERY_PLACE)
+
+    project.ask_to_forget(12)
+    outcome = project.forget()
+    assert outcome.success, outcome.errors
+
+    # Gone from every destination ...
+    assert "12" not in braze.users and "12" in braze.deleted
+    assert "p12@example.com" not in iterable.users and "p12@example.com" in iterable.deleted
+    assert "12" not in hook.held and hook.forgotten == ["12"]
+    assert project.cdi("DELETE") == ["12"] and "12" not in project.cdi("ATTRIBUTES")
+    assert "12" not in project.mg_members()
+    assert about(project.outbox_lines(), "p12@example.com", "12") == []
+    # ... from every ledger and delta, and nobody else was touched.
+    for destination in EVERY_PLACE:
+        assert "12" not in project.ledger_keys(destination) | project.delta_keys(destination)
+        assert project.ledger_keys(destination) == {str(i) for i in range(11, 21)} - {"12"}
+    assert {"11", "13"} <= set(braze.users) and "p11@example.com" in iterable.users and "11" in hook.held
+    # The proof: one outcome per destination and delivery, plus the purges; no raw identifier anywhere in it.
+    proof = project.proof()
+    outcomes = {(r["destination"], r["source"], r["status"]) for r in proof if r["identifier_type"]}
+    assert outcomes == {
+        ("braze", "audience high", "deleted"), ("braze", "stream orders", "not_found"),
+        ("iterable", "audience high", "deleted"), ("hook", "audience high", "deleted"),
+        ("cdi", "audience high", "deleted"), ("mg", "audience high", "purged"),
+        ("box", "audience high", "purged"), ("box", "stream orders", "purged"),
+    }
+    purged = {r["destination"] for r in proof if r["status"] == "purged" and r["identifier_type"] is None}
+    assert purged == set(EVERY_PLACE)
+    assert {r["request_id"] for r in proof} == {"dsr-12"} and {r["key"] for r in proof} == {"12"}
+    assert not any("@" in str(value) for r in proof for value in r.values())
+
+    # Next day: person 12 is still in `people` and orders again; nothing about them leaves, anywhere.
+    requests_before = {name: len(fake.requests) for name, fake in fakes.items()}
+    project.execute("UPDATE people SET name = 'renamed', score = 30 WHERE id IN (12, 15)")
+    project.add_orders([12, 11], utc_now() - dt.timedelta(minutes=5))
+    assert project.sync().success and project.stream().success
+    assert "12" not in braze.users and braze_events_of(braze, "12") == 2
+    assert braze_events_of(braze, "11") == 2  # the stream still runs for others
+    assert "p12@example.com" not in iterable.users
+    assert hook.rows_about("12") == 1 and "12" not in hook.held
+    assert "12" not in project.cdi("ATTRIBUTES")
+    assert about(project.outbox_lines(), "p12@example.com", "12") == []
+    assert all("12" not in project.ledger_keys(d) for d in EVERY_PLACE)
+    assert braze.users["15"]["first_name"] == "renamed"  # the rest of the audience moves on
+    assert len(fakes["braze"].requests) > requests_before["braze"]
+    # The request is done: a new run of the deletion asset asks nobody anything.
+    requests_before = {name: len(fake.requests) for name, fake in fakes.items()}
+    assert project.forget().success
+    assert {name: len(fake.requests) for name, fake in fakes.items()} == requests_before
+    assert project.check().passed
+
+
+def test_a_consent_granted_after_the_request_lets_the_person_back_in(project, fakes):
+    project.ask_to_forget(12, utc_now() - dt.timedelta(hours=1))
+    project.consent(12, utc_now() - dt.timedelta(hours=2))  # a grant older than the request changes nothing
+    assert project.forget().success
+    assert project.sync().success
+    assert "12" not in fakes["braze"].users and "12" not in project.ledger_keys("braze")
+
+    project.consent(12, utc_now())
+    project.add_orders([12], utc_now() - dt.timedelta(minutes=1))
+    events_before = braze_events_of(fakes["braze"], "12")
+    assert project.sync().success and project.stream().success
+    assert "12" in fakes["braze"].users and "p12@example.com" in fakes["iterable"].users
+    assert all("12" in project.ledger_keys(d) for d in EVERY_PLACE)
+    # Only the new order: the old ones were sent before the request, and the stream never sends an event twice.
+    assert braze_events_of(fakes["braze"], "12") == events_before + 1
+
+
+def test_a_destination_failing_is_retried_next_run_and_the_others_are_not_redone(project, fakes, hook):
+    braze, iterable = fakes["braze"], fakes["iterable"]
+    project.ask_to_forget(13, utc_now() - dt.timedelta(days=5))
+    braze.faults.path_prefix = "/users/delete"
+    braze.faults.unavailable = True
+    assert project.forget().success
+
+    statuses = {(r["destination"], r["source"]): r["status"] for r in project.proof() if r["identifier_type"]}
+    assert statuses[("braze", "audience high")] == "failed" and statuses[("iterable", "audience high")] == "deleted"
+    assert "13" in braze.users and "p13@example.com" not in iterable.users
+    # Braze's pair keeps the rows that say whom to delete there; the others are purged.
+    assert "13" in project.ledger_keys("braze") and "13" not in project.ledger_keys("iterable")
+    check = project.check()
+    assert not check.passed and "dsr-13" in check.description
+    # The request row disappears meanwhile: the proof still holds the request, and nobody gets person 13 again.
+    project.execute("DELETE FROM deletion_requests")
+    assert project.sync().success
+    assert "13" not in project.ledger_keys("iterable") and "13" not in hook.held
+
+    braze.faults.unavailable = False
+    deletes_before = [r for r in iterable.requests if r.method == "DELETE"]
+    hook_before = len(hook.bodies)
+    assert project.forget().success
+    assert "13" not in braze.users and "13" not in project.ledger_keys("braze")
+    assert [r for r in iterable.requests if r.method == "DELETE"] == deletes_before  # done ones are not redone
+    assert len(hook.bodies) == hook_before
+    assert project.check().passed
+    newest = {}
+    for r in project.proof():
+        if r["identifier_type"]:
+            newest.setdefault((r["destination"], r["source"]), set()).add(r["status"])
+    assert newest[("braze", "audience high")] == {"failed", "deleted"}
+    assert newest[("iterable", "audience high")] == {"deleted"}
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("deletion_requests: {table: deletion_requests, key: cust}", "has no column for key: `cust`"),
+        ("deletion_requests: {table: forget_me, key: customer_id}", "table `forget_me` does not exist"),
+    ],
+)
+def test_a_requests_table_that_does_not_match_the_warehouse_is_an_error_naming_project_yaml(
+    tmp_path: Path, hook, fakes, monkeypatch, setting: str, message: str
+):
+    monkeypatch.setenv("HOOK_SECRET", HOOK_SECRET)
+    p = ForgettingProject(tmp_path, f"duckdb:///{tmp_path / 'warehouse.duckdb'}", hook)
+    p.write("project.yaml", PROJECT.replace(PROJECT.splitlines()[-1], setting))
+    outcome = p.forget()
+    assert not outcome.success
+    assert any(f"project.yaml: deletion_requests: {message}" in e or message in e for e in outcome.errors)
+    assert any("project.yaml" in e for e in outcome.errors)
+
+
+def test_a_deletion_requests_setting_without_a_table_is_an_error_naming_project_yaml(tmp_path: Path):
+    p = tmp_path / "project"
+    p.mkdir()
+    (p / "project.yaml").write_text('name: x\ndeletion_requests: {key: customer_id}\n')
+    with pytest.raises(ProjectError, match=r"project\.yaml:2: missing required field `table`"):
+        load_project(p)
