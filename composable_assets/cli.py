@@ -322,6 +322,107 @@ def _json(value) -> str:
     return json.dumps(value, default=str, ensure_ascii=False)
 
 
+@cli.group(invoke_without_command=True)
+@click.option("--dry-run", is_flag=True, help="Only show what would be archived; nothing is written or deleted.")
+@click.option("--before", help="Archive the days before this one (YYYY-MM-DD) instead of those past the retention.")
+@click.pass_context
+def archive(ctx: click.Context, dry_run: bool, before: str | None) -> None:
+    """Move delta logs, sync logs and outboxes older than the retention (project.yaml archive:) to Parquet files.
+
+    `composable archive query "SQL"` reads archived days back.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    import dagster as dg
+
+    from .assets.archive import ARCHIVE_KEY, outbox_folders
+    from .definitions import destinations_of
+    from .governance.archive import archive as archive_days, archive_cutoff, archive_location
+    from .runner import instance
+    from .warehouse import Warehouse
+
+    settings, project, defs = _load()
+    try:
+        day = dt.date.fromisoformat(before) if before else None
+    except ValueError as exc:
+        raise UserError(f"--before {before!r} is not a date like 2026-01-31.") from exc
+    spec = project.settings.archive
+    location = archive_location(spec, settings.data_dir)
+    cutoff = archive_cutoff(spec, project.settings.timezone, day)
+    if dry_run:
+        with Warehouse(url=settings.warehouse_url).connect() as conn:
+            report = archive_days(
+                conn, location, project.settings.schema_name, cutoff=cutoff, run_id="dry-run", dry_run=True,
+                outboxes=outbox_folders(destinations_of(project, settings)),
+            )
+        _archive_summary(report.table_rows(), f"would archive the days before {cutoff} to {location.display} (dry run)")
+        return
+    # A real run is a materialization of the archive asset, recorded like any other.
+    result = dg.materialize(
+        list(defs.assets or []), selection=dg.AssetSelection.assets(ARCHIVE_KEY), instance=instance(),
+        resources=defs.resources, raise_on_error=False,
+        run_config={"ops": {ARCHIVE_KEY.to_python_identifier(): {"config": {"before": before}}}},
+        tags={"composable/launched_by": "cli"},
+    )
+    if not result.success:
+        from .runner import _failure_message
+
+        for event in result.get_step_failure_events():
+            err_console.print(f"[red]failed[/] {_failure_message(event)}", highlight=False)
+        raise UserError("archiving failed; nothing was deleted that is not in a verified archive file.")
+    [event] = result.get_asset_materialization_events()
+    metadata = {k: getattr(v, "value", v) for k, v in event.materialization.metadata.items()}
+    _archive_summary(
+        metadata["per_table"],
+        f"archived {metadata['rows_archived']} rows in {metadata['files_written']} files "
+        f"({metadata['bytes_written']} bytes) of the days before {cutoff} to {location.display}",
+    )
+
+
+def _archive_summary(rows: list[dict], title: str) -> None:
+    """Rows (outbox: lines), files and bytes per table; a dry run has no bytes yet."""
+    columns = ["table", "rows", "files", "bytes", "days"]
+    if not any(row["bytes"] for row in rows):
+        columns.remove("bytes")
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column, justify="right" if column in ("rows", "files", "bytes") else "left")
+    for row in rows:
+        table.add_row(*(str(row[c]) for c in columns))
+    console.print(table if rows else f"{title}: nothing to archive", highlight=False)
+
+
+@archive.command("query")
+@click.argument("sql")
+@click.option("--limit", default=100, show_default=True, help="Rows to print at most.")
+def archive_query(sql: str, limit: int) -> None:
+    """Run one DuckDB SELECT over hot and archived rows: an archived table's name reads both.
+
+    `outbox_archive` holds the archived outbox lines (destination, owner, day, file, line), e.g.
+    composable archive query "SELECT day, count(*) FROM delta_runs GROUP BY day ORDER BY day"
+    """
+    from .governance.archive import ArchiveError, archive_location, query
+    from .warehouse import Warehouse
+
+    settings, project, _ = _load()
+    location = archive_location(project.settings.archive, settings.data_dir)
+    try:
+        with Warehouse(url=settings.warehouse_url).connect() as conn:
+            result = query(conn, location, project.settings.schema_name, sql)
+    except ArchiveError as exc:
+        raise UserError(str(exc)) from exc
+    except Exception as exc:  # DuckDB's own message: an unknown table or column, a type error
+        if type(exc).__module__.split(".")[0] != "duckdb":
+            raise
+        raise UserError(f"the query failed: {exc}") from exc
+    table = Table(*result.column_names)
+    for row in result.slice(0, limit).to_pylist():
+        table.add_row(*("" if v is None else str(v) for v in row.values()))
+    console.print(table)
+    if result.num_rows > limit:
+        console.print(f"{result.num_rows} rows; the first {limit} shown (--limit)", highlight=False)
+
+
 @cli.command()
 @click.option("--customers", default=2000, show_default=True, help="Size of the generated sample.")
 @click.option("--changes/--no-changes", default=True, show_default=True,

@@ -241,3 +241,263 @@ def run_days_fixed(p: ArchiveProject) -> None:
     outcome = p.sync(ago(5))
     assert not outcome.success and counts(outcome) == {"rec_upsert": (0, 1, 0, 0), "box": (0, 1, 0, 0)}
     assert not p.sync(ago(4)).success  # held again: nothing else changed
+
+
+def snapshot(p: ArchiveProject, destinations=PAIRS) -> dict[str, Any]:
+    """What the next sync did, in a form two projects can be compared by (no run ids, no clock times)."""
+    with p.engine.connect() as conn:
+        delta = {d: conn.fetch_all(
+            f'SELECT _seq, _op, _key, _identifier, _hash, CAST(_fields AS VARCHAR), CAST(_previous AS VARCHAR) '
+            f'FROM composable."delta__high__{d}" WHERE _partition = ? ORDER BY _seq', [dt.date.fromisoformat(ago(2))]
+        ) for d in destinations}
+        gates = conn.fetch_all(
+            "SELECT g.destination, g.gate, g.passed, g.overridden, g.detail FROM composable.gate_results AS g "
+            "JOIN composable.delta_runs AS r USING (audience, destination, run_id) WHERE r.partition_date = ? "
+            "ORDER BY 1, 2", [dt.date.fromisoformat(ago(2))]
+        )
+        ledgers = {d: conn.fetch_all(
+            f'SELECT _key, _identifier, _hash, CAST(_fields AS VARCHAR) FROM composable."ledger__high__{d}" ORDER BY _key'
+        ) for d in destinations}
+    received = {d: sorted((r.change, r.key, r.identifier, json.dumps(r.fields), json.dumps(r.previous))
+                          for r in Recording.received[d]) for d in ("rec_mirror", "rec_upsert")}
+    return {"delta": delta, "gates": gates, "ledgers": ledgers, "received": received}
+
+
+def test_archiving_changes_no_answer_for_current_runs(tmp_path: Path):
+    """Two copies of the same warehouse, one archived: the next sync computes, judges and sends exactly the same."""
+    a = ArchiveProject(tmp_path / "a", f"duckdb:///{tmp_path / 'a' / 'warehouse.duckdb'}")
+    run_days_fixed(a)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    b = ArchiveProject(tmp_path / "b", f"duckdb:///{tmp_path / 'b' / 'warehouse.duckdb'}")
+    assert a.archive()["rows_archived"] > 0
+    assert b.query("SELECT count(*) FROM composable.delta_runs") != a.query("SELECT count(*) FROM composable.delta_runs")
+
+    results = []
+    for p in (a, b):
+        # A sync of an archived partition alone is refused either way, and sends nothing.
+        Recording.received.clear()
+        sync_only = dg.AssetSelection.assets(*(dg.AssetKey(["sync", "high", d]) for d in PAIRS))
+        outcome = p.sync(ago(8), selection=sync_only)
+        assert not outcome.success and not Recording.received
+        # The next day: 19 leaves and 20 is renamed; the held removals go out with an override.
+        p.set_people(people({**LEAVE, 19: ("n", 4), 20: ("renamed", 20)}, upto=21))
+        outcome = p.sync(ago(2), tags={OVERRIDE_TAG: "max_remove_percent"})
+        assert outcome.success, outcome.errors
+        results.append((counts(outcome), snapshot(p)))
+        Recording.received.clear()
+    assert results[0] == results[1]
+    assert results[0][0]["rec_mirror"] == (0, 2, 4, 0)  # 16 and 20 updated; 13, 14, 15 and 19 removed
+
+
+CRASH = """
+import datetime as dt, os, signal, sys
+from pathlib import Path
+from composable_assets.governance import archive as archival
+from composable_assets.project import load_project
+from composable_assets.warehouse import engine_from_url
+
+url, project_dir, data_dir, cutoff = sys.argv[1:]
+spec = load_project(Path(project_dir)).settings.archive
+# Killed between writing a day's files and the transaction that deletes its rows: what a power cut would do.
+archival._commit_day = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL)
+with engine_from_url(url).connect() as conn:
+    archival.archive(conn, archival.archive_location(spec, Path(data_dir)), "composable",
+                     cutoff=dt.date.fromisoformat(cutoff), run_id="killed")
+"""
+
+
+def test_a_crash_between_writing_and_deleting_leaves_no_duplicate(tmp_path: Path):
+    p = ArchiveProject(tmp_path, f"duckdb:///{tmp_path / 'warehouse.duckdb'}")
+    run_days_fixed(p)
+    before = {name: p.rows(name) for name in TABLES}
+    killed = subprocess.run(
+        [sys.executable, "-c", CRASH, p.settings.warehouse_url, str(p.settings.project_dir), str(p.settings.data_dir),
+         ago(3)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    left = [f for f in p.files() if f.endswith("/killed.parquet")]
+    assert left  # the first day's files were written ...
+    assert {name: p.rows(name) for name in TABLES} == before  # ... and no hot row was deleted
+
+    p.archive()
+    for name in TABLES:
+        assert Counter(p.archived_rows(name) + p.rows(name)) == Counter(before[name]), name
+    assert not [f for f in p.files() if "killed" in f]  # the dead run's files were swept
+    # Even a plain glob over every file (no catalog) sees each archived row once.
+    catalog = dict(p.query("SELECT table_name, sum(row_count) FROM composable.archive_files GROUP BY table_name"))
+    with duckdb.connect() as con:
+        for name, rows in catalog.items():
+            glob = str(Path(p.location.base) / name / "*" / "*.parquet")
+            assert con.execute(f"SELECT count(*) FROM read_parquet('{glob}')").fetchone()[0] == rows
+
+
+def test_purge_archived_forgets_a_person_in_every_archived_file(tmp_path: Path):
+    p = ArchiveProject(tmp_path, f"duckdb:///{tmp_path / 'warehouse.duckdb'}")
+    run_days_fixed(p)
+    p.archive()
+    archived_before = {name: p.archived_rows(name) for name in TABLES}
+    key_column = {name: archival.registry_entry(name).key for name in TABLES}
+    assert any("p12@example.com" in str(r) for r in archived_before["delta__high__rec_upsert"])
+
+    with p.engine.connect() as conn:
+        removed = archival.purge_archived(
+            conn, p.location, "composable", keys=["12"], identifiers=["12", "p12@example.com"], run_id="forget-12"
+        )
+    for name in TABLES:
+        column = key_column[name]
+        if column is None:
+            assert p.archived_rows(name) == archived_before[name], name
+            continue
+        index = [c for c, _ in p.query(
+            "SELECT column_name, ordinal_position FROM information_schema.columns WHERE table_schema = 'composable' "
+            "AND table_name = ? ORDER BY ordinal_position", [name])].index(column)
+        expected = [r for r in archived_before[name] if r[index] != "12"]
+        assert p.archived_rows(name) == expected, name
+        assert removed.get(name, 0) == len(archived_before[name]) - len(expected)
+    assert removed["delta__high__rec_upsert"] == 2 and removed["outbox/box/high"] == 2  # add on day -8, update -7
+    # No file under the archive still holds the person: Parquet files and gzipped outbox lines alike.
+    root = Path(p.location.base)
+    for file in root.rglob("*"):
+        if file.suffix == ".parquet":
+            assert "p12@example.com" not in str(pq.read_table(file).to_pylist())
+        elif file.suffix == ".gz":
+            lines = [json.loads(line) for line in gzip.decompress(file.read_bytes()).decode().splitlines()]
+            assert lines and all(line["identifier"] != {"external_id": "12"} for line in lines)
+    assert sorted(f for f in p.files() if f.endswith(".parquet")) == [
+        path for (path,) in p.query("SELECT path FROM composable.archive_files ORDER BY path")
+    ]
+    with p.engine.connect() as conn:  # a second purge finds nothing
+        assert archival.purge_archived(conn, p.location, "composable", keys=["12"], identifiers=["12"], run_id="again") == {}
+
+
+def test_a_file_url_archives_there(tmp_path: Path):
+    target = tmp_path / "elsewhere"
+    p = ArchiveProject(tmp_path / "p", f"duckdb:///{tmp_path / 'p' / 'warehouse.duckdb'}",
+                       archive=f"{{retention_days: 3, url: 'file://{target}'}}")
+    run_days_fixed(p)
+    before = {name: p.rows(name) for name in TABLES}
+    metadata = p.archive()
+    assert metadata["location"] == f"file://{target}"
+    assert sorted(str(f.relative_to(target)) for f in target.rglob("*.parquet")) == [
+        path for (path,) in p.query("SELECT path FROM composable.archive_files ORDER BY path")
+    ]
+    assert not (p.settings.data_dir / "archive").exists()
+    for name in TABLES:
+        assert Counter(p.archived_rows(name) + p.rows(name)) == Counter(before[name]), name
+
+
+def test_an_object_store_url_archives_to_a_local_s3(tmp_path: Path, monkeypatch):
+    """moto's S3 server on 127.0.0.1; credentials only from the standard AWS variables."""
+    server_module = pytest.importorskip("moto.server")
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing-secret",
+                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        import boto3
+
+        boto3.client("s3", endpoint_url=f"http://{host}:{port}").create_bucket(Bucket="archive")
+        url = f"s3://archive/cdp?endpoint_override={host}:{port}&scheme=http&region=us-east-1"
+        p = ArchiveProject(tmp_path, f"duckdb:///{tmp_path / 'warehouse.duckdb'}",
+                           archive=f"{{retention_days: 3, url: '{url}'}}")
+        run_days_fixed(p)
+        before = {name: p.rows(name) for name in TABLES}
+        metadata = p.archive()
+        assert metadata["rows_archived"] > 0 and "testing-secret" not in json.dumps(metadata, default=str)
+        keys = [o["Key"] for o in boto3.client("s3", endpoint_url=f"http://{host}:{port}").list_objects_v2(
+            Bucket="archive")["Contents"]]
+        assert sorted(k.removeprefix("cdp/") for k in keys if k.endswith(".parquet")) == [
+            path for (path,) in p.query("SELECT path FROM composable.archive_files ORDER BY path")
+        ]
+        assert any(k.startswith("cdp/outbox/box/high/day=") and k.endswith(".jsonl.gz") for k in keys)
+        for name in TABLES:
+            assert Counter(p.archived_rows(name) + p.rows(name)) == Counter(before[name]), name
+        [row] = p.archive_query("SELECT count(*) AS n FROM outbox_archive")
+        assert row["n"] == 13
+    finally:
+        server.stop()
+
+
+def test_an_archive_url_with_credentials_is_refused_naming_project_yaml(tmp_path: Path):
+    from composable_assets.project import ProjectError
+
+    p = ArchiveProject(tmp_path, f"duckdb:///{tmp_path / 'warehouse.duckdb'}",
+                       archive="{url: 's3://bucket/x?secret_key=abc123'}")
+    with pytest.raises(ProjectError) as info:
+        load_project(p.settings.project_dir)
+    assert "project.yaml:3" in str(info.value) and "credentials" in str(info.value) and "abc123" not in str(info.value)
+
+
+def test_a_stream_keeps_the_sent_log_it_reads_and_its_old_outbox_days_are_archived(tmp_path: Path, fakes):
+    """A 30-day lookback: the sent log of old days is still what the stream deduplicates by, so it stays hot."""
+    from .stream_project import StreamProject, ids, order, outcome_of
+
+    p = StreamProject(tmp_path, lookback="30d", start=ago(10))
+    p.write("project.yaml", 'name: events\nstart_date: "2026-01-01"\narchive: {retention_days: 3}\n')
+    at = dt.datetime.combine(TODAY, dt.time(9))
+    p.add_orders([order(i, at - dt.timedelta(days=9, minutes=i)) for i in range(1, 6)])
+    assert outcome_of(p.run("box", date=ago(6)), "box").count("sent") == 5
+    p.add_orders([order(i, at - dt.timedelta(days=5, minutes=i)) for i in range(6, 9)])
+    assert outcome_of(p.run("box", date=ago(5)), "box").count("sent") == 3
+    sent_before = p.statuses("box")
+    lines = {f.parent.name: f.read_text() for f in (p.settings.data_dir / "outbox/box/streams/orders").glob("*/*.jsonl")}
+    assert sorted(lines) == [ago(6), ago(5)]
+
+    defs = load_definitions(p.settings)
+    result = dg.materialize(list(defs.assets or []), selection=dg.AssetSelection.assets(ARCHIVE_KEY),
+                            instance=p.instance, resources=defs.resources)
+    assert result.success
+    assert p.statuses("box") == sent_before  # every row is within 2 x lookback of the mark: the stream reads them
+    root = p.settings.data_dir / "archive" / "outbox" / "box" / "streams" / "orders"
+    for day, text in lines.items():
+        [gz] = (root / f"day={day}").glob("*.jsonl.gz")
+        assert gzip.decompress(gz.read_bytes()).decode() == text
+    assert not list((p.settings.data_dir / "outbox").rglob("*.jsonl"))
+
+    # The next run sends exactly the new orders: nothing archived made an old event look unsent.
+    p.add_orders([order(i, at - dt.timedelta(days=1, minutes=i)) for i in (9, 10)])
+    outcome = p.run("box", date=ago(0))
+    assert outcome_of(outcome, "box").count("sent") == 2
+    assert set(p.statuses("box")) == set(sent_before) | ids(9, 10)
+    [today_file] = (p.settings.data_dir / "outbox/box/streams/orders" / ago(0)).glob("*.jsonl")
+    assert {json.loads(line)["id"] for line in today_file.read_text().splitlines()} == ids(9, 10)
+
+
+def test_the_archive_command_dry_run_run_and_query(tmp_path: Path, monkeypatch):
+    from click.testing import CliRunner
+
+    from composable_assets.cli import cli
+
+    p = ArchiveProject(tmp_path, f"duckdb:///{tmp_path / 'warehouse.duckdb'}")
+    run_days_fixed(p)
+    for name, value in {"COMPOSABLE_PROJECT_DIR": str(p.settings.project_dir), "COMPOSABLE_WAREHOUSE":
+                        p.settings.warehouse_url, "COMPOSABLE_DATA_DIR": str(p.settings.data_dir)}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    before = {name: p.rows(name) for name in TABLES}
+
+    def run(*args: str):
+        return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+    dry = run("archive", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert f"would archive the days before {ago(3)}" in dry.output and "delta__high__rec_mirror" in dry.output
+    assert {name: p.rows(name) for name in TABLES} == before and p.files() == []  # a dry run changes nothing
+
+    done = run("archive", "--before", ago(7))  # only day -8
+    assert done.exit_code == 0, done.output
+    assert f"of the days before {ago(7)}" in done.output
+    assert {f.split("/")[-2] for f in p.files()} == {f"day={ago(8)}"}
+
+    query = run("archive", "query", "SELECT CAST(partition_date AS VARCHAR) AS day, count(*) AS runs FROM delta_runs "
+                "GROUP BY ALL ORDER BY 1")
+    assert query.exit_code == 0, query.output
+    assert all(ago(n) in query.output for n in (8, 7, 6, 5, 4))  # day -8 from Parquet, the others hot
+
+    bad = run("archive", "query", "DELETE FROM delta_runs")
+    assert bad.exit_code == 1 and "one SELECT" in bad.output
+    assert run("archive", "--before", "yesterday").exit_code == 1
+    assert "@example.com" not in dry.output + done.output

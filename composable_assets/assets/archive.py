@@ -34,7 +34,8 @@ def report_metadata(report: ArchiveReport, where: str) -> dict:
         "files_written": report.files,
         "bytes_written": report.bytes,
         "days": ", ".join(str(d) for d in report.days) or "none",
-        "tables": markdown_table(report.table_rows()) if report.tables else "nothing to archive",
+        "tables": markdown_table(report.table_rows(), limit=len(report.tables)) if report.tables else "nothing to archive",
+        "per_table": dg.MetadataValue.json(report.table_rows()),
         "orphans_removed": report.orphans_removed,
         "days_left_for_next_run": ", ".join(str(d) for d in report.skipped_days) or "none",
     }

@@ -513,10 +513,10 @@ class ArchiveReport:
     #: Days whose hot rows changed while being archived: left hot, for the next run.
     skipped_days: list[dt.date] = field(default_factory=list)
 
-    def add(self, name: str, day: dt.date, rows: int, size: int = 0, files: int = 1) -> None:
+    def add(self, name: str, day: dt.date, rows: int, size: int = 0) -> None:
         entry = self.tables.setdefault(name, TableArchived())
         entry.rows += rows
-        entry.files += files
+        entry.files += 1
         entry.bytes += size
         entry.days.add(day)
 
@@ -566,7 +566,7 @@ def archive(
     for day, parts in plan(conn, schema, cutoff).items():
         if dry_run:
             for p in parts:
-                report.add(p.table, day, p.rows, files=0)
+                report.add(p.table, day, p.rows)
             continue
         written: list[_Written] = []
         try:
@@ -589,7 +589,7 @@ def archive(
     for source, relative, day in list(_outbox_files(outboxes or {}, cutoff)):
         name = "/".join(relative.split("/")[:-2])  # outbox/<destination>/<audience> or .../streams/<stream>
         if dry_run:
-            report.add(name, day, source.read_bytes().count(b"\n"), files=0)
+            report.add(name, day, source.read_bytes().count(b"\n"))
             continue
         report.add(name, day, *_archive_outbox_file(location, source, relative))
     return report
