@@ -199,12 +199,25 @@ def test_sync_runs_carry_the_dagster_run_the_files_hashes_and_code_versions(cdp)
         inputs = dg.DataProvenance.from_tags(delta_event.asset_materialization.tags).input_data_versions
         assert upstream["audience/high"]["data_version"] == inputs[audience_key("high")].value
         assert upstream["audience/high"]["run_id"] == upstream["model/people_model"]["run_id"] == run_id
+        # Model and audience tables are named by the run that rebuilt them, not by a hash of code and inputs that
+        # would stay the same while the source tables change.
+        assert upstream["audience/high"]["data_version"] == upstream["model/people_model"]["data_version"] == run_id
         assert upstream["audience/high"]["code_version"] == audience_sha[:16]
         assert upstream["model/people_model"]["code_version"] == model_sha[:16]
     # explain shows the same for a delivered row.
     change = next(c for c in explained(cdp, "20").changes if c.destination == "braze")
     assert (change.code_version, change.audience_sha256, change.model_sha256) == (rows[0][4], audience_sha, model_sha)
     assert change.upstream == json.loads(rows[0][8])
+
+
+def test_a_sync_the_destination_stopped_is_recorded_with_what_it_left_unsent(cdp, fakes):
+    fakes["braze"].faults.unavailable = True
+    outcome = cdp.sync(destination="braze")
+    assert not outcome.success
+    [row] = cdp.query("SELECT run_id, status, added, unsent, finished_at IS NOT NULL FROM composable.sync_runs")
+    assert row == (outcome.run_id, "stopped", 0, 20, True)
+    assert cdp.query("SELECT count(*) FROM composable.sync_log") == [(0,)]  # nothing delivered, nothing rejected
+    assert explained(cdp, "12").changes == []
 
 
 def test_code_versions_change_with_the_files_that_define_each_asset(cdp):
@@ -252,6 +265,28 @@ def test_events_sent_by_a_stream_are_explained_from_its_sent_log(cdp, fakes):
         assert received[e.event_id]["dataFields"] == e.properties
     assert [e.event_id for e in explained(cdp, "13").events] == ["orders:2"]
     assert explained(cdp, "12", audience="high").events == []  # events belong to no audience
+
+
+def test_explain_says_why_audiences_consent_and_deletion_requests(small):
+    small.write("project.yaml", 'name: small\nstart_date: "2026-01-01"\nconsent: {table: consents, key: id}\n')
+    small.query("CREATE TABLE consents AS SELECT * FROM (VALUES (12, 'email_marketing', true), (12, 'push', false), "
+                "(3, 'push', true)) AS t(id, purpose, granted)")
+    assert small.sync().success  # rec_mirror and rec_upsert (Recording destinations): members 11..20
+
+    twelve = explained(small, "12")
+    assert twelve.audiences == ["high"] and twelve.consents == {"email_marketing": True, "push": False}
+    assert twelve.deletions == [] and {c.destination for c in twelve.changes} == {"rec_mirror", "rec_upsert"}
+    three = explained(small, "3")  # not a member (score 3), never sent, but a consent row
+    assert (three.known, three.audiences, three.changes, three.consents) == (True, [], [], {"push": True})
+
+    small.query("CREATE TABLE forget_me AS SELECT 12 AS customer_id, 'req-1' AS request_id, "
+                "TIMESTAMP '2026-03-03 10:00' AS requested_at")
+    small.write("project.yaml", 'name: small\nstart_date: "2026-01-01"\nconsent: {table: consents, key: id}\n'
+                "deletion_requests: {table: forget_me, key: customer_id}\n")
+    [request] = explained(small, "12").deletions
+    assert request == {"table": "forget_me", "customer_id": 12, "request_id": "req-1",
+                       "requested_at": dt.datetime(2026, 3, 3, 10, 0)}
+    assert explained(small, "13").deletions == [] and not explained(small, "999").known
 
 
 @pytest.fixture
