@@ -322,6 +322,73 @@ def _json(value) -> str:
     return json.dumps(value, default=str, ensure_ascii=False)
 
 
+@cli.command()
+@click.option("--request", "request_id", help="Only this request id.")
+def forget(request_id: str | None) -> None:
+    """Honour deletion requests now, then show per request and destination what happened.
+
+    Exit 1 unless every request is done (a failed destination is tried again by the next run).
+    """
+    from .governance.deletion import pending_requests
+    from .governance.deletion_log import ensure_deletion_log, outcomes
+    from .warehouse import Warehouse
+
+    settings, project, defs = _load()
+    if project.settings.deletion_requests is None:
+        raise UserError("project.yaml declares no `deletion_requests:` table; there is nothing to honour.")
+    run = _honour_deletion_requests(defs)
+    with Warehouse(url=settings.warehouse_url).connect() as conn:
+        ensure_deletion_log(conn, project.settings.schema_name)
+        rows = outcomes(conn, project.settings.schema_name, None if request_id is None else [request_id])
+        pending = {r.request_id for r in pending_requests(conn, project)}
+    table = Table("request", "key", "destination", "via", "status", "detail", title="deletion requests",
+                  title_justify="left")
+    for request, key, destination, via, status, detail in _newest_outcomes(rows):
+        table.add_row(request, key, destination, via, status, detail, style="red" if status == "failed" else None)
+    console.print(table)
+    asked = {r["request_id"] for r in rows} | (pending if request_id is None else pending & {request_id})
+    left = sorted(asked & pending)
+    console.print(f"{len(asked) - len(left)} of {len(asked)} requests done"
+                  + (f"; not yet: {', '.join(left)} (tried again on the next run)" if left else ""), highlight=False)
+    if not run.success:
+        raise UserError("the deletion run failed; see the messages above.")
+    if left:
+        raise UserError(f"{len(left)} request(s) are not done at every destination yet.")
+
+
+def _honour_deletion_requests(defs):
+    """Run the deletion requests asset in this process; print its errors."""
+    import dagster as dg
+
+    from .assets.deletions import DELETION_REQUESTS
+    from .runner import instance, run_selection
+
+    outcome = run_selection(defs, dg.AssetSelection.assets(DELETION_REQUESTS), None, instance())
+    for error in outcome.errors:
+        err_console.print(f"[red]failed[/] {error}", highlight=False)
+    return outcome
+
+
+def _newest_outcomes(rows: list[dict]) -> list[tuple[str, ...]]:
+    """Per request and destination: the newest outcome of each delivery and identifier, purges in one line."""
+    newest: dict[tuple, dict] = {}
+    for row in rows:  # oldest first: later rows replace earlier ones
+        newest[(row["request_id"], row["destination"], row["source"], row["place"], row["identifier_sha256"])] = row
+    lines: dict[tuple, tuple[str, ...]] = {}
+    purged: dict[tuple[str, str, str], list[str]] = {}
+    for row in newest.values():
+        head = (row["request_id"], row["key"], row["destination"])
+        if row["identifier_type"] is None and row["status"] == "purged":
+            purged.setdefault(head, []).append(f"{row['place'].rsplit('.', 1)[-1].rsplit('/', 1)[-1]} ({row['purged_rows']})")
+            continue
+        via = row["source"] or "-"
+        detail = f"{row['identifier_type']}: {row['response']}" if row["identifier_type"] else (row["response"] or "")
+        lines[(*head, via, row["identifier_sha256"] or "")] = (*head, via, row["status"], detail)
+    for head, places in purged.items():
+        lines[(*head, "~", "")] = (*head, "-", "purged", "rows removed: " + ", ".join(places))
+    return [lines[k] for k in sorted(lines)]
+
+
 @cli.group(invoke_without_command=True)
 @click.option("--dry-run", is_flag=True, help="Only show what would be archived; nothing is written or deleted.")
 @click.option("--before", help="Archive the days before this one (YYYY-MM-DD) instead of those past the retention.")
@@ -454,12 +521,14 @@ def demo(customers: int, changes: bool) -> None:
     with local_destinations() as fakes:
         for name, fake in fakes.items():
             console.print(f"{name}: a local stand-in at {fake.url} (real HTTP)", highlight=False)
+        _demo_deletions(defs, warehouse, project)
         outcome = _run(defs, everything, today.isoformat(), f"sync ({today})")
         if changes and outcome.success:
             with warehouse.connect() as conn:
                 changed = generator.apply_day_of_changes(conn.raw, today)
             console.print("applied a day of changes: " + ", ".join(f"{n} {k}" for k, n in changed.items()),
                           highlight=False)
+            _demo_deletions(defs, warehouse, project)
             outcome = _run(defs, everything, today.isoformat(), f"after a day of changes ({today})")
         for name, fake in fakes.items():
             ok = sum(1 for r in fake.requests if r.status is not None and r.status < 300)
@@ -564,7 +633,25 @@ def _default_signals() -> None:
 def _all_sync_work(defs):
     import dagster as dg
 
-    return dg.AssetSelection.all() - dg.AssetSelection.groups("sources")
+    from .assets.deletions import DELETION_REQUESTS
+
+    # Deletion requests run on their own, first (`_demo_deletions`).
+    return dg.AssetSelection.all() - dg.AssetSelection.groups("sources") - dg.AssetSelection.assets(DELETION_REQUESTS)
+
+
+def _demo_deletions(defs, warehouse, project) -> None:
+    """Honour the sample's deletion requests before its syncs, and say in one line what that did."""
+    from .governance.deletion_log import deletion_log, ensure_deletion_log
+
+    run = _honour_deletion_requests(defs)
+    with warehouse.connect() as conn:
+        ensure_deletion_log(conn, project.settings.schema_name)
+        counts = dict(conn.fetch_all(
+            f"SELECT status, count(*) FROM {deletion_log(project.settings.schema_name)} WHERE run_id = ? "
+            "GROUP BY status ORDER BY status", [run.run_id],
+        ))
+    console.print("deletion requests (before the syncs): "
+                  + (", ".join(f"{n} {status}" for status, n in counts.items()) or "nothing new"), highlight=False)
 
 
 def _pair_keys(audience: str, destination: str):

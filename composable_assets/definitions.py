@@ -23,6 +23,7 @@ from .destinations import DESTINATION_TYPES, Destination, build_destination
 from .landing import landing_folders
 from .governance.lineage import as_metadata, column_lineage
 from .governance.pii import pii_categories, tagged_schema
+from .governance.archive import archive_location
 from .governance.consent import consent_conditions, member_key_column
 from .project import Project, ProjectError, StreamSpec, load_project
 from .project.gates import resolve_gates
@@ -228,7 +229,8 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
                 )
             )
     if requests is not None:
-        assets.append(build_deletion_asset(project, destinations, kind))
+        archive = archive_location(project.settings.archive, settings.data_dir)
+        assets.append(build_deletion_asset(project, destinations, kind, archive))
         jobs.append(forget_job := deletion_job())
         # On by default: honouring requests must not wait for someone to switch a schedule on.
         schedules.append(

@@ -431,3 +431,106 @@ def test_a_deletion_requests_setting_without_a_table_is_an_error_naming_project_
     (p / "project.yaml").write_text('name: x\ndeletion_requests: {key: customer_id}\n')
     with pytest.raises(ProjectError, match=r"project\.yaml:2: missing required field `table`"):
         load_project(p)
+
+
+@pytest.mark.parametrize("url", ["duckdb"], indirect=True)
+def test_composable_forget_says_per_request_and_destination_what_happened(project, fakes, monkeypatch):
+    from click.testing import CliRunner
+
+    from composable_assets.cli import cli
+
+    monkeypatch.setenv("COMPOSABLE_PROJECT_DIR", str(project.settings.project_dir))
+    monkeypatch.setenv("COMPOSABLE_WAREHOUSE", project.settings.warehouse_url)
+    monkeypatch.setenv("COMPOSABLE_DATA_DIR", str(project.settings.data_dir))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    project.ask_to_forget(12)
+    result = CliRunner().invoke(cli, ["forget"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if "dsr-12" in line]
+    for destination, status in [("braze", "deleted"), ("iterable", "deleted"), ("hook", "deleted"),
+                                ("cdi", "deleted"), ("mg", "purged"), ("box", "purged")]:
+        assert any(destination in line and status in line for line in lines), (destination, result.output)
+    assert "1 of 1 requests done" in result.output
+    assert "p12@example.com" not in result.output
+
+    project.ask_to_forget(13)
+    fakes["iterable"].faults.path_prefix = "/api/users/"
+    fakes["iterable"].faults.unavailable = True
+    result = CliRunner().invoke(cli, ["forget"], catch_exceptions=False)
+    assert result.exit_code == 1
+    assert "1 of 2 requests done; not yet: dsr-13" in result.output
+    assert any("iterable" in line and "failed" in line for line in result.output.splitlines() if "dsr-13" in line)
+
+
+def test_history_archived_to_parquet_is_searched_and_purged_too(tmp_path: Path, hook, fakes, monkeypatch):
+    """Person 14 left the mirrors months ago and those days are archived: found there, deleted, purged from it."""
+    from composable_assets.governance.archive import archive_location, archived, archived_outbox
+
+    monkeypatch.setenv("HOOK_SECRET", HOOK_SECRET)
+    p = ForgettingProject(tmp_path, f"duckdb:///{tmp_path / 'warehouse.duckdb'}", hook)
+    p.day = "2026-03-02"
+    assert p.sync().success
+    p.execute("UPDATE people SET score = 1 WHERE id = 14")  # leaves: the mirrors remove 14 from their ledgers
+    p.day = "2026-03-03"
+    assert p.sync().success
+    p.execute("UPDATE people SET name = 'later' WHERE id = 15")
+    p.day = "2026-03-04"
+    assert p.sync().success
+    assert "14" not in p.ledger_keys("braze") and "14" in fakes["braze"].users  # cleared attribute, profile kept
+    defs = load_definitions(p.settings)
+    result = dg.materialize(
+        list(defs.assets), selection=[dg.AssetKey(["governance", "archive"])], instance=p.instance,
+        resources=defs.resources, run_config={"ops": {"governance__archive": {"config": {"before": "2026-03-04"}}}},
+    )
+    assert result.success
+    assert "14" not in p.delta_keys("braze")  # only the archive remembers that Braze got 14
+    location = archive_location(load_project(p.settings.project_dir).settings.archive, p.settings.data_dir)
+    with p.engine.connect() as conn:
+        assert "14" in archived(conn, location, "composable", "delta__high__braze")["_key"].to_pylist()
+    assert any("p14@example.com" in line for line in archived_outbox(location)["line"].to_pylist())
+
+    p.ask_to_forget(14)
+    assert p.forget().success
+    assert "14" not in fakes["braze"].users and "14" in fakes["braze"].deleted
+    with p.engine.connect() as conn:
+        for name in ("delta__high__braze", "delta__high__hook", "delta__high__box"):
+            assert "14" not in archived(conn, location, "composable", name)["_key"].to_pylist()
+    assert not any("p14@example.com" in line for line in archived_outbox(location)["line"].to_pylist())
+    assert {r["destination"] for r in p.proof() if r["status"] == "purged"} >= {"(archive)"}
+
+
+def test_each_destination_answers_per_identifier_and_answers_are_scrubbed(fakes, tmp_path: Path):
+    """Braze by e-mail (with a prioritization), Iterable's "User does not exist" (it echoes the e-mail), a dead API."""
+    from composable_assets.destinations import ForgetTarget
+    from composable_assets.destinations.braze import Braze
+    from composable_assets.destinations.iterable import Iterable
+    from composable_assets.governance.deletion import scrub
+
+    braze, iterable = fakes["braze"], fakes["iterable"]
+    settings = {"max_tries": 1, "backoff_base_seconds": 0.01}
+    braze.users["email:a@example.com"] = {"email": "a@example.com"}
+    at_braze = Braze("braze", {"rest_endpoint": {"env": "BRAZE_REST_ENDPOINT"}, "api_key": {"env": "BRAZE_API_KEY"},
+                               **settings}, tmp_path)
+    by_email = ForgetTarget("braze", "email", "run-1", "aud", at_braze.sync_options({}))
+    assert [f.status for f in at_braze.forget(by_email, ["a@example.com"])] == ["deleted"]
+    assert [f.status for f in at_braze.forget(by_email, ["nobody@example.com"])] == ["not_found"]
+    sent = [r.body for r in braze.requests if r.path == "/users/delete"]
+    assert sent[0] == {"email_addresses": [{"email": "a@example.com",
+                                            "prioritization": ["identified", "most_recently_updated"]}]}
+    assert at_braze.capabilities.forget_batch_size == 50
+
+    iterable.users["b@example.com"] = {"email": "b@example.com", "dataFields": {}}
+    at_iterable = Iterable("iterable", {"base_url": {"env": "ITERABLE_BASE_URL"}, "api_key": {"env": "ITERABLE_API_KEY"},
+                                        **settings}, tmp_path)
+    target = ForgetTarget("iterable", "email", "run-1", "aud", at_iterable.sync_options({}))
+    answers = at_iterable.forget(target, ["b@example.com", "ghost@example.com"])
+    assert [a.status for a in answers] == ["deleted", "not_found"]
+    assert "ghost@example.com" in answers[1].response and "HTTP 400" in answers[1].response  # Iterable echoes it
+    assert "@" not in scrub(answers[1].response, ["b@example.com", "ghost@example.com"])
+    assert KEY not in answers[0].response
+
+    iterable.faults.unavailable = True
+    answers = at_iterable.forget(target, ["c@example.com", "d@example.com"])
+    assert [a.status for a in answers] == ["failed", "failed"]
+    assert "503" in answers[0].response and "not tried" in answers[1].response
+    assert sum(1 for r in iterable.requests if r.method == "DELETE" and "example.com" in r.path and r.path.endswith(("c@example.com", "d@example.com"))) == 1

@@ -36,7 +36,10 @@ def test_a_demo_s_run_logs_hold_no_api_key_and_no_member_email(tmp_path, monkeyp
 
     instance = dg.DagsterInstance.get()
     runs = instance.get_runs()
-    assert len(runs) == 2  # the first sync and the one after a day of changes
+    # Twice (the first sync, then after a day of changes): the deletion requests, then the syncs.
+    assert len(runs) == 4
+    forget = dg.AssetRecordsFilter(asset_key=dg.AssetKey(["governance", "deletion_requests"]))
+    assert len(instance.fetch_materializations(forget, limit=10).records) == 2
     messages, metadata, samples = [], [], []
     for run in runs:
         for entry in instance.all_logs(run.run_id):

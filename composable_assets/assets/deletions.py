@@ -6,6 +6,7 @@ import datetime as dt
 import dagster as dg
 
 from ..destinations import Destination
+from ..governance.archive import ArchiveLocation
 from ..governance.deletion import HONOUR_WITHIN, DeletionSetupError, overdue_requests, process_deletion_requests
 from ..governance.deletion_log import deletion_log
 from ..project import Project
@@ -25,7 +26,7 @@ def utc_now() -> dt.datetime:
 
 
 def build_deletion_asset(
-    project: Project, destinations: dict[str, Destination], warehouse_kind: str
+    project: Project, destinations: dict[str, Destination], warehouse_kind: str, archive: ArchiveLocation | None = None
 ) -> dg.AssetsDefinition:
     spec = project.settings.deletion_requests
     assert spec is not None
@@ -36,7 +37,7 @@ def build_deletion_asset(
         group_name=GOVERNANCE,
         deps=[source_key(spec.table)],
         description=f"Deletes each person in `{spec.table}` at every destination that received them, purges them "
-        "from ledgers, deltas and outboxes, and records the proof in `deletion_log`.",
+        "from ledgers, deltas, outboxes and archives, and records the proof in `deletion_log`.",
         kinds={warehouse_kind, "governance"},
         pool=WAREHOUSE_POOL,
         metadata={"requests_table": spec.table, "proof_table": f"{project.settings.schema_name}.deletion_log"},
@@ -53,7 +54,7 @@ def build_deletion_asset(
         with warehouse.connect() as conn:
             try:
                 report = process_deletion_requests(
-                    conn, project, destinations, warehouse, run_id=context.run.run_id, now=utc_now()
+                    conn, project, destinations, warehouse, run_id=context.run.run_id, now=utc_now(), archive=archive
                 )
                 overdue = overdue_requests(conn, project, utc_now())
             except DeletionSetupError as exc:

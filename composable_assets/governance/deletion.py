@@ -5,11 +5,14 @@ One run (the asset `governance/deletion_requests`):
 1. reads the requests not yet done: rows of the project's requests table, plus requests the proof table
    (`deletion_log`, governance/deletion_log.py) still shows failing, so a request row deleted early is finished;
 2. finds who received each person, with the identifiers actually sent: every pair's ledger, the pair's delta rows
-   that were acknowledged or possibly in flight (the history: a mirror may have removed them since), and every
-   event stream's events of the person that were sent (sent log), or are older than the log's pruning horizon;
+   that were acknowledged or possibly in flight (the history: a mirror may have removed them since), its delta
+   rows archived to Parquet (governance/archive.py), and every event stream's events of the person that were
+   sent (sent log), or are older than the log's pruning horizon;
 3. asks each destination to forget them (`Destination.forget`, batched by `Capabilities.forget_batch_size`); an
    identifier done by an earlier run is not asked again, a failed one is asked again next run;
-4. in one warehouse transaction: purges the person from the ledger, delta, `sync_failures` and `sync_log` of each
+4. purges the archive (`purge_archived`: archived rows by key, archived outbox lines by identifier) of each person
+   no destination failed for; it rewrites files, so it runs before, not inside, the transaction that follows;
+5. in one warehouse transaction: purges the person from the ledger, delta, `sync_failures` and `sync_log` of each
    pair whose destination no longer fails for them (a failed one keeps its rows: they name whom to delete next
    time), and writes the proof: one row per outcome and per table purged.
 
@@ -26,6 +29,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
 from pydantic import BaseModel
 
 from ..delta.sql import DIALECT, ident, table
@@ -37,6 +42,7 @@ from ..project.loader import PROJECT_FILE
 from ..streams.shape import StreamShape
 from ..streams.tables import StreamTables
 from ..warehouse.base import insert_rows
+from .archive import ArchiveLocation, archived_paths, purge_archived
 from .consent import member_key_column
 from .deletion_log import (
     COLUMNS,
@@ -53,6 +59,7 @@ KEYS_PER_QUERY = 500
 # Requests older than this and not done make the asset check `requests_honoured` warn (GDPR: "without undue delay").
 HONOUR_WITHIN = dt.timedelta(days=3)
 SCRUBBED = "<identifier>"
+ARCHIVE = "(archive)"
 EMAIL = re.compile(r"[^\s@\"'<>,;:/]+@[^\s@\"'<>,;:/]+\.[A-Za-z]{2,}")
 
 
@@ -116,7 +123,14 @@ class DeletionReport:
 
 
 def process_deletion_requests(
-    conn, project: Project, destinations: dict[str, Destination], warehouse: Any, *, run_id: str, now: dt.datetime
+    conn,
+    project: Project,
+    destinations: dict[str, Destination],
+    warehouse: Any,
+    *,
+    run_id: str,
+    now: dt.datetime,
+    archive: ArchiveLocation | None = None,
 ) -> DeletionReport:
     """Work every request not yet done (see the module docstring); returns what was done."""
     schema = project.settings.schema_name
@@ -125,7 +139,7 @@ def process_deletion_requests(
     if not report.requests:
         return report
     keys = sorted({r.key for r in report.requests})
-    recipients = find_recipients(conn, project, keys, report.warnings)
+    recipients = find_recipients(conn, project, keys, report.warnings, archive)
     by_key: dict[str, list[Request]] = defaultdict(list)
     for request in report.requests:
         by_key[request.key].append(request)
@@ -139,6 +153,9 @@ def process_deletion_requests(
 
     report.outcomes += forget_everywhere([r for r in recipients if still_to_do(r)], project, destinations, warehouse, run_id)
     failing = {(o.key, o.destination, o.source) for o in report.outcomes if o.status == FAILED}
+    if archive is not None:
+        settled = [k for k in keys if not any(f[0] == k for f in failing)]
+        report.outcomes += purge_archive(conn, archive, schema, settled, recipients, run_id)
     # One transaction: the purge and its proof appear together; a crash before the commit redoes both next run.
     conn.execute("BEGIN TRANSACTION")
     try:
@@ -187,7 +204,9 @@ def pending_requests(conn, project: Project) -> list[Request]:
     return sorted(requests.values(), key=lambda r: (r.requested_at or dt.datetime.min, r.request_id))
 
 
-def find_recipients(conn, project: Project, keys: list[str], warnings: list[str]) -> list[Recipient]:
+def find_recipients(
+    conn, project: Project, keys: list[str], warnings: list[str], archive: ArchiveLocation | None = None
+) -> list[Recipient]:
     """Every (destination, delivery, identifier) that reached one of these people; see the module docstring."""
     found: set[Recipient] = set()
     schema = project.settings.schema_name
@@ -197,10 +216,13 @@ def find_recipients(conn, project: Project, keys: list[str], warnings: list[str]
             if not conn.table_exists(schema, f"ledger__{audience.name}__{sync.destination}"):
                 continue  # never synced
             pair = [audience.name, sync.destination]
+            rows: list[tuple] = []
             for chunk, marks in _key_chunks(keys):
-                sql = _pair_identifiers_sql(tables, marks)
-                for key, identifier in conn.fetch_all(sql, [*chunk, *chunk, *pair, *pair]):
-                    found.add(Recipient(key, sync.destination, f"audience {audience.name}", sync.identifier_type, identifier))
+                rows += conn.fetch_all(_pair_identifiers_sql(tables, marks), [*chunk, *chunk, *pair, *pair])
+            if archive is not None:
+                rows += _archived_identifiers(conn, archive, schema, f"delta__{audience.name}__{sync.destination}", keys)
+            for key, identifier in rows:
+                found.add(Recipient(key, sync.destination, f"audience {audience.name}", sync.identifier_type, identifier))
     for stream in project.streams.values():
         found |= _stream_recipients(conn, project, stream, keys, warnings)
     return sorted(found, key=lambda r: (r.key, r.destination, r.source, r.identifier_type, r.identifier))
@@ -229,6 +251,33 @@ def _pair_identifiers_sql(tables: PairTables, marks: str) -> str:
         f"UNION SELECT d._key, d._identifier FROM {tables.delta} AS d "
         f"WHERE d._identifier IS NOT NULL AND d._key IN ({marks}) AND ({delivered})"
     )
+
+
+def _archived_identifiers(conn, archive: ArchiveLocation, schema: str, name: str, keys: list[str]) -> list[tuple]:
+    """(key, identifier) of a delta's archived rows about these people: all of them were sent, long ago."""
+    paths = [archive.path(p) for p in archived_paths(conn, schema, name)]
+    if not paths:
+        return []
+    # Read only two columns of the rows asked for (Parquet statistics skip most of the files' row groups).
+    rows = pads.dataset(paths, format="parquet", filesystem=archive.fs).to_table(
+        columns=["_key", "_identifier"], filter=pc.field("_key").isin(keys) & pc.field("_identifier").is_valid()
+    )
+    return list(zip(rows["_key"].to_pylist(), rows["_identifier"].to_pylist()))
+
+
+def purge_archive(
+    conn, archive: ArchiveLocation, schema: str, keys: list[str], recipients: list[Recipient], run_id: str
+) -> list[Outcome]:
+    """Each person's archived rows and archived outbox lines removed, one proof row per archived table touched."""
+    outcomes: list[Outcome] = []
+    for key in keys:
+        identifiers = {r.identifier for r in recipients if r.key == key}
+        removed = purge_archived(conn, archive, schema, keys=[key], identifiers=identifiers, run_id=run_id)
+        outcomes += [
+            Outcome(key, ARCHIVE, None, f"{archive.display}/{name}", PURGED, purged_rows=n)
+            for name, n in sorted(removed.items()) if n
+        ]
+    return outcomes
 
 
 def _stream_recipients(conn, project: Project, stream: StreamSpec, keys: list[str], warnings: list[str]) -> set[Recipient]:
