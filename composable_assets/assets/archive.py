@@ -10,11 +10,10 @@ import dagster as dg
 from ..governance.archive import ArchiveReport, archive, archive_cutoff, archive_location
 from ..project import Project
 from ..warehouse import Warehouse
-from .keys import WAREHOUSE_POOL
+from .keys import GOVERNANCE, WAREHOUSE_POOL, governance_key
 from .metadata import markdown_table
 
-ARCHIVE_KEY = dg.AssetKey(["governance", "archive"])
-GOVERNANCE = "governance"
+ARCHIVE_KEY = governance_key("archive")
 ARCHIVE_JOB = "archive"
 
 
