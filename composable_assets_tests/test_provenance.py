@@ -13,7 +13,7 @@ import dagster as dg
 import pytest
 from click.testing import CliRunner
 
-from composable_assets.assets.keys import audience_key, delta_key, model_key, stream_key, sync_key
+from composable_assets.assets.keys import audience_key, delta_key, model_key, sync_key
 from composable_assets.cli import cli
 from composable_assets.definitions import load_definitions, stream_selection
 from composable_assets.governance.provenance import explain
@@ -21,7 +21,7 @@ from composable_assets.project import load_project
 from composable_assets.runner import run_selection
 from composable_assets.warehouse import engine_from_url
 
-from .conftest import SMALL_AUDIENCE, Recording
+from .conftest import Recording
 from .test_engines_flow import EngineProject, people as engine_people
 
 AUDIENCE = """\

@@ -87,7 +87,6 @@ def run_data_version(context: dg.AssetExecutionContext) -> dg.DataVersion:
     return dg.DataVersion(context.run.run_id)
 
 
-
 def upstream_versions(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str, run_id: str) -> dict[str, dict]:
     """Everything the materialization of `key` (partition, run) was computed from, transitively.
 
