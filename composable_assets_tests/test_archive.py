@@ -501,3 +501,46 @@ def test_the_archive_command_dry_run_run_and_query(tmp_path: Path, monkeypatch):
     assert bad.exit_code == 1 and "one SELECT" in bad.output
     assert run("archive", "--before", "yesterday").exit_code == 1
     assert "@example.com" not in dry.output + done.output
+
+
+def test_runs_a_killed_sync_left_acks_or_windows_over_stay_hot(tmp_path: Path):
+    """What a SIGKILLed sync leaves (unfolded acks, in-flight windows) is read by the next sync: its runs stay."""
+    p = ArchiveProject(tmp_path, f"duckdb:///{tmp_path / 'warehouse.duckdb'}")
+    run_days_fixed(p)
+    [(first, last)] = p.query(
+        "SELECT first_seq, last_seq FROM composable.delta_runs WHERE destination = 'rec_upsert' AND partition_date = ?",
+        [dt.date.fromisoformat(ago(8))],
+    )
+    [(box_first, box_last)] = p.query(
+        "SELECT first_seq, last_seq FROM composable.delta_runs WHERE destination = 'box' AND partition_date = ?",
+        [dt.date.fromisoformat(ago(7))],
+    )
+    now = dt.datetime(2026, 1, 1)
+    with p.engine.connect() as conn:  # as a killed process would have left them
+        conn.execute("INSERT INTO composable.sync_acks VALUES ('high', 'rec_upsert', 'killed', ?, ?, ?, false)",
+                     [first, first, now])
+        conn.execute("INSERT INTO composable.sync_inflight VALUES ('high', 'box', 'killed', ?, ?, ?)",
+                     [box_first, box_last, now])
+        planned = archival.plan(conn, "composable", dt.date.fromisoformat(ago(3)))
+    upsert_days = {day for day, parts in planned.items() for part in parts if part.table == "delta__high__rec_upsert"}
+    box_days = {day for day, parts in planned.items() for part in parts if part.table == "delta__high__box"}
+    assert dt.date.fromisoformat(ago(8)) not in upsert_days and dt.date.fromisoformat(ago(7)) in upsert_days
+    assert dt.date.fromisoformat(ago(7)) not in box_days and dt.date.fromisoformat(ago(8)) in box_days
+
+    p.archive()
+    hot = {r[2] for r in p.rows("delta__high__rec_upsert")}
+    assert set(range(first, last + 1)) <= hot  # the whole run the unfolded ack points into
+    assert set(range(box_first, box_last + 1)) <= {r[2] for r in p.rows("delta__high__box")}
+    assert any(r[6] is False for r in p.rows("sync_acks"))  # the unfolded ack itself is never archived
+
+
+def test_the_archive_asset_job_and_schedule(tmp_path: Path):
+    p = ArchiveProject(tmp_path, f"duckdb:///{tmp_path / 'warehouse.duckdb'}")
+    defs = load_definitions(p.settings)
+    graph = defs.resolve_asset_graph()
+    node = graph.get(ARCHIVE_KEY)
+    assert node.group_name == "governance" and "older than 3 days" in node.description
+    schedule = defs.resolve_schedule_def("archive_schedule")
+    assert schedule.cron_schedule == "0 3 * * *" and schedule.job_name == "archive"
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert defs.resolve_job_def("archive").asset_layer.executable_asset_keys == {ARCHIVE_KEY}
