@@ -1,6 +1,6 @@
 """Deletion requests: a person who asks is deleted at every destination that received them, purged from our tables,
 never sent again (until a new consent), with proof; real fakes (Braze, Iterable, a webhook receiver), Braze CDI,
-MessageGears and the outbox, on DuckDB and PostgreSQL."""
+MessageGears and the outbox, on DuckDB, PostgreSQL, Snowflake (fakesnow) and BigQuery (its local stand-in)."""
 
 from __future__ import annotations
 
@@ -277,7 +277,7 @@ def hook():
     receiver.close()
 
 
-@pytest.fixture(params=["duckdb", "postgres"])
+@pytest.fixture(params=["duckdb", "postgres", "snowflake", "bigquery"])
 def url(request, tmp_path: Path) -> str:
     if request.param == "duckdb":
         return f"duckdb:///{tmp_path / 'warehouse.duckdb'}"

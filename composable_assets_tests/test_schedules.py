@@ -19,7 +19,12 @@ def test_weekly_and_minute_audiences_get_the_right_automation(tmp_path):
     defs = sample_defs(tmp_path)
     names = {s.name: s for s in defs.schedules}
     # weekly_newsletter and lapsed_customers are weekly; vip and cart abandoners are minute-level (a sensor's job).
-    assert set(names) == {"weekly_newsletter_schedule", "lapsed_customers_schedule"}
+    # The governance jobs (archive, deletion requests) run daily on schedules of their own.
+    assert set(names) == {
+        "weekly_newsletter_schedule", "lapsed_customers_schedule", "archive_schedule", "deletion_requests_schedule"
+    }
+    assert names["deletion_requests_schedule"].cron_schedule == "30 5 * * *"  # before the 06:00 syncs
+    assert names["deletion_requests_schedule"].default_status == dg.DefaultScheduleStatus.RUNNING
     assert names["weekly_newsletter_schedule"].cron_schedule == "0 6 * * 1"
     assert names["weekly_newsletter_schedule"].job_name == "sync_weekly_newsletter"
 
@@ -39,7 +44,7 @@ def test_a_cron_cadence_is_used_as_written(small):
     small.write("audiences/high.yaml", open(small.settings.project_dir / "audiences/high.yaml").read()
                 .replace("cadence: daily", 'cadence: "30 7 * * 1-5"'))
     defs = load_definitions(small.settings)
-    [schedule] = defs.schedules
+    [schedule] = [s for s in defs.schedules if s.name == "high_schedule"]
     assert schedule.cron_schedule == "30 7 * * 1-5"
     tick = dt.datetime(2026, 3, 3, 7, 30, tzinfo=dt.timezone.utc)
     with dg.build_schedule_context(scheduled_execution_time=tick, repository_def=defs.get_repository_def()) as context:

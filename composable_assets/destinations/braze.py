@@ -33,6 +33,9 @@ value (a removal: the membership attribute is gone, or the user is, for delete).
 phone, unsubscriptions and subscription-group adds are not looked up (the export takes one address per request
 and shows no subscription-group state) and are sent again, as is a row whose value Braze stores in another form
 (a date, a normalized phone): confirmation errs towards sending.
+
+Deletion requests (governance/deletion.py) go to POST /users/delete (`forget`): 50 ids a request, one identifier type
+a request, e-mail and phone with a prioritization, on the delete budget. Braze answers a count, not which ids it found.
 """
 
 from __future__ import annotations

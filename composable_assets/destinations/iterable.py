@@ -20,6 +20,9 @@ Iterable's 512 bytes is rejected without being sent. Stream sync options: none.
 Requests are split by count (batch_size) and by body size (4 MB). Iterable reports failures by email
 or userId, not by position: they are mapped back to rows. A request Iterable refuses as a whole
 (a field whose type changed, a malformed value) is halved until the offending rows are isolated.
+
+Deletion requests (governance/deletion.py, `forget`) DELETE /api/users/{email} or /api/users/byUserId/{userId}, one
+person a request on the delete budget (100/s); a 400 "User does not exist" means already deleted.
 """
 
 from __future__ import annotations
