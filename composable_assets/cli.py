@@ -375,17 +375,20 @@ def _newest_outcomes(rows: list[dict]) -> list[tuple[str, ...]]:
     for row in rows:  # oldest first: later rows replace earlier ones
         newest[(row["request_id"], row["destination"], row["source"], row["place"], row["identifier_sha256"])] = row
     lines: dict[tuple, tuple[str, ...]] = {}
-    purged: dict[tuple[str, str, str], list[str]] = {}
+    purged: dict[tuple[str, str, str], dict[str, int]] = {}
     for row in newest.values():
         head = (row["request_id"], row["key"], row["destination"])
         if row["identifier_type"] is None and row["status"] == "purged":
-            purged.setdefault(head, []).append(f"{row['place'].rsplit('.', 1)[-1].rsplit('/', 1)[-1]} ({row['purged_rows']})")
+            place = row["place"].rsplit(".", 1)[-1].rsplit("/", 1)[-1]  # the table's own name
+            places = purged.setdefault(head, {})
+            places[place] = places.get(place, 0) + (row["purged_rows"] or 0)
             continue
         via = row["source"] or "-"
         detail = f"{row['identifier_type']}: {row['response']}" if row["identifier_type"] else (row["response"] or "")
         lines[(*head, via, row["identifier_sha256"] or "")] = (*head, via, row["status"], detail)
     for head, places in purged.items():
-        lines[(*head, "~", "")] = (*head, "-", "purged", "rows removed: " + ", ".join(places))
+        removed = ", ".join(f"{place} ({n})" for place, n in places.items())
+        lines[(*head, "~", "")] = (*head, "-", "purged", f"rows removed: {removed}")
     return [lines[k] for k in sorted(lines)]
 
 

@@ -121,10 +121,10 @@ class Outbox(Destination):
     def forget(self, target: ForgetTarget, identifiers: Sequence[str]) -> list[Forgotten]:
         """Remove every line about these people from this destination's files."""
         removed = purge_lines(Path(self.settings["path"]) / self.name, target.identifier_type, set(identifiers))
-        files = len({f for f, _ in removed})
-        count = Counter(identifier for _, identifier in removed)
+        lines = Counter(identifier for _, identifier in removed)
+        files = Counter(identifier for _, identifier in set(removed))
         return [
-            Forgotten(i, PURGED, f"{count[i]} lines removed from {files} outbox files") if count[i]
+            Forgotten(i, PURGED, f"{lines[i]} lines removed from {files[i]} outbox files") if lines[i]
             else Forgotten(i, NOT_FOUND, "no line in the outbox")
             for i in identifiers
         ]

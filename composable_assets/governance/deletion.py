@@ -37,7 +37,7 @@ from ..delta.sql import DIALECT, ident, table
 from ..delta.tables import SYNC_LOG, PairTables
 from ..destinations import Destination, DestinationError, ForgetTarget, Forgotten
 from ..destinations.base import FAILED, NOT_FOUND, PURGED
-from ..project import Project, ProjectError, StreamSpec, parse_where
+from ..project import MissingSecretError, Project, ProjectError, StreamSpec, parse_where
 from ..project.loader import PROJECT_FILE
 from ..streams.shape import StreamShape
 from ..streams.tables import StreamTables
@@ -95,7 +95,7 @@ class Outcome:
     key: str
     destination: str
     source: str | None
-    place: str
+    place: str | None
     status: str
     response: str | None = None
     recipient: Recipient | None = None
@@ -156,11 +156,18 @@ def process_deletion_requests(
     if archive is not None:
         settled = [k for k in keys if not any(f[0] == k for f in failing)]
         report.outcomes += purge_archive(conn, archive, schema, settled, recipients, run_id)
+    # A request nobody ever received: the proof that we looked.
+    reached = {r.key for r in recipients}
+    report.outcomes += [
+        Outcome(key, NOBODY, None, None, NOT_FOUND, "no destination has received this person")
+        for key, requests in by_key.items()
+        if key not in reached and any(not q.seen for q in requests)
+    ]
     # One transaction: the purge and its proof appear together; a crash before the commit redoes both next run.
     conn.execute("BEGIN TRANSACTION")
     try:
         report.outcomes += purge_pairs(conn, project, keys, failing)
-        insert_rows(conn, deletion_log(schema), COLUMNS, proof_rows(report, by_key, done, recipients, run_id, now))
+        insert_rows(conn, deletion_log(schema), COLUMNS, proof_rows(report, by_key, done, run_id, now))
         conn.execute("COMMIT")
     except Exception:
         conn.execute("ROLLBACK")
@@ -351,7 +358,8 @@ def forget_everywhere(
                 try:
                     answers.update((f.identifier, f) for f in destination.forget(target, batch))
                     continue
-                except DestinationError as exc:
+                except (DestinationError, MissingSecretError) as exc:
+                    # The others are still asked: one destination down must not hold back the rest.
                     reason = broken[name] = str(exc)
             answers.update((i, Forgotten(i, FAILED, reason)) for i in batch)
         for r in members:
@@ -405,7 +413,6 @@ def proof_rows(
     report: DeletionReport,
     by_key: dict[str, list[Request]],
     done: set[tuple],
-    recipients: list[Recipient],
     run_id: str,
     now: dt.datetime,
 ) -> list[tuple]:
@@ -417,19 +424,12 @@ def proof_rows(
         for request in by_key[o.key]:
             if r is not None and (request.request_id, r.destination, r.source, r.identifier_type, digest) in done:
                 continue  # this request had it done already; the outcome was for another request of the person
+            if o.destination == NOBODY and request.seen:
+                continue  # looked at before
             rows.append((
                 request.request_id, o.key, o.destination, o.source, o.place, r.identifier_type if r else None, digest,
                 o.status, o.purged_rows, o.response, request.requested_at, now, run_id,
             ))
-    # A request nobody received: the proof that we looked.
-    reached = {r.key for r in recipients} | {o.key for o in report.outcomes}
-    for key, requests in by_key.items():
-        if key not in reached:
-            for request in (r for r in requests if not r.seen):
-                rows.append((
-                    request.request_id, key, NOBODY, None, None, None, None, NOT_FOUND, None,
-                    "no destination has received this person", request.requested_at, now, run_id,
-                ))
     return rows
 
 
