@@ -266,6 +266,15 @@ def about(lines: list[dict], *identifiers: str) -> list[dict]:
     return [line for line in lines if set(line["identifier"].values()) & set(identifiers)]
 
 
+def mentions(body: Any, *identifiers: str) -> bool:
+    """Whether a request body names one of these identifiers anywhere (as a value)."""
+    if isinstance(body, dict):
+        return any(mentions(v, *identifiers) for v in body.values())
+    if isinstance(body, list):
+        return any(mentions(v, *identifiers) for v in body)
+    return isinstance(body, str) and body in identifiers
+
+
 def braze_events_of(braze, person: str) -> int:
     return sum(1 for e in braze.events if e["user"] == person)
 
@@ -338,6 +347,8 @@ def test_a_deletion_request_deletes_the_person_everywhere_and_they_do_not_come_b
     project.execute("UPDATE people SET name = 'renamed', score = 30 WHERE id IN (12, 15)")
     project.add_orders([12, 11], utc_now() - dt.timedelta(minutes=5))
     assert project.sync().success and project.stream().success
+    for name, fake in fakes.items():  # not one request about 12 reached Braze or Iterable
+        assert not [r for r in fake.requests[requests_before[name]:] if mentions(r.body, "12", "p12@example.com")]
     assert "12" not in braze.users and braze_events_of(braze, "12") == 2
     assert braze_events_of(braze, "11") == 2  # the stream still runs for others
     assert "p12@example.com" not in iterable.users
