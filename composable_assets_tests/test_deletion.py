@@ -545,3 +545,35 @@ def test_each_destination_answers_per_identifier_and_answers_are_scrubbed(fakes,
     assert [a.status for a in answers] == ["failed", "failed"]
     assert "503" in answers[0].response and "not tried" in answers[1].response
     assert sum(1 for r in iterable.requests if r.method == "DELETE" and "example.com" in r.path and r.path.endswith(("c@example.com", "d@example.com"))) == 1
+
+
+@pytest.mark.parametrize("url", ["duckdb"], indirect=True)
+def test_the_consent_gate_holds_a_delta_that_would_send_someone_who_asked_to_be_forgotten(project):
+    """The gate re-checks what is about to leave: a delta computed without the suppression condition is held."""
+    import dataclasses
+
+    from composable_assets.assets.audiences import sync_shapes
+    from composable_assets.delta.diff import compute_delta
+    from composable_assets.delta.tables import PairTables
+    from composable_assets.governance.consent import consent_conditions
+    from composable_assets.governance.gates import judge_delta
+    from composable_assets.project.gates import GatesSpec
+
+    project.ask_to_forget(12)
+    project.execute("UPDATE people SET name = 'changed' WHERE id IN (12, 13)")
+    refresh = dg.AssetSelection.assets(dg.AssetKey(["model", "people_model"]), dg.AssetKey(["audience", "high"]))
+    assert project._run(refresh, None).success
+    spec = load_project(project.settings.project_dir)
+    [shape] = [s for s in sync_shapes(spec.audiences["high"], consent_conditions(spec)) if s.destination == "box"]
+    tables = PairTables("composable", "high", "box")
+    with project.engine.connect() as conn:
+        unchecked = compute_delta(conn, tables, dataclasses.replace(shape, allowed=None), "mirror",
+                                  run_id="unchecked", partition=dt.date(2026, 3, 3), now=utc_now())
+        held = {v.name: v for v in judge_delta(conn, tables, shape, unchecked, "mirror", GatesSpec(), set())}
+        checked = compute_delta(conn, tables, shape, "mirror", run_id="checked", partition=dt.date(2026, 3, 3),
+                                now=utc_now())
+        passed = {v.name: v for v in judge_delta(conn, tables, shape, checked, "mirror", GatesSpec(), set())}
+    assert unchecked.updated == 2 and held["consent_applied"].blocks
+    assert held["consent_applied"].metadata["members_without_consent"] == 1
+    # With the condition: 13 is updated; 12, still in the ledger until the deletion runs, is only removed (mirror).
+    assert (checked.updated, checked.removed) == (1, 1) and passed["consent_applied"].passed
