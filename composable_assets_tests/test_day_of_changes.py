@@ -19,6 +19,11 @@ VIP_SQL = (
     "WHERE lifetime_value > 500 AND last_order_at >= current_date - INTERVAL 90 DAY"
 )
 NEWSLETTER_SQL = "SELECT customer_id, email, first_name, country, favourite_category FROM customer_profiles WHERE email IS NOT NULL"
+# People who asked to be forgotten, unless they granted a consent again afterwards: no audience sends them anything.
+FORGOTTEN_SQL = (
+    "SELECT r.customer_id FROM deletion_requests AS r WHERE NOT EXISTS (SELECT 1 FROM consents AS c "
+    "WHERE c.customer_id = r.customer_id AND c.granted AND c.updated_at > r.requested_at)"
+)
 
 
 @pytest.fixture
@@ -36,11 +41,15 @@ def sample(tmp_path):
 
 
 def members(project: SmallProject, sql: str) -> dict[str, tuple]:
-    """The audience computed independently: the model's own SQL output filtered here, not by the platform."""
+    """The audience computed independently: the model's own SQL output filtered here, not by the platform.
+
+    Less the people who asked to be forgotten (see the sample's project.yaml `deletion_requests:`).
+    """
     model_sql = (SAMPLE_PROJECT_DIR / "models/customer_profiles.sql").read_text()
     with duckdb.connect(str(project.db)) as con:
         con.execute(f"CREATE OR REPLACE TEMP VIEW customer_profiles AS {model_sql}")
-        return {str(row[0]): tuple(row[1:]) for row in con.execute(sql).fetchall()}
+        forgotten = {row[0] for row in con.execute(FORGOTTEN_SQL).fetchall()}
+        return {str(row[0]): tuple(row[1:]) for row in con.execute(sql).fetchall() if row[0] not in forgotten}
 
 
 def normalized(fields: dict) -> tuple:

@@ -313,7 +313,11 @@ def test_sample_project_files_ship_with_the_package():
     assert yaml.safe_load((SAMPLE_PROJECT_DIR / "project.yaml").read_text()) == {
         "name": "retail_sample", "start_date": "2026-01-01",
         "landing": {"orders": {}, "web_events": {}, "customers": {"key": "customer_id"}},
-        "consent": {"table": "consents", "key": "customer_id"},
+        "owners": ["team:data-platform"], "pii": {"country": "location"},
+        "consent": {"table": "consents", "key": "customer_id", "updated_at": "updated_at"},
+        "deletion_requests": {
+            "table": "deletion_requests", "key": "customer_id", "requested_at": "requested_at", "id": "request_id"
+        },
     }
     destinations = yaml.safe_load((SAMPLE_PROJECT_DIR / "destinations.yaml").read_text())
     assert {name: d["type"] for name, d in destinations.items()} == {"outbox": "outbox", "braze": "braze", "iterable": "iterable"}
