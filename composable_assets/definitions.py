@@ -24,7 +24,7 @@ from .landing import landing_folders
 from .governance.lineage import as_metadata, column_lineage
 from .governance.pii import pii_categories, tagged_schema
 from .governance.archive import archive_location
-from .governance.consent import consent_conditions, member_key_column
+from .governance.consent import condition_tables, consent_conditions, member_key_column
 from .project import Project, ProjectError, StreamSpec, load_project
 from .project.gates import resolve_gates
 from .settings import Settings
@@ -172,7 +172,8 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
         policy = freshness_policy(audience.cadence, audience.freshness, project.settings.timezone)
         for sync, shape in zip(audience.syncs, sync_shapes(audience, allowed)):
             gates = resolve_gates(project.settings.gates, audience.gates)
-            assets.append(build_delta_asset(audience, sync, shape, schema, partitions, kind, gates, samples))
+            reads = condition_tables(project) if shape.allowed else {}
+            assets.append(build_delta_asset(audience, sync, shape, schema, partitions, kind, gates, samples, reads))
             assets.append(
                 build_sync_asset(
                     audience, sync, destinations[sync.destination], schema, partitions, kind, policy, samples

@@ -146,3 +146,13 @@ def test_event_streams_only_send_events_of_people_who_granted_the_purpose_at_sen
     second = set(p.outbox_ids()) - first
     assert second and customers_of(second) <= {3, 5, 7}  # consent is checked when sending, in the warehouse
     assert {f"orders:{n}" for n in range(15, 29) if n % 7 + 1 in {3, 5, 7}} <= second
+
+
+def test_a_consent_table_missing_from_the_warehouse_fails_the_delta_naming_project_yaml(tmp_path: Path):
+    p = ConsentProject(tmp_path)
+    p.set_people(people())  # no consents table written
+    outcome = p.sync()
+    assert not outcome.success
+    assert any("project.yaml `consent:` names the table `consents`" in e for e in outcome.errors), outcome.errors
+    assert Recording.received["rec_mirror"] == []
+    assert len(Recording.received["rec_upsert"]) == 10  # a destination without a consent purpose does not need it

@@ -40,7 +40,9 @@ def build_delta_asset(
     warehouse_kind: str,
     gates: GatesSpec,
     samples: bool = True,
+    reads: dict[str, str] | None = None,
 ) -> dg.AssetsDefinition:
+    """`reads`: the warehouse tables `shape.allowed` reads -> the project.yaml setting naming them."""
     tables = PairTables(schema, audience.name, sync.destination)
     key = delta_key(audience.name, sync.destination)
 
@@ -70,6 +72,12 @@ def build_delta_asset(
         except ValueError as exc:
             raise dg.Failure(description=str(exc)) from None
         with warehouse.connect() as conn:
+            for table, setting in (reads or {}).items():
+                if not conn.table_columns(None, table):
+                    raise dg.Failure(
+                        description=f"project.yaml `{setting}:` names the table `{table}`, which the warehouse does not "
+                        f"have; no delta of {audience.name} -> {sync.destination} is computed without it."
+                    )
             run = compute_delta(
                 conn,
                 tables,

@@ -77,6 +77,12 @@ def consent_conditions(project: Project, column: str = "_key") -> dict[str, str]
     return conditions
 
 
+def condition_tables(project: Project) -> dict[str, str]:
+    """The warehouse tables the member conditions read -> the project.yaml setting that names each."""
+    named = {"consent": project.settings.consent, "deletion_requests": project.settings.deletion_requests}
+    return {spec.table: setting for setting, spec in named.items() if spec is not None}
+
+
 def member_key_column(project: Project, stream: StreamSpec) -> str | None:
     """The stream table's column holding the person's key: `key:`, else the consent's or the deletion requests' key."""
     if stream.key is not None:
