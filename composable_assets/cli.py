@@ -1,8 +1,9 @@
-"""The `composable` command: demo, sync, stream, preview and validate a project."""
+"""The `composable` command: init, validate, demo, sync, stream, preview and more."""
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import sys
 import traceback
 from pathlib import Path
@@ -10,8 +11,11 @@ from zoneinfo import ZoneInfo
 
 import click
 from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
+from .progress import SyncProgress
 from .project import ProjectError
 
 # Piped or captured output is not wrapped at 80 columns, so a message stays one greppable line.
@@ -24,7 +28,13 @@ class UserError(click.ClickException):
     """An error the user can act on: printed as one paragraph, exit code 1."""
 
     def show(self, file=None) -> None:
-        err_console.print(f"[bold red]error:[/] {self.message}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {escape(self.message)}", highlight=False)
+
+
+def _debug() -> bool:
+    """`composable --debug ...`: Dagster's whole log and the stack traces."""
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and (ctx.find_root().obj or {}).get("debug"))
 
 
 def _today(project) -> str:
@@ -41,32 +51,38 @@ def _load(project_dir: str | None = None):
     settings = Settings.from_env()
     if project_dir:
         settings = Settings(Path(project_dir).absolute(), settings.warehouse_url, settings.data_dir)
+    from .warehouse import WarehouseError
+
     try:
         project = load_project(settings.project_dir, known_destination_types=DESTINATION_TYPES)
         return settings, project, build_definitions(project, settings)
     except ProjectError as exc:
         raise UserError(f"the project folder {settings.project_dir} has errors:\n{exc}") from exc
+    except WarehouseError as exc:  # COMPOSABLE_WAREHOUSE names no warehouse we can use
+        raise UserError(str(exc)) from exc
 
 
 def _summary(outcome, title: str) -> None:
     table = Table(title=title, title_justify="left")
-    for column in ("audience", "destination", "added", "updated", "removed", "rejected", "skipped", "unsent", "seconds"):
+    columns = ("audience", "destination", "added", "updated", "removed", "rejected", "skipped", "unsent", "seconds",
+               "rows/s")
+    for column in columns:
         table.add_column(column, justify="left" if column in ("audience", "destination") else "right")
     for s in sorted(outcome.syncs, key=lambda s: (s.audience, s.destination)):
-        seconds = s.metadata.get("duration_seconds")
+        seconds, rate = s.metadata.get("duration_seconds"), s.metadata.get("rows_per_second")
         table.add_row(
             s.audience,
             s.destination,
             *(str(s.count(n)) for n in ("added", "updated", "removed", "failed", "skipped", "unsent")),
             f"{getattr(seconds, 'value', seconds) or 0:.2f}",
+            f"{getattr(rate, 'value', rate) or 0:,.0f}",
             style="red" if s.error or s.count("failed") else None,
         )
-    if outcome.syncs or not outcome.streams:
+    # A run that failed before any sync has no table to show, only its failure (raised by the command).
+    if outcome.syncs or (not outcome.streams and not outcome.errors):
         console.print(table)
     if outcome.streams:
         _stream_summary(outcome.streams)
-    for error in outcome.errors:
-        err_console.print(f"[red]failed[/] {error}", highlight=False)
 
 
 def _stream_summary(streams) -> None:
@@ -87,12 +103,94 @@ def _stream_summary(streams) -> None:
     console.print(table)
 
 
-def _run(defs, selection, partition_key, title: str):
+def _execute(defs, selection, partition_key=None, **options):
+    """Run the selection in this process, showing progress, warnings and errors as they come (not Dagster's log)."""
     from .runner import instance, run_selection
 
-    outcome = run_selection(defs, selection, partition_key, instance())
+    # Dagster's own console lines only with --debug; the instance keeps every event either way.
+    with _LiveRun() as live:
+        return run_selection(defs, selection, partition_key, instance(), log_level="DEBUG" if _debug() else None,
+                             watcher=live, **options)
+
+
+def _run(defs, selection, partition_key, title: str):
+    """`_execute`, then the summary table."""
+    outcome = _execute(defs, selection, partition_key)
     _summary(outcome, title)
     return outcome
+
+
+def _failed(outcome, doing: str) -> UserError:
+    """One paragraph: what failed and why, step by step (the stack traces are in the run's log)."""
+    if len(outcome.errors) == 1:
+        detail = f": {outcome.errors[0]}"
+    elif outcome.errors:
+        detail = f" in {len(outcome.errors)} steps:\n" + "\n".join(f"  {error}" for error in outcome.errors)
+    else:
+        detail = f" (run {outcome.run_id})"
+    hint = "" if _debug() else "\n(composable --debug ... prints Dagster's whole log, with stack traces)"
+    return UserError(f"{doing} failed{detail}{hint}")
+
+
+# A sync still delivering after this many seconds gets a progress bar (in a terminal) or progress lines;
+# shorter ones only show in the summary table.
+LONG_SYNC_SECONDS = 1.0
+# Without a terminal (CI logs, pipes) a long sync prints a line this often, and one when it is done.
+PROGRESS_LINE_SECONDS = 5.0
+
+
+class _LiveRun:
+    """The terminal's view of an in-process run (a runner.RunWatcher): long syncs' progress, warnings, errors."""
+
+    def __init__(self) -> None:
+        self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("rows"),
+            TextColumn("{task.fields[rate]:>9,.0f} rows/s"),
+            TextColumn("{task.fields[seconds]:>6.1f} s"),
+            console=console,
+            # Drawn when progress comes (about once a second), not on a timer: nothing changes in between.
+            auto_refresh=False,
+        )
+        self.tasks: dict[tuple[str, str], TaskID] = {}
+        self.lines: dict[tuple[str, str], float] = {}  # when (seconds into the sync) each last printed a line
+
+    def progress(self, progress: SyncProgress) -> None:
+        pair = (progress.audience, progress.destination)
+        seen = pair in self.tasks or pair in self.lines
+        if not seen and (progress.finished or progress.seconds < LONG_SYNC_SECONDS):
+            return
+        if console.is_terminal:
+            if not self.tasks:
+                self.bar.start()
+            fields = {"completed": progress.sent, "total": progress.total, "rate": progress.rows_per_second,
+                      "seconds": progress.seconds}
+            if pair in self.tasks:
+                self.bar.update(self.tasks[pair], **fields)
+            else:
+                self.tasks[pair] = self.bar.add_task(f"{pair[0]} -> {pair[1]}", **fields)
+            self.bar.refresh()
+        elif not seen or progress.finished or progress.seconds - self.lines[pair] >= PROGRESS_LINE_SECONDS:
+            self.lines[pair] = progress.seconds
+            console.print(
+                f"{pair[0]} -> {pair[1]}: {progress.sent:,} / {progress.total:,} rows sent, "
+                f"{progress.rows_per_second:,.0f} rows/s, {progress.seconds:.1f} s",
+                highlight=False,
+            )
+
+    def message(self, level: int, step: str | None, text: str) -> None:
+        label = "[yellow]warning[/]" if level < logging.ERROR else "[red]error[/]"
+        where = f" ({step})" if step else ""
+        err_console.print(f"{label}{where}: {escape(text)}", highlight=False)
+
+    def __enter__(self) -> "_LiveRun":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.tasks:
+            self.bar.stop()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -101,6 +199,36 @@ def _run(defs, selection, partition_key, title: str):
 def cli(ctx: click.Context, debug: bool) -> None:
     """composable: warehouse audiences, delivered as Dagster assets."""
     ctx.obj = {"debug": debug}
+
+
+@cli.command()
+@click.argument("directory", type=click.Path(file_okay=True, path_type=Path))
+@click.option("--force", is_flag=True, help="Write into a folder that is not empty (same-named files are replaced).")
+def init(directory: Path, force: bool) -> None:
+    """Create a new project folder that validates and syncs at once: a model, an audience, destinations, a README.
+
+    It runs on the embedded DuckDB file and syncs to an outbox (JSON Lines files): no warehouse or credentials
+    needed. Braze and Iterable are declared with {env: NAME} placeholders, unused until an audience names them.
+    """
+    from .scaffold import ScaffoldError, create_project
+
+    try:
+        written = create_project(directory, force=force)
+    except ScaffoldError as exc:
+        raise UserError(str(exc)) from exc
+    except OSError as exc:
+        raise UserError(f"cannot write the project into {directory}: {exc.strerror or exc}") from exc
+    folder = directory.absolute()
+    console.print(f"[green]created[/] a project in {folder}: {', '.join(written)}", highlight=False)
+    console.print(
+        "Next (see its README.md):\n"
+        f"  cd {directory}\n"
+        '  export COMPOSABLE_PROJECT_DIR="$PWD"\n'
+        "  composable validate\n"
+        "  composable sync high_value_customers\n"
+        "  composable ui",
+        highlight=False, markup=False,
+    )
 
 
 @cli.command()
@@ -116,6 +244,17 @@ def validate(project_dir: str | None) -> None:
         f"sources: {', '.join(project.sources) or 'none'}",
         highlight=False,
     )
+    # Unset variables are no error (a destination nothing syncs to may keep placeholders), but a used one fails.
+    from .project import MissingSecretError
+
+    used = {s.destination for a in project.audiences.values() for s in a.syncs}
+    used |= {s.destination for stream in project.streams.values() for s in stream.syncs}
+    for name in sorted(used & set(project.destinations)):
+        try:
+            project.destinations[name].resolved_settings()
+        except MissingSecretError as exc:
+            err_console.print(f"[yellow]warning:[/] destination {name}: {escape(exc.message)}; "
+                              "its syncs fail until it is set.", highlight=False)
 
 
 @cli.command()
@@ -131,7 +270,7 @@ def sync(audience: str, destination: str | None, date: str | None) -> None:
     partition = _partition(project, date)
     outcome = _run(defs, audience_selection(project, audience, destination), partition, f"sync {audience} ({partition})")
     if not outcome.success:
-        raise UserError("the run failed; see the messages above.")
+        raise _failed(outcome, f"the sync of {audience}")
     if outcome.rejected:
         raise UserError(f"{outcome.rejected} row(s) were rejected by the destination; they stay for the next run.")
 
@@ -153,7 +292,7 @@ def stream(stream: str, destination: str | None, date: str | None) -> None:
     partition = _partition(project, date)
     outcome = _run(defs, stream_selection(project, stream, destination), partition, f"stream {stream} ({partition})")
     if not outcome.success:
-        raise UserError("the run failed; see the messages above.")
+        raise _failed(outcome, f"the stream {stream}")
     rejected = sum(s.count("rejected") for s in outcome.streams)
     if rejected:
         raise UserError(f"{rejected} event(s) were rejected by the destination; they are recorded as rejected, not retried.")
@@ -173,9 +312,9 @@ def preview(audience: str, destination: str, limit: int) -> None:
     _check_target(project, audience, destination)
     # Refresh the models and the audience (no partition, no delta, no sync) so the preview is current.
     refresh = audience_selection(project, audience, destination) - _pair_keys(audience, destination)
-    outcome = _run(defs, refresh, None, f"refresh {audience}")
+    outcome = _execute(defs, refresh)
     if not outcome.success:
-        raise UserError("refreshing the audience failed; see the messages above.")
+        raise _failed(outcome, f"refreshing {audience}")
     spec = project.audiences[audience]
     result = preview_delta(
         Warehouse(url=settings.warehouse_url),
@@ -351,7 +490,7 @@ def forget(request_id: str | None) -> None:
     console.print(f"{len(asked) - len(left)} of {len(asked)} requests done"
                   + (f"; not yet: {', '.join(left)} (tried again on the next run)" if left else ""), highlight=False)
     if not run.success:
-        raise UserError("the deletion run failed; see the messages above.")
+        raise _failed(run, "the deletion run")
     if left:
         raise UserError(f"{len(left)} request(s) are not done at every destination yet.")
 
@@ -361,11 +500,10 @@ def _honour_deletion_requests(defs):
     import dagster as dg
 
     from .assets.deletions import DELETION_REQUESTS
-    from .runner import instance, run_selection
 
-    outcome = run_selection(defs, dg.AssetSelection.assets(DELETION_REQUESTS), None, instance())
+    outcome = _execute(defs, dg.AssetSelection.assets(DELETION_REQUESTS))
     for error in outcome.errors:
-        err_console.print(f"[red]failed[/] {error}", highlight=False)
+        err_console.print(f"[red]failed[/] {escape(error)}", highlight=False)
     return outcome
 
 
@@ -408,7 +546,6 @@ def archive(ctx: click.Context, dry_run: bool, before: str | None) -> None:
     from .assets.archive import ARCHIVE_KEY, outbox_folders
     from .definitions import destinations_of
     from .governance.archive import archive as archive_days, archive_cutoff, archive_location
-    from .runner import instance
     from .warehouse import Warehouse
 
     settings, project, defs = _load()
@@ -428,20 +565,13 @@ def archive(ctx: click.Context, dry_run: bool, before: str | None) -> None:
         _archive_summary(report.table_rows(), f"would archive the days before {cutoff} to {location.display} (dry run)")
         return
     # A real run is a materialization of the archive asset, recorded like any other.
-    result = dg.materialize(
-        list(defs.assets or []), selection=dg.AssetSelection.assets(ARCHIVE_KEY), instance=instance(),
-        resources=defs.resources, raise_on_error=False,
+    result = _execute(
+        defs, dg.AssetSelection.assets(ARCHIVE_KEY),
         run_config={"ops": {ARCHIVE_KEY.to_python_identifier(): {"config": {"before": before}}}},
-        tags={"composable/launched_by": "cli"},
     )
     if not result.success:
-        from .runner import _failure_message
-
-        for event in result.get_step_failure_events():
-            err_console.print(f"[red]failed[/] {_failure_message(event)}", highlight=False)
-        raise UserError("archiving failed; nothing was deleted that is not in a verified archive file.")
-    [event] = result.get_asset_materialization_events()
-    metadata = {k: getattr(v, "value", v) for k, v in event.materialization.metadata.items()}
+        raise _failed(result, "archiving (nothing was deleted that is not in a verified archive file)")
+    metadata = {k: getattr(v, "value", v) for k, v in result.materialized[ARCHIVE_KEY.to_user_string()].items()}
     _archive_summary(
         metadata["per_table"],
         f"archived {metadata['rows_archived']} rows in {metadata['files_written']} files "
@@ -544,7 +674,7 @@ def demo(customers: int, changes: bool) -> None:
         highlight=False,
     )
     if not outcome.success:
-        raise UserError("the demo run failed; see the messages above.")
+        raise _failed(outcome, "the demo's run")
 
 
 @cli.command()
@@ -690,6 +820,8 @@ def main() -> None:
     try:
         cli.main(standalone_mode=False)
     except click.ClickException as exc:
+        if debug and isinstance(exc, UserError):
+            traceback.print_exc()
         exc.show()
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:

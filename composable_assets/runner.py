@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import dagster as dg
+
+from .progress import SyncProgress, progress_of
+
+# The name `dg.materialize` gives its runs; the UI lists command-line runs under it.
+JOB_NAME = "__ephemeral_asset_job__"
 
 
 @dataclass
@@ -43,6 +51,8 @@ class RunOutcome:
     syncs: list[SyncOutcome]
     errors: list[str]
     streams: list[StreamOutcome] = field(default_factory=list)
+    #: Each materialized asset's metadata, by asset key ("sync/high/braze").
+    materialized: dict[str, dict] = field(default_factory=dict)
 
     @property
     def rejected(self) -> int:
@@ -54,28 +64,61 @@ def instance() -> dg.DagsterInstance:
     return dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
 
 
+class RunWatcher(Protocol):
+    """What a terminal is told while an in-process run goes on."""
+
+    def progress(self, progress: SyncProgress) -> None:
+        """A sync's delivery moved on (at most about once a second per sync)."""
+
+    def message(self, level: int, step: str | None, text: str) -> None:
+        """An asset logged a warning or an error (Dagster's own events are summed up in the RunOutcome instead)."""
+
+
 def run_selection(
     defs: dg.Definitions,
     selection: dg.AssetSelection,
     partition_key: str | None,
     dagster_instance: dg.DagsterInstance,
-    log_level: str = "INFO",
+    log_level: str | None = "INFO",
     tags: dict[str, str] | None = None,
+    watcher: RunWatcher | None = None,
+    run_config: dict[str, Any] | None = None,
 ) -> RunOutcome:
-    """Materialize the selection in this process and collect each sync's counts or failure."""
-    result = dg.materialize(
+    """Materialize the selection in this process and collect each sync's counts or failure.
+
+    `log_level` is that of Dagster's console logger (None: no console lines; the instance keeps every event
+    either way); a `watcher` is told of progress and of the assets' warnings and errors as they happen.
+    """
+    # A run starts only the loggers its run config names; naming none would start Dagster's console at DEBUG.
+    loggers: dict[str, dg.LoggerDefinition] = {}
+    logger_config: dict[str, Any] = {}
+    if log_level is not None:
+        loggers["console"] = dg.colored_console_logger
+        logger_config["console"] = {"config": {"log_level": log_level}}
+    if watcher is not None:
+        loggers["watcher"] = _watcher_logger(watcher, defs)
+        logger_config["watcher"] = {}
+    if not loggers:
+        loggers["silent"], logger_config["silent"] = _SILENT, {}
+    # What `dg.materialize` does, plus loggers of our choosing (it always uses Dagster's console logger).
+    job = dg.Definitions(
+        jobs=[dg.define_asset_job(JOB_NAME, selection=selection)],
         assets=list(defs.assets or []),
-        selection=selection,
-        partition_key=partition_key,
-        instance=dagster_instance,
         resources=defs.resources,
+        loggers=loggers,
+    ).resolve_job_def(JOB_NAME)
+    result = job.execute_in_process(
+        run_config={**(run_config or {}), "loggers": logger_config},
+        instance=dagster_instance,
+        partition_key=partition_key,
         raise_on_error=False,
-        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
         tags={"composable/launched_by": "cli", **(tags or {})},
     )
     syncs: dict[tuple[str, str], SyncOutcome] = {}
     streams: dict[tuple[str, str], StreamOutcome] = {}
+    materialized = {}
     for event in result.get_asset_materialization_events():
+        materialized[event.asset_key.to_user_string()] = dict(event.materialization.metadata)
         path = event.asset_key.path
         if path[0] == "sync":
             syncs[(path[1], path[2])] = SyncOutcome(path[1], path[2], dict(event.materialization.metadata))
@@ -91,10 +134,12 @@ def run_selection(
         for key in defs.resolve_all_asset_keys()
         if key.path[0] == "stream"
     }
+    # A failed step is named by its asset's key (what the UI shows), not by Dagster's step key.
+    step_names = {key.to_python_identifier(): key.to_user_string() for key in defs.resolve_all_asset_keys()}
     errors = []
     for event in result.get_step_failure_events():
         message = _failure_message(event)
-        errors.append(f"{event.step_key}: {message}")
+        errors.append(f"{step_names.get(event.step_key, event.step_key)}: {message}")
         if event.step_key in sync_steps:
             audience, destination = sync_steps[event.step_key]
             failure = event.step_failure_data.user_failure_data
@@ -105,7 +150,58 @@ def run_selection(
             failure = event.step_failure_data.user_failure_data
             metadata = dict(failure.metadata) if failure is not None else {}
             streams[(stream, destination)] = StreamOutcome(stream, destination, metadata, error=message)
-    return RunOutcome(result.success, result.run_id, list(syncs.values()), errors, list(streams.values()))
+    return RunOutcome(
+        result.success, result.run_id, list(syncs.values()), errors, list(streams.values()), materialized
+    )
+
+
+def _silent_logger(_init_context) -> logging.Logger:
+    # Loggers of our own, not in logging's registry (a run gets fresh ones); this one lets nothing through.
+    logger = logging.Logger("composable.silent", logging.CRITICAL + 1)
+    logger.addHandler(logging.NullHandler())
+    return logger
+
+
+_SKIPPED_STEP = re.compile(r"Dependencies for step \S+ (failed|were not executed)")
+_SILENT = dg.LoggerDefinition(_silent_logger, description="Prints nothing: the instance keeps the run's events.")
+
+
+def _watcher_logger(watcher: RunWatcher, defs: dg.Definitions) -> dg.LoggerDefinition:
+    """A Dagster logger handing progress records, warnings and errors to the watcher."""
+    step_names = {key.to_python_identifier(): key.to_user_string() for key in defs.resolve_all_asset_keys()}
+
+    def make(_init_context) -> logging.Logger:
+        logger = logging.Logger("composable.watcher", logging.DEBUG)
+        logger.addHandler(_WatcherHandler(watcher, step_names))
+        return logger
+
+    return dg.LoggerDefinition(make, description="Tells the terminal of sync progress, warnings and errors.")
+
+
+class _WatcherHandler(logging.Handler):
+    def __init__(self, watcher: RunWatcher, step_names: dict[str, str]):
+        super().__init__(logging.DEBUG)
+        self.watcher = watcher
+        self.step_names = step_names
+
+    def emit(self, record: logging.LogRecord) -> None:
+        progress = progress_of(record)
+        if progress is not None:
+            self.watcher.progress(progress)
+            return
+        if record.levelno < logging.WARNING:
+            return
+        # Dagster attaches the original message, step and event to every record it hands its loggers
+        # (`dagster_meta`, what its JSON console logger prints). Its own events (step failures with their stack
+        # traces, skipped steps) are left out: the RunOutcome sums them up in one line per failed step.
+        meta = getattr(record, "dagster_meta", None) or {}
+        if meta.get("dagster_event") is not None:
+            return
+        step = meta.get("step_key")
+        text = str(meta.get("orig_message") or record.getMessage())
+        if _SKIPPED_STEP.match(text):  # Dagster's note on each step after a failed one: the failure says it all
+            return
+        self.watcher.message(record.levelno, self.step_names.get(step, step), text)
 
 
 def _failure_message(event: dg.DagsterEvent) -> str:
@@ -116,4 +212,11 @@ def _failure_message(event: dg.DagsterEvent) -> str:
     # The user's own exception, not Dagster's wrapper around it.
     while error is not None and error.cause is not None and "dagster" in (error.cls_name or "").lower():
         error = error.cause
-    return error.message.strip() if error is not None else "failed"
+    if error is None:
+        return "failed"
+    # The message reads "module.Class: text". Our own errors say what happened in the text; a foreign one keeps
+    # its class name (KeyError: 'x' says little without it), never the module path.
+    cls, _, text = error.message.strip().partition(": ")
+    if not text or " " in cls:
+        return error.message.strip()
+    return text if cls.startswith("composable_assets.") else f"{cls.rsplit('.', 1)[-1]}: {text}"

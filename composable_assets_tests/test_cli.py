@@ -171,3 +171,20 @@ def test_mirror_to_a_destination_that_cannot_remove_is_refused_before_anything_r
     assert result.exit_code == 1
     assert "audiences/high.yaml" in result.output
     assert "destination `rec_mirror` (recording) cannot remove members; use mode: upsert" in result.output
+
+
+def test_sync_shows_warnings_and_errors_of_its_assets_but_not_dagster_s_log(run_cli, small):
+    """Dagster's per-event lines stay in the instance; what an asset warns about reaches the terminal."""
+    small.write("project.yaml", 'name: small\nstart_date: "2026-01-01"\nlanding:\n  people: {}\n')
+    landing = small.settings.data_dir / "landing" / "people"
+    landing.mkdir(parents=True)
+    (landing / "0001.jsonl").write_text('{"id": 99, "email": "p99@example.com", "name": "n", "score": 50}\n')
+    (landing / "0002.jsonl").write_text("this is not JSON\n")
+    result = run_cli("sync", "high", "--destination", "rec_mirror", "--date", "2026-03-02")
+    assert result.exit_code == 0, result.output
+    refused = [line for line in result.output.splitlines() if "landing file refused" in line]
+    assert len(refused) == 1 and refused[0].startswith("error (load_landing): landing file refused, moved to")
+    assert "0002.jsonl" in refused[0]
+    assert " - dagster - " not in result.output
+    row = next(line for line in result.output.splitlines() if line.startswith("│") and "rec_mirror" in line)
+    assert row.split("│")[3].strip() == "11"  # ids 11..20, and 99 from the file that loaded

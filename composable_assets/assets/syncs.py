@@ -2,6 +2,7 @@
 
 
 import datetime as dt
+import time
 
 import dagster as dg
 
@@ -14,6 +15,7 @@ from ..governance.provenance import (
 from ..project.gates import OVERRIDE_TAG
 from ..delta.tables import PairTables
 from ..destinations import Destination, SyncTarget, TerminalError
+from ..progress import SyncProgress, log_progress
 from ..project import AudienceSpec, ProjectError, SyncSpec
 from ..warehouse import Warehouse
 from .deltas import utc_now
@@ -113,6 +115,7 @@ def build_sync_asset(
                                          context.partition_key, run.run_id)
             start_sync_run(conn, tables, SyncRun(context.run.run_id, partition, run.run_id, version, audience_sha256,
                                                  model_sha256, upstream), utc_now())
+            started = time.monotonic()
             try:
                 with destination.open(target) as session:
                     report = deliver(
@@ -124,9 +127,11 @@ def build_sync_asset(
                         concurrency=destination.capabilities.concurrency,
                         sync_run_id=context.run.run_id,
                         partition=partition,
-                        on_progress=lambda r, left: context.log.debug(
-                            f"{r.delivered} delivered, {r.failed} rejected, {left} to go"
-                        ),
+                        # A structured debug record: the `composable` command draws it as a progress bar.
+                        on_progress=lambda r, left: log_progress(context.log, SyncProgress(
+                            audience.name, sync.destination, r.delivered + r.failed,
+                            r.delivered + r.failed + left, time.monotonic() - started,
+                        )),
                     )
             except TerminalError as exc:
                 finish_quietly(conn, tables, context.run.run_id, utc_now())

@@ -174,8 +174,9 @@ def deliver(
             return
         _checkpoint(conn, tables, answered, report, sync_run_id=sync_run_id, partition=partition)
         remaining -= sum(len(batch) for batch, _ in answered)
-        # Progress at most once a second: each message is an event in Dagster's log.
-        if on_progress and (time.monotonic() - last_progress >= 1.0 or not in_flight):
+        # Progress at most once a second, and when the last row is answered: each message is an event in Dagster's
+        # log (checking for "nothing in flight" instead fired after every batch at concurrency 1).
+        if on_progress and (time.monotonic() - last_progress >= 1.0 or remaining <= 0):
             last_progress = time.monotonic()
             on_progress(report, remaining)
 
