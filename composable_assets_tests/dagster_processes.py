@@ -79,6 +79,8 @@ class DagsterProcesses:
 
     `env` is added to this process's environment (DAGSTER_HOME is set to `dagster_home`). The processes
     run in `cwd` (default: the workspace file's folder, which its relative working_directory refers to).
+    `daemon=False` starts the webserver alone: nothing is scheduled, sensed or launched, so what the UI shows
+    stays as the test left it.
     """
 
     def __init__(
@@ -92,6 +94,7 @@ class DagsterProcesses:
         cwd: str | os.PathLike | None = None,
         startup_timeout: float = 120.0,
         stop_timeout: float = 20.0,
+        daemon: bool = True,
     ):
         self.dagster_home = Path(dagster_home).absolute()
         self.workspace_file = Path(workspace_file).absolute()
@@ -102,6 +105,7 @@ class DagsterProcesses:
         self.cwd = Path(cwd).absolute() if cwd else self.workspace_file.parent
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
+        self.daemon = daemon
         self.processes: dict[str, subprocess.Popen] = {}
         self.started_at = 0.0
         self._http = requests.Session()
@@ -121,10 +125,12 @@ class DagsterProcesses:
                 env=self.env, cwd=self.cwd, check=True, capture_output=True, timeout=120,
             )
             self._start("webserver", [str(bin_dir / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(self.port), "-w", workspace])
-            self._start("daemon", [str(bin_dir / "dagster-daemon"), "run", "-w", workspace])
+            if self.daemon:
+                self._start("daemon", [str(bin_dir / "dagster-daemon"), "run", "-w", workspace])
             self.wait_for(self._server_info, self.startup_timeout, what=f"the webserver to answer {self.url}/server_info")
             self.wait_for(self._locations_loaded, self.startup_timeout, what="every code location to load")
-            self.wait_for(self._daemons_healthy, self.startup_timeout, what="every required daemon to report healthy")
+            if self.daemon:
+                self.wait_for(self._daemons_healthy, self.startup_timeout, what="every required daemon to report healthy")
         except BaseException:
             self.stop(check=False)
             raise
