@@ -28,7 +28,8 @@ def stream_report_metadata(report: StreamReport) -> dict:
         "events_per_second": round(report.events_per_second, 1),
         "high_water_mark": str(report.high_water) if report.high_water else "none",
         "window_start": str(report.window_start) if report.window_start else "none",
-        "payload_sample": dg.MetadataValue.json(report.sample),
+        # What the destination received for the first rows, one row each (a small Markdown table in the UI).
+        "payload_sample": markdown_table(report.sample),
     }
     metadata.update({name: round(value, 3) for name, value in report.stats.items()})
     if report.failures:

@@ -37,7 +37,8 @@ def report_metadata(report: SyncReport, delta_run_id: str) -> dict:
         "duration_seconds": round(report.seconds, 3),
         "rows_per_second": round(rate, 1),
         "delta_run_id": delta_run_id,
-        "payload_sample": dg.MetadataValue.json(report.sample),
+        # What the destination received for the first rows, one row each (a small Markdown table in the UI).
+        "payload_sample": markdown_table(report.sample),
     }
     metadata.update({name: round(value, 3) for name, value in report.stats.items()})
     if report.failures:
