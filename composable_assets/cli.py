@@ -194,7 +194,7 @@ class _LiveRun:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--debug", is_flag=True, help="Show full tracebacks.")
+@click.option("--debug", is_flag=True, help="Show Dagster's whole log and full tracebacks.")
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
     """composable: warehouse audiences, delivered as Dagster assets."""

@@ -89,6 +89,8 @@ def run_selection(
     `log_level` is that of Dagster's console logger (None: no console lines; the instance keeps every event
     either way); a `watcher` is told of progress and of the assets' warnings and errors as they happen.
     """
+    # A failed step or a warning is named by its asset's key (what the UI shows), not by Dagster's step key.
+    step_names = {key.to_python_identifier(): key.to_user_string() for key in defs.resolve_all_asset_keys()}
     # A run starts only the loggers its run config names; naming none would start Dagster's console at DEBUG.
     loggers: dict[str, dg.LoggerDefinition] = {}
     logger_config: dict[str, Any] = {}
@@ -96,7 +98,7 @@ def run_selection(
         loggers["console"] = dg.colored_console_logger
         logger_config["console"] = {"config": {"log_level": log_level}}
     if watcher is not None:
-        loggers["watcher"] = _watcher_logger(watcher, defs)
+        loggers["watcher"] = _watcher_logger(watcher, step_names)
         logger_config["watcher"] = {}
     if not loggers:
         loggers["silent"], logger_config["silent"] = _SILENT, {}
@@ -134,8 +136,6 @@ def run_selection(
         for key in defs.resolve_all_asset_keys()
         if key.path[0] == "stream"
     }
-    # A failed step is named by its asset's key (what the UI shows), not by Dagster's step key.
-    step_names = {key.to_python_identifier(): key.to_user_string() for key in defs.resolve_all_asset_keys()}
     errors = []
     for event in result.get_step_failure_events():
         message = _failure_message(event)
@@ -162,13 +162,11 @@ def _silent_logger(_init_context) -> logging.Logger:
     return logger
 
 
-_SKIPPED_STEP = re.compile(r"Dependencies for step \S+ (failed|were not executed)")
 _SILENT = dg.LoggerDefinition(_silent_logger, description="Prints nothing: the instance keeps the run's events.")
 
 
-def _watcher_logger(watcher: RunWatcher, defs: dg.Definitions) -> dg.LoggerDefinition:
+def _watcher_logger(watcher: RunWatcher, step_names: dict[str, str]) -> dg.LoggerDefinition:
     """A Dagster logger handing progress records, warnings and errors to the watcher."""
-    step_names = {key.to_python_identifier(): key.to_user_string() for key in defs.resolve_all_asset_keys()}
 
     def make(_init_context) -> logging.Logger:
         logger = logging.Logger("composable.watcher", logging.DEBUG)
@@ -176,6 +174,10 @@ def _watcher_logger(watcher: RunWatcher, defs: dg.Definitions) -> dg.LoggerDefin
         return logger
 
     return dg.LoggerDefinition(make, description="Tells the terminal of sync progress, warnings and errors.")
+
+
+# Dagster's note on each step after a failed one: the failure itself says it all.
+_SKIPPED_STEP = re.compile(r"Dependencies for step \S+ (failed|were not executed)")
 
 
 class _WatcherHandler(logging.Handler):
@@ -199,7 +201,7 @@ class _WatcherHandler(logging.Handler):
             return
         step = meta.get("step_key")
         text = str(meta.get("orig_message") or record.getMessage())
-        if _SKIPPED_STEP.match(text):  # Dagster's note on each step after a failed one: the failure says it all
+        if _SKIPPED_STEP.match(text):
             return
         self.watcher.message(record.levelno, self.step_names.get(step, step), text)
 
