@@ -291,10 +291,17 @@ def _stream_recipients(conn, project: Project, stream: StreamSpec, keys: list[st
     """Identifiers of the person's events a stream sent (or may have sent, behind its sent log's pruning horizon)."""
     key_column = member_key_column(project, stream)
     columns = {name.lower() for name, _ in conn.table_columns(None, stream.table)}
+    schema = project.settings.schema_name
+    if not columns and not any(
+        conn.table_exists(schema, f"stream_sent__{stream.name}__{s.destination}") for s in stream.syncs
+    ):
+        return set()  # neither the table nor a sent log yet: the stream has never run, it sent nobody anything
+    if not columns:
+        warnings.append(f"stream {stream.name}: table `{stream.table}` is not in the warehouse; its events not searched")
+        return set()
     if key_column is None or key_column.lower() not in columns:
         warnings.append(f"stream {stream.name}: table `{stream.table}` has no key column `{key_column}`; not searched")
         return set()
-    schema = project.settings.schema_name
     where = parse_where(stream.where, stream.path, None) if stream.where else None
     condition = f"({where.sql(DIALECT)}) AND " if where is not None else ""
     found: set[Recipient] = set()
