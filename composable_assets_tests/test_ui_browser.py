@@ -169,10 +169,11 @@ class UI:
                 const table = [...document.querySelectorAll('table')].find(
                     t => t.querySelector('thead')?.innerText.match(/Key\\s+Timestamp\\s+Value/));
                 if (!table) return {};
-                return Object.fromEntries([...table.querySelectorAll('tbody tr')].map(row => {
-                    const cells = row.querySelectorAll('td');
-                    return [cells[0].innerText.trim(), cells[cells.length - 1].innerText.trim()];
-                }));
+                // Only the table's own rows and cells: a Markdown value (a sample table) nests a table of its own.
+                const rows = [...table.querySelectorAll(':scope > tbody > tr')]
+                    .map(row => row.querySelectorAll(':scope > td')).filter(cells => cells.length >= 2);
+                return Object.fromEntries(rows.map(cells =>
+                    [cells[0].innerText.trim(), cells[cells.length - 1].innerText.trim()]));
             }"""
         )
 
