@@ -7,7 +7,8 @@ on its content (never on a sleep), and checks what it shows against the project 
 screenshots in docs/screenshots/, shown by the README's Quickstart, are rewritten by every run.
 
 On a failure the page's screenshot and HTML are saved in the test's tmp folder, and the message says where.
-Chromium comes from Debian (`apt-get install chromium`; .ci/run installs it); Playwright never downloads one.
+Chromium comes from Debian (`apt-get install chromium`: the test installs it when missing, and so does .ci/run);
+Playwright never downloads one.
 """
 
 from __future__ import annotations
@@ -100,9 +101,22 @@ def sample(tmp_path_factory) -> Iterator[Sample]:
         yield Sample(dagster, location, sync_runs, dict(gates))
 
 
+def install_chromium() -> None:
+    """Debian's chromium, installed here when missing (as .ci/run does first); the package lists only if needed."""
+    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = [*sudo, "apt-get", "install", "-y", "-q", "chromium"]
+    if subprocess.run(install, env=env, capture_output=True, timeout=900).returncode != 0:
+        subprocess.run([*sudo, "apt-get", "update", "-q"], env=env, capture_output=True, timeout=900)
+        done = subprocess.run(install, env=env, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, f"apt-get install chromium failed: {done.stderr[-2000:]}"
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    assert CHROMIUM.exists(), f"{CHROMIUM} is missing: `apt-get install chromium` (.ci/run does it)"
+    if not CHROMIUM.exists():
+        install_chromium()
+    assert CHROMIUM.exists(), f"{CHROMIUM} is missing after `apt-get install chromium`"
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
         try:
