@@ -181,3 +181,15 @@ def small(tmp_path: Path) -> SmallProject:
     p.write("destinations.yaml", SMALL_DESTINATIONS)
     p.set_people([(i, f"p{i}@example.com", f"name{i}", i) for i in range(1, 21)])  # ids 11..20 score > 10
     return p
+
+
+@pytest.fixture
+def demo_home(tmp_path: Path, monkeypatch) -> Path:
+    """A fresh DAGSTER_HOME and data folder for `composable demo` on the bundled sample with its local stand-ins."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv("COMPOSABLE_DATA_DIR", str(tmp_path / "data"))
+    for name in ("COMPOSABLE_WAREHOUSE", "COMPOSABLE_PROJECT_DIR", "BRAZE_REST_ENDPOINT", "ITERABLE_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path / "data"

@@ -100,13 +100,7 @@ def test_personal_columns_are_tagged_by_name_by_declaration_and_through_lineage(
     assert pii_categories(deps, {"username": "none", "handle": "none"}) == {model: {"contact": "email"}, sync: {"to": "email"}}
 
 
-def test_lineage_and_pii_tags_are_read_back_from_the_demo_s_materializations(tmp_path, monkeypatch):
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
-    monkeypatch.setenv("COMPOSABLE_DATA_DIR", str(tmp_path / "data"))
-    for name in ("COMPOSABLE_WAREHOUSE", "COMPOSABLE_PROJECT_DIR", "BRAZE_REST_ENDPOINT", "ITERABLE_BASE_URL"):
-        monkeypatch.delenv(name, raising=False)
+def test_lineage_and_pii_tags_are_read_back_from_the_demo_s_materializations(demo_home):
     result = CliRunner().invoke(cli, ["demo", "--customers", "300", "--no-changes"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
 

@@ -16,18 +16,12 @@ EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 SAMPLE_ENTRIES = {"payload_sample", "preview", "sample"}
 
 
-def test_a_demo_s_run_logs_hold_no_api_key_and_no_member_email(tmp_path, monkeypatch, capfd):
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
-    monkeypatch.setenv("COMPOSABLE_DATA_DIR", str(tmp_path / "data"))
-    for name in ("COMPOSABLE_WAREHOUSE", "COMPOSABLE_PROJECT_DIR", "BRAZE_REST_ENDPOINT", "ITERABLE_BASE_URL"):
-        monkeypatch.delenv(name, raising=False)
+def test_a_demo_s_run_logs_hold_no_api_key_and_no_member_email(demo_home, capfd):
     result = CliRunner().invoke(cli, ["demo", "--customers", "300"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     printed = result.output + "".join(capfd.readouterr())
 
-    with duckdb.connect(str(tmp_path / "data" / "warehouse.duckdb"), read_only=True) as con:
+    with duckdb.connect(str(demo_home / "warehouse.duckdb"), read_only=True) as con:
         known = {e for (e,) in con.sql("SELECT email FROM customers WHERE email IS NOT NULL").fetchall()}
     assert len(known) > 200
 
