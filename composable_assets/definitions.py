@@ -167,6 +167,7 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
     # Minute-level audiences and streams, run by the one change sensor.
     watches: list[Watch] = []
     for audience in project.audiences.values():
+        model = project.models.get(audience.model)
         assets.append(build_audience_asset(audience, schema, kind, samples))
         # What the file's cadence promises about the destination, shown and checked by Dagster.
         policy = freshness_policy(audience.cadence, audience.freshness, project.settings.timezone)
@@ -176,7 +177,8 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
             assets.append(build_delta_asset(audience, sync, shape, schema, partitions, kind, gates, samples, reads))
             assets.append(
                 build_sync_asset(
-                    audience, sync, destinations[sync.destination], schema, partitions, kind, policy, samples
+                    audience, sync, destinations[sync.destination], schema, partitions, kind, policy, samples,
+                    model.path if model is not None else None,
                 )
             )
         job = dg.define_asset_job(

@@ -9,12 +9,10 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import json
-import os
 import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 from collections import Counter
 from pathlib import Path
 from typing import Any

@@ -2,6 +2,7 @@
 
 
 import datetime as dt
+from pathlib import Path
 import time
 
 import dagster as dg
@@ -10,7 +11,7 @@ from ..delta.delivery import SyncReport, deliver
 from ..delta.diff import latest_delta_run
 from ..governance.gates import blocking_gates
 from ..governance.provenance import (
-    SyncRun, code_version, file_sha256, finish_quietly, finish_sync_run, model_file, start_sync_run, upstream_versions,
+    SyncRun, code_version, file_sha256, finish_quietly, finish_sync_run, start_sync_run, upstream_versions,
 )
 from ..project.gates import OVERRIDE_TAG
 from ..delta.tables import PairTables
@@ -55,13 +56,15 @@ def build_sync_asset(
     warehouse_kind: str,
     freshness_policy: dg.FreshnessPolicy | None = None,
     samples: bool = True,
+    model_path: Path | None = None,
 ) -> dg.AssetsDefinition:
+    """`model_path`: the SQL file of the audience's model (None when it reads a source table), for provenance."""
     tables = PairTables(schema, audience.name, sync.destination)
     options = destination.sync_options(sync.options)
     capabilities = destination.capabilities
     # Provenance: the code a delivered row came from (recorded per run in sync_runs; see governance/provenance.py).
     audience_sha256 = file_sha256(audience.path)
-    model_sha256 = file_sha256(model_file(audience.path, audience.model))
+    model_sha256 = file_sha256(model_path)
     version = code_version(audience_sha256, {"type": destination.type_name, "settings": destination.settings})
     if sync.mode == "mirror" and "remove" not in capabilities.operations:
         raise ProjectError(

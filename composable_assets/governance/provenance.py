@@ -30,7 +30,6 @@ from ..delta.sql import ident, json_object, table
 from ..destinations.base import Record
 from ..destinations.changes import changed_fields
 from ..delta.tables import SYNC_LOG, SYNC_RUNS_COLUMNS, PairTables
-from ..project.loader import MODELS_DIR
 from ..project.project import Project
 from ..streams.shape import StreamShape
 from ..streams.tables import StreamTables
@@ -62,14 +61,6 @@ def code_version(*parts: Any) -> str:
         data = part if isinstance(part, bytes) else json.dumps(part, sort_keys=True, default=str).encode()
         digest.update(hashlib.sha256(data).digest())
     return digest.hexdigest()[:16]
-
-
-def model_file(audience_path: Path | None, model: str) -> Path | None:
-    """The SQL file of an audience's model, in the same project folder (models/<name>.sql)."""
-    if audience_path is None:
-        return None
-    path = audience_path.parent.parent / MODELS_DIR / f"{model}.sql"
-    return path if path.is_file() else None
 
 
 # ---------------------------------------------------------------------------------------------------------------
