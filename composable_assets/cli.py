@@ -480,12 +480,17 @@ def forget(request_id: str | None) -> None:
         ensure_deletion_log(conn, project.settings.schema_name)
         rows = outcomes(conn, project.settings.schema_name, None if request_id is None else [request_id])
         pending = {r.request_id for r in pending_requests(conn, project)}
+    asked = {r["request_id"] for r in rows} | (pending if request_id is None else pending & {request_id})
+    if request_id is not None and not asked:
+        raise UserError(
+            f"no deletion request `{request_id}`: it is neither in the `{project.settings.deletion_requests.table}` "
+            "table nor in the proof of earlier runs (composable.deletion_log)."
+        )
     table = Table("request", "key", "destination", "via", "status", "detail", title="deletion requests",
                   title_justify="left")
     for request, key, destination, via, status, detail in _newest_outcomes(rows):
         table.add_row(request, key, destination, via, status, detail, style="red" if status == "failed" else None)
     console.print(table)
-    asked = {r["request_id"] for r in rows} | (pending if request_id is None else pending & {request_id})
     left = sorted(asked & pending)
     console.print(f"{len(asked) - len(left)} of {len(asked)} requests done"
                   + (f"; not yet: {', '.join(left)} (tried again on the next run)" if left else ""), highlight=False)

@@ -472,6 +472,10 @@ def test_composable_forget_says_per_request_and_destination_what_happened(projec
     assert "1 of 2 requests done; not yet: dsr-13" in result.output
     assert any("iterable" in line and "failed" in line for line in result.output.splitlines() if "dsr-13" in line)
 
+    result = CliRunner().invoke(cli, ["forget", "--request", "dsr-404"])
+    assert result.exit_code == 1
+    assert "no deletion request `dsr-404`" in result.output and "Traceback" not in result.output
+
 
 def test_history_archived_to_parquet_is_searched_and_purged_too(tmp_path: Path, hook, fakes, monkeypatch):
     """Person 14 left the mirrors months ago and those days are archived: found there, deleted, purged from it."""
