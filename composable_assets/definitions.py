@@ -19,6 +19,7 @@ from .automation.sensors import Watch, change_sensor, minute_level_job
 from .assets.syncs import build_sync_asset
 from .assets.keys import stream_key
 from .assets.streams import build_stream_asset
+from .coordination import Coordination
 from .destinations import DESTINATION_TYPES, Destination, build_destination
 from .landing import landing_folders
 from .governance.lineage import as_metadata, column_lineage
@@ -42,14 +43,20 @@ def daily_partitions(project: Project) -> dg.DailyPartitionsDefinition:
     )
 
 
+def coordination_of(settings: Settings) -> Coordination:
+    """Where leases and rate budgets live: shared by every process (and machine) running this project."""
+    return Coordination(url=settings.coordination, lease_seconds=settings.lease_seconds)
+
+
 def destinations_of(project: Project, settings: Settings) -> dict[str, Destination]:
     """Every configured destination; the outbox writes under the local data folder unless told otherwise."""
     built = {}
+    coordination = coordination_of(settings)
     for name, spec in project.destinations.items():
         options = dict(spec.settings)
         if spec.type == "outbox":
             options.setdefault("path", str(settings.outbox_dir))
-        built[name] = build_destination(name, spec.type, options, settings.data_dir)
+        built[name] = build_destination(name, spec.type, options, coordination)
     return built
 
 
@@ -261,7 +268,7 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
         jobs=jobs,
         schedules=schedules,
         sensors=sensors,
-        resources={"warehouse": warehouse},
+        resources={"warehouse": warehouse, "coordination": coordination_of(settings)},
         # Steps share one warehouse (the "warehouse" pool runs them one at a time anyway), so a process per
         # step would only add ~2 s of start-up each; minute-level latency is dominated by such overheads.
         executor=dg.in_process_executor,

@@ -20,6 +20,10 @@ class Settings:
     project_dir: Path
     warehouse_url: str
     data_dir: Path
+    #: Where leases and rate budgets live (see coordination/); None: a SQLite file in the data folder (one machine).
+    coordination_url: str | None = None
+    #: A delivery's lease not renewed for this long is taken over (a holder that died on another machine).
+    lease_seconds: float = 30.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -30,8 +34,32 @@ class Settings:
         # beyond it). At 1,500 MB a 10M-member delta peaks at 1.6 GB instead of 2.5 GB (README, Performance).
         default_url = f"duckdb:///{data_dir / 'warehouse.duckdb'}?memory_limit={DEFAULT_DUCKDB_MEMORY_LIMIT}"
         warehouse_url = env.get("COMPOSABLE_WAREHOUSE") or default_url
-        return cls(project_dir=project_dir, warehouse_url=warehouse_url, data_dir=data_dir)
+        return cls(
+            project_dir=project_dir,
+            warehouse_url=warehouse_url,
+            data_dir=data_dir,
+            coordination_url=env.get("COMPOSABLE_COORDINATION_URL") or _instance_postgres_url(env),
+            lease_seconds=float(env.get("COMPOSABLE_LEASE_SECONDS") or 30),
+        )
+
+    @property
+    def coordination(self) -> str:
+        """The coordination store's URL: the configured one, else a SQLite file beside the local warehouse."""
+        return self.coordination_url or f"sqlite:///{self.data_dir / 'coordination.sqlite'}"
 
     @property
     def outbox_dir(self) -> Path:
         return self.data_dir / "outbox"
+
+
+def _instance_postgres_url(env: Mapping[str, str]) -> str | None:
+    """The Dagster instance's PostgreSQL (deploy/dagster.yaml reads DAGSTER_PG_*), when that is where it lives.
+
+    Runs may then start on any machine that shares the instance, so leases and budgets go where they all meet.
+    The password stays in DAGSTER_PG_PASSWORD, read when the store connects.
+    """
+    host = env.get("DAGSTER_PG_HOST")
+    if not host:
+        return None
+    user, port, db = env.get("DAGSTER_PG_USER", ""), env.get("DAGSTER_PG_PORT") or "5432", env.get("DAGSTER_PG_DB", "")
+    return f"postgresql://{user}@{host}:{port}/{db}"

@@ -517,15 +517,17 @@ def test_history_archived_to_parquet_is_searched_and_purged_too(tmp_path: Path, 
 def test_each_destination_answers_per_identifier_and_answers_are_scrubbed(fakes, tmp_path: Path):
     """Braze by e-mail (with a prioritization), Iterable's "User does not exist" (it echoes the e-mail), a dead API."""
     from composable_assets.destinations import ForgetTarget
+    from composable_assets.coordination import Coordination
     from composable_assets.destinations.braze import Braze
     from composable_assets.destinations.iterable import Iterable
     from composable_assets.governance.deletion import scrub
 
     braze, iterable = fakes["braze"], fakes["iterable"]
     settings = {"max_tries": 1, "backoff_base_seconds": 0.01}
+    coordination = Coordination(url=f"sqlite:///{tmp_path / 'coordination.sqlite'}")
     braze.users["email:a@example.com"] = {"email": "a@example.com"}
     at_braze = Braze("braze", {"rest_endpoint": {"env": "BRAZE_REST_ENDPOINT"}, "api_key": {"env": "BRAZE_API_KEY"},
-                               **settings}, tmp_path)
+                               **settings}, coordination)
     by_email = ForgetTarget("braze", "email", "run-1", "aud", at_braze.sync_options({}))
     assert [f.status for f in at_braze.forget(by_email, ["a@example.com"])] == ["deleted"]
     assert [f.status for f in at_braze.forget(by_email, ["nobody@example.com"])] == ["not_found"]
@@ -536,7 +538,7 @@ def test_each_destination_answers_per_identifier_and_answers_are_scrubbed(fakes,
 
     iterable.users["b@example.com"] = {"email": "b@example.com", "dataFields": {}}
     at_iterable = Iterable("iterable", {"base_url": {"env": "ITERABLE_BASE_URL"}, "api_key": {"env": "ITERABLE_API_KEY"},
-                                        **settings}, tmp_path)
+                                        **settings}, coordination)
     target = ForgetTarget("iterable", "email", "run-1", "aud", at_iterable.sync_options({}))
     answers = at_iterable.forget(target, ["b@example.com", "ghost@example.com"])
     assert [a.status for a in answers] == ["deleted", "not_found"]

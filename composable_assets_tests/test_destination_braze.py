@@ -13,6 +13,7 @@ import requests
 import composable_assets.delta.delivery as delivery
 from composable_assets.assets.keys import sync_key
 from composable_assets.definitions import audience_selection, load_definitions
+from composable_assets.coordination import Coordination
 from composable_assets.destinations import Record, SyncTarget
 from composable_assets.destinations.braze import Braze, BrazeSyncOptions
 from composable_assets.fakes import BrazeFake
@@ -356,7 +357,8 @@ def test_confirm_compares_what_would_be_sent_with_the_exported_profile(braze, tm
         Record(6, "k6", "remove", "a6", None, {"name": "F"}),  # no such user: nothing to clear
         Record(7, "k7", "add", "a7", {"name": "G", "score": 7}, None),  # never arrived
     ]
-    destination = Braze("braze", {"rest_endpoint": braze.url, "api_key": {"env": "BRAZE_API_KEY"}}, tmp_path)
+    destination = Braze("braze", {"rest_endpoint": braze.url, "api_key": {"env": "BRAZE_API_KEY"}},
+                        Coordination(url=f"sqlite:///{tmp_path / 'coordination.sqlite'}"))
 
     def target(identifier_type: str) -> SyncTarget:
         options = BrazeSyncOptions(membership_attribute="vip", alias_label="crm")

@@ -5,11 +5,13 @@ import datetime as dt
 
 import dagster as dg
 
+from ..coordination import Coordination
 from ..destinations import Destination, EventTarget, TerminalError
 from ..governance.provenance import code_version, file_sha256
 from ..project import ProjectError, StreamSpec, StreamSyncSpec
 from ..streams import StreamDataError, StreamReport, StreamShape, StreamTables, deliver_events
 from ..warehouse import Warehouse
+from .leases import lease_name, pair_lease
 from .keys import STREAMS, WAREHOUSE_POOL, stream_key
 from .metadata import markdown_table, shown, with_definition_columns
 
@@ -103,7 +105,9 @@ def build_stream_asset(
             ),
         },
     )
-    def _stream(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
+    def _stream(
+        context: dg.AssetExecutionContext, warehouse: Warehouse, coordination: Coordination
+    ) -> dg.MaterializeResult:
         target = EventTarget(
             stream=stream.name,
             destination=sync.destination,
@@ -113,7 +117,10 @@ def build_stream_asset(
             run_id=context.run.run_id,
             options=options,
         )
-        with warehouse.connect() as conn:
+        # One delivery of the pair at a time, anywhere (see assets/leases.py): taken before the warehouse is opened.
+        what = f"stream {stream.name} -> {sync.destination}"
+        lease = lease_name("stream", warehouse, schema, stream.name, sync.destination)
+        with pair_lease(context, coordination, lease, what) as held, warehouse.connect() as conn:
             try:
                 with destination.open_events(target) as session:
                     report = deliver_events(
@@ -125,6 +132,7 @@ def build_stream_asset(
                         run_id=context.run.run_id,
                         partition=dt.date.fromisoformat(context.partition_key),
                         timezone=timezone,
+                        keep_going=held.check,
                         on_progress=lambda r: context.log.debug(
                             f"{r.sent} events sent, {r.rejected} rejected, {r.batches} batches"
                         ),

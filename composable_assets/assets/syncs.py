@@ -10,8 +10,10 @@ import dagster as dg
 from ..delta.delivery import SyncReport, deliver
 from ..delta.diff import latest_delta_run
 from ..governance.gates import blocking_gates
+from ..coordination import Coordination
 from ..governance.provenance import (
-    SyncRun, code_version, file_sha256, finish_quietly, finish_sync_run, start_sync_run, upstream_versions,
+    SyncRun, abandon_unfinished, code_version, file_sha256, finish_quietly, finish_sync_run, start_sync_run,
+    upstream_versions,
 )
 from ..project.gates import OVERRIDE_TAG
 from ..delta.tables import PairTables
@@ -20,6 +22,7 @@ from ..progress import SyncProgress, log_progress
 from ..project import AudienceSpec, ProjectError, SyncSpec
 from ..warehouse import Warehouse
 from .deltas import utc_now
+from .leases import lease_name, pair_lease
 from .keys import SYNCS, WAREHOUSE_POOL, delta_key, sync_key
 from .metadata import markdown_table, shown, with_definition_columns
 
@@ -99,7 +102,9 @@ def build_sync_asset(
             ),
         },
     )
-    def _sync(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
+    def _sync(
+        context: dg.AssetExecutionContext, warehouse: Warehouse, coordination: Coordination
+    ) -> dg.MaterializeResult:
         partition = dt.date.fromisoformat(context.partition_key)
         target = SyncTarget(
             audience=audience.name,
@@ -112,8 +117,14 @@ def build_sync_asset(
             warehouse=warehouse,
             schema=schema,
         )
-        with warehouse.connect() as conn:
+        # Taken before the warehouse is opened (a DuckDB file admits one process: a holder must be able to finish)
+        # and before the delta is read; held until the last acknowledgement is folded into the ledger.
+        what = f"sync {audience.name} -> {sync.destination}"
+        lease = lease_name("sync", warehouse, schema, audience.name, sync.destination)
+        with pair_lease(context, coordination, lease, what) as held, warehouse.connect() as conn:
             tables.ensure(conn)
+            for dead in abandon_unfinished(conn, tables, context.run.run_id, utc_now()):
+                context.log.warning(f"{what}: run {dead} never finished (its process was killed); marked abandoned")
             run = _delta_to_deliver(conn, tables, partition)
             upstream = upstream_versions(context.instance, delta_key(audience.name, sync.destination),
                                          context.partition_key, run.run_id)
@@ -131,6 +142,7 @@ def build_sync_asset(
                         concurrency=destination.capabilities.concurrency,
                         sync_run_id=context.run.run_id,
                         partition=partition,
+                        keep_going=held.check,
                         # A structured debug record: the `composable` command draws it as a progress bar.
                         on_progress=lambda r, left: log_progress(context.log, SyncProgress(
                             audience.name, sync.destination, r.delivered + r.failed,

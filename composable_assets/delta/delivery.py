@@ -84,7 +84,8 @@ def _chunks(conn, tables: PairTables, run: DeltaRun, batch_size: int) -> Iterato
 def _confirm_leftovers(conn, tables: PairTables, session: Session, *, sync_run_id: str) -> None:
     """After a kill, acknowledge the rows it left in flight that the destination already holds as we would send them."""
     # Intent rows are written before their rows are sent and deleted on every orderly exit, so any found here were
-    # left by a killed process (syncs of a pair never overlap). Unconfirmed rows stay pending and are sent as usual.
+    # left by a killed process: the caller holds the pair's lease, so no other sync of the pair is alive. Unconfirmed
+    # rows stay pending and are sent as usual.
     pair = [tables.audience, tables.destination]
     # A window starts at the oldest batch still unsettled, so a run's newest window covers all it left in flight.
     newest = (
@@ -131,10 +132,13 @@ def deliver(
     sync_run_id: str,
     partition: dt.date,
     on_progress: Callable[[SyncReport, int], None] | None = None,
+    keep_going: Callable[[], None] | None = None,
 ) -> SyncReport:
     """Send the delta batch by batch, up to `concurrency` batches in flight; checkpoint each acknowledged batch.
 
-    Only this thread touches the warehouse connection; sender threads only talk to the destination.
+    Only this thread touches the warehouse connection; sender threads only talk to the destination. `keep_going` is
+    asked before each batch leaves and raises to stop sending (the pair's lease ran out): batches already out are
+    still checkpointed, then its error is raised.
     """
     started = time.monotonic()
     report = SyncReport()
@@ -187,6 +191,11 @@ def deliver(
                 remaining -= skipped
                 for i in range(0, len(records), batch_size):
                     batch = records[i : i + batch_size]
+                    if keep_going is not None and crash is None:
+                        try:
+                            keep_going()
+                        except Exception as exc:  # e.g. the pair's lease ran out: what is out is still settled
+                            crash = exc
                     if report.stopped_by or crash:
                         report.unsent += len(batch)
                         continue

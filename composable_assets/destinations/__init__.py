@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
+from ..coordination import Coordination
 from .base import (
     BatchResult,
     Capabilities,
@@ -44,8 +44,10 @@ def register_destination_type(cls: type[Destination]) -> type[Destination]:
     return cls
 
 
-def build_destination(name: str, type_name: str, settings: dict[str, Any], state_dir: Path | None = None) -> Destination:
-    return DESTINATION_TYPES[type_name](name, settings, state_dir)
+def build_destination(
+    name: str, type_name: str, settings: dict[str, Any], coordination: Coordination | None = None
+) -> Destination:
+    return DESTINATION_TYPES[type_name](name, settings, coordination)
 
 
 __all__ = [

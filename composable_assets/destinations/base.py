@@ -10,10 +10,11 @@ from __future__ import annotations
 import datetime as dt
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
 from pydantic import BaseModel, ConfigDict
+
+from ..coordination import Coordination
 
 
 class DestinationError(Exception):
@@ -226,12 +227,12 @@ class Destination(ABC):
     #: values arrive in `Event.extras`.
     EventOptions: ClassVar[type[BaseModel] | None] = None
 
-    def __init__(self, name: str, settings: dict[str, Any], state_dir: Path | None = None):
+    def __init__(self, name: str, settings: dict[str, Any], coordination: Coordination | None = None):
         self.name = name
         #: As written in destinations.yaml: secrets are still {env: NAME}; resolve them in `open`.
         self.settings = settings
-        #: Local folder for state shared between processes (rate budgets).
-        self.state_dir = state_dir or Path("data")
+        #: Where the rate budgets shared by every process and machine sending to one account live.
+        self.coordination = coordination or Coordination(url="sqlite:///data/coordination.sqlite")
 
     @property
     def config(self) -> Any:

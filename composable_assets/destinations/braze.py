@@ -164,7 +164,7 @@ class Braze(Destination):
         )
         account = account_key(endpoint, api_key)
         rate_budgets = budgets(
-            self.state_dir, f"braze:{account}", {"track": config.track_limit, "delete": config.delete_limit, "subscription": config.subscription_limit, "export": config.export_limit}
+            self.coordination, f"braze:{account}", {"track": config.track_limit, "delete": config.delete_limit, "subscription": config.subscription_limit, "export": config.export_limit}
         )
         return client, rate_budgets
 

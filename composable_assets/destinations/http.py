@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import random
-import sqlite3
 import threading
 import time
-from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from pathlib import Path
 from typing import Any
 
 import requests
@@ -19,19 +15,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import NewConnectionError
 
+from ..coordination import Coordination, Limit, RateBudget
 from .base import OutcomeUnknown, TerminalError, TransientError
 
 # Statuses worth another try: throttled, timed out, or the server's own trouble.
 RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 AUTH_STATUSES = frozenset({401, 403})
-
-
-@dataclass(frozen=True)
-class Limit:
-    """A request budget: `requests` per `window_seconds`, as a vendor documents it."""
-
-    requests: int
-    window_seconds: float
 
 
 class ApiSettings(BaseModel):
@@ -57,86 +46,14 @@ class ApiSettings(BaseModel):
         )
 
 
-def budgets(state_dir: Path, prefix: str, limits: dict[str, Limit]) -> dict[str, RateBudget]:
+def budgets(coordination: Coordination, prefix: str, limits: dict[str, Limit]) -> dict[str, RateBudget]:
     """One shared rate budget per named endpoint group of an account (`prefix` names the account)."""
-    return {name: RateBudget(state_dir / "rate_budgets.sqlite", f"{prefix}:{name}", limit) for name, limit in limits.items()}
+    return {name: coordination.budget(f"{prefix}:{name}", limit) for name, limit in limits.items()}
 
 
 def account_key(*parts: str) -> str:
     """A stable, secret-free name for one vendor account (a hash of its URL and key)."""
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
-
-
-class RateBudget:
-    """A fixed-window request budget shared by every thread and process on this machine (SQLite file).
-
-    Windows are aligned to multiples of the window length since the epoch, as the vendors' own
-    reset headers are; two syncs of one account draw on the same counter and together stay within it.
-    No request starts in the last `guard` of a window: one taken just before the boundary could
-    reach the vendor just after it and count against the next window.
-    """
-
-    def __init__(self, path: Path, key: str, limit: Limit):
-        self.key = key
-        self.limit = limit
-        self.guard = min(0.1, limit.window_seconds / 10)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Autocommit mode; transactions are explicit (BEGIN IMMEDIATE takes the write lock up front).
-        self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=OFF")  # counters of the current second need no durability
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS budget (key TEXT, window INTEGER, used INTEGER, PRIMARY KEY (key, window))"
-        )
-        self._lock = threading.Lock()
-        self._paused_until = 0.0
-
-    def pause_until(self, epoch_seconds: float) -> None:
-        """The vendor said the budget is spent until then (e.g. a 429 or remaining=0 with a reset time)."""
-        with self._lock:
-            self._paused_until = max(self._paused_until, epoch_seconds)
-
-    def acquire(self) -> float:
-        """Take one request from the budget, waiting for the next window if needed; returns seconds waited."""
-        waited = 0.0
-        while True:
-            now = time.time()
-            pause = self._paused_until - now
-            if pause > 0:
-                time.sleep(pause)
-                waited += pause
-                continue
-            window = math.floor(now / self.limit.window_seconds)
-            window_end = (window + 1) * self.limit.window_seconds
-            if now < window_end - self.guard and self._take(window):
-                return waited
-            # Sleep to the start of the next window, plus a little jitter so waiting processes do not stampede.
-            delay = window_end - now + random.uniform(0, 0.01)
-            time.sleep(delay)
-            waited += delay
-
-    def _take(self, window: int) -> bool:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                row = self._db.execute(
-                    "SELECT used FROM budget WHERE key = ? AND window = ?", (self.key, window)
-                ).fetchone()
-                used = row[0] if row else 0
-                if used >= self.limit.requests:
-                    return False
-                self._db.execute(
-                    "INSERT INTO budget VALUES (?, ?, 1) ON CONFLICT (key, window) DO UPDATE SET used = used + 1",
-                    (self.key, window),
-                )
-                if not row:  # first request of a window: forget old windows
-                    self._db.execute("DELETE FROM budget WHERE key = ? AND window < ?", (self.key, window - 2))
-                return True
-            finally:
-                self._db.execute("COMMIT")
-
-    def close(self) -> None:
-        self._db.close()
 
 
 class HttpClient:

@@ -115,7 +115,7 @@ class Iterable(Destination):
         client = config.client(base_url, {"Api-Key": api_key, "Content-Type": "application/json"}, (api_key,))
         account = account_key(base_url, api_key)
         rate_budgets = budgets(
-            self.state_dir,
+            self.coordination,
             f"iterable:{account}",
             {
                 "bulk_update": config.bulk_update_limit,

@@ -288,11 +288,7 @@ class Webhook(Destination):
         client = config.client(url, {**headers, "Content-Type": "application/json"}, tuple(secrets))
         budget = None
         if config.requests_per_second:
-            budget = RateBudget(
-                self.state_dir / "rate_budgets.sqlite",
-                account_key(url),
-                Limit(config.requests_per_second, 1.0),
-            )
+            budget = self.coordination.budget(f"webhook:{account_key(url)}", Limit(config.requests_per_second, 1.0))
         return WebhookSession(target, client, path, _Signer(secret), budget)
 
     def payloads(self, batch: Sequence[Record], target: SyncTarget) -> list[dict[str, Any]]:

@@ -174,6 +174,24 @@ def finish_sync_run(conn, tables: PairTables, run_id: str, report, now: dt.datet
     )
 
 
+def abandon_unfinished(conn, tables: PairTables, run_id: str, now: dt.datetime) -> list[str]:
+    """Mark `abandoned` the pair's runs still `started` (killed before they could finish); returns their run ids.
+
+    Called by the holder of the pair's lease: no other run of the pair can be alive, so every such row is a dead one.
+    """
+    pair = [tables.audience, tables.destination]
+    dead = [r for (r,) in conn.fetch_all(
+        f"SELECT run_id FROM {tables.sync_runs} WHERE audience = ? AND destination = ? AND status = 'started' "
+        "AND run_id <> ? ORDER BY started_at", [*pair, run_id],
+    )]
+    if dead:
+        conn.execute(
+            f"UPDATE {tables.sync_runs} SET status = 'abandoned', finished_at = ? WHERE audience = ? "
+            "AND destination = ? AND status = 'started' AND run_id <> ?", [now, *pair, run_id],
+        )
+    return dead
+
+
 def finish_quietly(conn, tables: PairTables, run_id: str, now: dt.datetime) -> None:
     """Mark a sync run failed while its own error propagates; a broken connection must not hide that error."""
     with contextlib.suppress(Exception):

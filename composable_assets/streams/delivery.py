@@ -61,10 +61,12 @@ def deliver_events(
     timezone: str = "UTC",
     now: dt.datetime | None = None,
     on_progress: Callable[[StreamReport], None] | None = None,
+    keep_going: Callable[[], None] | None = None,
 ) -> StreamReport:
     """Send every pending event of the pair once; checkpoint the answers of each round before more batches go out.
 
-    Only this thread touches the warehouse; sender threads only talk to the destination.
+    Only this thread touches the warehouse; sender threads only talk to the destination. `keep_going` is asked
+    before each batch leaves and raises to stop sending (the pair's lease ran out); its error is raised at the end.
     """
     started = time.monotonic()
     now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
@@ -153,6 +155,11 @@ def deliver_events(
             for events in events_source:
                 for i in range(0, len(events), batch_size):
                     batch = events[i : i + batch_size]
+                    if keep_going is not None and crash is None:
+                        try:
+                            keep_going()
+                        except Exception as exc:  # e.g. the pair's lease ran out: what is out is still settled
+                            crash = exc
                     if report.stopped_by or crash:
                         report.unsent += len(batch)
                         continue

@@ -1,0 +1,85 @@
+"""A vendor's request budget shared by every thread, process and machine that sends to one account."""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+import time
+from dataclasses import dataclass
+
+from pyrate_limiter import AbstractBucket, RateItem
+
+
+@dataclass(frozen=True)
+class Limit:
+    """A request budget: `requests` per `window_seconds`, as a vendor documents it."""
+
+    requests: int
+    window_seconds: float
+
+
+class RateBudget:
+    """A fixed-window request budget over a shared pyrate-limiter bucket (SQLite, PostgreSQL or Redis).
+
+    Windows are aligned to multiples of the window length since the epoch, as the vendors' own reset headers are
+    (pyrate-limiter's FixedWindow does the same); two syncs of one account, wherever they run, draw on the same
+    count and together stay within it. No request starts in the last `guard` of a window: one taken just before
+    the boundary could reach the vendor just after it and count against the next window.
+    """
+
+    def __init__(self, bucket: AbstractBucket, key: str, limit: Limit, *, owns_bucket: bool = False):
+        self.key = key
+        self.limit = limit
+        self.guard = min(0.1, limit.window_seconds / 10)
+        self._bucket = bucket
+        self._owns_bucket = owns_bucket
+        # One put at a time from this process: the store then only arbitrates between processes (PostgreSQL's
+        # bucket refuses at once when another writer holds its table lock, which threads of one sync would cause).
+        self._lock = threading.Lock()
+        self._paused_until = 0.0
+        self._leaked_window = -1
+
+    def pause_until(self, epoch_seconds: float) -> None:
+        """The vendor said the budget is spent until then (e.g. a 429 or remaining=0 with a reset time)."""
+        with self._lock:
+            self._paused_until = max(self._paused_until, epoch_seconds)
+
+    def acquire(self) -> float:
+        """Take one request from the budget, waiting for the next window if needed; returns seconds waited."""
+        waited = 0.0
+        while True:
+            now = time.time()
+            pause = self._paused_until - now
+            if pause > 0:
+                time.sleep(pause)
+                waited += pause
+                continue
+            window = math.floor(now / self.limit.window_seconds)
+            window_end = (window + 1) * self.limit.window_seconds
+            if now < window_end - self.guard:
+                admitted, full = self._take(now, window)
+                if admitted:
+                    return waited
+                # Contention (another process was taking a request this instant): try again at once, nearly.
+                delay = window_end - now if full else random.uniform(0.001, 0.005)
+            else:
+                delay = window_end - now
+            # Plus a little jitter so processes waiting for the next window do not stampede.
+            delay += random.uniform(0, 0.01)
+            time.sleep(delay)
+            waited += delay
+
+    def _take(self, now: float, window: int) -> tuple[bool, bool]:
+        """(admitted, window full) for one request at `now`."""
+        with self._lock:
+            decision = self._bucket.put_decision(RateItem(self.key, int(now * 1000)))
+            if decision.allowed and window != self._leaked_window:
+                # First request of a window from this process: drop the entries of windows gone by.
+                self._leaked_window = window
+                self._bucket.leak(int(now * 1000))
+            return decision.allowed, decision.retry_after_ms is not None
+
+    def close(self) -> None:
+        if self._owns_bucket:
+            self._bucket.close()
