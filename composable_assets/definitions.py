@@ -16,6 +16,7 @@ from .assets.sources import build_landing_loader, build_source_observer
 from .automation.freshness import freshness_policy, heartbeat_interval
 from .automation.schedules import audience_schedule
 from .automation.sensors import Watch, change_sensor, minute_level_job
+from .automation.stale_runs import free_dead_runs_sensor
 from .assets.syncs import build_sync_asset
 from .assets.keys import stream_key
 from .assets.streams import build_stream_asset
@@ -170,7 +171,8 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
         assets.append(landing_loader)
     jobs = []
     schedules = []
-    sensors = []
+    # Frees the warehouse slots of runs killed mid-step (automation/stale_runs.py).
+    sensors = [free_dead_runs_sensor]
     # Minute-level audiences and streams, run by the one change sensor.
     watches: list[Watch] = []
     for audience in project.audiences.values():

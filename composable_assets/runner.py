@@ -5,12 +5,20 @@ from __future__ import annotations
 import logging
 import os
 import re
+import signal
+import threading
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import dagster as dg
 
+from .automation.stale_runs import free_dead_runs, slot_holders, waiting_for_slot
 from .progress import SyncProgress, progress_of
+
+#: How often a run waiting for a pool slot is checked on, and how often the wait is reported.
+SLOT_WATCH_SECONDS = 1.0
+SLOT_REPORT_SECONDS = 5.0
 
 # The name `dg.materialize` gives its runs; the UI lists command-line runs under it.
 JOB_NAME = "__ephemeral_asset_job__"
@@ -109,13 +117,16 @@ def run_selection(
         resources=defs.resources,
         loggers=loggers,
     ).resolve_job_def(JOB_NAME)
-    result = job.execute_in_process(
-        run_config={**(run_config or {}), "loggers": logger_config},
-        instance=dagster_instance,
-        partition_key=partition_key,
-        raise_on_error=False,
-        tags={"composable/launched_by": "cli", **(tags or {})},
-    )
+    run_id = str(uuid.uuid4())  # known before the run starts, for the slot watch
+    with SlotWatch(dagster_instance, run_id, watcher):
+        result = job.execute_in_process(
+            run_config={**(run_config or {}), "loggers": logger_config},
+            instance=dagster_instance,
+            partition_key=partition_key,
+            raise_on_error=False,
+            run_id=run_id,
+            tags={"composable/launched_by": "cli", **(tags or {})},
+        )
     syncs: dict[tuple[str, str], SyncOutcome] = {}
     streams: dict[tuple[str, str], StreamOutcome] = {}
     materialized = {}
@@ -153,6 +164,93 @@ def run_selection(
     return RunOutcome(
         result.success, result.run_id, list(syncs.values()), errors, list(streams.values()), materialized
     )
+
+
+class SlotWatch:
+    """While a run waits for a `warehouse` pool slot: free the slots of dead holders, say who holds them, obey Ctrl-C.
+
+    Dagster waits for a slot in a loop that neither says why nor lets Ctrl-C through (it defers interrupts until a
+    step starts); a slot held by a killed run would keep it there forever. This thread watches from the side: every
+    second it checks whether the run is queued for a slot, frees what dead runs hold (automation/stale_runs.py), and
+    every few seconds names the runs in the way. A Ctrl-C that arrives while the run waits (no step of it runs, so
+    nothing is in flight) cancels the run and ends the process.
+    """
+
+    def __init__(self, instance: dg.DagsterInstance, run_id: str, watcher: RunWatcher | None):
+        self.instance = instance
+        self.run_id = run_id
+        self.watcher = watcher
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._signals: tuple[int, int] | None = None
+        self._previous_wakeup = -1
+
+    def __enter__(self) -> "SlotWatch":
+        if not self.instance.event_log_storage.supports_global_concurrency_limits:
+            return self  # a throwaway instance has no pools
+        if threading.current_thread() is threading.main_thread():
+            # Every signal's number is written here too, whatever handler Dagster has installed meanwhile.
+            read, write = os.pipe()
+            os.set_blocking(read, False)
+            os.set_blocking(write, False)
+            self._previous_wakeup = signal.set_wakeup_fd(write)
+            self._signals = (read, write)
+        self._thread = threading.Thread(target=self._watch, name="slot watch", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if self._signals is not None:
+            signal.set_wakeup_fd(self._previous_wakeup)
+            for fd in self._signals:
+                os.close(fd)
+
+    def _say(self, text: str) -> None:
+        if self.watcher is not None:
+            self.watcher.message(logging.WARNING, None, text)
+
+    def _interrupted(self) -> bool:
+        if self._signals is None:
+            return False
+        try:
+            return signal.SIGINT in os.read(self._signals[0], 512)
+        except BlockingIOError:
+            return False
+
+    def _watch(self) -> None:
+        waited, said = 0.0, None
+        while not self._stop.wait(SLOT_WATCH_SECONDS):
+            interrupted = self._interrupted()
+            try:
+                if not waiting_for_slot(self.instance, self.run_id):
+                    waited, said = 0.0, None
+                    continue
+                waited += SLOT_WATCH_SECONDS
+                for holder in free_dead_runs(self.instance):
+                    self._say(f"freed the warehouse slot held by {holder.describe()}: {holder.dead}")
+                if interrupted:
+                    self._cancel()
+                holders = ", ".join(h.describe() for h in slot_holders(self.instance))
+                if holders and (said is None or waited - said >= SLOT_REPORT_SECONDS):
+                    said = waited
+                    self._say(
+                        f"waiting {waited:.0f} s for the warehouse pool (steps that write to the warehouse run one at "
+                        f"a time on this instance): in use by {holders}. Ctrl-C stops this run."
+                    )
+            except Exception as exc:  # a watcher must never break the run it watches
+                self._say(f"could not check the warehouse pool: {type(exc).__name__}: {exc}")
+
+    def _cancel(self) -> None:
+        """Ctrl-C while waiting for a slot: no step of the run is running, so stopping now leaves nothing half done."""
+        run = self.instance.get_run_by_id(self.run_id)
+        if run is not None:
+            self.instance.report_run_canceled(run, "Interrupted (Ctrl-C) while waiting for a warehouse pool slot.")
+        self.instance.event_log_storage.free_concurrency_slots_for_run(self.run_id)
+        self._say(f"interrupted while waiting for the warehouse pool: run {self.run_id} canceled, nothing was sent")
+        os._exit(130)
 
 
 def _silent_logger(_init_context) -> logging.Logger:

@@ -186,5 +186,5 @@ def test_minute_level_syncs_carry_a_time_window_and_weekly_ones_a_monday_deadlin
     assert (vip.warn_window.to_timedelta(), vip.fail_window.to_timedelta()) == (dt.timedelta(minutes=2), dt.timedelta(minutes=5))
     assert newsletter.deadline_cron == "0 9 * * 1" and newsletter.timezone == "UTC"
     assert graph.get(PURCHASES).freshness_policy.fail_window.to_timedelta() == dt.timedelta(minutes=5)
-    [sensor] = defs.sensors
-    assert sensor.name == SENSOR_NAME and sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    sensor = defs.resolve_sensor_def(SENSOR_NAME)
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING

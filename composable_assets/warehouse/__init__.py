@@ -9,7 +9,13 @@ from urllib.parse import parse_qsl, urlparse
 
 import dagster as dg
 
+from ..coordination import this_process
 from .base import Connection, Engine, WarehouseBusy, WarehouseError
+
+#: Run tag: `host:pid` of the process a run works in. Every step that writes to the warehouse (the `warehouse` pool)
+#: opens this resource, so a run that holds a pool slot has it; whoever finds that process gone frees the slot
+#: (automation/stale_runs.py). Dagster's run monitor cannot tell for runs its default launcher started.
+WORKER_TAG = "composable/worker"
 
 
 # URL scheme -> (module, engine class) and the URL's documented shape. Each vendor's package is imported only
@@ -53,6 +59,11 @@ class Warehouse(dg.ConfigurableResource):
     def engine(self) -> Engine:
         return engine_from_url(self.url)
 
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        run = context.run
+        if context.instance is not None and run is not None and run.tags.get(WORKER_TAG) != this_process():
+            context.instance.add_run_tags(run.run_id, {WORKER_TAG: this_process()})
+
     def connect(self) -> AbstractContextManager[Connection]:
         return self.engine.connect()
 
@@ -61,4 +72,4 @@ class Warehouse(dg.ConfigurableResource):
         return self.engine.kind
 
 
-__all__ = ["Connection", "Engine", "Warehouse", "WarehouseBusy", "WarehouseError", "engine_from_url"]
+__all__ = ["Connection", "Engine", "WORKER_TAG", "Warehouse", "WarehouseBusy", "WarehouseError", "engine_from_url"]
