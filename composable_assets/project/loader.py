@@ -26,7 +26,7 @@ from .specs import (
     ModelSpec,
     ProjectSettings,
 )
-from .sql_parsing import parse_model_sql, parse_where, read_header
+from .sql_parsing import check_where_columns, parse_model_sql, parse_where, read_header
 from .stream_files import STREAMS_DIR, load_streams, typed_stream_problems
 from .yaml_lines import YamlDocument, read_yaml
 
@@ -298,7 +298,10 @@ def _audience(
     errors.extend(_reference_problems(doc, spec, models, destination_names))
     if spec.where is not None:
         with collecting(errors):
-            parse_where(spec.where, path, doc.line("where"))
+            condition = parse_where(spec.where, path, doc.line("where"))
+            model = models.get(spec.model)
+            if model is not None and model.columns is not None:
+                check_where_columns(condition, model.columns, model.name, path, doc.line("where"))
     raise_if_any(errors)
     return spec
 
