@@ -91,7 +91,7 @@ def url_credential(value: str) -> str | None:
     if not url.netloc:
         return None
     if "@" in url.netloc:
-        return "a user name and password (user:password@)"
+        return "a user name or password (user:password@)"
     for name, _ in query:
         if name.lower() in _SECRET_QUERY_NAMES or looks_secret(name):
             return f"the query parameter `{name}`"
