@@ -170,8 +170,10 @@ def test_a_token_echoed_without_its_scheme_reaches_neither_warehouse_nor_dagster
         small.write("audiences/hooked.yaml", HOOK_AUDIENCE)
         env = {**os.environ, "DAGSTER_HOME": str(home), "HOOK_SECRET": SECRET, "HOOK_AUTH": f"Bearer {TOKEN}",
                "COMPOSABLE_PROJECT_DIR": str(small.settings.project_dir),
-               "COMPOSABLE_WAREHOUSE": small.settings.warehouse_url, "COMPOSABLE_DATA_DIR": str(small.settings.data_dir)}
-        command = [os.path.join(os.path.dirname(sys.executable), "composable"), "sync", "hooked", "--date", "2026-03-02"]
+               "COMPOSABLE_WAREHOUSE": small.settings.warehouse_url,
+               "COMPOSABLE_DATA_DIR": str(small.settings.data_dir)}
+        composable = os.path.join(os.path.dirname(sys.executable), "composable")
+        command = [composable, "sync", "hooked", "--date", "2026-03-02"]
         result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
 
     # The token went out with every request and came back in every answer: there was something to leak.
