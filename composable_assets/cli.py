@@ -815,8 +815,14 @@ def _partition(project, date: str | None) -> str:
         day = dt.date.fromisoformat(date)
     except ValueError as exc:
         raise UserError(f"--date {date!r} is not a date like 2026-01-31.") from exc
-    if day < project.settings.start_date:
-        raise UserError(f"--date {date} is before the project's start_date {project.settings.start_date}.")
+    # The daily partitions run from start_date through today in the project's timezone; Dagster knows no other day.
+    today = _today(project)
+    if not project.settings.start_date <= day <= dt.date.fromisoformat(today):
+        raise UserError(
+            f"--date {day} is outside the project's days: {project.settings.start_date} .. {today} "
+            f"(today in {project.settings.timezone}). Pick a day in that range; an earlier one needs an earlier "
+            "start_date in project.yaml."
+        )
     return day.isoformat()
 
 

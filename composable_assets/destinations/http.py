@@ -16,6 +16,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import NewConnectionError
 
 from ..coordination import Coordination, Limit, RateBudget
+from ..project import Redactor
 from .base import OutcomeUnknown, TerminalError, TransientError
 
 # Statuses worth another try: throttled, timed out, or the server's own trouble.
@@ -76,7 +77,7 @@ class HttpClient:
         self.timeout = timeout_seconds
         self.backoff_base = backoff_base_seconds
         self.backoff_max = backoff_max_seconds
-        self._secrets = tuple(s for s in secrets if s)
+        self._redactor = Redactor(secrets)
         self._session = requests.Session()
         self._session.headers.update(headers)
         # requests re-reads proxy and CA settings from the environment on every request, which cost
@@ -149,10 +150,8 @@ class HttpClient:
         return random.uniform(0, min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1)))
 
     def redact(self, text: str) -> str:
-        """Text with every secret this client knows replaced (some APIs echo the key in errors)."""
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        """Text with every secret this client knows replaced, whole and in part (some APIs echo the key in errors)."""
+        return self._redactor.redact(text)
 
     def answer(self, response: requests.Response, chars: int = 200) -> str:
         """`HTTP <status>: <start of the body>` on one line, secrets redacted: what a proof or failure keeps."""

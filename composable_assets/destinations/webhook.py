@@ -4,7 +4,7 @@ destinations.yaml:
 
     crm_hook:
       type: webhook
-      url: https://hooks.example.com/cdp      # or {env: NAME}
+      url: https://hooks.example.com/cdp      # or {env: NAME}; no user:password@ or ?token= (use headers)
       secret: {env: CRM_HOOK_SECRET}          # required: the HMAC-SHA256 signing key
       batch_size: 100                         # rows per request
       concurrency: 4                          # requests in flight at once

@@ -3,7 +3,7 @@
 from .errors import ProjectError, ProjectErrors
 from .loader import load_project
 from .project import Project
-from .secret_refs import MissingSecretError, SecretRef, resolve_setting
+from .secret_refs import CredentialInUrlError, MissingSecretError, Redactor, SecretRef, resolve_setting
 from .specs import (
     AudienceSpec,
     DestinationSpec,
@@ -17,6 +17,7 @@ from .sql_parsing import parse_where
 
 __all__ = [
     "AudienceSpec",
+    "CredentialInUrlError",
     "DestinationSpec",
     "MissingSecretError",
     "ModelSpec",
@@ -24,6 +25,7 @@ __all__ = [
     "ProjectError",
     "ProjectErrors",
     "ProjectSettings",
+    "Redactor",
     "SecretRef",
     "StreamSpec",
     "StreamSyncSpec",

@@ -18,7 +18,7 @@ from .errors import (
     read_text,
 )
 from .project import Project
-from .secret_refs import SecretRef, is_secret_ref, looks_secret
+from .secret_refs import SecretRef, is_secret_ref, looks_secret, url_credential
 from .specs import (
     NAME_PATTERN,
     AudienceSpec,
@@ -26,7 +26,7 @@ from .specs import (
     ModelSpec,
     ProjectSettings,
 )
-from .sql_parsing import parse_model_sql, parse_where, read_header
+from .sql_parsing import check_where_columns, parse_model_sql, parse_where, read_header
 from .stream_files import STREAMS_DIR, load_streams, typed_stream_problems
 from .yaml_lines import YamlDocument, read_yaml
 
@@ -193,7 +193,7 @@ def _typed_problems(
 def _secret_problems(
     doc: YamlDocument, settings: dict[Any, Any], loc: tuple[Any, ...]
 ) -> Iterator[ProjectError]:
-    """Malformed `{env: ...}` references, and secret-looking settings written literally."""
+    """Malformed `{env: ...}` references, secret-looking settings written literally, URLs carrying credentials."""
     for key, value in settings.items():
         secret = looks_secret(str(key))
         # A mapping under a secret-looking key can only be a reference, so validate it strictly.
@@ -208,6 +208,14 @@ def _secret_problems(
             yield doc.error(
                 f"`{key}` looks like a secret: put it in an environment variable "
                 f"and write `{key}: {{env: VARIABLE_NAME}}`",
+                *loc,
+                key,
+            )
+        elif isinstance(value, str) and (credential := url_credential(value)):
+            # A URL is shown in logs, errors and the UI; a credential in it would be too.
+            yield doc.error(
+                f"`{key}` carries a credential in the URL ({credential}): move it into a header "
+                "or a setting read from {env: NAME}",
                 *loc,
                 key,
             )
@@ -298,7 +306,10 @@ def _audience(
     errors.extend(_reference_problems(doc, spec, models, destination_names))
     if spec.where is not None:
         with collecting(errors):
-            parse_where(spec.where, path, doc.line("where"))
+            condition = parse_where(spec.where, path, doc.line("where"))
+            model = models.get(spec.model)
+            if model is not None and model.columns is not None:
+                check_where_columns(condition, model.columns, model.name, path, doc.line("where"))
     raise_if_any(errors)
     return spec
 

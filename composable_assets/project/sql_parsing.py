@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,7 +90,7 @@ def parse_model_sql(sql: str, file: Path | None) -> ParsedModel:
 
 
 def parse_where(where: str, file: Path | None, line: int | None) -> exp.Expression:
-    """Parse an audience `where`, which must be exactly one boolean condition."""
+    """Parse an audience's or stream's `where`: one boolean condition over the row's own columns, nothing else."""
     statements = _parse(where, file, line, "`where`")
     if not statements:
         raise ProjectError("`where` is empty", file, line)
@@ -103,16 +104,115 @@ def parse_where(where: str, file: Path | None, line: int | None) -> exp.Expressi
     _reject_statements(condition, file, line, "`where`")
     if isinstance(condition, exp.Query):
         raise ProjectError("`where` must be a condition, not a SELECT query", file, line)
-    value_type = annotate_types(condition, dialect=DIALECT).type
-    # Unknown types (plain columns, most functions) could still be boolean at run time.
-    if value_type and not value_type.is_type("boolean", "unknown", "null"):
-        raise ProjectError(
-            f"`where` must be a boolean condition, but `{condition.sql(DIALECT)}` "
-            f"is {value_type.sql(DIALECT)}",
-            file,
-            line,
-        )
+    problem = _reads_beyond_the_row(condition)
+    if problem:
+        raise ProjectError(problem, file, line)
+    problem = _not_boolean(annotate_types(condition, dialect=DIALECT))
+    if problem:
+        raise ProjectError(problem, file, line)
     return condition
+
+
+def check_where_columns(
+    condition: exp.Expression, columns: Sequence[str], model: str, file: Path | None, line: int | None
+) -> None:
+    """Raise naming the first column the condition reads that is not one of the model's `columns`."""
+    # DuckDB column names are case-insensitive.
+    known = {column.lower() for column in columns}
+    for column in condition.find_all(exp.Column):
+        if column.name.lower() not in known:
+            raise ProjectError(
+                f"column `{column.name}` in `where` is not an output of model `{model}` "
+                f"(its columns: {', '.join(columns)})",
+                file,
+                line,
+            )
+
+
+# Which functions a condition may call. sqlglot knows most scalar functions by class (Upper, DateDiff, ...): those
+# are allowed, except aggregates, table functions and the few that report the session rather than the row
+# (current_user, current_schema, version, ...). DuckDB has hundreds of scalar functions more that sqlglot parses as
+# anonymous calls (strlen, hash, list_sort, ...); refusing them all would refuse ordinary conditions, so an
+# anonymous call is allowed unless its name says it reads files, the network, other databases, the catalog, a
+# sequence or the environment. Those names follow a few patterns in DuckDB, its extensions and the other warehouses
+# (read_*, *_scan, glob, getenv, pg_read_file, ...). A deny rule alone would be thin: it is the second line.
+# The first is structural: no subquery and no table reference, so a table function (DuckDB allows them only in
+# FROM) has nowhere to run.
+_UNSAFE_PREFIXES = (
+    "read_", "parquet_", "duckdb_", "pragma_", "sniff_", "iceberg_", "delta_", "ducklake_", "sqlite_",
+    "postgres_", "mysql_", "pg_", "lo_", "st_read", "http_", "system$", "dblink",
+)
+_UNSAFE_SUFFIXES = ("_scan", "_attach")
+_UNSAFE_NAMES = frozenset({
+    "glob", "getenv", "getvariable", "current_setting", "set_config", "query", "query_table", "nextval",
+    "currval", "secret", "which_secret", "reflect", "java_method", "load_file", "external_query",
+    "load_extension", "user", "session_user",
+})
+_KNOWN_UNSAFE = (exp.ReadCSV, exp.ReadParquet, exp.SessionUser)
+# Of sqlglot's Current* functions only the clock ones are about the row's time rather than the session.
+_CLOCK = (exp.CurrentDate, exp.CurrentTime, exp.CurrentTimestamp, exp.CurrentDatetime)
+_ARITHMETIC = (
+    exp.Add, exp.Sub, exp.Mul, exp.Div, exp.IntDiv, exp.Mod, exp.Pow, exp.Neg, exp.DPipe,
+    exp.BitwiseAnd, exp.BitwiseOr, exp.BitwiseXor, exp.BitwiseLeftShift, exp.BitwiseRightShift, exp.BitwiseNot,
+)
+
+
+def _reads_beyond_the_row(condition: exp.Expression) -> str | None:
+    """Why the condition reads more than the row's columns (a subquery, a file, ...), or None."""
+    for node in condition.walk():
+        if isinstance(node, (exp.Query, exp.Subquery)):
+            return "`where` must not contain a subquery: a condition reads the row's own columns only"
+        if isinstance(node, exp.Table):
+            return f"`where` must not read a table (`{node.sql(DIALECT)}`): a condition reads the row's columns only"
+        if isinstance(node, exp.Column) and (node.table or node.args.get("db")):
+            return f"`where` must name the model's columns alone, not `{node.sql(DIALECT)}`"
+        if isinstance(node, exp.Dot) and isinstance(node.expression, exp.Func):
+            return f"`where` must not call a function of another schema (`{node.sql(DIALECT)}`)"
+        if isinstance(node, exp.Window):
+            return f"`where` must not use a window function (`{node.sql(DIALECT)}`)"
+        if isinstance(node, exp.AggFunc):
+            return f"`where` must not aggregate (`{node.sql(DIALECT)}`): it is checked row by row"
+        if isinstance(node, exp.UDTF):
+            return f"`where` must not call a table function (`{node.sql(DIALECT)}`)"
+        name = _unsafe_function(node)
+        if name:
+            return (
+                f"`where` must not call {name}: a condition reads the row's own columns, "
+                "not files, other tables, the session or the environment"
+            )
+    return None
+
+
+def _unsafe_function(node: exp.Expression) -> str | None:
+    """The name of the function this node calls when that reads beyond the row, else None."""
+    if isinstance(node, exp.Anonymous):
+        name = node.name.lower()
+        unsafe = name in _UNSAFE_NAMES or name.startswith(_UNSAFE_PREFIXES) or name.endswith(_UNSAFE_SUFFIXES)
+        return node.name if unsafe else None
+    session = isinstance(node, exp.Func) and type(node).__name__.startswith("Current") and not isinstance(node, _CLOCK)
+    return node.sql_name().lower() if session or isinstance(node, _KNOWN_UNSAFE) else None
+
+
+def _not_boolean(node: exp.Expression) -> str | None:
+    """Why an (annotated) condition, or an operand of its AND/OR/NOT, is not boolean; None when it may be."""
+    while isinstance(node, exp.Paren):
+        node = node.this
+    if isinstance(node, exp.Connector):  # AND, OR, XOR
+        return _not_boolean(node.left) or _not_boolean(node.right)
+    if isinstance(node, exp.Not):
+        return _not_boolean(node.this)
+    shown = node.sql(DIALECT)
+    # DuckDB would take a number or a string as a truth test; a column's type is only known at run time.
+    if isinstance(node, exp.Column):
+        return f"`where` must be a condition, but `{shown}` is a bare column: write `{shown} = true`"
+    if isinstance(node, (exp.Literal, exp.Null)):
+        return f"`where` must be a boolean condition, but `{shown}` is a literal"
+    if isinstance(node, _ARITHMETIC):
+        return f"`where` must be a boolean condition, but `{shown}` is arithmetic"
+    # Unknown types (most functions sqlglot does not know) could still be boolean at run time.
+    if node.type and not node.type.is_type("boolean", "unknown", "null"):
+        return f"`where` must be a boolean condition, but `{shown}` is {node.type.sql(DIALECT)}"
+    return None
 
 
 def output_columns(query: exp.Query) -> list[str] | None:

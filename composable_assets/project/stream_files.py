@@ -11,7 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from .errors import ProjectError, collecting, combine, raise_if_any
 from .specs import NAME_PATTERN, DestinationSpec, ModelSpec, StreamSpec
-from .sql_parsing import parse_where
+from .sql_parsing import check_where_columns, parse_where
 from .yaml_lines import YamlDocument, read_yaml
 
 STREAMS_DIR = "streams"
@@ -63,7 +63,11 @@ def _stream(
     errors.extend(_reference_problems(doc, spec, models, source_tables, destination_names))
     if spec.where is not None:
         with collecting(errors):
-            parse_where(spec.where, path, doc.line("where"))
+            condition = parse_where(spec.where, path, doc.line("where"))
+            # A source table's columns are only known at run time, where the warehouse checks them.
+            columns = _known_columns(spec, models)
+            if columns is not None:
+                check_where_columns(condition, columns, spec.table, path, doc.line("where"))
     raise_if_any(errors)
     return spec
 
