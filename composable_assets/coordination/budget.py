@@ -72,12 +72,16 @@ class RateBudget:
 
     def _take(self, now: float, window: int) -> tuple[bool, bool]:
         """(admitted, window full) for one request at `now`."""
+        # Every request of a window is stamped with the window's last millisecond: a store that counts up to the
+        # item's own time (Redis: ZCOUNT start..now) then sees every request of the window, however the clocks of
+        # the processes taking them are ordered.
+        stamp = round((window + 1) * self.limit.window_seconds * 1000) - 1
         with self._lock:
-            decision = self._bucket.put_decision(RateItem(self.key, int(now * 1000)))
+            decision = self._bucket.put_decision(RateItem(self.key, stamp))
             if decision.allowed and window != self._leaked_window:
                 # First request of a window from this process: drop the entries of windows gone by.
                 self._leaked_window = window
-                self._bucket.leak(int(now * 1000))
+                self._bucket.leak(stamp)
             return decision.allowed, decision.retry_after_ms is not None
 
     def close(self) -> None:

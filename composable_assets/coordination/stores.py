@@ -123,7 +123,9 @@ class PostgresStore(Store):
         from psycopg_pool import ConnectionPool
 
         self.where = where
-        self.pool = ConnectionPool(conninfo, min_size=1, max_size=10, kwargs={"autocommit": True}, open=True)
+        # Not autocommit: each `with pool.connection()` block is one transaction, committed as it ends (pyrate-limiter
+        # locks its bucket table for the length of one).
+        self.pool = ConnectionPool(conninfo, min_size=0, max_size=10, open=True)
         with self.pool.connection() as conn:
             # Processes starting together would race on CREATE TABLE IF NOT EXISTS.
             with conn.transaction():
