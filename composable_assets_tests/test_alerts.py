@@ -297,6 +297,9 @@ REFERENCE_ONLY = "write it as {env: VARIABLE_NAME}: secrets come from environmen
         ('  - slack: {channel: "#x", token: {env: T}}\n    on: [sync_failed, gate_hold]\n',
          "`alerts[0].on[1]`: unknown alert 'gate_hold'; use sync_failed, gate_held, freshness_degraded", 4),
         ('  - on: [sync_failed]\n', "`alerts[0]`: name exactly one channel: `slack:` or `webhook:`", 3),
+        ('  - webhook: {url: "https://hooks.example.com/a?token=abc123", secret: {env: S}}\n',
+         "`alerts[0].webhook.url`: must not carry a credential (the query parameter `token`): "
+         "write the URL as {env: VARIABLE_NAME}", 3),
     ],
 )
 def test_a_bad_alerts_entry_is_a_load_error_naming_file_and_line(small, entry, message, line):

@@ -39,6 +39,7 @@ from slack_sdk.errors import SlackApiError
 
 from ..destinations.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, signature
 from ..project import MissingSecretError, SecretRef
+from ..project.secret_refs import CredentialInUrlError, Redactor
 from ..project.alerts import AlertSpec, SlackAlert, WebhookAlert
 from ..project.gates import OVERRIDE_TAG
 
@@ -126,6 +127,8 @@ def _read(value: str | SecretRef) -> str:
         return value
     try:
         return value.resolve()
+    except CredentialInUrlError as exc:
+        raise AlertNotSent(str(exc)) from None
     except MissingSecretError:
         raise AlertNotSent(f"environment variable {value.env} is not set") from None
 
@@ -151,7 +154,7 @@ class SlackChannel:
         except SlackApiError as exc:
             raise AlertNotSent(f"Slack answered {exc.response.status_code}: {exc.response.get('error')}") from None
         except Exception as exc:
-            raise AlertNotSent(f"{type(exc).__name__}: {exc}".replace(token, "***")) from None
+            raise AlertNotSent(Redactor([token]).redact(f"{type(exc).__name__}: {exc}")) from None
 
 
 class WebhookChannel:
@@ -184,7 +187,7 @@ class WebhookChannel:
             # Its text names the URL, which may hold a token.
             raise AlertNotSent(type(exc).__name__) from None
         if not 200 <= response.status_code < 300:
-            answer = " ".join(response.text[:100].replace(secret, "***").replace(url, "***").split())
+            answer = " ".join(Redactor([secret, url]).redact(response.text[:100]).split())
             raise AlertNotSent(f"HTTP {response.status_code}: {answer}" if answer else f"HTTP {response.status_code}")
 
 

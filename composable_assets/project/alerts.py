@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from .secret_refs import SecretRef
+from .secret_refs import SecretRef, url_credential
 
 AlertKind = Literal["sync_failed", "gate_held", "freshness_degraded"]
 #: What an alert can be about; an entry without `on:` gets all of them.
@@ -34,8 +34,12 @@ Kind = Annotated[AlertKind, BeforeValidator(_known_kind)]
 
 
 def _http_url(value: Any) -> Any:
-    if isinstance(value, str) and not value.startswith(("http://", "https://")):
-        raise ValueError("must start with http:// or https://")
+    if isinstance(value, str):
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        credential = url_credential(value)
+        if credential:
+            raise ValueError(f"must not carry a credential ({credential}): write the URL as {{env: VARIABLE_NAME}}")
     return value
 
 
