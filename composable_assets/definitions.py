@@ -13,6 +13,7 @@ from .assets.deletions import build_deletion_asset, deletion_job
 from .assets.keys import audience_key, delta_key, model_key, source_key, sync_key
 from .assets.models import build_model_asset
 from .assets.sources import build_landing_loader, build_source_observer
+from .automation.alerts import alert_sensor
 from .automation.freshness import freshness_policy, heartbeat_interval
 from .automation.schedules import audience_schedule
 from .automation.sensors import Watch, change_sensor, minute_level_job
@@ -264,6 +265,9 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
         jobs.append(minute_job)
         interval = max(1, int(project.settings.sensor_interval.total_seconds()))
         sensors.append(change_sensor(watches, minute_job, landing, warehouse, project.settings.timezone, interval))
+    if project.settings.alerts:
+        keys = [key for asset in assets for key in asset.keys]
+        sensors.append(alert_sensor(project.settings.name, project.settings.alerts, keys, settings.ui_url))
     assets = list(dg.map_asset_specs(governance_of(project), assets))
     return dg.Definitions(
         assets=assets,

@@ -24,6 +24,8 @@ class Settings:
     coordination_url: str | None = None
     #: A delivery's lease not renewed for this long is taken over (a holder that died on another machine).
     lease_seconds: float = 30.0
+    #: Where the Dagster UI is published (https://dagster.example.com): alerts then link to it, else give its paths.
+    ui_url: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -40,6 +42,7 @@ class Settings:
             data_dir=data_dir,
             coordination_url=env.get("COMPOSABLE_COORDINATION_URL") or _instance_postgres_url(env),
             lease_seconds=float(env.get("COMPOSABLE_LEASE_SECONDS") or 30),
+            ui_url=env.get("COMPOSABLE_UI_URL") or None,
         )
 
     @property

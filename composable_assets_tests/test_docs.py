@@ -9,13 +9,14 @@ from pydantic import BaseModel
 
 from composable_assets.destinations import DESTINATION_TYPES
 from composable_assets.project import specs
+from composable_assets.project.alerts import AlertSpec, SlackAlert, WebhookAlert
 from composable_assets.project.gates import GatesSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 FILE_MODELS = [
     specs.ProjectSettings, specs.LandingSpec, specs.ConsentSpec, specs.DeletionRequestsSpec, specs.ArchiveSpec,
-    GatesSpec, specs.AudienceSpec, specs.SyncSpec, specs.StreamSpec, specs.StreamSyncSpec, specs.DestinationSpec,
+    GatesSpec, AlertSpec, SlackAlert, WebhookAlert, specs.AudienceSpec, specs.SyncSpec, specs.StreamSpec, specs.StreamSyncSpec, specs.DestinationSpec,
 ]
 
 

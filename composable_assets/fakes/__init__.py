@@ -1,8 +1,9 @@
-"""Local stand-ins for the Braze and Iterable APIs, serving real HTTP on 127.0.0.1 for tests and `composable demo`."""
+"""Local stand-ins for the Braze, Iterable and Slack APIs, serving real HTTP on 127.0.0.1 for tests and `composable demo`."""
 
 from .braze import BrazeFake, DataPoint
 from .iterable import DEFAULT_RATE_LIMITS, IterableFake, SpecViolation
 from .server import Faults, ReceivedRequest
+from .slack import SlackFake
 
 __all__ = [
     "DEFAULT_RATE_LIMITS",
@@ -11,5 +12,6 @@ __all__ = [
     "Faults",
     "IterableFake",
     "ReceivedRequest",
+    "SlackFake",
     "SpecViolation",
 ]

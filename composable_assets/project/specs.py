@@ -11,6 +11,7 @@ from urllib.parse import parse_qs, urlparse
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from .alerts import AlertSpec
 from .cadence import Cadence
 from .freshness import Duration, FreshnessSpec
 from .gates import GatesSpec
@@ -126,6 +127,8 @@ class ProjectSettings(BaseModel):
     pii: dict[str, str] = {}
     # People who asked to be forgotten: deleted at every destination, never sent again (see governance/deletion.py).
     deletion_requests: DeletionRequestsSpec | None = None
+    # Who is told when a sync fails, a send gate holds a delta or a delivery goes stale (see automation/alerts.py).
+    alerts: list[AlertSpec] = []
 
     @field_validator("timezone")
     @classmethod
