@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -143,6 +144,9 @@ class _LiveRun:
     """The terminal's view of an in-process run (a runner.RunWatcher): long syncs' progress, warnings, errors."""
 
     def __init__(self) -> None:
+        # Dagster redirects the process's stdout and stderr into its compute logs while steps run, and copies them
+        # to the terminal through helper processes that a Ctrl-C stops too: write to the terminal itself.
+        self.out, self.err = _terminal(sys.stdout, console), _terminal(sys.stderr, err_console)
         self.bar = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -150,7 +154,7 @@ class _LiveRun:
             TextColumn("rows"),
             TextColumn("{task.fields[rate]:>9,.0f} rows/s"),
             TextColumn("{task.fields[seconds]:>6.1f} s"),
-            console=console,
+            console=self.out,
             # Drawn when progress comes (about once a second), not on a timer: nothing changes in between.
             auto_refresh=False,
         )
@@ -162,7 +166,7 @@ class _LiveRun:
         seen = pair in self.tasks or pair in self.lines
         if not seen and (progress.finished or progress.seconds < LONG_SYNC_SECONDS):
             return
-        if console.is_terminal:
+        if self.out.is_terminal:
             if not self.tasks:
                 self.bar.start()
             fields = {"completed": progress.sent, "total": progress.total, "rate": progress.rows_per_second,
@@ -174,7 +178,7 @@ class _LiveRun:
             self.bar.refresh()
         elif not seen or progress.finished or progress.seconds - self.lines[pair] >= PROGRESS_LINE_SECONDS:
             self.lines[pair] = progress.seconds
-            console.print(
+            self.out.print(
                 f"{pair[0]} -> {pair[1]}: {progress.sent:,} / {progress.total:,} rows sent, "
                 f"{progress.rows_per_second:,.0f} rows/s, {progress.seconds:.1f} s",
                 highlight=False,
@@ -183,7 +187,7 @@ class _LiveRun:
     def message(self, level: int, step: str | None, text: str) -> None:
         label = "[yellow]warning[/]" if level < logging.ERROR else "[red]error[/]"
         where = f" ({step})" if step else ""
-        err_console.print(f"{label}{where}: {escape(text)}", highlight=False)
+        self.err.print(f"{label}{where}: {escape(text)}", highlight=False)
 
     def __enter__(self) -> "_LiveRun":
         return self
@@ -191,6 +195,21 @@ class _LiveRun:
     def __exit__(self, *exc: object) -> None:
         if self.tasks:
             self.bar.stop()
+        for shown in (self.out, self.err):
+            if shown.file not in (sys.stdout, sys.stderr):
+                shown.file.close()
+
+
+def _terminal(stream, like: Console) -> Console:
+    """A console like `like` writing to a copy of `stream`'s file descriptor, which later redirections leave alone.
+
+    A stream without one (a test's captured output) is used as it is.
+    """
+    try:
+        copy = os.fdopen(os.dup(stream.fileno()), "w", buffering=1)
+    except (AttributeError, OSError, ValueError):
+        return like
+    return Console(file=copy, soft_wrap=True, width=_WIDTH, force_terminal=like.is_terminal)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
