@@ -197,7 +197,9 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
             description=f"Refresh `{audience.name}` and deliver it to every destination it syncs to.",
         )
         jobs.append(job)
-        schedule = audience_schedule(audience.name, audience.cadence, job, project.settings.timezone)
+        schedule = audience_schedule(
+            audience.name, audience.cadence, job, project.settings.timezone, project.settings.schedules
+        )
         if schedule is not None:
             schedules.append(schedule)
         if audience.cadence == "minutes":
@@ -229,7 +231,9 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
         )
         jobs.append(job)
         # Named after the job, so a stream and an audience of the same name get distinct schedules.
-        schedule = audience_schedule(stream_job_name(stream.name), stream.cadence, job, project.settings.timezone)
+        schedule = audience_schedule(
+            stream_job_name(stream.name), stream.cadence, job, project.settings.timezone, project.settings.schedules
+        )
         if schedule is not None:
             schedules.append(schedule)
         if stream.cadence == "minutes":

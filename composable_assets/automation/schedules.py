@@ -16,8 +16,14 @@ def cron_for(cadence: str) -> str | None:
     return CRON_OF_CADENCE.get(cadence, cadence)
 
 
-def audience_schedule(name: str, cadence: str, job: dg.UnresolvedAssetJobDefinition, timezone: str) -> dg.ScheduleDefinition | None:
-    """A schedule that runs `job` for the partition of the day the tick falls on; `name` is an audience, or a stream's job."""
+def audience_schedule(
+    name: str, cadence: str, job: dg.UnresolvedAssetJobDefinition, timezone: str, running: bool = True
+) -> dg.ScheduleDefinition | None:
+    """A schedule that runs `job` for the partition of the day the tick falls on; `name` is an audience, or a stream's job.
+
+    On as soon as the code location loads (the cadence in the file is the intent), unless `running` is False
+    (project.yaml `schedules: false`): then each starts stopped, to be turned on in the UI.
+    """
     cron = cron_for(cadence)
     if cron is None:
         return None
@@ -28,6 +34,7 @@ def audience_schedule(name: str, cadence: str, job: dg.UnresolvedAssetJobDefinit
         job=job,
         execution_timezone=timezone,
         description=f"Refresh `{name}` and deliver it ({cadence}).",
+        default_status=dg.DefaultScheduleStatus.RUNNING if running else dg.DefaultScheduleStatus.STOPPED,
     )
     def _schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
         day = context.scheduled_execution_time.date().isoformat()

@@ -110,6 +110,8 @@ class ProjectSettings(BaseModel):
     timezone: str = "UTC"
     # Source tables fed by landing folders: the minute-level sensor watches the folders, not the warehouse.
     landing: dict[str, LandingSpec] = {}
+    # Audience and stream schedules run as soon as the code location loads; false starts them stopped.
+    schedules: bool = True
     # How often the change sensors of minute-level files look for new data (Dagster's own default is 30s).
     sensor_interval: Duration = datetime.timedelta(seconds=5)
     # Default send gates for every delta (see project/gates.py); audience files override them.
