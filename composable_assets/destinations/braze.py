@@ -190,11 +190,6 @@ class Braze(Destination):
             forget_batch_size=IDS_PER_REQUEST,
         )
 
-    @classmethod
-    def membership_fields(cls, options: BaseModel, audience: str, mode: str, identifier_type: str) -> dict[str, Any]:
-        name = membership_attribute(options, audience, mode)
-        return {name: True} if name else {}
-
     def _connect(self) -> tuple[HttpClient, dict[str, RateBudget]]:
         config = self.config
         endpoint = resolve_setting(config.rest_endpoint)
@@ -247,6 +242,11 @@ class Braze(Destination):
             else:
                 out.append({"endpoint": _removal_endpoint(options), "identifier": {target.identifier_type: record.identifier}})
         return out
+
+    @classmethod
+    def membership_fields(cls, options: BaseModel, audience: str, mode: str, identifier_type: str) -> dict[str, Any]:
+        name = membership_attribute(options, audience, mode)
+        return {name: True} if name else {}
 
 
 def identifier_object(record: Record, target: SyncTarget, options: BrazeSyncOptions) -> dict[str, Any]:
