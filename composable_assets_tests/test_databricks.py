@@ -518,7 +518,8 @@ CUSTOMERS = [
 ]
 COLUMNS = ["customer_id", "email", "lifetime_value", "balance", "city", "signup", "last_order_at", "vip", "orders"]
 FIELDS = {c: c for c in COLUMNS[1:]}
-SHAPE_ALL = SyncShape(destination="braze", identifier_column="customer_id", fields=FIELDS)
+# With a membership attribute (Braze's in_<audience>), a constant in every row's hash salt and JSON payload.
+SHAPE_ALL = SyncShape(destination="braze", identifier_column="customer_id", fields=FIELDS, constants={"in_vip": True})
 
 
 def load_customers(conn: Connection) -> None:
@@ -584,7 +585,7 @@ def test_spark_json_payload_has_duckdbs_keys_and_values(engines):
     assert json.loads(dict(spark)[2])["last_order_at"] == "2026-02-01 10:00:00.120000"
 
 
-UPSERT_SHAPE = SyncShape("braze_upsert", SHAPE_ALL.identifier_column, SHAPE_ALL.fields)
+UPSERT_SHAPE = SyncShape("braze_upsert", SHAPE_ALL.identifier_column, SHAPE_ALL.fields, constants=SHAPE_ALL.constants)
 
 
 def snapshot(conn: Connection) -> list[tuple]:

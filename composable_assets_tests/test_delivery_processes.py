@@ -126,7 +126,9 @@ def test_a_sync_killed_mid_flight_converges_without_resending_acknowledged_rows(
     sent_twice = {user for (user, attribute), n in sent.items() if n > 1}
     print(f"kill after {kill_after}: {len(applied_unacknowledged)} applied unacknowledged, {len(sent_twice)} twice")
     assert not sent_twice, sorted(sent_twice)
-    assert set(sent) == {(u, a) for u in expected for a in ("email", "name")}
+    # The mirror's membership attribute (in_<audience>) is one of them, looked up after the kill like the others.
+    assert set(sent) == {(u, a) for u in expected for a in ("email", "name", "in_high")}
+    assert all(attrs["in_high"] is True for attrs in fake.users.values())
     # The re-run's delta leaves out what was acknowledged; of the rest, what Braze had applied is skipped.
     sync = outcome.syncs[0]
     assert (sync.count("skipped"), sync.count("added")) == (len(applied_unacknowledged), 800 - len(delivered_before))

@@ -125,8 +125,9 @@ def test_first_sync_writes_one_row_per_member_with_one_identifier_and_every_non_
     assert payload_by(ext, "EXTERNAL_ID")["15"] == {"email": "p15@example.com", "in_high": True}
     mail = rows_of(cdi, MAIL)
     assert all([c for c in IDENTIFIER_COLUMNS if row[c] is not None] == ["EMAIL"] for row in mail)
-    # The identifier is never inside PAYLOAD, even when it is also mapped as a field.
-    assert payload_by(mail, "EMAIL")["p11@example.com"] == {"name": "name11", "score": 11}
+    # The identifier is never inside PAYLOAD, even when it is also mapped as a field. A mirror by email clears
+    # leavers' membership attribute (CDI cannot delete by email), so members carry it: in_<audience> by default.
+    assert payload_by(mail, "EMAIL")["p11@example.com"] == {"name": "name11", "score": 11, "in_cdi": True}
     alias = rows_of(cdi, ALIAS)
     assert {(r["ALIAS_NAME"], r["ALIAS_LABEL"]) for r in alias} == {(k, "crm_id") for k in MEMBERS}
     assert all(r["EXTERNAL_ID"] is None and r["EMAIL"] is None for r in alias)
@@ -141,10 +142,8 @@ def test_an_update_sends_only_the_changed_attributes_and_null_for_a_cleared_one(
     updated = {s.destination: s.count("updated") for s in outcome.syncs}
     assert updated == {"braze_ext": 2, "braze_mail": 2, "braze_alias": 2}
     ext = rows_of(cdi, EXT)[before[0] :]
-    assert payload_by(ext, "EXTERNAL_ID") == {
-        "12": {"name": "renamed", "in_high": True},
-        "13": {"name": None, "in_high": True},
-    }
+    # The membership attribute is not sent again: Braze has it since the add (one data point saved per update).
+    assert payload_by(ext, "EXTERNAL_ID") == {"12": {"name": "renamed"}, "13": {"name": None}}
     mail = rows_of(cdi, MAIL)[before[1] :]
     assert payload_by(mail, "EMAIL") == {"p12@example.com": {"name": "renamed"}, "p13@example.com": {"name": None}}
 
@@ -155,17 +154,19 @@ def test_a_member_whose_identifier_changed_gets_every_attribute(cdi):
     cdi.set_people(people(p12=("new12@example.com", "name12", 12)))
     sync_cdi(cdi)
     # By email, the new address may be a profile that has nothing yet.
-    assert payload_by(rows_of(cdi, MAIL)[before:], "EMAIL") == {"new12@example.com": {"name": "name12", "score": 12}}
+    assert payload_by(rows_of(cdi, MAIL)[before:], "EMAIL") == {
+        "new12@example.com": {"name": "name12", "score": 12, "in_cdi": True}
+    }
     # By external id, only the email attribute changed.
-    assert payload_by(rows_of(cdi, EXT)[10:], "EXTERNAL_ID") == {"12": {"email": "new12@example.com", "in_high": True}}
+    assert payload_by(rows_of(cdi, EXT)[10:], "EXTERNAL_ID") == {"12": {"email": "new12@example.com"}}
 
 
-def test_leavers_are_deleted_cleared_or_rejected_as_their_identifier_allows(cdi):
+def test_leavers_are_deleted_or_cleared_as_their_identifier_allows(cdi):
     sync_cdi(cdi)
     cdi.set_people(people(p11=("p11@example.com", "name11", 3)))
     outcome = sync_cdi(cdi)
     removed = {s.destination: (s.count("removed"), s.count("failed")) for s in outcome.syncs}
-    assert removed == {"braze_ext": (1, 0), "braze_alias": (1, 0), "braze_mail": (0, 1)}
+    assert removed == {"braze_ext": (1, 0), "braze_alias": (1, 0), "braze_mail": (1, 0)}
     # By external id: a delete row, in the table without PAYLOAD.
     [delete] = rows_of(cdi, EXT_DELETE)
     assert (delete["EXTERNAL_ID"], delete["ALIAS_NAME"], delete["ALIAS_LABEL"]) == ("11", None, None)
@@ -173,10 +174,10 @@ def test_leavers_are_deleted_cleared_or_rejected_as_their_identifier_allows(cdi)
     # By alias with on_remove: clear_attribute: the membership attribute is cleared instead.
     cleared = rows_of(cdi, ALIAS)[10:]
     assert [(r["ALIAS_NAME"], r["PAYLOAD"]) for r in cleared] == [("11", {"in_high": None})]
-    # By email: CDI cannot delete, and there is no membership attribute to clear.
-    [(reason,)] = cdi.query("SELECT reason FROM composable.sync_failures WHERE destination = 'braze_mail'")
-    assert reason.startswith("Braze CDI cannot delete users by email")
-    assert "11" in cdi.ledger("braze_mail", audience="cdi") and "11" not in cdi.ledger("braze_ext", audience="cdi")
+    # By email: CDI cannot delete, so the default membership attribute, in_<audience>, is cleared.
+    assert [(r["EMAIL"], r["PAYLOAD"]) for r in rows_of(cdi, MAIL)[10:]] == [("p11@example.com", {"in_cdi": None})]
+    assert cdi.query("SELECT count(*) FROM composable.sync_failures") == [(0,)]
+    assert "11" not in cdi.ledger("braze_mail", audience="cdi") and "11" not in cdi.ledger("braze_ext", audience="cdi")
 
 
 def test_updated_at_strictly_increases_across_rows_and_runs_even_if_the_clock_goes_back(cdi, monkeypatch):
@@ -204,11 +205,12 @@ def test_a_run_without_changes_writes_nothing(cdi):
     assert all(s.count("added") + s.count("updated") + s.count("removed") == 0 for s in outcome.syncs)
 
 
-def test_clearing_without_a_membership_attribute_is_refused_when_the_project_loads(cdi):
-    cdi.write("audiences/cdi.yaml", CDI_AUDIENCE.replace(", membership_attribute: in_high}", "}"))
+def test_deleting_by_email_is_refused_when_the_project_loads(cdi):
+    cdi.write("audiences/cdi.yaml", CDI_AUDIENCE.replace("fields: {email: email, name: name, score: score}", (
+        "fields: {email: email, name: name, score: score}\n    options: {on_remove: delete}")))
     with pytest.raises(ProjectError) as raised:
         load_project(cdi.settings.project_dir, known_destination_types=DESTINATION_TYPES)
-    assert "on_remove: clear_attribute needs membership_attribute" in str(raised.value)
+    assert str(raised.value).startswith("audiences/cdi.yaml:14: `syncs[1].options`: Braze CDI cannot delete users by email")
 
 
 def test_an_alias_without_its_label_fails_the_sync_before_writing(cdi):

@@ -259,6 +259,14 @@ def test_audience_cannot_set_its_own_name(tmp_path):
     )
 
 
+def test_audience_cannot_set_the_destination_types_the_loader_reads_from_destinations_yaml(tmp_path):
+    root = write_project(
+        tmp_path, valid_files({"audiences/high_value.yaml": "destination_types: {outbox: braze}\n" + AUDIENCE_YAML})
+    )
+
+    assert str(load_error(root)) == "audiences/high_value.yaml:1: unknown field `destination_types`"
+
+
 def test_missing_required_field_points_at_enclosing_mapping(tmp_path):
     text = audience_with("primary_key: customer_id\n", "")
     root = write_project(tmp_path, valid_files({"audiences/high_value.yaml": text}))

@@ -156,7 +156,8 @@ def test_a_rejected_row_shows_the_destinations_reason_then_its_delivery(cdp, fak
 
     [rejected] = [c for c in explained(cdp, "15").changes if c.destination == "braze"]
     assert (rejected.status, rejected.reason, rejected.op, rejected.sync_run_id) == ("rejected", reason, "add", first.run_id)
-    assert rejected.fields == {"email": "p15@example.com", "name": "name15", "score": 15}  # what was refused
+    # What was refused, the mirror's membership attribute included.
+    assert rejected.fields == {"email": "p15@example.com", "name": "name15", "score": 15, "in_high": True}
     assert "15" not in braze.users
 
     braze.faults.invalid_identifiers = set()

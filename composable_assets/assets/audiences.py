@@ -1,11 +1,13 @@
 """Audiences: one asset per YAML file, the members of a model that meet its condition."""
 
+from typing import Any
 
 import dagster as dg
 
 from ..governance.provenance import file_sha256, run_data_version
 from ..delta.snapshot import AudienceDataError, SyncShape, build_snapshot, snapshot_table
-from ..project import AudienceSpec, parse_where
+from ..destinations import DESTINATION_TYPES
+from ..project import AudienceSpec, SyncSpec, parse_where
 from ..warehouse import Warehouse
 from .keys import AUDIENCES, WAREHOUSE_POOL, audience_key, model_key
 from .metadata import column_schema, markdown_table, shown, with_definition_columns
@@ -19,9 +21,19 @@ def sync_shapes(audience: AudienceSpec, allowed: dict[str, str] | None = None) -
             identifier_column=s.identifier_column,
             fields=dict(s.fields),
             allowed=(allowed or {}).get(s.destination),
+            constants=membership_fields(audience, s),
         )
         for s in audience.syncs
     ]
+
+
+def membership_fields(audience: AudienceSpec, sync: SyncSpec) -> dict[str, Any]:
+    """The fields its destination type has every member of this sync carry (e.g. Braze's `in_<audience>`)."""
+    kind = DESTINATION_TYPES.get(audience.destination_types.get(sync.destination, ""))
+    if kind is None:
+        return {}
+    options = kind.SyncOptions.model_validate(sync.options)
+    return kind.membership_fields(options, audience.name, sync.mode, sync.identifier_type)
 
 
 def build_audience_asset(

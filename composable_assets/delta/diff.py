@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from .ledger import fold_acks
 from .snapshot import SyncShape
-from .sql import ident, json_object
+from .sql import ident
 from .tables import PairTables
 
 
@@ -51,7 +51,7 @@ def delta_select(tables: PairTables, shape: SyncShape, mode: str, dialect: str =
             f"CASE WHEN a._key IS NULL THEN l._identifier ELSE CAST(a.{ident(shape.identifier_column)} AS VARCHAR) END "
             "AS _identifier, "
             f"a.{h} AS _hash, "
-            f"CASE WHEN a._key IS NOT NULL THEN {json_object(shape.fields, alias='a')} END AS _fields, "
+            f"CASE WHEN a._key IS NOT NULL THEN {shape.fields_sql('a')} END AS _fields, "
             "l._fields AS _previous "
             f"FROM {snapshot} AS a {join} {tables.ledger} AS l ON a._key = l._key "
             f"WHERE a.{h} IS DISTINCT FROM l._hash"
@@ -67,7 +67,7 @@ def delta_select(tables: PairTables, shape: SyncShape, mode: str, dialect: str =
         f"CASE WHEN c.a_row IS NULL THEN l._identifier ELSE CAST(a.{ident(shape.identifier_column)} AS VARCHAR) END "
         "AS _identifier, "
         f"a.{h} AS _hash, "
-        f"CASE WHEN c.a_row IS NOT NULL THEN {json_object(shape.fields, alias='a')} END AS _fields, "
+        f"CASE WHEN c.a_row IS NOT NULL THEN {shape.fields_sql('a')} END AS _fields, "
         "l._fields AS _previous "
         f"FROM changed AS c LEFT JOIN {tables.snapshot} AS a ON a.rowid = c.a_row "
         f"LEFT JOIN {tables.ledger} AS l ON l.rowid = c.l_row"

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sqlglot import exp
 
 from ..warehouse import Connection
-from .sql import DIALECT, ident, row_hash, table
+from .sql import DIALECT, ident, json_object, row_hash, table
 from .tables import PairTables
 
 
@@ -26,14 +27,24 @@ class SyncShape:
     fields: dict[str, str]
     # Who may be sent at all: a condition on the snapshot's `_key` (the destination's consent purpose), or None.
     allowed: str | None = None
+    # Fields every member carries whatever its row holds, destination field -> JSON value: the destination's
+    # membership attribute (Destination.membership_fields), sent and recorded like a mapped field.
+    constants: dict[str, Any] = field(default_factory=dict)
 
     @property
     def hash_column(self) -> str:
         return f"_hash__{self.destination}"
 
     def hash_sql(self) -> str:
-        salt = json.dumps({"identifier": self.identifier_column, "fields": self.fields}, sort_keys=True)
-        return row_hash([self.identifier_column, *self.fields.values()], salt=salt)
+        described: dict[str, Any] = {"identifier": self.identifier_column, "fields": self.fields}
+        if self.constants:
+            # Only when there are some, so the hash of every other sync stays what earlier releases computed.
+            described["constants"] = self.constants
+        return row_hash([self.identifier_column, *self.fields.values()], salt=json.dumps(described, sort_keys=True))
+
+    def fields_sql(self, alias: str) -> str:
+        """The JSON object of a member's fields as sent and recorded in the ledger: mapped columns, then constants."""
+        return json_object(self.fields, alias=alias, constants=self.constants)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlglot import exp
 
 DIALECT = "duckdb"
@@ -36,9 +38,11 @@ def row_hash(columns: list[str], salt: str = "", alias: str | None = None) -> st
     return exp.func("md5", exp.Concat(expressions=parts)).sql(DIALECT)
 
 
-def json_object(pairs: dict[str, str], alias: str | None = None) -> str:
-    """A JSON object {out_name: column} built in the warehouse (`json_object` keeps NULLs as null)."""
+def json_object(pairs: dict[str, str], alias: str | None = None, constants: dict[str, Any] | None = None) -> str:
+    """A JSON object {out_name: column, ..., name: constant} built in the warehouse (`json_object` keeps NULLs)."""
     args: list[exp.Expression] = []
     for out_name, column in pairs.items():
         args += [exp.Literal.string(out_name), exp.column(column, table=alias, quoted=True)]
+    for name, value in (constants or {}).items():
+        args += [exp.Literal.string(name), exp.convert(value)]
     return exp.Anonymous(this="json_object", expressions=args).sql(DIALECT)

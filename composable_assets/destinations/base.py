@@ -220,7 +220,9 @@ class Destination(ABC):
     kind: ClassVar[str]
     #: pydantic model of its destinations.yaml entry (secrets as {env: NAME}), checked when the project loads.
     Settings: ClassVar[type[BaseModel]] = AnySettings
-    #: pydantic model of a sync's `options` in an audience file.
+    #: pydantic model of a sync's `options` in an audience file. When the project loads it is validated with the
+    #: context {"mode": ..., "identifier_type": ...} of its sync (`info.context` in a validator), so that a combination
+    #: that cannot work (a mirror whose leavers would still look like members) is refused there, with file and line.
     SyncOptions: ClassVar[type[BaseModel]] = NoOptions
     #: pydantic model of a stream sync's `options` (streams/*.yaml); None: this destination cannot take events.
     #: An options model may name table columns the events need: `columns() -> {option name: column}`, whose
@@ -241,6 +243,17 @@ class Destination(ABC):
 
     def sync_options(self, options: dict[str, Any]) -> BaseModel:
         return self.SyncOptions.model_validate(options)
+
+    @classmethod
+    def membership_fields(cls, options: BaseModel, audience: str, mode: str, identifier_type: str) -> dict[str, Any]:
+        """Fields every member carries here besides the mapped ones: destination field -> value ({}: none).
+
+        A destination that tells members from leavers by an attribute (Braze's `in_<audience>`: true on members,
+        cleared from leavers) names it here. The attribute then travels like a mapped field: it is in every row's
+        hash and in the ledger, so adds carry it, updates send it only when it is new, and a sync that gains it
+        (an install from before it existed, a new `membership_attribute`) updates every member once with just it.
+        """
+        return {}
 
     @property
     @abstractmethod

@@ -20,19 +20,32 @@ Stream sync options (`options:`):
 
 Audience sync options (`options:`):
     on_remove: clear_attribute | unsubscribe | delete   (mirror mode; default clear_attribute)
-    membership_attribute: in_vip                          (clear_attribute: set true on add, null on removal)
+    membership_attribute: in_vip                          (true on members, cleared from leavers; default in_<audience>)
     subscription_group_id: "..."                          (unsubscribe: subscribed on add, unsubscribed on removal)
     alias_label: crm                                      (identifier user_alias: the alias label)
+
+Membership must show at Braze, not only in our ledger. With on_remove: clear_attribute (the default) a
+mirror's members carry the membership attribute, `in_<audience>: true` unless `membership_attribute` names
+another, and a leaver's is set to null (Braze removes it): segment on it. The attribute is one of the sync's
+fields (`membership_fields`): it enters every row's hash and the ledger like a mapped field. So an add sends
+it, an update sends it only if the ledger lacks it, and a sync that gains it (an install that synced members
+before it existed, a new membership_attribute, upsert turned mirror) changes every member's hash once: the
+next delta updates each member with just that attribute, one data point each, and nothing after. Given
+explicitly, membership_attribute is carried in upsert mode too, and with on_remove: delete (a leaver's whole
+profile goes). Refused when the project loads, because leavers would still look like members:
+membership_attribute with on_remove: unsubscribe (it would stay true on leavers), and unsubscribe by
+user_alias (Braze sets subscription states by external_id, email or phone only).
 
 Only changed attributes are sent for an update (Braze bills per data point). Minor errors come back by
 index and reject just that row; a fatal 400 rejects the rows of that request.
 
 After a killed sync, rows that were in flight are looked up with /users/export/ids (50 per request, its own
 rate budget) and not sent again when the profile already shows them: every attribute we would send has that
-value (a removal: the membership attribute is gone, or the user is, for delete). Rows identified by email or
-phone, unsubscriptions and subscription-group adds are not looked up (the export takes one address per request
-and shows no subscription-group state) and are sent again, as is a row whose value Braze stores in another form
-(a date, a normalized phone): confirmation errs towards sending.
+value, the membership attribute among them (it is under custom_attributes; a removal: the membership
+attribute is gone, or the user is, for delete). Rows identified by email or phone, unsubscriptions and
+subscription-group adds are not looked up (the export takes one address per request and shows no
+subscription-group state) and are sent again, as is a row whose value Braze stores in another form (a date,
+a normalized phone): confirmation errs towards sending.
 
 Deletion requests (governance/deletion.py) go to POST /users/delete (`forget`): 50 ids a request, one identifier type
 a request, e-mail and phone with a prioritization, on the delete budget. Braze answers a count, not which ids it found.
@@ -42,7 +55,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
 from ..project import SecretRef, resolve_setting
 from .base import (
@@ -95,15 +108,37 @@ class BrazeSyncOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     on_remove: Literal["clear_attribute", "unsubscribe", "delete"] = "clear_attribute"
-    membership_attribute: str | None = None
+    membership_attribute: str | None = Field(default=None, min_length=1)
     subscription_group_id: str | None = None
     alias_label: str | None = None
 
     @model_validator(mode="after")
-    def _complete(self) -> "BrazeSyncOptions":
+    def _complete(self, info: ValidationInfo) -> "BrazeSyncOptions":
         if self.on_remove == "unsubscribe" and not self.subscription_group_id:
             raise ValueError("on_remove: unsubscribe needs subscription_group_id")
+        sync = info.context or {}  # the sync's mode and identifier type, when the project loads
+        if sync.get("mode") == "mirror" and self.on_remove == "unsubscribe":
+            # Leavers must stop looking like members at Braze.
+            if sync.get("identifier_type") == "user_alias":
+                raise ValueError(
+                    "on_remove: unsubscribe cannot remove people identified by user_alias (Braze sets subscription "
+                    "states by external_id, email or phone); use clear_attribute or delete"
+                )
+            if self.membership_attribute:
+                raise ValueError(
+                    f"membership_attribute {self.membership_attribute} would stay true on leavers: on_remove: "
+                    "unsubscribe does not clear it; use on_remove: clear_attribute, or drop membership_attribute"
+                )
         return self
+
+
+def membership_attribute(options: BrazeSyncOptions, audience: str, mode: str) -> str | None:
+    """The attribute members carry (true) and leavers lose (cleared); None when membership shows otherwise."""
+    if options.membership_attribute:
+        return options.membership_attribute
+    if mode == "mirror" and options.on_remove == "clear_attribute":
+        return f"in_{audience}"
+    return None
 
 
 class BrazePurchaseColumns(BaseModel):
@@ -208,6 +243,11 @@ class Braze(Destination):
                 out.append({"endpoint": _removal_endpoint(options), "identifier": {target.identifier_type: record.identifier}})
         return out
 
+    @classmethod
+    def membership_fields(cls, options: BaseModel, audience: str, mode: str, identifier_type: str) -> dict[str, Any]:
+        name = membership_attribute(options, audience, mode)
+        return {name: True} if name else {}
+
 
 def identifier_object(record: Record, target: SyncTarget, options: BrazeSyncOptions) -> dict[str, Any]:
     """How Braze finds the profile: exactly one identifier per object."""
@@ -221,11 +261,13 @@ def identifier_object(record: Record, target: SyncTarget, options: BrazeSyncOpti
 
 
 def attribute_object(record: Record, target: SyncTarget, options: BrazeSyncOptions) -> dict[str, Any]:
+    """A member's attributes object: what changed, the membership attribute included (it is one of the fields)."""
     obj = identifier_object(record, target, options)
     obj.update(changed_fields(record))
     if record.change == "add":
-        if options.membership_attribute:
-            obj[options.membership_attribute] = True
+        # An add computed before the attribute was among the fields (a delta left from an earlier release).
+        if membership := membership_attribute(options, target.audience, target.mode):
+            obj.setdefault(membership, True)
         if options.subscription_group_id:
             obj["subscription_groups"] = [
                 {"subscription_group_id": options.subscription_group_id, "subscription_state": "subscribed"}
@@ -236,7 +278,7 @@ def attribute_object(record: Record, target: SyncTarget, options: BrazeSyncOptio
 def removal_object(record: Record, target: SyncTarget, options: BrazeSyncOptions) -> dict[str, Any]:
     """A leaver under clear_attribute: the membership attribute set to null (Braze removes it)."""
     obj = identifier_object(record, target, options)
-    obj[options.membership_attribute or f"in_{target.audience}"] = None
+    obj[membership_attribute(options, target.audience, "mirror")] = None  # only a mirror removes
     return obj
 
 

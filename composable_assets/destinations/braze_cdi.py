@@ -10,7 +10,7 @@ destinations.yaml:
 Sync options (audience file):
 
     options:
-      membership_attribute: in_vip        # optional: every add/update row sets it to true
+      membership_attribute: in_vip        # true on members, cleared from leavers (default in_<audience>)
       on_remove: delete | clear_attribute # what a mirror-mode leaver becomes (default below)
       alias_label: crm                    # required with `identifier: {user_alias: column}`
 
@@ -32,14 +32,16 @@ Rows:
   an update, the fields whose value differs from what Braze last acknowledged (a field that became
   null is sent as null, which clears it in Braze). An update whose identifier changed sends every
   non-null field, since the new identifier may name a profile that has none of them; an update
-  with nothing left to send writes no row. With membership_attribute, adds and updates also carry
-  `"<membership_attribute>": true`.
+  with nothing left to send writes no row.
+- The membership attribute: with `on_remove: clear_attribute` in a mirror, members carry
+  `"in_<audience>": true` (or `membership_attribute`, which is carried in any mode when given). It is
+  one of the sync's fields, as for Braze REST (braze.py): an add's PAYLOAD has it, an update's only
+  when the ledger lacks it, and a sync that gains it updates every member once with just it.
 - Removes (mirror mode only). `on_remove: delete` (the default for external_id and user_alias)
   writes a delete row: Braze deletes the whole user profile. `on_remove: clear_attribute` (the
-  default for email and phone, which CDI cannot delete by; needs membership_attribute) writes an
-  attributes row `{"<membership_attribute>": null}`. A remove by email or phone without a
-  membership_attribute is rejected with a reason (it is tried again next run); `on_remove: delete`
-  with email or phone fails the sync before anything is written.
+  default for email and phone, which CDI cannot delete by) writes an attributes row
+  `{"<membership attribute>": null}`. `on_remove: delete` with email or phone is refused when the
+  project loads.
 - A row whose PAYLOAD is over 1 MB or has more than 250 attributes is rejected (Braze would).
 
 UPDATED_AT (naive UTC) strictly increases per table: a batch's rows get max(now, the table's
@@ -62,7 +64,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
 from ..delta.sql import ident, table
 from ..delta.tables import PairTables
@@ -125,10 +127,27 @@ class BrazeCdiOptions(BaseModel):
     alias_label: str | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
-    def _clearing_needs_an_attribute(self) -> "BrazeCdiOptions":
-        if self.on_remove == "clear_attribute" and self.membership_attribute is None:
-            raise ValueError("on_remove: clear_attribute needs membership_attribute (the attribute it clears)")
+    def _leavers_can_be_removed(self, info: ValidationInfo) -> "BrazeCdiOptions":
+        identifier_type = (info.context or {}).get("identifier_type")  # known when the project loads
+        if self.on_remove == "delete" and identifier_type in IDENTIFIER_TYPES and identifier_type not in DELETABLE_BY:
+            raise ValueError(
+                f"Braze CDI cannot delete users by {identifier_type}; use on_remove: clear_attribute (the default "
+                "for it: members carry a membership attribute, leavers lose it)"
+            )
         return self
+
+    def removal(self, identifier_type: str) -> str:
+        """What a mirror's leaver becomes: `on_remove`, or by default delete where CDI can, clear_attribute elsewhere."""
+        return self.on_remove or ("delete" if identifier_type in DELETABLE_BY else "clear_attribute")
+
+
+def membership_attribute(options: BrazeCdiOptions, audience: str, mode: str, identifier_type: str) -> str | None:
+    """The attribute members carry (true) and leavers lose (cleared); None when membership shows otherwise."""
+    if options.membership_attribute:
+        return options.membership_attribute
+    if mode == "mirror" and options.removal(identifier_type) == "clear_attribute":
+        return f"in_{audience}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -170,8 +189,8 @@ def plan_rows(
     """The CDI rows for a batch, and {seq: reason} of rows Braze cannot take; `moved`: keys whose identifier changed."""
     options: BrazeCdiOptions = target.options
     identifier_type = target.identifier_type
-    on_remove = options.on_remove or ("delete" if identifier_type in DELETABLE_BY else "clear_attribute")
-    membership = options.membership_attribute
+    on_remove = options.removal(identifier_type)
+    membership = membership_attribute(options, target.audience, target.mode, identifier_type)
     rows: list[CdiRow] = []
     rejected: dict[int, str] = {}
     for record in batch:
@@ -183,25 +202,22 @@ def plan_rows(
         if record.change == "remove":
             if on_remove == "delete":
                 rows.append(CdiRow(record.seq, identifier, None))
-            elif membership is not None:
-                rows.append(CdiRow(record.seq, identifier, {membership: None}))
-            else:
-                rejected[record.seq] = (
-                    f"Braze CDI cannot delete users by {identifier_type}; "
-                    "set options.membership_attribute to clear membership instead"
-                )
+            else:  # only a mirror removes
+                cleared = membership_attribute(options, target.audience, "mirror", identifier_type)
+                rows.append(CdiRow(record.seq, identifier, {cleared: None}))
             continue
         if record.key in moved:
             # The new identifier may name a profile that has none of the values yet.
             payload = {k: v for k, v in (record.fields or {}).items() if v is not None}
         else:
+            # The membership attribute is one of the fields: sent on add, and on update only if new to the ledger.
             payload = changed_fields(record)
+        if record.change == "add" and membership is not None:
+            payload.setdefault(membership, True)  # an add computed before the attribute was among the fields
         # Braze takes the identifier from its column only, never from PAYLOAD.
         payload.pop(identifier_type, None)
         if not payload and record.change == "update":
             continue  # nothing Braze does not already have
-        if membership is not None:
-            payload[membership] = True
         problem = _payload_problem(payload)
         if problem:
             rejected[record.seq] = problem
@@ -307,14 +323,19 @@ class BrazeCdi(Destination):
             )
         if identifier_type == "user_alias" and options.alias_label is None:
             raise TerminalError(f"destination {self.name}: identifier user_alias needs options.alias_label")
-        if identifier_type not in DELETABLE_BY and options.on_remove == "delete":
+        if identifier_type not in DELETABLE_BY and options.removal(identifier_type) == "delete":
             raise TerminalError(
                 f"destination {self.name}: Braze CDI cannot delete users by {identifier_type}; "
-                "use on_remove: clear_attribute with a membership_attribute"
+                "use on_remove: clear_attribute"
             )
         with target.warehouse.connect() as conn:
             tables = self._tables(conn, target.audience)
         return BrazeCdiSession(target, tables)
+
+    @classmethod
+    def membership_fields(cls, options: BaseModel, audience: str, mode: str, identifier_type: str) -> dict[str, Any]:
+        name = membership_attribute(options, audience, mode, identifier_type)
+        return {name: True} if name else {}
 
     def _tables(self, conn, audience: str) -> CdiTables:
         """The audience's CDI tables, created if missing."""

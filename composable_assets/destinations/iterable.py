@@ -11,6 +11,10 @@ Audience sync options (`options:`):
     list_id: 123               static list: members subscribed on add, unsubscribed when they leave (mirror)
     on_remove: delete          mirror without a list: delete the user (DELETE /api/users/...) instead
 
+A mirror needs one of the two, so that Iterable itself tells a leaver from a member (list membership, or the
+profile being gone): a mirror with neither is refused when the project loads. Members are subscribed when
+they are added: a list_id given to a sync that already has members reaches only those added afterwards.
+
 Events (streams/*.yaml) go to /api/events/trackBulk (10 requests/s per project), at most `event_batch_size`
 per request and 4 MB, each with `id` = the event id: Iterable updates an event whose id it already has instead
 of adding another, so resending is harmless and a stream delivers every event exactly once by id. Failures come
@@ -32,7 +36,7 @@ import json
 from typing import Any, Literal, Sequence
 from urllib.parse import quote
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
 from ..project import SecretRef, resolve_setting
 from .base import (
@@ -80,6 +84,17 @@ class IterableSyncOptions(BaseModel):
 
     list_id: int | None = None
     on_remove: Literal["unsubscribe", "delete"] = "unsubscribe"
+
+    @model_validator(mode="after")
+    def _leavers_can_be_removed(self, info: ValidationInfo) -> "IterableSyncOptions":
+        sync = info.context or {}  # the sync's mode, when the project loads
+        if sync.get("mode") == "mirror" and self.on_remove == "unsubscribe" and self.list_id is None:
+            # Without a list a leaver could only be left as they are, looking exactly like a member.
+            raise ValueError(
+                "a mirror to Iterable needs list_id (members subscribed to that static list, leavers unsubscribed) "
+                "or on_remove: delete (leavers deleted)"
+            )
+        return self
 
 
 class Iterable(Destination):

@@ -37,8 +37,8 @@ AUDIENCES_DIR = "audiences"
 # Used when a project has no destinations.yaml: changes are recorded but sent nowhere.
 DEFAULT_DESTINATION = "outbox"
 
-# Keys an audience file may not set: the loader derives them from the file itself.
-_DERIVED_AUDIENCE_KEYS = ("name", "path")
+# Keys an audience file may not set: the loader derives them from the file itself, or from destinations.yaml.
+_DERIVED_AUDIENCE_KEYS = ("name", "path", "destination_types")
 
 
 def load_project(
@@ -58,7 +58,7 @@ def load_project(
         root / DESTINATIONS_FILE, known_destination_types, errors
     )
     models = _load_models(root / MODELS_DIR, errors)
-    audiences = _load_audiences(root / AUDIENCES_DIR, models, destination_names, errors)
+    audiences = _load_audiences(root / AUDIENCES_DIR, models, destinations, destination_names, errors)
     # A stream reads a model, or a source table the project knows: one a model reads, or one it lands.
     source_tables = {table for model in models.values() for table in model.source_deps} | set(settings.landing)
     streams = load_streams(root / STREAMS_DIR, models, source_tables, destination_names, errors)
@@ -184,10 +184,25 @@ def _typed_problems(
             if model is None:
                 continue
             try:
-                model.model_validate(sync.options)
+                # The sync's mode and identifier type let the options refuse what cannot work for this sync.
+                context = {"mode": sync.mode, "identifier_type": sync.identifier_type}
+                options = model.model_validate(sync.options, context=context)
             except ValidationError as exc:
                 doc = doc or read_yaml(audience.path)
                 yield from doc.validation_errors(exc, "syncs", index, "options")
+                continue
+            membership = getattr(kind, "membership_fields", None)
+            carried = membership(options, audience.name, sync.mode, sync.identifier_type) if membership else {}
+            for name in sorted(set(carried) & set(sync.fields)):
+                doc = doc or read_yaml(audience.path)
+                yield doc.error(
+                    f"field `{name}` is the attribute {destination.type} sets on members and clears from leavers; "
+                    "rename the field or the attribute",
+                    "syncs",
+                    index,
+                    "fields",
+                    name,
+                )
 
 
 def _secret_problems(
@@ -273,6 +288,7 @@ def _check_acyclic(models: dict[str, ModelSpec]) -> None:
 def _load_audiences(
     folder: Path,
     models: dict[str, ModelSpec],
+    destinations: dict[str, DestinationSpec],
     destination_names: set[str] | None,
     errors: list[ProjectError],
 ) -> dict[str, AudienceSpec]:
@@ -280,16 +296,17 @@ def _load_audiences(
     for path in sorted(folder.glob("*.yml")):
         errors.append(ProjectError("audience files must end in .yaml; rename this file", path))
     audiences: dict[str, AudienceSpec] = {}
+    types = {name: spec.type for name, spec in destinations.items()}
     for path in sorted(folder.glob("*.yaml")):
         if not re.fullmatch(NAME_PATTERN, path.stem):
             errors.append(ProjectError(_bad_name_message("audience", path.stem), path))
         with collecting(errors):
-            audiences[path.stem] = _audience(path, models, destination_names)
+            audiences[path.stem] = _audience(path, models, types, destination_names)
     return audiences
 
 
 def _audience(
-    path: Path, models: dict[str, ModelSpec], destination_names: set[str] | None
+    path: Path, models: dict[str, ModelSpec], destination_types: dict[str, str], destination_names: set[str] | None
 ) -> AudienceSpec:
     """One audience file, validated and cross-checked; raises all of its problems."""
     errors: list[ProjectError] = []
@@ -297,10 +314,13 @@ def _audience(
     data = _mapping(doc, None, "an audience file must be a mapping of fields")
     for key in _DERIVED_AUDIENCE_KEYS:
         if key in data:
-            errors.append(doc.error(f"unknown field `{key}` (an audience is named after its file)", key))
+            why = " (an audience is named after its file)" if key in ("name", "path") else ""
+            errors.append(doc.error(f"unknown field `{key}`{why}", key))
     fields = {key: value for key, value in data.items() if key not in _DERIVED_AUDIENCE_KEYS}
     try:
-        spec = AudienceSpec.model_validate({**fields, "name": path.stem, "path": path})
+        spec = AudienceSpec.model_validate(
+            {**fields, "name": path.stem, "path": path, "destination_types": destination_types}
+        )
     except ValidationError as exc:
         raise combine(errors + doc.validation_errors(exc)) from None
     errors.extend(_reference_problems(doc, spec, models, destination_names))

@@ -201,6 +201,9 @@ class AudienceSpec(BaseModel):
 
     name: str = Field(exclude=True)
     path: Path | None = Field(default=None, exclude=True)
+    # The project's destinations' `type:` by name, from destinations.yaml (set by the loader): what a sync sends can
+    # depend on it (a membership attribute, see destinations/base.py `membership_fields`).
+    destination_types: dict[str, str] = Field(default={}, exclude=True)
     description: str | None = None
     owners: list[str] = []
     model: str = Field(min_length=1)
