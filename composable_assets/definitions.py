@@ -158,7 +158,7 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
     source_observer = build_source_observer([t for t in [*project.sources, *extra] if t not in landing], kind)
     if source_observer is not None:
         assets.append(source_observer)
-    landing_loader = build_landing_loader(landing, schema, kind)
+    landing_loader = build_landing_loader(landing, schema, kind, samples)
     if landing_loader is not None:
         assets.append(landing_loader)
     jobs = []
