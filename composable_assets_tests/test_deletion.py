@@ -311,10 +311,20 @@ def test_a_deletion_request_deletes_the_person_everywhere_and_they_do_not_come_b
     assert "12" in hook.held and "12" in project.cdi("ATTRIBUTES") and "12" in project.mg_members()
     assert about(project.outbox_lines(), "p12@example.com", "12")
     assert all("12" in project.ledger_keys(d) for d in EVERY_PLACE)
+    # Braze refuses one more order of 12: the sent log keeps Braze's reason for it (its words may name the person).
+    braze.faults.invalid_identifiers = {"12"}
+    project.add_orders([12], utc_now() - dt.timedelta(minutes=20))
+    assert project.stream().success
+    braze.faults.invalid_identifiers = set()
+    rejected = 'SELECT event_id, reason FROM composable."stream_sent__orders__braze" WHERE status = \'rejected\''
+    [(event, reason)] = project.query(rejected)
+    assert reason == "provided external_id is blacklisted and disallowed"
 
     project.ask_to_forget(12)
     outcome = project.forget()
     assert outcome.success, outcome.errors
+    # The event stays known (it is never sent), Braze's reason about it does not.
+    assert project.query(rejected) == [(event, None)]
 
     # Gone from every destination ...
     assert "12" not in braze.users and "12" in braze.deleted

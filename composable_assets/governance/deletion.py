@@ -14,7 +14,9 @@ One run (the asset `governance/deletion_requests`):
    no destination failed for; it rewrites files, so it runs before, not inside, the transaction that follows;
 5. in one warehouse transaction: purges the person from the ledger, delta, `sync_failures` and `sync_log` of each
    pair whose destination no longer fails for them (a failed one keeps its rows: they name whom to delete next
-   time) and from every audience snapshot, and writes the proof: one row per outcome and per table purged.
+   time) and from every audience snapshot, blanks the destinations' reasons on their events in the stream sent
+   logs (the rows stay: they keep an event from being sent twice), and writes the proof: one row per outcome and
+   per table purged.
 
 Nothing here keeps a raw identifier: the proof holds the request id, the key and an identifier's sha256, and
 answers are scrubbed of the identifiers they echo (Iterable repeats the e-mail in "User does not exist").
@@ -169,6 +171,7 @@ def process_deletion_requests(
     try:
         report.outcomes += purge_pairs(conn, project, keys, failing)
         report.outcomes += purge_snapshots(conn, project, keys)
+        report.outcomes += blank_stream_reasons(conn, project, keys)
         insert_rows(conn, deletion_log(schema), COLUMNS, proof_rows(report, by_key, done, run_id, now))
         conn.execute("COMMIT")
     except Exception:
@@ -425,6 +428,46 @@ def purge_snapshots(conn, project: Project, keys: list[str]) -> list[Outcome]:
         place = name.replace('"', "")
         counted = _delete_keys(conn, name, "_key", keys, [])
         outcomes += [Outcome(k, SNAPSHOT, f"audience {audience.name}", place, PURGED, purged_rows=n) for k, n in counted.items()]
+    return outcomes
+
+
+def blank_stream_reasons(conn, project: Project, keys: list[str]) -> list[Outcome]:
+    """Blank the destination's reason on the people's events in every stream's sent log.
+
+    The rows stay, holding the event id: they are what keeps an event from being sent twice. A reason is the
+    destination's own words about a rejected event, which may name the person. The events are found through the
+    stream's table, by its key column (as `_stream_recipients` finds them).
+    """
+    schema = project.settings.schema_name
+    outcomes: list[Outcome] = []
+    for stream in project.streams.values():
+        key_column = member_key_column(project, stream)
+        columns = {name.lower() for name, _ in conn.table_columns(None, stream.table)}
+        if key_column is None or key_column.lower() not in columns:
+            continue  # the search for recipients has warned about it
+        person = f"CAST(e.{ident(key_column)} AS VARCHAR)"
+        for sync in stream.syncs:
+            if not conn.table_exists(schema, f"stream_sent__{stream.name}__{sync.destination}"):
+                continue
+            sent = StreamTables(schema, stream.name, sync.destination).sent
+            event_id = StreamShape.of(stream, sync).event_id_sql("e")
+            for chunk, marks in _key_chunks(keys):
+                found = conn.fetch_all(
+                    f"SELECT {person}, count(DISTINCT s.event_id) FROM {sent} AS s JOIN {ident(stream.table)} AS e "
+                    f"ON s.event_id = {event_id} WHERE s.reason IS NOT NULL AND {person} IN ({marks}) GROUP BY {person}",
+                    chunk,
+                )
+                if not found:
+                    continue
+                conn.execute(
+                    f"UPDATE {sent} SET reason = NULL WHERE reason IS NOT NULL AND event_id IN "
+                    f"(SELECT {event_id} FROM {ident(stream.table)} AS e WHERE {person} IN ({marks}))",
+                    chunk,
+                )
+                place = sent.replace('"', "")
+                outcomes += [
+                    Outcome(k, sync.destination, f"stream {stream.name}", place, PURGED, purged_rows=int(n)) for k, n in found
+                ]
     return outcomes
 
 

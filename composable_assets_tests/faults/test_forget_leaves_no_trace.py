@@ -1,11 +1,12 @@
 """Forget means gone: after `composable forget`, nothing we keep holds the person any more.
 
 One small project on a DuckDB file, under a real Dagster instance (DAGSTER_HOME in the test's folder): an audience
-mirrored to the Braze stand-in and to an outbox, an event stream of orders to both, a rejected row, an archived
-day. Then the person asks to be forgotten, `composable forget` runs, and the audience and stream run again (the person
-is still in the customer's source tables). Then everything is searched for them: every table in our schema (every
-column as text), every file under DAGSTER_HOME (SQLite storage read row by row and as raw bytes, compute logs), every
-file in the data folder (outbox files, gzip archives decompressed, archive Parquet files read back).
+mirrored to the Braze stand-in and to an outbox, an event stream of orders to both, a member and an event Braze
+rejects, an archived day. Then the person asks to be forgotten, `composable forget` runs, and the audience and the
+stream run again (the person is still in the customer's source tables). Then everything is searched for their e-mail,
+name and key: every table in our schema (every column as text), every file under DAGSTER_HOME (SQLite storage read
+row by row and as raw bytes, compute logs), every file in the data folder (outbox files, gzip archives decompressed,
+archive Parquet files read back). The key counts as personal data in Dagster too (README, Personal data).
 """
 
 from __future__ import annotations
@@ -103,6 +104,10 @@ class Flow:
     def execute(self, sql: str, params: list | None = None) -> None:
         with duckdb.connect(str(self.db)) as con:
             con.execute(sql, params)
+
+    def query(self, sql: str) -> list[tuple]:
+        with duckdb.connect(str(self.db), read_only=True) as con:
+            return con.execute(sql).fetchall()
 
     def add_orders(self, customers: list[str]) -> None:
         with duckdb.connect(str(self.db)) as con:
@@ -203,16 +208,19 @@ def flow(tmp_path: Path, monkeypatch, fakes) -> Flow:
 def test_after_forget_nothing_we_keep_holds_the_person(flow: Flow, fakes):
     braze = fakes["braze"]
     person = [KEY, EMAIL, NAME]
-    # Day 1: Braze refuses the person (a rejected row: sync_failures, sync_log, the run's failure report).
+    # Day 1: Braze refuses the person, as a member and their order as an event (rejected rows: sync_failures,
+    # sync_log, the stream's sent log with Braze's reason, each run's report of what was rejected).
     braze.faults.invalid_identifiers = {KEY}
-    rejected = {s.destination: s.count("failed") for s in flow.sync("2026-03-02").syncs}
-    assert rejected == {"braze": 1, "box": 0}
+    flow.add_orders([KEY, "cust-0002"])
+    day1 = flow.sync("2026-03-02", stream=True)
+    assert {s.destination: s.count("failed") for s in day1.syncs} == {"braze": 1, "box": 0}
+    assert {s.destination: s.count("rejected") for s in day1.streams} == {"braze": 1, "box": 0}
     braze.faults.invalid_identifiers = set()
-    # Day 2: someone else changes; Braze now takes the person, and their orders go out as events.
+    # Day 2: someone else changes; Braze now takes the person, and their new orders as events.
     flow.execute("UPDATE people SET name = 'Renamed' WHERE id = 'cust-0001'")
     flow.add_orders([KEY, "cust-0002", KEY])
-    assert flow.sync("2026-03-03", stream=True).streams
-    assert KEY in braze.users and [e for e in braze.events if e["user"] == KEY]
+    flow.sync("2026-03-03", stream=True)
+    assert KEY in braze.users and len([e for e in braze.events if e["user"] == KEY]) == 2
     # Day 1 leaves the hot tables for Parquet files, its outbox files for the archive folder.
     assert flow.archive("2026-03-03").materialized["governance/archive"]["rows_archived"].value > 0
     archive = flow.settings.data_dir / "archive"
@@ -230,6 +238,9 @@ def test_after_forget_nothing_we_keep_holds_the_person(flow: Flow, fakes):
     flow.execute("UPDATE people SET score = 40 WHERE id = ?", [KEY])
     flow.sync(utc_now().date().isoformat(), stream=True)
     assert KEY not in braze.users
+    # The sent log still knows the rejected event (so it is never sent), not what Braze said about whom.
+    assert flow.query("SELECT status, reason FROM composable.stream_sent__orders__braze WHERE status = 'rejected'") == [
+        ("rejected", None)]
     flow.instance.dispose()  # every storage file closed and complete
 
     # The search reads the event log: each sync's counts are there.
