@@ -46,6 +46,18 @@ def test_null_keys_stop_the_sync(small):
     assert Recording.received == {}
 
 
+def test_null_keys_stop_the_sync_when_deletion_requests_leave_people_out_too(small):
+    """The snapshot leaves out people who asked to be forgotten; a NULL key is not one of them, it stops the sync."""
+    small.write("project.yaml", 'name: small\nstart_date: "2026-01-01"\n'
+                "deletion_requests: {table: forget_me, key: id, requested_at: at, id: request}\n")
+    small.query("CREATE TABLE forget_me AS SELECT 'r-1' AS request, 15 AS id, TIMESTAMP '2026-03-01' AS at")
+    small.set_people([(i, f"p{i}@example.com", f"name{i}", i) for i in range(1, 21)] + [(None, "n@example.com", "n", 99)])
+    outcome = small.sync()
+    assert not outcome.success
+    assert any("high.yaml" in e and "NULL in 1 row" in e for e in outcome.errors), outcome.errors
+    assert Recording.received == {}
+
+
 def test_a_failing_model_names_its_file(small):
     small.write("models/people_model.sql", "SELECT id, email, name, score, no_such_column FROM people\n")
     outcome = small.sync()

@@ -73,14 +73,16 @@ def build_snapshot(
     select_list += [f"{s.hash_sql()} AS {ident(s.hash_column)}" for s in syncs]
     # The condition was parsed as one expression; rendering the tree back cannot smuggle in a statement.
     condition = where.sql(DIALECT) if where is not None else None
-    conditions = " AND ".join(f"({c})" for c in (condition, members) if c)
+    # A NULL key is let through `members` (its NOT IN would drop it quietly), for the key check to stop the audience.
+    allowed = f"{ident(primary_key)} IS NULL OR ({members})" if members else None
+    conditions = " AND ".join(f"({c})" for c in (condition, allowed) if c)
     conn.execute(
         f"CREATE OR REPLACE TABLE {staging} AS SELECT {', '.join(select_list)} FROM {ident(model)}"
         + (f" WHERE {conditions}" if conditions else "")
     )
     try:
         # The rows as the audience file selects them: where to look for the keys an error does not name.
-        rows = f"{ident(model)}" + (f" WHERE {condition}" if condition else "")
+        rows = ident(model) + (f" WHERE {condition}" if condition else "")
         _check_keys(conn, staging, audience_file, primary_key, show_keys, rows)
     except AudienceDataError:
         conn.execute(f"DROP TABLE IF EXISTS {staging}")
