@@ -27,7 +27,7 @@ from .landing import landing_folders
 from .governance.lineage import as_metadata, column_lineage
 from .governance.pii import pii_categories, tagged_schema
 from .governance.archive import archive_location
-from .governance.consent import condition_tables, consent_conditions, member_key_column
+from .governance.consent import condition_tables, consent_conditions, member_key_column, not_forgotten_predicate
 from .project import Project, ProjectError, StreamSpec, load_project
 from .project.gates import resolve_gates
 from .settings import Settings
@@ -167,7 +167,7 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
     source_observer = build_source_observer([t for t in [*project.sources, *extra] if t not in landing], kind)
     if source_observer is not None:
         assets.append(source_observer)
-    landing_loader = build_landing_loader(landing, schema, kind)
+    landing_loader = build_landing_loader(landing, schema, kind, samples)
     if landing_loader is not None:
         assets.append(landing_loader)
     jobs = []
@@ -178,7 +178,11 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
     watches: list[Watch] = []
     for audience in project.audiences.values():
         model = project.models.get(audience.model)
-        assets.append(build_audience_asset(audience, schema, kind, samples))
+        # A person who asked to be forgotten is not kept in the snapshot either (their deltas exclude them anyway).
+        members = not_forgotten_predicate(project, audience.primary_key)
+        assets.append(
+            build_audience_asset(audience, schema, kind, samples, members, condition_tables(project) if members else {})
+        )
         # What the file's cadence promises about the destination, shown and checked by Dagster.
         policy = freshness_policy(audience.cadence, audience.freshness, project.settings.timezone)
         for sync, shape in zip(audience.syncs, sync_shapes(audience, allowed)):

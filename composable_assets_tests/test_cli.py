@@ -185,6 +185,8 @@ def test_sync_shows_warnings_and_errors_of_its_assets_but_not_dagster_s_log(run_
     refused = [line for line in result.output.splitlines() if "landing file refused" in line]
     assert len(refused) == 1 and refused[0].startswith("error (load_landing): landing file refused, moved to")
     assert "0002.jsonl" in refused[0]
+    # The warehouse's own words may quote the file's rows: they stay beside the file (payload_samples is off).
+    assert "the reason (it may quote the file's rows) is in 0002.jsonl.error.txt" in refused[0]
     assert " - dagster - " not in result.output
     row = next(line for line in result.output.splitlines() if line.startswith("│") and "rec_mirror" in line)
     assert row.split("│")[3].strip() == "11"  # ids 11..20, and 99 from the file that loaded

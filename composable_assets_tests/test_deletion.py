@@ -311,10 +311,20 @@ def test_a_deletion_request_deletes_the_person_everywhere_and_they_do_not_come_b
     assert "12" in hook.held and "12" in project.cdi("ATTRIBUTES") and "12" in project.mg_members()
     assert about(project.outbox_lines(), "p12@example.com", "12")
     assert all("12" in project.ledger_keys(d) for d in EVERY_PLACE)
+    # Braze refuses one more order of 12: the sent log keeps Braze's reason for it (its words may name the person).
+    braze.faults.invalid_identifiers = {"12"}
+    project.add_orders([12], utc_now() - dt.timedelta(minutes=20))
+    assert project.stream().success
+    braze.faults.invalid_identifiers = set()
+    rejected = 'SELECT event_id, reason FROM composable."stream_sent__orders__braze" WHERE status = \'rejected\''
+    [(event, reason)] = project.query(rejected)
+    assert reason == "provided external_id is blacklisted and disallowed"
 
     project.ask_to_forget(12)
     outcome = project.forget()
     assert outcome.success, outcome.errors
+    # The event stays known (it is never sent), Braze's reason about it does not.
+    assert project.query(rejected) == [(event, None)]
 
     # Gone from every destination ...
     assert "12" not in braze.users and "12" in braze.deleted
@@ -338,7 +348,8 @@ def test_a_deletion_request_deletes_the_person_everywhere_and_they_do_not_come_b
         ("box", "audience high", "purged"), ("box", "stream orders", "purged"),
     }
     purged = {r["destination"] for r in proof if r["status"] == "purged" and r["identifier_type"] is None}
-    assert purged == set(EVERY_PLACE)
+    assert purged == set(EVERY_PLACE) | {"(snapshot)"}  # every pair's tables, and the audience snapshot
+    assert "12" not in {k for (k,) in project.query('SELECT _key FROM composable."audience__high"')}
     assert {r["request_id"] for r in proof} == {"dsr-12"} and {r["key"] for r in proof} == {"12"}
     assert not any("@" in str(value) for r in proof for value in r.values())
 
@@ -356,6 +367,9 @@ def test_a_deletion_request_deletes_the_person_everywhere_and_they_do_not_come_b
     assert "12" not in project.cdi("ATTRIBUTES")
     assert about(project.outbox_lines(), "p12@example.com", "12") == []
     assert all("12" not in project.ledger_keys(d) for d in EVERY_PLACE)
+    # The new snapshot leaves them out: it does not take back in whom the deletion purged from it.
+    assert {k for (k,) in project.query('SELECT _key FROM composable."audience__high"')} == {
+        str(i) for i in range(11, 21)} - {"12"}
     assert braze.users["15"]["first_name"] == "renamed"  # the rest of the audience moves on
     assert len(fakes["braze"].requests) > requests_before["braze"]
     # The request is done: a new run of the deletion asset asks nobody anything.
@@ -395,7 +409,8 @@ def test_a_destination_failing_is_retried_next_run_and_the_others_are_not_redone
     # Braze's pair keeps the rows that say whom to delete there; the others are purged.
     assert "13" in project.ledger_keys("braze") and "13" not in project.ledger_keys("iterable")
     check = project.check()
-    assert not check.passed and "dsr-13" in check.description
+    assert not check.passed and "1 requests older than 3 days" in check.description
+    assert "dsr-13" not in check.description  # a request id leads to the person: named with payload_samples only
     # The request row disappears meanwhile: the proof still holds the request, and nobody gets person 13 again.
     project.execute("DELETE FROM deletion_requests")
     assert project.sync().success
@@ -565,10 +580,11 @@ def test_the_consent_gate_holds_a_delta_that_would_send_someone_who_asked_to_be_
     from composable_assets.governance.gates import judge_delta
     from composable_assets.project.gates import GatesSpec
 
-    project.ask_to_forget(12)
     project.execute("UPDATE people SET name = 'changed' WHERE id IN (12, 13)")
     refresh = dg.AssetSelection.assets(dg.AssetKey(["model", "people_model"]), dg.AssetKey(["audience", "high"]))
     assert project._run(refresh, None).success
+    # The request arrives after the snapshot was built (which leaves out people who asked), before the delta.
+    project.ask_to_forget(12)
     spec = load_project(project.settings.project_dir)
     [shape] = [s for s in sync_shapes(spec.audiences["high"], consent_conditions(spec)) if s.destination == "box"]
     tables = PairTables("composable", "high", "box")

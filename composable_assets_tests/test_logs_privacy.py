@@ -1,4 +1,5 @@
-"""Secrets and PII stay out of logs: a whole demo's run logs hold no API key and no e-mail outside payload samples."""
+"""Secrets and PII stay out of logs: a whole demo's run logs hold no API key and no member e-mail (payload samples are
+off unless project.yaml turns them on)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,11 @@ import dagster as dg
 import duckdb
 from click.testing import CliRunner
 
+from composable_assets.assets.metadata import SAMPLE_ENTRIES
 from composable_assets.cli import cli
 from composable_assets.fakes.local import DEMO_KEY
 
 EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
-# Metadata entries that are samples of what was sent or selected, by design.
-SAMPLE_ENTRIES = {"payload_sample", "preview", "sample"}
 
 
 def test_a_demo_s_run_logs_hold_no_api_key_and_no_member_email(demo_home, capfd):
@@ -34,36 +34,34 @@ def test_a_demo_s_run_logs_hold_no_api_key_and_no_member_email(demo_home, capfd)
     assert len(runs) == 4
     forget = dg.AssetRecordsFilter(asset_key=dg.AssetKey(["governance", "deletion_requests"]))
     assert len(instance.fetch_materializations(forget, limit=10).records) == 2
-    messages, metadata, samples = [], [], []
+    messages, metadata = [], []
     for run in runs:
         for entry in instance.all_logs(run.run_id):
             messages.append(entry.user_message or "")
             event = entry.dagster_event
             if event is not None and event.is_step_materialization:
                 for key, value in event.event_specific_data.materialization.metadata.items():
-                    text = repr(value.value)
-                    (samples if key in SAMPLE_ENTRIES else metadata).append(f"{key}: {text}")
+                    metadata.append(f"{key}: {value.value!r}")
     assert len(messages) > 100 and metadata
+    # The sample project does not ask for payload samples: none of the entries that would show members.
+    assert not [m for m in metadata if m.split(":", 1)[0] in SAMPLE_ENTRIES]
 
     for where, texts in (("printed output", [printed]), ("run log messages", messages), ("metadata", metadata)):
         leaked = [t for t in texts if DEMO_KEY in t]
         assert not leaked, f"API key in {where}: {leaked[:3]}"
         emails = [(t[:120], member_emails(t)) for t in texts if member_emails(t)]
         assert not emails, f"member e-mail in {where}: {emails[:3]}"
-    # The samples are where member data is shown on purpose; the check above would see it anywhere else.
-    assert any(member_emails(s) for s in samples)
 
 
-def test_payload_samples_can_be_turned_off(tmp_path):
-    """`payload_samples: false` in project.yaml: no member row in any materialization's metadata."""
+def test_payload_samples_are_off_unless_project_yaml_turns_them_on(tmp_path):
+    """No member row in any materialization's metadata, unless project.yaml says `payload_samples: true`."""
     from .test_engines_flow import EngineProject, people
 
     shown_by_setting = {}
-    for setting in ("true", "false"):
+    for setting in ("true", "false", "absent"):
         p = EngineProject(tmp_path / setting, f"duckdb:///{tmp_path / setting / 'warehouse.duckdb'}")
-        (p.settings.project_dir / "project.yaml").write_text(
-            f'name: small\nstart_date: "2026-01-01"\npayload_samples: {setting}\n'
-        )
+        line = "" if setting == "absent" else f"payload_samples: {setting}\n"
+        (p.settings.project_dir / "project.yaml").write_text(f'name: small\nstart_date: "2026-01-01"\n{line}')
         p.set_people(people())
         assert p.sync().success
         texts = []
@@ -73,4 +71,4 @@ def test_payload_samples_can_be_turned_off(tmp_path):
             texts += [f"{k}: {v.value!r}" for k, v in metadata.items()]
         shown_by_setting[setting] = [t for t in texts if "@example.com" in t]
     assert shown_by_setting["true"]  # samples on: member e-mails are in the samples
-    assert shown_by_setting["false"] == []
+    assert shown_by_setting["false"] == [] and shown_by_setting["absent"] == []

@@ -4,12 +4,14 @@ from typing import Any
 
 import dagster as dg
 
+from ..governance.deletion_log import ensure_deletion_log
 from ..governance.provenance import file_sha256, run_data_version
 from ..delta.snapshot import AudienceDataError, SyncShape, build_snapshot, snapshot_table
 from ..destinations import DESTINATION_TYPES
 from ..project import AudienceSpec, SyncSpec, parse_where
 from ..warehouse import Warehouse
 from .keys import AUDIENCES, WAREHOUSE_POOL, audience_key, model_key
+from .deltas import require_tables
 from .metadata import column_schema, markdown_table, shown, with_definition_columns
 
 
@@ -37,8 +39,15 @@ def membership_fields(audience: AudienceSpec, sync: SyncSpec) -> dict[str, Any]:
 
 
 def build_audience_asset(
-    audience: AudienceSpec, schema: str, warehouse_kind: str, samples: bool = True
+    audience: AudienceSpec,
+    schema: str,
+    warehouse_kind: str,
+    samples: bool = False,
+    members: str | None = None,
+    reads: dict[str, str] | None = None,
 ) -> dg.AssetsDefinition:
+    """`members`: a condition on the model's rows besides the file's `where` (no deletion request; see
+    governance/consent.py), reading the tables `reads` names (table -> the project.yaml setting naming it)."""
     where = parse_where(audience.where, audience.path, None) if audience.where else None
     shapes = sync_shapes(audience)
 
@@ -57,6 +66,9 @@ def build_audience_asset(
     )
     def _audience(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
         with warehouse.connect() as conn:
+            require_tables(conn, reads or {}, f"no audience {audience.name}")
+            if members:
+                ensure_deletion_log(conn, schema)  # the condition reads the proof of earlier deletion requests
             try:
                 result = build_snapshot(
                     conn,
@@ -68,6 +80,8 @@ def build_audience_asset(
                     columns=audience.columns_needed(),
                     where=where,
                     syncs=shapes,
+                    members=members,
+                    show_keys=samples,
                 )
             except AudienceDataError as exc:
                 raise dg.Failure(description=str(exc)) from exc

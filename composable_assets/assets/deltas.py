@@ -31,6 +31,16 @@ def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
+def require_tables(conn, reads: dict[str, str], what: str) -> None:
+    """Fail naming project.yaml when a table a member condition reads (`reads`: table -> setting) is missing."""
+    for table, setting in reads.items():
+        if not conn.table_columns(None, table):
+            raise dg.Failure(
+                description=f"project.yaml `{setting}:` names the table `{table}`, which the warehouse does not "
+                f"have; {what} is computed without it."
+            )
+
+
 def build_delta_asset(
     audience: AudienceSpec,
     sync: SyncSpec,
@@ -39,7 +49,7 @@ def build_delta_asset(
     partitions: dg.PartitionsDefinition,
     warehouse_kind: str,
     gates: GatesSpec,
-    samples: bool = True,
+    samples: bool = False,
     reads: dict[str, str] | None = None,
 ) -> dg.AssetsDefinition:
     """`reads`: the warehouse tables `shape.allowed` reads -> the project.yaml setting naming them."""
@@ -72,12 +82,7 @@ def build_delta_asset(
         except ValueError as exc:
             raise dg.Failure(description=str(exc)) from None
         with warehouse.connect() as conn:
-            for table, setting in (reads or {}).items():
-                if not conn.table_columns(None, table):
-                    raise dg.Failure(
-                        description=f"project.yaml `{setting}:` names the table `{table}`, which the warehouse does not "
-                        f"have; no delta of {audience.name} -> {sync.destination} is computed without it."
-                    )
+            require_tables(conn, reads or {}, f"no delta of {audience.name} -> {sync.destination}")
             run = compute_delta(
                 conn,
                 tables,

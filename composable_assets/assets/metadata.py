@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from typing import Any, Sequence
 
 import dagster as dg
+
+from ..governance.pii import scrub
 
 
 def column_schema(columns: Sequence[tuple[str, str]], hide_internal: bool = False) -> dg.TableSchema:
@@ -47,13 +50,26 @@ def with_definition_columns(context: dg.AssetExecutionContext, metadata: dict) -
     return merged
 
 
-#: Metadata entries that show member data (a few selected or sent rows); project.yaml `payload_samples: false` drops them.
+#: Metadata entries that show member data (a few selected or sent rows); only with project.yaml `payload_samples: true`.
+#: Dagster's storage cannot forget a person (README, Deletion requests), so nothing about one goes there unasked.
 SAMPLE_ENTRIES = ("sample", "preview", "payload_sample")
 
 
 def shown(metadata: dict, samples: bool) -> dict:
     """`metadata` without its member-data samples unless samples are on."""
     return metadata if samples else {k: v for k, v in metadata.items() if k not in SAMPLE_ENTRIES}
+
+
+def rejections_table(failures: Sequence[tuple[str, str]], samples: bool, id_column: str) -> dg.MetadataValue:
+    """The first rejected rows: (member key or event id, reason) with samples on; else each reason and how many.
+
+    A key or event id leads to a person through the warehouse, so without samples only the reasons are shown,
+    scrubbed of e-mail addresses and keys the destination may have echoed (the warehouse keeps every row).
+    """
+    if samples:
+        return markdown_table([{id_column: i, "reason": r} for i, r in failures])
+    counts = Counter(scrub(reason, [i for i, _ in failures]) for _, reason in failures)
+    return markdown_table([{"reason": r, "rows": n} for r, n in counts.most_common()])
 
 
 def markdown_table(rows: Sequence[dict[str, Any]], limit: int = 5) -> dg.MetadataValue:

@@ -48,8 +48,14 @@ def build_source_observer(tables: list[str], warehouse_kind: str) -> dg.AssetsDe
         return dg.multi_observable_source_asset(specs=specs, name="observe_sources")(observe_sources)
 
 
-def build_landing_loader(folders: dict[str, LandingFolder], schema: str, warehouse_kind: str) -> dg.AssetsDefinition | None:
-    """One asset per landed table: loads the files waiting in its landing folder, each exactly once."""
+def build_landing_loader(
+    folders: dict[str, LandingFolder], schema: str, warehouse_kind: str, samples: bool = False
+) -> dg.AssetsDefinition | None:
+    """One asset per landed table: loads the files waiting in its landing folder, each exactly once.
+
+    `samples` (project.yaml `payload_samples`): a refused file's reason goes to Dagster as the warehouse gave it,
+    which may quote a value of the file (member data); otherwise only where the reason is kept.
+    """
     if not folders:
         return None
     specs = [
@@ -80,7 +86,12 @@ def build_landing_loader(folders: dict[str, LandingFolder], schema: str, warehou
                     report = load_landing(conn, folder, schema, context.run.run_id)
                 except ValueError as exc:
                     raise dg.Failure(description=str(exc)) from exc
-                for name, reason in report.rejected:
+                reasons = [
+                    reason if samples else f"{name}: refused by the warehouse; the reason (it may quote the file's "
+                    f"rows) is in {name}.error.txt beside it"
+                    for name, reason in report.rejected
+                ]
+                for reason in reasons:
                     # The file is kept under _rejected/ with the reason beside it: nothing landed is lost.
                     context.log.error(f"landing file refused, moved to {folder.path / REJECTED}: {reason}")
                 (total,) = conn.fetch_one(f"SELECT count(*) FROM {ident(t)}")
@@ -99,7 +110,7 @@ def build_landing_loader(folders: dict[str, LandingFolder], schema: str, warehou
                     passed=not report.rejected,
                     severity=dg.AssetCheckSeverity.WARN,
                     description=(
-                        "; ".join(reason for _, reason in report.rejected[:5]) if report.rejected else "all files loaded"
+                        "; ".join(reasons[:5]) if reasons else "all files loaded"
                     ),
                     metadata={"files_rejected": len(report.rejected)},
                 )

@@ -13,11 +13,11 @@ from ..streams import StreamDataError, StreamReport, StreamShape, StreamTables, 
 from ..warehouse import Warehouse
 from .leases import lease_name, pair_lease
 from .keys import STREAMS, WAREHOUSE_POOL, stream_key
-from .metadata import markdown_table, shown, with_definition_columns
+from .metadata import markdown_table, rejections_table, shown, with_definition_columns
 
 
-def stream_report_metadata(report: StreamReport) -> dict:
-    """The counts every stream materialization carries (no secrets: payloads hold only what was sent)."""
+def stream_report_metadata(report: StreamReport, samples: bool) -> dict:
+    """The counts every stream materialization carries; what was sent (no secrets), and to whom, only with samples on."""
     metadata = {
         "sent": report.sent,
         "rejected": report.rejected,
@@ -35,8 +35,8 @@ def stream_report_metadata(report: StreamReport) -> dict:
     }
     metadata.update({name: round(value, 3) for name, value in report.stats.items()})
     if report.failures:
-        metadata["rejections"] = markdown_table([{"event_id": e, "reason": r} for e, r in report.failures])
-    return metadata
+        metadata["rejections"] = rejections_table(report.failures, samples, "event_id")
+    return shown(metadata, samples)
 
 
 def build_stream_asset(
@@ -49,7 +49,7 @@ def build_stream_asset(
     upstream: dg.AssetKey,
     timezone: str = "UTC",
     freshness_policy: dg.FreshnessPolicy | None = None,
-    samples: bool = True,
+    samples: bool = False,
     allowed: str | None = None,
 ) -> dg.AssetsDefinition:
     """One asset delivering `stream` to one destination; `upstream` is the model or source asset of its table.
@@ -141,7 +141,7 @@ def build_stream_asset(
                 raise dg.Failure(description=str(exc)) from exc
             except TerminalError as exc:
                 raise dg.Failure(description=f"{sync.destination}: {exc}") from exc
-        metadata = shown(stream_report_metadata(report), samples)
+        metadata = stream_report_metadata(report, samples)
         context.log.info(
             f"stream {stream.name} -> {sync.destination}: {report.sent} sent, {report.rejected} rejected, "
             f"{report.in_doubt} in doubt, {report.late_skipped} late (skipped), {report.unsent} unsent; "

@@ -24,11 +24,11 @@ from ..warehouse import Warehouse
 from .deltas import utc_now
 from .leases import lease_name, pair_lease
 from .keys import SYNCS, WAREHOUSE_POOL, delta_key, sync_key
-from .metadata import markdown_table, shown, with_definition_columns
+from .metadata import markdown_table, rejections_table, shown, with_definition_columns
 
 
-def report_metadata(report: SyncReport, delta_run_id: str) -> dict:
-    """The counts every sync materialization carries."""
+def report_metadata(report: SyncReport, delta_run_id: str, samples: bool) -> dict:
+    """The counts every sync materialization carries; what was sent, and to whom, only with samples on."""
     rate = report.delivered / report.seconds if report.seconds > 0 else 0.0
     metadata = {
         "added": report.added,
@@ -46,8 +46,8 @@ def report_metadata(report: SyncReport, delta_run_id: str) -> dict:
     }
     metadata.update({name: round(value, 3) for name, value in report.stats.items()})
     if report.failures:
-        metadata["failures"] = markdown_table([{"key": k, "reason": r} for k, r in report.failures])
-    return metadata
+        metadata["failures"] = rejections_table(report.failures, samples, "key")
+    return shown(metadata, samples)
 
 
 def build_sync_asset(
@@ -58,7 +58,7 @@ def build_sync_asset(
     partitions: dg.PartitionsDefinition,
     warehouse_kind: str,
     freshness_policy: dg.FreshnessPolicy | None = None,
-    samples: bool = True,
+    samples: bool = False,
     model_path: Path | None = None,
 ) -> dg.AssetsDefinition:
     """`model_path`: the SQL file of the audience's model (None when it reads a source table), for provenance."""
@@ -156,7 +156,7 @@ def build_sync_asset(
                 finish_quietly(conn, tables, context.run.run_id, utc_now())
                 raise
             finish_sync_run(conn, tables, context.run.run_id, report, utc_now())
-        metadata = shown(report_metadata(report, run.run_id), samples)
+        metadata = report_metadata(report, run.run_id, samples)
         context.log.info(
             f"sync of {audience.name} -> {sync.destination}: {report.added} added, {report.updated} updated, "
             f"{report.removed} removed, {report.failed} rejected, {report.skipped} already done, {report.unsent} unsent"

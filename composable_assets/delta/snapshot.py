@@ -68,8 +68,14 @@ def build_snapshot(
     columns: list[str],
     where: exp.Expression | None,
     syncs: list[SyncShape],
+    members: str | None = None,
+    show_keys: bool = False,
 ) -> SnapshotResult:
-    """Materialize the snapshot in a staging table, check its keys, then swap it in."""
+    """Materialize the snapshot in a staging table, check its keys, then swap it in.
+
+    `members`: a condition on the model's rows every member must meet besides `where` (no deletion request: a person
+    who asked to be forgotten is not kept here either). `show_keys`: errors name the offending keys (member data).
+    """
     conn.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(schema)}")
     staging_name = f"audience__{audience}__staging"
     staging = table(schema, staging_name)
@@ -77,10 +83,18 @@ def build_snapshot(
     select_list += [ident(c) for c in columns]
     select_list += [f"{s.hash_sql()} AS {ident(s.hash_column)}" for s in syncs]
     # The condition was parsed as one expression; rendering the tree back cannot smuggle in a statement.
-    condition = f" WHERE {where.sql(DIALECT)}" if where is not None else ""
-    conn.execute(f"CREATE OR REPLACE TABLE {staging} AS SELECT {', '.join(select_list)} FROM {ident(model)}{condition}")
+    condition = where.sql(DIALECT) if where is not None else None
+    # A NULL key is let through `members` (its NOT IN would drop it quietly), for the key check to stop the audience.
+    allowed = f"{ident(primary_key)} IS NULL OR ({members})" if members else None
+    conditions = " AND ".join(f"({c})" for c in (condition, allowed) if c)
+    conn.execute(
+        f"CREATE OR REPLACE TABLE {staging} AS SELECT {', '.join(select_list)} FROM {ident(model)}"
+        + (f" WHERE {conditions}" if conditions else "")
+    )
     try:
-        _check_keys(conn, staging, audience_file, primary_key)
+        # The rows as the audience file selects them: where to look for the keys an error does not name.
+        rows = ident(model) + (f" WHERE {condition}" if condition else "")
+        _check_keys(conn, staging, audience_file, primary_key, show_keys, rows)
     except AudienceDataError:
         conn.execute(f"DROP TABLE IF EXISTS {staging}")
         raise
@@ -93,20 +107,31 @@ def build_snapshot(
     return SnapshotResult(size=size, columns=conn.table_columns(schema, f"audience__{audience}"))
 
 
-def _check_keys(conn: Connection, staging: str, audience_file: Path, primary_key: str) -> None:
+def _check_keys(
+    conn: Connection, staging: str, audience_file: Path, primary_key: str, show_keys: bool, source: str
+) -> None:
+    """NULL or duplicate keys stop the audience; the keys are named only if `show_keys` (else how to list them)."""
     nulls = conn.fetch_one(f"SELECT count(*) FROM {staging} WHERE _key IS NULL")[0]
     if nulls:
         raise AudienceDataError(
             f"{audience_file}: primary key {primary_key!r} is NULL in {nulls} row(s) of the audience; "
             "every member needs a key. Nothing was sent."
         )
-    dupes = conn.fetch_all(
-        f"SELECT _key, count(*) AS n FROM {staging} GROUP BY _key HAVING count(*) > 1 ORDER BY n DESC, _key LIMIT 11"
-    )
-    if dupes:
-        shown = ", ".join(f"{k!r} ({n} rows)" for k, n in dupes[:10])
-        more = " and more" if len(dupes) > 10 else ""
-        raise AudienceDataError(
-            f"{audience_file}: primary key {primary_key!r} is not unique in the audience: {shown}{more}. "
-            "Nothing was sent."
+    (count,) = conn.fetch_one(f"SELECT count(*) FROM (SELECT _key FROM {staging} GROUP BY _key HAVING count(*) > 1) AS d")
+    if not count:
+        return
+    if show_keys:
+        dupes = conn.fetch_all(
+            f"SELECT _key, count(*) AS n FROM {staging} GROUP BY _key HAVING count(*) > 1 ORDER BY n DESC, _key LIMIT 10"
         )
+        shown = ", ".join(f"{k!r} ({n} rows)" for k, n in dupes) + (" and more" if count > 10 else "")
+    else:
+        column = ident(primary_key)
+        shown = (
+            f"{count} keys have more than one row (which ones is member data, kept out of Dagster unless project.yaml "
+            f"says payload_samples: true); list them with: SELECT {column}, count(*) FROM {source} "
+            f"GROUP BY {column} HAVING count(*) > 1"
+        )
+    raise AudienceDataError(
+        f"{audience_file}: primary key {primary_key!r} is not unique in the audience: {shown}. Nothing was sent."
+    )

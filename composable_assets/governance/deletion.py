@@ -14,7 +14,9 @@ One run (the asset `governance/deletion_requests`):
    no destination failed for; it rewrites files, so it runs before, not inside, the transaction that follows;
 5. in one warehouse transaction: purges the person from the ledger, delta, `sync_failures` and `sync_log` of each
    pair whose destination no longer fails for them (a failed one keeps its rows: they name whom to delete next
-   time), and writes the proof: one row per outcome and per table purged.
+   time) and from every audience snapshot, blanks the destinations' reasons on their events in the stream sent
+   logs (the rows stay: they keep an event from being sent twice), and writes the proof: one row per outcome and
+   per table purged.
 
 Nothing here keeps a raw identifier: the proof holds the request id, the key and an identifier's sha256, and
 answers are scrubbed of the identifiers they echo (Iterable repeats the e-mail in "User does not exist").
@@ -24,7 +26,6 @@ That the person is never sent again is not done here but in every delta and stre
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -33,6 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 from pydantic import BaseModel
 
+from ..delta.snapshot import snapshot_table
 from ..delta.sql import DIALECT, ident, table
 from ..delta.tables import SYNC_LOG, PairTables
 from ..destinations import Destination, DestinationError, ForgetTarget, Forgotten
@@ -44,6 +46,7 @@ from ..streams.tables import StreamTables
 from ..warehouse.base import insert_rows
 from .archive import ArchiveLocation, archived_paths, purge_archived
 from .consent import member_key_column
+from .pii import scrub
 from .deletion_log import (
     COLUMNS,
     NOBODY,
@@ -58,9 +61,9 @@ from .deletion_log import (
 KEYS_PER_QUERY = 500
 # Requests older than this and not done make the asset check `requests_honoured` warn (GDPR: "without undue delay").
 HONOUR_WITHIN = dt.timedelta(days=3)
-SCRUBBED = "<identifier>"
 ARCHIVE = "(archive)"
-EMAIL = re.compile(r"[^\s@\"'<>,;:/]+@[^\s@\"'<>,;:/]+\.[A-Za-z]{2,}")
+# The destination column of the proof for a person purged from an audience snapshot.
+SNAPSHOT = "(snapshot)"
 
 
 class DeletionSetupError(ProjectError):
@@ -167,6 +170,8 @@ def process_deletion_requests(
     conn.execute("BEGIN TRANSACTION")
     try:
         report.outcomes += purge_pairs(conn, project, keys, failing)
+        report.outcomes += purge_snapshots(conn, project, keys)
+        report.outcomes += blank_stream_reasons(conn, project, keys)
         insert_rows(conn, deletion_log(schema), COLUMNS, proof_rows(report, by_key, done, run_id, now))
         conn.execute("COMMIT")
     except Exception:
@@ -403,17 +408,83 @@ def purge_pairs(conn, project: Project, keys: list[str], failing: set[tuple[str,
             if has_sync_log:
                 places.append((table(schema, SYNC_LOG), "key", pair))
             for name, column, scope in places:
-                within = " AND audience = ? AND destination = ?" if scope else ""
-                counted: dict[str, int] = {}
-                for chunk, marks in _key_chunks(purgeable):
-                    rows = f"FROM {name} WHERE {ident(column)} IN ({marks}){within}"
-                    found = conn.fetch_all(f"SELECT {ident(column)}, count(*) {rows} GROUP BY {ident(column)}", [*chunk, *scope])
-                    if found:
-                        conn.execute(f"DELETE {rows}", [*chunk, *scope])
-                        counted.update(found)
+                counted = _delete_keys(conn, name, column, purgeable, scope)
                 place = name.replace('"', "")
-                outcomes += [Outcome(k, sync.destination, source, place, PURGED, purged_rows=int(n)) for k, n in counted.items()]
+                outcomes += [Outcome(k, sync.destination, source, place, PURGED, purged_rows=n) for k, n in counted.items()]
     return outcomes
+
+
+def purge_snapshots(conn, project: Project, keys: list[str]) -> list[Outcome]:
+    """Delete the people from every audience snapshot: whatever their destinations answered, they are no member.
+
+    The next snapshot leaves them out too (its condition excludes deletion requests), so it does not take them back.
+    """
+    schema = project.settings.schema_name
+    outcomes: list[Outcome] = []
+    for audience in project.audiences.values():
+        if not conn.table_exists(schema, f"audience__{audience.name}"):
+            continue
+        name = snapshot_table(schema, audience.name)
+        place = name.replace('"', "")
+        counted = _delete_keys(conn, name, "_key", keys, [])
+        outcomes += [Outcome(k, SNAPSHOT, f"audience {audience.name}", place, PURGED, purged_rows=n) for k, n in counted.items()]
+    return outcomes
+
+
+def blank_stream_reasons(conn, project: Project, keys: list[str]) -> list[Outcome]:
+    """Blank the destination's reason on the people's events in every stream's sent log.
+
+    The rows stay, holding the event id: they are what keeps an event from being sent twice. A reason is the
+    destination's own words about a rejected event, which may name the person. The events are found through the
+    stream's table, by its key column (as `_stream_recipients` finds them).
+    """
+    schema = project.settings.schema_name
+    outcomes: list[Outcome] = []
+    for stream in project.streams.values():
+        key_column = member_key_column(project, stream)
+        columns = {name.lower() for name, _ in conn.table_columns(None, stream.table)}
+        if key_column is None or key_column.lower() not in columns:
+            continue  # the search for recipients has warned about it
+        person = f"CAST(e.{ident(key_column)} AS VARCHAR)"
+        for sync in stream.syncs:
+            if not conn.table_exists(schema, f"stream_sent__{stream.name}__{sync.destination}"):
+                continue
+            sent = StreamTables(schema, stream.name, sync.destination).sent
+            event_id = StreamShape.of(stream, sync).event_id_sql("e")
+            for chunk, marks in _key_chunks(keys):
+                found = conn.fetch_all(
+                    f"SELECT {person}, count(DISTINCT s.event_id) FROM {sent} AS s JOIN {ident(stream.table)} AS e "
+                    f"ON s.event_id = {event_id} WHERE s.reason IS NOT NULL AND {person} IN ({marks}) GROUP BY {person}",
+                    chunk,
+                )
+                if not found:
+                    continue
+                conn.execute(
+                    f"UPDATE {sent} SET reason = NULL WHERE reason IS NOT NULL AND event_id IN "
+                    f"(SELECT {event_id} FROM {ident(stream.table)} AS e WHERE {person} IN ({marks}))",
+                    chunk,
+                )
+                place = sent.replace('"', "")
+                outcomes += [
+                    Outcome(k, sync.destination, f"stream {stream.name}", place, PURGED, purged_rows=int(n)) for k, n in found
+                ]
+    return outcomes
+
+
+def _delete_keys(conn, name: str, column: str, keys: list[str], scope: list[str]) -> dict[str, int]:
+    """Delete the rows of `keys` from table `name` (scoped to one pair's rows when `scope` is [audience, destination]).
+
+    Returns key -> rows deleted.
+    """
+    within = " AND audience = ? AND destination = ?" if scope else ""
+    counted: dict[str, int] = {}
+    for chunk, marks in _key_chunks(keys):
+        rows = f"FROM {name} WHERE {ident(column)} IN ({marks}){within}"
+        found = conn.fetch_all(f"SELECT {ident(column)}, count(*) {rows} GROUP BY {ident(column)}", [*chunk, *scope])
+        if found:
+            conn.execute(f"DELETE {rows}", [*chunk, *scope])
+            counted.update((k, int(n)) for k, n in found)
+    return counted
 
 
 def proof_rows(
@@ -438,16 +509,6 @@ def proof_rows(
                 o.status, o.purged_rows, o.response, request.requested_at, now, run_id,
             ))
     return rows
-
-
-def scrub(text: str | None, identifiers: list[str]) -> str | None:
-    """`text` without any of the identifiers, nor anything shaped like an e-mail address (answers echo them)."""
-    if text is None:
-        return None
-    for identifier in sorted(identifiers, key=len, reverse=True):
-        if len(identifier) >= 3:
-            text = text.replace(identifier, SCRUBBED)
-    return EMAIL.sub(SCRUBBED, text)[:300]
 
 
 def overdue_requests(conn, project: Project, now: dt.datetime) -> list[Request]:

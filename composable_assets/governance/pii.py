@@ -5,12 +5,14 @@ as the tag `pii` on the column schemas of models, audiences, syncs and streams. 
 column (a model's `lower(email) AS contact`, a destination field sent from it) inherits its category through the
 column lineage, so `braze.contact` is tagged even though nothing in its name says so. That errs on the safe side: an
 aggregate such as `count(email)` is tagged too; declare it `none` in project.yaml `pii:` to say otherwise.
+
+And `scrub`: a text from elsewhere (a destination's answer) without the identifiers and e-mail addresses it echoes.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import dagster as dg
 
@@ -25,6 +27,9 @@ _BY_NAME: dict[str, re.Pattern[str]] = {
     "address": re.compile(r"(^|_)(address(_?line_?\d)?|street|postal_?code|zip(_?code)?|postcode)$"),
     "birth_date": re.compile(r"^(dob|birth_?date|date_of_birth|birthday)$"),
 }
+#: What stands in for an identifier or e-mail address taken out of a text.
+SCRUBBED = "<identifier>"
+EMAIL = re.compile(r"[^\s@\"'<>,;:/]+@[^\s@\"'<>,;:/]+\.[A-Za-z]{2,}")
 #: The declared category that marks a column detected by name as not personal (`pii: {username: none}`).
 NOT_PII = "none"
 TAG = "pii"
@@ -67,3 +72,16 @@ def tagged_schema(columns: list[str], categories: Mapping[str, str]) -> dg.Table
     return dg.TableSchema(
         columns=[dg.TableColumn(name, "", tags={TAG: categories[name]} if name in categories else None) for name in columns]
     )
+
+
+def scrub(text: str | None, identifiers: Iterable[str] = ()) -> str | None:
+    """`text` (a destination's answer, a rejection reason) without these identifiers nor anything shaped like an e-mail.
+
+    Identifiers shorter than 3 characters are left: replacing "12" would mangle status codes and counts.
+    """
+    if text is None:
+        return None
+    for identifier in sorted(set(identifiers), key=len, reverse=True):
+        if len(identifier) >= 3:
+            text = text.replace(identifier, SCRUBBED)
+    return EMAIL.sub(SCRUBBED, text)[:300]

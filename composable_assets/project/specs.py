@@ -116,8 +116,9 @@ class ProjectSettings(BaseModel):
     sensor_interval: Duration = datetime.timedelta(seconds=5)
     # Default send gates for every delta (see project/gates.py); audience files override them.
     gates: GatesSpec | None = None
-    # Show a few selected and sent rows in asset metadata (member data: PII); false keeps them out of Dagster.
-    payload_samples: bool = True
+    # Member data in Dagster's metadata and errors (sampled rows, members' keys): only when asked for. Dagster's
+    # storage cannot forget anyone, so by default it holds counts, never a person (README, Personal data).
+    payload_samples: bool = False
     # The consent table destinations' `consent:` purposes are checked against (see governance/consent.py).
     consent: ConsentSpec | None = None
     # Archival of old days to Parquet files (see governance/archive.py).
