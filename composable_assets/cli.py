@@ -288,10 +288,70 @@ def sync(audience: str, destination: str | None, date: str | None) -> None:
     _check_target(project, audience, destination)
     partition = _partition(project, date)
     outcome = _run(defs, audience_selection(project, audience, destination), partition, f"sync {audience} ({partition})")
+    if outcome.rejected:
+        _print_rejections(settings, project, outcome)
     if not outcome.success:
         raise _failed(outcome, f"the sync of {audience}")
     if outcome.rejected:
         raise UserError(f"{outcome.rejected} row(s) were rejected by the destination; they stay for the next run.")
+
+
+#: Rejected rows shown per destination after a sync; `composable rejections` lists them all.
+REJECTIONS_SHOWN = 5
+
+
+def _print_rejections(settings, project, outcome) -> None:
+    """The first rejected rows of each sync in the run, with their reasons, and where to find the rest."""
+    from .delta.tables import PairTables
+    from .governance.provenance import rejections
+    from .warehouse import Warehouse
+
+    with Warehouse(url=settings.warehouse_url).connect() as conn:
+        for s in sorted(outcome.syncs, key=lambda s: (s.audience, s.destination)):
+            if not s.count("failed"):
+                continue
+            tables = PairTables(project.settings.schema_name, s.audience, s.destination)
+            _, rows = rejections(conn, tables, run_id=outcome.run_id, limit=REJECTIONS_SHOWN)
+            err_console.print(
+                f"[red]rejected[/] by {s.destination}: {s.count('failed')} row(s) of {s.audience}"
+                + (f", the first {len(rows)}:" if s.count("failed") > len(rows) else ":"),
+                highlight=False,
+            )
+            for r in rows:
+                err_console.print(f"  key {escape(r.key)} ({escape(r.identifier or 'no identifier')}, {r.op}): "
+                                  f"{escape(r.reason or '')}", highlight=False)
+            err_console.print(f"  all of them: composable rejections {s.audience} --destination {s.destination}",
+                              highlight=False)
+
+
+@cli.command()
+@click.argument("audience")
+@click.option("--destination", help="Only this destination (default: every destination of the audience).")
+@click.option("--run", "run_id", help="A sync run id (default: each destination's latest sync run).")
+def rejections(audience: str, destination: str | None, run_id: str | None) -> None:
+    """The rows a destination rejected in a sync run, with the key, identifier and reason of each."""
+    from .delta.tables import PairTables
+    from .governance.provenance import rejections as rejected_rows
+    from .warehouse import Warehouse
+
+    settings, project, _ = _load()
+    _check_target(project, audience, destination)
+    names = [s.destination for s in project.audiences[audience].syncs if destination in (None, s.destination)]
+    with Warehouse(url=settings.warehouse_url).connect() as conn:
+        for name in names:
+            run, rows = rejected_rows(conn, PairTables(project.settings.schema_name, audience, name), run_id=run_id)
+            if run is None:
+                console.print(f"{audience} -> {name}: never synced", highlight=False)
+                continue
+            if not rows:
+                console.print(f"{audience} -> {name}: nothing rejected in sync run {run}", highlight=False)
+                continue
+            table = Table(title=f"{audience} -> {name}: {len(rows)} rejected in sync run {run}", title_justify="left")
+            for column in ("key", "identifier", "change", "reason", "when (UTC)"):
+                table.add_column(column)
+            for r in rows:
+                table.add_row(r.key, r.identifier or "", r.op, r.reason or "", f"{r.at:%Y-%m-%d %H:%M:%S}")
+            console.print(table)
 
 
 @cli.command()

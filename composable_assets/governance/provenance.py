@@ -29,7 +29,7 @@ from ..delta.snapshot import snapshot_table
 from ..delta.sql import ident, json_object, table
 from ..destinations.base import Record
 from ..destinations.changes import changed_fields
-from ..delta.tables import SYNC_LOG, SYNC_RUNS_COLUMNS, PairTables
+from ..delta.tables import SYNC_LOG, SYNC_RUNS, SYNC_RUNS_COLUMNS, PairTables
 from ..project.project import Project
 from ..streams.shape import StreamShape
 from ..streams.tables import StreamTables
@@ -190,6 +190,44 @@ def abandon_unfinished(conn, tables: PairTables, run_id: str, now: dt.datetime) 
             "AND destination = ? AND status = 'started' AND run_id <> ?", [now, *pair, run_id],
         )
     return dead
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """One row a destination refused in a sync run, and its reason: what a data team fixes."""
+
+    destination: str
+    key: str
+    identifier: str | None
+    op: str
+    reason: str | None
+    sync_run_id: str
+    at: dt.datetime
+
+
+def rejections(conn, tables: PairTables, run_id: str | None = None, limit: int | None = None) -> tuple[str | None, list[Rejection]]:
+    """The rows the pair's sync run `run_id` (default: its latest) had rejected: (that run's id, its rejections).
+
+    Read from the sync log, which keeps them with their identifier and reason (sync_failures has them too).
+    """
+    if not conn.table_exists(tables.schema, SYNC_RUNS) or not conn.table_exists(tables.schema, SYNC_LOG):
+        return None, []
+    if run_id is None:
+        row = conn.fetch_one(
+            f"SELECT run_id FROM {tables.sync_runs} WHERE audience = ? AND destination = ? "
+            "ORDER BY started_at DESC LIMIT 1",
+            [tables.audience, tables.destination],
+        )
+        if row is None:
+            return None, []
+        run_id = row[0]
+    rows = conn.fetch_all(
+        f"SELECT destination, key, identifier, op, reason, sync_run_id, recorded_at FROM {tables.sync_log} "
+        "WHERE audience = ? AND destination = ? AND sync_run_id = ? AND status = 'rejected' ORDER BY seq"
+        + (f" LIMIT {int(limit)}" if limit is not None else ""),
+        [tables.audience, tables.destination, run_id],
+    )
+    return run_id, [Rejection(*row) for row in rows]
 
 
 def finish_quietly(conn, tables: PairTables, run_id: str, now: dt.datetime) -> None:
