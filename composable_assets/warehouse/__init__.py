@@ -60,6 +60,8 @@ class Warehouse(dg.ConfigurableResource):
         return engine_from_url(self.url)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        if context.log is not None:
+            self.engine.on_wait = context.log.warning  # a long wait for the warehouse shows in the run's log
         run = context.run
         if context.instance is not None and run is not None and run.tags.get(WORKER_TAG) != this_process():
             context.instance.add_run_tags(run.run_id, {WORKER_TAG: this_process()})

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
-from typing import Any, Iterator, Sequence
+import logging
+from typing import Any, Callable, Iterator, Sequence
 from urllib.parse import ParseResult, parse_qsl
 
 import pyarrow as pa
@@ -175,6 +176,9 @@ class Engine(ABC):
     dialect: str
     #: Dagster kind shown as an icon in the UI.
     kind: str
+    #: Told, every few seconds, what a connection is waiting for (e.g. DuckDB's file lock); the Warehouse resource
+    #: points it at the run's log. Outside a run: a warning on the standard `logging` (stderr by default).
+    on_wait: Callable[[str], None] = staticmethod(logging.getLogger("composable_assets.warehouse").warning)
 
     @abstractmethod
     def connect(self) -> AbstractContextManager[Connection]:

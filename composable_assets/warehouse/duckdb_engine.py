@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +19,8 @@ from .base import SESSION_TIME_ZONE, Connection, Engine, Params, WarehouseBusy, 
 LOCK_WAIT_SECONDS = 120.0
 # A change sensor only peeks: if a run holds the file, it skips this tick instead of queueing behind the run.
 PEEK_LOCK_WAIT_SECONDS = 1.0
+# How often a long wait for the lock says so.
+LOCK_REPORT_SECONDS = 5.0
 
 
 class DuckDBConnection(Connection):
@@ -69,7 +72,8 @@ class DuckDBEngine(Engine):
     def _open(self, lock_wait: float = LOCK_WAIT_SECONDS) -> duckdb.DuckDBPyConnection:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + lock_wait
+        started = time.monotonic()
+        deadline, report = started + lock_wait, started + LOCK_REPORT_SECONDS
         delay = 0.05
         while True:
             try:
@@ -81,6 +85,14 @@ class DuckDBEngine(Engine):
                     raise WarehouseBusy(f"{self.describe()} is in use by another process") from exc
                 if not locked or time.monotonic() > deadline:
                     raise WarehouseError(f"cannot open {self.describe()}: {exc}") from exc
+                if time.monotonic() >= report:
+                    report = time.monotonic() + LOCK_REPORT_SECONDS
+                    holder = re.search(r"PID (\d+)", str(exc))
+                    self.on_wait(
+                        f"waiting {time.monotonic() - started:.0f} s for {self.describe()}: another process"
+                        f"{f' (PID {holder.group(1)})' if holder else ''} has it open (a DuckDB file admits one); "
+                        f"giving up in {deadline - time.monotonic():.0f} s"
+                    )
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
         try:
