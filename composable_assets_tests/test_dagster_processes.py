@@ -43,11 +43,12 @@ def test_webserver_and_daemon_serve_the_sample_and_toggle_a_schedule(tmp_path):
             None, "HEALTHY", "WARNING", "DEGRADED", "UNKNOWN", "NOT_APPLICABLE"
         }
 
-        assert dagster.schedule_status(SCHEDULE) == "STOPPED"
-        assert dagster.start_schedule(SCHEDULE) == "RUNNING"
+        # On by default (the cadence in the file is the intent), and a user can stop and restart it.
         assert dagster.schedule_status(SCHEDULE) == "RUNNING"
         assert dagster.stop_schedule(SCHEDULE) == "STOPPED"
         assert dagster.schedule_status(SCHEDULE) == "STOPPED"
+        assert dagster.start_schedule(SCHEDULE) == "RUNNING"
+        assert dagster.schedule_status(SCHEDULE) == "RUNNING"
         processes = dict(dagster.processes)
     # Leaving the block stopped both and asserted that nothing of either process tree is left.
     assert all(p.returncode is not None for p in processes.values())

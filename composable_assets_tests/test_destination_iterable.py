@@ -143,6 +143,7 @@ def test_rate_limits_and_server_errors_are_ridden_out(small, iterable, monkeypat
 
 
 def test_the_api_key_never_reaches_logs_or_metadata(small, iterable):
+    small.write("project.yaml", 'name: small\nstart_date: "2026-01-01"\npayload_samples: true\n')  # samples shown
     small.set_people(people(20))
     iterable.faults.invalid_identifiers = {"p12@example.com"}
     outcome = small.sync()
