@@ -35,8 +35,15 @@ class SlotHolder:
     dead: str | None
 
     def describe(self) -> str:
-        where = f", process {self.worker}" if self.worker else ""
-        return f"run {self.run_id} (step {self.step}{where})"
+        return f"run {self.run_id} (step {self.step}{_process(self.worker)})"
+
+
+def _process(worker: str | None) -> str:
+    """`, pid 42 on host` for a worker tag (`machine:pid`, see coordination.this_process)."""
+    if not worker:
+        return ""
+    machine, _, pid = worker.rpartition(":")
+    return f", pid {pid} on {machine.split('#')[0]}"
 
 
 def slot_holders(instance: dg.DagsterInstance, pool: str = WAREHOUSE_POOL) -> list[SlotHolder]:
@@ -50,7 +57,7 @@ def slot_holders(instance: dg.DagsterInstance, pool: str = WAREHOUSE_POOL) -> li
         elif run.status in FINISHED:
             dead = f"it ended ({run.status.value}) without releasing it"
         elif worker and process_gone(worker):
-            dead = f"its process ({worker}) is gone"
+            dead = f"its process ({_process(worker).removeprefix(', ')}) is gone"
         else:
             dead = None
         holders.append(SlotHolder(claim.run_id, claim.step_key, worker, dead))

@@ -38,7 +38,7 @@ class Holder:
 
     run_id: str
     what: str
-    host: str = field(default_factory=socket.gethostname)
+    host: str = field(default_factory=lambda: this_machine())
     pid: int = field(default_factory=os.getpid)
     since: float = field(default_factory=time.time)
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
@@ -55,22 +55,34 @@ class Holder:
 
     def describe(self) -> str:
         started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.since))
-        return f"run {self.run_id} (pid {self.pid} on {self.host}, since {started})"
+        return f"run {self.run_id} (pid {self.pid} on {self.host.split('#')[0]}, since {started})"
 
     def died_here(self) -> bool:
         """True when the holder ran on this machine and its process is gone (a killed run worker)."""
         return process_gone(f"{self.host}:{self.pid}")
 
 
+def this_machine() -> str:
+    """Where process ids mean the same thing: the host name, plus the PID namespace where Linux has one.
+
+    Containers can share a host name (host networking) while each numbers its processes from 1: a pid seen in one
+    says nothing about another.
+    """
+    try:
+        return f"{socket.gethostname()}#{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return socket.gethostname()
+
+
 def this_process() -> str:
-    """`host:pid` of this process: where a lease holder or a Dagster run worker runs."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """`machine:pid` of this process: where a lease holder or a Dagster run worker runs."""
+    return f"{this_machine()}:{os.getpid()}"
 
 
 def process_gone(process: str) -> bool:
-    """True when `host:pid` names a process on this machine that no longer runs (False when it is elsewhere)."""
+    """True when `machine:pid` names a process here (see `this_machine`) that no longer runs; False elsewhere."""
     host, _, pid_text = process.rpartition(":")
-    if host != socket.gethostname() or not pid_text.isdigit() or int(pid_text) == os.getpid():
+    if host != this_machine() or not pid_text.isdigit() or int(pid_text) == os.getpid():
         return False
     pid = int(pid_text)
     try:
