@@ -41,7 +41,7 @@ class Settings:
             warehouse_url=warehouse_url,
             data_dir=data_dir,
             coordination_url=env.get("COMPOSABLE_COORDINATION_URL") or _instance_postgres_url(env),
-            lease_seconds=float(env.get("COMPOSABLE_LEASE_SECONDS") or 30),
+            lease_seconds=_seconds(env, "COMPOSABLE_LEASE_SECONDS", 30.0),
             ui_url=env.get("COMPOSABLE_UI_URL") or None,
         )
 
@@ -53,6 +53,20 @@ class Settings:
     @property
     def outbox_dir(self) -> Path:
         return self.data_dir / "outbox"
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    """A positive number of seconds from the environment; a clear error naming the variable otherwise."""
+    text = env.get(name)
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if value <= 0:
+        raise ValueError(f"{name} must be a positive number of seconds, got {text!r}")
+    return value
 
 
 def _instance_postgres_url(env: Mapping[str, str]) -> str | None:
