@@ -140,8 +140,8 @@ def test_two_concurrent_syncs_share_one_braze_budget(tmp_path):
     server = BrazeFake(api_key=API_KEY, rate_limit=fake_limit, rate_window_seconds=1.0).start()
     try:
         limit = f", track_limit: {{requests: {fake_limit}, window_seconds: 1}}"
-        first = braze_project(tmp_path / "a", server, range(1, 121), batch_size=5, limit=limit)
-        second = braze_project(tmp_path / "b", server, range(1001, 1121), batch_size=5, limit=limit)
+        first = braze_project(tmp_path / "a", server, range(1, 241), batch_size=5, limit=limit)
+        second = braze_project(tmp_path / "b", server, range(1001, 1241), batch_size=5, limit=limit)
         shared_state = tmp_path / "shared"
         procs = [
             subprocess.Popen(
@@ -156,7 +156,7 @@ def test_two_concurrent_syncs_share_one_braze_budget(tmp_path):
         outputs = [p.communicate(timeout=180)[0] for p in procs]
         assert [p.returncode for p in procs] == [0, 0], outputs
         tracks = [r for r in server.requests if r.path == "/users/track"]
-        assert len([r for r in tracks if r.status == 201]) == 48  # 2 x 120 members / 5
+        assert len([r for r in tracks if r.status == 201]) == 96  # 2 x 240 / 5: 6 s each alone at 8/s, so they overlap even if one starts late
         assert [r for r in tracks if r.status == 429] == [], "together they must stay within the budget"
         assert server.max_requests_in_window() <= fake_limit
         # They really ran at the same time: requests of both interleave.
