@@ -182,7 +182,7 @@ class Lease:
             self._renewer.join()
             self._renewer = None
             if not self._lost.is_set():
-                self.store.release(self.name, self.holder.token, self._value)
+                self.store.drop(self.name, self.holder.token, self._value)
 
     def __enter__(self) -> "Lease":
         return self

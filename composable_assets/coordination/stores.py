@@ -1,8 +1,8 @@
 """Where leases and rate budgets live: a SQLite file (one machine), PostgreSQL or Redis (any number of machines).
 
 Each store keeps leases its own way, with the same meaning: `take` succeeds when the name is free, its lease has
-run out, or we already hold it; `renew`, `release` and `drop` act only on the holder named by its token. Rate
-budgets are pyrate-limiter buckets with its FixedWindow algorithm on the same store.
+run out, or we already hold it; `renew` and `drop` act only on the holder named by its token. Rate budgets are
+pyrate-limiter buckets counting fixed windows on the same store (on PostgreSQL a bucket of ours, see below).
 """
 
 from __future__ import annotations
@@ -47,12 +47,8 @@ class Store(ABC):
         """Extend our lease; False when it is no longer ours."""
 
     @abstractmethod
-    def release(self, name: str, token: str, value: str) -> None:
-        """Give up our lease (nothing happens if it is no longer ours)."""
-
-    @abstractmethod
     def drop(self, name: str, token: str, value: str) -> bool:
-        """Remove the lease of the holder with `token` (a dead one); False if it changed hands meanwhile."""
+        """Remove the lease of the holder with `token` (ours when done, or a dead one's); False if it is not theirs."""
 
     @abstractmethod
     def bucket(self, key: str, limit: Limit) -> tuple[AbstractBucket, bool]:
@@ -98,9 +94,6 @@ class SQLiteStore(Store):
                 f"UPDATE {LEASES_TABLE} SET expires_at = ? WHERE name = ? AND token = ?", (time.time() + ttl, name, token)
             )
             return cursor.rowcount == 1
-
-    def release(self, name, token, value):
-        self.drop(name, token, value)
 
     def drop(self, name, token, value):
         with self._lock:
@@ -172,9 +165,6 @@ class PostgresStore(Store):
                 (ttl, name, token),
             )
             return cursor.rowcount == 1
-
-    def release(self, name, token, value):
-        self.drop(name, token, value)
 
     def drop(self, name, token, value):
         with self.pool.connection() as conn:
@@ -265,9 +255,6 @@ class RedisStore(Store):
 
     def renew(self, name, token, value, ttl):
         return bool(self._renew(keys=[self._key(name)], args=[value, int(ttl * 1000)]))
-
-    def release(self, name, token, value):
-        self.drop(name, token, value)
 
     def drop(self, name, token, value):
         return bool(self._delete(keys=[self._key(name)], args=[value]))
