@@ -113,7 +113,7 @@ def build_delta_asset(
                     on_commit=scope.commit,
                 )
             finally:
-                drop_keys(conn)
+                drop_keys(conn, scope)
             preview = conn.fetch_arrow(
                 f"SELECT _op AS change, _key AS key, _identifier AS identifier, _fields AS fields "
                 f"FROM {tables.delta} WHERE _seq BETWEEN ? AND ? ORDER BY _seq LIMIT 5",

@@ -38,7 +38,17 @@ from .changes import (
 from .snapshot import SnapshotResult
 from .sql import DIALECT, ident, table
 
-KEYS = "_composable_changed_keys"
+
+
+def keys_table(schema: str, reader: str) -> str:
+    """Where a reader gathers the keys it recomputes (a plain table: BigQuery has temporary ones only in scripts)."""
+    return table(schema, "changed_keys__" + "".join(c if c.isalnum() else "_" for c in reader))
+
+
+def collect_keys(conn: Connection, keys: str, sql: str) -> int:
+    """Gather the distinct non-NULL keys `sql` selects (one column named `key`) into `keys`; returns how many."""
+    conn.execute(f"CREATE OR REPLACE TABLE {keys} AS SELECT DISTINCT key FROM ({sql}) AS k WHERE key IS NOT NULL")
+    return conn.fetch_one(f"SELECT count(*) FROM {keys}")[0]
 
 
 @dataclass
@@ -134,32 +144,32 @@ def _incremental(
         for source, conditions in refresh.time_filters.items():
             key = refresh.source_keys[source]
             parts.append(
-                f"SELECT CAST({ident(key)} AS VARCHAR) FROM {ident(source)} "
+                f"SELECT CAST({ident(key)} AS VARCHAR) AS key FROM {ident(source)} "
                 f"WHERE {flip_condition(conditions, state.pinned, now)}"
             )
     elif refresh.time_filters:
         raise Unexplained("no clock pinned yet")
     types = {t: dict(conn.table_columns(None, t)) for t in [*refresh.source_keys, name]}
 
-    def predicate(source: str, column: str) -> str:
-        return f"{ident(column)} IN (SELECT CAST(key AS {types[source][column]}) FROM {KEYS})"
+    keys = keys_table(schema, state.reader)
 
-    conn.execute(f"DROP TABLE IF EXISTS {KEYS}")
-    conn.execute(f"CREATE TEMP TABLE {KEYS} AS SELECT DISTINCT key FROM ({' UNION '.join(parts)}) AS k WHERE key IS NOT NULL")
-    (count,) = conn.fetch_one(f"SELECT count(*) FROM {KEYS}")
+    def predicate(source: str, column: str) -> str:
+        return f"{ident(column)} IN (SELECT CAST(key AS {types[source][column]}) FROM {keys})"
+
+    count = collect_keys(conn, keys, " UNION ".join(parts))
     conn.execute("BEGIN TRANSACTION")
     try:
         if count:
             conn.execute(f"DELETE FROM {ident(name)} WHERE {predicate(name, refresh.key)}")
             conn.execute(f"INSERT INTO {ident(name)} {restricted_sql(sql, refresh, predicate, now)}")
-            journal(conn, schema, relation(name, refresh.key), f"SELECT key FROM {KEYS}", now=utc_now())
+            journal(conn, schema, relation(name, refresh.key), f"SELECT key FROM {keys}", now=utc_now())
         write_state(conn, schema, ReaderState(state.reader, upto, now, guards), utc_now())
         conn.execute("COMMIT")
     except Exception:
         conn.execute("ROLLBACK")
         raise
     finally:
-        conn.execute(f"DROP TABLE IF EXISTS {KEYS}")
+        conn.execute(f"DROP TABLE IF EXISTS {keys}")
     return RefreshReport("incremental", affected_keys=count)
 
 
@@ -176,26 +186,28 @@ def _full_compared(
     same_shape = old and old == conn.table_columns(None, f"{name}__staging")
     key = ident(refresh.key)
     repaired = None
+    # Journal, then swap, then the cursor: a crash in between makes the next run redo keys, never miss them (and
+    # BigQuery runs a DROP only as a transaction's first statement).
+    if same_shape:
+        differing = (
+            f"SELECT {key} AS key FROM (SELECT * FROM {staging} EXCEPT ALL SELECT * FROM {target}) AS n UNION ALL "
+            f"SELECT {key} AS key FROM (SELECT * FROM {target} EXCEPT ALL SELECT * FROM {staging}) AS o"
+        )
+        (repaired,) = conn.fetch_one(f"SELECT count(*) FROM ({differing}) AS d")
+        if repaired:
+            journal(conn, schema, relation(name, refresh.key), f"SELECT DISTINCT * FROM ({differing}) AS d", now=utc_now())
+    else:
+        journal_everything(conn, schema, relation(name, refresh.key), now=utc_now())
     conn.execute("BEGIN TRANSACTION")
     try:
-        if same_shape:
-            differing = (
-                f"SELECT {key} FROM (SELECT * FROM {staging} EXCEPT ALL SELECT * FROM {target}) AS n UNION ALL "
-                f"SELECT {key} FROM (SELECT * FROM {target} EXCEPT ALL SELECT * FROM {staging}) AS o"
-            )
-            (repaired,) = conn.fetch_one(f"SELECT count(*) FROM ({differing}) AS d")
-            if repaired:
-                journal(conn, schema, relation(name, refresh.key), f"SELECT DISTINCT * FROM ({differing}) AS d", now=utc_now())
-        else:
-            journal_everything(conn, schema, relation(name, refresh.key), now=utc_now())
         conn.execute(f"DROP TABLE IF EXISTS {target}")
         conn.execute(f"ALTER TABLE {staging} RENAME TO {target}")
-        write_state(conn, schema, ReaderState(f"model:{name}", upto, now, guards), utc_now())
-        prune(conn, schema, utc_now())
         conn.execute("COMMIT")
     except Exception:
         conn.execute("ROLLBACK")
         raise
+    write_state(conn, schema, ReaderState(f"model:{name}", upto, now, guards), utc_now())
+    prune(conn, schema, utc_now())
     return repaired
 
 
@@ -254,10 +266,11 @@ def refresh_audience(
     repaired: list[int] = []
 
     def compare(staging: str, old: str) -> None:
+        """Before the swap: journal the keys whose rows the new snapshot changes."""
         if conn.table_exists(schema, f"audience__{audience}"):
             differing = (
-                f"SELECT _key FROM (SELECT * FROM {staging} EXCEPT ALL SELECT * FROM {old}) AS n UNION ALL "
-                f"SELECT _key FROM (SELECT * FROM {old} EXCEPT ALL SELECT * FROM {staging}) AS o"
+                f"SELECT _key AS key FROM (SELECT * FROM {staging} EXCEPT ALL SELECT * FROM {old}) AS n UNION ALL "
+                f"SELECT _key AS key FROM (SELECT * FROM {old} EXCEPT ALL SELECT * FROM {staging}) AS o"
             )
             same_shape = conn.table_columns(schema, f"audience__{audience}") == conn.table_columns(
                 schema, f"audience__{audience}__staging")
@@ -271,9 +284,9 @@ def refresh_audience(
                 journal_everything(conn, schema, snapshot_relation(audience), now=utc_now())
         else:
             journal_everything(conn, schema, snapshot_relation(audience), now=utc_now())
-        write_state(conn, schema, ReaderState(reader, upto, now, guards), utc_now())
 
     result = build(where=pinned, on_swap=compare)
+    write_state(conn, schema, ReaderState(reader, upto, now, guards), utc_now())
     if report is None:
         return RefreshReport("full", why), result.size
     return RefreshReport("full", "", report.affected_keys, repaired[0] if repaired else None), result.size
@@ -293,27 +306,26 @@ def _update_audience(
             raise Unexplained("no clock pinned yet")
         condition = where.sql(DIALECT)
         parts.append(
-            f"SELECT CAST({ident(primary_key)} AS VARCHAR) FROM {ident(model)} "
+            f"SELECT CAST({ident(primary_key)} AS VARCHAR) AS key FROM {ident(model)} "
             f"WHERE {flip_condition((condition,), state.pinned, now)}"
         )
     key_type = dict(conn.table_columns(None, model))[primary_key]
-    conn.execute(f"DROP TABLE IF EXISTS {KEYS}")
-    conn.execute(f"CREATE TEMP TABLE {KEYS} AS SELECT DISTINCT key FROM ({' UNION '.join(parts)}) AS k WHERE key IS NOT NULL")
-    (count,) = conn.fetch_one(f"SELECT count(*) FROM {KEYS}")
+    keys = keys_table(schema, state.reader)
+    count = collect_keys(conn, keys, " UNION ".join(parts))
     conn.execute("BEGIN TRANSACTION")
     try:
         size = None
         if count:
-            size = update(where=pin_time(where.copy(), now) if where is not None else None, keys_table=KEYS,
+            size = update(where=pin_time(where.copy(), now) if where is not None else None, keys_table=keys,
                           key_type=key_type)
-            journal(conn, schema, snapshot_relation(audience), f"SELECT key FROM {KEYS}", now=utc_now())
+            journal(conn, schema, snapshot_relation(audience), f"SELECT key FROM {keys}", now=utc_now())
         write_state(conn, schema, ReaderState(state.reader, upto, now, guards), utc_now())
         conn.execute("COMMIT")
     except Exception:
         conn.execute("ROLLBACK")
         raise
     finally:
-        conn.execute(f"DROP TABLE IF EXISTS {KEYS}")
+        conn.execute(f"DROP TABLE IF EXISTS {keys}")
     if size is None:
         (size,) = conn.fetch_one(f"SELECT count(*) FROM {table(schema, f'audience__{audience}')}")
     return RefreshReport("incremental", affected_keys=count), size
@@ -357,23 +369,20 @@ def delta_scope(
     except Unexplained as exc:
         return DeltaScope(None, None, str(exc), moved(guards_now(conn, watched)))
     unacknowledged = (
-        f"SELECT d._key FROM {tables.delta} AS d WHERE d._seq >= (SELECT coalesce(max(first_seq), 0) "
+        f"SELECT d._key AS key FROM {tables.delta} AS d WHERE d._seq >= (SELECT coalesce(max(first_seq), 0) "
         f"FROM {tables.delta_runs} WHERE audience = '{_quote(tables.audience)}' "
         f"AND destination = '{_quote(tables.destination)}') "
         f"AND NOT EXISTS (SELECT 1 FROM {tables.acks} AS a WHERE a.audience = '{_quote(tables.audience)}' "
         f"AND a.destination = '{_quote(tables.destination)}' AND d._seq BETWEEN a.first_seq AND a.last_seq)"
     )
-    conn.execute(f"DROP TABLE IF EXISTS {KEYS}")
-    conn.execute(
-        f"CREATE TEMP TABLE {KEYS} AS SELECT DISTINCT key FROM ({keys_sql} UNION {unacknowledged}) AS k(key) "
-        "WHERE key IS NOT NULL"
-    )
-    (count,) = conn.fetch_one(f"SELECT count(*) FROM {KEYS}")
-    return DeltaScope(KEYS, count, "", moved(guards))
+    keys = keys_table(schema, reader)
+    count = collect_keys(conn, keys, f"{keys_sql} UNION {unacknowledged}")
+    return DeltaScope(keys, count, "", moved(guards))
 
 
-def drop_keys(conn: Connection) -> None:
-    conn.execute(f"DROP TABLE IF EXISTS {KEYS}")
+def drop_keys(conn: Connection, scope: DeltaScope) -> None:
+    if scope.keys_table:
+        conn.execute(f"DROP TABLE IF EXISTS {scope.keys_table}")
 
 
 def _quote(text: str) -> str:
