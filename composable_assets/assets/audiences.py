@@ -50,7 +50,7 @@ def audience_refresh(audience: AudienceSpec, model_refresh: Refresh) -> str:
         return f"incremental by {audience.primary_key}"
     if model_refresh.incremental:
         return f"full: the model is kept by {model_refresh.key}, the audience by {audience.primary_key}"
-    return f"full: model {audience.model} is refreshed in full"
+    return f"full: {model_refresh.reason}"
 
 
 def audience_watches(audience: AudienceSpec, model_refresh: Refresh, watched: list[Watched]) -> list[Watched]:

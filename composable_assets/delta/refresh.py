@@ -133,6 +133,30 @@ def _replace(conn: Connection, name: str, sql: str) -> None:
     conn.execute(f"CREATE OR REPLACE TABLE {ident(name)} AS {sql.strip().rstrip(';')}")
 
 
+def journal_differences(conn: Connection, schema: str, name: str, new: str, old: str, key: str) -> int:
+    """Journal the keys whose rows differ between two versions of a table; returns the rows repaired.
+
+    A row repaired is one the new version has and the old one lacked or had otherwise, or an old row whose key
+    the new version no longer has (so an updated row counts once, not as a removal plus an addition).
+    """
+    differences = table(schema, "differences__" + "".join(c if c.isalnum() else "_" for c in name))
+    conn.execute(
+        f"CREATE OR REPLACE TABLE {differences} AS "
+        f"SELECT 'new' AS side, CAST({key} AS VARCHAR) AS key FROM (SELECT * FROM {new} EXCEPT ALL SELECT * FROM {old}) AS n "
+        f"UNION ALL SELECT 'old', CAST({key} AS VARCHAR) FROM (SELECT * FROM {old} EXCEPT ALL SELECT * FROM {new}) AS o"
+    )
+    try:
+        (repaired,) = conn.fetch_one(
+            f"SELECT count(*) FROM {differences} AS d WHERE side = 'new' OR NOT EXISTS "
+            f"(SELECT 1 FROM {differences} AS n WHERE n.side = 'new' AND n.key IS NOT DISTINCT FROM d.key)"
+        )
+        if repaired:
+            journal(conn, schema, name, f"SELECT DISTINCT key FROM {differences}", now=utc_now())
+    finally:
+        conn.execute(f"DROP TABLE IF EXISTS {differences}")
+    return repaired
+
+
 def _incremental(
     conn: Connection, schema: str, name: str, sql: str, refresh: Refresh, watched: list[Watched],
     state: ReaderState, now: dict[str, str],
@@ -189,13 +213,7 @@ def _full_compared(
     # Journal, then swap, then the cursor: a crash in between makes the next run redo keys, never miss them (and
     # BigQuery runs a DROP only as a transaction's first statement).
     if same_shape:
-        differing = (
-            f"SELECT {key} AS key FROM (SELECT * FROM {staging} EXCEPT ALL SELECT * FROM {target}) AS n UNION ALL "
-            f"SELECT {key} AS key FROM (SELECT * FROM {target} EXCEPT ALL SELECT * FROM {staging}) AS o"
-        )
-        (repaired,) = conn.fetch_one(f"SELECT count(*) FROM ({differing}) AS d")
-        if repaired:
-            journal(conn, schema, relation(name, refresh.key), f"SELECT DISTINCT * FROM ({differing}) AS d", now=utc_now())
+        repaired = journal_differences(conn, schema, relation(name, refresh.key), staging, target, key)
     else:
         journal_everything(conn, schema, relation(name, refresh.key), now=utc_now())
     conn.execute("BEGIN TRANSACTION")
@@ -267,21 +285,11 @@ def refresh_audience(
 
     def compare(staging: str, old: str) -> None:
         """Before the swap: journal the keys whose rows the new snapshot changes."""
-        if conn.table_exists(schema, f"audience__{audience}"):
-            differing = (
-                f"SELECT _key AS key FROM (SELECT * FROM {staging} EXCEPT ALL SELECT * FROM {old}) AS n UNION ALL "
-                f"SELECT _key AS key FROM (SELECT * FROM {old} EXCEPT ALL SELECT * FROM {staging}) AS o"
-            )
-            same_shape = conn.table_columns(schema, f"audience__{audience}") == conn.table_columns(
-                schema, f"audience__{audience}__staging")
-            if same_shape:
-                (count,) = conn.fetch_one(f"SELECT count(*) FROM ({differing}) AS d")
-                repaired.append(count)
-                if count:
-                    journal(conn, schema, snapshot_relation(audience), f"SELECT DISTINCT * FROM ({differing}) AS d",
-                            now=utc_now())
-            else:
-                journal_everything(conn, schema, snapshot_relation(audience), now=utc_now())
+        same_shape = conn.table_columns(schema, f"audience__{audience}") == conn.table_columns(
+            schema, f"audience__{audience}__staging"
+        )
+        if same_shape:
+            repaired.append(journal_differences(conn, schema, snapshot_relation(audience), staging, old, "_key"))
         else:
             journal_everything(conn, schema, snapshot_relation(audience), now=utc_now())
 
