@@ -206,3 +206,14 @@ def test_a_cart_leaving_the_48_hour_window_leaves_the_audience_without_any_new_d
     runs = sample.run("incremental")
     assert runs["model/cart_abandoners"]["mode"] == "incremental"
     assert runs["delta/cart_abandoners/outbox"]["removed"] == 1
+
+
+def test_an_edited_model_is_recomputed_in_full_once(sample: Sample):
+    sample.run("full")
+    path = sample.settings.project_dir / "models" / "customer_profiles.sql"
+    path.write_text(path.read_text().replace("coalesce(t.order_count, 0) AS order_count", "coalesce(t.order_count, 0) + 1 AS order_count"))
+    sample.job = build_definitions(load_project(sample.settings.project_dir), sample.settings).resolve_job_def("minute_level")
+    first = sample.run("incremental")
+    assert first["model/customer_profiles"]["mode"] == "full (the model's SQL changed)"
+    assert sample.sql("SELECT count(*) FROM customer_profiles WHERE order_count = 0") == [(0,)]
+    assert sample.run("incremental")["model/customer_profiles"]["mode"] == "incremental"

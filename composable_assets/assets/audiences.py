@@ -9,7 +9,7 @@ from ..governance.deletion_log import ensure_deletion_log
 from ..governance.provenance import file_sha256, run_data_version
 from ..delta.changes import Watched
 from ..delta.changes import relation
-from ..delta.refresh import refresh_audience
+from ..delta.refresh import definition_of, refresh_audience
 from ..delta.snapshot import AudienceDataError, SyncShape, build_snapshot, snapshot_table, update_snapshot
 from ..destinations import DESTINATION_TYPES
 from ..project import AudienceSpec, SyncSpec, parse_where
@@ -128,6 +128,9 @@ def build_audience_asset(
                     incremental=incremental_run(context),
                     build=partial(build_snapshot, conn, **common),
                     update=partial(update_snapshot, conn, **common),
+                    definition=definition_of(
+                        audience.model, audience.primary_key, audience.where, audience.columns_needed(), shapes, members
+                    ),
                 )
             except AudienceDataError as exc:
                 raise dg.Failure(description=str(exc)) from exc

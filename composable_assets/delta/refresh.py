@@ -10,6 +10,8 @@ readers downstream learn exactly which keys changed, and the nightly full run ca
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 from dataclasses import dataclass
 from typing import Callable
 
@@ -38,6 +40,23 @@ from .changes import (
 from .snapshot import SnapshotResult
 from .sql import DIALECT, ident, table
 
+
+
+DEFINITION = "(definition)"
+
+
+def definition_of(*parts: object) -> str:
+    """A fingerprint of what decides a reader's rows (its SQL, condition, fields): when it changes, the rows kept by
+    key were computed by another definition, so the reader refreshes in full once."""
+    return hashlib.sha256(json.dumps([str(p) for p in parts]).encode()).hexdigest()[:16]
+
+
+def _same_definition(state: ReaderState, definition: str) -> bool:
+    return state.guards.get(DEFINITION) == [definition, None]
+
+
+def _stamped(guards: dict[str, list], definition: str) -> dict[str, list]:
+    return {**guards, DEFINITION: [definition, None]}
 
 
 def keys_table(schema: str, reader: str) -> str:
@@ -111,10 +130,13 @@ def refresh_model(
         return RefreshReport("full", refresh.describe())
     reader = f"model:{name}"
     state = read_state(conn, schema, reader)
+    definition = definition_of(sql, refresh)
     report = None
-    if state.known and conn.table_exists(None, name):
+    if state.known and not _same_definition(state, definition):
+        why = "the model's SQL changed"
+    elif state.known and conn.table_exists(None, name):
         try:
-            report = _incremental(conn, schema, name, sql, refresh, watched, state, now)
+            report = _incremental(conn, schema, name, sql, refresh, watched, state, now, definition)
         except Unexplained as exc:
             why = str(exc)
         else:
@@ -123,7 +145,7 @@ def refresh_model(
     else:
         why = "first refresh"
     # The full recompute; after an incremental catch-up, what it still changes is what the increments missed.
-    repaired = _full_compared(conn, schema, name, sql, refresh, watched, now)
+    repaired = _full_compared(conn, schema, name, sql, refresh, watched, now, definition)
     if report is None:
         return RefreshReport("full", why)
     return RefreshReport("full", "", report.affected_keys, repaired)
@@ -159,7 +181,7 @@ def journal_differences(conn: Connection, schema: str, name: str, new: str, old:
 
 def _incremental(
     conn: Connection, schema: str, name: str, sql: str, refresh: Refresh, watched: list[Watched],
-    state: ReaderState, now: dict[str, str],
+    state: ReaderState, now: dict[str, str], definition: str,
 ) -> RefreshReport:
     upto = next_seq(conn, schema) - 1
     keys_sql, guards = changed_keys(conn, schema, state, watched, upto)
@@ -187,7 +209,7 @@ def _incremental(
             conn.execute(f"DELETE FROM {ident(name)} WHERE {predicate(name, refresh.key)}")
             conn.execute(f"INSERT INTO {ident(name)} {restricted_sql(sql, refresh, predicate, now)}")
             journal(conn, schema, relation(name, refresh.key), f"SELECT key FROM {keys}", now=utc_now())
-        write_state(conn, schema, ReaderState(state.reader, upto, now, guards), utc_now())
+        write_state(conn, schema, ReaderState(state.reader, upto, now, _stamped(guards, definition)), utc_now())
         conn.execute("COMMIT")
     except Exception:
         conn.execute("ROLLBACK")
@@ -198,7 +220,8 @@ def _incremental(
 
 
 def _full_compared(
-    conn: Connection, schema: str, name: str, sql: str, refresh: Refresh, watched: list[Watched], now: dict[str, str]
+    conn: Connection, schema: str, name: str, sql: str, refresh: Refresh, watched: list[Watched], now: dict[str, str],
+    definition: str,
 ) -> int | None:
     """Recompute in full; journal the keys whose rows differ from the table it replaces. Returns rows repaired."""
     upto = next_seq(conn, schema) - 1
@@ -224,7 +247,7 @@ def _full_compared(
     except Exception:
         conn.execute("ROLLBACK")
         raise
-    write_state(conn, schema, ReaderState(f"model:{name}", upto, now, guards), utc_now())
+    write_state(conn, schema, ReaderState(f"model:{name}", upto, now, _stamped(guards, definition)), utc_now())
     prune(conn, schema, utc_now())
     return repaired
 
@@ -250,6 +273,7 @@ def refresh_audience(
     incremental: bool,
     build: Callable[..., SnapshotResult],
     update: Callable[..., int],
+    definition: str = "",
 ) -> tuple[RefreshReport, int | None]:
     """Refresh the audience snapshot, for the changed keys or in full; returns the report and the snapshot size.
 
@@ -271,9 +295,13 @@ def refresh_audience(
     state = read_state(conn, schema, reader)
     report = None
     why = "first refresh"
-    if state.known and conn.table_exists(schema, f"audience__{audience}"):
+    if state.known and not _same_definition(state, definition):
+        why = "the audience's definition changed"
+    elif state.known and conn.table_exists(schema, f"audience__{audience}"):
         try:
-            report, size = _update_audience(conn, schema, audience, model, primary_key, where, watched, state, now, update)
+            report, size = _update_audience(
+                conn, schema, audience, model, primary_key, where, watched, state, now, update, definition
+            )
         except Unexplained as exc:
             why = str(exc)
         else:
@@ -294,7 +322,7 @@ def refresh_audience(
             journal_everything(conn, schema, snapshot_relation(audience), now=utc_now())
 
     result = build(where=pinned, on_swap=compare)
-    write_state(conn, schema, ReaderState(reader, upto, now, guards), utc_now())
+    write_state(conn, schema, ReaderState(reader, upto, now, _stamped(guards, definition)), utc_now())
     if report is None:
         return RefreshReport("full", why), result.size
     return RefreshReport("full", "", report.affected_keys, repaired[0] if repaired else None), result.size
@@ -304,7 +332,7 @@ def refresh_audience(
 
 def _update_audience(
     conn: Connection, schema: str, audience: str, model: str, primary_key: str, where: exp.Expression | None,
-    watched: list[Watched], state: ReaderState, now: dict[str, str], update: Callable[..., int],
+    watched: list[Watched], state: ReaderState, now: dict[str, str], update: Callable[..., int], definition: str,
 ) -> tuple[RefreshReport, int]:
     upto = next_seq(conn, schema) - 1
     keys_sql, guards = changed_keys(conn, schema, state, watched, upto)
@@ -327,7 +355,7 @@ def _update_audience(
             size = update(where=pin_time(where.copy(), now) if where is not None else None, keys_table=keys,
                           key_type=key_type)
             journal(conn, schema, snapshot_relation(audience), f"SELECT key FROM {keys}", now=utc_now())
-        write_state(conn, schema, ReaderState(state.reader, upto, now, guards), utc_now())
+        write_state(conn, schema, ReaderState(state.reader, upto, now, _stamped(guards, definition)), utc_now())
         conn.execute("COMMIT")
     except Exception:
         conn.execute("ROLLBACK")
@@ -354,7 +382,7 @@ class DeltaScope:
 
 
 def delta_scope(
-    conn: Connection, *, schema: str, tables, watched: list[Watched], incremental: bool
+    conn: Connection, *, schema: str, tables, watched: list[Watched], incremental: bool, definition: str = ""
 ) -> DeltaScope:
     """The keys this pair's delta must compare: changed in the snapshot (or who may receive) since its cursor, plus
     the keys of its previous delta not acknowledged yet (failed or unsent rows are compared again, as in full)."""
@@ -366,12 +394,14 @@ def delta_scope(
     now = engine_now(conn)
 
     def moved(guards: dict[str, list]) -> Callable[[], None]:
-        return lambda: write_state(conn, schema, ReaderState(reader, upto, now, guards), utc_now())
+        return lambda: write_state(conn, schema, ReaderState(reader, upto, now, _stamped(guards, definition)), utc_now())
 
     if not incremental:
         return DeltaScope(None, None, "", moved(guards_now(conn, watched)))
     if not state.known:
         return DeltaScope(None, None, "first refresh", moved(guards_now(conn, watched)))
+    if not _same_definition(state, definition):
+        return DeltaScope(None, None, "the sync's definition changed", moved(guards_now(conn, watched)))
     try:
         keys_sql, guards = changed_keys(conn, schema, state, watched, upto)
     except Unexplained as exc:
