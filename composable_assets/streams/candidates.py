@@ -15,23 +15,41 @@ from .tables import StreamTables
 READ_CHUNK_ROWS = 10_000
 
 
-def candidates_sql(conn: Connection, shape: StreamShape, tables: StreamTables) -> str:
+def candidates_sql(conn: Connection, shape: StreamShape, tables: StreamTables, leftovers: bool = True) -> str:
     """Rows in [window start, now] (or left in flight by a killed run) not yet settled, once per event id, in order.
 
-    Bound values: window start, now, stream, destination.
+    Bound values: now, window start, and with `leftovers` also now, window start, stream, destination.
+    The window's rows are picked by their cursor value first (a range the engine filters in the scan), so a run
+    costs the rows in its window, not the table: the event id, the JSON columns, the member conditions and the
+    sent-log check are only worked out for those. Rows behind the window named by intents of a killed run
+    (`leftovers`) come from a second branch, which has to compute every older row's event id to find them; it is
+    left out when the pair has no intents, as it has after every orderly run.
     """
+    rows = shape.rows_sql(conn, within="{cursor} <= ? AND {cursor} >= ?")
+    if leftovers:
+        rows += " UNION ALL " + shape.rows_sql(
+            conn,
+            within="{cursor} <= ? AND {cursor} < ? AND "
+            f"{shape.event_id_sql()} IN (SELECT event_id FROM {tables.intents} WHERE stream = ? AND destination = ?)",
+        )
     # A table may repeat an event id (a re-landed file): the event is sent once, at its first cursor value. Ranked
     # in a subquery rather than with QUALIFY, which PostgreSQL lacks (sqlglot's rewrite of it would move the ORDER
     # BY inside a subquery, where it does not order the result).
     return (
         "SELECT c._event_id, c._cursor, c._identifier, c._properties, c._extras FROM ("
         "SELECT r.*, row_number() OVER (PARTITION BY r._event_id ORDER BY r._cursor) AS _nth "
-        f"FROM ({shape.rows_sql(conn)}) AS r "
-        "WHERE r._cursor <= ? AND (r._cursor >= ? OR r._event_id IN "
-        f"(SELECT event_id FROM {tables.intents} WHERE stream = ? AND destination = ?)) "
-        f"AND NOT EXISTS (SELECT 1 FROM {tables.sent} AS s WHERE s.event_id = r._event_id)) AS c "
+        f"FROM ({rows}) AS r "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {tables.sent} AS s WHERE s.event_id = r._event_id)) AS c "
         "WHERE c._nth = 1 ORDER BY c._cursor, c._event_id"
     )
+
+
+def has_leftovers(conn: Connection, tables: StreamTables) -> bool:
+    """Whether the pair has intents (events a killed run may have had in flight, not settled yet)."""
+    (count,) = conn.fetch_one(
+        f"SELECT count(*) FROM {tables.intents} WHERE stream = ? AND destination = ?", tables.pair
+    )
+    return count > 0
 
 
 def pending_events(
@@ -44,9 +62,11 @@ def pending_events(
     chunk_rows: int = READ_CHUNK_ROWS,
 ) -> Iterator[list[Event]]:
     """The events to send, a chunk at a time, numbered from 1 in send order."""
-    sql = candidates_sql(conn, shape, tables)
+    leftovers = has_leftovers(conn, tables)
+    sql = candidates_sql(conn, shape, tables, leftovers)
+    params = [now, window_start, *([now, window_start, *tables.pair] if leftovers else [])]
     seq = 0
-    reader = conn.stream_arrow(sql, [now, window_start, *tables.pair], batch_rows=chunk_rows)
+    reader = conn.stream_arrow(sql, params, batch_rows=chunk_rows)
     try:
         for batch in reader:
             if not batch.num_rows:

@@ -87,8 +87,13 @@ class StreamShape:
         prefix = exp.Literal.string(f"{self.stream}:").sql(DIALECT)
         return f"concat({prefix}, CAST({alias}.{ident(self.event_id_column)} AS VARCHAR))"
 
-    def rows_sql(self, conn: Connection) -> str:
+    def rows_sql(self, conn: Connection, within: str | None = None) -> str:
         """A query over the table giving _event_id, _cursor, _identifier, _properties, _extras per usable row.
+
+        `within`: a condition on the row's cursor value, written with `{cursor}` where it stands (e.g. the run's
+        window, `{cursor} >= ? AND {cursor} <= ?`), checked before anything else: before the member conditions and
+        before the event id and JSON columns are computed, so that a run costs the rows in its window, not the
+        table.
 
         Rows without an event id or a cursor value are left out: they cannot be deduplicated or ordered. So are rows
         of people the destination may not receive (consent not granted at send time): they are never candidates,
@@ -96,7 +101,9 @@ class StreamShape:
         Checks the table against the file first (a source table's columns are only known here).
         """
         cursor = self._cursor_sql(conn)
-        condition = f"({self.where.sql(DIALECT)}) AND " if self.where is not None else ""
+        condition = f"({within.format(cursor=cursor)}) AND " if within is not None else ""
+        if self.where is not None:
+            condition += f"({self.where.sql(DIALECT)}) AND "
         if self.allowed:
             condition += f"({self.allowed}) AND "
         return (
