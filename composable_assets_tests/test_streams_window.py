@@ -75,8 +75,8 @@ def bounded_by_the_window(scan: dict, low: dt.datetime) -> bool:
 
 def test_every_scan_of_the_stream_table_is_bounded_below_by_the_window_start(conn):
     t = tables(conn)
-    sql = candidates_sql(conn, shape(), t, leftovers=False)
-    found = scans(plan_of(conn, sql, [NOW, START]), "orders")
+    sql, params = candidates_sql(conn, shape(), t, window_start=START, now=NOW, leftovers=False)
+    found = scans(plan_of(conn, sql, params), "orders")
     assert found and all(bounded_by_the_window(s, START) for s in found), found
 
 
