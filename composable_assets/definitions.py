@@ -21,6 +21,7 @@ from .automation.stale_runs import free_dead_runs_sensor
 from .assets.syncs import build_sync_asset
 from .assets.keys import stream_key
 from .assets.streams import build_stream_asset
+from .streams.shape import MEMBER_KEYS
 from .coordination import Coordination
 from .destinations import DESTINATION_TYPES, Destination, build_destination
 from .landing import landing_folders
@@ -128,6 +129,15 @@ def stream_conditions(project: Project, stream: StreamSpec) -> tuple[StreamSpec,
             stream.path,
         )
     return stream.model_copy(update={"key": key}), conditions
+
+
+def native_stream_conditions(project: Project, stream: StreamSpec) -> tuple[dict[str, str], tuple[str, str] | None]:
+    """The same conditions comparing the stream's key column with the consent table's key as they are, reading only
+    the consents of the members checked (used when the two columns' types match), and that key as (table, column)."""
+    consent = project.settings.consent
+    if stream.key is None or consent is None:
+        return {}, None
+    return consent_conditions(project, column=stream.key, keys=MEMBER_KEYS), (consent.table, consent.key)
 
 
 def governance_of(project: Project) -> Callable[[dg.AssetSpec], dg.AssetSpec]:
@@ -240,6 +250,7 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
     # Event streams: one asset per (stream, destination) reading the stream's model or source table, one job each.
     for stream in project.streams.values():
         stream, conditions = stream_conditions(project, stream)
+        native, against = native_stream_conditions(project, stream)
         upstream = model_key(stream.table) if stream.table in project.models else source_key(stream.table)
         policy = freshness_policy(stream.cadence, stream.freshness, project.settings.timezone)
         for sync in stream.syncs:
@@ -247,7 +258,7 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
             assets.append(
                 build_stream_asset(
                     stream, sync, destination, schema, partitions, kind, upstream, project.settings.timezone, policy,
-                    samples, conditions.get(sync.destination),
+                    samples, conditions.get(sync.destination), native.get(sync.destination), against,
                 )
             )
         job = dg.define_asset_job(

@@ -51,10 +51,14 @@ def build_stream_asset(
     freshness_policy: dg.FreshnessPolicy | None = None,
     samples: bool = False,
     allowed: str | None = None,
+    allowed_native: str | None = None,
+    native_against: tuple[str, str] | None = None,
 ) -> dg.AssetsDefinition:
     """One asset delivering `stream` to one destination; `upstream` is the model or source asset of its table.
 
-    `allowed`: a condition on the table's member key column (`stream.key`) that a row's person must meet to be sent.
+    `allowed`: a condition on the table's member key column (`stream.key`) that a row's person must meet to be sent;
+    `allowed_native` the same comparing that column with the consent key `native_against` as they are, for when
+    their types match (see StreamShape).
     """
     capabilities = destination.capabilities
     if not capabilities.events:
@@ -62,7 +66,9 @@ def build_stream_asset(
             f"destination `{sync.destination}` ({destination.type_name}) cannot take events", stream.path
         )
     options = destination.event_options(sync.options)
-    shape = StreamShape.of(stream, sync, destination.event_columns(options), stream.key, allowed)
+    shape = StreamShape.of(
+        stream, sync, destination.event_columns(options), stream.key, allowed, allowed_native, native_against
+    )
     tables = StreamTables(schema, stream.name, sync.destination)
     guarantee = (
         "each event once by id (resent after a crash; the destination deduplicates by event id)"

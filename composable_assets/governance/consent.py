@@ -16,25 +16,32 @@ from ..delta.sql import DIALECT, ident
 from .deletion_log import deletion_log
 
 
-def consent_predicate(consent: ConsentSpec, purpose: str, column: str = "_key") -> str:
+def consent_predicate(consent: ConsentSpec, purpose: str, column: str = "_key", native: bool = False) -> str:
     """A condition on a row's member key (a snapshot's `_key`, or a stream table's key column): `purpose` is granted.
 
-    DuckDB SQL, rendered per engine like the rest.
+    DuckDB SQL, rendered per engine like the rest. Keys are compared as text, unless `native`: then the column is
+    compared with the consent table's key as both are (the caller has checked that their types match), which lets
+    the engine filter the consent table by the keys it is asked about (an index, or the join's key filter).
     """
     purpose_literal = exp.Literal.string(purpose).sql(DIALECT)
-    return (
-        f"{member_key(column)} IN (SELECT CAST({ident(consent.key)} AS VARCHAR) FROM {ident(consent.table)} "
-        f"WHERE {ident(consent.purpose)} = {purpose_literal} AND {ident(consent.granted)})"
-    )
+    granted = f"WHERE {ident(consent.purpose)} = {purpose_literal} AND {ident(consent.granted)}"
+    if native:
+        return f"{ident(column)} IN (SELECT {ident(consent.key)} FROM {ident(consent.table)} {granted})"
+    return f"{member_key(column)} IN (SELECT CAST({ident(consent.key)} AS VARCHAR) FROM {ident(consent.table)} {granted})"
 
 
-def not_forgotten_predicate(project: Project, column: str = "_key") -> str | None:
+def not_forgotten_predicate(project: Project, column: str = "_key", keys: str | None = None) -> str | None:
     """A condition on a member key: no deletion request (in the requests table or the proof) without a newer consent.
 
     The proof table (`deletion_log`) keeps it true after a request row is deleted. A consent row granted (any
     purpose) with `updated_at` later than the request counts as a new consent: the person came back on their own,
     and each destination's own purpose is still checked by its consent condition. Without a consent table, or one
     without `updated_at`, a person who asked is never sent anything again. None when no requests are configured.
+
+    `keys`: a query giving, in a column `member`, the keys of the members the condition will be checked on, in the
+    column's own type (the same as the consent table's key: the caller has checked). Then only the requests of
+    those members are looked at, and only their consent rows read (compared as they are, not cast to text) to tell
+    who came back, rather than every consent row; and a row without a member key is never allowed.
     """
     requests = project.settings.deletion_requests
     if requests is None:
@@ -45,8 +52,21 @@ def not_forgotten_predicate(project: Project, column: str = "_key") -> str | Non
         f"UNION ALL SELECT {ident('key')}, requested_at FROM {deletion_log(project.settings.schema_name)}"
     )
     consent = project.settings.consent
+    renewable = consent is not None and consent.updated_at is not None
+    if keys is not None:
+        if not renewable:
+            forgotten = f"SELECT r.person FROM ({asked}) AS r WHERE r.person IS NOT NULL"
+            return f"{ident(column)} IS NOT NULL AND {member_key(column)} NOT IN ({forgotten})"
+        # The members checked who asked, by their key as it is (the consent table's type), each request with no
+        # consent granted after it. No NULL member: a NULL key never equals a person.
+        forgotten = (
+            f"SELECT m.member FROM ({keys}) AS m JOIN ({asked}) AS r ON r.person = CAST(m.member AS VARCHAR) "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {ident(consent.table)} AS c WHERE c.{ident(consent.key)} = m.member "
+            f"AND c.{ident(consent.granted)} AND CAST(c.{ident(consent.updated_at)} AS TIMESTAMP) > r.asked_at)"
+        )
+        return f"{ident(column)} IS NOT NULL AND {ident(column)} NOT IN ({forgotten})"
     renewed = ""
-    if consent is not None and consent.updated_at is not None:
+    if renewable:
         renewed = (
             f" AND NOT EXISTS (SELECT 1 FROM {ident(consent.table)} AS c "
             f"WHERE CAST(c.{ident(consent.key)} AS VARCHAR) = r.person AND c.{ident(consent.granted)} "
@@ -56,13 +76,15 @@ def not_forgotten_predicate(project: Project, column: str = "_key") -> str | Non
     return f"{member_key(column)} NOT IN (SELECT r.person FROM ({asked}) AS r WHERE r.person IS NOT NULL{renewed})"
 
 
-def consent_conditions(project: Project, column: str = "_key") -> dict[str, str]:
+def consent_conditions(project: Project, column: str = "_key", keys: str | None = None) -> dict[str, str]:
     """Destination -> the condition on `column` a member must meet to be sent there.
 
     Its consent purpose granted, if it names one, and no deletion request (for every destination, when the project
-    declares `deletion_requests:`); a destination with neither has no entry.
+    declares `deletion_requests:`); a destination with neither has no entry. With `keys` (see
+    `not_forgotten_predicate`), the column is compared with the consent table's key as both are, not as text, and
+    only the consent rows of those keys are read: for a stream table whose key column has the consent key's type.
     """
-    not_forgotten = not_forgotten_predicate(project, column)
+    not_forgotten = not_forgotten_predicate(project, column, keys)
     conditions = {}
     for name, spec in project.destinations.items():
         parts = [not_forgotten] if not_forgotten else []
@@ -72,7 +94,7 @@ def consent_conditions(project: Project, column: str = "_key") -> dict[str, str]
                     f"destination `{name}` needs consent `{spec.consent}`, but project.yaml declares no `consent:` table",
                     spec.path,
                 )
-            parts.insert(0, consent_predicate(project.settings.consent, spec.consent, column))
+            parts.insert(0, consent_predicate(project.settings.consent, spec.consent, column, native=keys is not None))
         if parts:
             conditions[name] = parts[0] if len(parts) == 1 else " AND ".join(f"({p})" for p in parts)
     return conditions

@@ -15,23 +15,49 @@ from .tables import StreamTables
 READ_CHUNK_ROWS = 10_000
 
 
-def candidates_sql(conn: Connection, shape: StreamShape, tables: StreamTables) -> str:
+def candidates_sql(
+    conn: Connection,
+    shape: StreamShape,
+    tables: StreamTables,
+    *,
+    window_start: dt.datetime,
+    now: dt.datetime,
+    leftovers: bool = True,
+) -> tuple[str, list]:
     """Rows in [window start, now] (or left in flight by a killed run) not yet settled, once per event id, in order.
 
-    Bound values: window start, now, stream, destination.
+    The query and its bound values. The window's rows are picked by their cursor value first (a range the engine
+    filters in the scan), so a run costs the rows in its window, not the table (see `StreamShape.select`). Rows
+    behind the window named by intents of a killed run (`leftovers`) come from a second branch, which has to
+    compute every older row's event id to find them; it is left out when the pair has no intents, as after every
+    orderly run.
     """
+    unsent = [(f"SELECT event_id FROM {tables.sent}", [])]
+    rows, params = shape.select(conn, "{cursor} <= ? AND {cursor} >= ?", [now, window_start], unsent)
+    if leftovers:
+        named = (
+            "{cursor} <= ? AND {cursor} < ? AND "
+            f"{{event_id}} IN (SELECT event_id FROM {tables.intents} WHERE stream = ? AND destination = ?)"
+        )
+        behind, more = shape.select(conn, named, [now, window_start, *tables.pair], unsent)
+        rows, params = f"{rows} UNION ALL {behind}", [*params, *more]
     # A table may repeat an event id (a re-landed file): the event is sent once, at its first cursor value. Ranked
     # in a subquery rather than with QUALIFY, which PostgreSQL lacks (sqlglot's rewrite of it would move the ORDER
     # BY inside a subquery, where it does not order the result).
     return (
         "SELECT c._event_id, c._cursor, c._identifier, c._properties, c._extras FROM ("
         "SELECT r.*, row_number() OVER (PARTITION BY r._event_id ORDER BY r._cursor) AS _nth "
-        f"FROM ({shape.rows_sql(conn)}) AS r "
-        "WHERE r._cursor <= ? AND (r._cursor >= ? OR r._event_id IN "
-        f"(SELECT event_id FROM {tables.intents} WHERE stream = ? AND destination = ?)) "
-        f"AND NOT EXISTS (SELECT 1 FROM {tables.sent} AS s WHERE s.event_id = r._event_id)) AS c "
+        f"FROM ({rows}) AS r) AS c "
         "WHERE c._nth = 1 ORDER BY c._cursor, c._event_id"
+    ), params
+
+
+def has_leftovers(conn: Connection, tables: StreamTables) -> bool:
+    """Whether the pair has intents (events a killed run may have had in flight, not settled yet)."""
+    (count,) = conn.fetch_one(
+        f"SELECT count(*) FROM {tables.intents} WHERE stream = ? AND destination = ?", tables.pair
     )
+    return count > 0
 
 
 def pending_events(
@@ -44,9 +70,11 @@ def pending_events(
     chunk_rows: int = READ_CHUNK_ROWS,
 ) -> Iterator[list[Event]]:
     """The events to send, a chunk at a time, numbered from 1 in send order."""
-    sql = candidates_sql(conn, shape, tables)
+    sql, params = candidates_sql(
+        conn, shape, tables, window_start=window_start, now=now, leftovers=has_leftovers(conn, tables)
+    )
     seq = 0
-    reader = conn.stream_arrow(sql, [now, window_start, *tables.pair], batch_rows=chunk_rows)
+    reader = conn.stream_arrow(sql, params, batch_rows=chunk_rows)
     try:
         for batch in reader:
             if not batch.num_rows:
@@ -93,14 +121,17 @@ def record_late(
     lo, hi = band
     if lo >= hi:
         return 0
-    late = (
-        f"SELECT r._event_id, min(r._cursor) AS _cursor FROM ({shape.rows_sql(conn)}) AS r "
-        "WHERE r._cursor >= ? AND r._cursor < ? "
-        f"AND NOT EXISTS (SELECT 1 FROM {tables.sent} AS s WHERE s.event_id = r._event_id) "
-        f"AND r._event_id NOT IN (SELECT event_id FROM {tables.intents} WHERE stream = ? AND destination = ?) "
-        "GROUP BY r._event_id"
+    # Neither settled nor possibly in flight (a killed run's intents: the candidate query sends those).
+    rows, params = shape.select(
+        conn,
+        "{cursor} >= ? AND {cursor} < ?",
+        [lo, hi],
+        [
+            (f"SELECT event_id FROM {tables.sent}", []),
+            (f"SELECT event_id FROM {tables.intents} WHERE stream = ? AND destination = ?", tables.pair),
+        ],
     )
-    params = [lo, hi, *tables.pair]
+    late = f"SELECT r._event_id, min(r._cursor) AS _cursor FROM ({rows}) AS r GROUP BY r._event_id"
     (count,) = conn.fetch_one(f"SELECT count(*) FROM ({late}) AS l", params)
     if count:
         conn.execute(

@@ -31,12 +31,16 @@ def resolve_leftovers(
     settled, and the candidate query includes it whatever its cursor. Any other destination would show it twice,
     so it is recorded `in_doubt` and never sent again: at most once.
     """
+    params = tables.pair
+    # After an orderly run the pair has none: then the sent log is not read at all.
+    (intents,) = conn.fetch_one(f"SELECT count(*) FROM {tables.intents} WHERE stream = ? AND destination = ?", params)
+    if not intents:
+        return 0, 0
     leftover = (
         f"SELECT event_id, min(cursor_value) AS cursor_value, min(run_id) AS run_id FROM {tables.intents} "
         "WHERE stream = ? AND destination = ? "
         f"AND event_id NOT IN (SELECT event_id FROM {tables.sent}) GROUP BY event_id"
     )
-    params = tables.pair
     (count,) = conn.fetch_one(f"SELECT count(*) FROM ({leftover}) AS l", params)
     conn.execute("BEGIN TRANSACTION")
     try:
@@ -64,6 +68,15 @@ def resolve_leftovers(
 
 def clear_intents(conn, tables: StreamTables, run_id: str) -> None:
     """On an orderly exit: forget this run's intents, and earlier ones whose events are settled by now."""
+    (earlier,) = conn.fetch_one(
+        f"SELECT count(*) FROM {tables.intents} WHERE stream = ? AND destination = ? AND run_id <> ?",
+        [*tables.pair, run_id],
+    )
+    if not earlier:  # as after every orderly run: the sent log need not be read
+        conn.execute(
+            f"DELETE FROM {tables.intents} WHERE stream = ? AND destination = ? AND run_id = ?", [*tables.pair, run_id]
+        )
+        return
     conn.execute(
         f"DELETE FROM {tables.intents} WHERE stream = ? AND destination = ? "
         f"AND (run_id = ? OR event_id IN (SELECT event_id FROM {tables.sent}))",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,22 @@ TIMESTAMP_TYPES = (
     "TIMESTAMP_NTZ",  # Snowflake
 )
 ZONED_TIMESTAMP_TYPES = ("TIMESTAMP WITH TIME ZONE", "TIMESTAMP_TZ", "TIMESTAMP_LTZ")
+# Member key types whose values are equal exactly when their text is: a key column of one of these may be compared
+# with a consent key of the same family as both are (integers of any width; Snowflake names its integers NUMBER).
+KEY_TYPE_FAMILIES = (
+    frozenset({
+        "TINYINT", "SMALLINT", "INTEGER", "INT", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT",
+        "INT2", "INT4", "INT8", "INT64", "NUMBER",
+    }),
+    frozenset({"VARCHAR", "TEXT", "STRING", "CHARACTER VARYING"}),
+    frozenset({"UUID"}),
+)
+#: Stands, in a stream's native member condition (`allowed_native`), for the query giving the member keys of the
+#: rows the condition is checked on, in a column `member` (see governance/consent.py).
+MEMBER_KEYS = "{member_keys}"
+# Engines that store a row's columns together: reading a row whole costs no more than reading its cursor, so a
+# second pass over the window's rows (to read only the few that remain whole) would only add work there.
+ROW_STORES = ("postgres",)
 
 
 class StreamDataError(Exception):
@@ -47,6 +64,11 @@ class StreamShape:
     #: purpose granted, no deletion request), or None; see governance/consent.py.
     key_column: str | None = None
     allowed: str | None = None
+    #: The same condition comparing the key column with the consent table's key as they are, not as text, with
+    #: MEMBER_KEYS for the keys checked; used when the two columns' types match. `native_against`: that key, as
+    #: (table, column).
+    allowed_native: str | None = None
+    native_against: tuple[str, str] | None = None
 
     @classmethod
     def of(
@@ -56,6 +78,8 @@ class StreamShape:
         extras: dict[str, str] | None = None,
         key_column: str | None = None,
         allowed: str | None = None,
+        allowed_native: str | None = None,
+        native_against: tuple[str, str] | None = None,
     ) -> "StreamShape":
         where = parse_where(spec.where, spec.path, None) if spec.where is not None else None
         return cls(
@@ -73,6 +97,8 @@ class StreamShape:
             file=spec.path,
             key_column=key_column if allowed else None,
             allowed=allowed,
+            allowed_native=allowed_native if allowed else None,
+            native_against=native_against if allowed and allowed_native else None,
         )
 
     def columns(self) -> list[str]:
@@ -91,24 +117,103 @@ class StreamShape:
         """A query over the table giving _event_id, _cursor, _identifier, _properties, _extras per usable row.
 
         Rows without an event id or a cursor value are left out: they cannot be deduplicated or ordered. So are rows
-        of people the destination may not receive (consent not granted at send time): they are never candidates,
-        not even late ones, and the cursor moves past them.
+        of people the destination may not receive (consent not granted at send time, or no member key at all): they
+        are never candidates, not even late ones, and the cursor moves past them.
         Checks the table against the file first (a source table's columns are only known here).
         """
-        cursor = self._cursor_sql(conn)
-        condition = f"({self.where.sql(DIALECT)}) AND " if self.where is not None else ""
-        if self.allowed:
-            condition += f"({self.allowed}) AND "
-        return (
-            f"SELECT {self.event_id_sql()} AS _event_id, {cursor} AS _cursor, "
+        return self.select(conn)[0]
+
+    def select(
+        self,
+        conn: Connection,
+        within: str | None = None,
+        params: Sequence = (),
+        excluded: Sequence[tuple[str, Sequence]] = (),
+    ) -> tuple[str, list]:
+        """`rows_sql` for the rows `within` picks whose event id is in none of `excluded`: the query, its values.
+
+        `within` is a condition on a row's cursor value and event id, written with `{cursor}` and `{event_id}` where
+        they stand (e.g. the run's window, `{cursor} >= ? AND {cursor} <= ?`), `params` its bound values; `excluded`
+        are queries of an `event_id` column (the sent log, intents) with their bound values.
+        The rows `within` picks are a table of their own in the query, filtered by the cursor range before anything
+        else: a run costs the rows it picks, not the table. Only for them are the event ids `excluded`, the member
+        conditions and the event id worked out. On engines storing columns apart, the few rows left are then read
+        again by event id, so that only theirs have the identifier and JSON columns read and built. The member
+        conditions read the consent rows of the picked rows' members only, when the key columns' types allow
+        comparing them as they are (`allowed_native`).
+        """
+        columns = self._checked_columns(conn)
+        cursor = self._cursor_of(columns)
+        key = ident(self.key_column) if self.key_column else None
+
+        def picked(alias: str) -> list[str]:
+            if within is None:
+                return []
+            return [f"({within.replace('{cursor}', cursor(alias)).replace('{event_id}', self.event_id_sql(alias))})"]
+
+        def usable(alias: str) -> list[str]:
+            where = [f"({self.where.sql(DIALECT)})"] if self.where is not None else []
+            return [
+                *picked(alias), *where,
+                f"{alias}.{ident(self.event_id_column)} IS NOT NULL", f"{alias}.{ident(self.cursor_column)} IS NOT NULL",
+            ]
+
+        checks: list[str] = []
+        check_params: list = []
+        for query, values in excluded:
+            checks.append(f"NOT EXISTS (SELECT 1 FROM ({query}) AS s WHERE s.event_id = {{event_id}})")
+            check_params += list(values)
+        allowed = self._member_condition(conn, columns)
+        if allowed is not None:
+            if MEMBER_KEYS in allowed:
+                keys = f"SELECT k.{key} AS member FROM {ident(self.table)} AS k" + (
+                    f" WHERE {' AND '.join(picked('k'))}" if within is not None else ""
+                )
+                allowed = allowed.replace(MEMBER_KEYS, keys)
+                if within is not None:
+                    check_params += list(params) * allowed.count(keys)
+            checks += [f"{{alias}}.{key} IS NOT NULL", f"({allowed})"]
+
+        def source(alias: str) -> str:
+            """The usable rows `within` picks, as a table: the engine filters them before anything is checked."""
+            return f"(SELECT * FROM {ident(self.table)} AS {alias} WHERE {' AND '.join(usable(alias))}) AS {alias}"
+
+        def checked(alias: str) -> str:
+            return " AND ".join(c.replace("{event_id}", self.event_id_sql(alias)).replace("{alias}", alias) for c in checks)
+
+        projection = (
+            f"SELECT {self.event_id_sql()} AS _event_id, {cursor('e')} AS _cursor, "
             f"CAST(e.{ident(self.identifier_column)} AS VARCHAR) AS _identifier, "
             f"{json_object(self.properties, alias='e')} AS _properties, "
             f"{json_object(self.extras, alias='e')} AS _extras "
-            f"FROM {ident(self.table)} AS e "
-            f"WHERE {condition}e.{ident(self.event_id_column)} IS NOT NULL AND e.{ident(self.cursor_column)} IS NOT NULL"
+            f"FROM {source('e')}"
         )
+        if not checks:
+            return projection, list(params)
+        if conn.dialect in ROW_STORES:
+            return f"{projection} WHERE {checked('e')}", [*params, *check_params]
+        # The rows left after the checks are few (new ones, and those of people not allowed): read them whole by event
+        # id (and member key: the conditions are about the person), so that the engine reads the wide columns of
+        # those rows only, not of every row in the window.
+        same = [f"n.{ident(self.event_id_column)} = e.{ident(self.event_id_column)}"]
+        if allowed is not None:
+            same.append(f"n.{key} = e.{key}")
+        remaining = f"SELECT 1 FROM {source('n')} WHERE {' AND '.join(same)} AND {checked('n')}"
+        return f"{projection} WHERE EXISTS ({remaining})", [*params, *params, *check_params]
 
-    def _cursor_sql(self, conn: Connection) -> str:
+    def _member_condition(self, conn: Connection, columns: dict[str, str]) -> str | None:
+        """`allowed_native` when the key column's type matches the consent key's, else `allowed` (keys as text)."""
+        if self.allowed_native is None or self.native_against is None or self.key_column is None:
+            return self.allowed
+        table, column = self.native_against
+        theirs = {name.lower(): type_ for name, type_ in conn.table_columns(None, table)}
+        mine = columns.get(self.key_column.lower())
+        if mine is not None and column.lower() in theirs and same_key_type(mine, theirs[column.lower()]):
+            return self.allowed_native
+        return self.allowed
+
+    def _checked_columns(self, conn: Connection) -> dict[str, str]:
+        """The table's columns (lower-cased name -> type), checked against what the file names."""
         where = f" ({self.file.name})" if self.file is not None else ""
         columns = {name.lower(): type_ for name, type_ in conn.table_columns(None, self.table)}
         if not columns:
@@ -119,13 +224,23 @@ class StreamShape:
                 f"stream {self.stream}{where}: table `{self.table}` has no column "
                 f"{', '.join(f'`{c}`' for c in missing)} (its columns: {', '.join(columns)})"
             )
-        column = f"e.{ident(self.cursor_column)}"
+        return columns
+
+    def _cursor_of(self, columns: dict[str, str]) -> Callable[[str], str]:
+        """The cursor value as a naive UTC timestamp, of the row with a given alias."""
+        where = f" ({self.file.name})" if self.file is not None else ""
         type_ = columns[self.cursor_column.lower()].upper()
         if type_ in ZONED_TIMESTAMP_TYPES:
             # AT TIME ZONE (not DuckDB's timezone()) so that Snowflake gets CONVERT_TIMEZONE; the cast drops the zone.
-            return f"CAST({column} AT TIME ZONE 'UTC' AS TIMESTAMP)"
+            return lambda alias: f"CAST({alias}.{ident(self.cursor_column)} AT TIME ZONE 'UTC' AS TIMESTAMP)"
         if type_ in TIMESTAMP_TYPES or type_ == "DATE":
-            return f"CAST({column} AS TIMESTAMP)"
+            return lambda alias: f"CAST({alias}.{ident(self.cursor_column)} AS TIMESTAMP)"
         raise StreamDataError(
             f"stream {self.stream}{where}: cursor column `{self.cursor_column}` is {type_}, not a timestamp or date"
         )
+
+
+def same_key_type(mine: str, theirs: str) -> bool:
+    """Whether keys of these two column types are equal exactly when their text is (so may be compared as they are)."""
+    a, b = mine.upper(), theirs.upper()
+    return any(a in family and b in family for family in KEY_TYPE_FAMILIES)
