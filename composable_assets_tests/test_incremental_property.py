@@ -114,8 +114,16 @@ DIRECT = [
 STAMPED = [st.builds(SetOrderStatus, customer=customers, status=st.sampled_from(["refunded", "completed"]))]
 
 
-def steps(changes: list[st.SearchStrategy[Change]]) -> st.SearchStrategy[list[list[Change]]]:
-    return st.lists(st.lists(st.one_of(changes), min_size=1, max_size=4), min_size=1, max_size=6)
+def steps(landed: list[st.SearchStrategy[Change]], direct: list[st.SearchStrategy[Change]]) -> st.SearchStrategy:
+    """One to six steps; a step is up to two landed files and up to four direct writes (at least one change).
+
+    Drawn apart so that most steps mix both: a landed file next to a direct write to the same table is where a
+    change capture that counts rows can be fooled.
+    """
+    files = st.lists(st.one_of(landed), max_size=2) if landed else st.just([])
+    writes = st.lists(st.one_of(direct), max_size=4)
+    step = st.builds(lambda a, b: [*a, *b], files, writes).filter(bool)
+    return st.lists(step, min_size=1, max_size=6)
 
 
 # Examples per engine: a few in CI (each is several runs of about a second); COMPOSABLE_PROPERTY_EXAMPLES=200 for a soak.
@@ -191,13 +199,13 @@ def postgres_bench(tmp_path, postgres_url) -> Workbench:
 
 
 @PROPERTY
-@given(customer_count=st.integers(30, 60), seed=st.integers(0, 9), sequence=steps(LANDED + DIRECT))
+@given(customer_count=st.integers(30, 60), seed=st.integers(0, 9), sequence=steps(LANDED, DIRECT))
 def test_incremental_runs_end_where_a_full_recompute_ends_on_duckdb(duckdb_bench, customer_count, seed, sequence):
     check_same_answer(duckdb_bench, customer_count, seed, sequence)
 
 
 @PROPERTY
-@given(customer_count=st.integers(30, 60), seed=st.integers(0, 9), sequence=steps(DIRECT + STAMPED))
+@given(customer_count=st.integers(30, 60), seed=st.integers(0, 9), sequence=steps([], DIRECT + STAMPED))
 def test_incremental_runs_end_where_a_full_recompute_ends_on_postgres(postgres_bench, customer_count, seed, sequence):
     check_same_answer(postgres_bench, customer_count, seed, sequence)
 
