@@ -47,10 +47,10 @@ def next_seq(conn: Connection, schema: str) -> int:
 
 
 def journal(conn: Connection, schema: str, name: str, keys_sql: str, params: list | None = None, *, now: dt.datetime) -> None:
-    """Append the keys `keys_sql` selects (one column) under `name`, as one batch (one seq)."""
+    """Append the keys `keys_sql` selects (one column named `key`) under `name`, as one batch (one seq)."""
     seq = next_seq(conn, schema)
     conn.execute(
-        f"INSERT INTO {table(schema, JOURNAL)} SELECT ?, CAST(k AS VARCHAR), ?, ? FROM ({keys_sql}) AS changed(k)",
+        f"INSERT INTO {table(schema, JOURNAL)} SELECT ?, CAST(key AS VARCHAR), ?, ? FROM ({keys_sql}) AS changed",
         [name, seq, now, *(params or [])],
     )
 
@@ -163,7 +163,7 @@ def changed_keys(
             )
             explained += recent
             parts.append(
-                f"SELECT CAST({ident(w.key)} AS VARCHAR) FROM {ident(w.table)} "
+                f"SELECT CAST({ident(w.key)} AS VARCHAR) AS key FROM {ident(w.table)} "
                 f"WHERE {ident(w.updated_at)} > CAST('{previous}' AS TIMESTAMP)"
             )
         if not w.guarded:
@@ -174,7 +174,7 @@ def changed_keys(
             raise Unexplained(f"{w.table} lost {seen[0] - rows} row(s) outside the landing folders")
         if rows - seen[0] > explained:
             raise Unexplained(f"{w.table} gained {rows - seen[0] - explained} row(s) no change record explains")
-    return " UNION ".join(parts) or "SELECT CAST(NULL AS VARCHAR) WHERE false", guards
+    return " UNION ".join(parts) or "SELECT CAST(NULL AS VARCHAR) AS key WHERE false", guards
 
 
 def table_guard(conn: Connection, w: Watched) -> list:

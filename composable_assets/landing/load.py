@@ -138,7 +138,7 @@ def _journal(
             # Rows without the key column: no key tells what they change.
             journal_everything(conn, schema, name, now=now)
             continue
-        keys = f"SELECT {ident(column)} FROM {source}"
+        keys = f"SELECT {ident(column)} AS key FROM {source}"
         params = [str(file)]
         if folder.key is not None and folder.key != column and folder.key in present:
             keys += (
