@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -49,6 +50,8 @@ FIRST_NAMES = ("Anna", "Ben", "Chloe")
 COUNTRIES = ("DE", "FR", "NL")
 # Long enough ago for any `updated_at` cursor to have passed it: a row written now but stamped as old.
 STALE = dt.timedelta(days=400)
+# cart_abandoners' rolling window.
+CART_WINDOW = dt.timedelta(hours=48)
 
 PROJECT = """\
 name: incremental_property
@@ -229,6 +232,7 @@ class LandCartEvents(Change):
             for e in self.events
         ]
         bench.land("web_events", pa.Table.from_pylist(rows, schema=EVENT_SCHEMA), now)
+        bench.crossings += [now - e.age + CART_WINDOW for e in self.events]
 
 
 @dataclass(frozen=True)
@@ -354,6 +358,7 @@ class InsertCartEvent(Change):
         }
         columns = bench.columns("web_events")
         insert_rows(conn, "web_events", columns, [[row[c] for c in columns]])
+        bench.crossings.append(now - e.age + CART_WINDOW)
 
 
 @dataclass(frozen=True)
@@ -490,6 +495,9 @@ class Workbench:
         with self.engine.connect() as conn:
             self._order_id = conn.fetch_one("SELECT coalesce(max(order_id), 0) FROM orders")[0]
         self._event_id = 0
+        # When each drawn cart event leaves the 48-hour window, and when the last run started (UTC, naive).
+        self.crossings: list[dt.datetime] = []
+        self.last_run = utc_now()
 
     def _write_project(self, project: Path) -> None:
         (project / "models").mkdir(parents=True)
@@ -563,7 +571,19 @@ class Workbench:
             for change in changes:
                 change.apply(self, conn, utc_now())
 
+    def settle(self) -> bool:
+        """Whether a drawn cart left the window after the last run started; if so, waits until it surely has."""
+        soon = utc_now() + dt.timedelta(minutes=1)  # the others cross an hour or more from now
+        pending = [c for c in self.crossings if self.last_run - dt.timedelta(seconds=1) <= c <= soon]
+        if not pending:
+            return False
+        wait = (max(pending) - utc_now()).total_seconds() + 1
+        if wait > 0:
+            time.sleep(wait)
+        return True
+
     def run(self, refresh: str) -> Run:
+        self.last_run = utc_now()
         outcome = run_selection(
             self.defs, self.selection, utc_now().date().isoformat(), self.instance, log_level=None,
             tags={REFRESH_TAG: refresh},
