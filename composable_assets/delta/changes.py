@@ -38,7 +38,8 @@ def ensure_journal(conn: Connection, schema: str) -> None:
     )
     conn.execute(
         f"CREATE TABLE IF NOT EXISTS {table(schema, STATE)} ("
-        "reader VARCHAR NOT NULL, seq BIGINT NOT NULL, pinned VARCHAR, guards VARCHAR, updated_at TIMESTAMP NOT NULL)"
+        "reader VARCHAR NOT NULL, seq BIGINT NOT NULL, pinned VARCHAR, guards VARCHAR, reads VARCHAR, "
+        "updated_at TIMESTAMP NOT NULL)"
     )
 
 
@@ -84,6 +85,8 @@ class ReaderState:
     pinned: dict[str, str] | None = None
     guards: dict[str, list] = field(default_factory=dict)
     known: bool = False
+    # The journal relations it reads: a journal row every reader of its relation has passed is deleted.
+    reads: tuple[str, ...] = ()
 
 
 def read_state(conn: Connection, schema: str, reader: str) -> ReaderState:
@@ -95,12 +98,22 @@ def read_state(conn: Connection, schema: str, reader: str) -> ReaderState:
 
 
 def write_state(conn: Connection, schema: str, state: ReaderState, now: dt.datetime) -> None:
+    """Move the reader's cursor, then drop the journal rows every reader has passed.
+
+    The journal holds member keys (customer ids): kept only until read, it holds no one for long, and a person who
+    asked to be forgotten leaves it with the run that follows (governance/deletion.py also deletes them at once).
+    """
     state_table = table(schema, STATE)
     conn.execute(f"DELETE FROM {state_table} WHERE reader = ?", [state.reader])
     conn.execute(
-        f"INSERT INTO {state_table} VALUES (?, ?, ?, ?, ?)",
+        f"INSERT INTO {state_table} VALUES (?, ?, ?, ?, ?, ?)",
         [state.reader, state.seq, json.dumps(state.pinned) if state.pinned else None,
-         json.dumps(state.guards, sort_keys=True), now],
+         json.dumps(state.guards, sort_keys=True), "".join(f"|{r}" for r in state.reads) + "|", now],
+    )
+    conn.execute(
+        f"DELETE FROM {table(schema, JOURNAL)} WHERE NOT EXISTS (SELECT 1 FROM {state_table} AS s "
+        f"WHERE strpos(s.reads, '|' || {table(schema, JOURNAL)}.relation || '|') > 0 "
+        f"AND s.seq < {table(schema, JOURNAL)}.seq)"
     )
 
 

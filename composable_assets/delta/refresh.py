@@ -59,6 +59,13 @@ def _stamped(guards: dict[str, list], definition: str) -> dict[str, list]:
     return {**guards, DEFINITION: [definition, None]}
 
 
+def _moved(
+    reader: str, upto: int, now: dict[str, str], guards: dict[str, list], definition: str, watched: list[Watched]
+) -> ReaderState:
+    """A reader's new state: journal read up to `upto`, clock pinned at `now`, what it saw of its tables."""
+    return ReaderState(reader, upto, now, _stamped(guards, definition), reads=tuple(r for w in watched for r in w.relations))
+
+
 def keys_table(schema: str, reader: str) -> str:
     """Where a reader gathers the keys it recomputes (a plain table: BigQuery has temporary ones only in scripts)."""
     return table(schema, "changed_keys__" + "".join(c if c.isalnum() else "_" for c in reader))
@@ -79,13 +86,13 @@ class RefreshReport:
 
 
 def engine_now(conn: Connection) -> dict[str, str]:
-    """The engine's own clock, as literals to pin a run's SQL to (every step of a run sees one time)."""
-    stamp, day = conn.fetch_one("SELECT current_timestamp, current_date")
-    if isinstance(stamp, str):
-        stamp = dt.datetime.fromisoformat(stamp)
-    if isinstance(day, str):
-        day = dt.date.fromisoformat(day)
-    return now_literals(stamp, day)
+    """The run's clock as literals to pin its SQL to (every statement of a step sees one time).
+
+    Taken here rather than asked of the engine (Redshift spells `current_timestamp` GETDATE()); every session
+    runs in UTC (warehouse.base.SESSION_TIME_ZONE), so the UTC date is the engine's `current_date`.
+    """
+    stamp = dt.datetime.now(dt.UTC)
+    return now_literals(stamp, stamp.date())
 
 
 def utc_now() -> dt.datetime:
@@ -209,7 +216,7 @@ def _incremental(
             conn.execute(f"DELETE FROM {ident(name)} WHERE {predicate(name, refresh.key)}")
             conn.execute(f"INSERT INTO {ident(name)} {restricted_sql(sql, refresh, predicate, now)}")
             journal(conn, schema, relation(name, refresh.key), f"SELECT key FROM {keys}", now=utc_now())
-        write_state(conn, schema, ReaderState(state.reader, upto, now, _stamped(guards, definition)), utc_now())
+        write_state(conn, schema, _moved(state.reader, upto, now, guards, definition, watched), utc_now())
         conn.execute("COMMIT")
     except Exception:
         conn.execute("ROLLBACK")
@@ -247,7 +254,7 @@ def _full_compared(
     except Exception:
         conn.execute("ROLLBACK")
         raise
-    write_state(conn, schema, ReaderState(f"model:{name}", upto, now, _stamped(guards, definition)), utc_now())
+    write_state(conn, schema, _moved(f"model:{name}", upto, now, guards, definition, watched), utc_now())
     prune(conn, schema, utc_now())
     return repaired
 
@@ -322,7 +329,7 @@ def refresh_audience(
             journal_everything(conn, schema, snapshot_relation(audience), now=utc_now())
 
     result = build(where=pinned, on_swap=compare)
-    write_state(conn, schema, ReaderState(reader, upto, now, _stamped(guards, definition)), utc_now())
+    write_state(conn, schema, _moved(reader, upto, now, guards, definition, watched), utc_now())
     if report is None:
         return RefreshReport("full", why), result.size
     return RefreshReport("full", "", report.affected_keys, repaired[0] if repaired else None), result.size
@@ -355,7 +362,7 @@ def _update_audience(
             size = update(where=pin_time(where.copy(), now) if where is not None else None, keys_table=keys,
                           key_type=key_type)
             journal(conn, schema, snapshot_relation(audience), f"SELECT key FROM {keys}", now=utc_now())
-        write_state(conn, schema, ReaderState(state.reader, upto, now, _stamped(guards, definition)), utc_now())
+        write_state(conn, schema, _moved(state.reader, upto, now, guards, definition, watched), utc_now())
         conn.execute("COMMIT")
     except Exception:
         conn.execute("ROLLBACK")
@@ -394,7 +401,7 @@ def delta_scope(
     now = engine_now(conn)
 
     def moved(guards: dict[str, list]) -> Callable[[], None]:
-        return lambda: write_state(conn, schema, ReaderState(reader, upto, now, _stamped(guards, definition)), utc_now())
+        return lambda: write_state(conn, schema, _moved(reader, upto, now, guards, definition, watched), utc_now())
 
     if not incremental:
         return DeltaScope(None, None, "", moved(guards_now(conn, watched)))
