@@ -152,6 +152,7 @@ CUSTOMER_COLUMNS = {
     "country": pa.string(),
     "created_at": pa.timestamp("us"),
     "updated_at": pa.timestamp("us"),
+    "_deleted": pa.bool_(),
 }
 
 
@@ -237,17 +238,20 @@ class LandCartEvents(Change):
 
 @dataclass(frozen=True)
 class LandProfileEdit(Change):
-    """A profile edit in the customers upsert folder: one column (or a whole new customer, column "new")."""
+    """A row in the customers upsert folder: one column edited, a whole new customer (column "new"), or the
+    customer deleted (column "deleted": `_deleted` true, as a change-data-capture feed marks a deletion)."""
 
     customer: int
-    column: str  # first_name | country | email | new
+    column: str  # first_name | country | email | new | deleted
     value: int = 0
     stale: bool = False  # the file's updated_at is old: the loader's journal must still see the key
     landed: ClassVar[bool] = True
 
     def apply(self, bench, conn, now):
         stamp = now - STALE if self.stale else now
-        if self.column == "new":
+        if self.column == "deleted":
+            row = {"customer_id": self.customer, "_deleted": True}
+        elif self.column == "new":
             row = new_customer(self.customer, self.value, stamp)
         else:
             row = {"customer_id": self.customer, self.column: column_value(self.column, self.value, self.customer),

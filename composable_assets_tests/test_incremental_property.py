@@ -12,14 +12,14 @@ the test requires:
 - `repaired_rows` 0 wherever the full run reports it.
 
 The changes (incremental_harness.py): on DuckDB, files landed in the sample's landing folders (new orders, cart
-events, profile edits and whole new customers in the upsert folder, some stamped with an old `updated_at`) and
-direct writes to the warehouse (UPDATE customers ... updated_at = now; DELETE of customers and orders; INSERTs of
-orders, cart events and customers with an old `updated_at`, which only a row-count guard can see; consent flips;
-deletion requests). PostgreSQL has no landing folders, so there every change is a direct write; its `orders` and
-`web_events` carry an `updated_at` column, which is how a new or changed order is seen there, and a change of an
-order's status is drawn as well. An UPDATE of a table without `updated_at` is never drawn: no platform can see it
-without scanning, and the design does not promise to (the nightly full run repairs it, which the corruption tests
-below show is detected).
+events; profile edits, whole new customers and deletions (`_deleted`) in the customers upsert folder, some stamped
+with an old `updated_at`) and direct writes to the warehouse (UPDATE customers ... updated_at = now; DELETE of
+customers and orders; INSERTs of orders, cart events and customers with an old `updated_at`, which only a
+row-count guard can see; consent flips; deletion requests). PostgreSQL has no landing folders, so there every
+change is a direct write; its `orders` and `web_events` carry an `updated_at` column, which is how a new or
+changed order is seen there, and a change of an order's status is drawn as well. An UPDATE of a table without
+`updated_at` is never drawn: no change capture can see it without scanning, and the design does not promise to
+(the nightly full run repairs it, and the last test shows the comparison would notice).
 
 Time: a run pins the clock to the engine's own current_timestamp, which a test cannot move, so the test keeps the
 wall clock and chooses the data's times instead. Every drawn time is an age before the moment its change is applied
@@ -105,7 +105,7 @@ values = st.integers(0, 2)
 LANDED = [
     st.builds(LandOrders, orders=st.lists(orders, min_size=1, max_size=3).map(tuple)),
     st.builds(LandCartEvents, events=st.lists(cart_events, min_size=1, max_size=3).map(tuple)),
-    st.builds(LandProfileEdit, customer=customers, column=st.sampled_from(["first_name", "country", "email", "new"]),
+    st.builds(LandProfileEdit, customer=customers, column=st.sampled_from(["first_name", "country", "email", "new", "deleted"]),
               value=values, stale=st.booleans()),
 ]
 DIRECT = [
@@ -219,6 +219,8 @@ def postgres_bench(tmp_path, postgres_url) -> Workbench:
 @example(customer_count=30, seed=0, sequence=[[LandOrders((Order(1, 15),)), DeleteOrders(2)]])
 # Found by this test: a customer inserted with a fresh updated_at explains the row a direct DELETE took away.
 @example(customer_count=30, seed=0, sequence=[[InsertCustomer(61, stale=False), DeleteCustomer(2)]])
+# Found by this test: a landed deletion explains the row count a direct INSERT with an old updated_at added.
+@example(customer_count=30, seed=0, sequence=[[LandProfileEdit(2, "deleted"), InsertCustomer(61, stale=True)]])
 # A cart leaving the 48-hour window between two runs.
 @example(customer_count=30, seed=0, sequence=[[LandCartEvents((CartEvent(3, age=EDGE),))], [UpdateCustomer(4, "email")]])
 def test_incremental_runs_end_where_a_full_recompute_ends_on_duckdb(duckdb_bench, customer_count, seed, sequence):
