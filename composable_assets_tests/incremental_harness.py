@@ -286,7 +286,8 @@ class InsertCustomer(Change):
         (present,) = conn.fetch_one("SELECT count(*) FROM customers WHERE customer_id = ?", [self.customer])
         if not present:
             row = new_customer(self.customer, 0, now - STALE if self.stale else now)
-            insert_rows(conn, "customers", bench.columns("customers"), [[row.get(c) for c in bench.columns("customers")]])
+            columns = bench.columns("customers")
+            insert_rows(conn, "customers", columns, [[row.get(c) for c in columns]])
 
 
 @dataclass(frozen=True)
@@ -435,7 +436,8 @@ class State:
                 left, right = a.get(name, Counter()), b.get(name, Counter())
                 if left == right:
                     continue
-                only_left, only_right = sorted((left - right).elements(), key=repr), sorted((right - left).elements(), key=repr)
+                only_left = sorted((left - right).elements(), key=repr)
+                only_right = sorted((right - left).elements(), key=repr)
                 found.append(
                     f"{kind} {name}: {len(only_left)} row(s) only after {mine}, {len(only_right)} only after {theirs}\n"
                     + "".join(f"    {mine}: {r}\n" for r in only_left[:5])
