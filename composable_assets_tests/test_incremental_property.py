@@ -22,15 +22,15 @@ changed order is seen there, and a change of an order's status is drawn as well.
 (the nightly full run repairs it, and the last test shows the comparison would notice).
 
 Time: each step of a run pins `current_timestamp` and `current_date` to the UTC clock when it starts, which a test
-cannot move, so the test keeps the wall clock and chooses the data's times instead. Every drawn time is an age before the moment its change is applied
-(2 minutes, 1 hour, 26, 47 and 49 hours, 30, 89, 91 and 200 days: an hour or more from the 48-hour window of
-cart_abandoners, a day or more from vip_customers' 90 days), and seeded events within five minutes of the 48-hour
-edge are moved ten minutes back, so those rows stay on their side of each window for the seconds an example
-takes. One drawn age, EDGE (48 hours less 3 seconds), makes a cart leave the window a few seconds after it is
-written, between two runs or during one: the incremental path must drop it without any new data. Before the
-final comparison the test waits until every such cart has left and runs once more, so the full run, later still,
-owes no difference to the clock moving on. Moving the data's timestamps instead would be a change no change
-capture could see. An example that crosses midnight UTC (where `current_date` moves) is discarded.
+cannot move, so the test keeps the wall clock and chooses the data's times instead. Every drawn time is an age
+before the moment its change is applied (2 minutes, 1 hour, 26, 47 and 49 hours, 30, 89, 91 and 200 days: an hour
+or more from the 48-hour window of cart_abandoners, a day or more from vip_customers' 90 days), and seeded events
+within five minutes of the 48-hour edge are moved ten minutes back, so those rows stay on their side of each window
+for the seconds an example takes. One drawn age, EDGE (48 hours less 3 seconds), makes a cart leave the window a
+few seconds after it is written, between two runs or during one: the incremental path must drop it without any new
+data. Before the final comparison the test waits until every such cart has left and runs once more, so the full
+run, later still, owes no difference to the clock moving on. Moving the data's timestamps instead would be a change
+no change capture could see. An example that crosses midnight UTC (where `current_date` moves) is discarded.
 
 Budgets: a run of the job takes close to a second of CPU and an example is two to eight runs, so CI gets the
 explicit examples (the counterexamples found so far and a cart crossing the edge) and three random ones per
