@@ -231,3 +231,14 @@ def test_a_rolling_window_edge_is_a_range_the_engine_can_prune():
     crossed = [r[0].minute for r in con.execute(f"SELECT occurred_at FROM e WHERE {band} ORDER BY 1").fetchall()]
     assert crossed == [0, 1, 2, 3, 4, 5]
     assert "least(" in band.lower() and "timestamptz" not in band.lower()
+
+
+def test_run_after_run_stays_incremental_once_the_journal_was_read_and_emptied(sample: Sample):
+    sample.run("full")
+    customers = [r[0] for r in sample.sql("SELECT customer_id FROM customers ORDER BY customer_id LIMIT 3")]
+    for customer in customers:
+        sample.land_order(customer, "5.00")
+        runs = sample.run("incremental")
+        assert runs["model/customer_profiles"]["mode"] == "incremental", runs["model/customer_profiles"]["mode"]
+        assert runs["model/customer_profiles"]["affected_keys"] == 1
+    assert sample.sql("SELECT count(*) FROM composable.key_changes WHERE key IS NOT NULL") == [(0,)]
