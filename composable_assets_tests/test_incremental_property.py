@@ -238,6 +238,8 @@ def test_incremental_runs_end_where_a_full_recompute_ends_on_duckdb(duckdb_bench
 # Found by this test: an order inserted with a fresh updated_at explains the row a direct DELETE of another took away.
 @example(customer_count=30, seed=0, sequence=[[InsertOrder(Order(1, 15)), DeleteOrders(2)]])
 @example(customer_count=30, seed=0, sequence=[[InsertCustomer(61, stale=False), DeleteCustomer(2)]])
+# Found by this test: an UPDATE stamped now explains the row a direct INSERT with an old updated_at added.
+@example(customer_count=30, seed=0, sequence=[[UpdateCustomer(1, "first_name"), InsertCustomer(61, stale=True)]])
 # Found by this test: the journal's seq restarts at 1 after it was emptied; the model sees customer 5's new orders
 # by updated_at, but the audience's cursor is past the key the model journaled, so 5 never becomes a VIP.
 @example(customer_count=30, seed=0,
