@@ -187,9 +187,6 @@ class Change:
     """One change to the sources; `landed` ones go through a landing folder (DuckDB only)."""
 
     landed: ClassVar[bool] = False
-    # Only where orders and web_events carry `updated_at` (see Workbench.stamped): otherwise a change the
-    # platform has no way to see (an UPDATE of a table without a change column), outside its contract.
-    needs_stamps: ClassVar[bool] = False
 
     def apply(self, bench: "Workbench", conn: Any, now: dt.datetime) -> None:
         raise NotImplementedError
@@ -335,11 +332,13 @@ class DeleteOrders(Change):
 
 @dataclass(frozen=True)
 class SetOrderStatus(Change):
-    """UPDATE a customer's newest order's status, updated_at = now (only where orders carry updated_at)."""
+    """UPDATE a customer's newest order's status, updated_at = now.
+
+    Drawn only where orders carry `updated_at` (Workbench.stamped): elsewhere no change capture could see it.
+    """
 
     customer: int
     status: str = "refunded"
-    needs_stamps: ClassVar[bool] = True
 
     def apply(self, bench, conn, now):
         conn.execute(

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections import Counter
 
 import pytest
 from hypothesis import HealthCheck, Phase, assume, event, example, given, note, settings
@@ -148,10 +147,6 @@ PROPERTY = settings(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 
-# How each model and audience was maintained in the incremental runs of every example so far ("mode" metadata).
-MODES: Counter = Counter()
-
-
 def check_same_answer(bench: Workbench, customer_count: int, seed: int, sequence: list[list[Change]]) -> None:
     bench.reset(customer_count, seed)
     day = utc_now().date()
@@ -176,10 +171,10 @@ def disagreements(bench: Workbench, incremental: State, full: Run) -> list[str]:
 
 
 def record_modes(run: Run) -> None:
+    """How each model and audience was maintained, in hypothesis's statistics (--hypothesis-show-statistics)."""
     for asset in MAINTAINED:
         mode = run.value(asset, "mode")
         if mode is not None:
-            MODES[(asset, mode)] += 1
             event(f"{asset}: {mode}")
 
 
