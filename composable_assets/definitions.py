@@ -16,7 +16,7 @@ from .assets.sources import build_landing_loader, build_source_observer
 from .automation.alerts import alert_sensor
 from .automation.freshness import freshness_policy, heartbeat_interval
 from .automation.schedules import audience_schedule
-from .automation.sensors import Watch, change_sensor, minute_level_job
+from .automation.sensors import Watch, change_sensor, minute_level_job, nightly_full_schedule
 from .automation.stale_runs import free_dead_runs_sensor
 from .assets.syncs import build_sync_asset
 from .assets.keys import stream_key
@@ -27,9 +27,12 @@ from .landing import landing_folders
 from .governance.lineage import as_metadata, column_lineage
 from .governance.pii import pii_categories, tagged_schema
 from .governance.archive import archive_location
-from .governance.consent import condition_tables, consent_conditions, member_key_column, not_forgotten_predicate
+from .governance.consent import (
+    condition_tables, consent_conditions, member_key_column, member_watches, not_forgotten_predicate,
+)
 from .project import Project, ProjectError, StreamSpec, load_project
 from .project.gates import resolve_gates
+from .project.incremental import journal_columns
 from .settings import Settings
 from .warehouse import Warehouse
 
@@ -159,15 +162,19 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
     destinations = destinations_of(project, settings)
     allowed = consent_conditions(project)
 
-    assets: list = [build_model_asset(m, project.root, kind) for m in project.models.values()]
     landing = landing_folders(project.settings.landing, settings.data_dir)
+    refreshes = project.refreshes
+    assets: list = [
+        build_model_asset(m, project.root, kind, schema, refreshes[m.name], set(landing), set(project.models))
+        for m in project.models.values()
+    ]
     requests = project.settings.deletion_requests
     # The deletion requests table is a source even when no model reads it: its asset depends on it.
     extra = [requests.table] if requests and requests.table not in (*project.sources, *landing) else []
     source_observer = build_source_observer([t for t in [*project.sources, *extra] if t not in landing], kind)
     if source_observer is not None:
         assets.append(source_observer)
-    landing_loader = build_landing_loader(landing, schema, kind, samples)
+    landing_loader = build_landing_loader(landing, schema, kind, samples, journal_columns(refreshes))
     if landing_loader is not None:
         assets.append(landing_loader)
     jobs = []
@@ -180,15 +187,29 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
         model = project.models.get(audience.model)
         # A person who asked to be forgotten is not kept in the snapshot either (their deltas exclude them anyway).
         members = not_forgotten_predicate(project, audience.primary_key)
+        model_refresh = refreshes.get(audience.model)
+        watches_of_members = member_watches(project) if members else []
+        if watches_of_members is None:
+            model_refresh = None  # a member condition whose changes cannot be told by key: compared in full
         assets.append(
-            build_audience_asset(audience, schema, kind, samples, members, condition_tables(project) if members else {})
+            build_audience_asset(
+                audience, schema, kind, samples, members, condition_tables(project) if members else {},
+                model_refresh, watches_of_members,
+            )
         )
+        keyed = model_refresh is not None and model_refresh.key == audience.primary_key
         # What the file's cadence promises about the destination, shown and checked by Dagster.
         policy = freshness_policy(audience.cadence, audience.freshness, project.settings.timezone)
         for sync, shape in zip(audience.syncs, sync_shapes(audience, allowed)):
             gates = resolve_gates(project.settings.gates, audience.gates)
             reads = condition_tables(project) if shape.allowed else {}
-            assets.append(build_delta_asset(audience, sync, shape, schema, partitions, kind, gates, samples, reads))
+            assets.append(
+                build_delta_asset(
+                    audience, sync, shape, schema, partitions, kind, gates, samples, reads,
+                    keyed and (not shape.allowed or member_watches(project) is not None),
+                    (member_watches(project) or []) if shape.allowed else [],
+                )
+            )
             assets.append(
                 build_sync_asset(
                     audience, sync, destinations[sync.destination], schema, partitions, kind, policy, samples,
@@ -273,6 +294,7 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
         jobs.append(minute_job)
         interval = max(1, int(project.settings.sensor_interval.total_seconds()))
         sensors.append(change_sensor(watches, minute_job, landing, warehouse, project.settings.timezone, interval))
+        schedules.append(nightly_full_schedule(minute_job, project.settings.timezone))
     if project.settings.alerts:
         keys = [key for asset in assets for key in asset.keys]
         sensors.append(alert_sensor(project.settings.name, project.settings.alerts, keys, settings.ui_url))

@@ -1,15 +1,21 @@
 """Audiences: one asset per YAML file, the members of a model that meet its condition."""
 
+from functools import partial
 from typing import Any
 
 import dagster as dg
 
 from ..governance.deletion_log import ensure_deletion_log
 from ..governance.provenance import file_sha256, run_data_version
-from ..delta.snapshot import AudienceDataError, SyncShape, build_snapshot, snapshot_table
+from ..delta.changes import Watched
+from ..delta.changes import relation
+from ..delta.refresh import refresh_audience
+from ..delta.snapshot import AudienceDataError, SyncShape, build_snapshot, snapshot_table, update_snapshot
 from ..destinations import DESTINATION_TYPES
 from ..project import AudienceSpec, SyncSpec, parse_where
 from ..warehouse import Warehouse
+from ..project.incremental import Refresh
+from .models import incremental_run, refresh_metadata
 from .keys import AUDIENCES, WAREHOUSE_POOL, audience_key, model_key
 from .deltas import require_tables
 from .metadata import column_schema, markdown_table, shown, with_definition_columns
@@ -38,6 +44,23 @@ def membership_fields(audience: AudienceSpec, sync: SyncSpec) -> dict[str, Any]:
     return kind.membership_fields(options, audience.name, sync.mode, sync.identifier_type)
 
 
+def audience_refresh(audience: AudienceSpec, model_refresh: Refresh) -> str:
+    """How minute-level runs keep the snapshot, for the UI and `composable validate`."""
+    if model_refresh.key == audience.primary_key:
+        return f"incremental by {audience.primary_key}"
+    if model_refresh.incremental:
+        return f"full: the model is kept by {model_refresh.key}, the audience by {audience.primary_key}"
+    return f"full: model {audience.model} is refreshed in full"
+
+
+def audience_watches(audience: AudienceSpec, model_refresh: Refresh, watched: list[Watched]) -> list[Watched]:
+    """The snapshot's cursor watches its model's changed keys and the tables its member condition reads."""
+    if model_refresh.key != audience.primary_key:
+        return []
+    model = Watched(audience.model, audience.primary_key, (relation(audience.model, model_refresh.key),), guarded=False)
+    return [model, *watched]
+
+
 def build_audience_asset(
     audience: AudienceSpec,
     schema: str,
@@ -45,11 +68,18 @@ def build_audience_asset(
     samples: bool = False,
     members: str | None = None,
     reads: dict[str, str] | None = None,
+    model_refresh: Refresh | None = None,
+    watched: list[Watched] | None = None,
 ) -> dg.AssetsDefinition:
     """`members`: a condition on the model's rows besides the file's `where` (no deletion request; see
-    governance/consent.py), reading the tables `reads` names (table -> the project.yaml setting naming it)."""
+    governance/consent.py), reading the tables `reads` names (table -> the project.yaml setting naming it).
+    `model_refresh`: how the model is kept (the snapshot follows it by key when it is kept by the primary key);
+    `watched`: the tables `members` reads, whose changes select keys too.
+    """
     where = parse_where(audience.where, audience.path, None) if audience.where else None
     shapes = sync_shapes(audience)
+    model_refresh = model_refresh or Refresh(None, "the model is not part of the project")
+    refresh_text = audience_refresh(audience, model_refresh)
 
     @dg.asset(
         key=audience_key(audience.name),
@@ -62,26 +92,42 @@ def build_audience_asset(
         pool=WAREHOUSE_POOL,
         # The file's sha256, as sync_runs records it (governance/provenance.py).
         code_version=file_sha256(audience.path)[:16],
-        metadata={"file": audience.path.name, "where": audience.where or "(everyone)", "model": audience.model},
+        metadata={
+            "file": audience.path.name,
+            "where": audience.where or "(everyone)",
+            "model": audience.model,
+            "refresh": refresh_text,
+        },
     )
     def _audience(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
         with warehouse.connect() as conn:
             require_tables(conn, reads or {}, f"no audience {audience.name}")
             if members:
                 ensure_deletion_log(conn, schema)  # the condition reads the proof of earlier deletion requests
+            common = dict(
+                schema=schema,
+                audience=audience.name,
+                audience_file=audience.path,
+                model=audience.model,
+                primary_key=audience.primary_key,
+                columns=audience.columns_needed(),
+                syncs=shapes,
+                members=members,
+                show_keys=samples,
+            )
             try:
-                result = build_snapshot(
+                report, size = refresh_audience(
                     conn,
                     schema=schema,
                     audience=audience.name,
-                    audience_file=audience.path,
                     model=audience.model,
                     primary_key=audience.primary_key,
-                    columns=audience.columns_needed(),
+                    model_refresh=model_refresh,
                     where=where,
-                    syncs=shapes,
-                    members=members,
-                    show_keys=samples,
+                    watched=audience_watches(audience, model_refresh, watched or []),
+                    incremental=incremental_run(context),
+                    build=partial(build_snapshot, conn, **common),
+                    update=partial(update_snapshot, conn, **common),
                 )
             except AudienceDataError as exc:
                 raise dg.Failure(description=str(exc)) from exc
@@ -92,13 +138,20 @@ def build_audience_asset(
                 if samples
                 else []
             )
+            columns = conn.table_columns(schema, f"audience__{audience.name}")
         visible = [{k: v for k, v in row.items() if not k.startswith("_")} for row in sample]
+        if report.repaired_rows:
+            context.log.warning(
+                f"the full recompute of audience {audience.name} repaired {report.repaired_rows} row(s) the "
+                "incremental path had missed"
+            )
         return dg.MaterializeResult(
             metadata=with_definition_columns(context, shown({
-                "dagster/row_count": result.size,
-                "members": result.size,
-                "dagster/column_schema": column_schema(result.columns, hide_internal=True),
+                "dagster/row_count": size,
+                "members": size,
+                "dagster/column_schema": column_schema(columns, hide_internal=True),
                 "sample": markdown_table(visible),
+                **refresh_metadata(refresh_text, report),
             }, samples)),
             data_version=run_data_version(context),
         )

@@ -5,7 +5,9 @@ import datetime as dt
 
 import dagster as dg
 
+from ..delta.changes import Watched
 from ..delta.diff import compute_delta
+from ..delta.refresh import delta_scope, drop_keys, snapshot_relation
 from ..governance.gates import judge_delta
 from ..governance.provenance import code_version, file_sha256
 from ..delta.snapshot import SyncShape
@@ -13,6 +15,7 @@ from ..delta.tables import PairTables
 from ..project import AudienceSpec, SyncSpec
 from ..project.gates import GATE_NAMES, OVERRIDE_TAG, GatesSpec, overridden
 from ..warehouse import Warehouse
+from .models import incremental_run
 from .keys import DELTAS, WAREHOUSE_POOL, audience_key, delta_key
 from .metadata import markdown_table, shown
 
@@ -51,8 +54,14 @@ def build_delta_asset(
     gates: GatesSpec,
     samples: bool = False,
     reads: dict[str, str] | None = None,
+    incremental: bool = False,
+    watched: list[Watched] | None = None,
 ) -> dg.AssetsDefinition:
-    """`reads`: the warehouse tables `shape.allowed` reads -> the project.yaml setting naming them."""
+    """`reads`: the warehouse tables `shape.allowed` reads -> the project.yaml setting naming them.
+
+    `incremental`: the audience snapshot is kept by key, so minute-level runs compare only its changed keys (and
+    those whose consent, in the `watched` tables, changed).
+    """
     tables = PairTables(schema, audience.name, sync.destination)
     key = delta_key(audience.name, sync.destination)
 
@@ -83,15 +92,28 @@ def build_delta_asset(
             raise dg.Failure(description=str(exc)) from None
         with warehouse.connect() as conn:
             require_tables(conn, reads or {}, f"no delta of {audience.name} -> {sync.destination}")
-            run = compute_delta(
+            scope = delta_scope(
                 conn,
-                tables,
-                shape,
-                sync.mode,
-                run_id=context.run.run_id,
-                partition=dt.date.fromisoformat(context.partition_key),
-                now=utc_now(),
+                schema=schema,
+                tables=tables,
+                watched=[Watched(tables.audience, "_key", (snapshot_relation(audience.name),), guarded=False),
+                         *(watched or [])] if incremental else [],
+                incremental=incremental and incremental_run(context),
             )
+            try:
+                run = compute_delta(
+                    conn,
+                    tables,
+                    shape,
+                    sync.mode,
+                    run_id=context.run.run_id,
+                    partition=dt.date.fromisoformat(context.partition_key),
+                    now=utc_now(),
+                    keys=scope.keys_table,
+                    on_commit=scope.commit,
+                )
+            finally:
+                drop_keys(conn)
             preview = conn.fetch_arrow(
                 f"SELECT _op AS change, _key AS key, _identifier AS identifier, _fields AS fields "
                 f"FROM {tables.delta} WHERE _seq BETWEEN ? AND ? ORDER BY _seq LIMIT 5",
@@ -104,6 +126,8 @@ def build_delta_asset(
         )
         return dg.MaterializeResult(
             metadata=shown({
+                "mode": ("incremental" if scope.keys_table else "full") + (f" ({scope.why})" if scope.why else ""),
+                **({"affected_keys": scope.affected_keys} if scope.keys_table else {}),
                 "added": run.added,
                 "updated": run.updated,
                 "removed": run.removed,

@@ -3,15 +3,39 @@
 
 import dagster as dg
 
+from ..automation.sensors import REFRESH_TAG
+from ..delta.refresh import RefreshReport, model_watches, refresh_model
 from ..delta.sql import ident
 from ..governance.provenance import file_sha256, run_data_version
 from ..project import ModelSpec
+from ..project.incremental import Refresh
 from ..warehouse import Warehouse
 from .keys import MODELS, WAREHOUSE_POOL, model_key, source_key
 from .metadata import column_schema, with_definition_columns
 
 
-def build_model_asset(model: ModelSpec, project_root, warehouse_kind: str) -> dg.AssetsDefinition:
+
+def incremental_run(context: dg.AssetExecutionContext) -> bool:
+    """Whether this run asked for the incremental path (else: the full recompute)."""
+    return context.run.tags.get(REFRESH_TAG) == "incremental"
+
+
+def refresh_metadata(refresh_text: str, report: RefreshReport) -> dict:
+    """What a materialization says about how it was refreshed (shown in the UI)."""
+    metadata = {"refresh": refresh_text, "mode": report.mode + (f" ({report.why})" if report.why else "")}
+    if report.mode == "incremental":
+        metadata["affected_keys"] = report.affected_keys
+    if report.repaired_rows is not None:
+        # A full recompute after the incremental catch-up: what it still changed, the increments had missed.
+        metadata["repaired_rows"] = report.repaired_rows
+    return metadata
+
+
+def build_model_asset(
+    model: ModelSpec, project_root, warehouse_kind: str, schema: str, refresh: Refresh, landed: set[str],
+    models: set[str],
+) -> dg.AssetsDefinition:
+    """`refresh`: how minute-level runs maintain it; `landed`: tables fed by landing folders; `models`: all models."""
     relative = model.path.relative_to(project_root) if model.path.is_relative_to(project_root) else model.path
     query = model.sql.strip().rstrip(";").strip()
 
@@ -25,19 +49,41 @@ def build_model_asset(model: ModelSpec, project_root, warehouse_kind: str) -> dg
         pool=WAREHOUSE_POOL,
         # The file's sha256, as sync_runs records it (governance/provenance.py).
         code_version=file_sha256(model.path)[:16],
-        metadata={"file": str(relative), "sql": dg.MetadataValue.md(f"```sql\n{query}\n```")},
+        metadata={
+            "file": str(relative),
+            "sql": dg.MetadataValue.md(f"```sql\n{query}\n```"),
+            "refresh": refresh.describe(),
+        },
     )
     def _model(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
         with warehouse.connect() as conn:
             try:
-                conn.execute(f"CREATE OR REPLACE TABLE {ident(model.name)} AS {query}")
+                report = refresh_model(
+                    conn,
+                    schema=schema,
+                    name=model.name,
+                    sql=query,
+                    refresh=refresh,
+                    watched=model_watches(conn, refresh, landed, models),
+                    incremental=incremental_run(context),
+                )
             except Exception as exc:  # every engine has its own error types; the file name is what matters
                 raise dg.Failure(description=f"{relative}: the model's SQL failed: {exc}") from exc
             rows = conn.fetch_one(f"SELECT count(*) FROM {ident(model.name)}")[0]
             columns = conn.table_columns(None, model.name)
+        if report.repaired_rows:
+            context.log.warning(
+                f"the full recompute of {model.name} repaired {report.repaired_rows} row(s) the incremental path had "
+                "missed (a change it could not see; see the docs, Which models run incrementally)"
+            )
         return dg.MaterializeResult(
             metadata=with_definition_columns(
-                context, {"dagster/row_count": rows, "dagster/column_schema": column_schema(columns)}
+                context,
+                {
+                    "dagster/row_count": rows,
+                    "dagster/column_schema": column_schema(columns),
+                    **refresh_metadata(refresh.describe(), report),
+                },
             ),
             data_version=run_data_version(context),
         )

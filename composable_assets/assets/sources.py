@@ -49,12 +49,14 @@ def build_source_observer(tables: list[str], warehouse_kind: str) -> dg.AssetsDe
 
 
 def build_landing_loader(
-    folders: dict[str, LandingFolder], schema: str, warehouse_kind: str, samples: bool = False
+    folders: dict[str, LandingFolder], schema: str, warehouse_kind: str, samples: bool = False,
+    journal_columns: dict[str, list[str]] | None = None,
 ) -> dg.AssetsDefinition | None:
     """One asset per landed table: loads the files waiting in its landing folder, each exactly once.
 
     `samples` (project.yaml `payload_samples`): a refused file's reason goes to Dagster as the warehouse gave it,
     which may quote a value of the file (member data); otherwise only where the reason is kept.
+    `journal_columns`: table -> the columns models are kept by, whose loaded values go to the change journal.
     """
     if not folders:
         return None
@@ -83,7 +85,9 @@ def build_landing_loader(
                 if t not in selected:
                     continue
                 try:
-                    report = load_landing(conn, folder, schema, context.run.run_id)
+                    report = load_landing(
+                        conn, folder, schema, context.run.run_id, journal_columns=(journal_columns or {}).get(t, ())
+                    )
                 except ValueError as exc:
                     raise dg.Failure(description=str(exc)) from exc
                 reasons = [

@@ -33,6 +33,11 @@ IN_FLIGHT = [
 ]
 SENSOR_NAME = "minute_level_on_change"
 JOB_NAME = "minute_level"
+# Run tag choosing the refresh of models, audiences and deltas: `incremental` or `full` (the default).
+REFRESH_TAG = "composable/refresh"
+# The nightly full recompute of everything minute-level: the safety net of the incremental path.
+NIGHTLY_NAME = "minute_level_nightly_full"
+NIGHTLY_CRON = "15 3 * * *"
 
 
 @dataclass(frozen=True)
@@ -123,6 +128,8 @@ def change_sensor(
             partition_key=today,
             asset_selection=list(dict.fromkeys(key for w in targets for key in w.assets)),
             tags={
+                # Minute-level runs recompute only the changed keys where the models allow (delta/refresh.py).
+                REFRESH_TAG: "incremental",
                 "composable/trigger": "change" if due else "heartbeat",
                 "composable/changed": ",".join(changed),
                 "composable/targets": ",".join(w.name for w in targets),
@@ -130,3 +137,23 @@ def change_sensor(
         )
 
     return _sensor
+
+
+def nightly_full_schedule(job: dg.UnresolvedAssetJobDefinition, timezone: str) -> dg.ScheduleDefinition:
+    """Every night, the minute-level assets recomputed in full: it sends nothing unless the increments missed a change
+    (the models' and audiences' `repaired_rows` metadata then says how many rows it repaired)."""
+
+    @dg.schedule(
+        name=NIGHTLY_NAME,
+        job=job,
+        cron_schedule=NIGHTLY_CRON,
+        execution_timezone=timezone,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Nightly full recompute of the minute-level audiences and streams (the incremental path's safety "
+        "net): repairs and sends what the increments missed.",
+    )
+    def _nightly(context: dg.ScheduleEvaluationContext):
+        day = context.scheduled_execution_time.astimezone(zoneinfo.ZoneInfo(timezone)).date().isoformat()
+        return dg.RunRequest(partition_key=day, tags={REFRESH_TAG: "full", "composable/trigger": "nightly"})
+
+    return _nightly

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Callable
 
 from .ledger import fold_acks
 from .snapshot import SyncShape
@@ -30,7 +31,9 @@ class DeltaRun:
         return self.added + self.updated + self.removed
 
 
-def delta_select(tables: PairTables, shape: SyncShape, mode: str, dialect: str = "duckdb") -> str:
+def delta_select(
+    tables: PairTables, shape: SyncShape, mode: str, dialect: str = "duckdb", keys: str | None = None
+) -> str:
     """SELECT of the changed rows: snapshot and ledger joined on key, compared by hash.
 
     On DuckDB in two phases: phase one joins only keys, hashes and row ids, so the join's hash table stays
@@ -38,12 +41,16 @@ def delta_select(tables: PairTables, shape: SyncShape, mode: str, dialect: str =
     (Carrying whole rows through a 10M-row join cost 2.3x the time and 2x the memory of the bare join.)
     Engines without `rowid` (PostgreSQL) join once on the key and leave the plan to their optimizer.
     Upsert mode never removes, so it only needs the snapshot side (a left join).
+    `keys`: a table of keys (column `key`); only those keys are compared (the incremental path).
     """
     join = "FULL OUTER JOIN" if mode == "mirror" else "LEFT JOIN"
     h = ident(shape.hash_column)
+    only = f"_key IN (SELECT key FROM {keys})" if keys else None
     # A member the destination may not receive (no consent) counts as absent: never added, removed in a mirror.
-    allowed = f" WHERE {shape.allowed}" if shape.allowed else ""
+    allowed = " AND ".join(f"({c})" for c in (shape.allowed, only) if c)
+    allowed = f" WHERE {allowed}" if allowed else ""
     snapshot = f"(SELECT * FROM {tables.snapshot}{allowed})" if allowed else tables.snapshot
+    ledger = f"(SELECT * FROM {tables.ledger} WHERE {only})" if only else tables.ledger
     if dialect != "duckdb":
         return (
             "SELECT CASE WHEN l._key IS NULL THEN 'add' WHEN a._key IS NULL THEN 'remove' ELSE 'update' END AS _op, "
@@ -53,7 +60,7 @@ def delta_select(tables: PairTables, shape: SyncShape, mode: str, dialect: str =
             f"a.{h} AS _hash, "
             f"CASE WHEN a._key IS NOT NULL THEN {shape.fields_sql('a')} END AS _fields, "
             "l._fields AS _previous "
-            f"FROM {snapshot} AS a {join} {tables.ledger} AS l ON a._key = l._key "
+            f"FROM {snapshot} AS a {join} {ledger} AS l ON a._key = l._key "
             f"WHERE a.{h} IS DISTINCT FROM l._hash"
         )
     return (
@@ -61,7 +68,8 @@ def delta_select(tables: PairTables, shape: SyncShape, mode: str, dialect: str =
         "SELECT CASE WHEN l._key IS NULL THEN 'add' WHEN a._key IS NULL THEN 'remove' ELSE 'update' END AS _op, "
         "coalesce(a._key, l._key) AS _key, a._row AS a_row, l._row AS l_row "
         f"FROM (SELECT rowid AS _row, _key, {h} FROM {tables.snapshot}{allowed}) AS a {join} "
-        f"(SELECT rowid AS _row, _key, _hash FROM {tables.ledger}) AS l ON a._key = l._key "
+        f"(SELECT rowid AS _row, _key, _hash FROM {tables.ledger}{' WHERE ' + only if only else ''}) AS l "
+        "ON a._key = l._key "
         f"WHERE a.{h} IS DISTINCT FROM l._hash) "
         "SELECT c._op, c._key, "
         f"CASE WHEN c.a_row IS NULL THEN l._identifier ELSE CAST(a.{ident(shape.identifier_column)} AS VARCHAR) END "
@@ -75,15 +83,22 @@ def delta_select(tables: PairTables, shape: SyncShape, mode: str, dialect: str =
 
 
 def compute_delta(
-    conn, tables: PairTables, shape: SyncShape, mode: str, *, run_id: str, partition: dt.date, now: dt.datetime
+    conn, tables: PairTables, shape: SyncShape, mode: str, *, run_id: str, partition: dt.date, now: dt.datetime,
+    keys: str | None = None, on_commit: Callable[[], None] | None = None,
 ) -> DeltaRun:
-    """Append this run's delta to the pair's delta table and record the run; earlier runs stay as they were."""
+    """Append this run's delta to the pair's delta table and record the run; earlier runs stay as they were.
+
+    `keys`: a table of the keys to compare (the incremental path), else every key. `on_commit`: more to do in the
+    same transaction (moving the pair's cursor).
+    """
     tables.ensure(conn)
     fold_acks(conn, tables)
     # One transaction: the rows and their record in delta_runs appear together, or not at all.
     conn.execute("BEGIN TRANSACTION")
     try:
-        run = _append_delta(conn, tables, shape, mode, run_id=run_id, partition=partition, now=now)
+        run = _append_delta(conn, tables, shape, mode, run_id=run_id, partition=partition, now=now, keys=keys)
+        if on_commit is not None:
+            on_commit()
         conn.execute("COMMIT")
     except Exception:
         conn.execute("ROLLBACK")
@@ -91,13 +106,13 @@ def compute_delta(
     return run
 
 
-def _append_delta(conn, tables: PairTables, shape: SyncShape, mode: str, *, run_id, partition, now) -> DeltaRun:
+def _append_delta(conn, tables: PairTables, shape: SyncShape, mode: str, *, run_id, partition, now, keys) -> DeltaRun:
     base = conn.fetch_one(f"SELECT coalesce(max(_seq), 0) FROM {tables.delta}")[0]
     # Sequence numbers continue across runs, so a run's rows are one contiguous, prunable range.
     conn.execute(
         f"INSERT INTO {tables.delta} "
         "SELECT ?, ?, ? + row_number() OVER (ORDER BY _key), _op, _key, _identifier, _hash, _fields, _previous, ? "
-        f"FROM ({delta_select(tables, shape, mode, conn.dialect)}) AS changes",
+        f"FROM ({delta_select(tables, shape, mode, conn.dialect, keys)}) AS changes",
         [partition, run_id, base, now],
     )
     counts = dict(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from sqlglot import exp
 
@@ -70,27 +70,19 @@ def build_snapshot(
     syncs: list[SyncShape],
     members: str | None = None,
     show_keys: bool = False,
+    on_swap: Callable[[str, str], None] | None = None,
 ) -> SnapshotResult:
     """Materialize the snapshot in a staging table, check its keys, then swap it in.
 
     `members`: a condition on the model's rows every member must meet besides `where` (no deletion request: a person
     who asked to be forgotten is not kept here either). `show_keys`: errors name the offending keys (member data).
+    `on_swap(staging, target)`: runs in the swap's transaction, before it (to compare the two).
     """
     conn.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(schema)}")
     staging_name = f"audience__{audience}__staging"
     staging = table(schema, staging_name)
-    select_list = [f"CAST({ident(primary_key)} AS VARCHAR) AS _key"]
-    select_list += [ident(c) for c in columns]
-    select_list += [f"{s.hash_sql()} AS {ident(s.hash_column)}" for s in syncs]
-    # The condition was parsed as one expression; rendering the tree back cannot smuggle in a statement.
-    condition = where.sql(DIALECT) if where is not None else None
-    # A NULL key is let through `members` (its NOT IN would drop it quietly), for the key check to stop the audience.
-    allowed = f"{ident(primary_key)} IS NULL OR ({members})" if members else None
-    conditions = " AND ".join(f"({c})" for c in (condition, allowed) if c)
-    conn.execute(
-        f"CREATE OR REPLACE TABLE {staging} AS SELECT {', '.join(select_list)} FROM {ident(model)}"
-        + (f" WHERE {conditions}" if conditions else "")
-    )
+    select, condition = snapshot_select(model, primary_key, columns, where, syncs, members)
+    conn.execute(f"CREATE OR REPLACE TABLE {staging} AS {select}")
     try:
         # The rows as the audience file selects them: where to look for the keys an error does not name.
         rows = ident(model) + (f" WHERE {condition}" if condition else "")
@@ -100,17 +92,80 @@ def build_snapshot(
         raise
     target = snapshot_table(schema, audience)
     conn.execute("BEGIN TRANSACTION")
-    conn.execute(f"DROP TABLE IF EXISTS {target}")
-    conn.execute(f"ALTER TABLE {staging} RENAME TO {ident(f'audience__{audience}')}")
-    conn.execute("COMMIT")
+    try:
+        if on_swap is not None:
+            on_swap(staging, target)
+        conn.execute(f"DROP TABLE IF EXISTS {target}")
+        conn.execute(f"ALTER TABLE {staging} RENAME TO {ident(f'audience__{audience}')}")
+        conn.execute("COMMIT")
+    except Exception:
+        conn.execute("ROLLBACK")
+        raise
     size = conn.fetch_one(f"SELECT count(*) FROM {target}")[0]
     return SnapshotResult(size=size, columns=conn.table_columns(schema, f"audience__{audience}"))
 
 
+def snapshot_select(
+    model: str,
+    primary_key: str,
+    columns: list[str],
+    where: exp.Expression | None,
+    syncs: list[SyncShape],
+    members: str | None,
+    keys: str | None = None,
+) -> tuple[str, str | None]:
+    """The SELECT of the snapshot's rows (only those whose key `keys` holds, if given), and the file's condition."""
+    select_list = [f"CAST({ident(primary_key)} AS VARCHAR) AS _key"]
+    select_list += [ident(c) for c in columns]
+    select_list += [f"{s.hash_sql()} AS {ident(s.hash_column)}" for s in syncs]
+    # The condition was parsed as one expression; rendering the tree back cannot smuggle in a statement.
+    condition = where.sql(DIALECT) if where is not None else None
+    # A NULL key is let through `members` (its NOT IN would drop it quietly), for the key check to stop the audience.
+    allowed = f"{ident(primary_key)} IS NULL OR ({members})" if members else None
+    conditions = " AND ".join(f"({c})" for c in (condition, allowed, keys) if c)
+    select = f"SELECT {', '.join(select_list)} FROM {ident(model)}" + (f" WHERE {conditions}" if conditions else "")
+    return select, condition
+
+
+def update_snapshot(
+    conn: Connection,
+    *,
+    schema: str,
+    audience: str,
+    audience_file: Path,
+    model: str,
+    primary_key: str,
+    columns: list[str],
+    where: exp.Expression | None,
+    syncs: list[SyncShape],
+    members: str | None,
+    keys_table: str,
+    key_type: str,
+    show_keys: bool = False,
+) -> int:
+    """Recompute the snapshot rows of the keys in `keys_table` (column `key`, text), inside the caller's transaction."""
+    target = snapshot_table(schema, audience)
+    select, condition = snapshot_select(
+        model, primary_key, columns, where, syncs, members,
+        keys=f"{ident(primary_key)} IN (SELECT CAST(key AS {key_type}) FROM {keys_table})",
+    )
+    conn.execute(f"DELETE FROM {target} WHERE _key IN (SELECT key FROM {keys_table})")
+    conn.execute(f"INSERT INTO {target} {select}")
+    rows = ident(model) + (f" WHERE {condition}" if condition else "")
+    _check_keys(conn, target, audience_file, primary_key, show_keys, rows, f"_key IN (SELECT key FROM {keys_table})")
+    return conn.fetch_one(f"SELECT count(*) FROM {target}")[0]
+
+
 def _check_keys(
-    conn: Connection, staging: str, audience_file: Path, primary_key: str, show_keys: bool, source: str
+    conn: Connection, staging: str, audience_file: Path, primary_key: str, show_keys: bool, source: str,
+    among: str | None = None,
 ) -> None:
-    """NULL or duplicate keys stop the audience; the keys are named only if `show_keys` (else how to list them)."""
+    """NULL or duplicate keys stop the audience; the keys are named only if `show_keys` (else how to list them).
+
+    `among`: a condition on `_key` limiting the check to the rows just recomputed (the others were checked before).
+    """
+    if among:
+        staging = f"(SELECT * FROM {staging} WHERE {among}) AS recomputed"
     nulls = conn.fetch_one(f"SELECT count(*) FROM {staging} WHERE _key IS NULL")[0]
     if nulls:
         raise AudienceDataError(

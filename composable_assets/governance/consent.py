@@ -11,6 +11,7 @@ from sqlglot import exp
 from ..project.errors import ProjectError
 from ..project.project import Project
 from ..project.specs import ConsentSpec, StreamSpec
+from ..delta.changes import Watched
 from ..delta.sql import DIALECT, ident
 from .deletion_log import deletion_log
 
@@ -94,3 +95,21 @@ def member_key_column(project: Project, stream: StreamSpec) -> str | None:
 def member_key(column: str) -> str:
     """The member key as text, as snapshots hold it in `_key` (stream tables keep the source column's type)."""
     return "_key" if column == "_key" else f"CAST({ident(column)} AS VARCHAR)"
+
+
+def member_watches(project: Project) -> list[Watched] | None:
+    """The member-condition tables a minute-level run watches for changed keys (by their time column).
+
+    None when a change cannot be told by key: a consent table without `updated_at` (a flipped grant leaves no trace
+    but the row itself), so audiences and deltas reading it are compared in full.
+    """
+    watched = []
+    requests = project.settings.deletion_requests
+    if requests is not None:
+        watched.append(Watched(requests.table, requests.key, updated_at=requests.requested_at))
+    consent = project.settings.consent
+    if consent is not None:
+        if consent.updated_at is None:
+            return None
+        watched.append(Watched(consent.table, consent.key, updated_at=consent.updated_at))
+    return watched

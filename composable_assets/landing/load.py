@@ -10,9 +10,11 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import duckdb
 
+from ..delta.changes import ensure_journal, journal, journal_everything, relation
 from ..delta.sql import ident, table
 from ..warehouse import Connection
 from ..warehouse.base import require_duckdb
@@ -42,8 +44,15 @@ def ensure_log(conn: Connection, schema: str) -> None:
     )
 
 
-def load_landing(conn: Connection, folder: LandingFolder, schema: str, run_id: str, now: dt.datetime | None = None) -> LoadReport:
-    """Load every pending file of `folder` into its table; refused files move to `_rejected/` with the reason."""
+def load_landing(
+    conn: Connection, folder: LandingFolder, schema: str, run_id: str, now: dt.datetime | None = None,
+    journal_columns: Sequence[str] = (),
+) -> LoadReport:
+    """Load every pending file of `folder` into its table; refused files move to `_rejected/` with the reason.
+
+    `journal_columns`: columns whose values in the loaded rows (and, for an upsert, in the rows they replace) go to
+    the change journal with the load, for the models kept by those keys (delta/changes.py).
+    """
     require_duckdb(conn, f"Loading the landing folder of {folder.table!r}")
     now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
     report = LoadReport(folder.table)
@@ -51,6 +60,8 @@ def load_landing(conn: Connection, folder: LandingFolder, schema: str, run_id: s
     if not files:
         return report
     ensure_log(conn, schema)
+    if journal_columns:
+        ensure_journal(conn, schema)
     if not conn.table_exists(None, folder.table):
         raise ValueError(
             f"landing folder {folder.path} feeds table {folder.table!r}, which does not exist in the warehouse; "
@@ -71,7 +82,7 @@ def load_landing(conn: Connection, folder: LandingFolder, schema: str, run_id: s
             folder.archive(file, now.date())
             continue
         try:
-            rows = _load_file(conn, folder, file, schema, run_id, now)
+            rows = _load_file(conn, folder, file, schema, run_id, now, journal_columns)
         except duckdb.Error as exc:
             reason = f"{file.name}: {str(exc).splitlines()[0]}"
             folder.reject(file, reason)
@@ -90,12 +101,17 @@ def _reader(file: Path) -> str:
     return "(SELECT *, row_number() OVER () AS _row FROM read_json(?, format = 'newline_delimited'))"
 
 
-def _load_file(conn: Connection, folder: LandingFolder, file: Path, schema: str, run_id: str, now: dt.datetime) -> int:
+def _load_file(
+    conn: Connection, folder: LandingFolder, file: Path, schema: str, run_id: str, now: dt.datetime,
+    journal_columns: Sequence[str],
+) -> int:
     source = _reader(file)
     target = ident(folder.table)
     conn.execute("BEGIN TRANSACTION")
     try:
         (rows,) = conn.fetch_one(f"SELECT count(*) FROM {source}", [str(file)])
+        if journal_columns:
+            _journal(conn, folder, file, source, target, schema, now, journal_columns)
         if folder.key is None:
             conn.execute(f"INSERT INTO {target} BY NAME SELECT * EXCLUDE (_row) FROM {source}", [str(file)])
         else:
@@ -108,6 +124,29 @@ def _load_file(conn: Connection, folder: LandingFolder, file: Path, schema: str,
         conn.execute("ROLLBACK")
         raise
     return rows
+
+
+def _journal(
+    conn: Connection, folder: LandingFolder, file: Path, source: str, target: str, schema: str, now: dt.datetime,
+    columns: Sequence[str],
+) -> None:
+    """Record the keys the file's rows change: their values in the file, and in the rows an upsert replaces."""
+    present = {name for name, *_ in conn.fetch_all(f"DESCRIBE SELECT * FROM {source}", [str(file)])}
+    for column in columns:
+        name = relation(folder.table, column)
+        if column not in present:
+            # Rows without the key column: no key tells what they change.
+            journal_everything(conn, schema, name, now=now)
+            continue
+        keys = f"SELECT {ident(column)} FROM {source}"
+        params = [str(file)]
+        if folder.key is not None and folder.key != column and folder.key in present:
+            keys += (
+                f" UNION ALL SELECT t.{ident(column)} FROM {target} AS t "
+                f"WHERE t.{ident(folder.key)} IN (SELECT {ident(folder.key)} FROM {source})"
+            )
+            params.append(str(file))
+        journal(conn, schema, name, keys, params, now=now)
 
 
 def _upsert(conn: Connection, folder: LandingFolder, file: Path, source: str, target: str) -> None:

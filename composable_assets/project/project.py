@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from graphlib import TopologicalSorter
 from pathlib import Path
+
+from .incremental import Refresh, model_refreshes
 
 from .specs import AudienceSpec, DestinationSpec, ModelSpec, ProjectSettings, StreamSpec
 
@@ -36,3 +39,9 @@ class Project:
                 graph[name] = self.models[name].model_deps
                 pending.extend(graph[name])
         return [name for name in TopologicalSorter(graph).static_order() if name != model_name]
+
+    @cached_property
+    def refreshes(self) -> dict[str, Refresh]:
+        """How a minute-level run refreshes each model: incremental by a key, or in full (and why)."""
+        order = list(TopologicalSorter({n: m.model_deps for n, m in self.models.items()}).static_order())
+        return model_refreshes({n: m.sql for n, m in self.models.items()}, set(self.sources), order)
