@@ -19,6 +19,11 @@ the run's event log; the warehouse work of a run is the sum of its landing load,
 The materializations' metadata tells what each step did (`mode`, `affected_keys`) and, on full runs, whether the
 incremental run before had left anything to repair (`repaired_rows`, which must be 0).
 
+`--baseline-rev REV` also measures, on a fresh warehouse of the same size and with the same changes, the runs of
+the code as committed in REV (a copy of its `composable_assets/`, imported by a child process): for a revision
+before the incremental path, the full recompute as it was, without the comparison a full run now makes to tell
+what it repaired.
+
 This script reports numbers; it does not pass or fail on them.
 """
 
@@ -33,6 +38,7 @@ import random
 import resource
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -64,7 +70,9 @@ from composable_assets.fakes.local import NEWSLETTER_LIST_ID  # noqa: E402
 
 JOB = "minute_level"
 REFRESH_TAG = "composable/refresh"
+# The run tag's values; "untagged" runs without it (a full recompute, and all there was before the tag).
 MODES = ("incremental", "full")
+ALL_MODES = (*MODES, "untagged")
 # Step key prefixes, grouped as the report shows them.
 GROUPS = {
     "landing load": ("load_landing",),
@@ -81,10 +89,10 @@ def group_of(step: str) -> str | None:
     return next((g for g, prefixes in GROUPS.items() if step.startswith(prefixes)), None)
 
 
-def run_once(job: dg.JobDefinition, instance: dg.DagsterInstance, partition: str, mode: str | None) -> dict:
+def run_once(job: dg.JobDefinition, instance: dg.DagsterInstance, partition: str, mode: str) -> dict:
     """Run the minute-level job once; its step times, run time, CPU and what its materializations said."""
     tags = {"composable/trigger": "change", "composable/changed": "orders", "composable/benchmark": "incremental"}
-    if mode is not None:
+    if mode != "untagged":
         tags[REFRESH_TAG] = mode
     cpu = resource.getrusage(resource.RUSAGE_SELF)
     began = time.perf_counter()
@@ -140,7 +148,8 @@ def changed_customers(customers: int, wanted: int) -> int:
     return max(1, min(wanted, customers // 100))
 
 
-def measure(customers: int, pairs: int, changed: int, seed: int) -> dict:
+def measure(customers: int, pairs: int, changed: int, seed: int, modes: tuple[str, ...] = MODES) -> dict:
+    """Seed, run the job once in full, then `pairs` rounds of one run per mode, each after its own change."""
     work = Path(tempfile.mkdtemp(prefix="incremental-", dir=REPO / "benchmarks" / ".work"))
     saved = dict(os.environ)
     try:
@@ -166,11 +175,11 @@ def measure(customers: int, pairs: int, changed: int, seed: int) -> dict:
             order_id = facts["max_order"]
             runs = []
             with dg.DagsterInstance.get() as instance:
-                first = run_once(job, instance, partition, "full")
+                first = run_once(job, instance, partition, "untagged")
                 print(f"  first full materialization (every VIP and the day's purchases sent): "
                       f"{first['wall']:.1f} s, warehouse steps {first['warehouse']:.1f} s", flush=True)
                 for pair in range(pairs):
-                    for mode in MODES:
+                    for mode in modes:
                         targets = pick_customers(facts, changed, rng, exclude=used)
                         used.update(targets)
                         orders = [(c, order_id + i + 1) for i, c in enumerate(targets)]
@@ -188,7 +197,7 @@ def measure(customers: int, pairs: int, changed: int, seed: int) -> dict:
             braze.stop()
             iterable.stop()
         by_mode = {}
-        for mode in MODES:
+        for mode in modes:
             mine = [r for r in runs if r["mode"] == mode]
             steps = sorted({s for r in mine for s in r["steps"]})
             by_mode[mode] = {
@@ -212,7 +221,6 @@ def measure(customers: int, pairs: int, changed: int, seed: int) -> dict:
             "first_run": {k: first[k] for k in ("wall", "warehouse", "groups", "steps")},
             "refresh": refresh,
             "modes": by_mode,
-            "ratio": by_mode["incremental"]["warehouse"]["median"] / by_mode["full"]["warehouse"]["median"],
             "runs": runs,
             "load": [r["load"] for r in runs],
         }
@@ -222,59 +230,95 @@ def measure(customers: int, pairs: int, changed: int, seed: int) -> dict:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def span(s: dict) -> str:
-    return f"{s['median']:.2f} s ({s['min']:.2f}-{s['max']:.2f})"
+def snapshot_code(rev: str, into: Path) -> str:
+    """Copy composable_assets/ as committed in `rev` under `into`; returns the short commit."""
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", rev, "composable_assets"],
+                             capture_output=True, check=True)
+    into.mkdir(parents=True)
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", rev], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def measure_baseline(code: Path, customers: int, pairs: int, changed: int, seed: int) -> dict:
+    """The same measurement, untagged runs only, in a child process importing the code copy at `code`."""
+    out = code.parent / f"baseline-{customers}.json"
+    subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--customers", str(customers), "--pairs", str(pairs),
+         "--changed", str(changed), "--seed", str(seed), "--modes", "untagged", "--json-out", str(out)],
+        env={**os.environ, "BENCHMARK_CODE_DIR": str(code)}, check=True,
+    )
+    return json.loads(out.read_text())
+
+
+def span(s: dict | None) -> str:
+    return "-" if s is None else f"{s['median']:.2f} s ({s['min']:.2f}-{s['max']:.2f})"
+
+
+def ratio(a: dict | None, b: dict | None) -> str:
+    return f"{100 * a['median'] / b['median']:.0f}%" if a and b and b["median"] else "-"
 
 
 def report(results: list[dict], args, seconds: float) -> str:
-    loads = [load for r in results for load in r["load"]]
+    loads = [load[0] for r in results for load in r["load"] + (r["baseline"]["load"] if "baseline" in r else [])]
+    rev = results[0]["baseline"]["rev"] if "baseline" in results[0] else None
     lines = [
         f"Warehouse work of one minute-level run after an order landed for each of up to {args.changed} customers "
-        f"(1% of the customers at most): incremental (A) against full recompute (B), {args.pairs} pairs A, B per "
-        "size; medians (min-max). "
-        f"{platform.node()}, {os.cpu_count()} cores, DuckDB {duckdb.__version__}, {dt.date.today()}; 1-minute load "
-        f"average during the runs {min(l[0] for l in loads):.1f}-{max(l[0] for l in loads):.1f}; "
+        f"(at most 1% of the customers): incremental (A) against full recompute (B), {args.pairs} pairs A, B per "
+        f"size; medians (min-max). {platform.node()}, {os.cpu_count()} cores, DuckDB {duckdb.__version__}, "
+        f"{dt.date.today()}; 1-minute load average during the runs {min(loads):.1f}-{max(loads):.1f}; "
         f"{seconds / 60:.0f} minutes in all.",
         "",
-        "| customers | orders | changed customers | incremental: warehouse steps | full: warehouse steps "
-        "| incremental / full | incremental: run | full: run | repaired rows (full runs) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    if rev:
+        lines += [f"Before: the same runs (untagged) on a fresh warehouse with the code of commit {rev}.", ""]
+    head = "| customers | orders | changed customers | incremental: warehouse steps | full: warehouse steps | incremental / full "
+    rule = "|---:|---:|---:|---:|---:|---:|"
+    if rev:
+        head += f"| before ({rev}): warehouse steps | incremental / before "
+        rule += "---:|---:|"
+    lines += [head + "| incremental: run | full: run | repaired rows (full runs) |", rule + "---:|---:|---:|"]
     for r in results:
         inc, full = r["modes"]["incremental"], r["modes"]["full"]
-        lines.append(
-            f"| {r['customers']:,} | {r['orders']:,} | {r['changed']} | {span(inc['warehouse'])} | {span(full['warehouse'])} "
-            f"| {100 * r['ratio']:.1f}% | {span(inc['run'])} | {span(full['run'])} | {full['repaired_rows']} |"
-        )
+        row = (f"| {r['customers']:,} | {r['orders']:,} | {r['changed']} | {span(inc['warehouse'])} "
+               f"| {span(full['warehouse'])} | {100 * r['ratio']:.1f}% ")
+        if rev:
+            before = r["baseline"]["modes"]["untagged"]
+            row += f"| {span(before['warehouse'])} | {100 * r['ratio_before']:.1f}% "
+        lines.append(row + f"| {span(inc['run'])} | {span(full['run'])} | {full['repaired_rows']} |")
     lines += [
         "",
         "Warehouse steps: landing load + models + audiences + deltas (STEP_START to STEP_SUCCESS). Run: RUN_START to "
         "RUN_SUCCESS, which adds the sync and stream steps (deliveries to the fakes) and Dagster's own work between "
-        "steps.",
+        "steps. A full run first catches up incrementally, then recomputes and compares the result with the "
+        "table it replaces (the `repaired_rows` it reports).",
     ]
     for r in results:
         inc, full = r["modes"]["incremental"], r["modes"]["full"]
+        before = r["baseline"]["modes"]["untagged"] if rev else None
         lines += [
             "",
             f"### {r['customers']:,} customers",
             "",
             f"Seeding {r['seed_seconds']:.0f} s; first full run {r['first_run']['wall']:.1f} s (warehouse steps "
-            f"{r['first_run']['warehouse']:.1f} s). Modes the incremental runs' materializations reported: "
-            f"{', '.join(inc['modes']) or '-'}; affected keys: {', '.join(map(str, inc['affected_keys'])) or '-'}.",
+            f"{r['first_run']['warehouse']:.1f} s); this size took {r['seconds'] / 60:.1f} minutes"
+            + (f" (before: {r['baseline']['seconds'] / 60:.1f})" if rev else "")
+            + f". Modes the incremental runs' materializations reported: {', '.join(inc['modes']) or '-'}; "
+            f"affected keys: {', '.join(map(str, inc['affected_keys'])) or '-'}.",
             "",
-            "| step | incremental | full | incremental / full |",
-            "|---|---:|---:|---:|",
+            "| step | incremental | full | incremental / full |" + (f" before ({rev}) |" if rev else ""),
+            "|---|---:|---:|---:|" + ("---:|" if rev else ""),
         ]
         for g in GROUPS:
             a, b = inc["groups"][g], full["groups"][g]
-            lines.append(f"| **{g}** | {span(a)} | {span(b)} | {100 * a['median'] / b['median']:.0f}% |"
-                         if b["median"] else f"| **{g}** | {span(a)} | {span(b)} | - |")
+            lines.append(f"| **{g}** | {span(a)} | {span(b)} | {ratio(a, b)} |"
+                         + (f" {span(before['groups'][g])} |" if rev else ""))
             for step in sorted(s for s in full["steps"] if group_of(s) == g):
                 a, b = inc["steps"].get(step), full["steps"][step]
-                ratio = f"{100 * a['median'] / b['median']:.0f}%" if a and b["median"] else "-"
-                lines.append(f"| {step} | {span(a) if a else '-'} | {span(b)} | {ratio} |")
+                lines.append(f"| {step} | {span(a)} | {span(b)} | {ratio(a, b)} |"
+                             + (f" {span(before['steps'].get(step))} |" if rev else ""))
         lines.append(f"| **CPU seconds of the run (all threads)** | {span(inc['cpu'])} | {span(full['cpu'])} | "
-                     f"{100 * inc['cpu']['median'] / full['cpu']['median']:.0f}% |")
+                     f"{ratio(inc['cpu'], full['cpu'])} |" + (f" {span(before['cpu'])} |" if rev else ""))
         if r["refresh"]:
             lines += ["", "Refresh per asset (materialization metadata): "
                       + "; ".join(f"`{k}` {v}" for k, v in sorted(r["refresh"].items())) + "."]
@@ -288,27 +332,61 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=3, help="pairs of runs (incremental, full) per size")
     parser.add_argument("--changed", type=int, default=100, help="customers with a new order before each run")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--baseline-rev", help="also measure the runs of composable_assets/ as committed in this git "
+                        "revision (e.g. one before the incremental path), on its own fresh warehouse")
     parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results")
+    # For the baseline's child process: which runs to make, and where to put the one size's result.
+    parser.add_argument("--modes", default=",".join(MODES), help=argparse.SUPPRESS)
+    parser.add_argument("--json-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    modes = tuple(args.modes.split(","))
+    assert set(modes) <= set(ALL_MODES), modes
     (REPO / "benchmarks" / ".work").mkdir(parents=True, exist_ok=True)
-    started = time.time()
-    results = []
-    for customers in args.customers:
-        changed = changed_customers(customers, args.changed)
-        print(f"[{customers:,} customers] {args.pairs} pairs of minute-level runs, {changed} customers with a new "
-              f"order before each ...", flush=True)
+    if args.json_out:
+        [customers] = args.customers
         began = time.time()
-        result = measure(customers, args.pairs, changed, args.seed)
+        result = measure(customers, args.pairs, changed_customers(customers, args.changed), args.seed, modes)
         result["seconds"] = time.time() - began
-        print(f"  incremental / full warehouse work: {100 * result['ratio']:.1f}% ({result['seconds']:.0f} s)",
-              flush=True)
-        results.append(result)
+        args.json_out.write_text(json.dumps(result, default=str))
+        return
+    started = time.time()
+    code = None
+    if args.baseline_rev:
+        code_root = Path(tempfile.mkdtemp(prefix="incremental-code-", dir=REPO / "benchmarks" / ".work"))
+        rev = snapshot_code(args.baseline_rev, code_root / "code")
+        code = code_root / "code"
+    results = []
+    try:
+        for customers in args.customers:
+            changed = changed_customers(customers, args.changed)
+            print(f"[{customers:,} customers] {args.pairs} pairs of minute-level runs, {changed} customers with a new "
+                  f"order before each ...", flush=True)
+            began = time.time()
+            result = measure(customers, args.pairs, changed, args.seed)
+            result["seconds"] = time.time() - began
+            result["ratio"] = (result["modes"]["incremental"]["warehouse"]["median"]
+                               / result["modes"]["full"]["warehouse"]["median"])
+            print(f"  incremental / full warehouse work: {100 * result['ratio']:.1f}% ({result['seconds']:.0f} s)",
+                  flush=True)
+            if code is not None:
+                print(f"  before: the same with the code of {rev} ...", flush=True)
+                baseline = measure_baseline(code, customers, args.pairs, changed, args.seed)
+                baseline["rev"] = rev
+                result["baseline"] = {k: baseline[k] for k in ("rev", "modes", "seconds", "load", "first_run")}
+                result["ratio_before"] = (result["modes"]["incremental"]["warehouse"]["median"]
+                                          / baseline["modes"]["untagged"]["warehouse"]["median"])
+                print(f"  incremental / before: {100 * result['ratio_before']:.1f}%", flush=True)
+            results.append(result)
+    finally:
+        if code is not None:
+            shutil.rmtree(code.parent, ignore_errors=True)
     table = report(results, args, time.time() - started)
     print("\n" + table)
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "incremental.md").write_text(table + "\n")
     machine = {"node": platform.node(), "cores": os.cpu_count(), "duckdb": duckdb.__version__,
-               "date": dt.date.today().isoformat(), "pairs": args.pairs, "changed": args.changed}
+               "date": dt.date.today().isoformat(), "pairs": args.pairs, "changed": args.changed,
+               "baseline_rev": args.baseline_rev}
     (args.results / "incremental.json").write_text(
         json.dumps({"machine": machine, "results": results}, indent=2, default=str) + "\n")
 
