@@ -263,6 +263,15 @@ def validate(project_dir: str | None) -> None:
         f"sources: {', '.join(project.sources) or 'none'}",
         highlight=False,
     )
+    # How minute-level runs keep each model and audience: by key where the SQL allows it, else in full (and why).
+    from .assets.audiences import audience_refresh
+
+    for name, refresh in sorted(project.refreshes.items()):
+        console.print(f"  model {escape(name)}: {escape(refresh.describe())}", highlight=False)
+    for name, audience in sorted(project.audiences.items()):
+        if audience.cadence == "minutes" and audience.model in project.refreshes:
+            text = audience_refresh(audience, project.refreshes[audience.model])
+            console.print(f"  audience {escape(name)}: {escape(text)}", highlight=False)
     # Unset variables are no error (a destination nothing syncs to may keep placeholders), but a used one fails.
     from .project import MissingSecretError
 

@@ -32,7 +32,7 @@ from .governance.consent import (
 )
 from .project import Project, ProjectError, StreamSpec, load_project
 from .project.gates import resolve_gates
-from .project.incremental import journal_columns
+from .project.incremental import Refresh, journal_columns
 from .settings import Settings
 from .warehouse import Warehouse
 
@@ -190,7 +190,8 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
         model_refresh = refreshes.get(audience.model)
         watches_of_members = member_watches(project) if members else []
         if watches_of_members is None:
-            model_refresh = None  # a member condition whose changes cannot be told by key: compared in full
+            # A member condition whose changes cannot be told by key: compared in full.
+            model_refresh = Refresh(None, "the consent table has no updated_at, so a changed grant cannot be told by key")
         assets.append(
             build_audience_asset(
                 audience, schema, kind, samples, members, condition_tables(project) if members else {},

@@ -87,6 +87,23 @@ def test_upserts_replace_only_the_columns_a_file_carries_and_later_rows_win(tmp_
         ]
 
 
+def test_a_row_marked_deleted_deletes_its_key_and_is_journaled_for_the_models(tmp_path, warehouse):
+    folder = LandingFolder("customers", tmp_path / "landing" / "customers", key="customer_id")
+    # Customer 2 is deleted; 3 is added then deleted in one file (the last row of a key wins); 1 is edited.
+    land_parquet(folder, [
+        {"customer_id": 2, "first_name": None, "_deleted": True},
+        {"customer_id": 3, "first_name": "Cleo", "_deleted": False},
+        {"customer_id": 3, "first_name": None, "_deleted": True},
+        {"customer_id": 1, "first_name": "Anne", "_deleted": False},
+    ])
+    with warehouse.connect() as conn:
+        report = load_landing(conn, folder, "composable", "run-1", now=NOW, journal_columns=["customer_id"])
+        assert not report.rejected
+        assert conn.fetch_all("SELECT * FROM customers ORDER BY 1") == [(1, "Anne", "DE")]
+        journaled = conn.fetch_all("SELECT DISTINCT relation, key FROM composable.key_changes ORDER BY key")
+        assert journaled == [("customers:customer_id", "1"), ("customers:customer_id", "2"), ("customers:customer_id", "3")]
+
+
 def test_a_refused_file_is_kept_with_its_reason_and_the_others_still_load(tmp_path, warehouse):
     folder = LandingFolder("orders", tmp_path / "landing" / "orders")
     good = land_parquet(folder, [{"order_id": 1, "customer_id": 1, "amount": 1}])

@@ -19,14 +19,27 @@ def test_weekly_and_minute_audiences_get_the_right_automation(tmp_path):
     defs = sample_defs(tmp_path)
     names = {s.name: s for s in defs.schedules}
     # weekly_newsletter and lapsed_customers are weekly; vip and cart abandoners are minute-level (a sensor's job).
-    # The governance jobs (archive, deletion requests) run daily on schedules of their own.
+    # The governance jobs (archive, deletion requests) run daily on schedules of their own, and the minute-level
+    # job once a night in full, the incremental path's safety net.
     assert set(names) == {
-        "weekly_newsletter_schedule", "lapsed_customers_schedule", "archive_schedule", "deletion_requests_schedule"
+        "weekly_newsletter_schedule", "lapsed_customers_schedule", "archive_schedule", "deletion_requests_schedule",
+        "minute_level_nightly_full",
     }
     assert names["deletion_requests_schedule"].cron_schedule == "30 5 * * *"  # before the 06:00 syncs
     assert names["deletion_requests_schedule"].default_status == dg.DefaultScheduleStatus.RUNNING
     assert names["weekly_newsletter_schedule"].cron_schedule == "0 6 * * 1"
     assert names["weekly_newsletter_schedule"].job_name == "sync_weekly_newsletter"
+
+
+def test_the_nightly_full_recompute_requests_its_day_tagged_full(tmp_path):
+    defs = sample_defs(tmp_path)
+    schedule = defs.resolve_schedule_def("minute_level_nightly_full")
+    assert schedule.job_name == "minute_level" and schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    night = dt.datetime(2026, 11, 30, 3, 15, tzinfo=dt.timezone.utc)
+    with dg.build_schedule_context(scheduled_execution_time=night, repository_def=defs.get_repository_def()) as context:
+        [request] = schedule.evaluate_tick(context).run_requests
+    assert request.partition_key == "2026-11-30"
+    assert request.tags["composable/refresh"] == "full"
 
 
 def test_the_weekly_schedule_requests_mondays_partition(tmp_path):

@@ -89,22 +89,34 @@ def test_new_files_request_todays_partition_of_every_affected_file_in_one_run(sa
         assert PURCHASES not in request.asset_selection
 
 
-def test_a_run_in_flight_makes_the_sensor_wait_without_losing_the_change(sample):
+def test_a_run_waiting_to_start_makes_the_sensor_wait_without_losing_the_change(sample):
     settings, warehouse, folders, defs = sample
     with dg.instance_for_test() as instance:
         cursor = quiet_cursor(defs, instance)
         Simulator(folders, warehouse, seed=1).tick()
-        running = dg.DagsterRun(job_name=JOB_NAME, run_id="a1b2c3d4-0000-0000-0000-000000000000", status=dg.DagsterRunStatus.STARTED)
+        running = dg.DagsterRun(job_name=JOB_NAME, run_id="a1b2c3d4-0000-0000-0000-000000000000", status=dg.DagsterRunStatus.STARTING)
         instance.add_run(running)
         result, cursor_after = tick(defs, instance, cursor=cursor)
         assert not result.run_requests
-        assert "run a1b2c3d4 of minute_level is started" in result.skip_message
+        assert "run a1b2c3d4 of minute_level is starting" in result.skip_message
         assert "new data in customers, orders, web_events waits for it" in result.skip_message
         assert cursor_after == cursor  # not advanced: the change is requested once the run is done
 
         instance.report_run_failed(running)
         result, _ = tick(defs, instance, cursor=cursor)
         assert len(result.run_requests) == 1
+
+
+def test_a_run_already_executing_does_not_hold_the_next_change_back(sample):
+    settings, warehouse, folders, defs = sample
+    with dg.instance_for_test() as instance:
+        cursor = quiet_cursor(defs, instance)
+        Simulator(folders, warehouse, seed=1).tick()
+        running = dg.DagsterRun(job_name=JOB_NAME, run_id="a1b2c3d4-0000-0000-0000-000000000000", status=dg.DagsterRunStatus.STARTED)
+        instance.add_run(running)
+        result, _ = tick(defs, instance, cursor=cursor)
+        [request] = result.run_requests
+        assert request.tags["composable/refresh"] == "incremental"
 
 
 def test_the_files_a_run_loaded_are_no_news_after_it(sample):

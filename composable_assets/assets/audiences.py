@@ -9,7 +9,7 @@ from ..governance.deletion_log import ensure_deletion_log
 from ..governance.provenance import file_sha256, run_data_version
 from ..delta.changes import Watched
 from ..delta.changes import relation
-from ..delta.refresh import refresh_audience
+from ..delta.refresh import definition_of, refresh_audience
 from ..delta.snapshot import AudienceDataError, SyncShape, build_snapshot, snapshot_table, update_snapshot
 from ..destinations import DESTINATION_TYPES
 from ..project import AudienceSpec, SyncSpec, parse_where
@@ -50,7 +50,7 @@ def audience_refresh(audience: AudienceSpec, model_refresh: Refresh) -> str:
         return f"incremental by {audience.primary_key}"
     if model_refresh.incremental:
         return f"full: the model is kept by {model_refresh.key}, the audience by {audience.primary_key}"
-    return f"full: model {audience.model} is refreshed in full"
+    return f"full: {model_refresh.reason}"
 
 
 def audience_watches(audience: AudienceSpec, model_refresh: Refresh, watched: list[Watched]) -> list[Watched]:
@@ -128,6 +128,9 @@ def build_audience_asset(
                     incremental=incremental_run(context),
                     build=partial(build_snapshot, conn, **common),
                     update=partial(update_snapshot, conn, **common),
+                    definition=definition_of(
+                        audience.model, audience.primary_key, audience.where, audience.columns_needed(), shapes, members
+                    ),
                 )
             except AudienceDataError as exc:
                 raise dg.Failure(description=str(exc)) from exc

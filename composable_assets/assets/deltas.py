@@ -7,7 +7,7 @@ import dagster as dg
 
 from ..delta.changes import Watched
 from ..delta.diff import compute_delta
-from ..delta.refresh import delta_scope, drop_keys, snapshot_relation
+from ..delta.refresh import definition_of, delta_scope, drop_keys, snapshot_relation
 from ..governance.gates import judge_delta
 from ..governance.provenance import code_version, file_sha256
 from ..delta.snapshot import SyncShape
@@ -99,6 +99,7 @@ def build_delta_asset(
                 watched=[Watched(tables.audience, "_key", (snapshot_relation(audience.name),), guarded=False),
                          *(watched or [])] if incremental else [],
                 incremental=incremental and incremental_run(context),
+                definition=definition_of(shape, sync.mode),
             )
             try:
                 run = compute_delta(
@@ -113,7 +114,7 @@ def build_delta_asset(
                     on_commit=scope.commit,
                 )
             finally:
-                drop_keys(conn)
+                drop_keys(conn, scope)
             preview = conn.fetch_arrow(
                 f"SELECT _op AS change, _key AS key, _identifier AS identifier, _fields AS fields "
                 f"FROM {tables.delta} WHERE _seq BETWEEN ? AND ? ORDER BY _seq LIMIT 5",

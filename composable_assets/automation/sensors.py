@@ -25,11 +25,14 @@ import dagster as dg
 from ..landing import LandingFolder
 from ..warehouse import Warehouse, WarehouseBusy
 
-IN_FLIGHT = [
+# A run of the job not yet executing its steps: it would pick up the new files anyway, so the sensor waits for it.
+# A run already executing does not hold the next one back: minute-level runs take seconds, and the next run's
+# start-up (3-4 s) overlaps the current one's steps, whose warehouse work the `warehouse` pool and the pair
+# leases keep one at a time.
+WAITING_TO_START = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
     dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
 ]
 SENSOR_NAME = "minute_level_on_change"
 JOB_NAME = "minute_level"
@@ -96,7 +99,7 @@ def change_sensor(
         # A landing folder with nothing waiting has no news; a file newer than the last requested one does.
         changed = sorted(t for t, m in markers.items() if m is not None and m != seen.get(t))
 
-        running = context.instance.get_run_records(dg.RunsFilter(job_name=job.name, statuses=IN_FLIGHT), limit=1)
+        running = context.instance.get_run_records(dg.RunsFilter(job_name=job.name, statuses=WAITING_TO_START), limit=1)
         if running:
             run = running[0].dagster_run
             # The cursor stays put, so what changed meanwhile is requested once this run is done.

@@ -38,7 +38,8 @@ def ensure_journal(conn: Connection, schema: str) -> None:
     )
     conn.execute(
         f"CREATE TABLE IF NOT EXISTS {table(schema, STATE)} ("
-        "reader VARCHAR NOT NULL, seq BIGINT NOT NULL, pinned VARCHAR, guards VARCHAR, updated_at TIMESTAMP NOT NULL)"
+        "reader VARCHAR NOT NULL, seq BIGINT NOT NULL, pinned VARCHAR, guards VARCHAR, reads VARCHAR, "
+        "updated_at TIMESTAMP NOT NULL)"
     )
 
 
@@ -47,10 +48,10 @@ def next_seq(conn: Connection, schema: str) -> int:
 
 
 def journal(conn: Connection, schema: str, name: str, keys_sql: str, params: list | None = None, *, now: dt.datetime) -> None:
-    """Append the keys `keys_sql` selects (one column) under `name`, as one batch (one seq)."""
+    """Append the keys `keys_sql` selects (one column named `key`) under `name`, as one batch (one seq)."""
     seq = next_seq(conn, schema)
     conn.execute(
-        f"INSERT INTO {table(schema, JOURNAL)} SELECT ?, CAST(k AS VARCHAR), ?, ? FROM ({keys_sql}) AS changed(k)",
+        f"INSERT INTO {table(schema, JOURNAL)} SELECT ?, CAST(key AS VARCHAR), ?, ? FROM ({keys_sql}) AS changed",
         [name, seq, now, *(params or [])],
     )
 
@@ -84,6 +85,8 @@ class ReaderState:
     pinned: dict[str, str] | None = None
     guards: dict[str, list] = field(default_factory=dict)
     known: bool = False
+    # The journal relations it reads: a journal row every reader of its relation has passed is deleted.
+    reads: tuple[str, ...] = ()
 
 
 def read_state(conn: Connection, schema: str, reader: str) -> ReaderState:
@@ -95,12 +98,22 @@ def read_state(conn: Connection, schema: str, reader: str) -> ReaderState:
 
 
 def write_state(conn: Connection, schema: str, state: ReaderState, now: dt.datetime) -> None:
+    """Move the reader's cursor, then drop the journal rows every reader has passed.
+
+    The journal holds member keys (customer ids): kept only until read, it holds no one for long, and a person who
+    asked to be forgotten leaves it with the run that follows (governance/deletion.py also deletes them at once).
+    """
     state_table = table(schema, STATE)
     conn.execute(f"DELETE FROM {state_table} WHERE reader = ?", [state.reader])
     conn.execute(
-        f"INSERT INTO {state_table} VALUES (?, ?, ?, ?, ?)",
+        f"INSERT INTO {state_table} VALUES (?, ?, ?, ?, ?, ?)",
         [state.reader, state.seq, json.dumps(state.pinned) if state.pinned else None,
-         json.dumps(state.guards, sort_keys=True), now],
+         json.dumps(state.guards, sort_keys=True), "".join(f"|{r}" for r in state.reads) + "|", now],
+    )
+    conn.execute(
+        f"DELETE FROM {table(schema, JOURNAL)} WHERE NOT EXISTS (SELECT 1 FROM {state_table} AS s "
+        f"WHERE strpos(s.reads, '|' || {table(schema, JOURNAL)}.relation || '|') > 0 "
+        f"AND s.seq < {table(schema, JOURNAL)}.seq)"
     )
 
 
@@ -163,7 +176,7 @@ def changed_keys(
             )
             explained += recent
             parts.append(
-                f"SELECT CAST({ident(w.key)} AS VARCHAR) FROM {ident(w.table)} "
+                f"SELECT CAST({ident(w.key)} AS VARCHAR) AS key FROM {ident(w.table)} "
                 f"WHERE {ident(w.updated_at)} > CAST('{previous}' AS TIMESTAMP)"
             )
         if not w.guarded:
@@ -174,7 +187,7 @@ def changed_keys(
             raise Unexplained(f"{w.table} lost {seen[0] - rows} row(s) outside the landing folders")
         if rows - seen[0] > explained:
             raise Unexplained(f"{w.table} gained {rows - seen[0] - explained} row(s) no change record explains")
-    return " UNION ".join(parts) or "SELECT CAST(NULL AS VARCHAR) WHERE false", guards
+    return " UNION ".join(parts) or "SELECT CAST(NULL AS VARCHAR) AS key WHERE false", guards
 
 
 def table_guard(conn: Connection, w: Watched) -> list:

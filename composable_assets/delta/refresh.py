@@ -10,6 +10,8 @@ readers downstream learn exactly which keys changed, and the nightly full run ca
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 from dataclasses import dataclass
 from typing import Callable
 
@@ -38,7 +40,41 @@ from .changes import (
 from .snapshot import SnapshotResult
 from .sql import DIALECT, ident, table
 
-KEYS = "_composable_changed_keys"
+
+
+DEFINITION = "(definition)"
+
+
+def definition_of(*parts: object) -> str:
+    """A fingerprint of what decides a reader's rows (its SQL, condition, fields): when it changes, the rows kept by
+    key were computed by another definition, so the reader refreshes in full once."""
+    return hashlib.sha256(json.dumps([str(p) for p in parts]).encode()).hexdigest()[:16]
+
+
+def _same_definition(state: ReaderState, definition: str) -> bool:
+    return state.guards.get(DEFINITION) == [definition, None]
+
+
+def _stamped(guards: dict[str, list], definition: str) -> dict[str, list]:
+    return {**guards, DEFINITION: [definition, None]}
+
+
+def _moved(
+    reader: str, upto: int, now: dict[str, str], guards: dict[str, list], definition: str, watched: list[Watched]
+) -> ReaderState:
+    """A reader's new state: journal read up to `upto`, clock pinned at `now`, what it saw of its tables."""
+    return ReaderState(reader, upto, now, _stamped(guards, definition), reads=tuple(r for w in watched for r in w.relations))
+
+
+def keys_table(schema: str, reader: str) -> str:
+    """Where a reader gathers the keys it recomputes (a plain table: BigQuery has temporary ones only in scripts)."""
+    return table(schema, "changed_keys__" + "".join(c if c.isalnum() else "_" for c in reader))
+
+
+def collect_keys(conn: Connection, keys: str, sql: str) -> int:
+    """Gather the distinct non-NULL keys `sql` selects (one column named `key`) into `keys`; returns how many."""
+    conn.execute(f"CREATE OR REPLACE TABLE {keys} AS SELECT DISTINCT key FROM ({sql}) AS k WHERE key IS NOT NULL")
+    return conn.fetch_one(f"SELECT count(*) FROM {keys}")[0]
 
 
 @dataclass
@@ -50,13 +86,13 @@ class RefreshReport:
 
 
 def engine_now(conn: Connection) -> dict[str, str]:
-    """The engine's own clock, as literals to pin a run's SQL to (every step of a run sees one time)."""
-    stamp, day = conn.fetch_one("SELECT current_timestamp, current_date")
-    if isinstance(stamp, str):
-        stamp = dt.datetime.fromisoformat(stamp)
-    if isinstance(day, str):
-        day = dt.date.fromisoformat(day)
-    return now_literals(stamp, day)
+    """The run's clock as literals to pin its SQL to (every statement of a step sees one time).
+
+    Taken here rather than asked of the engine (Redshift spells `current_timestamp` GETDATE()); every session
+    runs in UTC (warehouse.base.SESSION_TIME_ZONE), so the UTC date is the engine's `current_date`.
+    """
+    stamp = dt.datetime.now(dt.UTC)
+    return now_literals(stamp, stamp.date())
 
 
 def utc_now() -> dt.datetime:
@@ -101,10 +137,13 @@ def refresh_model(
         return RefreshReport("full", refresh.describe())
     reader = f"model:{name}"
     state = read_state(conn, schema, reader)
+    definition = definition_of(sql, refresh)
     report = None
-    if state.known and conn.table_exists(None, name):
+    if state.known and not _same_definition(state, definition):
+        why = "the model's SQL changed"
+    elif state.known and conn.table_exists(None, name):
         try:
-            report = _incremental(conn, schema, name, sql, refresh, watched, state, now)
+            report = _incremental(conn, schema, name, sql, refresh, watched, state, now, definition)
         except Unexplained as exc:
             why = str(exc)
         else:
@@ -113,7 +152,7 @@ def refresh_model(
     else:
         why = "first refresh"
     # The full recompute; after an incremental catch-up, what it still changes is what the increments missed.
-    repaired = _full_compared(conn, schema, name, sql, refresh, watched, now)
+    repaired = _full_compared(conn, schema, name, sql, refresh, watched, now, definition)
     if report is None:
         return RefreshReport("full", why)
     return RefreshReport("full", "", report.affected_keys, repaired)
@@ -123,9 +162,33 @@ def _replace(conn: Connection, name: str, sql: str) -> None:
     conn.execute(f"CREATE OR REPLACE TABLE {ident(name)} AS {sql.strip().rstrip(';')}")
 
 
+def journal_differences(conn: Connection, schema: str, name: str, new: str, old: str, key: str) -> int:
+    """Journal the keys whose rows differ between two versions of a table; returns the rows repaired.
+
+    A row repaired is one the new version has and the old one lacked or had otherwise, or an old row whose key
+    the new version no longer has (so an updated row counts once, not as a removal plus an addition).
+    """
+    differences = table(schema, "differences__" + "".join(c if c.isalnum() else "_" for c in name))
+    conn.execute(
+        f"CREATE OR REPLACE TABLE {differences} AS "
+        f"SELECT 'new' AS side, CAST({key} AS VARCHAR) AS key FROM (SELECT * FROM {new} EXCEPT ALL SELECT * FROM {old}) AS n "
+        f"UNION ALL SELECT 'old', CAST({key} AS VARCHAR) FROM (SELECT * FROM {old} EXCEPT ALL SELECT * FROM {new}) AS o"
+    )
+    try:
+        (repaired,) = conn.fetch_one(
+            f"SELECT count(*) FROM {differences} AS d WHERE side = 'new' OR NOT EXISTS "
+            f"(SELECT 1 FROM {differences} AS n WHERE n.side = 'new' AND n.key IS NOT DISTINCT FROM d.key)"
+        )
+        if repaired:
+            journal(conn, schema, name, f"SELECT DISTINCT key FROM {differences}", now=utc_now())
+    finally:
+        conn.execute(f"DROP TABLE IF EXISTS {differences}")
+    return repaired
+
+
 def _incremental(
     conn: Connection, schema: str, name: str, sql: str, refresh: Refresh, watched: list[Watched],
-    state: ReaderState, now: dict[str, str],
+    state: ReaderState, now: dict[str, str], definition: str,
 ) -> RefreshReport:
     upto = next_seq(conn, schema) - 1
     keys_sql, guards = changed_keys(conn, schema, state, watched, upto)
@@ -134,37 +197,38 @@ def _incremental(
         for source, conditions in refresh.time_filters.items():
             key = refresh.source_keys[source]
             parts.append(
-                f"SELECT CAST({ident(key)} AS VARCHAR) FROM {ident(source)} "
+                f"SELECT CAST({ident(key)} AS VARCHAR) AS key FROM {ident(source)} "
                 f"WHERE {flip_condition(conditions, state.pinned, now)}"
             )
     elif refresh.time_filters:
         raise Unexplained("no clock pinned yet")
     types = {t: dict(conn.table_columns(None, t)) for t in [*refresh.source_keys, name]}
 
-    def predicate(source: str, column: str) -> str:
-        return f"{ident(column)} IN (SELECT CAST(key AS {types[source][column]}) FROM {KEYS})"
+    keys = keys_table(schema, state.reader)
 
-    conn.execute(f"DROP TABLE IF EXISTS {KEYS}")
-    conn.execute(f"CREATE TEMP TABLE {KEYS} AS SELECT DISTINCT key FROM ({' UNION '.join(parts)}) AS k WHERE key IS NOT NULL")
-    (count,) = conn.fetch_one(f"SELECT count(*) FROM {KEYS}")
+    def predicate(source: str, column: str) -> str:
+        return f"{ident(column)} IN (SELECT CAST(key AS {types[source][column]}) FROM {keys})"
+
+    count = collect_keys(conn, keys, " UNION ".join(parts))
     conn.execute("BEGIN TRANSACTION")
     try:
         if count:
             conn.execute(f"DELETE FROM {ident(name)} WHERE {predicate(name, refresh.key)}")
             conn.execute(f"INSERT INTO {ident(name)} {restricted_sql(sql, refresh, predicate, now)}")
-            journal(conn, schema, relation(name, refresh.key), f"SELECT key FROM {KEYS}", now=utc_now())
-        write_state(conn, schema, ReaderState(state.reader, upto, now, guards), utc_now())
+            journal(conn, schema, relation(name, refresh.key), f"SELECT key FROM {keys}", now=utc_now())
+        write_state(conn, schema, _moved(state.reader, upto, now, guards, definition, watched), utc_now())
         conn.execute("COMMIT")
     except Exception:
         conn.execute("ROLLBACK")
         raise
     finally:
-        conn.execute(f"DROP TABLE IF EXISTS {KEYS}")
+        conn.execute(f"DROP TABLE IF EXISTS {keys}")
     return RefreshReport("incremental", affected_keys=count)
 
 
 def _full_compared(
-    conn: Connection, schema: str, name: str, sql: str, refresh: Refresh, watched: list[Watched], now: dict[str, str]
+    conn: Connection, schema: str, name: str, sql: str, refresh: Refresh, watched: list[Watched], now: dict[str, str],
+    definition: str,
 ) -> int | None:
     """Recompute in full; journal the keys whose rows differ from the table it replaces. Returns rows repaired."""
     upto = next_seq(conn, schema) - 1
@@ -176,26 +240,22 @@ def _full_compared(
     same_shape = old and old == conn.table_columns(None, f"{name}__staging")
     key = ident(refresh.key)
     repaired = None
+    # Journal, then swap, then the cursor: a crash in between makes the next run redo keys, never miss them (and
+    # BigQuery runs a DROP only as a transaction's first statement).
+    if same_shape:
+        repaired = journal_differences(conn, schema, relation(name, refresh.key), staging, target, key)
+    else:
+        journal_everything(conn, schema, relation(name, refresh.key), now=utc_now())
     conn.execute("BEGIN TRANSACTION")
     try:
-        if same_shape:
-            differing = (
-                f"SELECT {key} FROM (SELECT * FROM {staging} EXCEPT ALL SELECT * FROM {target}) AS n UNION ALL "
-                f"SELECT {key} FROM (SELECT * FROM {target} EXCEPT ALL SELECT * FROM {staging}) AS o"
-            )
-            (repaired,) = conn.fetch_one(f"SELECT count(*) FROM ({differing}) AS d")
-            if repaired:
-                journal(conn, schema, relation(name, refresh.key), f"SELECT DISTINCT * FROM ({differing}) AS d", now=utc_now())
-        else:
-            journal_everything(conn, schema, relation(name, refresh.key), now=utc_now())
         conn.execute(f"DROP TABLE IF EXISTS {target}")
         conn.execute(f"ALTER TABLE {staging} RENAME TO {target}")
-        write_state(conn, schema, ReaderState(f"model:{name}", upto, now, guards), utc_now())
-        prune(conn, schema, utc_now())
         conn.execute("COMMIT")
     except Exception:
         conn.execute("ROLLBACK")
         raise
+    write_state(conn, schema, _moved(f"model:{name}", upto, now, guards, definition, watched), utc_now())
+    prune(conn, schema, utc_now())
     return repaired
 
 
@@ -220,6 +280,7 @@ def refresh_audience(
     incremental: bool,
     build: Callable[..., SnapshotResult],
     update: Callable[..., int],
+    definition: str = "",
 ) -> tuple[RefreshReport, int | None]:
     """Refresh the audience snapshot, for the changed keys or in full; returns the report and the snapshot size.
 
@@ -241,9 +302,13 @@ def refresh_audience(
     state = read_state(conn, schema, reader)
     report = None
     why = "first refresh"
-    if state.known and conn.table_exists(schema, f"audience__{audience}"):
+    if state.known and not _same_definition(state, definition):
+        why = "the audience's definition changed"
+    elif state.known and conn.table_exists(schema, f"audience__{audience}"):
         try:
-            report, size = _update_audience(conn, schema, audience, model, primary_key, where, watched, state, now, update)
+            report, size = _update_audience(
+                conn, schema, audience, model, primary_key, where, watched, state, now, update, definition
+            )
         except Unexplained as exc:
             why = str(exc)
         else:
@@ -254,26 +319,17 @@ def refresh_audience(
     repaired: list[int] = []
 
     def compare(staging: str, old: str) -> None:
-        if conn.table_exists(schema, f"audience__{audience}"):
-            differing = (
-                f"SELECT _key FROM (SELECT * FROM {staging} EXCEPT ALL SELECT * FROM {old}) AS n UNION ALL "
-                f"SELECT _key FROM (SELECT * FROM {old} EXCEPT ALL SELECT * FROM {staging}) AS o"
-            )
-            same_shape = conn.table_columns(schema, f"audience__{audience}") == conn.table_columns(
-                schema, f"audience__{audience}__staging")
-            if same_shape:
-                (count,) = conn.fetch_one(f"SELECT count(*) FROM ({differing}) AS d")
-                repaired.append(count)
-                if count:
-                    journal(conn, schema, snapshot_relation(audience), f"SELECT DISTINCT * FROM ({differing}) AS d",
-                            now=utc_now())
-            else:
-                journal_everything(conn, schema, snapshot_relation(audience), now=utc_now())
+        """Before the swap: journal the keys whose rows the new snapshot changes."""
+        same_shape = conn.table_columns(schema, f"audience__{audience}") == conn.table_columns(
+            schema, f"audience__{audience}__staging"
+        )
+        if same_shape:
+            repaired.append(journal_differences(conn, schema, snapshot_relation(audience), staging, old, "_key"))
         else:
             journal_everything(conn, schema, snapshot_relation(audience), now=utc_now())
-        write_state(conn, schema, ReaderState(reader, upto, now, guards), utc_now())
 
     result = build(where=pinned, on_swap=compare)
+    write_state(conn, schema, _moved(reader, upto, now, guards, definition, watched), utc_now())
     if report is None:
         return RefreshReport("full", why), result.size
     return RefreshReport("full", "", report.affected_keys, repaired[0] if repaired else None), result.size
@@ -283,7 +339,7 @@ def refresh_audience(
 
 def _update_audience(
     conn: Connection, schema: str, audience: str, model: str, primary_key: str, where: exp.Expression | None,
-    watched: list[Watched], state: ReaderState, now: dict[str, str], update: Callable[..., int],
+    watched: list[Watched], state: ReaderState, now: dict[str, str], update: Callable[..., int], definition: str,
 ) -> tuple[RefreshReport, int]:
     upto = next_seq(conn, schema) - 1
     keys_sql, guards = changed_keys(conn, schema, state, watched, upto)
@@ -293,27 +349,26 @@ def _update_audience(
             raise Unexplained("no clock pinned yet")
         condition = where.sql(DIALECT)
         parts.append(
-            f"SELECT CAST({ident(primary_key)} AS VARCHAR) FROM {ident(model)} "
+            f"SELECT CAST({ident(primary_key)} AS VARCHAR) AS key FROM {ident(model)} "
             f"WHERE {flip_condition((condition,), state.pinned, now)}"
         )
     key_type = dict(conn.table_columns(None, model))[primary_key]
-    conn.execute(f"DROP TABLE IF EXISTS {KEYS}")
-    conn.execute(f"CREATE TEMP TABLE {KEYS} AS SELECT DISTINCT key FROM ({' UNION '.join(parts)}) AS k WHERE key IS NOT NULL")
-    (count,) = conn.fetch_one(f"SELECT count(*) FROM {KEYS}")
+    keys = keys_table(schema, state.reader)
+    count = collect_keys(conn, keys, " UNION ".join(parts))
     conn.execute("BEGIN TRANSACTION")
     try:
         size = None
         if count:
-            size = update(where=pin_time(where.copy(), now) if where is not None else None, keys_table=KEYS,
+            size = update(where=pin_time(where.copy(), now) if where is not None else None, keys_table=keys,
                           key_type=key_type)
-            journal(conn, schema, snapshot_relation(audience), f"SELECT key FROM {KEYS}", now=utc_now())
-        write_state(conn, schema, ReaderState(state.reader, upto, now, guards), utc_now())
+            journal(conn, schema, snapshot_relation(audience), f"SELECT key FROM {keys}", now=utc_now())
+        write_state(conn, schema, _moved(state.reader, upto, now, guards, definition, watched), utc_now())
         conn.execute("COMMIT")
     except Exception:
         conn.execute("ROLLBACK")
         raise
     finally:
-        conn.execute(f"DROP TABLE IF EXISTS {KEYS}")
+        conn.execute(f"DROP TABLE IF EXISTS {keys}")
     if size is None:
         (size,) = conn.fetch_one(f"SELECT count(*) FROM {table(schema, f'audience__{audience}')}")
     return RefreshReport("incremental", affected_keys=count), size
@@ -334,7 +389,7 @@ class DeltaScope:
 
 
 def delta_scope(
-    conn: Connection, *, schema: str, tables, watched: list[Watched], incremental: bool
+    conn: Connection, *, schema: str, tables, watched: list[Watched], incremental: bool, definition: str = ""
 ) -> DeltaScope:
     """The keys this pair's delta must compare: changed in the snapshot (or who may receive) since its cursor, plus
     the keys of its previous delta not acknowledged yet (failed or unsent rows are compared again, as in full)."""
@@ -346,34 +401,33 @@ def delta_scope(
     now = engine_now(conn)
 
     def moved(guards: dict[str, list]) -> Callable[[], None]:
-        return lambda: write_state(conn, schema, ReaderState(reader, upto, now, guards), utc_now())
+        return lambda: write_state(conn, schema, _moved(reader, upto, now, guards, definition, watched), utc_now())
 
     if not incremental:
         return DeltaScope(None, None, "", moved(guards_now(conn, watched)))
     if not state.known:
         return DeltaScope(None, None, "first refresh", moved(guards_now(conn, watched)))
+    if not _same_definition(state, definition):
+        return DeltaScope(None, None, "the sync's definition changed", moved(guards_now(conn, watched)))
     try:
         keys_sql, guards = changed_keys(conn, schema, state, watched, upto)
     except Unexplained as exc:
         return DeltaScope(None, None, str(exc), moved(guards_now(conn, watched)))
     unacknowledged = (
-        f"SELECT d._key FROM {tables.delta} AS d WHERE d._seq >= (SELECT coalesce(max(first_seq), 0) "
+        f"SELECT d._key AS key FROM {tables.delta} AS d WHERE d._seq >= (SELECT coalesce(max(first_seq), 0) "
         f"FROM {tables.delta_runs} WHERE audience = '{_quote(tables.audience)}' "
         f"AND destination = '{_quote(tables.destination)}') "
         f"AND NOT EXISTS (SELECT 1 FROM {tables.acks} AS a WHERE a.audience = '{_quote(tables.audience)}' "
         f"AND a.destination = '{_quote(tables.destination)}' AND d._seq BETWEEN a.first_seq AND a.last_seq)"
     )
-    conn.execute(f"DROP TABLE IF EXISTS {KEYS}")
-    conn.execute(
-        f"CREATE TEMP TABLE {KEYS} AS SELECT DISTINCT key FROM ({keys_sql} UNION {unacknowledged}) AS k(key) "
-        "WHERE key IS NOT NULL"
-    )
-    (count,) = conn.fetch_one(f"SELECT count(*) FROM {KEYS}")
-    return DeltaScope(KEYS, count, "", moved(guards))
+    keys = keys_table(schema, reader)
+    count = collect_keys(conn, keys, f"{keys_sql} UNION {unacknowledged}")
+    return DeltaScope(keys, count, "", moved(guards))
 
 
-def drop_keys(conn: Connection) -> None:
-    conn.execute(f"DROP TABLE IF EXISTS {KEYS}")
+def drop_keys(conn: Connection, scope: DeltaScope) -> None:
+    if scope.keys_table:
+        conn.execute(f"DROP TABLE IF EXISTS {scope.keys_table}")
 
 
 def _quote(text: str) -> str:

@@ -76,7 +76,7 @@ def build_snapshot(
 
     `members`: a condition on the model's rows every member must meet besides `where` (no deletion request: a person
     who asked to be forgotten is not kept here either). `show_keys`: errors name the offending keys (member data).
-    `on_swap(staging, target)`: runs in the swap's transaction, before it (to compare the two).
+    `on_swap(staging, target)`: runs just before the swap (to compare the two).
     """
     conn.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(schema)}")
     staging_name = f"audience__{audience}__staging"
@@ -91,10 +91,10 @@ def build_snapshot(
         conn.execute(f"DROP TABLE IF EXISTS {staging}")
         raise
     target = snapshot_table(schema, audience)
+    if on_swap is not None:
+        on_swap(staging, target)
     conn.execute("BEGIN TRANSACTION")
     try:
-        if on_swap is not None:
-            on_swap(staging, target)
         conn.execute(f"DROP TABLE IF EXISTS {target}")
         conn.execute(f"ALTER TABLE {staging} RENAME TO {ident(f'audience__{audience}')}")
         conn.execute("COMMIT")

@@ -14,7 +14,7 @@ One run (the asset `governance/deletion_requests`):
    no destination failed for; it rewrites files, so it runs before, not inside, the transaction that follows;
 5. in one warehouse transaction: purges the person from the ledger, delta, `sync_failures` and `sync_log` of each
    pair whose destination no longer fails for them (a failed one keeps its rows: they name whom to delete next
-   time) and from every audience snapshot, blanks the destinations' reasons on their events in the stream sent
+   time), from every audience snapshot and from the change journal (`key_changes`), blanks the destinations' reasons on their events in the stream sent
    logs (the rows stay: they keep an event from being sent twice), and writes the proof: one row per outcome and
    per table purged.
 
@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 from pydantic import BaseModel
 
+from ..delta.changes import JOURNAL
 from ..delta.snapshot import snapshot_table
 from ..delta.sql import DIALECT, ident, table
 from ..delta.tables import SYNC_LOG, PairTables
@@ -171,6 +172,7 @@ def process_deletion_requests(
     try:
         report.outcomes += purge_pairs(conn, project, keys, failing)
         report.outcomes += purge_snapshots(conn, project, keys)
+        purge_change_journal(conn, project, keys)
         report.outcomes += blank_stream_reasons(conn, project, keys)
         insert_rows(conn, deletion_log(schema), COLUMNS, proof_rows(report, by_key, done, run_id, now))
         conn.execute("COMMIT")
@@ -429,6 +431,17 @@ def purge_snapshots(conn, project: Project, keys: list[str]) -> list[Outcome]:
         counted = _delete_keys(conn, name, "_key", keys, [])
         outcomes += [Outcome(k, SNAPSHOT, f"audience {audience.name}", place, PURGED, purged_rows=n) for k, n in counted.items()]
     return outcomes
+
+
+def purge_change_journal(conn, project: Project, keys: list[str]) -> None:
+    """Delete the people's keys from the change journal (delta/changes.py): the record that their rows changed.
+
+    No reader misses them: the person's snapshot rows are gone and their member condition keeps them out.
+    """
+    journal = table(project.settings.schema_name, JOURNAL)
+    if conn.table_exists(project.settings.schema_name, JOURNAL):
+        for chunk, marks in _key_chunks(keys):
+            conn.execute(f"DELETE FROM {journal} WHERE key IN ({marks})", chunk)
 
 
 def blank_stream_reasons(conn, project: Project, keys: list[str]) -> list[Outcome]:

@@ -21,6 +21,8 @@ from ..warehouse.base import require_duckdb
 from .folder import LandingFolder
 
 LOG_TABLE = "landing_files"
+# In a file for an upsert folder, a row with this column true deletes the stored row of its key.
+DELETED = "_deleted"
 # One run loads at most this many files; the rest wait for the next run (the sensor sees them still pending).
 MAX_FILES_PER_RUN = 2_000
 
@@ -138,7 +140,7 @@ def _journal(
             # Rows without the key column: no key tells what they change.
             journal_everything(conn, schema, name, now=now)
             continue
-        keys = f"SELECT {ident(column)} FROM {source}"
+        keys = f"SELECT {ident(column)} AS key FROM {source}"
         params = [str(file)]
         if folder.key is not None and folder.key != column and folder.key in present:
             keys += (
@@ -150,16 +152,27 @@ def _journal(
 
 
 def _upsert(conn: Connection, folder: LandingFolder, file: Path, source: str, target: str) -> None:
-    """Rows replace the stored row with the same key, only in the columns the file carries; new keys insert."""
+    """Rows replace the stored row with the same key, only in the columns the file carries; new keys insert.
+
+    A row whose `_deleted` is true deletes the stored row of its key instead (how change-data-capture feeds mark
+    a deletion); the last row of a key in the file wins either way.
+    """
     columns = [name for name, *_ in conn.fetch_all(f"DESCRIBE SELECT * EXCLUDE (_row) FROM {source}", [str(file)])]
     if folder.key not in columns:
         raise duckdb.BinderException(f"the file has no {folder.key!r} column, the key of {folder.table!r}")
     key = ident(folder.key)
+    latest = (
+        f"(SELECT * EXCLUDE (_row) FROM {source} QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY _row DESC) = 1)"
+    )
+    kept = latest
+    if DELETED in columns:
+        conn.execute(f"DELETE FROM {target} WHERE {key} IN (SELECT {key} FROM {latest} AS l WHERE l.{DELETED})", [str(file)])
+        kept = f"(SELECT * EXCLUDE ({DELETED}) FROM {latest} AS l WHERE NOT coalesce(l.{DELETED}, false))"
+        columns.remove(DELETED)
     updates = ", ".join(f"{ident(c)} = s.{ident(c)}" for c in columns if c != folder.key)
     matched = f"WHEN MATCHED THEN UPDATE SET {updates}" if updates else ""
     conn.execute(
-        f"MERGE INTO {target} AS t USING (SELECT * EXCLUDE (_row) FROM {source} "
-        f"QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY _row DESC) = 1) AS s "
+        f"MERGE INTO {target} AS t USING {kept} AS s "
         f"ON t.{key} = s.{key} {matched} WHEN NOT MATCHED THEN INSERT BY NAME",
         [str(file)],
     )
