@@ -38,7 +38,7 @@ from .changes import (
     write_state,
 )
 from .snapshot import SnapshotResult
-from .sql import DIALECT, ident, table
+from .sql import DIALECT, ident, row_hash, table
 
 
 
@@ -162,17 +162,23 @@ def _replace(conn: Connection, name: str, sql: str) -> None:
     conn.execute(f"CREATE OR REPLACE TABLE {ident(name)} AS {sql.strip().rstrip(';')}")
 
 
-def journal_differences(conn: Connection, schema: str, name: str, new: str, old: str, key: str) -> int:
+def journal_differences(
+    conn: Connection, schema: str, name: str, new: str, old: str, key: str, columns: list[str]
+) -> int:
     """Journal the keys whose rows differ between two versions of a table; returns the rows repaired.
 
-    A row repaired is one the new version has and the old one lacked or had otherwise, or an old row whose key
-    the new version no longer has (so an updated row counts once, not as a removal plus an addition).
+    Rows are compared as (key, fingerprint of every column) pairs, so the comparison carries two narrow columns
+    rather than whole rows. A row repaired is one the new version has and the old one lacked or had otherwise, or
+    an old row whose key the new version no longer has (an updated row counts once, not as a removal plus an
+    addition).
     """
+    fingerprint = _fingerprint(conn, columns)
     differences = table(schema, "differences__" + "".join(c if c.isalnum() else "_" for c in name))
+    pairs = f"SELECT {key} AS key, {fingerprint} AS fingerprint FROM"
     conn.execute(
         f"CREATE OR REPLACE TABLE {differences} AS "
-        f"SELECT 'new' AS side, CAST({key} AS VARCHAR) AS key FROM (SELECT * FROM {new} EXCEPT ALL SELECT * FROM {old}) AS n "
-        f"UNION ALL SELECT 'old', CAST({key} AS VARCHAR) FROM (SELECT * FROM {old} EXCEPT ALL SELECT * FROM {new}) AS o"
+        f"SELECT 'new' AS side, CAST(key AS VARCHAR) AS key FROM ({pairs} {new} EXCEPT ALL {pairs} {old}) AS n "
+        f"UNION ALL SELECT 'old', CAST(key AS VARCHAR) FROM ({pairs} {old} EXCEPT ALL {pairs} {new}) AS o"
     )
     try:
         (repaired,) = conn.fetch_one(
@@ -184,6 +190,14 @@ def journal_differences(conn: Connection, schema: str, name: str, new: str, old:
     finally:
         conn.execute(f"DROP TABLE IF EXISTS {differences}")
     return repaired
+
+
+def _fingerprint(conn: Connection, columns: list[str]) -> str:
+    """One value per row that differs when any column does: DuckDB's fast 64-bit hash, else the md5 row hash."""
+    if conn.dialect == "duckdb":
+        # hash() of a struct sees every field, NULLs included.
+        return "hash(struct_pack(" + ", ".join(f"{ident(c)} := {ident(c)}" for c in columns) + "))"
+    return row_hash(columns)
 
 
 def _incremental(
@@ -243,7 +257,9 @@ def _full_compared(
     # Journal, then swap, then the cursor: a crash in between makes the next run redo keys, never miss them (and
     # BigQuery runs a DROP only as a transaction's first statement).
     if same_shape:
-        repaired = journal_differences(conn, schema, relation(name, refresh.key), staging, target, key)
+        repaired = journal_differences(
+            conn, schema, relation(name, refresh.key), staging, target, key, [c for c, _ in old]
+        )
     else:
         journal_everything(conn, schema, relation(name, refresh.key), now=utc_now())
     conn.execute("BEGIN TRANSACTION")
@@ -324,7 +340,10 @@ def refresh_audience(
             schema, f"audience__{audience}__staging"
         )
         if same_shape:
-            repaired.append(journal_differences(conn, schema, snapshot_relation(audience), staging, old, "_key"))
+            columns = [c for c, _ in conn.table_columns(schema, f"audience__{audience}")]
+            repaired.append(
+                journal_differences(conn, schema, snapshot_relation(audience), staging, old, "_key", columns)
+            )
         else:
             journal_everything(conn, schema, snapshot_relation(audience), now=utc_now())
 
