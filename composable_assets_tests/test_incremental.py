@@ -242,3 +242,16 @@ def test_run_after_run_stays_incremental_once_the_journal_was_read_and_emptied(s
         assert runs["model/customer_profiles"]["mode"] == "incremental", runs["model/customer_profiles"]["mode"]
         assert runs["model/customer_profiles"]["affected_keys"] == 1
     assert sample.sql("SELECT count(*) FROM composable.key_changes WHERE key IS NOT NULL") == [(0,)]
+
+
+def test_a_landed_deletion_is_applied_by_key_without_a_full_recompute(sample: Sample):
+    sample.run("full")
+    customer = sample.sql("SELECT min(customer_id) FROM customers")[0][0]
+    folder = sample.folders["customers"]
+    name = folder.new_file_name(".parquet")
+    temp = folder.temp_path(name)
+    pq.write_table(pa.Table.from_pylist([{"customer_id": customer, "_deleted": True}]), temp)
+    folder.publish(temp, name)
+    runs = sample.run("incremental")
+    assert runs["model/customer_profiles"]["mode"] == "incremental"
+    assert sample.sql("SELECT count(*) FROM customer_profiles WHERE customer_id = ?", [customer]) == [(0,)]
