@@ -255,3 +255,16 @@ def test_a_landed_deletion_is_applied_by_key_without_a_full_recompute(sample: Sa
     runs = sample.run("incremental")
     assert runs["model/customer_profiles"]["mode"] == "incremental"
     assert sample.sql("SELECT count(*) FROM customer_profiles WHERE customer_id = ?", [customer]) == [(0,)]
+
+
+def test_a_plain_full_run_recomputes_without_comparing_and_the_next_runs_stay_incremental(sample: Sample):
+    sample.run("full")
+    plain = sample.run("weekly")  # any other tag, or none: a schedule's or the UI's run
+    assert plain["model/customer_profiles"]["mode"] == "full" and "repaired_rows" not in plain["model/customer_profiles"]
+    assert plain["audience/vip_customers"]["mode"] == "full"
+    sample.land_order(sample.sql("SELECT min(customer_id) FROM customers")[0][0])
+    # The plain run rebuilt the audience and compared every delta, so their cursors moved past its "everything".
+    first = sample.run("incremental")
+    assert first["model/customer_profiles"]["mode"] == "incremental"
+    assert first["audience/vip_customers"]["mode"] == "incremental"
+    assert first["delta/vip_customers/outbox"]["mode"] == "incremental"

@@ -15,7 +15,7 @@ from ..destinations import DESTINATION_TYPES
 from ..project import AudienceSpec, SyncSpec, parse_where
 from ..warehouse import Warehouse
 from ..project.incremental import Refresh
-from .models import incremental_run, refresh_metadata
+from .models import compared_run, incremental_run, refresh_metadata
 from .keys import AUDIENCES, WAREHOUSE_POOL, audience_key, model_key
 from .deltas import require_tables
 from .metadata import column_schema, markdown_table, shown, with_definition_columns
@@ -126,6 +126,7 @@ def build_audience_asset(
                     where=where,
                     watched=audience_watches(audience, model_refresh, watched or []),
                     incremental=incremental_run(context),
+                    compare=compared_run(context),
                     build=partial(build_snapshot, conn, **common),
                     update=partial(update_snapshot, conn, **common),
                     definition=definition_of(

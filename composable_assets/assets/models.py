@@ -20,6 +20,11 @@ def incremental_run(context: dg.AssetExecutionContext) -> bool:
     return context.run.tags.get(REFRESH_TAG) == "incremental"
 
 
+def compared_run(context: dg.AssetExecutionContext) -> bool:
+    """Whether this full run asked to be compared with the incremental path (the nightly run: `full`)."""
+    return context.run.tags.get(REFRESH_TAG) == "full"
+
+
 def refresh_metadata(refresh_text: str, report: RefreshReport) -> dict:
     """What a materialization says about how it was refreshed (shown in the UI)."""
     metadata = {"refresh": refresh_text, "mode": report.mode + (f" ({report.why})" if report.why else "")}
@@ -66,6 +71,7 @@ def build_model_asset(
                     refresh=refresh,
                     watched=model_watches(conn, refresh, landed, models),
                     incremental=incremental_run(context),
+                    compare=compared_run(context),
                 )
             except Exception as exc:  # every engine has its own error types; the file name is what matters
                 raise dg.Failure(description=f"{relative}: the model's SQL failed: {exc}") from exc

@@ -128,8 +128,15 @@ def refresh_model(
     refresh: Refresh,
     watched: list[Watched],
     incremental: bool,
+    compare: bool = True,
 ) -> RefreshReport:
-    """Bring the model's table up to date; `incremental`: the run asked for the incremental path."""
+    """Bring the model's table up to date; `incremental`: the run asked for the incremental path.
+
+    `compare` (a full run that asked for it, as the nightly one does): catch up incrementally, then compare the full
+    recompute with it, row by row (repaired rows, and the keys that changed for the readers downstream). Without it
+    a full run only recomputes (at 10M orders the comparison costs more than the recompute), and readers downstream
+    refresh in full once.
+    """
     ensure_journal(conn, schema)
     now = engine_now(conn)
     if not refresh.incremental:
@@ -140,6 +147,9 @@ def refresh_model(
     state = read_state(conn, schema, reader)
     definition = definition_of(sql, refresh)
     report = None
+    if not incremental and not compare:
+        _full_compared(conn, schema, name, sql, refresh, watched, now, definition, compare=False)
+        return RefreshReport("full")
     if state.known and not _same_definition(state, definition):
         why = "the model's SQL changed"
     elif state.known and conn.table_exists(None, name):
@@ -243,7 +253,7 @@ def _incremental(
 
 def _full_compared(
     conn: Connection, schema: str, name: str, sql: str, refresh: Refresh, watched: list[Watched], now: dict[str, str],
-    definition: str,
+    definition: str, compare: bool = True,
 ) -> int | None:
     """Recompute in full; journal the keys whose rows differ from the table it replaces. Returns rows repaired."""
     upto = next_seq(conn, schema) - 1
@@ -252,7 +262,7 @@ def _full_compared(
     target = ident(name)
     conn.execute(f"CREATE OR REPLACE TABLE {staging} AS {pinned_sql(sql, now)}")
     old = conn.table_columns(None, name)
-    same_shape = old and old == conn.table_columns(None, f"{name}__staging")
+    same_shape = compare and old and old == conn.table_columns(None, f"{name}__staging")
     key = ident(refresh.key)
     repaired = None
     # Journal, then swap, then the cursor: a crash in between makes the next run redo keys, never miss them (and
@@ -298,6 +308,7 @@ def refresh_audience(
     build: Callable[..., SnapshotResult],
     update: Callable[..., int],
     definition: str = "",
+    compare: bool = True,
 ) -> tuple[RefreshReport, int | None]:
     """Refresh the audience snapshot, for the changed keys or in full; returns the report and the snapshot size.
 
@@ -319,6 +330,14 @@ def refresh_audience(
     state = read_state(conn, schema, reader)
     report = None
     why = "first refresh"
+    if not incremental and not compare:
+        # A plain full run (see refresh_model): rebuilt, and every key counts as changed for the deltas.
+        upto = next_seq(conn, schema) - 1
+        guards = guards_now(conn, watched)
+        result = build(where=pinned, on_swap=lambda staging, old: journal_everything(
+            conn, schema, snapshot_relation(audience), now=utc_now()))
+        write_state(conn, schema, _moved(reader, upto, now, guards, definition, watched), utc_now())
+        return RefreshReport("full"), result.size
     if state.known and not _same_definition(state, definition):
         why = "the audience's definition changed"
     elif state.known and conn.table_exists(schema, f"audience__{audience}"):
