@@ -27,10 +27,15 @@ test: setup  ## the whole test suite
 ui: setup  ## Dagster UI (webserver + daemon) on http://127.0.0.1:3000
 	$(BIN)/composable ui --port 3000 --simulate
 
-bench: setup  ## delta (1M, 10M members vs a bare join and pandas), delivery (vs drt), minute-level latency, and warehouse (1M-member diff on DuckDB vs PostgreSQL vs fakesnow; memory streaming 1M/5M-row deltas) benchmarks
+# Customer counts for the latency and incremental benchmarks; `make bench BENCH_10M=1` adds 10M (30M orders).
+comma := ,
+BENCH_SIZES ?= 2000,1000000$(if $(BENCH_10M),$(comma)10000000)
+
+bench: setup  ## delta (1M, 10M members vs a bare join and pandas), delivery (vs drt), minute-level latency and incremental vs full warehouse work (2,000 and 1M customers; 10M with BENCH_10M=1), and warehouse (1M-member diff on DuckDB vs PostgreSQL vs fakesnow; memory streaming 1M/5M-row deltas) benchmarks
 	$(BIN)/python benchmarks/delta_benchmark.py
 	$(BIN)/python benchmarks/delivery_benchmark.py
-	$(BIN)/python benchmarks/latency_benchmark.py
+	$(BIN)/python benchmarks/latency_benchmark.py --customers $(BENCH_SIZES)
+	$(BIN)/python benchmarks/incremental_benchmark.py --customers $(BENCH_SIZES)
 	$(BIN)/python benchmarks/warehouse_benchmark.py
 
 clean:

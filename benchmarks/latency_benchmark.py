@@ -15,9 +15,15 @@ Each probe's latency is split along the run that delivered it, from the run reco
 - upstream steps: run start -> the sync step starts (code loading, landing load, model, audience, delta);
 - sync: the sync step's start -> the arrival at Braze.
 
+The sensor part also names how much of it a run in flight caused: the sensor refuses to request a run while one
+of its job is queued or running (its tick is skipped with "run ... of minute_level is started"), so from the first
+such tick after the landing until the run is created the probe waited for the run before it, not for the interval.
+
 Configurations, side by side in one run: the shipped defaults (sensor every 5 s, run queue checked every 1 s,
 in-process executor); the queue at Dagster's default 5 s; no queue at all (the sensor daemon launches runs
 itself); and Dagster's stock intervals (sensor 30 s, queue 5 s) for reference.
+`--customers` takes several sizes (2000,1000000,10000000); by default every configuration runs at 2,000 customers
+and the shipped defaults alone at the larger sizes.
 This script reports numbers; it does not pass or fail on them.
 """
 
@@ -44,8 +50,13 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+# A copy of composable_assets/ from another revision to measure instead of the working tree's (the incremental
+# benchmark's --baseline-rev sets it for its child process); the test helpers still come from the working tree.
+if os.environ.get("BENCHMARK_CODE_DIR"):
+    sys.path.insert(0, os.environ["BENCHMARK_CODE_DIR"])
 
 import dagster as dg  # noqa: E402
+from dagster._core.scheduler.instigation import InstigatorType  # noqa: E402
 
 from composable_assets.fakes.braze import BrazeFake  # noqa: E402
 from composable_assets.fakes.iterable import IterableFake  # noqa: E402
@@ -59,6 +70,10 @@ from composable_assets_tests.dagster_processes import DagsterProcesses  # noqa: 
 
 KEY = "bench-key"
 SYNC_STEP = "sync__vip_customers__braze"
+SENSOR_NAME = "minute_level_on_change"
+PARTS = ("sensor", "run in flight", "queue + launch", "upstream steps", "sync")
+# Above this many customers only the shipped defaults run unless --configs says otherwise.
+ALL_CONFIGS_UP_TO = 2000
 
 
 @dataclass
@@ -88,6 +103,20 @@ class Probe:
     parts: dict[str, float] = field(default_factory=dict)
 
 
+def parse_sizes(text: str) -> list[int]:
+    """`2000,1000000` or `2k,1m,10m` -> [2000, 1000000, 10000000]."""
+    sizes = []
+    for item in text.split(","):
+        item = item.strip().lower().replace("_", "")
+        scale = {"k": 1_000, "m": 1_000_000}.get(item[-1:], 1)
+        sizes.append(int(float(item[:-1] if scale > 1 else item) * scale))
+    return sizes
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     index = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
@@ -95,16 +124,26 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def prepare(work: Path, config: Config, customers: int) -> tuple[Path, dict[str, str], dict]:
+    """A project copy, a DuckDB file seeded with `customers`, and a DAGSTER_HOME for `config`.
+
+    Returns the home, the environment a Dagster process needs, and facts: the landing folders, the number of
+    customers (their ids are 1..N), the ids with a deletion request (never sent), the largest order id and the
+    seconds seeding took.
+    """
     project = work / "project"
     shutil.copytree(SAMPLE_PROJECT_DIR, project)
     with (project / "project.yaml").open("a") as f:
         f.write(f"sensor_interval: {config.sensor_interval}\n")
     data = work / "data"
     warehouse = Warehouse(url=f"duckdb:///{data / 'warehouse.duckdb'}")
+    started = time.perf_counter()
     with warehouse.connect() as conn:
         generator.seed(conn.raw, customers=customers)
-        customer_ids = [r[0] for r in conn.fetch_all("SELECT customer_id FROM customers ORDER BY 1")]
+        (count, low, high) = conn.fetch_one("SELECT count(*), min(customer_id), max(customer_id) FROM customers")
+        assert (low, high) == (1, count), "the generator's customer ids are 1..N"
+        forgotten = {r[0] for r in conn.fetch_all("SELECT customer_id FROM deletion_requests")}
         (max_order,) = conn.fetch_one("SELECT max(order_id) FROM orders")
+    seeded = time.perf_counter() - started
     home = work / "home"
     home.mkdir()
     instance = yaml.safe_load((REPO / "dagster.yaml").read_text())
@@ -122,18 +161,40 @@ def prepare(work: Path, config: Config, customers: int) -> tuple[Path, dict[str,
     (home / "dagster.yaml").write_text(instance_yaml)
     env = {"COMPOSABLE_PROJECT_DIR": str(project), "COMPOSABLE_DATA_DIR": str(data)}
     folders = landing_folders(load_project(project).settings.landing, data)
-    return home, env, {"folders": folders, "customers": customer_ids, "max_order": max_order}
+    return home, env, {"folders": folders, "customers": count, "forgotten": forgotten, "max_order": max_order,
+                       "seed_seconds": seeded}
 
 
-def land_probe(folder, customer_id: int, order_id: int) -> float:
+def pick_customers(facts: dict, n: int, rng: random.Random, exclude: set[int] = frozenset()) -> list[int]:
+    """`n` distinct customers, none with a deletion request (they are never sent) nor in `exclude`."""
+    skip = facts["forgotten"] | set(exclude)
+    if facts["customers"] - len(skip) < n:
+        raise ValueError(f"only {facts['customers'] - len(skip)} customers to pick {n} from")
+    picked: list[int] = []
+    chosen: set[int] = set()
+    while len(picked) < n:
+        customer = rng.randint(1, facts["customers"])
+        if customer not in skip and customer not in chosen:
+            chosen.add(customer)
+            picked.append(customer)
+    return picked
+
+
+def land_orders(folder, orders: list[tuple[int, int]]) -> float:
+    """One Parquet file in the orders landing folder with a completed order of 700 per (customer_id, order_id)."""
     now = dt.datetime.now(dt.UTC)
     name = folder.new_file_name(".parquet", now=now)
     temp = folder.temp_path(name)
-    row = {"order_id": order_id, "customer_id": customer_id, "amount": Decimal("700.00"), "currency": "EUR",
-           "status": "completed", "category": "shoes", "ordered_at": now.replace(tzinfo=None)}
-    pq.write_table(pa.Table.from_pylist([row], schema=ORDER_SCHEMA), temp)
+    rows = [{"order_id": order_id, "customer_id": customer_id, "amount": Decimal("700.00"), "currency": "EUR",
+             "status": "completed", "category": "shoes", "ordered_at": now.replace(tzinfo=None)}
+            for customer_id, order_id in orders]
+    pq.write_table(pa.Table.from_pylist(rows, schema=ORDER_SCHEMA), temp)
     folder.publish(temp, name)
     return time.time()
+
+
+def land_probe(folder, customer_id: int, order_id: int) -> float:
+    return land_orders(folder, [(customer_id, order_id)])
 
 
 def arrivals(braze: BrazeFake) -> tuple[dict[str, list[float]], dict[str, float]]:
@@ -152,6 +213,19 @@ def arrivals(braze: BrazeFake) -> tuple[dict[str, list[float]], dict[str, float]
     return attributes, purchases
 
 
+def sensor_ticks(instance: dg.DagsterInstance) -> list:
+    """The change sensor's ticks, oldest first (skipped ones carry the reason)."""
+    for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR):
+        if state.instigator_name == SENSOR_NAME:
+            return sorted(instance.get_ticks(state.instigator_origin_id, state.selector_id), key=lambda t: t.timestamp)
+    return []
+
+
+def in_flight(tick) -> bool:
+    """Was this tick skipped because a minute-level run was queued or running?"""
+    return bool(tick.skip_reason) and " of minute_level is " in tick.skip_reason
+
+
 def breakdown(instance: dg.DagsterInstance, probes: list[Probe]) -> None:
     """Split each probe's latency along the run that delivered it."""
     records = instance.get_run_records(dg.RunsFilter(job_name="minute_level"))
@@ -164,13 +238,18 @@ def breakdown(instance: dg.DagsterInstance, probes: list[Probe]) -> None:
             if entry.step_key == SYNC_STEP:
                 sync_start = entry.timestamp
         runs.append((record.create_timestamp.timestamp(), record.start_time, sync_start, record.end_time))
+    ticks = sensor_ticks(instance)
     for probe in probes:
         if probe.attributes_at is None:
             continue
         for created, started, sync_start, ended in runs:
             if sync_start and started <= probe.attributes_at <= ended + 1:
+                # From the first tick after the landing that refused because a run was in flight, to the creation.
+                blocked = next((t.timestamp for t in ticks if probe.landed <= t.timestamp < created and in_flight(t)),
+                               None)
                 probe.parts = {
                     "sensor": max(0.0, created - probe.landed),
+                    "run in flight": created - blocked if blocked is not None else 0.0,
                     "queue + launch": started - max(created, probe.landed),
                     "upstream steps": sync_start - started,
                     "sync": probe.attributes_at - sync_start,
@@ -180,20 +259,27 @@ def breakdown(instance: dg.DagsterInstance, probes: list[Probe]) -> None:
 
 def run_config(config: Config, probes_wanted: int, every: float, customers: int, seed: int) -> dict:
     work = Path(tempfile.mkdtemp(prefix="latency-", dir=REPO / "benchmarks" / ".work"))
+    millions = customers / 1e6
     try:
         home, env, facts = prepare(work, config, customers)
+        print(f"  seeded {customers:,} customers in {facts['seed_seconds']:.0f} s", flush=True)
         braze = BrazeFake(KEY).start()
         iterable = IterableFake(KEY, lists={NEWSLETTER_LIST_ID: "weekly newsletter"}).start()
         env.update({"BRAZE_REST_ENDPOINT": braze.url, "BRAZE_API_KEY": KEY,
                     "ITERABLE_BASE_URL": iterable.url, "ITERABLE_API_KEY": KEY})
         rng = random.Random(seed)
-        targets = rng.sample(facts["customers"], probes_wanted)
+        targets = pick_customers(facts, probes_wanted, rng)
         probes: list[Probe] = []
+        load_before = load_average()
         try:
             with DagsterProcesses(home, REPO / "workspace.yaml", env, log_dir=work) as dagster:
-                # The first run sends every VIP; wait for it so probes measure steady-state activation.
+                # The first run sends every VIP (about 4% of the customers); wait for it so probes measure
+                # steady-state activation.
+                up = time.time()
                 dagster.wait_for(lambda: dagster.latest_materialization("sync/vip_customers/braze"),
-                                 timeout=180, what="the first VIP sync")
+                                 timeout=180 + 120 * millions, what="the first VIP sync")
+                first_sync = time.time() - up
+                print(f"  first VIP sync after {first_sync:.0f} s", flush=True)
                 time.sleep(2 * every)
                 order_id = facts["max_order"]
                 for customer in targets:
@@ -211,9 +297,10 @@ def run_config(config: Config, probes_wanted: int, every: float, customers: int,
                     return all(p.attributes_at for p in probes)
 
                 try:
-                    dagster.wait_for(all_arrived, timeout=300, interval=1, what="every probe at Braze")
+                    dagster.wait_for(all_arrived, timeout=300 + 60 * millions, interval=1, what="every probe at Braze")
                 except Exception as exc:  # report what arrived rather than nothing
                     print(f"  not every probe arrived: {str(exc).splitlines()[0]}")
+                load_after = load_average()
                 os.environ["DAGSTER_HOME"] = str(home)
                 with dg.DagsterInstance.get() as instance:
                     breakdown(instance, probes)
@@ -222,9 +309,9 @@ def run_config(config: Config, probes_wanted: int, every: float, customers: int,
             iterable.stop()
         latencies = [p.attributes_at - p.landed for p in probes if p.attributes_at]
         purchase = [p.purchase_at - p.landed for p in probes if p.purchase_at]
-        parts = {name: [p.parts[name] for p in probes if p.parts] for name in
-                 ("sensor", "queue + launch", "upstream steps", "sync")}
+        parts = {name: [p.parts[name] for p in probes if p.parts] for name in PARTS}
         return {
+            "customers": customers,
             "config": config.name,
             "probes": len(probes),
             "arrived": len(latencies),
@@ -235,6 +322,12 @@ def run_config(config: Config, probes_wanted: int, every: float, customers: int,
             "purchase_p95": percentile(purchase, 95) if purchase else None,
             "parts_median": {k: statistics.median(v) if v else None for k, v in parts.items()},
             "parts_p95": {k: percentile(v, 95) if v else None for k, v in parts.items()},
+            # Probes whose sensor wait was (partly) a run in flight, out of those with a breakdown.
+            "blocked_by_run": sum(1 for v in parts["run in flight"] if v > 0),
+            "seed_seconds": facts["seed_seconds"],
+            "first_sync_seconds": first_sync,
+            "load_before": load_before,
+            "load_after": load_after,
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -244,45 +337,77 @@ def fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f} s"
 
 
+def configs_for(customers: int, choice: str) -> list[Config]:
+    if choice == "auto":
+        return CONFIGS if customers <= ALL_CONFIGS_UP_TO else CONFIGS[:1]
+    return CONFIGS if choice == "all" else [CONFIGS[int(i)] for i in choice.split(",")]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--probes", type=int, default=60, help="probes per configuration (at least 50 for a p95)")
     parser.add_argument("--every", type=float, default=3.0, help="seconds between probes")
-    parser.add_argument("--customers", type=int, default=2000)
-    parser.add_argument("--configs", default="all", help="comma-separated indexes into the configurations, or all")
+    parser.add_argument("--customers", type=parse_sizes, default=[2000],
+                        help="comma-separated sizes, e.g. 2000,1000000,10000000 (or 2k,1m,10m); default 2000")
+    parser.add_argument("--configs", default="auto",
+                        help="comma-separated indexes into the configurations, all, or auto (default: every "
+                        f"configuration up to {ALL_CONFIGS_UP_TO:,} customers, the shipped defaults (0) above)")
     parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args()
     (REPO / "benchmarks" / ".work").mkdir(parents=True, exist_ok=True)
-    chosen = CONFIGS if args.configs == "all" else [CONFIGS[int(i)] for i in args.configs.split(",")]
     results = []
-    for i, config in enumerate(chosen):
-        print(f"[{config.name}] {args.probes} probes, one every {args.every:g} s ...", flush=True)
-        result = run_config(config, args.probes, args.every, args.customers, seed=i)
-        print(f"  p50 {fmt(result['p50'])}, p95 {fmt(result['p95'])}, max {fmt(result['max'])}; "
-              f"medians: " + ", ".join(f"{k} {fmt(v)}" for k, v in result["parts_median"].items()), flush=True)
-        results.append(result)
+    started = time.time()
+    for customers in args.customers:
+        for i, config in enumerate(configs_for(customers, args.configs)):
+            print(f"[{customers:,} customers, {config.name}] {args.probes} probes, one every {args.every:g} s ...",
+                  flush=True)
+            began = time.time()
+            result = run_config(config, args.probes, args.every, customers, seed=i)
+            result["seconds"] = time.time() - began
+            print(f"  p50 {fmt(result['p50'])}, p95 {fmt(result['p95'])}, max {fmt(result['max'])}; "
+                  f"medians: " + ", ".join(f"{k} {fmt(v)}" for k, v in result["parts_median"].items())
+                  + f" ({result['seconds']:.0f} s)", flush=True)
+            results.append(result)
 
     lines = [
         f"Latency from an order landing to its arrival at the Braze fake ({args.probes} probes per row, one every "
-        f"{args.every:g} s; {platform.node()}, {os.cpu_count()} cores, {dt.date.today()})",
+        f"{args.every:g} s; {platform.node()}, {os.cpu_count()} cores, {dt.date.today()}; "
+        f"{(time.time() - started) / 60:.0f} minutes in all)",
         "",
-        "| configuration | arrived | p50 | p95 | max | sensor | queue + launch | upstream steps | sync | purchase p50 / p95 |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| customers | configuration | arrived | p50 | p95 | max | sensor | of which a run in flight | queue + launch "
+        "| upstream steps | sync | purchase p50 / p95 | load before / after |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         m = r["parts_median"]
         lines.append(
-            f"| {r['config']} | {r['arrived']}/{r['probes']} | {fmt(r['p50'])} | {fmt(r['p95'])} | {fmt(r['max'])} | "
-            f"{fmt(m['sensor'])} | {fmt(m['queue + launch'])} | {fmt(m['upstream steps'])} | {fmt(m['sync'])} | "
-            f"{fmt(r['purchase_p50'])} / {fmt(r['purchase_p95'])} |"
+            f"| {r['customers']:,} | {r['config']} | {r['arrived']}/{r['probes']} | {fmt(r['p50'])} | {fmt(r['p95'])} "
+            f"| {fmt(r['max'])} | {fmt(m['sensor'])} | {fmt(m['run in flight'])} ({r['blocked_by_run']} probes) "
+            f"| {fmt(m['queue + launch'])} | {fmt(m['upstream steps'])} | {fmt(m['sync'])} "
+            f"| {fmt(r['purchase_p50'])} / {fmt(r['purchase_p95'])} "
+            f"| {r['load_before'][0]:.1f} / {r['load_after'][0]:.1f} |"
         )
-    lines.append("")
-    lines.append("Breakdown columns are medians over the probes of the run that delivered each probe.")
+    lines += [
+        "",
+        "Breakdown columns are medians over the probes of the run that delivered each probe. \"Of which a run in "
+        "flight\": from the first sensor tick after the landing that was skipped because a minute-level run was "
+        "queued or running, until the probe's run was created (0 when no tick refused); in brackets, how many "
+        "probes waited so. Load: the 1-minute load average before the Dagster processes started and after the "
+        "last probe arrived.",
+        "",
+        "| customers | configuration | seeding | first VIP sync (every VIP sent) | whole row |",
+        "|---:|---|---:|---:|---:|",
+    ]
+    for r in results:
+        lines.append(f"| {r['customers']:,} | {r['config']} | {r['seed_seconds']:.0f} s | "
+                     f"{r['first_sync_seconds']:.0f} s | {r['seconds'] / 60:.1f} min |")
     table = "\n".join(lines)
     print("\n" + table)
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "latency.md").write_text(table + "\n")
-    (args.results / "latency.json").write_text(json.dumps(results, indent=2) + "\n")
+    machine = {"node": platform.node(), "cores": os.cpu_count(), "date": dt.date.today().isoformat(),
+               "probes": args.probes, "every": args.every}
+    (args.results / "latency.json").write_text(json.dumps({"machine": machine, "results": results}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -217,3 +217,28 @@ def test_an_edited_model_is_recomputed_in_full_once(sample: Sample):
     assert first["model/customer_profiles"]["mode"] == "full (the model's SQL changed)"
     assert sample.sql("SELECT count(*) FROM customer_profiles WHERE order_count = 0") == [(0,)]
     assert sample.run("incremental")["model/customer_profiles"]["mode"] == "incremental"
+
+
+def test_a_rolling_window_edge_is_a_range_the_engine_can_prune():
+    from composable_assets.project.incremental import flip_condition, now_literals
+
+    before = now_literals(dt.datetime(2026, 12, 6, 10, 0, tzinfo=dt.UTC), dt.date(2026, 12, 6))
+    after = now_literals(dt.datetime(2026, 12, 6, 10, 5, tzinfo=dt.UTC), dt.date(2026, 12, 6))
+    band = flip_condition(("occurred_at >= CURRENT_TIMESTAMP - INTERVAL '48' HOUR",), before, after)
+    con = duckdb.connect()
+    con.execute("CREATE TABLE e AS SELECT TIMESTAMP '2026-12-04 10:00:00' + to_minutes(i) AS occurred_at FROM range(-10, 10) t(i)")
+    # Carts from 10:00 to 10:05 two days ago crossed the edge between the two runs (both ends counted).
+    crossed = [r[0].minute for r in con.execute(f"SELECT occurred_at FROM e WHERE {band} ORDER BY 1").fetchall()]
+    assert crossed == [0, 1, 2, 3, 4, 5]
+    assert "least(" in band.lower() and "timestamptz" not in band.lower()
+
+
+def test_run_after_run_stays_incremental_once_the_journal_was_read_and_emptied(sample: Sample):
+    sample.run("full")
+    customers = [r[0] for r in sample.sql("SELECT customer_id FROM customers ORDER BY customer_id LIMIT 3")]
+    for customer in customers:
+        sample.land_order(customer, "5.00")
+        runs = sample.run("incremental")
+        assert runs["model/customer_profiles"]["mode"] == "incremental", runs["model/customer_profiles"]["mode"]
+        assert runs["model/customer_profiles"]["affected_keys"] == 1
+    assert sample.sql("SELECT count(*) FROM composable.key_changes WHERE key IS NOT NULL") == [(0,)]

@@ -44,7 +44,12 @@ def ensure_journal(conn: Connection, schema: str) -> None:
 
 
 def next_seq(conn: Connection, schema: str) -> int:
-    return conn.fetch_one(f"SELECT coalesce(max(seq), 0) + 1 FROM {table(schema, JOURNAL)}")[0]
+    """The next batch's seq: past every journal row and every reader's cursor (read rows are deleted, so the
+    journal alone may be empty; a seq a reader has passed must never be handed out again)."""
+    return conn.fetch_one(
+        f"SELECT greatest(coalesce((SELECT max(seq) FROM {table(schema, JOURNAL)}), 0), "
+        f"coalesce((SELECT max(seq) FROM {table(schema, STATE)}), 0)) + 1"
+    )[0]
 
 
 def journal(conn: Connection, schema: str, name: str, keys_sql: str, params: list | None = None, *, now: dt.datetime) -> None:

@@ -37,8 +37,9 @@ from .changes import (
     relation,
     write_state,
 )
+from .ledger import fold_acks
 from .snapshot import SnapshotResult
-from .sql import DIALECT, ident, table
+from .sql import DIALECT, ident, row_hash, table
 
 
 
@@ -162,17 +163,23 @@ def _replace(conn: Connection, name: str, sql: str) -> None:
     conn.execute(f"CREATE OR REPLACE TABLE {ident(name)} AS {sql.strip().rstrip(';')}")
 
 
-def journal_differences(conn: Connection, schema: str, name: str, new: str, old: str, key: str) -> int:
+def journal_differences(
+    conn: Connection, schema: str, name: str, new: str, old: str, key: str, columns: list[str]
+) -> int:
     """Journal the keys whose rows differ between two versions of a table; returns the rows repaired.
 
-    A row repaired is one the new version has and the old one lacked or had otherwise, or an old row whose key
-    the new version no longer has (so an updated row counts once, not as a removal plus an addition).
+    Rows are compared as (key, fingerprint of every column) pairs, so the comparison carries two narrow columns
+    rather than whole rows. A row repaired is one the new version has and the old one lacked or had otherwise, or
+    an old row whose key the new version no longer has (an updated row counts once, not as a removal plus an
+    addition).
     """
+    fingerprint = _fingerprint(conn, columns)
     differences = table(schema, "differences__" + "".join(c if c.isalnum() else "_" for c in name))
+    pairs = f"SELECT {key} AS key, {fingerprint} AS fingerprint FROM"
     conn.execute(
         f"CREATE OR REPLACE TABLE {differences} AS "
-        f"SELECT 'new' AS side, CAST({key} AS VARCHAR) AS key FROM (SELECT * FROM {new} EXCEPT ALL SELECT * FROM {old}) AS n "
-        f"UNION ALL SELECT 'old', CAST({key} AS VARCHAR) FROM (SELECT * FROM {old} EXCEPT ALL SELECT * FROM {new}) AS o"
+        f"SELECT 'new' AS side, CAST(key AS VARCHAR) AS key FROM ({pairs} {new} EXCEPT ALL {pairs} {old}) AS n "
+        f"UNION ALL SELECT 'old', CAST(key AS VARCHAR) FROM ({pairs} {old} EXCEPT ALL {pairs} {new}) AS o"
     )
     try:
         (repaired,) = conn.fetch_one(
@@ -184,6 +191,14 @@ def journal_differences(conn: Connection, schema: str, name: str, new: str, old:
     finally:
         conn.execute(f"DROP TABLE IF EXISTS {differences}")
     return repaired
+
+
+def _fingerprint(conn: Connection, columns: list[str]) -> str:
+    """One value per row that differs when any column does: DuckDB's fast 64-bit hash, else the md5 row hash."""
+    if conn.dialect == "duckdb":
+        # hash() of a struct sees every field, NULLs included.
+        return "hash(struct_pack(" + ", ".join(f"{ident(c)} := {ident(c)}" for c in columns) + "))"
+    return row_hash(columns)
 
 
 def _incremental(
@@ -243,7 +258,9 @@ def _full_compared(
     # Journal, then swap, then the cursor: a crash in between makes the next run redo keys, never miss them (and
     # BigQuery runs a DROP only as a transaction's first statement).
     if same_shape:
-        repaired = journal_differences(conn, schema, relation(name, refresh.key), staging, target, key)
+        repaired = journal_differences(
+            conn, schema, relation(name, refresh.key), staging, target, key, [c for c, _ in old]
+        )
     else:
         journal_everything(conn, schema, relation(name, refresh.key), now=utc_now())
     conn.execute("BEGIN TRANSACTION")
@@ -324,7 +341,10 @@ def refresh_audience(
             schema, f"audience__{audience}__staging"
         )
         if same_shape:
-            repaired.append(journal_differences(conn, schema, snapshot_relation(audience), staging, old, "_key"))
+            columns = [c for c, _ in conn.table_columns(schema, f"audience__{audience}")]
+            repaired.append(
+                journal_differences(conn, schema, snapshot_relation(audience), staging, old, "_key", columns)
+            )
         else:
             journal_everything(conn, schema, snapshot_relation(audience), now=utc_now())
 
@@ -413,12 +433,14 @@ def delta_scope(
         keys_sql, guards = changed_keys(conn, schema, state, watched, upto)
     except Unexplained as exc:
         return DeltaScope(None, None, str(exc), moved(guards_now(conn, watched)))
+    # Its previous delta's rows the destination has not acknowledged (failed, rejected, unsent): compared again, as
+    # the full path would. After the fold, an acknowledged row is in the ledger with its hash (a removal: absent).
+    fold_acks(conn, tables)
     unacknowledged = (
-        f"SELECT d._key AS key FROM {tables.delta} AS d WHERE d._seq >= (SELECT coalesce(max(first_seq), 0) "
-        f"FROM {tables.delta_runs} WHERE audience = '{_quote(tables.audience)}' "
-        f"AND destination = '{_quote(tables.destination)}') "
-        f"AND NOT EXISTS (SELECT 1 FROM {tables.acks} AS a WHERE a.audience = '{_quote(tables.audience)}' "
-        f"AND a.destination = '{_quote(tables.destination)}' AND d._seq BETWEEN a.first_seq AND a.last_seq)"
+        f"SELECT d._key AS key FROM {tables.delta} AS d LEFT JOIN {tables.ledger} AS l ON l._key = d._key "
+        f"WHERE d._seq >= (SELECT coalesce(max(first_seq), 0) FROM {tables.delta_runs} "
+        f"WHERE audience = '{_quote(tables.audience)}' AND destination = '{_quote(tables.destination)}') "
+        "AND l._hash IS DISTINCT FROM d._hash"
     )
     keys = keys_table(schema, reader)
     count = collect_keys(conn, keys, f"{keys_sql} UNION {unacknowledged}")

@@ -132,28 +132,58 @@ def reads_clock(sql_or_tree: str | exp.Expression) -> bool:
 
 
 def pin_time(tree: exp.Expression, now: dict[str, str]) -> exp.Expression:
-    """Replace each clock function by `now["timestamp"]` or `now["date"]` (SQL literals read from the engine)."""
+    """Replace each clock function by the run's time (`now`: SQL literals, see `now_literals`).
+
+    The time is a plain UTC TIMESTAMP (sessions run in UTC, so it compares as `current_timestamp` would), which lets
+    the engine prune `occurred_at >= <time> - INTERVAL 48 HOUR` by the column's min/max, as it could not with a
+    per-row cast to TIMESTAMPTZ; under AT TIME ZONE, where the two types differ, it stays a TIMESTAMPTZ.
+    """
 
     def swap(node: exp.Expression) -> exp.Expression:
         if not _is_time(node):
             return node
-        dates = isinstance(node, exp.CurrentDate) or (
-            isinstance(node, exp.Anonymous) and node.name.lower() == "today"
-        )
-        return sqlglot.parse_one(now["date" if dates else "timestamp"], dialect=DIALECT)
+        if isinstance(node, exp.CurrentDate) or (isinstance(node, exp.Anonymous) and node.name.lower() == "today"):
+            kind = "date"
+        else:
+            kind = "timestamptz" if isinstance(node.parent, exp.AtTimeZone) else "timestamp"
+        return sqlglot.parse_one(now[kind], dialect=DIALECT)
 
     return tree.transform(swap)
 
 
 def flip_condition(conditions: tuple[str, ...], before: dict[str, str], after: dict[str, str]) -> str:
-    """True for a row whose answer to any condition differs between the two times: its key crossed a window edge."""
+    """True for a row whose answer to any condition differs between the two times: its key crossed a window edge.
+
+    A comparison of a column with the clock (`occurred_at >= now() - INTERVAL 48 HOUR`) becomes the band of values
+    between its two edges, a range the engine prunes by min/max; anything else compares its two answers per row.
+    """
     parts = []
     for condition in conditions:
         tree = sqlglot.parse_one(condition, dialect=DIALECT)
+        band = _band(tree, before, after)
+        if band is not None:
+            parts.append(band)
+            continue
         old = pin_time(tree.copy(), before).sql(DIALECT)
         new = pin_time(tree.copy(), after).sql(DIALECT)
         parts.append(f"(({old}) IS DISTINCT FROM ({new}))")
     return " OR ".join(parts) or "false"
+
+
+def _band(tree: exp.Expression, before: dict[str, str], after: dict[str, str]) -> str | None:
+    """`column BETWEEN` the two edges of a column-versus-clock comparison, or None for another shape."""
+    if not isinstance(tree, (exp.GT, exp.GTE, exp.LT, exp.LTE)):
+        return None
+    column, edge = tree.left, tree.right
+    if not isinstance(column, exp.Column):
+        column, edge = edge, column
+    if not isinstance(column, exp.Column) or not reads_clock(edge) or edge.find(exp.Column):
+        return None
+    old = pin_time(edge.copy(), before).sql(DIALECT)
+    new = pin_time(edge.copy(), after).sql(DIALECT)
+    name = column.sql(DIALECT)
+    # Inclusive at both ends: a row exactly on an edge is counted changed, which costs a recompute, never an answer.
+    return f"({name} >= least({old}, {new}) AND {name} <= greatest({old}, {new}))"
 
 
 def _parse(sql: str) -> exp.Expression:
@@ -405,10 +435,14 @@ def model_refreshes(models: dict[str, str], sources: set[str], order: list[str])
 
 
 def now_literals(timestamp: dt.datetime, date: dt.date) -> dict[str, str]:
-    """SQL literals for the pinned clock, as the engine reported it."""
-    stamp = timestamp.isoformat(sep=" ")
-    kind = "TIMESTAMPTZ" if timestamp.tzinfo is not None else "TIMESTAMP"
-    return {"timestamp": f"CAST('{stamp}' AS {kind})", "date": f"CAST('{date.isoformat()}' AS DATE)"}
+    """SQL literals for the pinned clock: `timestamp` (UTC, plain), `timestamptz` and `date`."""
+    utc = timestamp.astimezone(dt.UTC) if timestamp.tzinfo is not None else timestamp
+    plain = utc.replace(tzinfo=None).isoformat(sep=" ")
+    return {
+        "timestamp": f"CAST('{plain}' AS TIMESTAMP)",
+        "timestamptz": f"CAST('{plain}+00:00' AS TIMESTAMPTZ)",
+        "date": f"CAST('{date.isoformat()}' AS DATE)",
+    }
 
 
 def journal_columns(refreshes: dict[str, Refresh]) -> dict[str, list[str]]:
