@@ -34,7 +34,6 @@ from typing import Any, Callable, Iterable, Mapping
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import sqlglot
@@ -616,7 +615,15 @@ def archived(conn, location: ArchiveLocation, schema: str, table_name: str) -> p
         return None
     # Files written before a column was added lack it: read them all under the union of their schemas.
     unified = pa.unify_schemas([pq.read_schema(p, filesystem=location.fs) for p in paths])
-    return pads.dataset(paths, schema=unified, format="parquet", filesystem=location.fs).to_table()
+    return archive_dataset(location, paths, schema=unified).to_table()
+
+
+def archive_dataset(location: ArchiveLocation, paths: list[str], schema: pa.Schema | None = None):
+    """The archived Parquet files at `paths` as one pyarrow dataset (read lazily, filtered by the reader)."""
+    # Imported here: pyarrow.dataset imports pandas (~0.4 s), which every run process would otherwise pay at start.
+    import pyarrow.dataset as pads
+
+    return pads.dataset(paths, schema=schema, format="parquet", filesystem=location.fs)
 
 
 def archived_outbox(location: ArchiveLocation) -> pa.Table:

@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
 from pydantic import BaseModel
 
 from ..delta.changes import JOURNAL
@@ -45,7 +44,7 @@ from ..project.loader import PROJECT_FILE
 from ..streams.shape import StreamShape
 from ..streams.tables import StreamTables
 from ..warehouse.base import insert_rows
-from .archive import ArchiveLocation, archived_paths, purge_archived
+from .archive import ArchiveLocation, archive_dataset, archived_paths, purge_archived
 from .consent import member_key_column
 from .pii import scrub
 from .deletion_log import (
@@ -273,7 +272,7 @@ def _archived_identifiers(conn, archive: ArchiveLocation, schema: str, name: str
     if not paths:
         return []
     # Read only two columns of the rows asked for (Parquet statistics skip most of the files' row groups).
-    rows = pads.dataset(paths, format="parquet", filesystem=archive.fs).to_table(
+    rows = archive_dataset(archive, paths).to_table(
         columns=["_key", "_identifier"], filter=pc.field("_key").isin(keys) & pc.field("_identifier").is_valid()
     )
     return list(zip(rows["_key"].to_pylist(), rows["_identifier"].to_pylist()))
