@@ -15,6 +15,7 @@ from .assets.models import build_model_asset
 from .assets.sources import build_landing_loader, build_source_observer
 from .automation.alerts import alert_sensor
 from .automation.freshness import freshness_policy, heartbeat_interval
+from .automation.priority import priority_tags, step_priorities
 from .automation.schedules import audience_schedule
 from .automation.sensors import Watch, change_sensor, minute_level_job, nightly_full_schedule
 from .automation.stale_runs import free_dead_runs_sensor
@@ -113,6 +114,19 @@ def stream_keys(project: Project, stream: str, destination: str | None = None) -
     return keys
 
 
+def minute_level_deliveries(project: Project) -> list[list[dg.AssetKey]]:
+    """Each minute-level delivery (audience sync, stream sync) as every asset it needs: what orders their steps."""
+    deliveries = [
+        audience_keys(project, a.name, s.destination) for a in project.audiences.values()
+        if a.cadence == "minutes" for s in a.syncs
+    ]
+    deliveries += [
+        stream_keys(project, st.name, s.destination) for st in project.streams.values()
+        if st.cadence == "minutes" for s in st.syncs
+    ]
+    return deliveries
+
+
 def stream_selection(project: Project, stream: str, destination: str | None = None) -> dg.AssetSelection:
     return dg.AssetSelection.assets(*stream_keys(project, stream, destination))
 
@@ -174,8 +188,10 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
 
     landing = landing_folders(project.settings.landing, settings.data_dir)
     refreshes = project.refreshes
+    priorities = step_priorities(minute_level_deliveries(project))
     assets: list = [
-        build_model_asset(m, project.root, kind, schema, refreshes[m.name], set(landing), set(project.models))
+        build_model_asset(m, project.root, kind, schema, refreshes[m.name], set(landing), set(project.models),
+                          op_tags=priority_tags(priorities, model_key(m.name)))
         for m in project.models.values()
     ]
     requests = project.settings.deletion_requests
@@ -205,7 +221,7 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
         assets.append(
             build_audience_asset(
                 audience, schema, kind, samples, members, condition_tables(project) if members else {},
-                model_refresh, watches_of_members,
+                model_refresh, watches_of_members, op_tags=priority_tags(priorities, audience_key(audience.name)),
             )
         )
         keyed = model_refresh is not None and model_refresh.key == audience.primary_key
@@ -219,12 +235,14 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
                     audience, sync, shape, schema, partitions, kind, gates, samples, reads,
                     keyed and (not shape.allowed or member_watches(project) is not None),
                     (member_watches(project) or []) if shape.allowed else [],
+                    op_tags=priority_tags(priorities, delta_key(audience.name, sync.destination)),
                 )
             )
             assets.append(
                 build_sync_asset(
                     audience, sync, destinations[sync.destination], schema, partitions, kind, policy, samples,
                     model.path if model is not None else None,
+                    op_tags=priority_tags(priorities, sync_key(audience.name, sync.destination)),
                 )
             )
         job = dg.define_asset_job(
@@ -259,6 +277,7 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
                 build_stream_asset(
                     stream, sync, destination, schema, partitions, kind, upstream, project.settings.timezone, policy,
                     samples, conditions.get(sync.destination), native.get(sync.destination), against,
+                    op_tags=priority_tags(priorities, stream_key(stream.name, sync.destination)),
                 )
             )
         job = dg.define_asset_job(

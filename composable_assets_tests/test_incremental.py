@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from composable_assets.automation.priority import PRIORITY_TAG
 from composable_assets.definitions import build_definitions
 from composable_assets.landing import landing_folders
 from composable_assets.project import load_project
@@ -118,6 +119,7 @@ class Sample:
             partition_key=today, tags={"composable/refresh": mode}, instance=self.instance
         )
         assert result.success
+        self.step_order = [e.step_key for e in result.all_events if e.event_type_value == "STEP_START"]
         return {
             "/".join(m.asset_key.path): {k: v.value for k, v in m.metadata.items()}
             for m in (
@@ -164,6 +166,40 @@ def test_a_landed_order_is_applied_to_its_customer_only_and_sent(sample: Sample)
     assert nightly["model/customer_profiles"]["repaired_rows"] == 0
     assert nightly["audience/vip_customers"]["repaired_rows"] == 0
     assert nightly["delta/vip_customers/outbox"]["total"] == 0
+
+
+def test_a_run_delivers_one_audience_before_starting_the_next(sample: Sample):
+    """Each audience's chain (audience, delta, sync) runs through to its delivery before another one starts, and the
+    model feeding more deliveries goes first; in plain graph order every audience ran before any delivery."""
+    sample.run("full")
+    sample.land_order(3)
+    sample.run("incremental")
+    order = sample.step_order
+    chains = {name: [i for i, step in enumerate(order) if step.split("__")[1:2] == [name]
+                     and step.startswith(("audience__", "delta__", "sync__"))]
+              for name in ("vip_customers", "cart_abandoners")}
+    for steps in chains.values():
+        assert steps == list(range(steps[0], steps[0] + len(steps))), order  # one after the other, nothing between
+        assert order[steps[-1]].startswith("sync__"), order
+    first = min(chains, key=lambda name: chains[name][0])
+    # Each step still runs after what it reads: the first chain's model before it, the landing load before all.
+    assert order[0] == "load_landing"
+    assert order.index(f"model__{sample.project.audiences[first].model}") < chains[first][0]
+
+
+def test_steps_feeding_more_minute_level_deliveries_go_first(tmp_path: Path):
+    project = load_project(SAMPLE_PROJECT_DIR)
+    settings = Settings(project_dir=SAMPLE_PROJECT_DIR, warehouse_url="duckdb:///:memory:", data_dir=tmp_path)
+    defs = build_definitions(project, settings)
+
+    def priority(*path: str) -> int:
+        return int(defs.get_assets_def(dg.AssetKey(list(path))).op.tags[PRIORITY_TAG])
+
+    # customer_profiles feeds two minute-level deliveries (vip_customers to braze and outbox), cart_abandoners one.
+    assert priority("model", "customer_profiles") > priority("model", "cart_abandoners")
+    assert (priority("sync", "vip_customers", "braze") > priority("delta", "vip_customers", "braze")
+            > priority("audience", "vip_customers") > priority("model", "customer_profiles"))
+    assert priority("stream", "purchases", "braze") > priority("delta", "cart_abandoners", "outbox")
 
 
 def test_a_delete_outside_the_landing_folders_falls_back_to_the_full_recompute(sample: Sample):

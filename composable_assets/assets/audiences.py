@@ -70,6 +70,7 @@ def build_audience_asset(
     reads: dict[str, str] | None = None,
     model_refresh: Refresh | None = None,
     watched: list[Watched] | None = None,
+    op_tags: dict[str, str] | None = None,
 ) -> dg.AssetsDefinition:
     """`members`: a condition on the model's rows besides the file's `where` (no deletion request; see
     governance/consent.py), reading the tables `reads` names (table -> the project.yaml setting naming it).
@@ -90,6 +91,7 @@ def build_audience_asset(
         kinds={warehouse_kind, "audience"},
         tags={"cadence": audience.cadence.replace(" ", "_").replace("*", "x")},
         pool=WAREHOUSE_POOL,
+        op_tags=op_tags,
         # The file's sha256, as sync_runs records it (governance/provenance.py).
         code_version=file_sha256(audience.path)[:16],
         metadata={

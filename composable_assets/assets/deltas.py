@@ -56,6 +56,7 @@ def build_delta_asset(
     reads: dict[str, str] | None = None,
     incremental: bool = False,
     watched: list[Watched] | None = None,
+    op_tags: dict[str, str] | None = None,
 ) -> dg.AssetsDefinition:
     """`reads`: the warehouse tables `shape.allowed` reads -> the project.yaml setting naming them.
 
@@ -76,6 +77,7 @@ def build_delta_asset(
         kinds={warehouse_kind, "delta"},
         tags={"mode": sync.mode},
         pool=WAREHOUSE_POOL,
+        op_tags=op_tags,
         # What decides the rows: the audience file, and from the destination's entry only who may receive (consent);
         # the gates decide whether they leave.
         code_version=code_version(file_sha256(audience.path), sync.destination, shape.allowed, gates.model_dump()),

@@ -39,6 +39,7 @@ def refresh_metadata(refresh_text: str, report: RefreshReport) -> dict:
 def build_model_asset(
     model: ModelSpec, project_root, warehouse_kind: str, schema: str, refresh: Refresh, landed: set[str],
     models: set[str],
+    op_tags: dict[str, str] | None = None,
 ) -> dg.AssetsDefinition:
     """`refresh`: how minute-level runs maintain it; `landed`: tables fed by landing folders; `models`: all models."""
     relative = model.path.relative_to(project_root) if model.path.is_relative_to(project_root) else model.path
@@ -52,6 +53,7 @@ def build_model_asset(
         owners=model.owners or None,
         kinds={warehouse_kind, "sql"},
         pool=WAREHOUSE_POOL,
+        op_tags=op_tags,
         # The file's sha256, as sync_runs records it (governance/provenance.py).
         code_version=file_sha256(model.path)[:16],
         metadata={

@@ -53,6 +53,7 @@ def build_stream_asset(
     allowed: str | None = None,
     allowed_native: str | None = None,
     native_against: tuple[str, str] | None = None,
+    op_tags: dict[str, str] | None = None,
 ) -> dg.AssetsDefinition:
     """One asset delivering `stream` to one destination; `upstream` is the model or source asset of its table.
 
@@ -91,6 +92,7 @@ def build_stream_asset(
         kinds={destination.kind, warehouse_kind},
         tags={"destination_type": destination.type_name, "delivery": "events"},
         pool=WAREHOUSE_POOL,
+        op_tags=op_tags,
         freshness_policy=freshness_policy,
         metadata={
             "destination": sync.destination,

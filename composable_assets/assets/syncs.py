@@ -60,6 +60,7 @@ def build_sync_asset(
     freshness_policy: dg.FreshnessPolicy | None = None,
     samples: bool = False,
     model_path: Path | None = None,
+    op_tags: dict[str, str] | None = None,
 ) -> dg.AssetsDefinition:
     """`model_path`: the SQL file of the audience's model (None when it reads a source table), for provenance."""
     tables = PairTables(schema, audience.name, sync.destination)
@@ -86,6 +87,7 @@ def build_sync_asset(
         kinds={destination.kind, warehouse_kind},
         tags={"mode": sync.mode, "destination_type": destination.type_name},
         pool=WAREHOUSE_POOL,
+        op_tags=op_tags,
         freshness_policy=freshness_policy,
         code_version=version,
         metadata={
