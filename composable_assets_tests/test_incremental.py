@@ -269,6 +269,29 @@ def test_a_rolling_window_edge_is_a_range_the_engine_can_prune():
     assert "least(" in band.lower() and "timestamptz" not in band.lower()
 
 
+def test_only_the_parts_of_a_condition_that_read_the_clock_are_compared_and_not_within_one_day():
+    """The VIP condition scanned all 10M profiles each run to find keys whose answer flipped, though `current_date`
+    had not moved; now an unchanged clock costs nothing and a new day costs a band on the one dated column."""
+    from composable_assets.project.incremental import flip_condition, now_literals
+
+    vip = "lifetime_value > 500 AND last_order_at >= current_date - INTERVAL 90 DAY"
+    at = [now_literals(dt.datetime(2026, 12, d, h, 0, tzinfo=dt.UTC), dt.date(2026, 12, d)) for d, h in
+          ((6, 10), (6, 11), (7, 0))]
+    assert flip_condition((vip,), at[0], at[1]) == "false"
+    next_day = flip_condition((vip,), at[1], at[2])
+    assert "lifetime_value" not in next_day and "least(" in next_day.lower()
+    con = duckdb.connect()
+    con.execute("CREATE TABLE p AS SELECT i AS lifetime_value, DATE '2026-09-07' + to_days(i % 3 - 1) AS last_order_at "
+                "FROM range(490, 510) t(i)")
+    # Every row whose answer changed between the two days is selected (none is missed), whatever its value.
+    flipped = (f"({vip.replace('current_date', 'DATE ' + repr('2026-12-06'))}) "
+               f"IS DISTINCT FROM ({vip.replace('current_date', 'DATE ' + repr('2026-12-07'))})")
+    assert con.execute(f"SELECT count(*) FROM p WHERE {flipped}").fetchone()[0] > 0
+    assert con.execute(f"SELECT count(*) FROM p WHERE {flipped} AND NOT ({next_day})").fetchone()[0] == 0
+    # Not reading the clock at all: never compared.
+    assert flip_condition(("lifetime_value > 500",), at[0], at[2]) == "false"
+
+
 def test_run_after_run_stays_incremental_once_the_journal_was_read_and_emptied(sample: Sample):
     sample.run("full")
     customers = [r[0] for r in sample.sql("SELECT customer_id FROM customers ORDER BY customer_id LIMIT 3")]

@@ -152,22 +152,33 @@ def pin_time(tree: exp.Expression, now: dict[str, str]) -> exp.Expression:
 
 
 def flip_condition(conditions: tuple[str, ...], before: dict[str, str], after: dict[str, str]) -> str:
-    """True for a row whose answer to any condition differs between the two times: its key crossed a window edge.
+    """True for a row whose answer to any condition may differ between the two times: its key crossed a window edge.
 
-    A comparison of a column with the clock (`occurred_at >= now() - INTERVAL 48 HOUR`) becomes the band of values
-    between its two edges, a range the engine prunes by min/max; anything else compares its two answers per row.
+    A condition's answer can only change where a part of it reading the clock changes (for AND, OR and NOT alike),
+    so each such part is compared on its own: a column-versus-clock comparison (`occurred_at >= now() - INTERVAL
+    48 HOUR`) becomes the band of values between its two edges, a range the engine prunes by min/max; any other
+    part compares its two answers per row. A part that reads the same at both times (`current_date` within one
+    day) cannot change and costs nothing: at 10M customers it was a full scan each run.
     """
-    parts = []
-    for condition in conditions:
-        tree = sqlglot.parse_one(condition, dialect=DIALECT)
-        band = _band(tree, before, after)
-        if band is not None:
-            parts.append(band)
-            continue
-        old = pin_time(tree.copy(), before).sql(DIALECT)
-        new = pin_time(tree.copy(), after).sql(DIALECT)
-        parts.append(f"(({old}) IS DISTINCT FROM ({new}))")
+    parts = [part for condition in conditions for part in _flips(sqlglot.parse_one(condition, dialect=DIALECT),
+                                                               before, after)]
     return " OR ".join(parts) or "false"
+
+
+def _flips(tree: exp.Expression, before: dict[str, str], after: dict[str, str]) -> list[str]:
+    """Conditions, any of which holds for a row whose answer to `tree` may differ between the two times."""
+    if not reads_clock(tree):
+        return []
+    if isinstance(tree, (exp.And, exp.Or)):
+        return _flips(tree.left, before, after) + _flips(tree.right, before, after)
+    if isinstance(tree, (exp.Not, exp.Paren)):
+        return _flips(tree.this, before, after)
+    old = pin_time(tree.copy(), before).sql(DIALECT)
+    new = pin_time(tree.copy(), after).sql(DIALECT)
+    if old == new:
+        return []
+    band = _band(tree, before, after)
+    return [band if band is not None else f"(({old}) IS DISTINCT FROM ({new}))"]
 
 
 def _band(tree: exp.Expression, before: dict[str, str], after: dict[str, str]) -> str | None:
