@@ -156,3 +156,45 @@ def test_a_consent_table_missing_from_the_warehouse_fails_the_delta_naming_proje
     assert any("project.yaml `consent:` names the table `consents`" in e for e in outcome.errors), outcome.errors
     assert Recording.received["rec_mirror"] == []
     assert len(Recording.received["rec_upsert"]) == 10  # a destination without a consent purpose does not need it
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    requests=st.dictionaries(st.integers(1, 12), st.integers(0, 5), max_size=8),
+    consents=st.dictionaries(st.integers(1, 12), st.tuples(st.booleans(), st.integers(0, 5)), max_size=8),
+    checked=st.sets(st.integers(1, 12), min_size=1, max_size=5),
+)
+def test_a_member_condition_narrowed_to_the_members_checked_answers_the_same_for_them(requests, consents, checked):
+    """The incremental path reads only the checked members' requests and consents; their answers must not change."""
+    import duckdb
+
+    from composable_assets.delta.sql import among_keys
+    from composable_assets.governance.consent import not_forgotten_predicate
+    from composable_assets.project import load_project
+
+    root = Path(tempfile.mkdtemp())
+    (root / "project.yaml").write_text(
+        "name: t\ndeletion_requests: {table: deletion_requests, key: customer_id, requested_at: requested_at}\n"
+        "consent: {table: consents, key: customer_id, purpose: purpose, granted: granted, updated_at: updated_at}\n"
+    )
+    project = load_project(root)
+    con = duckdb.connect()
+    con.execute("CREATE SCHEMA composable; CREATE TABLE composable.deletion_log (key VARCHAR, requested_at TIMESTAMP)")
+    con.execute("CREATE TABLE deletion_requests (customer_id BIGINT, requested_at TIMESTAMP)")
+    con.execute("CREATE TABLE consents (customer_id BIGINT, purpose VARCHAR, granted BOOLEAN, updated_at TIMESTAMP)")
+    day = dt.datetime(2026, 12, 1)
+    for who, at in requests.items():
+        con.execute("INSERT INTO deletion_requests VALUES (?, ?)", [who, day + dt.timedelta(days=at)])
+    for who, (granted, at) in consents.items():
+        con.execute("INSERT INTO consents VALUES (?, 'email', ?, ?)", [who, granted, day + dt.timedelta(days=at)])
+    con.execute("CREATE TABLE members AS SELECT i AS customer_id, CAST(i AS VARCHAR) AS _key FROM range(1, 13) t(i)")
+    con.execute("CREATE TABLE checked (key VARCHAR)")
+    con.executemany("INSERT INTO checked VALUES (?)", [[str(k)] for k in checked])
+    for column in ("_key", "customer_id"):
+        whole = not_forgotten_predicate(project, column)
+        narrowed = among_keys(whole, "SELECT key FROM checked")
+        assert narrowed != whole
+        only = "_key IN (SELECT key FROM checked)"
+        answers = [con.execute(f"SELECT _key, ({c}) FROM members WHERE {only} ORDER BY 1").fetchall()
+                   for c in (whole, narrowed)]
+        assert answers[0] == answers[1]

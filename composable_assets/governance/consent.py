@@ -12,7 +12,7 @@ from ..project.errors import ProjectError
 from ..project.project import Project
 from ..project.specs import ConsentSpec, StreamSpec
 from ..delta.changes import Watched
-from ..delta.sql import DIALECT, ident
+from ..delta.sql import DIALECT, REQUESTERS, ident
 from .deletion_log import deletion_log
 
 
@@ -55,7 +55,7 @@ def not_forgotten_predicate(project: Project, column: str = "_key", keys: str | 
     renewable = consent is not None and consent.updated_at is not None
     if keys is not None:
         if not renewable:
-            forgotten = f"SELECT r.person FROM ({asked}) AS r WHERE r.person IS NOT NULL"
+            forgotten = f"SELECT r.person FROM ({asked}) AS r WHERE {REQUESTERS}"
             return f"{ident(column)} IS NOT NULL AND {member_key(column)} NOT IN ({forgotten})"
         # The members checked who asked, by their key as it is (the consent table's type), each request with no
         # consent granted after it. No NULL member: a NULL key never equals a person.
@@ -73,7 +73,7 @@ def not_forgotten_predicate(project: Project, column: str = "_key", keys: str | 
             f"AND CAST(c.{ident(consent.updated_at)} AS TIMESTAMP) > r.asked_at)"
         )
     # NOT IN is NULL-aware: one NULL person in the subquery would exclude everyone, hence the filter.
-    return f"{member_key(column)} NOT IN (SELECT r.person FROM ({asked}) AS r WHERE r.person IS NOT NULL{renewed})"
+    return f"{member_key(column)} NOT IN (SELECT r.person FROM ({asked}) AS r WHERE {REQUESTERS}{renewed})"
 
 
 def consent_conditions(project: Project, column: str = "_key", keys: str | None = None) -> dict[str, str]:

@@ -9,7 +9,7 @@ from typing import Any
 from ..project.gates import GatesSpec
 from ..delta.diff import DeltaRun
 from ..delta.snapshot import SyncShape
-from ..delta.sql import ident
+from ..delta.sql import among_keys, ident
 from ..delta.tables import PairTables
 
 
@@ -125,8 +125,10 @@ def _consent_applied(conn, tables: PairTables, shape: SyncShape, run: DeltaRun) 
         return GateResult(name, True, "no consent purpose here and no deletion requests in the project")
     # Checked again on what is about to leave, independently of how the delta was computed: the destination's consent
     # purpose, and no deletion request (governance/consent.py puts both in `allowed`).
+    leaving = f"SELECT _key FROM {tables.delta} WHERE _seq BETWEEN {int(run.first_seq)} AND {int(run.last_seq)}"
     count = conn.fetch_one(
-        f"SELECT count(*) FROM {tables.delta} WHERE _seq BETWEEN ? AND ? AND _op <> 'remove' AND NOT ({shape.allowed})",
+        f"SELECT count(*) FROM {tables.delta} WHERE _seq BETWEEN ? AND ? AND _op <> 'remove' "
+        f"AND NOT ({among_keys(shape.allowed, leaving)})",
         [run.first_seq, run.last_seq],
     )[0]
     return GateResult(
