@@ -101,6 +101,7 @@ class Probe:
     attributes_at: float | None = None
     purchase_at: float | None = None
     parts: dict[str, float] = field(default_factory=dict)
+    steps: dict[str, float] = field(default_factory=dict)  # seconds per step of the run that delivered it
 
 
 def parse_sizes(text: str) -> list[int]:
@@ -234,16 +235,25 @@ def breakdown(instance: dg.DagsterInstance, probes: list[Probe]) -> None:
         if record.start_time is None or record.end_time is None:
             continue
         sync_start = None
-        for entry in instance.all_logs(record.dagster_run.run_id, of_type=dg.DagsterEventType.STEP_START):
-            if entry.step_key == SYNC_STEP:
-                sync_start = entry.timestamp
-        runs.append((record.create_timestamp.timestamp(), record.start_time, sync_start, record.end_time))
+        starts, ends = {}, {}
+        for entry in instance.all_logs(record.dagster_run.run_id, of_type={dg.DagsterEventType.STEP_START,
+                                                                           dg.DagsterEventType.STEP_SUCCESS}):
+            if entry.dagster_event.event_type == dg.DagsterEventType.STEP_START:
+                starts[entry.step_key] = entry.timestamp
+            else:
+                ends[entry.step_key] = entry.timestamp
+        sync_start = starts.get(SYNC_STEP)
+        steps = {key: ends[key] - starts[key] for key in starts if key in ends}
+        if starts:
+            steps["(run start to first step)"] = min(starts.values()) - record.start_time
+        runs.append((record.create_timestamp.timestamp(), record.start_time, sync_start, record.end_time, steps))
     ticks = sensor_ticks(instance)
     for probe in probes:
         if probe.attributes_at is None:
             continue
-        for created, started, sync_start, ended in runs:
+        for created, started, sync_start, ended, steps in runs:
             if sync_start and started <= probe.attributes_at <= ended + 1:
+                probe.steps = steps
                 # From the first tick after the landing that refused because a run was in flight, to the creation.
                 blocked = next((t.timestamp for t in ticks if probe.landed <= t.timestamp < created and in_flight(t)),
                                None)
@@ -310,7 +320,10 @@ def run_config(config: Config, probes_wanted: int, every: float, customers: int,
         latencies = [p.attributes_at - p.landed for p in probes if p.attributes_at]
         purchase = [p.purchase_at - p.landed for p in probes if p.purchase_at]
         parts = {name: [p.parts[name] for p in probes if p.parts] for name in PARTS}
+        step_names = sorted({name for p in probes for name in p.steps})
+        steps = {name: statistics.median([p.steps[name] for p in probes if name in p.steps]) for name in step_names}
         return {
+            "steps_median": steps,
             "customers": customers,
             "config": config.name,
             "probes": len(probes),
@@ -401,6 +414,15 @@ def main() -> None:
     for r in results:
         lines.append(f"| {r['customers']:,} | {r['config']} | {r['seed_seconds']:.0f} s | "
                      f"{r['first_sync_seconds']:.0f} s | {r['seconds'] / 60:.1f} min |")
+    lines += [
+        "",
+        "Where the upstream steps go: seconds per step of the run that delivered each probe (median over probes); "
+        "\"(run start to first step)\" is the run worker loading the code location and planning the run.",
+        "",
+    ]
+    for r in results:
+        lines.append(f"- {r['customers']:,}, {r['config']}: "
+                     + ", ".join(f"{name} {fmt(value)}" for name, value in r["steps_median"].items()))
     table = "\n".join(lines)
     print("\n" + table)
     args.results.mkdir(parents=True, exist_ok=True)
