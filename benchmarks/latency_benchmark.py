@@ -222,6 +222,15 @@ def sensor_ticks(instance: dg.DagsterInstance) -> list:
     return []
 
 
+def minute_runs_in_progress(dagster: DagsterProcesses) -> int:
+    """How many minute-level runs are queued, starting or running."""
+    data = dagster.graphql(
+        '{ runsOrError(filter: {pipelineName: "minute_level", statuses: [QUEUED, NOT_STARTED, STARTING, STARTED, '
+        'CANCELING]}) { ... on Runs { results { runId } } } }'
+    )
+    return len(data["runsOrError"]["results"])
+
+
 def in_flight(tick) -> bool:
     """Was this tick skipped because a minute-level run was queued or running?"""
     return bool(tick.skip_reason) and " of minute_level is " in tick.skip_reason
@@ -290,6 +299,10 @@ def run_config(config: Config, probes_wanted: int, every: float, customers: int,
                                  timeout=180 + 120 * millions, what="the first VIP sync")
                 first_sync = time.time() - up
                 print(f"  first VIP sync after {first_sync:.0f} s", flush=True)
+                # Deliveries run first, so the first run goes on with the other audiences (minutes at 10M) and a
+                # heartbeat run may queue behind it: probes measure the quiet state, once no run is left.
+                dagster.wait_for(lambda: not minute_runs_in_progress(dagster), timeout=600 + 300 * millions,
+                                 interval=2, what="the first minute-level runs to finish")
                 time.sleep(2 * every)
                 order_id = facts["max_order"]
                 for customer in targets:
