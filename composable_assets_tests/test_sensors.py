@@ -190,6 +190,44 @@ def test_a_warehouse_table_marker_sees_new_rows_and_a_locked_warehouse_is_a_skip
             holder.wait()
 
 
+def test_a_landed_file_is_requested_while_a_run_holds_the_warehouse(sample, tmp_path):
+    """Landing folders are read without the warehouse: a run holding DuckDB's lock (most of the time, under load)
+    must not hold back the next change; the warehouse tables are looked at again at the next tick."""
+    settings, warehouse, folders, defs = sample
+    watches = [Watch("vip", ("consents", "orders"), (VIP_SYNC,))]
+    sensor = change_sensor(watches, minute_level_job(watches), {"orders": folders["orders"]}, warehouse, "UTC")
+    with dg.instance_for_test() as instance:
+        _, cursor = tick(defs, instance, sensor=sensor)
+        holder = subprocess.Popen(
+            [sys.executable, "-c", f"import duckdb, sys, time; c = duckdb.connect({str(tmp_path / 'w.duckdb')!r}); "
+             "print('locked', flush=True); time.sleep(30)"],
+            stdout=subprocess.PIPE, text=True,
+        )
+        try:
+            assert holder.stdout.readline().strip() == "locked"
+            result, _ = tick(defs, instance, cursor=cursor, sensor=sensor)
+            assert not result.run_requests and "in use by another process" in result.skip_message
+            land_parquet(folders["orders"], [{"order_id": 1, "customer_id": 1}])
+            result, locked_cursor = tick(defs, instance, cursor=cursor, sensor=sensor)
+            assert len(result.run_requests) == 1 and result.run_requests[0].tags["composable/changed"] == "orders"
+        finally:
+            holder.kill()
+            holder.wait()
+        # The consents marker was not read under the lock: it stays as last seen.
+        assert json.loads(locked_cursor)["markers"]["consents"] == json.loads(cursor)["markers"]["consents"]
+        with warehouse.connect() as conn:
+            conn.execute("UPDATE consents SET updated_at = now() WHERE customer_id = 1")
+        result, _ = tick(defs, instance, cursor=locked_cursor, sensor=sensor)
+        assert result.run_requests and result.run_requests[0].tags["composable/changed"] == "consents"
+
+
+def test_a_five_second_sensor_ticks_on_every_look_of_the_daemon():
+    """The daemon looks every 5 s and the last tick is then just under 5 s old: a 5 s minimum ticked every 10 s."""
+    from composable_assets.automation.sensors import tick_interval
+
+    assert tick_interval(5) < 5 and tick_interval(30) == 29 and tick_interval(1) == 1
+
+
 def test_minute_level_syncs_carry_a_time_window_and_weekly_ones_a_monday_deadline(sample):
     *_, defs = sample
     graph = defs.resolve_asset_graph()
