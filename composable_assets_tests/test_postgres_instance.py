@@ -114,6 +114,8 @@ def test_a_partitioned_sample_run_its_cursors_and_pools_live_in_postgres(product
         assert isinstance(instance.schedule_storage, PostgresScheduleStorage)
         assert instance.run_monitoring_enabled
         assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 4
+        # The next run may start up while the one holding the warehouse pool runs its steps.
+        assert instance.get_concurrency_config().run_queue_config.op_concurrency_slot_buffer == 1
 
         defs = load_definitions()
         result = defs.resolve_job_def(JOB).execute_in_process(partition_key=DAY.isoformat(), instance=instance)
