@@ -97,15 +97,10 @@ def compute_delta(
     tables.ensure(conn)
     fold_acks(conn, tables)
     # One transaction: the rows and their record in delta_runs appear together, or not at all.
-    conn.execute("BEGIN TRANSACTION")
-    try:
+    with conn.transaction():
         run = _append_delta(conn, tables, shape, mode, run_id=run_id, partition=partition, now=now, keys=keys)
         if on_commit is not None:
             on_commit()
-        conn.execute("COMMIT")
-    except Exception:
-        conn.execute("ROLLBACK")
-        raise
     return run
 
 

@@ -55,8 +55,7 @@ def fold_acks(conn, tables: PairTables) -> int:
         # A key acknowledged by several runs (added, then updated) ends as its latest acknowledged row.
         "QUALIFY row_number() OVER (PARTITION BY d._key ORDER BY d._seq DESC) = 1"
     )
-    conn.execute("BEGIN TRANSACTION")
-    try:
+    with conn.transaction():
         # Provenance: every acknowledged row (not only each key's latest) enters the sync log with the fold.
         conn.execute(
             f"INSERT INTO {tables.sync_log} ({_LOG_COLUMNS}) "
@@ -74,10 +73,6 @@ def fold_acks(conn, tables: PairTables) -> int:
             f"UPDATE {tables.acks} SET folded = true WHERE audience = ? AND destination = ? AND NOT folded",
             [tables.audience, tables.destination],
         )
-        conn.execute("COMMIT")
-    except Exception:
-        conn.execute("ROLLBACK")
-        raise
     return pending
 
 
@@ -89,8 +84,7 @@ def record_rejections(conn, tables: PairTables, rows: list[list]) -> None:
     if not rows:
         return
     placeholders = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(rows))
-    conn.execute("BEGIN TRANSACTION")
-    try:
+    with conn.transaction():
         conn.execute(f"INSERT INTO {tables.failures} VALUES {placeholders}", [v for row in rows for v in row])
         # The identifier and hash come from the delta row; run id, time and seq range select just these rows.
         conn.execute(
@@ -101,10 +95,6 @@ def record_rejections(conn, tables: PairTables, rows: list[list]) -> None:
             "WHERE f.audience = ? AND f.destination = ? AND f.run_id = ? AND f.failed_at = ? AND f.seq BETWEEN ? AND ?",
             [tables.audience, tables.destination, rows[0][3], rows[0][8], min(r[4] for r in rows), max(r[4] for r in rows)],
         )
-        conn.execute("COMMIT")
-    except Exception:
-        conn.execute("ROLLBACK")
-        raise
 
 
 def _merge(conn, tables: PairTables, acked: str) -> None:

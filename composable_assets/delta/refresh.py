@@ -235,17 +235,13 @@ def _incremental(
         return f"{ident(column)} IN (SELECT CAST(key AS {types[source][column]}) FROM {keys})"
 
     count = collect_keys(conn, keys, " UNION ".join(parts))
-    conn.execute("BEGIN TRANSACTION")
     try:
-        if count:
-            conn.execute(f"DELETE FROM {ident(name)} WHERE {predicate(name, refresh.key)}")
-            conn.execute(f"INSERT INTO {ident(name)} {restricted_sql(sql, refresh, predicate, now)}")
-            journal(conn, schema, relation(name, refresh.key), f"SELECT key FROM {keys}", now=utc_now())
-        write_state(conn, schema, _moved(state.reader, upto, now, guards, definition, watched), utc_now())
-        conn.execute("COMMIT")
-    except Exception:
-        conn.execute("ROLLBACK")
-        raise
+        with conn.transaction():
+            if count:
+                conn.execute(f"DELETE FROM {ident(name)} WHERE {predicate(name, refresh.key)}")
+                conn.execute(f"INSERT INTO {ident(name)} {restricted_sql(sql, refresh, predicate, now)}")
+                journal(conn, schema, relation(name, refresh.key), f"SELECT key FROM {keys}", now=utc_now())
+            write_state(conn, schema, _moved(state.reader, upto, now, guards, definition, watched), utc_now())
     finally:
         conn.execute(f"DROP TABLE IF EXISTS {keys}")
     return RefreshReport("incremental", affected_keys=count)
@@ -273,14 +269,9 @@ def _full_compared(
         )
     else:
         journal_everything(conn, schema, relation(name, refresh.key), now=utc_now())
-    conn.execute("BEGIN TRANSACTION")
-    try:
+    with conn.transaction():
         conn.execute(f"DROP TABLE IF EXISTS {target}")
         conn.execute(f"ALTER TABLE {staging} RENAME TO {target}")
-        conn.execute("COMMIT")
-    except Exception:
-        conn.execute("ROLLBACK")
-        raise
     write_state(conn, schema, _moved(f"model:{name}", upto, now, guards, definition, watched), utc_now())
     prune(conn, schema, utc_now())
     return repaired
@@ -394,18 +385,14 @@ def _update_audience(
     key_type = dict(conn.table_columns(None, model))[primary_key]
     keys = keys_table(schema, state.reader)
     count = collect_keys(conn, keys, " UNION ".join(parts))
-    conn.execute("BEGIN TRANSACTION")
+    size = None
     try:
-        size = None
-        if count:
-            size = update(where=pin_time(where.copy(), now) if where is not None else None, keys_table=keys,
-                          key_type=key_type)
-            journal(conn, schema, snapshot_relation(audience), f"SELECT key FROM {keys}", now=utc_now())
-        write_state(conn, schema, _moved(state.reader, upto, now, guards, definition, watched), utc_now())
-        conn.execute("COMMIT")
-    except Exception:
-        conn.execute("ROLLBACK")
-        raise
+        with conn.transaction():
+            if count:
+                size = update(where=pin_time(where.copy(), now) if where is not None else None, keys_table=keys,
+                              key_type=key_type)
+                journal(conn, schema, snapshot_relation(audience), f"SELECT key FROM {keys}", now=utc_now())
+            write_state(conn, schema, _moved(state.reader, upto, now, guards, definition, watched), utc_now())
     finally:
         conn.execute(f"DROP TABLE IF EXISTS {keys}")
     if size is None:

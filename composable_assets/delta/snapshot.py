@@ -93,14 +93,9 @@ def build_snapshot(
     target = snapshot_table(schema, audience)
     if on_swap is not None:
         on_swap(staging, target)
-    conn.execute("BEGIN TRANSACTION")
-    try:
+    with conn.transaction():
         conn.execute(f"DROP TABLE IF EXISTS {target}")
         conn.execute(f"ALTER TABLE {staging} RENAME TO {ident(f'audience__{audience}')}")
-        conn.execute("COMMIT")
-    except Exception:
-        conn.execute("ROLLBACK")
-        raise
     size = conn.fetch_one(f"SELECT count(*) FROM {target}")[0]
     return SnapshotResult(size=size, columns=conn.table_columns(schema, f"audience__{audience}"))
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 import logging
 from typing import Any, Callable, Iterator, Sequence
 from urllib.parse import ParseResult, parse_qsl
@@ -96,6 +96,21 @@ class Connection(ABC):
     def fetch_one(self, sql: str, params: Params = None) -> tuple | None:
         rows = self.fetch_all(sql, params)
         return rows[0] if rows else None
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """The block's statements as one transaction: committed when it ends, rolled back if it raises.
+
+        Written as the statements each engine already understands (BigQuery and Databricks interpret them in
+        `execute`), so every engine gets the same block.
+        """
+        self.execute("BEGIN TRANSACTION")
+        try:
+            yield
+        except Exception:
+            self.execute("ROLLBACK")
+            raise
+        self.execute("COMMIT")
 
     def table_exists(self, schema: str | None, table: str) -> bool:
         return bool(self.table_columns(schema, table))
