@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 import zoneinfo
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -160,6 +162,22 @@ def test_a_quiet_file_gets_a_heartbeat_run_once_its_interval_has_passed(sample):
         assert request.partition_key == dt.datetime.fromtimestamp(clock["now"], dt.UTC).date().isoformat()
 
 
+@contextmanager
+def warehouse_held(path: Path) -> Iterator[None]:
+    """Another process (as a run would) holds the DuckDB file's one-writer lock while the block runs."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import duckdb, sys, time; c = duckdb.connect({str(path)!r}); "
+         "print('locked', flush=True); time.sleep(30)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        yield
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_a_warehouse_table_marker_sees_new_rows_and_a_locked_warehouse_is_a_skip(sample, tmp_path):
     settings, warehouse, folders, defs = sample
     watches = [Watch("consent_audience", ("consents",), (VIP_SYNC,))]
@@ -175,20 +193,11 @@ def test_a_warehouse_table_marker_sees_new_rows_and_a_locked_warehouse_is_a_skip
         assert len(result.run_requests) == 1 and cursor2 != cursor
 
         # Another process (a run) holds DuckDB's one-writer lock: the sensor skips quickly instead of waiting.
-        holder = subprocess.Popen(
-            [sys.executable, "-c", f"import duckdb, sys, time; c = duckdb.connect({str(tmp_path / 'w.duckdb')!r}); "
-             "print('locked', flush=True); time.sleep(30)"],
-            stdout=subprocess.PIPE, text=True,
-        )
-        try:
-            assert holder.stdout.readline().strip() == "locked"
+        with warehouse_held(tmp_path / "w.duckdb"):
             started = time.monotonic()
             result, _ = tick(defs, instance, cursor=cursor2, sensor=sensor)
             assert time.monotonic() - started < 5
             assert not result.run_requests and "in use by another process" in result.skip_message
-        finally:
-            holder.kill()
-            holder.wait()
 
 
 def test_a_landed_file_is_requested_while_a_run_holds_the_warehouse(sample, tmp_path):
@@ -199,21 +208,12 @@ def test_a_landed_file_is_requested_while_a_run_holds_the_warehouse(sample, tmp_
     sensor = change_sensor(watches, minute_level_job(watches), {"orders": folders["orders"]}, warehouse, "UTC")
     with dg.instance_for_test() as instance:
         _, cursor = tick(defs, instance, sensor=sensor)
-        holder = subprocess.Popen(
-            [sys.executable, "-c", f"import duckdb, sys, time; c = duckdb.connect({str(tmp_path / 'w.duckdb')!r}); "
-             "print('locked', flush=True); time.sleep(30)"],
-            stdout=subprocess.PIPE, text=True,
-        )
-        try:
-            assert holder.stdout.readline().strip() == "locked"
+        with warehouse_held(tmp_path / "w.duckdb"):
             result, _ = tick(defs, instance, cursor=cursor, sensor=sensor)
             assert not result.run_requests and "in use by another process" in result.skip_message
             land_parquet(folders["orders"], [{"order_id": 1, "customer_id": 1}])
             result, locked_cursor = tick(defs, instance, cursor=cursor, sensor=sensor)
             assert len(result.run_requests) == 1 and result.run_requests[0].tags["composable/changed"] == "orders"
-        finally:
-            holder.kill()
-            holder.wait()
         # The consents marker was not read under the lock: it stays as last seen.
         assert json.loads(locked_cursor)["markers"]["consents"] == json.loads(cursor)["markers"]["consents"]
         with warehouse.connect() as conn:
