@@ -16,7 +16,7 @@ Each probe's latency is split along the run that delivered it, from the run reco
 - sync: the sync step's start -> the arrival at Braze.
 
 The sensor part also names how much of it a run in flight caused: the sensor refuses to request a run while one
-of its job is queued or running (its tick is skipped with "run ... of minute_level is started"), so from the first
+of its job is queued or starting (its tick is skipped with "run ... of minute_level is queued"), so from the first
 such tick after the landing until the run is created the probe waited for the run before it, not for the interval.
 
 Configurations, side by side in one run: the shipped defaults (sensor every 5 s, run queue checked every 1 s,
@@ -232,7 +232,7 @@ def minute_runs_in_progress(dagster: DagsterProcesses) -> int:
 
 
 def in_flight(tick) -> bool:
-    """Was this tick skipped because a minute-level run was queued or running?"""
+    """Was this tick skipped because a minute-level run was queued or starting?"""
     return bool(tick.skip_reason) and " of minute_level is " in tick.skip_reason
 
 
@@ -243,7 +243,6 @@ def breakdown(instance: dg.DagsterInstance, probes: list[Probe]) -> None:
     for record in records:
         if record.start_time is None or record.end_time is None:
             continue
-        sync_start = None
         starts, ends = {}, {}
         for entry in instance.all_logs(record.dagster_run.run_id, of_type={dg.DagsterEventType.STEP_START,
                                                                            dg.DagsterEventType.STEP_SUCCESS}):
@@ -430,7 +429,7 @@ def main() -> None:
     lines += [
         "",
         "Where the upstream steps go: seconds per step of the run that delivered each probe (median over probes); "
-        "\"(run start to first step)\" is the run worker loading the code location and planning the run.",
+        "\"(run start to first step)\" is the run process planning the run and starting its resources.",
         "",
     ]
     for r in results:

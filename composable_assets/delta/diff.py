@@ -49,9 +49,9 @@ def delta_select(
     # The keys first, then who may be sent (its condition reads other tables: evaluated for those keys only).
     source = f"(SELECT * FROM {tables.snapshot} WHERE {only}) AS s" if only else tables.snapshot
     # A member the destination may not receive (no consent) counts as absent: never added, removed in a mirror.
-    allowed = f" WHERE {shape.allowed}" if shape.allowed else ""
-    if allowed and keys:
-        allowed = f" WHERE {among_keys(shape.allowed, f'SELECT key FROM {keys}')}"
+    # With `keys`, the condition reads only those members' requests and consents (see `among_keys`).
+    condition = among_keys(shape.allowed, f"SELECT key FROM {keys}") if shape.allowed and keys else shape.allowed
+    allowed = f" WHERE {condition}" if condition else ""
     snapshot = f"(SELECT * FROM {source}{allowed})" if allowed or only else tables.snapshot
     ledger = f"(SELECT * FROM {tables.ledger} WHERE {only})" if only else tables.ledger
     # A few keys (the incremental path) join once: the two phases pay off only when most of the table is joined.
