@@ -22,8 +22,8 @@ from rich.table import Table
 
 from composable_assets.delta.diff import compute_delta
 from composable_assets.delta.snapshot import SyncShape, build_snapshot
-from composable_assets.delta.sql import ident, json_object
-from composable_assets.delta.tables import PairTables
+from composable_assets.warehouse.sql import ident, json_object
+from composable_assets.store import PairTables
 from composable_assets.warehouse import Warehouse
 
 HERE = Path(__file__).resolve().parent

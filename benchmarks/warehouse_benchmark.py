@@ -38,8 +38,8 @@ from composable_assets.delta.delivery import READ_CHUNK_ROWS, deliver
 from composable_assets.delta.diff import DeltaRun, compute_delta, latest_delta_run
 from composable_assets.delta.ledger import fold_acks, record_acks
 from composable_assets.delta.snapshot import SyncShape, build_snapshot
-from composable_assets.delta.sql import ident
-from composable_assets.delta.tables import PairTables
+from composable_assets.warehouse.sql import ident
+from composable_assets.store import PairTables
 from composable_assets.destinations import BatchResult, Record, Session
 from composable_assets.settings import DEFAULT_DUCKDB_MEMORY_LIMIT
 from composable_assets.warehouse import Connection, engine_from_url

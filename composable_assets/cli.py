@@ -311,7 +311,7 @@ REJECTIONS_SHOWN = 5
 
 def _print_rejections(settings, project, outcome) -> None:
     """The first rejected rows of each sync in the run, with their reasons, and where to find the rest."""
-    from .delta.tables import PairTables
+    from .store import PairTables
     from .governance.provenance import rejections
     from .warehouse import Warehouse
 
@@ -339,7 +339,7 @@ def _print_rejections(settings, project, outcome) -> None:
 @click.option("--run", "run_id", help="A sync run id (default: each destination's latest sync run).")
 def rejections(audience: str, destination: str | None, run_id: str | None) -> None:
     """The rows a destination rejected in a sync run, with the key, identifier and reason of each."""
-    from .delta.tables import PairTables
+    from .store import PairTables
     from .governance.provenance import rejections as rejected_rows
     from .warehouse import Warehouse
 
@@ -557,7 +557,8 @@ def forget(request_id: str | None) -> None:
     Exit 1 unless every request is done (a failed destination is tried again by the next run).
     """
     from .governance.deletion import pending_requests
-    from .governance.deletion_log import ensure_deletion_log, outcomes
+    from .governance.deletion_log import outcomes
+    from .store import ensure_store
     from .warehouse import Warehouse
 
     settings, project, defs = _load()
@@ -565,7 +566,7 @@ def forget(request_id: str | None) -> None:
         raise UserError("project.yaml declares no `deletion_requests:` table; there is nothing to honour.")
     run = _honour_deletion_requests(defs)
     with Warehouse(url=settings.warehouse_url).connect() as conn:
-        ensure_deletion_log(conn, project.settings.schema_name)
+        ensure_store(conn, project.settings.schema_name)
         rows = outcomes(conn, project.settings.schema_name, None if request_id is None else [request_id])
         pending = {r.request_id for r in pending_requests(conn, project)}
     asked = {r["request_id"] for r in rows} | (pending if request_id is None else pending & {request_id})
@@ -867,11 +868,12 @@ def _all_sync_work(defs):
 
 def _demo_deletions(defs, warehouse, project) -> None:
     """Honour the sample's deletion requests before its syncs, and say in one line what that did."""
-    from .governance.deletion_log import deletion_log, ensure_deletion_log
+    from .governance.deletion_log import deletion_log
+    from .store import ensure_store
 
     run = _honour_deletion_requests(defs)
     with warehouse.connect() as conn:
-        ensure_deletion_log(conn, project.settings.schema_name)
+        ensure_store(conn, project.settings.schema_name)
         counts = dict(conn.fetch_all(
             f"SELECT status, count(*) FROM {deletion_log(project.settings.schema_name)} WHERE run_id = ? "
             "GROUP BY status ORDER BY status", [run.run_id],
@@ -883,7 +885,7 @@ def _demo_deletions(defs, warehouse, project) -> None:
 def _pair_keys(audience: str, destination: str):
     import dagster as dg
 
-    from .assets.keys import delta_key, sync_key
+    from .project.keys import delta_key, sync_key
 
     return dg.AssetSelection.assets(delta_key(audience, destination), sync_key(audience, destination))
 

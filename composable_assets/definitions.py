@@ -10,7 +10,7 @@ from .assets.archive import archive_job, archive_schedule, build_archive_asset, 
 from .assets.audiences import build_audience_asset, sync_shapes
 from .assets.deltas import build_delta_asset
 from .assets.deletions import build_deletion_asset, deletion_job
-from .assets.keys import audience_key, delta_key, model_key, source_key, sync_key
+from .project.keys import audience_key, delta_key, model_key, source_key, sync_key
 from .assets.models import build_model_asset
 from .assets.sources import build_landing_loader, build_source_observer
 from .automation.alerts import alert_sensor
@@ -20,7 +20,7 @@ from .automation.schedules import audience_schedule
 from .automation.sensors import Watch, change_sensor, minute_level_job, nightly_full_schedule
 from .automation.stale_runs import free_dead_runs_sensor
 from .assets.syncs import build_sync_asset
-from .assets.keys import stream_key
+from .project.keys import stream_key
 from .assets.streams import build_stream_asset
 from .streams.shape import MEMBER_KEYS
 from .coordination import Coordination

@@ -9,7 +9,7 @@ from .governance.consent import consent_conditions
 from .delta.delivery import records_from_rows
 from .delta.diff import delta_select
 from .delta.ledger import fold_acks
-from .delta.tables import PairTables
+from .store import PairTables
 from .destinations import Destination, SyncTarget
 from .project import AudienceSpec, Project, SyncSpec
 from .warehouse import Warehouse

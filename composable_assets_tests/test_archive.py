@@ -26,6 +26,7 @@ from composable_assets.assets.archive import ARCHIVE_KEY
 from composable_assets.definitions import audience_selection, load_definitions
 from composable_assets.governance import archive as archival
 from composable_assets.project import load_project
+from composable_assets.store import archival_of
 from composable_assets.project.gates import OVERRIDE_TAG
 from composable_assets.runner import RunOutcome, run_selection
 
@@ -335,7 +336,7 @@ def test_purge_archived_forgets_a_person_in_every_archived_file(tmp_path: Path):
     run_days_fixed(p)
     p.archive()
     archived_before = {name: p.archived_rows(name) for name in TABLES}
-    key_column = {name: archival.registry_entry(name).key for name in TABLES}
+    key_column = {name: archival_of(name).key for name in TABLES}
     assert any("p12@example.com" in str(r) for r in archived_before["delta__high__rec_upsert"])
 
     with p.engine.connect() as conn:

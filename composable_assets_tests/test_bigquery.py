@@ -14,7 +14,7 @@ import duckdb
 import pytest
 
 from composable_assets.delta.snapshot import SyncShape
-from composable_assets.delta.sql import json_object, row_hash
+from composable_assets.warehouse.sql import json_object, row_hash
 from composable_assets.warehouse import WarehouseError, engine_from_url
 from composable_assets.warehouse.dialect import render
 
@@ -269,7 +269,7 @@ def test_acks_fold_by_merge_inside_a_transaction(bigquery_url):
     import datetime as dt
 
     from composable_assets.delta.ledger import fold_acks, record_acks
-    from composable_assets.delta.tables import PairTables
+    from composable_assets.store import PairTables
 
     tables = PairTables("composable", "a", "d")
     now, day = dt.datetime(2026, 3, 2), dt.date(2026, 3, 2)

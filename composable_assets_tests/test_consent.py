@@ -70,7 +70,7 @@ def test_the_consent_gate_holds_a_delta_that_would_send_someone_without_consent(
     from composable_assets.delta.diff import compute_delta
     from composable_assets.governance.gates import judge_delta
     from composable_assets.delta.snapshot import SyncShape
-    from composable_assets.delta.tables import PairTables
+    from composable_assets.store import PairTables
     from composable_assets.project import load_project
     from composable_assets.project.gates import GatesSpec
 
@@ -168,7 +168,7 @@ def test_a_member_condition_narrowed_to_the_members_checked_answers_the_same_for
     """The incremental path reads only the checked members' requests and consents; their answers must not change."""
     import duckdb
 
-    from composable_assets.delta.sql import among_keys
+    from composable_assets.warehouse.sql import among_keys
     from composable_assets.governance.consent import not_forgotten_predicate
     from composable_assets.project import load_project
 

@@ -27,8 +27,8 @@ from sqlglot import exp
 from composable_assets.delta import delivery, ledger
 from composable_assets.delta.diff import compute_delta, delta_select, latest_delta_run
 from composable_assets.delta.snapshot import SyncShape, build_snapshot
-from composable_assets.delta.sql import json_object
-from composable_assets.delta.tables import PairTables
+from composable_assets.warehouse.sql import json_object
+from composable_assets.store import PairTables
 from composable_assets.warehouse import WarehouseError, engine_from_url
 from composable_assets.warehouse import databricks_engine
 from composable_assets.warehouse.base import Connection
@@ -842,7 +842,7 @@ def test_spark_runs_the_sample_models_as_duckdb_does(spark, tmp_path):
     """The bundled sample's models, materialized as the models asset does, on seeded sample data in both engines."""
     import duckdb
 
-    from composable_assets.delta.sql import ident
+    from composable_assets.warehouse.sql import ident
     from composable_assets.sample.generator import seed
 
     models = sorted((Path(__file__).parents[1] / "composable_assets" / "sample" / "project" / "models").glob("*.sql"))

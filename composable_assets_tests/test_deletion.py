@@ -575,7 +575,7 @@ def test_the_consent_gate_holds_a_delta_that_would_send_someone_who_asked_to_be_
 
     from composable_assets.assets.audiences import sync_shapes
     from composable_assets.delta.diff import compute_delta
-    from composable_assets.delta.tables import PairTables
+    from composable_assets.store import PairTables
     from composable_assets.governance.consent import consent_conditions
     from composable_assets.governance.gates import judge_delta
     from composable_assets.project.gates import GatesSpec

@@ -11,7 +11,7 @@ import pytest
 import requests
 
 import composable_assets.delta.delivery as delivery
-from composable_assets.assets.keys import sync_key
+from composable_assets.project.keys import sync_key
 from composable_assets.definitions import audience_selection, load_definitions
 from composable_assets.coordination import Coordination
 from composable_assets.destinations import Record, SyncTarget

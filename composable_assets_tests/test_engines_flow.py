@@ -191,7 +191,7 @@ def test_acks_fold_without_merge_as_with_it(postgres_url):
     import datetime as dt
 
     from composable_assets.delta.ledger import fold_acks, record_acks
-    from composable_assets.delta.tables import PairTables
+    from composable_assets.store import PairTables
 
     engine = engine_from_url(postgres_url)
     ledgers = []

@@ -13,7 +13,7 @@ import dagster as dg
 import pytest
 from click.testing import CliRunner
 
-from composable_assets.assets.keys import audience_key, delta_key, model_key, sync_key
+from composable_assets.project.keys import audience_key, delta_key, model_key, sync_key
 from composable_assets.cli import cli
 from composable_assets.definitions import load_definitions, stream_selection
 from composable_assets.governance.provenance import explain

@@ -9,7 +9,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from composable_assets.delta.sql import row_hash
+from composable_assets.warehouse.sql import row_hash
 from composable_assets.warehouse import engine_from_url
 
 from .warehouses import PG_HOST, PG_PORT, PG_USER

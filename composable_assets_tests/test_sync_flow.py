@@ -90,7 +90,7 @@ def test_rerunning_only_the_sync_after_a_crash_resumes(small):
     """Re-executing just the failed sync step (same delta) skips what was acknowledged before the crash."""
     import dagster as dg
 
-    from composable_assets.assets.keys import sync_key
+    from composable_assets.project.keys import sync_key
     from composable_assets.definitions import load_definitions
     from composable_assets.runner import run_selection
 
@@ -144,7 +144,7 @@ def test_a_stale_delta_is_never_delivered(small):
     """A sync re-executed after a newer delta exists refuses, instead of sending older values."""
     import dagster as dg
 
-    from composable_assets.assets.keys import sync_key
+    from composable_assets.project.keys import sync_key
     from composable_assets.definitions import load_definitions
     from composable_assets.runner import run_selection
 

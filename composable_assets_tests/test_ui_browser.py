@@ -29,7 +29,7 @@ import yaml
 from playwright.sync_api import Browser, Error as PlaywrightError, Page, expect, sync_playwright
 
 from composable_assets.assets.deltas import GATE_DESCRIPTIONS
-from composable_assets.assets.keys import AUDIENCES, DELTAS, MODELS, SOURCES, STREAMS, SYNCS, audience_key, delta_key, sync_key
+from composable_assets.project.keys import AUDIENCES, DELTAS, MODELS, SOURCES, STREAMS, SYNCS, audience_key, delta_key, sync_key
 from composable_assets.project import load_project
 from composable_assets.project.gates import GATE_NAMES
 from composable_assets.sample import SAMPLE_PROJECT_DIR

@@ -10,7 +10,7 @@ import dagster as dg
 from ..governance.archive import ArchiveReport, archive, archive_cutoff, archive_location
 from ..project import Project
 from ..warehouse import Warehouse
-from .keys import GOVERNANCE, WAREHOUSE_POOL, governance_key
+from ..project.keys import GOVERNANCE, WAREHOUSE_POOL, governance_key
 from .metadata import markdown_table
 
 ARCHIVE_KEY = governance_key("archive")

@@ -5,7 +5,7 @@ from typing import Any
 
 import dagster as dg
 
-from ..governance.deletion_log import ensure_deletion_log
+from ..store import ensure_store
 from ..governance.provenance import file_sha256, run_data_version
 from ..delta.changes import Watched
 from ..delta.changes import relation
@@ -16,7 +16,7 @@ from ..project import AudienceSpec, SyncSpec, parse_where
 from ..warehouse import Warehouse
 from ..project.incremental import Refresh
 from .models import compared_run, incremental_run, refresh_metadata
-from .keys import AUDIENCES, WAREHOUSE_POOL, audience_key, model_key
+from ..project.keys import AUDIENCES, WAREHOUSE_POOL, audience_key, model_key
 from .deltas import require_tables
 from .metadata import column_schema, markdown_table, shown, with_definition_columns
 
@@ -105,7 +105,7 @@ def build_audience_asset(
         with warehouse.connect() as conn:
             require_tables(conn, reads or {}, f"no audience {audience.name}")
             if members:
-                ensure_deletion_log(conn, schema)  # the condition reads the proof of earlier deletion requests
+                ensure_store(conn, schema)  # the condition reads the proof of earlier deletion requests
             common = dict(
                 schema=schema,
                 audience=audience.name,

@@ -11,7 +11,7 @@ from ..governance.deletion import HONOUR_WITHIN, DeletionSetupError, overdue_req
 from ..governance.deletion_log import deletion_log
 from ..project import Project
 from ..warehouse import Warehouse
-from .keys import GOVERNANCE, WAREHOUSE_POOL, governance_key, source_key
+from ..project.keys import GOVERNANCE, WAREHOUSE_POOL, governance_key, source_key
 from .metadata import markdown_table
 
 DELETION_REQUESTS = governance_key("deletion_requests")

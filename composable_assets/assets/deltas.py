@@ -11,12 +11,12 @@ from ..delta.refresh import definition_of, delta_scope, drop_keys, snapshot_rela
 from ..governance.gates import judge_delta
 from ..governance.provenance import code_version, file_sha256
 from ..delta.snapshot import SyncShape
-from ..delta.tables import PairTables
+from ..store import PairTables
 from ..project import AudienceSpec, SyncSpec
 from ..project.gates import GATE_NAMES, OVERRIDE_TAG, GatesSpec, overridden
 from ..warehouse import Warehouse
 from .models import incremental_run
-from .keys import DELTAS, WAREHOUSE_POOL, audience_key, delta_key
+from ..project.keys import DELTAS, WAREHOUSE_POOL, audience_key, delta_key
 from .metadata import markdown_table, shown
 
 

@@ -3,14 +3,13 @@
 
 import dagster as dg
 
-from ..automation.sensors import REFRESH_TAG
 from ..delta.refresh import RefreshReport, model_watches, refresh_model
-from ..delta.sql import ident
+from ..warehouse.sql import ident
 from ..governance.provenance import file_sha256, run_data_version
 from ..project import ModelSpec
 from ..project.incremental import Refresh
 from ..warehouse import Warehouse
-from .keys import MODELS, WAREHOUSE_POOL, model_key, source_key
+from ..project.keys import REFRESH_TAG, MODELS, WAREHOUSE_POOL, model_key, source_key
 from .metadata import column_schema, with_definition_columns
 
 

@@ -5,11 +5,11 @@ import warnings
 
 import dagster as dg
 
-from ..delta.sql import ident
+from ..warehouse.sql import ident
 from ..landing import LandingFolder, load_landing
 from ..landing.folder import REJECTED
 from ..warehouse import Warehouse
-from .keys import SOURCES, WAREHOUSE_POOL, source_key
+from ..project.keys import SOURCES, WAREHOUSE_POOL, source_key
 
 
 def build_source_observer(tables: list[str], warehouse_kind: str) -> dg.AssetsDefinition | None:

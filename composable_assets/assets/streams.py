@@ -12,7 +12,7 @@ from ..project import ProjectError, StreamSpec, StreamSyncSpec
 from ..streams import StreamDataError, StreamReport, StreamShape, StreamTables, deliver_events
 from ..warehouse import Warehouse
 from .leases import lease_name, pair_lease
-from .keys import STREAMS, WAREHOUSE_POOL, stream_key
+from ..project.keys import STREAMS, WAREHOUSE_POOL, stream_key
 from .metadata import markdown_table, rejections_table, shown, with_definition_columns
 
 

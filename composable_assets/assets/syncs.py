@@ -16,14 +16,14 @@ from ..governance.provenance import (
     upstream_versions,
 )
 from ..project.gates import OVERRIDE_TAG
-from ..delta.tables import PairTables
+from ..store import PairTables
 from ..destinations import Destination, SyncTarget, TerminalError
 from ..progress import SyncProgress, log_progress
 from ..project import AudienceSpec, ProjectError, SyncSpec
 from ..warehouse import Warehouse
 from .deltas import utc_now
 from .leases import lease_name, pair_lease
-from .keys import SYNCS, WAREHOUSE_POOL, delta_key, sync_key
+from ..project.keys import SYNCS, WAREHOUSE_POOL, delta_key, sync_key
 from .metadata import markdown_table, rejections_table, shown, with_definition_columns
 
 

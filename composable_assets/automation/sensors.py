@@ -23,6 +23,7 @@ from typing import Callable, Mapping, Sequence
 import dagster as dg
 
 from ..landing import LandingFolder
+from ..project.keys import REFRESH_TAG
 from ..warehouse import Warehouse, WarehouseBusy
 
 # A run of the job not yet executing its steps: it would pick up the new files anyway, so the sensor waits for it.
@@ -36,8 +37,6 @@ WAITING_TO_START = [
 ]
 SENSOR_NAME = "minute_level_on_change"
 JOB_NAME = "minute_level"
-# Run tag choosing the refresh of models, audiences and deltas: `incremental` or `full` (the default).
-REFRESH_TAG = "composable/refresh"
 # The nightly full recompute of everything minute-level: the safety net of the incremental path.
 NIGHTLY_NAME = "minute_level_nightly_full"
 NIGHTLY_CRON = "15 3 * * *"

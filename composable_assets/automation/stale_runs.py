@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from ..assets.keys import WAREHOUSE_POOL
+from ..project.keys import WAREHOUSE_POOL
 from ..coordination import process_gone
 from ..warehouse import WORKER_TAG
 

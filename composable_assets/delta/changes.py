@@ -14,11 +14,12 @@ import datetime as dt
 import json
 from dataclasses import dataclass, field
 
+from ..store.registry import KEY_CHANGES, REFRESH_STATE
 from ..warehouse import Connection
-from .sql import ident, table
+from ..warehouse.sql import ident, table
 
-JOURNAL = "key_changes"
-STATE = "refresh_state"
+JOURNAL = KEY_CHANGES.name
+STATE = REFRESH_STATE.name
 # Journal rows older than this are dropped; a reader whose cursor is behind them refreshes in full.
 JOURNAL_DAYS = 8
 # The column a table's rows carry their last change in; rows past a reader's cursor count as changed keys.
@@ -28,19 +29,6 @@ UPDATED_AT = "updated_at"
 def relation(table_name: str, column: str) -> str:
     """The journal's name for "the values of `column` in `table_name`"."""
     return f"{table_name}:{column}"
-
-
-def ensure_journal(conn: Connection, schema: str) -> None:
-    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(schema)}")
-    conn.execute(
-        f"CREATE TABLE IF NOT EXISTS {table(schema, JOURNAL)} ("
-        "relation VARCHAR NOT NULL, key VARCHAR, seq BIGINT NOT NULL, recorded_at TIMESTAMP NOT NULL)"
-    )
-    conn.execute(
-        f"CREATE TABLE IF NOT EXISTS {table(schema, STATE)} ("
-        "reader VARCHAR NOT NULL, seq BIGINT NOT NULL, pinned VARCHAR, guards VARCHAR, reads VARCHAR, "
-        "updated_at TIMESTAMP NOT NULL)"
-    )
 
 
 def next_seq(conn: Connection, schema: str) -> int:

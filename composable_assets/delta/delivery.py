@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator
 from ..destinations import BatchResult, Record, Session, TransientError
 from .diff import DeltaRun
 from .ledger import clear_intents, fold_acks, record_acks, record_intent, record_rejections
-from .tables import PairTables
+from ..store import PairTables
 
 # Rows read from the warehouse per query; split into destination-sized batches in memory.
 READ_CHUNK_ROWS = 10_000

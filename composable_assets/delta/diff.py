@@ -8,8 +8,8 @@ from typing import Callable
 
 from .ledger import fold_acks
 from .snapshot import SyncShape
-from .sql import among_keys, ident
-from .tables import PairTables
+from ..warehouse.sql import among_keys, ident
+from ..store import PairTables
 
 
 @dataclass(frozen=True)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-from .tables import SYNC_LOG_COLUMNS, PairTables
+from ..store import PairTables
+from ..store.registry import SYNC_LOG
 
 # The sync log's columns, in the order the SELECTs below produce them.
-_LOG_COLUMNS = ", ".join(SYNC_LOG_COLUMNS)
+_LOG_COLUMNS = ", ".join(SYNC_LOG.columns)
 
 
 def record_acks(conn, tables: PairTables, run_id: str, ranges: list[tuple[int, int]], now: dt.datetime) -> None:

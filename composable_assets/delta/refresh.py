@@ -20,6 +20,7 @@ from sqlglot import exp
 from ..project.incremental import (
     Refresh, flip_condition, now_literals, pin_time, pinned_sql, reads_clock, restricted_sql,
 )
+from ..store import ensure_store
 from ..warehouse import Connection
 from .changes import (
     UPDATED_AT,
@@ -28,7 +29,6 @@ from .changes import (
     Watched,
     changed_keys,
     guards_now,
-    ensure_journal,
     journal,
     journal_everything,
     next_seq,
@@ -39,7 +39,7 @@ from .changes import (
 )
 from .ledger import fold_acks
 from .snapshot import SnapshotResult
-from .sql import DIALECT, ident, row_hash, table
+from ..warehouse.sql import DIALECT, ident, row_hash, table
 
 
 
@@ -137,7 +137,7 @@ def refresh_model(
     a full run only recomputes (at 10M orders the comparison costs more than the recompute), and readers downstream
     refresh in full once.
     """
-    ensure_journal(conn, schema)
+    ensure_store(conn, schema)
     now = engine_now(conn)
     if not refresh.incremental:
         _replace(conn, name, sql)
@@ -307,7 +307,7 @@ def refresh_audience(
     `update(where=..., keys_table=..., key_type=...)` recomputes the rows of some keys (delta.snapshot.update_snapshot).
     The model must be kept by the audience's primary key for the incremental path.
     """
-    ensure_journal(conn, schema)
+    ensure_store(conn, schema)
     now = engine_now(conn)
     pinned = pin_time(where.copy(), now) if where is not None else None
     reader = snapshot_reader(audience)
@@ -419,7 +419,7 @@ def delta_scope(
 ) -> DeltaScope:
     """The keys this pair's delta must compare: changed in the snapshot (or who may receive) since its cursor, plus
     the keys of its previous delta not acknowledged yet (failed or unsent rows are compared again, as in full)."""
-    ensure_journal(conn, schema)
+    ensure_store(conn, schema)
     tables.ensure(conn)
     reader = delta_reader(tables.audience, tables.destination)
     state = read_state(conn, schema, reader)

@@ -10,8 +10,8 @@ from typing import Any, Callable
 from sqlglot import exp
 
 from ..warehouse import Connection
-from .sql import DIALECT, among_keys, ident, json_object, row_hash, table
-from .tables import PairTables
+from ..warehouse.sql import DIALECT, among_keys, ident, json_object, row_hash, table
+from ..store import PairTables
 
 
 class AudienceDataError(Exception):

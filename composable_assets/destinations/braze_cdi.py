@@ -66,8 +66,9 @@ from typing import Any, Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
-from ..delta.sql import ident, table
-from ..delta.tables import PairTables
+from ..warehouse.sql import ident, table
+from ..store import PairTables
+from ..store.registry import CDI_ATTRIBUTES, CDI_DELETE
 from .base import (
     DELETED,
     FAILED,
@@ -92,16 +93,9 @@ ONE_MICROSECOND = dt.timedelta(microseconds=1)
 # Keys per `IN (...)` lookup of the ledger: a bounded number of bound values per statement on every engine.
 LOOKUP_CHUNK = 1_000
 
-ATTRIBUTES_COLUMNS = {
-    "UPDATED_AT": "TIMESTAMP NOT NULL",
-    "EXTERNAL_ID": "VARCHAR",
-    "ALIAS_NAME": "VARCHAR",
-    "ALIAS_LABEL": "VARCHAR",
-    "EMAIL": "VARCHAR",
-    "PHONE": "VARCHAR",
-    "PAYLOAD": "VARCHAR NOT NULL",
-}
-DELETE_COLUMNS = {name: ATTRIBUTES_COLUMNS[name] for name in ("UPDATED_AT", "EXTERNAL_ID", "ALIAS_NAME", "ALIAS_LABEL")}
+# Column -> type with constraints, as Braze documents the tables (declared in the store's registry).
+ATTRIBUTES_COLUMNS = CDI_ATTRIBUTES.columns
+DELETE_COLUMNS = CDI_DELETE.columns
 IDENTIFIER_TYPES = ("external_id", "user_alias", "email", "phone")
 # CDI deletes users by external id or alias only.
 DELETABLE_BY = ("external_id", "user_alias")
@@ -178,8 +172,8 @@ class CdiTables:
     def of(cls, settings: BrazeCdiSettings, audience: str) -> "CdiTables":
         stem = f"{settings.table_prefix}{audience}".upper()
         return cls(
-            table(settings.schema_name, f"{stem}_USERS_ATTRIBUTES_SYNC"),
-            table(settings.schema_name, f"{stem}_USERS_DELETE_SYNC"),
+            table(settings.schema_name, CDI_ATTRIBUTES.named(stem=stem)),
+            table(settings.schema_name, CDI_DELETE.named(stem=stem)),
         )
 
 
@@ -285,14 +279,9 @@ class BrazeCdiSession(Session):
         # A connection of this sender thread's own: DuckDB connections are not shared across threads.
         with self.target.warehouse.connect() as conn:
             rows, rejected = plan_rows(batch, self.target, moved_keys(conn, self.target, batch))
-            conn.execute("BEGIN TRANSACTION")
-            try:
+            with conn.transaction():
                 _insert(conn, self.tables.attributes, ATTRIBUTES_COLUMNS, [r for r in rows if r.payload is not None])
                 _insert(conn, self.tables.delete, DELETE_COLUMNS, [r for r in rows if r.payload is None])
-                conn.execute("COMMIT")
-            except Exception:
-                conn.execute("ROLLBACK")
-                raise
         return BatchResult(
             acknowledged=[r.seq for r in batch if r.seq not in rejected],
             rejected=rejected,
@@ -342,9 +331,8 @@ class BrazeCdi(Destination):
         settings = BrazeCdiSettings.model_validate(self.settings)
         tables = CdiTables.of(settings, audience)
         conn.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(settings.schema_name)}")
-        for name, columns in ((tables.attributes, ATTRIBUTES_COLUMNS), (tables.delete, DELETE_COLUMNS)):
-            spec = ", ".join(f"{ident(c)} {t}" for c, t in columns.items())
-            conn.execute(f"CREATE TABLE IF NOT EXISTS {name} ({spec})")
+        CDI_ATTRIBUTES.create(conn, tables.attributes)
+        CDI_DELETE.create(conn, tables.delete)
         return tables
 
     def forget(self, target: ForgetTarget, identifiers: Sequence[str]) -> list[Forgotten]:
@@ -365,8 +353,7 @@ class BrazeCdi(Destination):
         params = [v for c, value in columns.items() for v in ([value] if value is not None else identifiers)]
         with target.warehouse.connect() as conn:
             tables = self._tables(conn, target.source)
-            conn.execute("BEGIN TRANSACTION")
-            try:
+            with conn.transaction():
                 staged = dict(conn.fetch_all(
                     f"SELECT {ident(identifier_column)}, count(*) FROM {tables.attributes} WHERE {staged_by} "
                     f"GROUP BY {ident(identifier_column)}",
@@ -376,10 +363,6 @@ class BrazeCdi(Destination):
                 if kind in DELETABLE_BY:
                     rows = [CdiRow(0, {**columns, identifier_column: i}, None) for i in identifiers]
                     _insert(conn, tables.delete, DELETE_COLUMNS, rows)
-                conn.execute("COMMIT")
-            except Exception:
-                conn.execute("ROLLBACK")
-                raise
         if kind in DELETABLE_BY:
             return [
                 Forgotten(i, DELETED, f"delete row written to {tables.delete} for Braze's next CDI sync; "

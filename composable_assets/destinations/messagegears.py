@@ -44,8 +44,8 @@ from typing import Sequence
 from pydantic import BaseModel, ConfigDict, Field
 from sqlglot import exp
 
-from ..delta.sql import DIALECT, ident, table
-from ..delta.tables import PairTables
+from ..warehouse.sql import DIALECT, ident, table
+from ..store import PairTables
 from .base import (
     PURGED,
     BatchResult,
@@ -107,14 +107,9 @@ def publish_view(conn, schema: str, target: SyncTarget) -> None:
     ]
     view = table(schema, target.audience)
     # One transaction, so that where replacing is drop-then-create (PostgreSQL) readers never miss the view.
-    conn.execute("BEGIN TRANSACTION")
-    try:
+    with conn.transaction():
         conn.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(schema)}")
         conn.execute(f"CREATE OR REPLACE VIEW {view} AS SELECT {', '.join(select)} FROM {ledger}")
-        conn.execute("COMMIT")
-    except Exception:
-        conn.execute("ROLLBACK")
-        raise
     # Replacing a view drops its comment, which is put back for people reading the catalog. After the commit: the
     # comment is not what tells the view's owner (see _owner), and Snowflake's test double cannot record a comment
     # inside a transaction.

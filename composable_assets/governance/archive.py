@@ -1,6 +1,6 @@
 """Archival: days older than the retention leave the hot tables for Parquet files, and stay queryable.
 
-What is archived is listed once, in `REGISTRY`: the per-pair delta tables and the shared logs of the delta runs no
+What is archived is listed once, in the store's registry (`store/registry.py`): the per-pair delta tables and the shared logs of the delta runs no
 current run reads any more, the stream sent logs' rows the stream engine no longer reads, and the outboxes' files.
 Never the ledgers (the truth of what destinations hold), unfolded acks, in-flight intents, or the current day.
 
@@ -39,70 +39,22 @@ import pyarrow.parquet as pq
 import sqlglot
 from sqlglot import exp
 
-from ..delta.sql import ident, table
-from ..delta.tables import DELTA_RUNS, GATE_RESULTS, SYNC_ACKS, SYNC_FAILURES, SYNC_INFLIGHT
+from ..warehouse.sql import ident, table
+from ..store import archival_of, ensure_store, types_of
+from ..store.registry import (
+    ARCHIVE_FILES, DELTA_RUNS, GATE_RESULTS, STREAM_CURSORS, STREAM_INTENTS, SYNC_ACKS, SYNC_FAILURES, SYNC_INFLIGHT,
+    SYNC_LOG, SYNC_RUNS,
+)
 from ..project.specs import ArchiveSpec
-from ..streams.tables import STREAM_CURSORS, STREAM_INTENTS
 from ..warehouse.base import WarehouseError, insert_rows
 
 #: The catalog: one row per archived file. A file is archived once it is here (see the module docstring).
-ARCHIVE_FILES = "archive_files"
-CATALOG_COLUMNS = {
-    "table_name": "VARCHAR", "day": "DATE", "path": "VARCHAR", "row_count": "BIGINT", "byte_count": "BIGINT",
-    "run_id": "VARCHAR", "archived_at": "TIMESTAMP",
-}
 OUTBOX = "outbox"
 TEMPORARY = ".tmp"
-# Provenance tables (governance/provenance.py); archived when they exist.
-SYNC_LOG, SYNC_RUNS = "sync_log", "sync_runs"
 
 
 class ArchiveError(WarehouseError):
     """Archiving could not be completed; nothing was deleted that is not in a verified file."""
-
-
-@dataclass(frozen=True)
-class Archived:
-    """A kind of hot table the archive takes old days of."""
-
-    #: The column (or the rule) that gives a row's day: its folder `day=YYYY-MM-DD`.
-    day: str
-    #: The column holding a member's key, by which `purge_archived` forgets a person; None: no member data.
-    key: str | None
-    #: Which rows of a day leave the hot table, and why the others stay.
-    rows: str
-
-
-# Table name pattern -> how it is archived. `{...}` stands for a name part (audience, destination, stream).
-REGISTRY: dict[str, Archived] = {
-    "delta__{audience}__{destination}": Archived(
-        "_partition", "_key",
-        "rows of archived delta runs, except the pair's highest `_seq` (the next delta numbers on from it)",
-    ),
-    DELTA_RUNS: Archived(
-        "partition_date", None,
-        "archived delta runs: not the newest run nor the newest the send gates let through (the gates' baseline), "
-        "nor any computed after it; no unfolded ack or in-flight window over their rows",
-    ),
-    GATE_RESULTS: Archived("partition_date of its delta run", None, "verdicts on archived delta runs"),
-    SYNC_ACKS: Archived("partition_date of its delta run", None, "folded acks of archived delta runs"),
-    SYNC_FAILURES: Archived("partition_date", "key", "rejections of rows of archived delta runs"),
-    SYNC_LOG: Archived("partition_date", "key", "delivered rows of archived delta runs (provenance)"),
-    SYNC_RUNS: Archived("partition_date", None, "sync runs of archived delta runs (provenance)"),
-    "stream_sent__{stream}__{destination}": Archived(
-        "partition_date", None,
-        "events behind the pair's `pruned_below` (the stream never looks there again) and not in stream_intents",
-    ),
-}
-
-
-def registry_entry(table_name: str) -> Archived | None:
-    """The registry entry a hot table name falls under, or None if it is never archived."""
-    for pattern, entry in REGISTRY.items():
-        regex = re.sub(r"\\\{\w+\\\}", "[a-z][a-z0-9_]*", re.escape(pattern))
-        if re.fullmatch(regex, table_name):
-            return entry
-    return None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -173,10 +125,10 @@ def _archivable_runs(conn, schema: str, cutoff: dt.date) -> list[_PairDay]:
     delivers. Also kept: runs whose rows an unfolded ack covers (the next ledger fold reads them) or an in-flight
     window covers (a killed sync's recovery reads them).
     """
-    if not conn.table_exists(schema, DELTA_RUNS):
+    if not conn.table_exists(schema, DELTA_RUNS.name):
         return []
-    runs, gates = table(schema, DELTA_RUNS), table(schema, GATE_RESULTS)
-    acks, inflight = table(schema, SYNC_ACKS), table(schema, SYNC_INFLIGHT)
+    runs, gates = table(schema, DELTA_RUNS.name), table(schema, GATE_RESULTS.name)
+    acks, inflight = table(schema, SYNC_ACKS.name), table(schema, SYNC_INFLIGHT.name)
     newest = {(a, d): t for a, d, t in conn.fetch_all(
         f"SELECT audience, destination, max(computed_at) FROM {runs} GROUP BY audience, destination"
     )}
@@ -218,7 +170,7 @@ def _pair_parts(conn, schema: str, pd: _PairDay, max_seq: dict, present: set[str
     ids = ", ".join(["?"] * len(pd.run_ids))
     pair = "x.audience = ? AND x.destination = ?"
     key = (pd.audience, pd.destination)
-    runs = table(schema, DELTA_RUNS)
+    runs = table(schema, DELTA_RUNS.name)
 
     def in_runs(column: str) -> str:
         return (
@@ -232,14 +184,14 @@ def _pair_parts(conn, schema: str, pd: _PairDay, max_seq: dict, present: set[str
         parts.append(Part(delta, f"x._partition = ? AND x._run_id IN ({ids}) AND x._seq < ?",
                           (pd.day, *pd.run_ids, max_seq[key])))
     parts += [
-        Part(SYNC_ACKS, f"{pair} AND x.folded AND {in_runs('first_seq')}", (*key, *pd.run_ids)),
-        Part(SYNC_FAILURES, f"{pair} AND x.partition_date = ? AND {in_runs('seq')}", (*key, pd.day, *pd.run_ids)),
-        Part(GATE_RESULTS, f"{pair} AND x.run_id IN ({ids})", (*key, *pd.run_ids)),
+        Part(SYNC_ACKS.name, f"{pair} AND x.folded AND {in_runs('first_seq')}", (*key, *pd.run_ids)),
+        Part(SYNC_FAILURES.name, f"{pair} AND x.partition_date = ? AND {in_runs('seq')}", (*key, pd.day, *pd.run_ids)),
+        Part(GATE_RESULTS.name, f"{pair} AND x.run_id IN ({ids})", (*key, *pd.run_ids)),
     ]
     parts += [Part(name, f"{pair} AND x.delta_run_id IN ({ids})", (*key, *pd.run_ids))
-              for name in (SYNC_LOG, SYNC_RUNS) if name in present]
+              for name in (SYNC_LOG.name, SYNC_RUNS.name) if name in present]
     # Last: the other tables' conditions read delta_runs, inside the same transaction.
-    parts.append(Part(DELTA_RUNS, f"{pair} AND x.run_id IN ({ids})", (*key, *pd.run_ids)))
+    parts.append(Part(DELTA_RUNS.name, f"{pair} AND x.run_id IN ({ids})", (*key, *pd.run_ids)))
     return parts
 
 
@@ -260,15 +212,15 @@ def _stream_parts(conn, schema: str, cutoff: dt.date) -> dict[dt.date, list[Part
     The engine itself deletes rows behind `high_water - 2 x lookback` after every run (streams/high_water.py), so
     these are rare: rows a run left before it could prune.
     """
-    if not conn.table_exists(schema, STREAM_CURSORS):
+    if not conn.table_exists(schema, STREAM_CURSORS.name):
         return {}
     pairs = [
         _StreamPair(*row)
         for row in conn.fetch_all(
-            f"SELECT stream, destination, pruned_below FROM {table(schema, STREAM_CURSORS)} WHERE pruned_below IS NOT NULL"
+            f"SELECT stream, destination, pruned_below FROM {table(schema, STREAM_CURSORS.name)} WHERE pruned_below IS NOT NULL"
         )
     ]
-    intents = table(schema, STREAM_INTENTS)
+    intents = table(schema, STREAM_INTENTS.name)
     by_day: dict[dt.date, list[Part]] = defaultdict(list)
     for p in pairs:
         if not conn.table_exists(schema, p.sent):
@@ -289,7 +241,7 @@ def _stream_parts(conn, schema: str, cutoff: dt.date) -> dict[dt.date, list[Part
 
 def plan(conn, schema: str, cutoff: dt.date) -> dict[dt.date, list[Part]]:
     """Per day before `cutoff`, the rows each hot table would give up (counted), shared tables in one part each."""
-    present = {name for name in (SYNC_LOG, SYNC_RUNS) if "delta_run_id" in dict(conn.table_columns(schema, name))}
+    present = {name for name in (SYNC_LOG.name, SYNC_RUNS.name) if "delta_run_id" in dict(conn.table_columns(schema, name))}
     pair_days = _archivable_runs(conn, schema, cutoff)
     max_seq = {}
     for a, d in {(p.audience, p.destination) for p in pair_days}:
@@ -319,7 +271,7 @@ def _merge(parts: list[Part]) -> list[Part]:
         ps[0] if len(ps) == 1 else Part(name, " OR ".join(f"({p.where})" for p in ps), tuple(v for p in ps for v in p.params))
         for name, ps in by_table.items()
     ]
-    return sorted(merged, key=lambda p: p.table == DELTA_RUNS)
+    return sorted(merged, key=lambda p: p.table == DELTA_RUNS.name)
 
 
 def _counted(conn, schema: str, part: Part) -> Part:
@@ -388,26 +340,15 @@ def _write_part(conn, location: ArchiveLocation, schema: str, part: Part, day: d
 
 def _commit_day(conn, schema: str, day: dt.date, written: list[_Written], run_id: str, now: dt.datetime) -> None:
     """Delete the archived rows from the hot tables and enter their files in the catalog, in one transaction."""
-    conn.execute("BEGIN TRANSACTION")
-    try:
+    with conn.transaction():
         for w in written:
             where, params = w.part.where, list(w.part.params)
             (hot,) = conn.fetch_one(f"SELECT count(*) FROM {table(schema, w.part.table)} AS x WHERE {where}", params)
             if hot != w.rows:
                 raise _Changed(f"{w.part.table} on {day}: {hot} rows now, {w.rows} archived")
             conn.execute(f"DELETE FROM {table(schema, w.part.table)} AS x WHERE {where}", params)
-        insert_rows(conn, table(schema, ARCHIVE_FILES), CATALOG_COLUMNS,
+        insert_rows(conn, table(schema, ARCHIVE_FILES.name), types_of(ARCHIVE_FILES),
                     [(w.part.table, day, w.path, w.rows, w.bytes, run_id, now) for w in written])
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-
-
-def ensure_catalog(conn, schema: str) -> None:
-    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(schema)}")
-    columns = ", ".join(f"{ident(name)} {type_} NOT NULL" for name, type_ in CATALOG_COLUMNS.items())
-    conn.execute(f"CREATE TABLE IF NOT EXISTS {table(schema, ARCHIVE_FILES)} ({columns})")
 
 
 _TABLE_FILE = re.compile(r"[a-z][a-z0-9_]*/day=\d{4}-\d{2}-\d{2}/[^/]+\.parquet(\.tmp)?")
@@ -415,7 +356,7 @@ _TABLE_FILE = re.compile(r"[a-z][a-z0-9_]*/day=\d{4}-\d{2}-\d{2}/[^/]+\.parquet(
 
 def remove_orphans(conn, location: ArchiveLocation, schema: str) -> int:
     """Delete archive files no committed run owns (left by a run that died, or replaced by a purge); returns how many."""
-    known = {path for (path,) in conn.fetch_all(f"SELECT path FROM {table(schema, ARCHIVE_FILES)}")}
+    known = {path for (path,) in conn.fetch_all(f"SELECT path FROM {table(schema, ARCHIVE_FILES.name)}")}
     removed = 0
     for info in location.fs.get_file_info(pafs.FileSelector(location.base, recursive=True, allow_not_found=True)):
         if info.type != pafs.FileType.File:
@@ -560,7 +501,7 @@ def archive(
     now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
     report = ArchiveReport(cutoff, dry_run)
     if not dry_run:
-        ensure_catalog(conn, schema)
+        ensure_store(conn, schema)
         report.orphans_removed = remove_orphans(conn, location, schema)
     for day, parts in plan(conn, schema, cutoff).items():
         if dry_run:
@@ -600,10 +541,10 @@ def archive(
 
 def archived_paths(conn, schema: str, table_name: str) -> list[str]:
     """The catalog's files of one table, relative to the archive root, oldest day first."""
-    if not conn.table_exists(schema, ARCHIVE_FILES):
+    if not conn.table_exists(schema, ARCHIVE_FILES.name):
         return []
     rows = conn.fetch_all(
-        f"SELECT path FROM {table(schema, ARCHIVE_FILES)} WHERE table_name = ? ORDER BY day, path", [table_name]
+        f"SELECT path FROM {table(schema, ARCHIVE_FILES.name)} WHERE table_name = ? ORDER BY day, path", [table_name]
     )
     return [path for (path,) in rows]
 
@@ -717,7 +658,7 @@ def purge_archived(
     identifiers: Iterable[Any] = (),
     run_id: str,
 ) -> dict[str, int]:
-    """Remove a person from the archive: rows whose key column (REGISTRY) holds one of `keys`, and outbox lines
+    """Remove a person from the archive: rows whose key column (the store's registry) holds one of `keys`, and outbox lines
     whose identifier is one of `identifiers`; returns rows (or lines) removed per table.
 
     Each file holding them is rewritten without them (new name, then the catalog is switched in one transaction,
@@ -725,13 +666,13 @@ def purge_archived(
     """
     wanted = pa.array(sorted({str(k) for k in keys}), pa.string())
     removed: dict[str, int] = defaultdict(int)
-    if conn.table_exists(schema, ARCHIVE_FILES):
+    if conn.table_exists(schema, ARCHIVE_FILES.name):
         remove_orphans(conn, location, schema)
-        files = conn.fetch_all(f"SELECT table_name, day, path FROM {table(schema, ARCHIVE_FILES)} ORDER BY path")
+        files = conn.fetch_all(f"SELECT table_name, day, path FROM {table(schema, ARCHIVE_FILES.name)} ORDER BY path")
     else:
         files = []
     for name, day, path in files:
-        entry = registry_entry(name)
+        entry = archival_of(name)
         if entry is None or entry.key is None or not len(wanted):
             continue
         data = pq.read_table(location.path(path), filesystem=location.fs)
@@ -751,7 +692,7 @@ def purge_archived(
 
 def _rewrite(conn, location: ArchiveLocation, schema: str, old: str, kept: pa.Table, new: str) -> None:
     """Replace archive file `old` by `new` holding `kept` (none: the file is dropped from the catalog)."""
-    catalog = table(schema, ARCHIVE_FILES)
+    catalog = table(schema, ARCHIVE_FILES.name)
     if kept.num_rows:
         final, temporary = location.path(new), location.path(new + TEMPORARY)
         with location.fs.open_output_stream(temporary) as out:

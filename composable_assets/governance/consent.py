@@ -12,7 +12,7 @@ from ..project.errors import ProjectError
 from ..project.project import Project
 from ..project.specs import ConsentSpec, StreamSpec
 from ..delta.changes import Watched
-from ..delta.sql import DIALECT, REQUESTERS, ident
+from ..warehouse.sql import DIALECT, REQUESTERS, ident
 from .deletion_log import deletion_log
 
 

@@ -35,14 +35,14 @@ from pydantic import BaseModel
 
 from ..delta.changes import JOURNAL
 from ..delta.snapshot import snapshot_table
-from ..delta.sql import DIALECT, ident, table
-from ..delta.tables import SYNC_LOG, PairTables
+from ..warehouse.sql import DIALECT, ident, table
+from ..store import PairTables, StreamTables, ensure_store
+from ..store.registry import SYNC_LOG
 from ..destinations import Destination, DestinationError, ForgetTarget, Forgotten
 from ..destinations.base import FAILED, NOT_FOUND, PURGED
 from ..project import MissingSecretError, Project, ProjectError, StreamSpec, parse_where
 from ..project.loader import PROJECT_FILE
 from ..streams.shape import StreamShape
-from ..streams.tables import StreamTables
 from ..warehouse.base import insert_rows
 from .archive import ArchiveLocation, archive_dataset, archived_paths, purge_archived
 from .consent import member_key_column
@@ -52,7 +52,6 @@ from .deletion_log import (
     NOBODY,
     deletion_log,
     done_identifiers,
-    ensure_deletion_log,
     identifier_hash,
     request_states,
 )
@@ -137,7 +136,7 @@ def process_deletion_requests(
 ) -> DeletionReport:
     """Work every request not yet done (see the module docstring); returns what was done."""
     schema = project.settings.schema_name
-    ensure_deletion_log(conn, schema)
+    ensure_store(conn, schema)
     report = DeletionReport(requests=pending_requests(conn, project))
     if not report.requests:
         return report
@@ -167,17 +166,12 @@ def process_deletion_requests(
         if key not in reached and any(not q.seen for q in requests)
     ]
     # One transaction: the purge and its proof appear together; a crash before the commit redoes both next run.
-    conn.execute("BEGIN TRANSACTION")
-    try:
+    with conn.transaction():
         report.outcomes += purge_pairs(conn, project, keys, failing)
         report.outcomes += purge_snapshots(conn, project, keys)
         purge_change_journal(conn, project, keys)
         report.outcomes += blank_stream_reasons(conn, project, keys)
         insert_rows(conn, deletion_log(schema), COLUMNS, proof_rows(report, by_key, done, run_id, now))
-        conn.execute("COMMIT")
-    except Exception:
-        conn.execute("ROLLBACK")
-        raise
     return report
 
 
@@ -394,7 +388,7 @@ def _delivery_options(project: Project, destination: Destination, source: str) -
 def purge_pairs(conn, project: Project, keys: list[str], failing: set[tuple[str, str, str | None]]) -> list[Outcome]:
     """Delete the people from each pair's ledger, delta, failures and sync log, except where their destination failed."""
     schema = project.settings.schema_name
-    has_sync_log = conn.table_exists(schema, SYNC_LOG)
+    has_sync_log = conn.table_exists(schema, SYNC_LOG.name)
     outcomes: list[Outcome] = []
     for audience in project.audiences.values():
         for sync in audience.syncs:
@@ -407,7 +401,7 @@ def purge_pairs(conn, project: Project, keys: list[str], failing: set[tuple[str,
             # (table, key column, bound values scoping shared tables to the pair)
             places = [(tables.ledger, "_key", []), (tables.delta, "_key", []), (tables.failures, "key", pair)]
             if has_sync_log:
-                places.append((table(schema, SYNC_LOG), "key", pair))
+                places.append((table(schema, SYNC_LOG.name), "key", pair))
             for name, column, scope in places:
                 counted = _delete_keys(conn, name, column, purgeable, scope)
                 place = name.replace('"', "")

@@ -1,7 +1,8 @@
 """The proof of deletion requests: `deletion_log`, one row per outcome (what was done, where, when, the answer).
 
 Kept apart from governance/deletion.py (the work) because every delta and stream reads this table in its
-suppression condition (governance/consent.py), so the tables modules create it and must not import the work.
+suppression condition (governance/consent.py). The table is declared in the store (`store/registry.py`), which
+creates it with the other shared tables.
 """
 
 from __future__ import annotations
@@ -10,31 +11,12 @@ import datetime as dt
 import hashlib
 from dataclasses import dataclass
 
-from ..delta.sql import ident, table
+from ..store import types_of
+from ..store.registry import DELETION_LOG
+from ..warehouse.sql import ident, table
 
-DELETION_LOG = "deletion_log"
-# Column -> type, in table order. No raw identifier: its sha256 tells identifiers apart without keeping an e-mail.
-COLUMNS = {
-    "request_id": "VARCHAR",
-    "key": "VARCHAR",
-    # The destination acted on, or "(none)" when no destination ever received the person.
-    "destination": "VARCHAR",
-    # Through which delivery the destination got the person: "audience <name>" or "stream <name>".
-    "source": "VARCHAR",
-    # What was acted on: the API call, or the table or folder purged.
-    "place": "VARCHAR",
-    "identifier_type": "VARCHAR",
-    "identifier_sha256": "VARCHAR",
-    # deleted | not_found | failed | purged
-    "status": "VARCHAR",
-    # Rows or lines purged, for status purged.
-    "purged_rows": "BIGINT",
-    # The destination's answer: status and a short body, secrets and identifiers scrubbed.
-    "response": "VARCHAR",
-    "requested_at": "TIMESTAMP",
-    "done_at": "TIMESTAMP",
-    "run_id": "VARCHAR",
-}
+# Column -> type (the store's registry), in table order.
+COLUMNS = types_of(DELETION_LOG)
 #: Outcomes that need nothing more; a `failed` one is tried again on the next run.
 DONE_STATUSES = ("deleted", "not_found", "purged")
 NOBODY = "(none)"
@@ -42,14 +24,7 @@ NOBODY = "(none)"
 
 def deletion_log(schema: str) -> str:
     """The quoted name of the proof table."""
-    return table(schema, DELETION_LOG)
-
-
-def ensure_deletion_log(conn, schema: str) -> None:
-    """Create the proof table if missing (cheap): every suppression condition reads it."""
-    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(schema)}")
-    columns = ", ".join(f"{ident(name)} {type_}" for name, type_ in COLUMNS.items())
-    conn.execute(f"CREATE TABLE IF NOT EXISTS {deletion_log(schema)} ({columns})")
+    return table(schema, DELETION_LOG.name)
 
 
 def identifier_hash(identifier: str) -> str:

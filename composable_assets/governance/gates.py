@@ -9,8 +9,8 @@ from typing import Any
 from ..project.gates import GatesSpec
 from ..delta.diff import DeltaRun
 from ..delta.snapshot import SyncShape
-from ..delta.sql import among_keys, ident
-from ..delta.tables import PairTables
+from ..warehouse.sql import among_keys, ident
+from ..store import PairTables
 
 
 @dataclass(frozen=True)

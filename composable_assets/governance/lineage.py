@@ -17,7 +17,7 @@ from sqlglot import exp
 from sqlglot.errors import SqlglotError
 from sqlglot.lineage import lineage
 
-from ..assets.keys import audience_key, model_key, source_key, stream_key, sync_key
+from ..project.keys import audience_key, model_key, source_key, stream_key, sync_key
 from ..project import Project
 
 Column = tuple[dg.AssetKey, str]

@@ -26,13 +26,13 @@ from typing import Any
 import dagster as dg
 
 from ..delta.snapshot import snapshot_table
-from ..delta.sql import ident, json_object, table
+from ..warehouse.sql import ident, json_object, table
 from ..destinations.base import Record
 from ..destinations.changes import changed_fields
-from ..delta.tables import SYNC_LOG, SYNC_RUNS, SYNC_RUNS_COLUMNS, PairTables
+from ..store import PairTables, StreamTables, types_of
+from ..store.registry import SYNC_LOG, SYNC_RUNS
 from ..project.project import Project
 from ..streams.shape import StreamShape
-from ..streams.tables import StreamTables
 
 try:
     PACKAGE_VERSION = importlib.metadata.version("composable_assets")
@@ -153,11 +153,11 @@ def start_sync_run(conn, tables: PairTables, run: SyncRun, now: dt.datetime) -> 
         "upstream_versions": json.dumps(run.upstream, sort_keys=True), "status": "started",
         "added": 0, "updated": 0, "removed": 0, "failed": 0, "unsent": 0, "started_at": now, "finished_at": None,
     }
-    columns = ", ".join(SYNC_RUNS_COLUMNS)
+    columns = ", ".join(types_of(SYNC_RUNS))
     placeholders = ", ".join(
-        f"CAST(? AS {type_})" if values[name] is None else "?" for name, type_ in SYNC_RUNS_COLUMNS.items()
+        f"CAST(? AS {type_})" if values[name] is None else "?" for name, type_ in types_of(SYNC_RUNS).items()
     )
-    conn.execute(f"INSERT INTO {tables.sync_runs} ({columns}) VALUES ({placeholders})", [values[c] for c in SYNC_RUNS_COLUMNS])
+    conn.execute(f"INSERT INTO {tables.sync_runs} ({columns}) VALUES ({placeholders})", [values[c] for c in types_of(SYNC_RUNS)])
 
 
 def finish_sync_run(conn, tables: PairTables, run_id: str, report, now: dt.datetime) -> None:
@@ -210,7 +210,7 @@ def rejections(conn, tables: PairTables, run_id: str | None = None, limit: int |
 
     Read from the sync log, which keeps them with their identifier and reason (sync_failures has them too).
     """
-    if not conn.table_exists(tables.schema, SYNC_RUNS) or not conn.table_exists(tables.schema, SYNC_LOG):
+    if not conn.table_exists(tables.schema, SYNC_RUNS.name) or not conn.table_exists(tables.schema, SYNC_LOG.name):
         return None, []
     if run_id is None:
         row = conn.fetch_one(
@@ -346,8 +346,8 @@ def explain(
         return audience in (None, a) and destination in (None, d)
 
     pairs = {(a.name, s.destination) for a in project.audiences.values() for s in a.syncs}
-    log = table(schema, SYNC_LOG)
-    if conn.table_exists(schema, SYNC_LOG):
+    log = table(schema, SYNC_LOG.name)
+    if conn.table_exists(schema, SYNC_LOG.name):
         # Pairs no longer in the project (a removed audience file) still explain what they sent.
         pairs |= set(conn.fetch_all(f"SELECT DISTINCT audience, destination FROM {log} WHERE key = ?", [key]))
     for a, d in sorted(pairs):
@@ -370,7 +370,7 @@ def explain(
 
 def _changes(conn, tables: PairTables, key: str, start: dt.datetime | None) -> list[Change]:
     schema = tables.schema
-    if not conn.table_exists(schema, SYNC_LOG):
+    if not conn.table_exists(schema, SYNC_LOG.name):
         return []
     # The delta partition may have been archived (dropped from the hot table): the log row stays, fields unknown.
     has_delta = conn.table_exists(schema, f"delta__{tables.audience}__{tables.destination}")

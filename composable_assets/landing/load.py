@@ -14,13 +14,15 @@ from typing import Sequence
 
 import duckdb
 
-from ..delta.changes import ensure_journal, journal, journal_everything, relation
-from ..delta.sql import ident, table
+from ..delta.changes import journal, journal_everything, relation
+from ..store import ensure_store
+from ..store.registry import LANDING_FILES
+from ..warehouse.sql import ident, table
 from ..warehouse import Connection
 from ..warehouse.base import require_duckdb
 from .folder import LandingFolder
 
-LOG_TABLE = "landing_files"
+LOG_TABLE = LANDING_FILES.name
 # In a file for an upsert folder, a row with this column true deletes the stored row of its key.
 DELETED = "_deleted"
 # One run loads at most this many files; the rest wait for the next run (the sensor sees them still pending).
@@ -38,14 +40,6 @@ class LoadReport:
     already_loaded: int = 0
 
 
-def ensure_log(conn: Connection, schema: str) -> None:
-    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(schema)}")
-    conn.execute(
-        f"CREATE TABLE IF NOT EXISTS {table(schema, LOG_TABLE)} ("
-        "source_table VARCHAR, file_name VARCHAR, rows BIGINT, loaded_at TIMESTAMP, run_id VARCHAR)"
-    )
-
-
 def load_landing(
     conn: Connection, folder: LandingFolder, schema: str, run_id: str, now: dt.datetime | None = None,
     journal_columns: Sequence[str] = (),
@@ -61,9 +55,7 @@ def load_landing(
     files = folder.pending()[:MAX_FILES_PER_RUN]
     if not files:
         return report
-    ensure_log(conn, schema)
-    if journal_columns:
-        ensure_journal(conn, schema)
+    ensure_store(conn, schema)
     if not conn.table_exists(None, folder.table):
         raise ValueError(
             f"landing folder {folder.path} feeds table {folder.table!r}, which does not exist in the warehouse; "
@@ -109,8 +101,7 @@ def _load_file(
 ) -> int:
     source = _reader(file)
     target = ident(folder.table)
-    conn.execute("BEGIN TRANSACTION")
-    try:
+    with conn.transaction():
         (rows,) = conn.fetch_one(f"SELECT count(*) FROM {source}", [str(file)])
         if journal_columns:
             _journal(conn, folder, file, source, target, schema, now, journal_columns)
@@ -121,10 +112,6 @@ def _load_file(
         conn.execute(
             f"INSERT INTO {table(schema, LOG_TABLE)} VALUES (?, ?, ?, ?, ?)", [folder.table, file.name, rows, now, run_id]
         )
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     return rows
 
 

@@ -23,6 +23,6 @@ most `concurrency` batches in flight at the kill).
 
 from .delivery import StreamReport, deliver_events
 from .shape import StreamShape, StreamDataError
-from .tables import StreamTables
+from ..store import StreamTables
 
 __all__ = ["StreamDataError", "StreamReport", "StreamShape", "StreamTables", "deliver_events"]

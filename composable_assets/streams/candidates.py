@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from ..destinations import Event
 from ..warehouse import Connection
 from .shape import StreamShape
-from .tables import StreamTables
+from ..store import StreamTables
 
 # Rows read from the warehouse per Arrow batch; never the whole window in memory.
 READ_CHUNK_ROWS = 10_000

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from ..destinations import Event
 from .high_water import advance_sql
 from .intents import record_intents
-from .tables import SENT_COLUMNS, StreamTables
+from ..store import StreamTables, types_of
+from ..store.registry import STREAM_SENT
 from ..warehouse.base import insert_rows
 
 
@@ -54,13 +55,12 @@ def checkpoint(
     """
     if not settled and advance_to is None and not intents:
         return
-    conn.execute("BEGIN TRANSACTION")
-    try:
+    with conn.transaction():
         if settled:
             insert_rows(
                 conn,
                 tables.sent,
-                SENT_COLUMNS,
+                types_of(STREAM_SENT),
                 [
                     (event_id, cursor, status, run_id, now, partition, reason)
                     for event_id, cursor, status, reason in zip(
@@ -71,7 +71,3 @@ def checkpoint(
         if advance_to is not None:
             conn.execute(advance_sql(tables), [advance_to, now, run_id, *tables.pair])
         record_intents(conn, tables, run_id, intents, now)
-        conn.execute("COMMIT")
-    except Exception:
-        conn.execute("ROLLBACK")
-        raise

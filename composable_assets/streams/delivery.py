@@ -15,7 +15,7 @@ from .checkpoint import Settled, checkpoint
 from .high_water import current, prune, read_or_start
 from .intents import clear_intents, resolve_leftovers
 from .shape import StreamShape
-from .tables import StreamTables
+from ..store import StreamTables
 
 SAMPLE_SIZE = 5
 

@@ -6,7 +6,7 @@ import datetime as dt
 import zoneinfo
 from dataclasses import dataclass
 
-from .tables import StreamTables
+from ..store import StreamTables
 
 
 @dataclass(frozen=True)
@@ -78,8 +78,7 @@ def prune(conn, tables: StreamTables, lookback: dt.timedelta) -> int:
         return 0
     below = row[0] - 2 * lookback
     (count,) = conn.fetch_one(f"SELECT count(*) FROM {tables.sent} WHERE cursor_value < ?", [below])
-    conn.execute("BEGIN TRANSACTION")
-    try:
+    with conn.transaction():
         if count:
             conn.execute(f"DELETE FROM {tables.sent} WHERE cursor_value < ?", [below])
         conn.execute(
@@ -87,10 +86,6 @@ def prune(conn, tables: StreamTables, lookback: dt.timedelta) -> int:
             "WHERE stream = ? AND destination = ?",
             [below, below, *tables.pair],
         )
-        conn.execute("COMMIT")
-    except Exception:
-        conn.execute("ROLLBACK")
-        raise
     return count
 
 

@@ -6,7 +6,8 @@ import datetime as dt
 from collections.abc import Sequence
 
 from ..destinations import Event
-from .tables import INTENT_COLUMNS, StreamTables
+from ..store import StreamTables, types_of
+from ..store.registry import STREAM_INTENTS
 from ..warehouse.base import insert_rows
 
 
@@ -15,7 +16,7 @@ def record_intents(conn, tables: StreamTables, run_id: str, events: Sequence[Eve
     if not events:
         return
     insert_rows(
-        conn, tables.intents, INTENT_COLUMNS, [(*tables.pair, run_id, e.event_id, e.time, now) for e in events]
+        conn, tables.intents, types_of(STREAM_INTENTS), [(*tables.pair, run_id, e.event_id, e.time, now) for e in events]
     )
 
 
@@ -42,8 +43,7 @@ def resolve_leftovers(
         f"AND event_id NOT IN (SELECT event_id FROM {tables.sent}) GROUP BY event_id"
     )
     (count,) = conn.fetch_one(f"SELECT count(*) FROM ({leftover}) AS l", params)
-    conn.execute("BEGIN TRANSACTION")
-    try:
+    with conn.transaction():
         in_doubt = 0
         if count and not idempotent:
             conn.execute(
@@ -59,10 +59,6 @@ def resolve_leftovers(
             f"AND event_id IN (SELECT event_id FROM {tables.sent})",
             params,
         )
-        conn.execute("COMMIT")
-    except Exception:
-        conn.execute("ROLLBACK")
-        raise
     return (in_doubt, 0) if not idempotent else (0, count)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sqlglot import exp
 
-from ..delta.sql import DIALECT, ident, json_object
+from ..warehouse.sql import DIALECT, ident, json_object
 from ..project import StreamSpec, StreamSyncSpec, parse_where
 from ..warehouse import Connection
 

@@ -10,7 +10,7 @@ from urllib.parse import ParseResult, parse_qsl
 
 import pyarrow as pa
 
-from ..delta.sql import ident
+from .sql import ident
 
 Params = Sequence[Any] | None
 
@@ -102,13 +102,17 @@ class Connection(ABC):
         """The block's statements as one transaction: committed when it ends, rolled back if it raises.
 
         Written as the statements each engine already understands (BigQuery and Databricks interpret them in
-        `execute`), so every engine gets the same block.
+        `execute`), so every engine gets the same block. Rolled back on any exception, an interrupt included (a
+        killed load or archive must leave nothing half-done); a failed ROLLBACK does not hide the block's error.
         """
         self.execute("BEGIN TRANSACTION")
         try:
             yield
-        except Exception:
-            self.execute("ROLLBACK")
+        except BaseException:
+            try:
+                self.execute("ROLLBACK")
+            except Exception:  # the connection itself is gone: the server drops the open transaction
+                pass
             raise
         self.execute("COMMIT")
 

@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from .base import SESSION_TIME_ZONE, DbApiConnection, Engine, Params, WarehouseError, column_names, rows_to_arrow, url_options
 from .dialect import render
-from ..delta.sql import ident
+from .sql import ident
 
 PASSWORD_SETTINGS = ("COMPOSABLE_WAREHOUSE_PASSWORD", "PGPASSWORD")
 CONNECT_TIMEOUT_SECONDS = 10

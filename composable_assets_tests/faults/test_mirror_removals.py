@@ -18,7 +18,7 @@ import dagster as dg
 import pytest
 
 from composable_assets.definitions import audience_selection, load_definitions
-from composable_assets.delta.sql import json_object, row_hash
+from composable_assets.warehouse.sql import json_object, row_hash
 from composable_assets.destinations import DESTINATION_TYPES
 from composable_assets.fakes import BrazeFake, IterableFake
 from composable_assets.project import ProjectError, load_project

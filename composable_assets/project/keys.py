@@ -1,4 +1,4 @@
-"""Asset keys and groups: one place that decides how the graph reads in the UI."""
+"""Asset keys, groups, the pool and run tags: one place that decides how the graph reads in the UI."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import dagster as dg
 SOURCES, MODELS, AUDIENCES, DELTAS, SYNCS = "sources", "models", "audiences", "deltas", "syncs"
 STREAMS = "streams"
 WAREHOUSE_POOL = "warehouse"
+#: Run tag: how a run's model steps refresh ("incremental", or "full" for the nightly comparison).
+REFRESH_TAG = "composable/refresh"
 
 
 def source_key(table: str) -> dg.AssetKey:
