@@ -150,6 +150,13 @@ def test_every_make_target_the_docs_name_exists():
     assert sorted(named - targets) == []
 
 
+def test_the_readme_is_the_front_door():
+    text = README.read_text()
+    assert len(text.splitlines()) < 250
+    for command in ("make demo", "make test", "make ui", "make docs"):
+        assert command in text
+
+
 def build(config: Path, site: Path) -> subprocess.CompletedProcess:
     """`mkdocs build --strict`: a broken link or anchor, a page missing from the nav, any warning fails it."""
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}  # Material's notice about its successor; not a warning
