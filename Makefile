@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 
-.PHONY: setup demo test ui bench bench-minute clean
+.PHONY: setup demo test ui docs bench bench-minute clean
 
 setup: $(VENV)/.installed .dagster_home/dagster.yaml
 
@@ -27,6 +27,9 @@ test: setup  ## the whole test suite
 ui: setup  ## Dagster UI (webserver + daemon) on http://127.0.0.1:3000
 	$(BIN)/composable ui --port 3000 --simulate
 
+docs: setup  ## the documentation site (docs/, mkdocs.yml) on http://127.0.0.1:8000, rebuilt on every change
+	$(BIN)/mkdocs serve
+
 # Customer counts for the latency and incremental benchmarks; `make bench BENCH_10M=1` adds 10M (30M orders).
 comma := ,
 BENCH_SIZES ?= 2000,1000000$(if $(BENCH_10M),$(comma)10000000)
@@ -42,4 +45,4 @@ bench-minute: setup  ## minute-level latency (landing to Braze) and one run's wa
 	$(BIN)/python benchmarks/incremental_benchmark.py --customers $(BENCH_SIZES)
 
 clean:
-	rm -rf data .dagster_home
+	rm -rf data .dagster_home site

@@ -33,7 +33,7 @@ class Settings:
         data_dir = Path(env.get("COMPOSABLE_DATA_DIR") or "data").absolute()
         project_dir = Path(env.get("COMPOSABLE_PROJECT_DIR") or SAMPLE_PROJECT_DIR).absolute()
         # The embedded default shares the machine with Dagster: bound DuckDB's memory (it spills to disk
-        # beyond it). At 1,500 MB a 10M-member delta peaks at 1.6 GB instead of 2.5 GB (README, Performance).
+        # beyond it). At 1,500 MB a 10M-member delta peaks at 1.6 GB instead of 2.5 GB (docs/performance.md).
         default_url = f"duckdb:///{data_dir / 'warehouse.duckdb'}?memory_limit={DEFAULT_DUCKDB_MEMORY_LIMIT}"
         warehouse_url = env.get("COMPOSABLE_WAREHOUSE") or default_url
         return cls(

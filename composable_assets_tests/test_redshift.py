@@ -3,8 +3,8 @@
 There is no Redshift here. Redshift speaks PostgreSQL's wire protocol, so the check is: while the whole flow runs
 on the local PostgreSQL server, every statement is also rendered for Redshift and run first, on the same data,
 inside a savepoint that is rolled back. A Redshift rendering PostgreSQL refuses fails the test, except for the
-Redshift-only spellings the harness swaps for PostgreSQL's (listed in `REDSHIFT_ONLY`); those are named in the
-README as not proved here.
+Redshift-only spellings the harness swaps for PostgreSQL's (listed in `REDSHIFT_ONLY`); those are named in
+docs/configuration.md as not proved here.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 DAGSTER_HOME and data folder, as `make demo` does; then the webserver alone is started on them (no daemon: no
 sensor or schedule runs meanwhile, so the pages show what the demo left). Each test opens a page by its URL, waits
 on its content (never on a sleep), and checks what it shows against the project files or the warehouse. The
-screenshots in docs/screenshots/, shown by the README's Quickstart, are rewritten by every run.
+screenshots in docs/screenshots/, shown by docs/getting-started.md (and one by the README), are rewritten by every run.
 
 On a failure the page's screenshot and HTML are saved in the test's tmp folder, and the message says where.
 Chromium comes from Debian (`apt-get install chromium`: the test installs it when missing, and so does .ci/run);

@@ -51,7 +51,8 @@ def with_definition_columns(context: dg.AssetExecutionContext, metadata: dict) -
 
 
 #: Metadata entries that show member data (a few selected or sent rows); only with project.yaml `payload_samples: true`.
-#: Dagster's storage cannot forget a person (README, Deletion requests), so nothing about one goes there unasked.
+#: Dagster's storage cannot forget a person (docs/governance.md, Deletion requests), so nothing about one goes there
+#: unasked.
 SAMPLE_ENTRIES = ("sample", "preview", "payload_sample")
 
 

@@ -117,7 +117,8 @@ class ProjectSettings(BaseModel):
     # Default send gates for every delta (see project/gates.py); audience files override them.
     gates: GatesSpec | None = None
     # Member data in Dagster's metadata and errors (sampled rows, members' keys): only when asked for. Dagster's
-    # storage cannot forget anyone, so by default it holds counts, never a person (README, Personal data).
+    # storage cannot forget anyone, so by default it holds counts, never a person (docs/project-folder.md, Personal
+    # data).
     payload_samples: bool = False
     # The consent table destinations' `consent:` purposes are checked against (see governance/consent.py).
     consent: ConsentSpec | None = None

@@ -125,7 +125,7 @@ def require_duckdb(conn: "Connection", feature: str) -> None:
     if conn.dialect != "duckdb":
         raise WarehouseError(
             f"{feature} runs only on a DuckDB warehouse for now; this warehouse is {conn.dialect} "
-            "(see README, Warehouses)"
+            "(see docs/configuration.md, Warehouses)"
         )
 
 

@@ -50,7 +50,7 @@ class SnowflakeConnection(DbApiConnection):
     dialect = "snowflake"
     # Snowflake has MERGE, but acks are folded by delete-then-insert (same ledger, one transaction): fakesnow
     # emulates MERGE through a temporary table it cannot create inside BEGIN ... COMMIT, and the fold that runs
-    # here is the one the tests run (see README, Warehouses).
+    # here is the one the tests run (see docs/configuration.md, Warehouses).
     has_merge = False
 
     def __init__(self, con: Any):

@@ -6,7 +6,8 @@ rejects, an archived day. Then the person asks to be forgotten, `composable forg
 stream run again (the person is still in the customer's source tables). Then everything is searched for their e-mail,
 name and key: every table in our schema (every column as text), every file under DAGSTER_HOME (SQLite storage read
 row by row and as raw bytes, compute logs), every file in the data folder (outbox files, gzip archives decompressed,
-archive Parquet files read back). The key counts as personal data in Dagster too (README, Personal data).
+archive Parquet files read back). The key counts as personal data in Dagster too (docs/project-folder.md, Personal
+data).
 """
 
 from __future__ import annotations
@@ -140,7 +141,7 @@ def warehouse_hits(db: Path, needles: list[str], schema: str = "composable") -> 
     """`table.column: needle` for every needle in any column (as text) of any table of the schema.
 
     Except the proof's `key` column: the proof of the request names whom it was about, and every delta and stream
-    reads it so that the person is never sent again (README, Deletion requests).
+    reads it so that the person is never sent again (docs/governance.md, Deletion requests).
     """
     hits = []
     with duckdb.connect(str(db), read_only=True) as con:

@@ -12,8 +12,8 @@ features" and "Unsupported PostgreSQL functions"); sqlglot's `redshift` dialect 
 - QUALIFY -> a filtered subquery (sqlglot's own transform), and no NULLS FIRST/LAST inside window functions,
   which Redshift refuses; the ORDER BY columns there are never NULL.
 
-Not covered, named in the README: `range()` as a table (Redshift's GENERATE_SERIES runs on the leader node only)
-and server-side cursors WITH HOLD (Redshift's cursors live inside a transaction).
+Not covered, named in docs/configuration.md (Warehouses): `range()` as a table (Redshift's GENERATE_SERIES runs on
+the leader node only) and server-side cursors WITH HOLD (Redshift's cursors live inside a transaction).
 """
 
 from __future__ import annotations
