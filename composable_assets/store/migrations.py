@@ -13,6 +13,7 @@ installs get it from the registry, existing ones from the step.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version as installed_version
 from typing import Callable
@@ -78,6 +79,8 @@ MIGRATIONS: tuple[Migration, ...] = (
               _adopt),
 )
 CURRENT = MIGRATIONS[-1].version
+# An upgrade that failed is looked at again this many times in all (see ensure_store).
+UPGRADE_TRIES = 3
 
 def current_version(conn: Connection, schema: str) -> int:
     """The version the install is at: 0 for one made before the store kept a version (or a new one)."""
@@ -89,48 +92,38 @@ def current_version(conn: Connection, schema: str) -> int:
 
 def upgrade(conn: Connection, schema: str, now: dt.datetime | None = None) -> list[int]:
     """Apply every step past the install's version, in order, each in its own transaction; returns the versions."""
-    _racing(conn, schema, 0, lambda: conn.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(schema)}"))
+    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(schema)}")
     columns = ", ".join(f"{c} {t}" for c, t in VERSION_COLUMNS.items())
-    _racing(conn, schema, 0,
-            lambda: conn.execute(f"CREATE TABLE IF NOT EXISTS {table(schema, VERSION_TABLE)} ({columns})"))
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {table(schema, VERSION_TABLE)} ({columns})")
     applied = []
     for step in MIGRATIONS:
         if step.version <= current_version(conn, schema):
             continue
-        if _racing(conn, schema, step.version, lambda: _apply(conn, schema, step, now)):
-            applied.append(step.version)
+        with conn.transaction():
+            step.apply(conn, schema)
+            conn.execute(
+                f"INSERT INTO {table(schema, VERSION_TABLE)} VALUES (?, ?, ?, ?)",
+                [step.version, step.description, _package_version(),
+                 now or dt.datetime.now(dt.UTC).replace(tzinfo=None)],
+            )
+        applied.append(step.version)
     return applied
-
-
-def _apply(conn: Connection, schema: str, step: Migration, now: dt.datetime | None) -> None:
-    with conn.transaction():
-        step.apply(conn, schema)
-        conn.execute(
-            f"INSERT INTO {table(schema, VERSION_TABLE)} VALUES (?, ?, ?, ?)",
-            [step.version, step.description, _package_version(), now or dt.datetime.now(dt.UTC).replace(tzinfo=None)],
-        )
-
-
-def _racing(conn: Connection, schema: str, version: int, work: Callable[[], None]) -> bool:
-    """Run `work`; if it fails because another process did the same at the same moment, carry on.
-
-    Two processes starting together on a new install (PostgreSQL) both create the version table or apply a step;
-    the loser's statement fails on the catalog, and the winner's result stands. Whether that is what happened is
-    read back: the version table exists and is at `version` (0: exists at all). Returns whether `work` succeeded.
-    """
-    try:
-        work()
-        return True
-    except Exception:
-        if conn.table_exists(schema, VERSION_TABLE) and current_version(conn, schema) >= version:
-            return False
-        raise
 
 
 def ensure_store(conn: Connection, schema: str) -> None:
     """Make sure the store in `schema` is at the current version (upgrading it if not); cheap when it is."""
-    if current_version(conn, schema) < CURRENT:
-        upgrade(conn, schema)
+    for attempt in range(UPGRADE_TRIES):
+        if current_version(conn, schema) >= CURRENT:
+            return
+        try:
+            upgrade(conn, schema)
+            return
+        except Exception:
+            # Processes starting together on one install (PostgreSQL) create the same schema and tables at the same
+            # moment, and all but one fail on the catalog. The next look finds the winner's work done.
+            if attempt == UPGRADE_TRIES - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def _package_version() -> str | None:

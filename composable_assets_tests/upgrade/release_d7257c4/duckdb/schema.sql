@@ -1,0 +1,22 @@
+CREATE SCHEMA composable;
+CREATE TABLE composable.audience__high(_key VARCHAR, id BIGINT, email VARCHAR, "name" VARCHAR, score INTEGER, _hash__box_mirror VARCHAR, _hash__box_upsert VARCHAR);
+CREATE TABLE composable.deletion_log(request_id VARCHAR, "key" VARCHAR, destination VARCHAR, "source" VARCHAR, place VARCHAR, identifier_type VARCHAR, identifier_sha256 VARCHAR, status VARCHAR, purged_rows BIGINT, response VARCHAR, requested_at TIMESTAMP, done_at TIMESTAMP, run_id VARCHAR);
+CREATE TABLE composable.delta_runs(audience VARCHAR NOT NULL, destination VARCHAR NOT NULL, partition_date DATE NOT NULL, run_id VARCHAR NOT NULL, computed_at TIMESTAMP NOT NULL, "mode" VARCHAR NOT NULL, first_seq BIGINT NOT NULL, last_seq BIGINT NOT NULL, added BIGINT NOT NULL, updated BIGINT NOT NULL, removed BIGINT NOT NULL, audience_size BIGINT NOT NULL);
+CREATE TABLE composable.delta__high__box_mirror(_partition DATE NOT NULL, _run_id VARCHAR NOT NULL, _seq BIGINT NOT NULL, _op VARCHAR NOT NULL, _key VARCHAR NOT NULL, _identifier VARCHAR, _hash VARCHAR, _fields JSON, _previous JSON, _computed_at TIMESTAMP NOT NULL);
+CREATE TABLE composable.delta__high__box_upsert(_partition DATE NOT NULL, _run_id VARCHAR NOT NULL, _seq BIGINT NOT NULL, _op VARCHAR NOT NULL, _key VARCHAR NOT NULL, _identifier VARCHAR, _hash VARCHAR, _fields JSON, _previous JSON, _computed_at TIMESTAMP NOT NULL);
+CREATE TABLE composable.gate_results(audience VARCHAR NOT NULL, destination VARCHAR NOT NULL, run_id VARCHAR NOT NULL, gate VARCHAR NOT NULL, passed BOOLEAN NOT NULL, overridden BOOLEAN NOT NULL, detail VARCHAR NOT NULL, checked_at TIMESTAMP NOT NULL);
+CREATE TABLE composable.ledger__high__box_mirror(_key VARCHAR NOT NULL, _identifier VARCHAR, _hash VARCHAR NOT NULL, _fields JSON, _synced_at TIMESTAMP NOT NULL, _run_id VARCHAR NOT NULL);
+CREATE TABLE composable.ledger__high__box_upsert(_key VARCHAR NOT NULL, _identifier VARCHAR, _hash VARCHAR NOT NULL, _fields JSON, _synced_at TIMESTAMP NOT NULL, _run_id VARCHAR NOT NULL);
+CREATE TABLE composable.stream_cursors(stream VARCHAR NOT NULL, destination VARCHAR NOT NULL, high_water TIMESTAMP NOT NULL, floor_at TIMESTAMP NOT NULL, pruned_below TIMESTAMP, started_at TIMESTAMP NOT NULL, updated_at TIMESTAMP NOT NULL, run_id VARCHAR NOT NULL);
+CREATE TABLE composable.stream_intents(stream VARCHAR NOT NULL, destination VARCHAR NOT NULL, run_id VARCHAR NOT NULL, event_id VARCHAR NOT NULL, cursor_value TIMESTAMP NOT NULL, recorded_at TIMESTAMP NOT NULL);
+CREATE TABLE composable.stream_sent__scores__box_upsert(event_id VARCHAR NOT NULL, cursor_value TIMESTAMP NOT NULL, status VARCHAR NOT NULL, run_id VARCHAR NOT NULL, recorded_at TIMESTAMP NOT NULL, partition_date DATE NOT NULL, reason VARCHAR);
+CREATE TABLE composable.sync_acks(audience VARCHAR NOT NULL, destination VARCHAR NOT NULL, run_id VARCHAR NOT NULL, first_seq BIGINT NOT NULL, last_seq BIGINT NOT NULL, acked_at TIMESTAMP NOT NULL, folded BOOLEAN DEFAULT(false) NOT NULL);
+CREATE TABLE composable.sync_failures(audience VARCHAR NOT NULL, destination VARCHAR NOT NULL, partition_date DATE NOT NULL, run_id VARCHAR NOT NULL, seq BIGINT NOT NULL, "key" VARCHAR NOT NULL, op VARCHAR NOT NULL, reason VARCHAR NOT NULL, failed_at TIMESTAMP NOT NULL);
+CREATE TABLE composable.sync_inflight(audience VARCHAR NOT NULL, destination VARCHAR NOT NULL, run_id VARCHAR NOT NULL, first_seq BIGINT NOT NULL, last_seq BIGINT NOT NULL, started_at TIMESTAMP NOT NULL);
+CREATE TABLE composable.sync_log(partition_date DATE, sync_run_id VARCHAR, audience VARCHAR, destination VARCHAR, "key" VARCHAR, identifier VARCHAR, op VARCHAR, row_hash VARCHAR, status VARCHAR, reason VARCHAR, delta_run_id VARCHAR, seq BIGINT, recorded_at TIMESTAMP);
+CREATE TABLE composable.sync_runs(run_id VARCHAR, partition_date DATE, audience VARCHAR, destination VARCHAR, delta_run_id VARCHAR, code_version VARCHAR, package_version VARCHAR, audience_sha256 VARCHAR, model_sha256 VARCHAR, upstream_versions VARCHAR, status VARCHAR, added BIGINT, updated BIGINT, removed BIGINT, failed BIGINT, unsent BIGINT, started_at TIMESTAMP, finished_at TIMESTAMP);
+CREATE TABLE deletion_requests(request_id VARCHAR, id BIGINT, requested_at TIMESTAMP);
+CREATE TABLE people(id BIGINT, email VARCHAR, "name" VARCHAR, score INTEGER);
+CREATE TABLE people_model(id BIGINT, email VARCHAR, "name" VARCHAR, score INTEGER);
+CREATE TABLE score_events(event_id VARCHAR, person_id BIGINT, score INTEGER, scored_at TIMESTAMP);
+

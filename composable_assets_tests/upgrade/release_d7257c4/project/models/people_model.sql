@@ -1,0 +1,3 @@
+-- People with a score.
+-- owners: team:growth
+SELECT id, email, name, score FROM people
