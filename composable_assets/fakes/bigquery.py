@@ -146,6 +146,8 @@ class BigQueryFake(FakeServer):
             return Response(200, self._dataset_resource(parts[3]))
         if route == ("GET", "datasets", "*", "tables", "*"):
             return self._get_table(parts[3], parts[5])
+        if route == ("GET", "datasets", "*", "tables"):
+            return self._list_tables(parts[3])
         return _error(404, "notFound", f"Not found: {request.method} {request.path}")
 
     def _process(self, method, target, headers, raw):
@@ -337,6 +339,23 @@ class BigQueryFake(FakeServer):
             "datasetReference": {"projectId": self.project, "datasetId": name},
             "location": "US",
         }
+
+    def _list_tables(self, dataset: str) -> Response:
+        """tables.list: every table and view of a dataset, one page (`tables` is left out when there are none)."""
+        if not self._dataset_exists(dataset):
+            return _error(404, "notFound", f"Not found: Dataset {self.project}:{dataset}")
+        names = self.db.execute(
+            "SELECT table_name, table_type FROM information_schema.tables "
+            "WHERE table_catalog = current_database() AND table_schema = ? ORDER BY table_name",
+            [dataset],
+        ).fetchall()
+        tables = [{
+            "kind": "bigquery#table",
+            "id": f"{self.project}:{dataset}.{name}",
+            "tableReference": {"projectId": self.project, "datasetId": dataset, "tableId": name},
+            "type": "VIEW" if kind == "VIEW" else "TABLE",
+        } for name, kind in names]
+        return Response(200, {"kind": "bigquery#tableList", "totalItems": len(tables), **({"tables": tables} if tables else {})})
 
     def _get_table(self, dataset: str, table: str) -> Response:
         columns = self.db.execute(

@@ -2,9 +2,12 @@
 
 `ensure_store` runs before anything reads or writes our tables: one cheap query when the install is current. An
 install made by an earlier release (which has no version table, or an older version) is upgraded in place, one
-step at a time in version order, each step committed with its version row, so a step that fails leaves the
-install at the last version that completed, and the next start tries again from there. Steps only add (tables,
-columns, rows derived from existing ones); nothing a release wrote is dropped.
+step at a time in version order, each step's version row written when it is done, so a step that fails leaves the
+install at the last version that completed, and the next start tries again from there. Where DDL is transactional
+(DuckDB, PostgreSQL, Redshift) a step and its version row commit together; Snowflake, BigQuery and Databricks
+commit each CREATE or ALTER on its own, so every step is written to be run again safely (create if missing, add a
+column only where it lacks). Steps only add (tables, columns, rows derived from existing ones); nothing a release
+wrote is dropped.
 
 A new column on a table we own is a new step at the end of `MIGRATIONS` plus the column in `registry.py`: new
 installs get it from the registry, existing ones from the step.
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version as installed_version
 from typing import Callable
@@ -29,7 +33,10 @@ VERSION_COLUMNS = {"version": "BIGINT NOT NULL", "description": "VARCHAR NOT NUL
 
 @dataclass(frozen=True)
 class Migration:
-    """One step: what it does, for the version table and the docs, and how (given a connection and the schema)."""
+    """One step: what it does, for the version table and the docs, and how (given a connection and the schema).
+
+    `apply` must be safe to run again on an install it already changed (see the module docstring).
+    """
 
     version: int
     description: str
@@ -40,10 +47,7 @@ def existing(conn: Connection, schema: str, entry: Table) -> list[str]:
     """The names of the tables of `entry` that exist in `schema` (every pair's, for a per-pair table)."""
     if not entry.per_pair:
         return [entry.name] if conn.table_exists(schema, entry.name) else []
-    rows = conn.fetch_all(
-        "SELECT table_name FROM information_schema.tables WHERE lower(table_schema) = lower(?)", [schema]
-    )
-    return sorted(name for (name,) in rows if entry.matches(name))
+    return sorted(name for name in conn.table_names(schema) if entry.matches(name))
 
 
 def add_missing_columns(conn: Connection, schema: str, entry: Table) -> list[str]:
@@ -99,7 +103,7 @@ def upgrade(conn: Connection, schema: str, now: dt.datetime | None = None) -> li
     for step in MIGRATIONS:
         if step.version <= current_version(conn, schema):
             continue
-        with conn.transaction():
+        with conn.transaction() if conn.transactional_ddl else nullcontext():
             step.apply(conn, schema)
             conn.execute(
                 f"INSERT INTO {table(schema, VERSION_TABLE)} VALUES (?, ?, ?, ?)",

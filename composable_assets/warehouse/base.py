@@ -61,6 +61,8 @@ class Connection(ABC):
     dialect: str = "duckdb"
     #: Whether the engine has MERGE (otherwise the ledger is folded by delete-then-insert).
     has_merge: bool = True
+    #: Whether CREATE and ALTER take part in a transaction (Snowflake, BigQuery and Databricks commit them alone).
+    transactional_ddl: bool = True
 
     @abstractmethod
     def execute(self, sql: str, params: Params = None) -> None:
@@ -81,6 +83,13 @@ class Connection(ABC):
     @abstractmethod
     def table_columns(self, schema: str | None, table: str) -> list[tuple[str, str]]:
         """(name, type) of each column of a table, or [] when it does not exist."""
+
+    def table_names(self, schema: str) -> list[str]:
+        """The names of the tables and views in `schema`."""
+        rows = self.fetch_all(
+            "SELECT table_name FROM information_schema.tables WHERE lower(table_schema) = lower(?)", [schema]
+        )
+        return [name for (name,) in rows]
 
     def view_definition(self, schema: str, name: str) -> str | None:
         """The SQL text a view selects, or None when `schema.name` is not a view."""

@@ -116,6 +116,7 @@ def _keyword(sql: str) -> str:
 class BigQueryConnection(Connection):
     dialect = "bigquery"
     has_merge = True
+    transactional_ddl = False
 
     def __init__(self, client: Any, engine: "BigQueryEngine"):
         self._client = client
@@ -246,6 +247,16 @@ class BigQueryConnection(Connection):
             (f.name, "TIMESTAMP WITH TIME ZONE" if f.field_type == "TIMESTAMP" else f.field_type)
             for f in (found.schema if found is not None else [])
         ]
+
+    def table_names(self, schema: str) -> list[str]:
+        # tables.list, as for columns: INFORMATION_SCHEMA.TABLES needs a dataset qualifier and bills a query.
+        bigquery = _bigquery()
+        from google.api_core import exceptions
+
+        try:
+            return [t.table_id for t in self._client.list_tables(bigquery.DatasetReference(self._engine.project, schema))]
+        except exceptions.NotFound:
+            return []
 
     def view_definition(self, schema: str, name: str) -> str | None:
         # tables.get, as for columns: INFORMATION_SCHEMA.VIEWS needs a dataset qualifier.

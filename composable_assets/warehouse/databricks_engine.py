@@ -90,6 +90,7 @@ def _bind(params: Params) -> list[Any] | None:
 class DatabricksConnection(DbApiConnection):
     dialect = "databricks"
     has_merge = True
+    transactional_ddl = False
 
     def __init__(self, con: Any):
         super().__init__(con)

@@ -6,10 +6,11 @@ import re
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import duckdb
 import pyarrow as pa
+from dagster_duckdb import DuckDBResource
 
 from .base import SESSION_TIME_ZONE, Connection, Engine, Params, WarehouseBusy, WarehouseError, table_markers
 
@@ -57,39 +58,48 @@ class DuckDBConnection(Connection):
         return self._con
 
 
-class DuckDBEngine(Engine):
-    dialect = "duckdb"
-    kind = "duckdb"
+class SharedDuckDBFile(DuckDBResource):
+    """dagster-duckdb's DuckDBResource for a file several processes take turns on (runs, sensors, the CLI).
 
-    def __init__(self, path: str, config: dict[str, str] | None = None):
-        self.path = path
-        #: DuckDB settings for every connection (memory_limit, threads, temp_directory, ...).
-        self.config = config or {}
+    Same fields and the same raw connection as the resource it extends; only opening differs. The original retries
+    a locked file silently for about 100 s and cannot be asked to give up at once; here a long wait says every few
+    seconds which process holds the file, a sensor's peek gives up after a second (`WarehouseBusy`), every session
+    runs in UTC, and the file is closed however the block ends.
+    """
 
-    def describe(self) -> str:
-        return f"DuckDB file {self.path}"
+    @contextmanager
+    def get_connection(
+        self, lock_wait: float = LOCK_WAIT_SECONDS, on_wait: Callable[[str], None] | None = None
+    ) -> Iterator[duckdb.DuckDBPyConnection]:
+        con = self._open(lock_wait, on_wait or (lambda message: None))
+        try:
+            yield con
+        finally:
+            con.close()
 
-    def _open(self, lock_wait: float = LOCK_WAIT_SECONDS) -> duckdb.DuckDBPyConnection:
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+    def _open(self, lock_wait: float, on_wait: Callable[[str], None]) -> duckdb.DuckDBPyConnection:
+        if self.database != ":memory:":
+            Path(self.database).parent.mkdir(parents=True, exist_ok=True)
+        where = f"DuckDB file {self.database}"
         started = time.monotonic()
         deadline, report = started + lock_wait, started + LOCK_REPORT_SECONDS
         delay = 0.05
+        config = {"custom_user_agent": "dagster", **self.connection_config}
         while True:
             try:
-                con = duckdb.connect(self.path, config=self.config)
+                con = duckdb.connect(self.database, config=config)
                 break
             except duckdb.IOException as exc:
                 locked = "lock" in str(exc).lower()
                 if locked and time.monotonic() > deadline and lock_wait < LOCK_WAIT_SECONDS:
-                    raise WarehouseBusy(f"{self.describe()} is in use by another process") from exc
+                    raise WarehouseBusy(f"{where} is in use by another process") from exc
                 if not locked or time.monotonic() > deadline:
-                    raise WarehouseError(f"cannot open {self.describe()}: {exc}") from exc
+                    raise WarehouseError(f"cannot open {where}: {exc}") from exc
                 if time.monotonic() >= report:
                     report = time.monotonic() + LOCK_REPORT_SECONDS
                     holder = re.search(r"PID (\d+)", str(exc))
-                    self.on_wait(
-                        f"waiting {time.monotonic() - started:.0f} s for {self.describe()}: another process"
+                    on_wait(
+                        f"waiting {time.monotonic() - started:.0f} s for {where}: another process"
                         f"{f' (PID {holder.group(1)})' if holder else ''} has it open (a DuckDB file admits one); "
                         f"giving up in {deadline - time.monotonic():.0f} s"
                     )
@@ -101,17 +111,31 @@ class DuckDBEngine(Engine):
             pass  # no ICU extension: DuckDB then prints timestamps with time zone in UTC anyway
         return con
 
+
+class DuckDBEngine(Engine):
+    dialect = "duckdb"
+    kind = "duckdb"
+
+    def __init__(self, path: str, config: dict[str, str] | None = None):
+        #: Where connections come from: the file and its DuckDB settings (memory_limit, threads, temp_directory, ...).
+        self.resource = SharedDuckDBFile(database=path, connection_config=config or {})
+
+    @property
+    def path(self) -> str:
+        return self.resource.database
+
+    @property
+    def config(self) -> dict:
+        return self.resource.connection_config
+
+    def describe(self) -> str:
+        return f"DuckDB file {self.path}"
+
     def change_markers(self, tables) -> dict[str, str | None]:
-        con = self._open(lock_wait=PEEK_LOCK_WAIT_SECONDS)
-        try:
+        with self.resource.get_connection(PEEK_LOCK_WAIT_SECONDS, self.on_wait) as con:
             return table_markers(DuckDBConnection(con), tables)
-        finally:
-            con.close()
 
     @contextmanager
     def connect(self) -> Iterator[DuckDBConnection]:
-        con = self._open()
-        try:
+        with self.resource.get_connection(LOCK_WAIT_SECONDS, self.on_wait) as con:
             yield DuckDBConnection(con)
-        finally:
-            con.close()

@@ -52,6 +52,7 @@ class SnowflakeConnection(DbApiConnection):
     # emulates MERGE through a temporary table it cannot create inside BEGIN ... COMMIT, and the fold that runs
     # here is the one the tests run (see docs/configuration.md, Warehouses).
     has_merge = False
+    transactional_ddl = False
 
     def __init__(self, con: Any):
         super().__init__(con)
