@@ -7,6 +7,7 @@ and a deletion request, on DuckDB (exported) and on PostgreSQL (pg_dump).
 
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 
@@ -193,3 +194,11 @@ def test_two_processes_starting_together_on_a_new_postgres_install_both_carry_on
     assert errors == []
     with engine_from_url(postgres_url).connect() as conn:
         assert conn.fetch_all(f"SELECT version FROM {SCHEMA}.{migrations.VERSION_TABLE}") == [(store.CURRENT,)]
+
+
+def test_every_table_of_the_store_is_documented():
+    page = (Path(__file__).parents[1] / "docs" / "governance.md").read_text()
+    names = [t.name for t in store.TABLES if t.home == "project"] + [migrations.VERSION_TABLE]
+    shown = {n: "`" + re.sub(r"{(\w+)}", r"<\1>", n) + "`" for n in names}  # ledger__<audience>__<destination>
+    missing = [n for n, text in shown.items() if text not in page]
+    assert missing == [], f"docs/governance.md, Where things live in the warehouse, lacks {missing}"
