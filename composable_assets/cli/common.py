@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import click
 from rich.markup import escape
 
-from ..settings import Settings
+from ..settings import NoProjectError, Settings
 from .render import LiveRun, err_console, summary
 
 # The rest of composable_assets (and dagster with it) is imported inside the functions: importing dagster alone
@@ -33,16 +33,23 @@ def project_today(project) -> str:
     return dt.datetime.now(ZoneInfo(project.settings.timezone)).date().isoformat()
 
 
-def load(project_dir: str | None = None):
-    """Settings, project and definitions; errors in the project folder become a UserError."""
+def load(project_dir: str | Path | None = None, *, fallback_project_dir: Path | None = None):
+    """Settings, project and definitions; errors in the project folder become a UserError.
+
+    The project folder is `project_dir`, else the one the user named (COMPOSABLE_PROJECT_DIR, or the current folder
+    if it holds a project.yaml), else `fallback_project_dir` (the demo commands pass the demo's), else an error.
+    """
     from ..definitions import build_definitions
     from ..destinations import DESTINATION_TYPES
     from ..project import ProjectError, load_project
     from ..warehouse import WarehouseError
 
-    settings = Settings.from_env()
-    if project_dir:
-        settings = Settings(Path(project_dir).absolute(), settings.warehouse_url, settings.data_dir)
+    try:
+        settings = Settings.from_env(
+            project_dir=Path(project_dir) if project_dir else None, fallback_project_dir=fallback_project_dir
+        )
+    except NoProjectError as exc:
+        raise UserError(str(exc)) from exc
     try:
         project = load_project(settings.project_dir, known_destination_types=DESTINATION_TYPES)
         return settings, project, build_definitions(project, settings)

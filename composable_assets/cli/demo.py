@@ -1,9 +1,16 @@
-"""The demo commands: demo (seed the retail sample, sync everything) and simulate (live traffic for it)."""
+"""The demo commands: demo (seed the retail sample, sync everything) and simulate (live traffic for it).
+
+The demo project, its data generator, the simulator and the local Braze/Iterable stand-ins live apart from the
+product, in composable_assets_tests (DESIGN.md, Layout): they are imported inside the commands that use them
+(here and `composable ui`), never when composable_assets is imported, and an installation without them gets an
+error that says so.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import threading
+from pathlib import Path
 
 import click
 
@@ -15,6 +22,32 @@ from .render import console
 # takes ~2 s, which `composable --help` and `composable init` need not wait for.
 
 
+def demo_is_missing(exc: ModuleNotFoundError) -> bool:
+    """Whether it is composable_assets_tests (the demo, the simulator, the stand-ins) that could not be imported."""
+    return (exc.name or "").split(".")[0] == "composable_assets_tests"
+
+
+def demo_missing(exc: ModuleNotFoundError, what: str) -> None:
+    """A UserError saying so if `exc` is the demo (composable_assets_tests) missing; nothing for another module."""
+    if not demo_is_missing(exc):
+        return
+    raise UserError(
+        f"{what} needs composable_assets_tests (the demo project, its traffic simulator and the local Braze/Iterable "
+        "stand-ins), which is not installed with this copy of composable_assets: install it from a checkout of its "
+        "repository (`make setup`, or `pip install -e .` there)."
+    ) from exc
+
+
+def demo_project_dir(command: str) -> Path:
+    """The demo's project folder (composable_assets_tests/demo/project), imported only when a demo command runs."""
+    try:
+        from composable_assets_tests.demo import SAMPLE_PROJECT_DIR
+    except ModuleNotFoundError as exc:
+        demo_missing(exc, f"`{command}`")
+        raise
+    return SAMPLE_PROJECT_DIR
+
+
 @click.command()
 @click.option("--customers", default=2000, show_default=True, help="Size of the generated sample.")
 @click.option("--changes/--no-changes", default=True, show_default=True,
@@ -24,12 +57,18 @@ def demo(customers: int, changes: bool) -> None:
 
     Braze and Iterable are local stand-ins unless BRAZE_REST_ENDPOINT / ITERABLE_BASE_URL are set.
     """
-    from ..fakes.local import local_destinations
     from ..landing import landing_folders
-    from ..sample import SAMPLE_PROJECT_DIR, generator
     from ..warehouse import Warehouse
 
-    settings, project, defs = load(str(SAMPLE_PROJECT_DIR))
+    try:
+        from composable_assets_tests.demo import SAMPLE_PROJECT_DIR, generator
+        from composable_assets_tests.fakes.local import local_destinations
+    except ModuleNotFoundError as exc:
+        demo_missing(exc, "`composable demo`")
+        raise
+
+    # Always the demo project, whatever COMPOSABLE_PROJECT_DIR says: the demo seeds its own source tables.
+    settings, project, defs = load(SAMPLE_PROJECT_DIR)
     today = dt.date.fromisoformat(project_today(project))
     warehouse = Warehouse(url=settings.warehouse_url)
     with warehouse.connect() as conn:
@@ -75,7 +114,8 @@ def demo(customers: int, changes: bool) -> None:
 @click.option("--orders", "orders_per_tick", default=3, show_default=True, help="New orders per tick.")
 def simulate(interval: float, ticks: int | None, orders_per_tick: int) -> None:
     """Land live traffic for the sample (orders, cart events, profile edits) every few seconds."""
-    settings, project, _ = load()
+    # The project named by COMPOSABLE_PROJECT_DIR (or the current folder), else the demo's.
+    settings, project, _ = load(fallback_project_dir=demo_project_dir("composable simulate"))
     stop = start_simulation(settings, project, interval, ticks, orders_per_tick, quiet=False)
     try:
         stop.wait()
@@ -87,8 +127,13 @@ def simulate(interval: float, ticks: int | None, orders_per_tick: int) -> None:
 def start_simulation(settings, project, interval: float, ticks: int | None, orders_per_tick: int, quiet: bool):
     """Start the simulator in a thread; the returned event is set when it has stopped (or to stop it)."""
     from ..landing import landing_folders
-    from ..sample.simulator import Simulator
     from ..warehouse import Warehouse, WarehouseError
+
+    try:
+        from composable_assets_tests.demo.simulator import Simulator
+    except ModuleNotFoundError as exc:
+        demo_missing(exc, "the traffic simulator")
+        raise
 
     folders = landing_folders(project.settings.landing, settings.data_dir)
     try:

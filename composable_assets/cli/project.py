@@ -46,7 +46,8 @@ def init(directory: Path, force: bool) -> None:
 
 
 @click.command()
-@click.option("--project", "project_dir", help="Project folder (default: COMPOSABLE_PROJECT_DIR or the sample).")
+@click.option("--project", "project_dir",
+              help="Project folder (default: COMPOSABLE_PROJECT_DIR, or the current folder if it holds project.yaml).")
 def validate(project_dir: str | None) -> None:
     """Check a project folder: files, fields, SQL, references."""
     settings, project, defs = load(project_dir)
