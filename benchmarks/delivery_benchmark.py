@@ -153,7 +153,7 @@ def braze_stats(fake, window_seconds: float) -> dict:
 def serve_main(kind: str, rate_limit: int | None, window: float) -> None:
     """`--serve`: print {"url"} on a line, serve until "stop" on stdin, then print the stats on a line."""
     if kind == "braze":
-        from composable_assets.fakes import BrazeFake
+        from composable_assets_tests.fakes import BrazeFake
 
         server: Any = BrazeFake(API_KEY, rate_limit=rate_limit, rate_window_seconds=window).start()
     else:
@@ -615,7 +615,7 @@ def child_ours(cfg: dict) -> dict:
     os.environ.update(cfg.get("env", {}))
     fake = None
     if cfg.get("inprocess_fake"):
-        from composable_assets.fakes import BrazeFake
+        from composable_assets_tests.fakes import BrazeFake
 
         fake = BrazeFake(API_KEY, rate_limit=None).start()
         os.environ[cfg["url_env"]] = fake.url
@@ -1363,7 +1363,7 @@ def markdown(report: dict) -> str:
         "users).",
         "- Each of our runs is a fresh Python process running `run_selection` in-process, as `composable sync` "
         "does, with a throwaway Dagster instance. Each server is a fresh process of its own: the same `BrazeFake` "
-        "as `python -m composable_assets.fakes braze --no-rate-limit` (or with the limit of B), or a "
+        "as `python -m composable_assets_tests.fakes braze --no-rate-limit` (or with the limit of B), or a "
         "ThreadingHTTPServer that counts rows and answers 200 (no signature check). `A.ours.fake-in-process` "
         "starts the fake inside the syncing process instead, as the tests do.",
         "- drt runs as its CLI, `drt run --output json`, from its own virtualenv, HOME pointing at a scratch "

@@ -64,9 +64,9 @@ from latency_benchmark import (  # noqa: E402
 import dagster as dg  # noqa: E402
 import duckdb  # noqa: E402
 
-from composable_assets.fakes.braze import BrazeFake  # noqa: E402
-from composable_assets.fakes.iterable import IterableFake  # noqa: E402
-from composable_assets.fakes.local import NEWSLETTER_LIST_ID  # noqa: E402
+from composable_assets_tests.fakes.braze import BrazeFake  # noqa: E402
+from composable_assets_tests.fakes.iterable import IterableFake  # noqa: E402
+from composable_assets_tests.fakes.local import NEWSLETTER_LIST_ID  # noqa: E402
 
 JOB = "minute_level"
 REFRESH_TAG = "composable/refresh"

@@ -58,15 +58,15 @@ if os.environ.get("BENCHMARK_CODE_DIR"):
 import dagster as dg  # noqa: E402
 from dagster._core.scheduler.instigation import InstigatorType  # noqa: E402
 
-from composable_assets.fakes.braze import BrazeFake  # noqa: E402
-from composable_assets.fakes.iterable import IterableFake  # noqa: E402
-from composable_assets.fakes.local import NEWSLETTER_LIST_ID  # noqa: E402
 from composable_assets.landing import landing_folders  # noqa: E402
 from composable_assets.project import load_project  # noqa: E402
-from composable_assets.sample import SAMPLE_PROJECT_DIR, generator  # noqa: E402
-from composable_assets.sample.simulator import ORDER_SCHEMA  # noqa: E402
 from composable_assets.warehouse import Warehouse  # noqa: E402
 from composable_assets_tests.dagster_processes import DagsterProcesses  # noqa: E402
+from composable_assets_tests.demo import SAMPLE_PROJECT_DIR, generator  # noqa: E402
+from composable_assets_tests.demo.simulator import ORDER_SCHEMA  # noqa: E402
+from composable_assets_tests.fakes.braze import BrazeFake  # noqa: E402
+from composable_assets_tests.fakes.iterable import IterableFake  # noqa: E402
+from composable_assets_tests.fakes.local import NEWSLETTER_LIST_ID  # noqa: E402
 
 KEY = "bench-key"
 SYNC_STEP = "sync__vip_customers__braze"

@@ -61,7 +61,7 @@ box: {type: outbox}
 
 
 def start_fake(kind: str, limited: bool) -> tuple[subprocess.Popen, str]:
-    command = [sys.executable, "-m", "composable_assets.fakes", kind, "--api-key", KEY]
+    command = [sys.executable, "-m", "composable_assets_tests.fakes", kind, "--api-key", KEY]
     if not limited:
         command.append("--no-rate-limit")
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)

@@ -7,10 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from .sample import SAMPLE_PROJECT_DIR
-
 
 DEFAULT_DUCKDB_MEMORY_LIMIT = "1500MB"
+
+
+class NoProjectError(ValueError):
+    """No project folder is named: COMPOSABLE_PROJECT_DIR is unset and the current folder holds no project.yaml."""
 
 
 @dataclass(frozen=True)
@@ -28,16 +30,30 @@ class Settings:
     ui_url: str | None = None
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, *, project_dir: Path | None = None,
+        fallback_project_dir: Path | None = None,
+    ) -> "Settings":
+        """Settings from the environment; `project_dir` replaces the project folder it names.
+
+        The project folder is COMPOSABLE_PROJECT_DIR, else the current folder if it holds a project.yaml, else
+        `fallback_project_dir` (the demo commands pass the demo's), else NoProjectError naming the variable.
+        """
         env = os.environ if environ is None else environ
         data_dir = Path(env.get("COMPOSABLE_DATA_DIR") or "data").absolute()
-        project_dir = Path(env.get("COMPOSABLE_PROJECT_DIR") or SAMPLE_PROJECT_DIR).absolute()
+        project_dir = project_dir or configured_project_dir(env) or fallback_project_dir
+        if project_dir is None:
+            raise NoProjectError(
+                f"no project folder: COMPOSABLE_PROJECT_DIR is not set and the current folder ({Path.cwd()}) holds "
+                "no project.yaml. Set COMPOSABLE_PROJECT_DIR to your project folder or run from it (`composable init "
+                "DIR` creates one; `composable demo` runs the demo project)."
+            )
         # The embedded default shares the machine with Dagster: bound DuckDB's memory (it spills to disk
         # beyond it). At 1,500 MB a 10M-member delta peaks at 1.6 GB instead of 2.5 GB (docs/performance.md).
         default_url = f"duckdb:///{data_dir / 'warehouse.duckdb'}?memory_limit={DEFAULT_DUCKDB_MEMORY_LIMIT}"
         warehouse_url = env.get("COMPOSABLE_WAREHOUSE") or default_url
         return cls(
-            project_dir=project_dir,
+            project_dir=Path(project_dir).absolute(),
             warehouse_url=warehouse_url,
             data_dir=data_dir,
             coordination_url=env.get("COMPOSABLE_COORDINATION_URL") or _instance_postgres_url(env),
@@ -53,6 +69,15 @@ class Settings:
     @property
     def outbox_dir(self) -> Path:
         return self.data_dir / "outbox"
+
+
+def configured_project_dir(environ: Mapping[str, str] | None = None) -> Path | None:
+    """The project folder the user named: COMPOSABLE_PROJECT_DIR, else the current folder if it holds a project.yaml."""
+    env = os.environ if environ is None else environ
+    if env.get("COMPOSABLE_PROJECT_DIR"):
+        return Path(env["COMPOSABLE_PROJECT_DIR"])
+    here = Path.cwd()
+    return here if (here / "project.yaml").is_file() else None
 
 
 def _seconds(env: Mapping[str, str], name: str, default: float) -> float:

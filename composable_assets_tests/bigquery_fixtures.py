@@ -15,7 +15,7 @@ BIGQUERY_DATASET = "composable_test"
 def bigquery_fake(tmp_path: Path):
     """The stand-in serving one project, its datasets in a DuckDB file under tmp_path; the URL's dataset exists."""
     pytest.importorskip("google.cloud.bigquery")
-    from composable_assets.fakes.bigquery import BigQueryFake
+    from composable_assets_tests.fakes.bigquery import BigQueryFake
 
     fake = BigQueryFake(tmp_path / "bigquery.duckdb", project=BIGQUERY_PROJECT).start()
     fake.create_dataset(BIGQUERY_DATASET)

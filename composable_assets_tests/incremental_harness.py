@@ -34,10 +34,10 @@ from composable_assets.definitions import load_definitions
 from composable_assets.landing import LandingFolder, landing_folders
 from composable_assets.project import load_project
 from composable_assets.runner import RunOutcome, run_selection
-from composable_assets.sample import SAMPLE_PROJECT_DIR, generator
 from composable_assets.settings import Settings
 from composable_assets.warehouse import engine_from_url
 from composable_assets.warehouse.base import insert_rows
+from composable_assets_tests.demo import SAMPLE_PROJECT_DIR, generator
 
 REFRESH_TAG = "composable/refresh"
 SCHEMA = "composable"

@@ -12,12 +12,12 @@ import dagster as dg
 import pytest
 
 from composable_assets.definitions import load_definitions, stream_selection
-from composable_assets.fakes import BrazeFake, IterableFake
 from composable_assets.project import load_project
 from composable_assets.runner import RunOutcome, StreamOutcome, run_selection
 from composable_assets.settings import Settings
 from composable_assets.warehouse import engine_from_url
 from composable_assets.warehouse.base import insert_rows
+from composable_assets_tests.fakes import BrazeFake, IterableFake
 
 KEY = "stream-test-key-5b1c"
 

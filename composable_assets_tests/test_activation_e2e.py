@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from composable_assets.fakes.braze import BrazeFake
-from composable_assets.fakes.iterable import IterableFake
-from composable_assets.fakes.local import NEWSLETTER_LIST_ID
 from composable_assets.landing import landing_folders
 from composable_assets.project import load_project
-from composable_assets.sample import SAMPLE_PROJECT_DIR, generator
-from composable_assets.sample.simulator import Simulator
 from composable_assets.warehouse import Warehouse
+from composable_assets_tests.demo import SAMPLE_PROJECT_DIR, generator
+from composable_assets_tests.demo.simulator import Simulator
+from composable_assets_tests.fakes.braze import BrazeFake
+from composable_assets_tests.fakes.iterable import IterableFake
+from composable_assets_tests.fakes.local import NEWSLETTER_LIST_ID
 
 from .dagster_processes import DagsterProcesses
 

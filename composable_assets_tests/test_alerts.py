@@ -22,10 +22,10 @@ from dagster._daemon.freshness import FreshnessDaemon
 
 from composable_assets.automation.alerts import SENSOR_NAME
 from composable_assets.definitions import load_definitions, stream_selection
-from composable_assets.fakes.slack import SlackFake
 from composable_assets.project import ProjectError, load_project
 from composable_assets.runner import run_selection
 from composable_assets.settings import Settings
+from composable_assets_tests.fakes.slack import SlackFake
 
 from .conftest import SMALL_AUDIENCE, Recording
 from .test_destination_webhook import Receiver, signature_is_valid

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from composable_assets.sample import SAMPLE_PROJECT_DIR
+from composable_assets_tests.demo import SAMPLE_PROJECT_DIR
 
 from .dagster_processes import DagsterProcesses
 

@@ -843,9 +843,10 @@ def test_spark_runs_the_sample_models_as_duckdb_does(spark, tmp_path):
     import duckdb
 
     from composable_assets.warehouse.sql import ident
-    from composable_assets.sample.generator import seed
+    from composable_assets_tests.demo import SAMPLE_PROJECT_DIR
+    from composable_assets_tests.demo.generator import seed
 
-    models = sorted((Path(__file__).parents[1] / "composable_assets" / "sample" / "project" / "models").glob("*.sql"))
+    models = sorted((SAMPLE_PROJECT_DIR / "models").glob("*.sql"))
     assert [m.stem for m in models] == ["cart_abandoners", "customer_profiles", "order_events"]
     duck = duckdb.connect(str(tmp_path / "sample.duckdb"))
     duck.execute("SET TimeZone = 'UTC'")  # as every engine's session, and the Spark session here

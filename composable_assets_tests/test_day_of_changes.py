@@ -9,7 +9,7 @@ from decimal import Decimal
 import duckdb
 import pytest
 
-from composable_assets.sample import SAMPLE_PROJECT_DIR, generator
+from composable_assets_tests.demo import SAMPLE_PROJECT_DIR, generator
 
 from .conftest import Recording, SmallProject
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import dagster as dg
 
 from composable_assets.definitions import load_definitions
-from composable_assets.sample import SAMPLE_PROJECT_DIR
 from composable_assets.settings import Settings
+from composable_assets_tests.demo import SAMPLE_PROJECT_DIR
 
 
 def sample_defs(tmp_path) -> dg.Definitions:

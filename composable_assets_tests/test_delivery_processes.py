@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from composable_assets.fakes import BrazeFake
+from composable_assets_tests.fakes import BrazeFake
 
 from .conftest import SMALL_MODEL, SmallProject
 

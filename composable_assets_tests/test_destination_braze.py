@@ -12,13 +12,13 @@ import requests
 
 import composable_assets.delta.delivery as delivery
 from composable_assets.project.keys import sync_key
-from composable_assets.definitions import audience_selection, load_definitions
 from composable_assets.coordination import Coordination
+from composable_assets.definitions import audience_selection, load_definitions
 from composable_assets.destinations import Record, SyncTarget
 from composable_assets.destinations.braze import Braze, BrazeSyncOptions
-from composable_assets.fakes import BrazeFake
 from composable_assets.project import load_project
 from composable_assets.runner import RunOutcome, run_selection
+from composable_assets_tests.fakes import BrazeFake
 
 API_KEY = "braze-secret-key-4f1c"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from composable_assets.fakes import IterableFake
+from composable_assets_tests.fakes import IterableFake
 
 API_KEY = "iterable-secret-key-77aa"
 LIST_ID = 4242

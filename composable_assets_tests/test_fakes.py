@@ -16,8 +16,8 @@ import pytest
 import requests
 from jsonschema import Draft4Validator
 
-from composable_assets.fakes import BrazeFake, DataPoint, IterableFake, SpecViolation
-from composable_assets.fakes.iterable import SPEC_PATH
+from composable_assets_tests.fakes import BrazeFake, DataPoint, IterableFake, SpecViolation
+from composable_assets_tests.fakes.iterable import SPEC_PATH
 
 KEY = "secret-key-123"
 BRAZE_AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -704,7 +704,7 @@ def test_injected_faults_on_iterable(iterable: IterableFake, session: requests.S
 
 
 def test_runs_as_a_separate_process_and_stops_on_sigterm(session: requests.Session) -> None:
-    command = [sys.executable, "-m", "composable_assets.fakes", "braze", "--port", "0", "--api-key", KEY]
+    command = [sys.executable, "-m", "composable_assets_tests.fakes", "braze", "--port", "0", "--api-key", KEY]
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
         try:
             announced = json.loads(process.stdout.readline())

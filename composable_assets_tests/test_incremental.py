@@ -19,9 +19,9 @@ from composable_assets.definitions import build_definitions
 from composable_assets.landing import landing_folders
 from composable_assets.project import load_project
 from composable_assets.project.incremental import plan_refresh, restricted_sql
-from composable_assets.sample import SAMPLE_PROJECT_DIR, generator
-from composable_assets.sample.simulator import ORDER_SCHEMA
 from composable_assets.settings import Settings
+from composable_assets_tests.demo import SAMPLE_PROJECT_DIR, generator
+from composable_assets_tests.demo.simulator import ORDER_SCHEMA
 
 TABLES = {"customers", "orders", "web_events"}
 

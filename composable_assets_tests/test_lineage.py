@@ -9,8 +9,8 @@ from composable_assets.cli import cli
 from composable_assets.definitions import build_definitions
 from composable_assets.governance.lineage import column_lineage, downstream, upstream
 from composable_assets.project import load_project
-from composable_assets.sample import SAMPLE_PROJECT_DIR
 from composable_assets.settings import Settings
+from composable_assets_tests.demo import SAMPLE_PROJECT_DIR
 
 EMAIL = (dg.AssetKey(["source", "customers"]), "email")
 # Every destination field the sample sends a customer's e-mail to, and nothing else.
@@ -54,8 +54,8 @@ def test_source_email_reaches_exactly_the_email_fields_of_braze_iterable_and_the
 
 def test_the_lineage_command_answers_both_ways(monkeypatch, tmp_path):
     monkeypatch.setenv("COMPOSABLE_DATA_DIR", str(tmp_path / "data"))
-    for name in ("COMPOSABLE_WAREHOUSE", "COMPOSABLE_PROJECT_DIR"):
-        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("COMPOSABLE_PROJECT_DIR", str(SAMPLE_PROJECT_DIR))
+    monkeypatch.delenv("COMPOSABLE_WAREHOUSE", raising=False)
     result = CliRunner().invoke(cli, ["lineage", "customers.email"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     rows = {tuple(c.strip() for c in line.split("│")[1:4]) for line in result.output.splitlines() if line.startswith("│")}

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from composable_assets.assets.metadata import SAMPLE_ENTRIES
 from composable_assets.cli import cli
-from composable_assets.fakes.local import DEMO_KEY
+from composable_assets_tests.fakes.local import DEMO_KEY
 
 EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 

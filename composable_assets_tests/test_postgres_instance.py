@@ -20,7 +20,7 @@ import yaml
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
 from composable_assets.definitions import load_definitions
-from composable_assets.sample import SAMPLE_PROJECT_DIR, generator
+from composable_assets_tests.demo import SAMPLE_PROJECT_DIR, generator
 
 DEPLOY_YAML = Path(__file__).resolve().parents[1] / "deploy" / "dagster.yaml"
 DAY = dt.date(2026, 11, 2)  # a Monday after the sample's start_date: the weekly audiences' partition

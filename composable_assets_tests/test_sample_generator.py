@@ -11,8 +11,8 @@ import duckdb
 import pytest
 import yaml
 
-from composable_assets.sample import SAMPLE_PROJECT_DIR
-from composable_assets.sample.generator import (
+from composable_assets_tests.demo import SAMPLE_PROJECT_DIR
+from composable_assets_tests.demo.generator import (
     CATEGORIES,
     COUNTRIES,
     SOURCE_TABLES,
@@ -299,8 +299,8 @@ def test_a_day_of_changes_changes_every_kind_of_thing(con):
     ]
 
 
-def test_sample_project_files_ship_with_the_package():
-    packaged = importlib.resources.files("composable_assets") / "sample" / "project"
+def test_sample_project_files_ship_with_the_tests_package():
+    packaged = importlib.resources.files("composable_assets_tests") / "demo" / "project"
     expected = [
         "project.yaml", "destinations.yaml", "models/customer_profiles.sql", "models/cart_abandoners.sql",
         "audiences/vip_customers.yaml", "audiences/lapsed_customers.yaml",

@@ -7,8 +7,8 @@ import datetime as dt
 import dagster as dg
 
 from composable_assets.definitions import load_definitions
-from composable_assets.sample import SAMPLE_PROJECT_DIR
 from composable_assets.settings import Settings
+from composable_assets_tests.demo import SAMPLE_PROJECT_DIR
 
 
 def sample_defs(tmp_path) -> dg.Definitions:

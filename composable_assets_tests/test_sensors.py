@@ -19,10 +19,10 @@ from composable_assets.automation.sensors import JOB_NAME, SENSOR_NAME, Watch, c
 from composable_assets.definitions import load_definitions
 from composable_assets.landing import landing_folders
 from composable_assets.project import load_project
-from composable_assets.sample import SAMPLE_PROJECT_DIR, generator
-from composable_assets.sample.simulator import Simulator
 from composable_assets.settings import Settings
 from composable_assets.warehouse import Warehouse
+from composable_assets_tests.demo import SAMPLE_PROJECT_DIR, generator
+from composable_assets_tests.demo.simulator import Simulator
 
 from .test_landing import land_parquet
 

@@ -8,9 +8,9 @@ import pytest
 
 from composable_assets.landing import landing_folders, load_landing
 from composable_assets.project import load_project
-from composable_assets.sample import SAMPLE_PROJECT_DIR, generator
-from composable_assets.sample.simulator import Simulator
 from composable_assets.warehouse import Warehouse
+from composable_assets_tests.demo import SAMPLE_PROJECT_DIR, generator
+from composable_assets_tests.demo.simulator import Simulator
 
 
 @pytest.fixture

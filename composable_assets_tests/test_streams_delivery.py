@@ -12,8 +12,8 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
-from composable_assets.fakes import IterableFake
-from composable_assets.fakes.server import Response
+from composable_assets_tests.fakes import IterableFake
+from composable_assets_tests.fakes.server import Response
 
 from .stream_project import KEY, StreamProject, ids, order, outcome_of, utc_now
 

@@ -32,8 +32,8 @@ from composable_assets.assets.deltas import GATE_DESCRIPTIONS
 from composable_assets.project.keys import AUDIENCES, DELTAS, MODELS, SOURCES, STREAMS, SYNCS, audience_key, delta_key, sync_key
 from composable_assets.project import load_project
 from composable_assets.project.gates import GATE_NAMES
-from composable_assets.sample import SAMPLE_PROJECT_DIR
 from composable_assets.settings import DEFAULT_DUCKDB_MEMORY_LIMIT
+from composable_assets_tests.demo import SAMPLE_PROJECT_DIR
 
 from .dagster_processes import DagsterProcesses
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from composable_assets.fakes import BrazeFake
+from composable_assets_tests.fakes import BrazeFake
 
 from ..conftest import SmallProject
 from ..test_delivery_processes import API_KEY, COMPOSABLE, braze_project, cli_env

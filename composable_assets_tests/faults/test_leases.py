@@ -128,6 +128,6 @@ def test_processes_contending_for_a_lease_never_hold_it_together(store_url: str,
 def test_a_lease_time_that_is_not_a_number_is_named() -> None:
     from composable_assets.settings import Settings
 
-    assert Settings.from_env({"COMPOSABLE_LEASE_SECONDS": "45"}).lease_seconds == 45.0
+    assert Settings.from_env({"COMPOSABLE_PROJECT_DIR": "p", "COMPOSABLE_LEASE_SECONDS": "45"}).lease_seconds == 45.0
     with pytest.raises(ValueError, match="COMPOSABLE_LEASE_SECONDS must be a positive number of seconds, got 'abc'"):
-        Settings.from_env({"COMPOSABLE_LEASE_SECONDS": "abc"})
+        Settings.from_env({"COMPOSABLE_PROJECT_DIR": "p", "COMPOSABLE_LEASE_SECONDS": "abc"})

@@ -20,11 +20,11 @@ import pytest
 from composable_assets.definitions import audience_selection, load_definitions
 from composable_assets.warehouse.sql import json_object, row_hash
 from composable_assets.destinations import DESTINATION_TYPES
-from composable_assets.fakes import BrazeFake, IterableFake
 from composable_assets.project import ProjectError, load_project
 from composable_assets.runner import run_selection
 from composable_assets.scaffold import create_project
 from composable_assets.settings import Settings
+from composable_assets_tests.fakes import BrazeFake, IterableFake
 
 from ..test_destination_braze import API_KEY, braze_post, leave_intent, materialize, seqs
 from ..test_destination_webhook import SECRET, Receiver

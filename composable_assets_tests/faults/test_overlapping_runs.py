@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from composable_assets.fakes import BrazeFake
+from composable_assets_tests.fakes import BrazeFake
 
 from ..conftest import SmallProject
 from ..test_delivery_processes import API_KEY, COMPOSABLE, braze_project, cli_env

@@ -10,8 +10,8 @@ import shutil
 import dagster as dg
 
 from composable_assets.definitions import load_definitions
-from composable_assets.sample import SAMPLE_PROJECT_DIR
 from composable_assets.settings import Settings
+from composable_assets_tests.demo import SAMPLE_PROJECT_DIR
 
 from ..test_schedules import sample_defs
 

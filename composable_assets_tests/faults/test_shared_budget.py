@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from composable_assets.fakes import BrazeFake
+from composable_assets_tests.fakes import BrazeFake
 
 from ..test_delivery_processes import COMPOSABLE, braze_project, cli_env
 

@@ -17,8 +17,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..landing import LandingFolder
-from ..warehouse import Warehouse
+from composable_assets.landing import LandingFolder
+from composable_assets.warehouse import Warehouse
 from .generator import CATEGORIES, COUNTRIES, FIRST_NAMES
 
 # Which tables the simulator writes; the sample's project.yaml declares a landing folder for each.

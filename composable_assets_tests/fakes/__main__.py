@@ -14,7 +14,7 @@ from .server import FakeServer
 
 def main(argv: list[str] | None = None) -> int:
     """Start the fake named on the command line and serve until told to stop."""
-    parser = argparse.ArgumentParser(prog="python -m composable_assets.fakes", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m composable_assets_tests.fakes", description=__doc__)
     parser.add_argument("kind", choices=["braze", "iterable"])
     parser.add_argument("--port", type=int, default=0, help="0 (default): any free port")
     parser.add_argument("--api-key", default="test-key")
