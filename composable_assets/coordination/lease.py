@@ -135,7 +135,7 @@ class Lease:
             if taken:
                 break
             other = Holder.loads(current)
-            if other is not None and other.died_here():
+            if other is not None and current is not None and other.died_here():
                 if self.store.drop(self.name, other.token, current):
                     on_break(other)
                 continue

@@ -293,7 +293,7 @@ def refresh_audience(
     model: str,
     primary_key: str,
     model_refresh: Refresh,
-    where: exp.Expression | None,
+    where: exp.Expr | None,
     watched: list[Watched],
     incremental: bool,
     build: Callable[..., SnapshotResult],
@@ -368,7 +368,7 @@ def refresh_audience(
 
 
 def _update_audience(
-    conn: Connection, schema: str, audience: str, model: str, primary_key: str, where: exp.Expression | None,
+    conn: Connection, schema: str, audience: str, model: str, primary_key: str, where: exp.Expr | None,
     watched: list[Watched], state: ReaderState, now: dict[str, str], update: Callable[..., int], definition: str,
 ) -> tuple[RefreshReport, int]:
     upto = next_seq(conn, schema) - 1

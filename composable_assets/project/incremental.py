@@ -126,12 +126,12 @@ def pinned_sql(sql: str, now: dict[str, str]) -> str:
     return pin_time(_parse(sql), now).sql(DIALECT)
 
 
-def reads_clock(sql_or_tree: str | exp.Expression) -> bool:
+def reads_clock(sql_or_tree: str | exp.Expr) -> bool:
     tree = _parse(sql_or_tree) if isinstance(sql_or_tree, str) else sql_or_tree
     return any(_is_time(node) for node in tree.walk())
 
 
-def pin_time(tree: exp.Expression, now: dict[str, str]) -> exp.Expression:
+def pin_time(tree: exp.Expr, now: dict[str, str]) -> exp.Expr:
     """Replace each clock function by the run's time (`now`: SQL literals, see `now_literals`).
 
     The time is a plain UTC TIMESTAMP (sessions run in UTC, so it compares as `current_timestamp` would), which lets
@@ -139,7 +139,7 @@ def pin_time(tree: exp.Expression, now: dict[str, str]) -> exp.Expression:
     per-row cast to TIMESTAMPTZ; under AT TIME ZONE, where the two types differ, it stays a TIMESTAMPTZ.
     """
 
-    def swap(node: exp.Expression) -> exp.Expression:
+    def swap(node: exp.Expr) -> exp.Expr:
         if not _is_time(node):
             return node
         if isinstance(node, exp.CurrentDate) or (isinstance(node, exp.Anonymous) and node.name.lower() == "today"):
@@ -165,7 +165,7 @@ def flip_condition(conditions: tuple[str, ...], before: dict[str, str], after: d
     return " OR ".join(parts) or "false"
 
 
-def _flips(tree: exp.Expression, before: dict[str, str], after: dict[str, str]) -> list[str]:
+def _flips(tree: exp.Expr, before: dict[str, str], after: dict[str, str]) -> list[str]:
     """Conditions, any of which holds for a row whose answer to `tree` may differ between the two times."""
     if not reads_clock(tree):
         return []
@@ -181,7 +181,7 @@ def _flips(tree: exp.Expression, before: dict[str, str], after: dict[str, str]) 
     return [band if band is not None else f"(({old}) IS DISTINCT FROM ({new}))"]
 
 
-def _band(tree: exp.Expression, before: dict[str, str], after: dict[str, str]) -> str | None:
+def _band(tree: exp.Expr, before: dict[str, str], after: dict[str, str]) -> str | None:
     """`column BETWEEN` the two edges of a column-versus-clock comparison, or None for another shape."""
     if not isinstance(tree, (exp.GT, exp.GTE, exp.LT, exp.LTE)):
         return None
@@ -197,18 +197,18 @@ def _band(tree: exp.Expression, before: dict[str, str], after: dict[str, str]) -
     return f"({name} >= least({old}, {new}) AND {name} <= greatest({old}, {new}))"
 
 
-def _parse(sql: str) -> exp.Expression:
+def _parse(sql: str) -> exp.Expr:
     statements = [s for s in sqlglot.parse(sql.strip().rstrip(";"), dialect=DIALECT) if s is not None]
     if len(statements) != 1:
         raise NotIncremental("the file holds more than one statement")
     return statements[0]
 
 
-def _is_time(node: exp.Expression) -> bool:
+def _is_time(node: exp.Expr) -> bool:
     return isinstance(node, TIME_FUNCTIONS) or (isinstance(node, exp.Anonymous) and node.name.lower() in TIME_NAMES)
 
 
-def _refuse_random(tree: exp.Expression) -> None:
+def _refuse_random(tree: exp.Expr) -> None:
     for node in tree.walk():
         if isinstance(node, RANDOM_FUNCTIONS) or (isinstance(node, exp.Anonymous) and node.name.lower() in RANDOM_NAMES):
             raise NotIncremental(f"it calls {node.sql(DIALECT)}, which gives another answer on every run")
@@ -223,13 +223,13 @@ def _branches(scope: Scope) -> list[Scope]:
     return [scope]
 
 
-def _unwrap(node: exp.Expression) -> exp.Expression:
+def _unwrap(node: exp.Expr) -> exp.Expr:
     while isinstance(node, (exp.Alias, exp.Paren)):
         node = node.this
     return node
 
 
-def _conjuncts(condition: exp.Expression | None) -> list[exp.Expression]:
+def _conjuncts(condition: exp.Expr | None) -> list[exp.Expr]:
     if condition is None:
         return []
     condition = _unwrap(condition)
@@ -371,7 +371,7 @@ class _Proof:
     def _group_and_windows(self, scope: Scope, keyed: dict[str, str]) -> None:
         select = scope.expression
 
-        def has_key(expressions: list[exp.Expression]) -> bool:
+        def has_key(expressions: list[exp.Expr]) -> bool:
             for e in expressions:
                 e = _unwrap(e)
                 if isinstance(e, exp.Column) and keyed.get(self._resolve(scope, e, keyed) or "") == e.name:

@@ -89,7 +89,7 @@ def parse_model_sql(sql: str, file: Path | None) -> ParsedModel:
     )
 
 
-def parse_where(where: str, file: Path | None, line: int | None) -> exp.Expression:
+def parse_where(where: str, file: Path | None, line: int | None) -> exp.Expr:
     """Parse an audience's or stream's `where`: one boolean condition over the row's own columns, nothing else."""
     statements = _parse(where, file, line, "`where`")
     if not statements:
@@ -114,7 +114,7 @@ def parse_where(where: str, file: Path | None, line: int | None) -> exp.Expressi
 
 
 def check_where_columns(
-    condition: exp.Expression, columns: Sequence[str], model: str, file: Path | None, line: int | None
+    condition: exp.Expr, columns: Sequence[str], model: str, file: Path | None, line: int | None
 ) -> None:
     """Raise naming the first column the condition reads that is not one of the model's `columns`."""
     # DuckDB column names are case-insensitive.
@@ -157,7 +157,7 @@ _ARITHMETIC = (
 )
 
 
-def _reads_beyond_the_row(condition: exp.Expression) -> str | None:
+def _reads_beyond_the_row(condition: exp.Expr) -> str | None:
     """Why the condition reads more than the row's columns (a subquery, a file, ...), or None."""
     for node in condition.walk():
         if isinstance(node, (exp.Query, exp.Subquery)):
@@ -183,7 +183,7 @@ def _reads_beyond_the_row(condition: exp.Expression) -> str | None:
     return None
 
 
-def _unsafe_function(node: exp.Expression) -> str | None:
+def _unsafe_function(node: exp.Expr) -> str | None:
     """The name of the function this node calls when that reads beyond the row, else None."""
     if isinstance(node, exp.Anonymous):
         name = node.name.lower()
@@ -193,7 +193,7 @@ def _unsafe_function(node: exp.Expression) -> str | None:
     return node.sql_name().lower() if session or isinstance(node, _KNOWN_UNSAFE) else None
 
 
-def _not_boolean(node: exp.Expression) -> str | None:
+def _not_boolean(node: exp.Expr) -> str | None:
     """Why an (annotated) condition, or an operand of its AND/OR/NOT, is not boolean; None when it may be."""
     while isinstance(node, exp.Paren):
         node = node.this
@@ -245,7 +245,7 @@ def read_header(sql: str) -> tuple[str | None, list[str]]:
     return description, owners
 
 
-def _parse(sql: str, file: Path | None, line: int | None, what: str) -> list[exp.Expression]:
+def _parse(sql: str, file: Path | None, line: int | None, what: str) -> list[exp.Expr]:
     """All non-empty statements in `sql`; syntax errors become ProjectErrors."""
     try:
         statements = sqlglot.parse(sql, read=DIALECT)
@@ -275,14 +275,14 @@ def _statement_tokens(sql: str) -> list[list[Token]]:
     return [tokens for tokens in statements if tokens]
 
 
-def _reject_statements(tree: exp.Expression, file: Path | None, line: int | None, what: str) -> None:
+def _reject_statements(tree: exp.Expr, file: Path | None, line: int | None, what: str) -> None:
     """Raise if any node of the tree is a statement other than a query."""
     for node in tree.walk():
         if isinstance(node, STATEMENT_TYPES):
             raise ProjectError(f"{what} must not contain {_kind(node)} statements", file, line)
 
 
-def _kind(node: exp.Expression) -> str:
+def _kind(node: exp.Expr) -> str:
     """The statement's keyword for messages, e.g. DROP."""
     return (node.name if isinstance(node, exp.Command) else node.key).upper()
 

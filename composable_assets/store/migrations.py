@@ -90,7 +90,7 @@ def current_version(conn: Connection, schema: str) -> int:
     """The version the install is at: 0 for one made before the store kept a version (or a new one)."""
     if not conn.table_exists(schema, VERSION_TABLE):
         return 0
-    (found,) = conn.fetch_one(f"SELECT coalesce(max(version), 0) FROM {table(schema, VERSION_TABLE)}")
+    (found,) = conn.fetch_row(f"SELECT coalesce(max(version), 0) FROM {table(schema, VERSION_TABLE)}")
     return int(found)
 
 

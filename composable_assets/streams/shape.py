@@ -51,7 +51,7 @@ class StreamShape:
     table: str
     event_id_column: str
     cursor_column: str
-    where: exp.Expression | None
+    where: exp.Expr | None
     lookback: dt.timedelta
     start: str | dt.date
     identifier_column: str

@@ -106,6 +106,13 @@ class Connection(ABC):
         rows = self.fetch_all(sql, params)
         return rows[0] if rows else None
 
+    def fetch_row(self, sql: str, params: Params = None) -> tuple:
+        """The row of a query that always returns one (an aggregate without GROUP BY)."""
+        row = self.fetch_one(sql, params)
+        if row is None:
+            raise WarehouseError(f"no row came back from a query that always returns one: {sql[:120]}")
+        return row
+
     @contextmanager
     def transaction(self) -> Iterator[None]:
         """The block's statements as one transaction: committed when it ends, rolled back if it raises.
@@ -235,6 +242,6 @@ def table_markers(conn: Connection, tables: Sequence[str]) -> dict[str, str | No
             markers[name] = None
             continue
         newest = "max(updated_at)" if "updated_at" in columns else "NULL"
-        rows, last = conn.fetch_one(f"SELECT count(*), {newest} FROM {ident(name)}")
+        rows, last = conn.fetch_row(f"SELECT count(*), {newest} FROM {ident(name)}")
         markers[name] = f"{rows}:{last}"
     return markers

@@ -30,7 +30,7 @@ _RULES = {
 }
 
 
-def param_token(node: exp.Expression) -> exp.Expression:
+def param_token(node: exp.Expr) -> exp.Expr:
     """`?` -> the parameter token (a bare name every dialect prints as is)."""
     return exp.var(PARAM_TOKEN) if isinstance(node, exp.Placeholder) else node
 

@@ -28,7 +28,7 @@ def row_hash(columns: list[str], salt: str = "", alias: str | None = None) -> st
 
     The salt carries the field mapping, so renaming a destination field changes every hash and resends.
     """
-    parts: list[exp.Expression] = [exp.Literal.string(salt)]
+    parts: list[exp.Expr] = [exp.Literal.string(salt)]
     for column in columns:
         col = exp.column(column, table=alias, quoted=True)
         parts += [
@@ -40,7 +40,7 @@ def row_hash(columns: list[str], salt: str = "", alias: str | None = None) -> st
 
 def json_object(pairs: dict[str, str], alias: str | None = None, constants: dict[str, Any] | None = None) -> str:
     """A JSON object {out_name: column, ..., name: constant} built in the warehouse (`json_object` keeps NULLs)."""
-    args: list[exp.Expression] = []
+    args: list[exp.Expr] = []
     for out_name, column in pairs.items():
         args += [exp.Literal.string(out_name), exp.column(column, table=alias, quoted=True)]
     for name, value in (constants or {}).items():

@@ -22,7 +22,7 @@ from __future__ import annotations
 from sqlglot import exp
 
 
-def _range(node: exp.Expression) -> exp.Expression:
+def _range(node: exp.Expr) -> exp.Expr:
     """`range(a, b) AS r(i)` in FROM or JOIN -> an UNNEST subquery with the same rows and names."""
     if not (isinstance(node, exp.Table) and isinstance(node.this, exp.GenerateSeries)):
         return node
@@ -41,7 +41,7 @@ def _range(node: exp.Expression) -> exp.Expression:
     )
 
 
-def _default_first(node: exp.Expression) -> exp.Expression:
+def _default_first(node: exp.Expr) -> exp.Expr:
     if isinstance(node, exp.ColumnDef) and node.args.get("constraints"):
         # sorted() is stable: only DEFAULT moves ahead, the other constraints keep their order.
         node.set("constraints", sorted(
@@ -50,7 +50,7 @@ def _default_first(node: exp.Expression) -> exp.Expression:
     return node
 
 
-def _qualify_with_where(node: exp.Expression) -> exp.Expression:
+def _qualify_with_where(node: exp.Expr) -> exp.Expr:
     if isinstance(node, exp.Select) and node.args.get("qualify") and not any(
         node.args.get(clause) for clause in ("where", "group", "having")
     ):
@@ -58,9 +58,9 @@ def _qualify_with_where(node: exp.Expression) -> exp.Expression:
     return node
 
 
-def _node(node: exp.Expression) -> exp.Expression:
+def _node(node: exp.Expr) -> exp.Expr:
     return _qualify_with_where(_default_first(_range(node)))
 
 
-def rewrite(tree: exp.Expression) -> list[exp.Expression]:
+def rewrite(tree: exp.Expr) -> list[exp.Expr]:
     return [tree.transform(_node)]

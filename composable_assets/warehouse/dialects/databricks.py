@@ -39,11 +39,11 @@ JSON_OPTIONS = {
 ALLOW_DEFAULTS = ("delta.feature.allowColumnDefaults", "supported")
 
 
-def _json_object(node: exp.JSONObject) -> exp.Expression:
-    args: list[exp.Expression] = []
+def _json_object(node: exp.JSONObject) -> exp.Expr:
+    args: list[exp.Expr] = []
     for kv in node.expressions:
         args += [kv.this, kv.expression]
-    options: list[exp.Expression] = []
+    options: list[exp.Expr] = []
     for key, value in JSON_OPTIONS.items():
         options += [exp.Literal.string(key), exp.Literal.string(value)]
     return exp.Anonymous(
@@ -52,7 +52,7 @@ def _json_object(node: exp.JSONObject) -> exp.Expression:
     )
 
 
-def _range(node: exp.Table) -> exp.Expression:
+def _range(node: exp.Table) -> exp.Expr:
     """`range(a, b[, step]) AS r(i)` in FROM or JOIN -> the `range` table function (end exclusive)."""
     series = node.this
     start, end, step = series.args.get("start"), series.args["end"], series.args.get("step")
@@ -64,7 +64,7 @@ def _range(node: exp.Table) -> exp.Expression:
     return exp.Table(this=exp.Anonymous(this="range", expressions=args), alias=node.args.get("alias"))
 
 
-def _node(node: exp.Expression) -> exp.Expression:
+def _node(node: exp.Expr) -> exp.Expr:
     if isinstance(node, exp.JSONObject):
         return _json_object(node)
     if isinstance(node, exp.Table) and isinstance(node.this, exp.GenerateSeries):
@@ -76,7 +76,7 @@ def _node(node: exp.Expression) -> exp.Expression:
     return node
 
 
-def _allow_defaults(tree: exp.Expression) -> None:
+def _allow_defaults(tree: exp.Expr) -> None:
     """A CREATE TABLE that declares a column DEFAULT enables Delta's allowColumnDefaults feature."""
     if not (isinstance(tree, exp.Create) and (tree.kind or "").upper() == "TABLE"):
         return
@@ -89,7 +89,7 @@ def _allow_defaults(tree: exp.Expression) -> None:
     tree.set("properties", properties)
 
 
-def _qualify_rename(tree: exp.Expression) -> None:
+def _qualify_rename(tree: exp.Expr) -> None:
     """`ALTER TABLE s.a RENAME TO b` -> `... RENAME TO s.b` (same catalog and schema as the table renamed)."""
     if not (isinstance(tree, exp.Alter) and isinstance(tree.this, exp.Table)):
         return
@@ -100,7 +100,7 @@ def _qualify_rename(tree: exp.Expression) -> None:
                     action.this.set(part, tree.this.args[part].copy())
 
 
-def rewrite(tree: exp.Expression) -> list[exp.Expression]:
+def rewrite(tree: exp.Expr) -> list[exp.Expr]:
     if isinstance(tree, (exp.Transaction, exp.Commit, exp.Rollback)):
         return []
     tree = tree.transform(_node)

@@ -15,9 +15,9 @@ from __future__ import annotations
 from sqlglot import exp
 
 
-def _node(node: exp.Expression, aliases: list[int]) -> exp.Expression:
+def _node(node: exp.Expr, aliases: list[int]) -> exp.Expr:
     if isinstance(node, exp.JSONObject):
-        args: list[exp.Expression] = []
+        args: list[exp.Expr] = []
         for kv in node.expressions:
             args += [kv.this, kv.expression]
         return exp.Anonymous(this="json_build_object", expressions=args)
@@ -27,7 +27,7 @@ def _node(node: exp.Expression, aliases: list[int]) -> exp.Expression:
     return node
 
 
-def split_create_or_replace(tree: exp.Expression) -> list[exp.Expression]:
+def split_create_or_replace(tree: exp.Expr) -> list[exp.Expr]:
     """`CREATE OR REPLACE TABLE` or `VIEW` -> DROP ... IF EXISTS, then CREATE."""
     kind = (tree.kind or "").upper() if isinstance(tree, exp.Create) else ""
     if kind in ("TABLE", "VIEW") and tree.args.get("replace"):
@@ -36,6 +36,6 @@ def split_create_or_replace(tree: exp.Expression) -> list[exp.Expression]:
     return [tree]
 
 
-def rewrite(tree: exp.Expression) -> list[exp.Expression]:
+def rewrite(tree: exp.Expr) -> list[exp.Expr]:
     aliases: list[int] = []
     return split_create_or_replace(tree.transform(_node, aliases))

@@ -24,9 +24,9 @@ from sqlglot.transforms import eliminate_qualify
 from . import postgres
 
 
-def _node(node: exp.Expression) -> exp.Expression:
+def _node(node: exp.Expr) -> exp.Expr:
     if isinstance(node, exp.JSONObject):
-        args: list[exp.Expression] = []
+        args: list[exp.Expr] = []
         for kv in node.expressions:
             args += [kv.this, kv.expression]
         return exp.Anonymous(this="JSON_SERIALIZE", expressions=[exp.Anonymous(this="OBJECT", expressions=args)])
@@ -42,11 +42,11 @@ def _node(node: exp.Expression) -> exp.Expression:
     return node
 
 
-def _distinct(a: exp.Expression, b: exp.Expression) -> exp.Expression:
+def _distinct(a: exp.Expr, b: exp.Expr) -> exp.Expr:
     same = exp.or_(exp.EQ(this=a.copy(), expression=b.copy()), exp.and_(a.copy().is_(exp.null()), b.copy().is_(exp.null())))
     return exp.Case(ifs=[exp.If(this=exp.paren(same), true=exp.false())], default=exp.true())
 
 
-def rewrite(tree: exp.Expression) -> list[exp.Expression]:
+def rewrite(tree: exp.Expr) -> list[exp.Expr]:
     tree = tree.transform(lambda n: eliminate_qualify(n) if isinstance(n, exp.Select) and n.args.get("qualify") else n)
     return postgres.rewrite(tree.transform(_node))

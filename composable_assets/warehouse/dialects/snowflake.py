@@ -18,13 +18,13 @@ from __future__ import annotations
 from sqlglot import exp
 
 
-def _quote(node: exp.Expression) -> exp.Expression:
+def _quote(node: exp.Expr) -> exp.Expr:
     if isinstance(node, exp.Identifier) and not node.quoted:
         node.set("quoted", True)
     return node
 
 
-def _range(node: exp.Expression) -> exp.Expression:
+def _range(node: exp.Expr) -> exp.Expr:
     """`range(a, b) AS r(i)` in FROM or JOIN -> a FLATTEN subquery Snowflake runs (same rows, same names)."""
     if not (isinstance(node, exp.Table) and isinstance(node.this, exp.GenerateSeries)):
         return node
@@ -48,11 +48,11 @@ def _range(node: exp.Expression) -> exp.Expression:
     )
 
 
-def _reads_information_schema(tree: exp.Expression) -> bool:
+def _reads_information_schema(tree: exp.Expr) -> bool:
     return any((t.db or "").lower() == "information_schema" for t in tree.find_all(exp.Table))
 
 
-def rewrite(tree: exp.Expression) -> list[exp.Expression]:
+def rewrite(tree: exp.Expr) -> list[exp.Expr]:
     if not _reads_information_schema(tree):
         tree = tree.transform(_quote)
     return [tree.transform(_range)]
