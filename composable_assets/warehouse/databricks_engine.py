@@ -179,6 +179,14 @@ class DatabricksConnection(DbApiConnection):
             [table, schema],
         )
 
+    def table_names(self, schema: str) -> list[str]:
+        # Databricks SQL of its own, sent as written (as DESCRIBE HISTORY below): SHOW TABLES answers on Unity Catalog
+        # and on a plain Spark catalog alike, which has no information_schema.
+        name = exp.to_identifier(schema, quoted=True).sql("databricks")
+        with self._con.cursor() as cur:
+            cur.execute(f"SHOW TABLES IN {name}")
+            return [row[1] for row in cur.fetchall()]
+
     def table_marker(self, table: str) -> str | None:
         """The table's newest Delta version and its time (metadata only, no scan); None when it is missing.
 
