@@ -120,11 +120,14 @@ def ensure_store(conn: Connection, schema: str) -> None:
         if current_version(conn, schema) >= CURRENT:
             return
         try:
-            upgrade(conn, schema)
+            # One upgrade at a time where the engine can lock (PostgreSQL); the others find it done.
+            with conn.exclusive(f"composable store {schema}"):
+                if current_version(conn, schema) < CURRENT:
+                    upgrade(conn, schema)
             return
         except Exception:
-            # Processes starting together on one install (PostgreSQL) create the same schema and tables at the same
-            # moment, and all but one fail on the catalog. The next look finds the winner's work done.
+            # Where nothing can lock, processes starting together on one install create the same tables at the same
+            # moment and all but one may fail on the catalog. The next look finds the winner's work done.
             if attempt == UPGRADE_TRIES - 1:
                 raise
             time.sleep(0.2 * (attempt + 1))

@@ -132,6 +132,15 @@ class Connection(ABC):
             raise
         self.execute("COMMIT")
 
+    @contextmanager
+    def exclusive(self, name: str) -> Iterator[None]:
+        """The block runs in one session at a time among those asking for `name`, where the engine can lock.
+
+        Engines without such a lock (DuckDB admits one writing process anyway; Snowflake, BigQuery and Databricks
+        have none) run the block as it is: what runs in it must then be safe to run twice at once.
+        """
+        yield
+
     def table_exists(self, schema: str | None, table: str) -> bool:
         return bool(self.table_columns(schema, table))
 

@@ -89,10 +89,24 @@ class PostgresConnection(DbApiConnection):
 
 
 
+    @contextmanager
+    def exclusive(self, name: str) -> Iterator[None]:
+        # A session-level advisory lock: held across the block's own transactions, released however it ends.
+        self.execute("SELECT pg_advisory_lock(hashtext(?))", [name])
+        try:
+            yield
+        finally:
+            self.execute("SELECT pg_advisory_unlock(hashtext(?))", [name])
+
+
 class RedshiftConnection(PostgresConnection):
     dialect = "redshift"
     # Redshift has had MERGE since 2023; its server_version (8.0.2) says nothing about that.
     has_merge = True
+
+    @contextmanager
+    def exclusive(self, name: str) -> Iterator[None]:
+        yield  # Redshift has no advisory locks
 
     def ensure_index(self, table: str, column: str) -> None:
         """Redshift has no secondary indexes (its sort keys are set when a table is created)."""
