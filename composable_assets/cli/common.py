@@ -59,6 +59,11 @@ def load(project_dir: str | Path | None = None, *, fallback_project_dir: Path | 
         raise UserError(str(exc)) from exc
 
 
+def warehouse_of(defs):
+    """The warehouse resource the definitions' assets use: the commands read and write through the same one."""
+    return defs.resources["warehouse"]
+
+
 def execute(defs, selection, partition_key=None, **options):
     """Run the selection in this process, showing progress, warnings and errors as they come (not Dagster's log)."""
     from ..runner import instance, run_selection

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from .common import UserError, failed, load, project_today, run_with_summary
+from .common import UserError, failed, load, project_today, run_with_summary, warehouse_of
 from .governance import honour_deletion_requests
 from .render import console
 
@@ -58,7 +58,6 @@ def demo(customers: int, changes: bool) -> None:
     Braze and Iterable are local stand-ins unless BRAZE_REST_ENDPOINT / ITERABLE_BASE_URL are set.
     """
     from ..landing import landing_folders
-    from ..warehouse import Warehouse
 
     try:
         from composable_assets_tests.demo import SAMPLE_PROJECT_DIR, generator
@@ -70,7 +69,7 @@ def demo(customers: int, changes: bool) -> None:
     # Always the demo project, whatever COMPOSABLE_PROJECT_DIR says: the demo seeds its own source tables.
     settings, project, defs = load(SAMPLE_PROJECT_DIR)
     today = dt.date.fromisoformat(project_today(project))
-    warehouse = Warehouse(url=settings.warehouse_url)
+    warehouse = warehouse_of(defs)
     with warehouse.connect() as conn:
         if not hasattr(conn, "raw"):
             raise UserError("the demo seeds its sample into DuckDB; set COMPOSABLE_WAREHOUSE to a duckdb:/// URL.")

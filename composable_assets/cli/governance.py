@@ -8,7 +8,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from .common import UserError, execute, failed, load
+from .common import UserError, execute, failed, load, warehouse_of
 from .render import archive_summary, console, err_console, print_explanation
 
 # The rest of composable_assets (and dagster with it) is imported inside the commands: importing dagster alone
@@ -27,14 +27,13 @@ def explain(customer_id: str, audience: str | None, destination: str | None, sin
     sent, what each destination holds now, audience membership, consent and deletion requests.
     """
     from ..governance.provenance import explain as explain_person
-    from ..warehouse import Warehouse
 
-    settings, project, _ = load()
+    settings, project, defs = load()
     try:
         day = dt.date.fromisoformat(since) if since else None
     except ValueError as exc:
         raise UserError(f"--since {since!r} is not a date like 2026-01-31.") from exc
-    with Warehouse(url=settings.warehouse_url).connect() as conn:
+    with warehouse_of(defs).connect() as conn:
         found = explain_person(conn, project, customer_id, audience=audience, destination=destination, since=day)
     if not found.known:
         raise UserError(
@@ -54,13 +53,12 @@ def forget(request_id: str | None) -> None:
     from ..governance.deletion import pending_requests
     from ..governance.deletion_log import outcomes
     from ..store import ensure_store
-    from ..warehouse import Warehouse
 
     settings, project, defs = load()
     if project.settings.deletion_requests is None:
         raise UserError("project.yaml declares no `deletion_requests:` table; there is nothing to honour.")
     run = honour_deletion_requests(defs)
-    with Warehouse(url=settings.warehouse_url).connect() as conn:
+    with warehouse_of(defs).connect() as conn:
         ensure_store(conn, project.settings.schema_name)
         rows = outcomes(conn, project.settings.schema_name, None if request_id is None else [request_id])
         pending = {r.request_id for r in pending_requests(conn, project)}
@@ -135,7 +133,6 @@ def archive(ctx: click.Context, dry_run: bool, before: str | None) -> None:
     from ..assets.archive import ARCHIVE_KEY, outbox_folders
     from ..definitions import destinations_of
     from ..governance.archive import archive as archive_days, archive_cutoff, archive_location
-    from ..warehouse import Warehouse
 
     settings, project, defs = load()
     try:
@@ -146,7 +143,7 @@ def archive(ctx: click.Context, dry_run: bool, before: str | None) -> None:
     location = archive_location(spec, settings.data_dir)
     cutoff = archive_cutoff(spec, project.settings.timezone, day)
     if dry_run:
-        with Warehouse(url=settings.warehouse_url).connect() as conn:
+        with warehouse_of(defs).connect() as conn:
             report = archive_days(
                 conn, location, project.settings.schema_name, cutoff=cutoff, run_id="dry-run", dry_run=True,
                 outboxes=outbox_folders(destinations_of(project, settings)),
@@ -178,12 +175,11 @@ def archive_query(sql: str, limit: int) -> None:
     composable archive query "SELECT day, count(*) FROM delta_runs GROUP BY day ORDER BY day"
     """
     from ..governance.archive import ArchiveError, archive_location, query
-    from ..warehouse import Warehouse
 
-    settings, project, _ = load()
+    settings, project, defs = load()
     location = archive_location(project.settings.archive, settings.data_dir)
     try:
-        with Warehouse(url=settings.warehouse_url).connect() as conn:
+        with warehouse_of(defs).connect() as conn:
             result = query(conn, location, project.settings.schema_name, sql)
     except ArchiveError as exc:
         raise UserError(str(exc)) from exc

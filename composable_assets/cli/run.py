@@ -8,7 +8,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from .common import UserError, execute, failed, load, project_today, run_with_summary
+from .common import UserError, execute, failed, load, project_today, run_with_summary, warehouse_of
 from .render import console, err_console
 
 # The rest of composable_assets (and dagster with it) is imported inside the commands: importing dagster alone
@@ -29,7 +29,7 @@ def sync(audience: str, destination: str | None, date: str | None) -> None:
     selection = audience_selection(project, audience, destination)
     outcome = run_with_summary(defs, selection, partition, f"sync {audience} ({partition})")
     if outcome.rejected:
-        _print_rejections(settings, project, outcome)
+        _print_rejections(defs, project, outcome)
     if not outcome.success:
         raise failed(outcome, f"the sync of {audience}")
     if outcome.rejected:
@@ -40,13 +40,12 @@ def sync(audience: str, destination: str | None, date: str | None) -> None:
 REJECTIONS_SHOWN = 5
 
 
-def _print_rejections(settings, project, outcome) -> None:
+def _print_rejections(defs, project, outcome) -> None:
     """The first rejected rows of each sync in the run, with their reasons, and where to find the rest."""
     from ..store import PairTables
     from ..governance.provenance import rejections
-    from ..warehouse import Warehouse
 
-    with Warehouse(url=settings.warehouse_url).connect() as conn:
+    with warehouse_of(defs).connect() as conn:
         for s in sorted(outcome.syncs, key=lambda s: (s.audience, s.destination)):
             if not s.count("failed"):
                 continue
@@ -72,12 +71,11 @@ def rejections(audience: str, destination: str | None, run_id: str | None) -> No
     """The rows a destination rejected in a sync run, with the key, identifier and reason of each."""
     from ..store import PairTables
     from ..governance.provenance import rejections as rejected_rows
-    from ..warehouse import Warehouse
 
-    settings, project, _ = load()
+    settings, project, defs = load()
     _check_target(project, audience, destination)
     names = [s.destination for s in project.audiences[audience].syncs if destination in (None, s.destination)]
-    with Warehouse(url=settings.warehouse_url).connect() as conn:
+    with warehouse_of(defs).connect() as conn:
         for name in names:
             run, rows = rejected_rows(conn, PairTables(project.settings.schema_name, audience, name), run_id=run_id)
             if run is None:
@@ -126,7 +124,6 @@ def preview(audience: str, destination: str, limit: int) -> None:
     """Show the delta and sample payloads for one destination: nothing is sent, the ledger is untouched."""
     from ..definitions import audience_selection, destinations_of
     from ..preview import preview_delta
-    from ..warehouse import Warehouse
 
     settings, project, defs = load()
     _check_target(project, audience, destination)
@@ -137,7 +134,7 @@ def preview(audience: str, destination: str, limit: int) -> None:
         raise failed(outcome, f"refreshing {audience}")
     spec = project.audiences[audience]
     result = preview_delta(
-        Warehouse(url=settings.warehouse_url),
+        warehouse_of(defs),
         project,
         spec,
         spec.sync_for(destination),
