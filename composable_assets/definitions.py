@@ -24,7 +24,8 @@ from .project.keys import stream_key
 from .assets.streams import build_stream_asset
 from .streams.shape import MEMBER_KEYS
 from .coordination import Coordination
-from .destinations import DESTINATION_TYPES, Destination, build_destination
+from .destinations import DESTINATION_TYPES, Destination
+from .destinations.resource import DestinationResource, destination_resource_key
 from .landing import landing_folders
 from .governance.lineage import as_metadata, column_lineage
 from .governance.pii import pii_categories, tagged_schema
@@ -52,19 +53,24 @@ def daily_partitions(project: Project) -> dg.DailyPartitionsDefinition:
 
 def coordination_of(settings: Settings) -> Coordination:
     """Where leases and rate budgets live: shared by every process (and machine) running this project."""
-    return Coordination(url=settings.coordination, lease_seconds=settings.lease_seconds)
+    return Coordination.from_url(settings.coordination, lease_seconds=settings.lease_seconds)
 
 
-def destinations_of(project: Project, settings: Settings) -> dict[str, Destination]:
-    """Every configured destination; the outbox writes under the local data folder unless told otherwise."""
-    built = {}
-    coordination = coordination_of(settings)
+def destination_resources(project: Project, settings: Settings) -> dict[str, DestinationResource]:
+    """Every configured destination as a resource; the outbox writes under the local data folder unless told otherwise."""
+    resources = {}
     for name, spec in project.destinations.items():
         options = dict(spec.settings)
         if spec.type == "outbox":
             options.setdefault("path", str(settings.outbox_dir))
-        built[name] = build_destination(name, spec.type, options, coordination)
-    return built
+        resources[name] = DestinationResource(name=name, type=spec.type, settings=options)
+    return resources
+
+
+def destinations_of(project: Project, settings: Settings) -> dict[str, Destination]:
+    """Every configured destination, built from its resource (what the assets plan with when the definitions load)."""
+    coordination = coordination_of(settings)
+    return {name: r.build(coordination) for name, r in destination_resources(project, settings).items()}
 
 
 def audience_job_name(audience: str) -> str:
@@ -178,7 +184,7 @@ def governance_of(project: Project) -> Callable[[dg.AssetSpec], dg.AssetSpec]:
 
 def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
     """Assets, jobs and resources for one project on one warehouse."""
-    warehouse = Warehouse(url=settings.warehouse_url)
+    warehouse = Warehouse.from_url(settings.warehouse_url)
     kind = warehouse.kind
     schema = project.settings.schema_name
     samples = project.settings.payload_samples
@@ -335,7 +341,11 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
         jobs=jobs,
         schedules=schedules,
         sensors=sensors,
-        resources={"warehouse": warehouse, "coordination": coordination_of(settings)},
+        resources={
+            "warehouse": warehouse,
+            "coordination": coordination_of(settings),
+            **{destination_resource_key(name): r for name, r in destination_resources(project, settings).items()},
+        },
         # Steps share one warehouse (the "warehouse" pool runs them one at a time anyway), so a process per
         # step would only add ~2 s of start-up each; minute-level latency is dominated by such overheads.
         executor=dg.in_process_executor,

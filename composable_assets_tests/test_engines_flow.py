@@ -18,7 +18,7 @@ from composable_assets.definitions import audience_selection, load_definitions
 from composable_assets.project import load_project
 from composable_assets.runner import RunOutcome, run_selection
 from composable_assets.settings import Settings
-from composable_assets.warehouse import WarehouseError, engine_from_url
+from composable_assets.warehouse import Warehouse, WarehouseError, engine_from_url
 
 from .conftest import SMALL_AUDIENCE, SMALL_MODEL, Recording
 from .warehouses import PG_HOST, PG_PORT, PG_USER
@@ -162,8 +162,23 @@ def test_a_secret_in_the_snowflake_url_is_refused_without_being_shown():
     assert "s3cret-value" not in str(info.value)
     with pytest.raises(WarehouseError, match="snowflake://user@account/database/schema"):
         engine_from_url("snowflake://me@acct/db")
-    engine = engine_from_url("snowflake://me@acct/db/sch?warehouse=wh&role=r")
+    with pytest.raises(WarehouseError, match="no credentials for user 'me': set COMPOSABLE_WAREHOUSE_PASSWORD"):
+        with engine_from_url("snowflake://me@acct/db/sch?warehouse=wh").connect():
+            pass
+
+
+def test_the_snowflake_connection_is_dagster_snowflakes_resource_with_the_password_as_an_env_var(monkeypatch):
+    from dagster_snowflake import SnowflakeResource
+
+    monkeypatch.setenv("COMPOSABLE_WAREHOUSE_PASSWORD", "s3cret-value")
+    warehouse = Warehouse.from_url("snowflake://me@acct/db/sch?warehouse=wh&role=r")
+    engine = warehouse.engine
     assert (engine.kind, engine.dialect, engine.options) == ("snowflake", "snowflake", {"warehouse": "wh", "role": "r"})
+    assert isinstance(warehouse.connection, SnowflakeResource)
+    assert (warehouse.connection.database, warehouse.connection.schema_) == ("db", "sch")
+    # What Dagster shows and stores of the resource (its config) names the variable, never its value.
+    config = str(warehouse.connection.model_dump()) + str(warehouse.model_dump())
+    assert "s3cret-value" not in config and "COMPOSABLE_WAREHOUSE_PASSWORD" in config
 
 
 def test_connection_errors_name_the_setting_and_never_the_password(monkeypatch):

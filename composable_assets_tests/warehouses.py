@@ -50,9 +50,11 @@ def postgres_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def snowflake_url(tmp_path: Path) -> Iterator[str]:
+def snowflake_url(tmp_path: Path, monkeypatch) -> Iterator[str]:
     """The real Snowflake connector against fakesnow, in-process: a database of its own under tmp_path."""
     fakesnow = pytest.importorskip("fakesnow")
+    # Any password does in-process; dagster-snowflake's resource refuses to be built without credentials.
+    monkeypatch.setenv("COMPOSABLE_WAREHOUSE_PASSWORD", "fakesnow")
     (tmp_path / "fakesnow").mkdir()
     with fakesnow.patch(db_path=tmp_path / "fakesnow"):
         yield "snowflake://tester@fake_account/composable_test/public?warehouse=test_wh&role=test_role"

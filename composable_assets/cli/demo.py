@@ -136,7 +136,7 @@ def start_simulation(settings, project, interval: float, ticks: int | None, orde
 
     folders = landing_folders(project.settings.landing, settings.data_dir)
     try:
-        simulator = Simulator(folders, Warehouse(url=settings.warehouse_url), orders_per_tick=orders_per_tick)
+        simulator = Simulator(folders, Warehouse.from_url(settings.warehouse_url), orders_per_tick=orders_per_tick)
     except (ValueError, WarehouseError) as exc:
         raise UserError(f"cannot simulate traffic: {exc}") from exc
     stop = threading.Event()

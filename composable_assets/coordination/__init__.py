@@ -33,20 +33,27 @@ _stores: dict[str, Store] = {}
 _stores_lock = threading.Lock()
 
 
-def open_store(url: str) -> Store:
-    """The store a coordination URL names, opened once per process."""
+def open_store(url: str, password: str | None = None) -> Store:
+    """The store a coordination URL names, opened once per process (`password`: else read from the environment)."""
     with _stores_lock:
         if url not in _stores:
-            _stores[url] = _connect(url)
+            _stores[url] = _connect(url, password if password is not None else _password(urlparse(url).scheme))
         return _stores[url]
 
 
-def _password(scheme: str) -> str | None:
+def password_variable(url: str) -> str | None:
+    """The environment variable holding the store's password, where one is set."""
+    scheme = urlparse(url).scheme
     names = PASSWORD_VARIABLES if scheme.startswith("postgres") else PASSWORD_VARIABLES[:1]
-    return next((os.environ[name] for name in names if os.environ.get(name)), None)
+    return next((name for name in names if os.environ.get(name)), None)
 
 
-def _connect(url: str) -> Store:
+def _password(scheme: str) -> str | None:
+    name = password_variable(f"{scheme}://")
+    return os.environ[name] if name else None
+
+
+def _connect(url: str, password: str | None) -> Store:
     parsed = urlparse(url)
     if parsed.password is not None:
         raise CoordinationError(
@@ -61,11 +68,11 @@ def _connect(url: str) -> Store:
 
             conninfo = make_conninfo(
                 host=parsed.hostname or "", port=parsed.port or 5432, user=parsed.username or "",
-                dbname=parsed.path.lstrip("/"), password=_password(parsed.scheme) or "", **dict(parse_qsl(parsed.query)),
+                dbname=parsed.path.lstrip("/"), password=password or "", **dict(parse_qsl(parsed.query)),
             )
             return PostgresStore(conninfo, where)
         if parsed.scheme in ("redis", "rediss"):
-            return RedisStore(url, _password(parsed.scheme), where)
+            return RedisStore(url, password, where)
     except CoordinationError:
         raise
     except Exception as exc:  # the driver's message may quote the connection string: name the store, not it
@@ -84,10 +91,20 @@ class Coordination(dg.ConfigurableResource):
     lease_seconds: float = 30.0
     #: How long a run waits for a live holder of its pair before failing, naming it.
     lease_wait_seconds: float = 600.0
+    #: The store's password, as `EnvVar(name)` (see `Coordination.from_url`): never a value in the config.
+    password: str | None = None
+
+    @classmethod
+    def from_url(cls, url: str, lease_seconds: float = 30.0) -> "Coordination":
+        """The coordination store a URL names, its password (where the environment has one) as an EnvVar."""
+        name = password_variable(url)
+        return cls(url=url, lease_seconds=lease_seconds, password=dg.EnvVar(name) if name else None)
 
     @property
     def store(self) -> Store:
-        return open_store(self.url)
+        # Inside a run Dagster has resolved the EnvVar already; elsewhere (a sensor, the CLI) it is resolved here.
+        password = self.password.get_value() if isinstance(self.password, dg.EnvVar) else self.password
+        return open_store(self.url, password)
 
     def budget(self, key: str, limit: Limit) -> RateBudget:
         """The shared budget `key` (a vendor account and endpoint group) under `limit`."""
@@ -101,5 +118,5 @@ class Coordination(dg.ConfigurableResource):
 
 __all__ = [
     "Coordination", "CoordinationError", "Holder", "Lease", "LeaseHeld", "LeaseLost", "Limit", "RateBudget", "open_store",
-    "process_gone", "this_process",
+    "password_variable", "process_gone", "this_process",
 ]

@@ -30,8 +30,12 @@ ENGINES = {
 }
 
 
-def engine_from_url(url: str) -> Engine:
-    """The engine a warehouse URL names, e.g. `duckdb:///data/warehouse.duckdb`; secrets come from the environment."""
+def engine_from_url(url: str, connection: dg.ConfigurableResource | None = None) -> Engine:
+    """The engine a warehouse URL names, e.g. `duckdb:///data/warehouse.duckdb`; secrets come from the environment.
+
+    `connection` is the vendor's Dagster resource to connect through (dagster-duckdb's DuckDBResource,
+    dagster-snowflake's SnowflakeResource, dagster-gcp's BigQueryResource); without one it is built from the URL.
+    """
     parsed = urlparse(url)
     if parsed.scheme == "duckdb":
         from .duckdb_engine import DuckDBEngine
@@ -39,10 +43,13 @@ def engine_from_url(url: str) -> Engine:
         # As in SQLAlchemy: duckdb:///relative/path, duckdb:////absolute/path, duckdb:///:memory:;
         # query parameters are DuckDB settings, e.g. ?memory_limit=1500MB&threads=2.
         path = url.split("?", 1)[0].removeprefix("duckdb:///") or ":memory:"
-        return DuckDBEngine(path, config=dict(parse_qsl(parsed.query)))
+        return DuckDBEngine(path, config=dict(parse_qsl(parsed.query)), resource=connection)
     if parsed.scheme in ENGINES:
         module, name, _ = ENGINES[parsed.scheme]
-        return getattr(import_module(f".{module}", __package__), name).from_url(url)
+        engine_class = getattr(import_module(f".{module}", __package__), name)
+        if connection is not None:
+            return engine_class.from_url(url, connection)
+        return engine_class.from_url(url)
     shapes = ["duckdb:///path/to/file.duckdb", *dict.fromkeys(shape for _, _, shape in ENGINES.values())]
     raise WarehouseError(
         f"COMPOSABLE_WAREHOUSE: unsupported warehouse URL scheme {parsed.scheme!r}; expected one of: "
@@ -51,13 +58,25 @@ def engine_from_url(url: str) -> Engine:
 
 
 class Warehouse(dg.ConfigurableResource):
-    """The customer's warehouse, where models, audiences, deltas and ledgers live."""
+    """The customer's warehouse, where models, audiences, deltas and ledgers live.
+
+    `url` (COMPOSABLE_WAREHOUSE) names the engine and where our tables live. `connection` is the vendor's own
+    Dagster resource the engine opens its connections with: DuckDBResource, SnowflakeResource or BigQueryResource
+    (PostgreSQL, Redshift and Databricks keep their connectors and have none). `Warehouse.from_url` builds it from
+    the URL, secrets as `EnvVar`; a deployment may pass its own instead.
+    """
 
     url: str
+    connection: dg.ConfigurableResource | None = None
+
+    @classmethod
+    def from_url(cls, url: str) -> "Warehouse":
+        """The warehouse a URL names, with the vendor's resource built from it (shown on the Resources page)."""
+        return cls(url=url, connection=getattr(engine_from_url(url), "resource", None))
 
     @cached_property
     def engine(self) -> Engine:
-        return engine_from_url(self.url)
+        return engine_from_url(self.url, self.connection)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         if context.log is not None:

@@ -276,13 +276,15 @@ class BigQueryEngine(Engine):
     dialect = "bigquery"
     kind = "bigquery"
 
-    def __init__(self, *, project: str, dataset: str, location: str | None = None):
+    def __init__(self, *, project: str, dataset: str, location: str | None = None, resource: Any = None):
         self.project = project
         self.dataset = dataset
         self.location = location
+        #: dagster-gcp's BigQueryResource: clients come from its `get_client`.
+        self.resource = resource if resource is not None else _resource(project, location)
 
     @classmethod
-    def from_url(cls, url: str) -> "BigQueryEngine":
+    def from_url(cls, url: str, resource: Any = None) -> "BigQueryEngine":
         parsed = urlparse(url)
         options = url_options(
             parsed, "BigQuery",
@@ -299,28 +301,26 @@ class BigQueryEngine(Engine):
         parts = [unquote(p) for p in parsed.path.strip("/").split("/") if p]
         if not project or len(parts) != 1:
             raise WarehouseError(f"COMPOSABLE_WAREHOUSE: expected {URL_SHAPE}")
-        return cls(project=project, dataset=parts[0], location=options.get("location"))
+        location = options.get("location")
+        if resource is not None:
+            # A deployment's own BigQueryResource: its project and location win; the URL still names the dataset.
+            project, location = resource.project or project, resource.location or location
+        return cls(project=project, dataset=parts[0], location=location, resource=resource)
 
     def describe(self) -> str:
         where = f" in {self.location}" if self.location else ""
         return f"BigQuery dataset {self.project}.{self.dataset}{where}"
 
-    def _client(self):
-        bigquery = _bigquery()
+    @contextmanager
+    def _client(self) -> Iterator[Any]:
         from google.auth import exceptions as auth_exceptions
 
-        endpoint = os.environ.get(ENDPOINT_SETTING)
-        kwargs: dict[str, Any] = {"project": self.project, "location": self.location}
-        if endpoint:
-            from google.api_core.client_options import ClientOptions
-
-            kwargs["client_options"] = ClientOptions(api_endpoint=endpoint)
-            if endpoint.startswith("http://"):
-                from google.auth.credentials import AnonymousCredentials
-
-                kwargs["credentials"] = AnonymousCredentials()
         try:
-            return bigquery.Client(**kwargs)
+            with self.resource.get_client() as client:
+                try:
+                    yield client
+                finally:
+                    client.close()
         except auth_exceptions.GoogleAuthError as exc:
             # google-auth's messages name the file or the missing setting, never a key's content.
             raise WarehouseError(
@@ -344,28 +344,37 @@ class BigQueryEngine(Engine):
 
     def change_markers(self, tables: Sequence[str]) -> dict[str, str | None]:
         """Last-modified time and row count from table metadata: no query job, nothing billed."""
-        client = self._client()
-        try:
+        with self._client() as client:
             markers: dict[str, str | None] = {}
             for name in tables:
                 found = self.get_table(client, None, name)
                 markers[name] = None if found is None else f"{found.num_rows}:{found.modified.isoformat()}"
             return markers
-        finally:
-            client.close()
 
     @contextmanager
     def connect(self) -> Iterator[BigQueryConnection]:
-        client = self._client()
-        conn = BigQueryConnection(client, self)
-        try:
-            yield conn
-        finally:
+        with self._client() as client:
+            conn = BigQueryConnection(client, self)
             try:
-                conn.close()
-            except Exception:  # the session expires on its own; closing must not hide the error that got here
-                pass
-            client.close()
+                yield conn
+            finally:
+                try:
+                    conn.close()
+                except Exception:  # the session expires on its own; closing must not hide the error that got here
+                    pass
+
+
+def _resource(project: str, location: str | None) -> Any:
+    """dagster-gcp's BigQueryResource, or where COMPOSABLE_BIGQUERY_ENDPOINT is set, the one for that endpoint."""
+    _bigquery()
+    endpoint = os.environ.get(ENDPOINT_SETTING)
+    if endpoint:
+        from .bigquery_endpoint import BigQueryAtEndpoint
+
+        return BigQueryAtEndpoint(project=project, location=location, api_endpoint=endpoint)
+    from dagster_gcp import BigQueryResource
+
+    return BigQueryResource(project=project, location=location)
 
 
 def _query_error(engine: BigQueryEngine, exc: Any) -> str:

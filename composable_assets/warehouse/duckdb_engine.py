@@ -116,9 +116,16 @@ class DuckDBEngine(Engine):
     dialect = "duckdb"
     kind = "duckdb"
 
-    def __init__(self, path: str, config: dict[str, str] | None = None):
+    def __init__(self, path: str, config: dict[str, str] | None = None, resource: DuckDBResource | None = None):
         #: Where connections come from: the file and its DuckDB settings (memory_limit, threads, temp_directory, ...).
-        self.resource = SharedDuckDBFile(database=path, connection_config=config or {})
+        #: A deployment's own DuckDBResource keeps its file and settings, opened the shared way.
+        if resource is None:
+            resource = SharedDuckDBFile(database=path, connection_config=config or {})
+        elif not isinstance(resource, SharedDuckDBFile):
+            if not isinstance(resource, DuckDBResource):
+                raise WarehouseError(f"a DuckDB warehouse connects through a DuckDBResource, not {type(resource).__name__}")
+            resource = SharedDuckDBFile(database=resource.database, connection_config=resource.connection_config)
+        self.resource = resource
 
     @property
     def path(self) -> str:

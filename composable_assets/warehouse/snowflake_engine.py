@@ -12,7 +12,7 @@ connector's qmark paramstyle.
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any, Iterator, Sequence
 from urllib.parse import unquote, urlparse
 
@@ -23,6 +23,8 @@ from .dialect import render
 
 PASSWORD_SETTING = "COMPOSABLE_WAREHOUSE_PASSWORD"
 LOGIN_TIMEOUT_SECONDS = 30
+# Our SQL binds `?` parameters, and statements commit one by one as in DuckDB (BEGIN ... COMMIT groups them).
+CONNECTION_SETTINGS: dict[str, Any] = {"paramstyle": "qmark", "autocommit": True, "login_timeout": LOGIN_TIMEOUT_SECONDS}
 # Pinned per session, so the text of a timestamp (which feeds the row hash) never follows an account default:
 # UTC, and fractional seconds to the nanosecond (Snowflake's default output format stops at milliseconds).
 SESSION_PARAMETERS = {
@@ -119,18 +121,23 @@ class SnowflakeEngine(Engine):
     dialect = "snowflake"
     kind = "snowflake"
 
-    def __init__(
-        self, *, account: str, user: str, database: str, schema: str, options: dict[str, str] | None = None
-    ):
-        self.account = account
-        self.user = user
-        self.database = database
-        self.schema = schema
-        #: connector parameters from the URL's query (warehouse, role, authenticator, ...), never a secret.
-        self.options = options or {}
+    def __init__(self, resource: Any = None, missing: str | None = None):
+        #: dagster-snowflake's SnowflakeResource: connections come from its `get_connection`. None when the
+        #: environment holds no credentials yet: `missing` says so when a connection is asked for.
+        self.resource = resource
+        self.missing = missing
+
+    @property
+    def _settings(self) -> Any:
+        if self.resource is None:
+            raise WarehouseError(self.missing or "Snowflake warehouse: no connection")
+        return self.resource
 
     @classmethod
-    def from_url(cls, url: str) -> "SnowflakeEngine":
+    def from_url(cls, url: str, resource: Any = None) -> "SnowflakeEngine":
+        """The engine for a URL; its SnowflakeResource built from the URL unless a deployment gives its own."""
+        if resource is not None:
+            return cls(_checked(resource))
         parsed = urlparse(url)
         options = url_options(
             parsed, "Snowflake",
@@ -143,7 +150,33 @@ class SnowflakeEngine(Engine):
             raise WarehouseError(
                 "COMPOSABLE_WAREHOUSE: expected snowflake://user@account/database/schema?warehouse=WH&role=ROLE"
             )
-        return cls(account=account, user=user, database=parts[0], schema=parts[1], options=options)
+        if not os.environ.get(PASSWORD_SETTING) and "private_key_file" not in options and "authenticator" not in options:
+            # Told at the first connection, not when the definitions load: validating a project needs no warehouse.
+            return cls(missing=(
+                f"Snowflake warehouse: no credentials for user {user!r}: set {PASSWORD_SETTING}, or name "
+                "private_key_file or authenticator in COMPOSABLE_WAREHOUSE"
+            ))
+        return cls(_resource(account, user, parts[0], parts[1], options))
+
+    @property
+    def account(self) -> str:
+        return self._settings.account
+
+    @property
+    def user(self) -> str:
+        return self._settings.user or ""
+
+    @property
+    def database(self) -> str:
+        return self._settings.database or ""
+
+    @property
+    def schema(self) -> str:
+        return self._settings.schema_ or ""
+
+    @property
+    def options(self) -> dict[str, str | None]:
+        return {"warehouse": self._settings.warehouse, "role": self._settings.role}
 
     def change_markers(self, tables: Sequence[str]) -> dict[str, str | None]:
         """The portable marker plus each table's LAST_ALTERED, which any DML moves, even without `updated_at`.
@@ -164,35 +197,61 @@ class SnowflakeEngine(Engine):
         return markers
 
     def describe(self) -> str:
+        if self.resource is None:
+            return "Snowflake (no credentials yet)"
         return f"Snowflake database {self.database}.{self.schema} in account {self.account!r} as user {self.user!r}"
-
-    def _open(self):
-        connector = _connector()
-        password = os.environ.get(PASSWORD_SETTING) or None
-        kwargs: dict[str, Any] = {"login_timeout": LOGIN_TIMEOUT_SECONDS, **self.options}
-        if password is not None:
-            kwargs["password"] = password
-        try:
-            return connector.connect(
-                account=self.account,
-                user=self.user,
-                database=self.database,
-                schema=self.schema,
-                paramstyle="qmark",
-                session_parameters=SESSION_PARAMETERS,
-                autocommit=True,  # statements commit one by one, as in DuckDB; BEGIN ... COMMIT groups them
-                **kwargs,
-            )
-        except connector.Error as exc:
-            raise WarehouseError(_connect_error(self, str(exc), password)) from None
 
     @contextmanager
     def connect(self) -> Iterator[SnowflakeConnection]:
-        con = self._open()
-        try:
+        connector = _connector()
+        # The EnvVar resolved as Dagster does for a run, also outside one (the CLI, sensors); the resource kept in
+        # the definitions (and shown on the Resources page) still holds only the variable's name.
+        resource = self._settings.process_config_and_initialize()
+        with ExitStack() as stack:
+            try:
+                con = stack.enter_context(resource.get_connection(raw_conn=True))
+            except connector.Error as exc:
+                raise WarehouseError(_connect_error(self, str(exc), os.environ.get(PASSWORD_SETTING))) from None
+            stack.callback(con.close)  # also when the block raises: the resource closes only after success
             yield SnowflakeConnection(con)
-        finally:
-            con.close()
+
+
+def _resource(account: str, user: str, database: str, schema: str, options: dict[str, str]) -> Any:
+    """dagster-snowflake's SnowflakeResource for a URL: the password as an EnvVar, never a value in the config."""
+    from dagster import EnvVar
+    from dagster_snowflake import SnowflakeResource
+
+    options = dict(options)
+    fields: dict[str, Any] = {
+        name: options.pop(name) for name in ("warehouse", "role", "authenticator") if name in options
+    }
+    if "private_key_file" in options:
+        fields["private_key_path"] = options.pop("private_key_file")
+    if os.environ.get(PASSWORD_SETTING):
+        fields["password"] = EnvVar(PASSWORD_SETTING)
+    return SnowflakeResource(
+        account=account, user=user, database=database, schema=schema, **fields, **CONNECTION_SETTINGS,
+        # Everything else in the URL (host, port, protocol, ...) goes to the connector as written.
+        additional_snowflake_connection_args={"session_parameters": SESSION_PARAMETERS, **options},
+    )
+
+
+def _checked(resource: Any) -> Any:
+    """A deployment's own SnowflakeResource, refused with the reason when it lacks what our SQL relies on."""
+    from dagster_snowflake import SnowflakeResource
+
+    if not isinstance(resource, SnowflakeResource):
+        raise WarehouseError(f"a Snowflake warehouse connects through a SnowflakeResource, not {type(resource).__name__}")
+    wrong = [f"{name}={value!r}" for name, value in CONNECTION_SETTINGS.items() if getattr(resource, name) != value]
+    session = (resource.additional_snowflake_connection_args or {}).get("session_parameters") or {}
+    if any(session.get(name) != value for name, value in SESSION_PARAMETERS.items()):
+        wrong.append("additional_snowflake_connection_args={'session_parameters': SESSION_PARAMETERS}")
+    if wrong:
+        raise WarehouseError(
+            "the SnowflakeResource given as the warehouse's connection needs " + ", ".join(wrong)
+            + " (statements use ? parameters, commit one by one, and hash timestamps as UTC text)"
+        )
+    return resource
 
 
 def _connect_error(engine: SnowflakeEngine, detail: str, password: str | None) -> str:
