@@ -7,11 +7,11 @@ from collections.abc import Callable
 import dagster as dg
 
 from .assets.archive import archive_job, archive_schedule, build_archive_asset, outbox_folders
-from .assets.audiences import build_audience_asset, sync_shapes
-from .assets.deltas import build_delta_asset
+from .assets.audiences import AudienceAsset, build_audience_asset, sync_shapes
+from .assets.deltas import DeltaAsset, build_delta_asset
 from .assets.deletions import build_deletion_asset, deletion_job
 from .project.keys import audience_key, delta_key, model_key, source_key, sync_key
-from .assets.models import build_model_asset
+from .assets.models import ModelAsset, build_model_asset
 from .assets.sources import build_landing_loader, build_source_observer
 from .automation.alerts import alert_sensor
 from .automation.freshness import freshness_policy, heartbeat_interval
@@ -196,8 +196,10 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
     refreshes = project.refreshes
     priorities = step_priorities(minute_level_deliveries(project))
     assets: list = [
-        build_model_asset(m, project.root, kind, schema, refreshes[m.name], set(landing), set(project.models),
-                          op_tags=priority_tags(priorities, model_key(m.name)))
+        build_model_asset(ModelAsset(
+            m, project.root, kind, schema, refreshes[m.name], landed=frozenset(landing),
+            models=frozenset(project.models), op_tags=priority_tags(priorities, model_key(m.name)),
+        ))
         for m in project.models.values()
     ]
     requests = project.settings.deletion_requests
@@ -224,26 +226,23 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
         if watches_of_members is None:
             # A member condition whose changes cannot be told by key: compared in full.
             model_refresh = Refresh(None, "the consent table has no updated_at, so a changed grant cannot be told by key")
-        assets.append(
-            build_audience_asset(
-                audience, schema, kind, samples, members, condition_tables(project) if members else {},
-                model_refresh, watches_of_members, op_tags=priority_tags(priorities, audience_key(audience.name)),
-            )
-        )
+        assets.append(build_audience_asset(AudienceAsset(
+            audience, schema, kind, samples=samples, members=members,
+            reads=condition_tables(project) if members else {}, model_refresh=model_refresh,
+            watched=watches_of_members or [], op_tags=priority_tags(priorities, audience_key(audience.name)),
+        )))
         keyed = model_refresh is not None and model_refresh.key == audience.primary_key
         # What the file's cadence promises about the destination, shown and checked by Dagster.
         policy = freshness_policy(audience.cadence, audience.freshness, project.settings.timezone)
         for sync, shape in zip(audience.syncs, sync_shapes(audience, allowed)):
             gates = resolve_gates(project.settings.gates, audience.gates)
             reads = condition_tables(project) if shape.allowed else {}
-            assets.append(
-                build_delta_asset(
-                    audience, sync, shape, schema, partitions, kind, gates, samples, reads,
-                    keyed and (not shape.allowed or member_watches(project) is not None),
-                    (member_watches(project) or []) if shape.allowed else [],
-                    op_tags=priority_tags(priorities, delta_key(audience.name, sync.destination)),
-                )
-            )
+            assets.append(build_delta_asset(DeltaAsset(
+                audience, sync, shape, schema, partitions, kind, gates, samples=samples, reads=reads,
+                incremental=keyed and (not shape.allowed or member_watches(project) is not None),
+                watched=(member_watches(project) or []) if shape.allowed else [],
+                op_tags=priority_tags(priorities, delta_key(audience.name, sync.destination)),
+            )))
             assets.append(
                 build_sync_asset(
                     audience, sync, destinations[sync.destination], schema, partitions, kind, policy, samples,

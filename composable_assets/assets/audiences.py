@@ -1,5 +1,6 @@
 """Audiences: one asset per YAML file, the members of a model that meet its condition."""
 
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -61,22 +62,30 @@ def audience_watches(audience: AudienceSpec, model_refresh: Refresh, watched: li
     return [model, *watched]
 
 
-def build_audience_asset(
-    audience: AudienceSpec,
-    schema: str,
-    warehouse_kind: str,
-    samples: bool = False,
-    members: str | None = None,
-    reads: dict[str, str] | None = None,
-    model_refresh: Refresh | None = None,
-    watched: list[Watched] | None = None,
-    op_tags: dict[str, str] | None = None,
-) -> dg.AssetsDefinition:
-    """`members`: a condition on the model's rows besides the file's `where` (no deletion request; see
-    governance/consent.py), reading the tables `reads` names (table -> the project.yaml setting naming it).
-    `model_refresh`: how the model is kept (the snapshot follows it by key when it is kept by the primary key);
-    `watched`: the tables `members` reads, whose changes select keys too.
-    """
+@dataclass(frozen=True)
+class AudienceAsset:
+    """What one audience's snapshot asset is built from."""
+
+    audience: AudienceSpec
+    schema: str
+    warehouse_kind: str
+    samples: bool = False
+    #: A condition on the model's rows besides the file's `where` (no deletion request; see governance/consent.py).
+    members: str | None = None
+    #: The tables `members` reads (table -> the project.yaml setting naming it).
+    reads: dict[str, str] = field(default_factory=dict)
+    #: How the model is kept (the snapshot follows it by key when it is kept by the primary key).
+    model_refresh: Refresh | None = None
+    #: The tables `members` reads, whose changes select keys too.
+    watched: list[Watched] = field(default_factory=list)
+    op_tags: dict[str, str] = field(default_factory=dict)
+
+
+def build_audience_asset(spec: AudienceAsset) -> dg.AssetsDefinition:
+    """The asset that snapshots one audience: its members with a hash and the payload of their fields."""
+    audience, schema, warehouse_kind, samples = spec.audience, spec.schema, spec.warehouse_kind, spec.samples
+    members, reads, model_refresh, watched = spec.members, spec.reads or None, spec.model_refresh, spec.watched or None
+    op_tags = spec.op_tags or None
     where = parse_where(audience.where, audience.path, None) if audience.where else None
     shapes = sync_shapes(audience)
     model_refresh = model_refresh or Refresh(None, "the model is not part of the project")

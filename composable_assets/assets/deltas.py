@@ -1,7 +1,7 @@
 """Deltas: per (audience, destination) and day, the rows to add, update and remove at that destination."""
 
-
 import datetime as dt
+from dataclasses import dataclass, field
 
 import dagster as dg
 
@@ -44,25 +44,32 @@ def require_tables(conn, reads: dict[str, str], what: str) -> None:
             )
 
 
-def build_delta_asset(
-    audience: AudienceSpec,
-    sync: SyncSpec,
-    shape: SyncShape,
-    schema: str,
-    partitions: dg.PartitionsDefinition,
-    warehouse_kind: str,
-    gates: GatesSpec,
-    samples: bool = False,
-    reads: dict[str, str] | None = None,
-    incremental: bool = False,
-    watched: list[Watched] | None = None,
-    op_tags: dict[str, str] | None = None,
-) -> dg.AssetsDefinition:
-    """`reads`: the warehouse tables `shape.allowed` reads -> the project.yaml setting naming them.
+@dataclass(frozen=True)
+class DeltaAsset:
+    """What one (audience, destination) delta asset is built from."""
 
-    `incremental`: the audience snapshot is kept by key, so minute-level runs compare only its changed keys (and
-    those whose consent, in the `watched` tables, changed).
-    """
+    audience: AudienceSpec
+    sync: SyncSpec
+    shape: SyncShape
+    schema: str
+    partitions: dg.PartitionsDefinition
+    warehouse_kind: str
+    gates: GatesSpec
+    samples: bool = False
+    #: The warehouse tables `shape.allowed` reads -> the project.yaml setting naming them.
+    reads: dict[str, str] = field(default_factory=dict)
+    #: The audience snapshot is kept by key, so minute-level runs compare only its changed keys (and those whose
+    #: consent, in the `watched` tables, changed).
+    incremental: bool = False
+    watched: list[Watched] = field(default_factory=list)
+    op_tags: dict[str, str] = field(default_factory=dict)
+
+
+def build_delta_asset(spec: DeltaAsset) -> dg.AssetsDefinition:
+    """The asset that computes one pair's rows to add, update and remove, relative to what it has acknowledged."""
+    audience, sync, shape, schema, partitions = spec.audience, spec.sync, spec.shape, spec.schema, spec.partitions
+    warehouse_kind, gates, samples, incremental = spec.warehouse_kind, spec.gates, spec.samples, spec.incremental
+    reads, watched, op_tags = spec.reads or None, spec.watched or None, spec.op_tags or None
     tables = PairTables(schema, audience.name, sync.destination)
     key = delta_key(audience.name, sync.destination)
 

@@ -1,5 +1,7 @@
 """Models: one asset per SQL file, materialized as a table in the warehouse."""
 
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import dagster as dg
 
@@ -35,12 +37,27 @@ def refresh_metadata(refresh_text: str, report: RefreshReport) -> dict:
     return metadata
 
 
-def build_model_asset(
-    model: ModelSpec, project_root, warehouse_kind: str, schema: str, refresh: Refresh, landed: set[str],
-    models: set[str],
-    op_tags: dict[str, str] | None = None,
-) -> dg.AssetsDefinition:
-    """`refresh`: how minute-level runs maintain it; `landed`: tables fed by landing folders; `models`: all models."""
+@dataclass(frozen=True)
+class ModelAsset:
+    """What one model's asset is built from."""
+
+    model: ModelSpec
+    project_root: Path
+    warehouse_kind: str
+    schema: str
+    #: How minute-level runs maintain it.
+    refresh: Refresh
+    #: Tables fed by landing folders.
+    landed: frozenset[str]
+    #: Every model of the project.
+    models: frozenset[str]
+    op_tags: dict[str, str] = field(default_factory=dict)
+
+
+def build_model_asset(spec: ModelAsset) -> dg.AssetsDefinition:
+    """The asset that materializes one model as a table in the warehouse."""
+    model, project_root, warehouse_kind, schema = spec.model, spec.project_root, spec.warehouse_kind, spec.schema
+    refresh, landed, models, op_tags = spec.refresh, spec.landed, spec.models, spec.op_tags or None
     relative = model.path.relative_to(project_root) if model.path.is_relative_to(project_root) else model.path
     query = model.sql.strip().rstrip(";").strip()
 
