@@ -357,3 +357,15 @@ def test_a_delta_s_checks_tab_shows_each_send_gate_with_its_reason(ui, sample):
         page.get_by_text(GATE_NAMES[0], exact=True).first.click()
         expect(page.get_by_text(sample.gate_details[GATE_NAMES[0]], exact=True)).to_be_visible()
         ui.screenshot("delta-checks")
+
+
+def test_the_resources_page_lists_the_warehouse_the_coordination_store_and_every_destination(ui, sample):
+    destinations = sorted(load_project(SAMPLE_PROJECT_DIR).destinations)
+    page = ui.open(f"/locations/{sample.location}/resources")
+    with ui.showing("the Resources page listing every resource"):
+        for key in ["warehouse", "coordination", *(f"destination_{d}" for d in destinations)]:
+            expect(page.get_by_text(key, exact=True).first).to_be_visible()
+    page = ui.open(f"/locations/{sample.location}/resources/destination_braze")
+    with ui.showing("a destination resource's settings, its secret as the variable's name"):
+        expect(page.get_by_text("DestinationResource", exact=True).first).to_be_visible()
+        expect(page.get_by_text(re.compile('"api_key": {"env": "BRAZE_API_KEY"}')).first).to_be_visible()
