@@ -32,7 +32,7 @@ def ensure_drt(venv: Path, console) -> dict:
     drt = venv / "bin" / "drt"
     commands = []
     if not drt.exists():
-        console.print(f"installing {SPEC} into {venv} ...")
+        console.print(f"installing {SPEC} into {venv} ...", markup=False)  # else rich reads [duckdb] as a style
         commands = [
             [sys.executable, "-m", "venv", "--clear", str(venv)],
             [str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check", SPEC],
