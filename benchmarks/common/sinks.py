@@ -162,6 +162,19 @@ class ServerProcess:
             self.proc.wait()
 
 
+def start_fake(kind: str, api_key: str, limited: bool) -> tuple[subprocess.Popen, str]:
+    """A vendor fake of the test suite ("braze", "iterable", ...) in a process of its own; (process, url).
+
+    The caller stops it with terminate() and wait(). Without `limited` the fake enforces no rate limit, so the
+    figures are the sender's own.
+    """
+    command = [sys.executable, "-m", "composable_assets_tests.fakes", kind, "--api-key", api_key]
+    if not limited:
+        command.append("--no-rate-limit")
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    return process, json.loads(process.stdout.readline())["url"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="A benchmark sink; see ServerProcess.")
     parser.add_argument("kind", choices=("braze", "sink"))

@@ -30,9 +30,9 @@ def summary(values: Iterable[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
-def span(s: dict | None, unit: str = " s") -> str:
-    """A `summary` as "median unit (min-max)"; "-" when there is none."""
-    return "-" if s is None else f"{s['median']:.2f}{unit} ({s['min']:.2f}-{s['max']:.2f})"
+def span(s: dict | None, unit: str = " s", spec: str = ".2f") -> str:
+    """A `summary` as "median unit (min-max)", each number formatted with `spec`; "-" when there is none."""
+    return "-" if s is None else f"{s['median']:{spec}}{unit} ({s['min']:{spec}}-{s['max']:{spec}})"
 
 
 def cpu_seconds(who: int = resource.RUSAGE_SELF) -> float:
