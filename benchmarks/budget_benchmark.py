@@ -17,12 +17,10 @@ the median with min and max, and the load average before and after.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import multiprocessing
 import os
 import platform
-import statistics
 import tempfile
 import threading
 import time
@@ -32,6 +30,9 @@ from pathlib import Path
 import psycopg2
 
 from composable_assets.coordination import Coordination, Limit, RateBudget
+
+from common.report import write_results
+from common.timing import load_average, rounds, span, summary
 
 PG = "postgresql://postgres@127.0.0.1:5432/"
 REDIS = "redis://127.0.0.1:6379/0"
@@ -116,15 +117,13 @@ def main() -> None:
         "redis": REDIS,
         "postgres, pyrate-limiter's PostgresBucket": PYRATE + PG + database,
     }
-    load_before = os.getloadavg()
+    load_before = load_average()
     runs: dict[str, dict[str, list[float]]] = {shape: {store: [] for store in stores} for shape in SHAPES}
-    for _ in range(args.rounds):
-        for shape, limit in SHAPES.items():
-            for store, url in stores.items():
-                rate = measure(url, limit, args.processes, args.threads, args.seconds)
-                runs[shape][store].append(rate)
-                print(f"{shape:9} {store:42} {rate:9,.0f} requests/s", flush=True)
-    load_after = os.getloadavg()
+    for _, (shape, store) in rounds(args.rounds, [(shape, store) for shape in SHAPES for store in stores]):
+        rate = measure(stores[store], SHAPES[shape], args.processes, args.threads, args.seconds)
+        runs[shape][store].append(rate)
+        print(f"{shape:9} {store:42} {rate:9,.0f} requests/s", flush=True)
+    load_after = load_average()
 
     lines = [
         f"# Shared rate budget: requests per second granted ({args.processes} processes x {args.threads} threads, "
@@ -137,19 +136,14 @@ def main() -> None:
         "|---|---:|---:|---:|",
     ]
     for store in stores:
-        free, bound = runs["unbounded"][store], runs["bounded"][store]
+        free, bound = summary(runs["unbounded"][store]), summary(runs["bounded"][store])
         lines.append(
-            f"| {store} | {statistics.median(free):,.0f} ({min(free):,.0f}-{max(free):,.0f}) "
-            f"| {statistics.median(bound):,.0f} ({min(bound):,.0f}-{max(bound):,.0f}) "
-            f"| {statistics.median(bound) / 1000:.0%} |"
+            f"| {store} | {span(free, '', ',.0f')} | {span(bound, '', ',.0f')} | {bound['median'] / 1000:.0%} |"
         )
     report = "\n".join(lines) + "\n"
     print(report)
-    out = Path(args.results)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "budget.md").write_text(report)
-    (out / "budget.json").write_text(json.dumps({"args": vars(args), "runs": runs, "load": [load_before, load_after]},
-                                                indent=2))
+    write_results(Path(args.results), "budget", markdown=report,
+                  data={"args": vars(args), "runs": runs, "load": [load_before, load_after]})
     con = psycopg2.connect(PG + "postgres")
     con.autocommit = True
     con.cursor().execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')

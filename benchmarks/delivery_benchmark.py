@@ -17,32 +17,29 @@ from __future__ import annotations
 
 import argparse
 import collections
-import datetime as dt
 import hashlib
 import json
-import math
 import os
-import platform
-import resource
 import shutil
 import statistics
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+
+from common.drt import BRAZE_BODY_FIELDS, BRAZE_BODY_FULL, HOOK_BODY, drt_project, ensure_drt, run_drt
+from common.drt import DEFAULT_VENV as DRT_VENV
+from common.profiler import Probe, Sampler
+from common.report import RESULTS, fmt, machine_info, md_table, rich_table, versions, write_results
+from common.sinks import API_KEY, ServerProcess, braze_stats
+from common.timing import busy, cpu_seconds, load_text, summary
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 WORK = HERE / ".work" / "delivery"
 CODE = WORK / "code"  # a copy of composable_assets/ taken at the start: every process of one run imports the same code
-DRT_VENV = HERE / ".work" / "drt-venv"
-RESULTS = HERE / "results"
-DRT_SPEC = "drt-core[duckdb]==1.2.1"
 
-API_KEY = "bench-braze-key-7c1e"
 HOOK_SECRET = "bench-hook-secret-51d0"
 AUDIENCE = "members"
 DAY1, DAY2 = "2026-03-02", "2026-03-03"
@@ -65,501 +62,9 @@ def people_sql(size: int) -> str:
     """
 
 
-def cpu_seconds(who: int = resource.RUSAGE_SELF) -> float:
-    usage = resource.getrusage(who)
-    return usage.ru_utime + usage.ru_stime
-
-
-# --- Servers, each in a process of its own (`--serve`): the Braze fake, or a sink that counts rows. ------------
-
-
-class _SinkHandler(BaseHTTPRequestHandler):
-    """Reads a JSON body, counts its rows (`rows` or `attributes`), answers 200 {}."""
-
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-    server: "RowSink"
-
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        body = json.loads(raw)
-        rows = body.get("rows") or body.get("attributes") or []
-        keys = [str(r.get("key") or r.get("external_id") or r.get("id")) for r in rows]
-        with self.server.lock:
-            self.server.log.append((time.time(), len(rows), len(raw)))
-            self.server.keys.update(keys)
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"{}")
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-class RowSink(ThreadingHTTPServer):
-    """The tiny local HTTP sink both tools post to in scenario D (no signature check, no per-row logic)."""
-
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _SinkHandler)
-        self.lock = threading.Lock()
-        self.log: list[tuple[float, int, int]] = []
-        self.keys: set[str] = set()
-        self.url = f"http://127.0.0.1:{self.server_address[1]}"
-        self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-
-    def stats(self) -> dict:
-        times = [t for t, _, _ in self.log]
-        return {
-            "requests": len(self.log),
-            "rows": sum(n for _, n, _ in self.log),
-            "distinct_keys": len(self.keys),
-            "body_bytes": sum(b for _, _, b in self.log),
-            "statuses": {"200": len(self.log)},
-            "first": min(times, default=None),
-            "last": max(times, default=None),
-        }
-
-
-def braze_stats(fake, window_seconds: float) -> dict:
-    """What the Braze fake saw: statuses, rows, per-window counts, and a digest of the profiles it holds."""
-    tracks = [r for r in fake.requests if r.path == "/users/track"]
-    statuses = collections.Counter(str(r.status) for r in tracks)
-    accepted = [r for r in tracks if r.status is not None and r.status < 300]
-    windows_all = collections.Counter(math.floor(r.time / window_seconds) for r in tracks)
-    windows_ok = collections.Counter(math.floor(r.time / window_seconds) for r in accepted)
-    profiles = sorted(
-        (user, {k: v for k, v in attrs.items() if k != "external_id"}) for user, attrs in fake.users.items()
-    )
-    return {
-        "requests": len(tracks),
-        "statuses": dict(statuses),
-        "rows": sum(len(r.body.get("attributes", [])) for r in accepted),
-        "distinct_keys": len(fake.users),
-        "users_digest": hashlib.sha256(json.dumps(profiles, sort_keys=True).encode()).hexdigest()[:16],
-        "max_requests_in_window": fake.max_requests_in_window(),
-        "windows_all": {str(k): v for k, v in sorted(windows_all.items())},
-        "windows_accepted": {str(k): v for k, v in sorted(windows_ok.items())},
-        "window_seconds": window_seconds,
-        "first": min((r.time for r in tracks), default=None),
-        "last": max((r.time for r in tracks), default=None),
-    }
-
-
-def serve_main(kind: str, rate_limit: int | None, window: float) -> None:
-    """`--serve`: print {"url"} on a line, serve until "stop" on stdin, then print the stats on a line."""
-    if kind == "braze":
-        from composable_assets_tests.fakes import BrazeFake
-
-        server: Any = BrazeFake(API_KEY, rate_limit=rate_limit, rate_window_seconds=window).start()
-    else:
-        server = RowSink()
-    cpu0 = cpu_seconds()
-    print(json.dumps({"url": server.url, "pid": os.getpid()}), flush=True)
-    for line in sys.stdin:
-        if line.strip() == "stop":
-            break
-    stats = braze_stats(server, window) if kind == "braze" else server.stats()
-    stats["cpu_s"] = cpu_seconds() - cpu0
-    if kind == "braze":
-        server.stop()
-    else:
-        server.shutdown()
-        server.server_close()
-    print(json.dumps(stats), flush=True)
-
-
-class ServerProcess:
-    """A `--serve` child; `stop()` returns what it saw and the CPU seconds it spent serving."""
-
-    def __init__(self, kind: str, rate_limit: int | None = None, window: float = 3.0):
-        args = [sys.executable, str(Path(__file__).resolve()), "--serve", kind, "--window", str(window)]
-        if rate_limit is not None:
-            args += ["--rate-limit", str(rate_limit)]
-        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=child_env())
-        line = self.proc.stdout.readline()
-        if not line:
-            self.proc.kill()
-            raise RuntimeError(f"the {kind} server did not start (exit {self.proc.wait()})")
-        self.url = json.loads(line)["url"]
-
-    def stop(self) -> dict:
-        self.proc.stdin.write("stop\n")
-        self.proc.stdin.flush()
-        stats = json.loads(self.proc.stdout.readline())
-        self.proc.wait(timeout=60)
-        return stats
-
-    def __enter__(self) -> "ServerProcess":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.proc.poll() is None:  # only on an error path: stop() already waited
-            self.proc.kill()
-            self.proc.wait()
-
-
 # --- Our platform, one fresh process per measured run (`--child`). --------------------------------------------
 
 
-class Probe:
-    """Timers wrapped around the delivery loop's steps (module attributes patched in the child only).
-
-    Overhead is two perf_counter calls per wrapped call (about 10,000 calls per 100,000 rows).
-    `whatif` replaces the per-batch checkpoint INSERT, to measure what a change would buy; never the default.
-    """
-
-    def __init__(self, whatif: str | None = None, flush_every: int = 8, cprofile: bool = False):
-        self.lock = threading.Lock()
-        self.samples: dict[str, list[tuple[float, float]]] = collections.defaultdict(list)
-        self.delivering = False
-        self.whatif = whatif
-        self.flush_every = flush_every
-        # cProfile with each thread's CPU clock as its timer: function-level CPU of the main thread and the senders.
-        self.cprofile = cprofile
-        self.profiles: list = []
-        self.local = threading.local()
-
-    def profiled(self, fn: Callable) -> Callable:
-        """fn run under this thread's cProfile (one Profile per thread, CPU-time timer)."""
-        import cProfile
-
-        probe = self
-
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            profile = getattr(probe.local, "profile", None)
-            if profile is None:
-                profile = probe.local.profile = cProfile.Profile(time.thread_time)
-                with probe.lock:
-                    probe.profiles.append(profile)
-            profile.enable()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                profile.disable()
-
-        return wrapper
-
-    def add(self, name: str, wall: float, cpu: float = 0.0) -> None:
-        with self.lock:
-            self.samples[name].append((wall, cpu))
-
-    def timed(self, name: str, fn: Callable, cpu: bool = False) -> Callable:
-        probe = self
-
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            wall, used = time.perf_counter(), time.thread_time() if cpu else 0.0
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                probe.add(name, time.perf_counter() - wall, (time.thread_time() - used) if cpu else 0.0)
-
-        return wrapper
-
-    def reset(self) -> None:
-        with self.lock:
-            self.samples.clear()
-
-    def install(self) -> None:
-        import requests
-
-        import composable_assets.assets.syncs as syncs_module
-        import composable_assets.delta.delivery as delivery
-        import composable_assets.destinations.http as http
-
-        probe = self
-        whatifs = set(self.whatif.split("+")) if self.whatif else set()
-        original_deliver = syncs_module.deliver
-
-        def deliver(*args: Any, **kwargs: Any) -> Any:
-            # The sync asset passes a progress callback that logs one Dagster debug message per settled batch.
-            progress = kwargs.get("on_progress")
-            if progress is not None:
-                progress = probe.timed("progress_log", progress, cpu=True)
-                if "quiet_progress" in whatifs:  # what-if only: at most one progress message a second
-                    last = [time.monotonic()]
-
-                    def throttled(report: Any, left: int, timed: Callable = progress) -> None:
-                        if left == 0 or time.monotonic() - last[0] >= 1.0:
-                            last[0] = time.monotonic()
-                            timed(report, left)
-
-                    kwargs["on_progress"] = throttled
-                else:
-                    kwargs["on_progress"] = progress
-            probe.delivering = True
-            wall, used, process = time.perf_counter(), time.thread_time(), cpu_seconds()
-            try:
-                return original_deliver(*args, **kwargs)
-            finally:
-                probe.delivering = False
-                probe.add("deliver", time.perf_counter() - wall, time.thread_time() - used)
-                probe.add("deliver_process_cpu", cpu_seconds() - process)
-
-        syncs_module.deliver = self.profiled(deliver) if self.cprofile else deliver
-        delivery.records_from_rows = self.timed("records_from_rows", delivery.records_from_rows, cpu=True)
-        delivery._checkpoint = self.timed("checkpoint", delivery._checkpoint, cpu=True)
-        delivery._send = self.timed("send_batch", delivery._send)
-        for name in ("record_intent", "clear_intents", "_confirm_leftovers"):  # newer delivery loops only
-            if hasattr(delivery, name):
-                setattr(delivery, name, self.timed(name, getattr(delivery, name), cpu=True))
-        if self.cprofile:
-            delivery._send = self.profiled(delivery._send)
-        original_chunks = delivery._chunks
-
-        def chunks(*args: Any, **kwargs: Any) -> Any:
-            iterator = original_chunks(*args, **kwargs)
-            while True:
-                wall, used = time.perf_counter(), time.thread_time()
-                try:
-                    item = next(iterator)
-                except StopIteration:
-                    probe.add("read_chunk", time.perf_counter() - wall, time.thread_time() - used)
-                    return
-                probe.add("read_chunk", time.perf_counter() - wall, time.thread_time() - used)
-                yield item
-
-        delivery._chunks = chunks
-
-        class TimedFuture:
-            __slots__ = ("future",)
-
-            def __init__(self, future: Any):
-                self.future = future
-
-            def done(self) -> bool:
-                return self.future.done()
-
-            def result(self, timeout: float | None = None) -> Any:
-                wall = time.perf_counter()
-                try:
-                    return self.future.result(timeout)
-                finally:
-                    probe.add("wait_for_batch", time.perf_counter() - wall)
-
-        class TimedPool(delivery.ThreadPoolExecutor):
-            def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Any:
-                wall = time.perf_counter()
-                future = super().submit(fn, *args, **kwargs)
-                probe.add("submit", time.perf_counter() - wall)
-                return TimedFuture(future)
-
-        delivery.ThreadPoolExecutor = TimedPool
-        http.HttpClient.request = self.timed("http_request", http.HttpClient.request)
-        http.RateBudget.acquire = self.timed("budget_acquire", http.RateBudget.acquire)
-        requests.Session.request = self.timed("session_request", requests.Session.request)
-
-        original_fold = self.timed("fold_acks", delivery.fold_acks, cpu=True)
-        if not whatifs & {"group_commit", "no_checkpoint"}:
-            # The loop checkpoints answered batches together through record_acks (one INSERT per call).
-            delivery.record_acks = self.timed("record_ack", delivery.record_acks, cpu=True)
-            delivery.fold_acks = original_fold
-            return
-
-        # What-if only: the same ack rows, written `flush_every` ranges per INSERT ("group_commit") or all at
-        # the end ("no_checkpoint", the upper bound of what removing checkpoint cost can buy).
-        pending: list[tuple] = []
-
-        def flush() -> None:
-            if not pending:
-                return
-            conn, tables = pending[-1][0], pending[-1][1]
-            params = [
-                value
-                for (_, t, run, first, last, now) in pending
-                for value in (t.audience, t.destination, run, first, last, now)
-            ]
-            values = ", ".join(["(?, ?, ?, ?, ?, ?, false)"] * len(pending))
-            conn.execute(f"INSERT INTO {tables.acks} VALUES {values}", params)
-            pending.clear()
-
-        def record_ack(conn: Any, tables: Any, run_id: str, first_seq: int, last_seq: int, now: Any) -> None:
-            wall, used = time.perf_counter(), time.thread_time()
-            pending.append((conn, tables, run_id, first_seq, last_seq, now))
-            if "group_commit" in whatifs and len(pending) >= probe.flush_every:
-                flush()
-            probe.add("record_ack", time.perf_counter() - wall, time.thread_time() - used)
-
-        def fold_acks(conn: Any, tables: Any) -> int:
-            flush()
-            return original_fold(conn, tables)
-
-        delivery.record_ack = record_ack
-        delivery.fold_acks = fold_acks
-
-    def cprofile_report(self) -> dict:
-        """Thread CPU per step (cumulative, subcalls included) and the functions that spend most of it."""
-        import pstats
-
-        if not self.profiles:
-            return {}
-        stats = pstats.Stats(*self.profiles).stats  # {(file, line, name): (cc, nc, tottime, cumtime, callers)}
-
-        def cumulative(file_part: str, name: str) -> float:
-            # Recursion is not an issue here; summing covers same-named functions in one file.
-            return sum(v[3] for (f, _, n), v in stats.items() if n == name and file_part in f)
-
-        steps = {
-            "main: whole delivery loop (deliver)": cumulative("delta/delivery.py", "deliver"),
-            "main: checkpoint INSERT (record_ack)": cumulative("delta/ledger.py", "record_acks"),
-            "main: fold acks (fold_acks)": cumulative("delta/ledger.py", "fold_acks"),
-            "main: read + decode delta chunks (_chunks)": cumulative("delta/delivery.py", "_chunks"),
-            "main: submit batches to the pool": cumulative("concurrent/futures/thread.py", "submit"),
-            "senders: whole send (_send)": cumulative("delta/delivery.py", "_send"),
-            "senders: build payloads": cumulative("destinations/braze.py", "attribute_object")
-            + cumulative("destinations/webhook.py", "webhook_rows"),
-            "senders: rate budget (RateBudget.acquire, SQLite)": cumulative("destinations/http.py", "acquire"),
-            "senders: requests Session.request (all HTTP work)": cumulative("requests/sessions.py", "request"),
-            "senders: - of which proxy settings from os.environ (merge_environment_settings)":
-                cumulative("requests/sessions.py", "merge_environment_settings"),
-            "senders: - of which JSON encoding (json.dumps)": cumulative("json/__init__.py", "dumps"),
-            "senders: - of which urllib3 urlopen (send + wait + parse)": cumulative("urllib3/connectionpool.py", "urlopen"),
-            "senders: read response JSON": cumulative("requests/models.py", "json"),
-        }
-        top = sorted(stats.items(), key=lambda item: item[1][2], reverse=True)[:15]
-        return {
-            "steps_cpu_s": steps,
-            "top_tottime": [
-                {"function": f"{Path(f).parent.name}/{Path(f).name}:{n}" if f != "~" else n, "calls": v[1],
-                 "tottime_s": v[2], "cumtime_s": v[3]}
-                for (f, _, n), v in top
-            ],
-        }
-
-    def summary(self) -> dict:
-        out = {}
-        with self.lock:
-            items = {name: list(values) for name, values in self.samples.items()}
-        for name, values in items.items():
-            walls = sorted(w for w, _ in values)
-            out[name] = {
-                "n": len(walls),
-                "total_s": sum(walls),
-                "cpu_s": sum(c for _, c in values),
-                "mean_ms": 1000 * statistics.fmean(walls),
-                "p50_ms": 1000 * walls[len(walls) // 2],
-                "p95_ms": 1000 * walls[min(len(walls) - 1, int(len(walls) * 0.95))],
-                "max_ms": 1000 * walls[-1],
-            }
-        return out
-
-
-# Wall-clock stack sampling of every thread while deliver() runs: which step each thread is in.
-# Rules are checked in order; a rule matches when any frame of the stack has that function (and file part).
-SAMPLE_RULES = {
-    "main": [
-        ("checkpoint INSERT (record_ack)", ("record_ack", "")),
-        ("fold acks into the ledger", ("fold_acks", "")),
-        ("decode delta rows (json.loads)", ("records_from_rows", "")),
-        ("read delta chunk (DuckDB)", ("_chunks", "")),
-        ("waiting for the oldest batch", ("result", "concurrent/futures")),
-        ("checkpoint bookkeeping", ("_checkpoint", "")),
-        ("submit next batch", ("submit", "")),
-        ("progress log (Dagster event log)", ("<lambda>", "assets/syncs.py")),
-    ],
-    "senders": [
-        ("rate budget (SQLite window)", ("acquire", "destinations/http.py")),
-        ("build payload", ("attribute_object", "")),
-        ("build payload", ("webhook_rows", "")),
-        ("HMAC signature", ("signature", "destinations/webhook.py")),
-        ("JSON encode/decode", ("", "/json/")),
-        ("socket wait (send/receive)", ("", "/socket.py")),
-        ("HTTP client (requests/urllib3)", ("", "/requests/")),
-        ("HTTP client (requests/urllib3)", ("", "/urllib3/")),
-        ("HTTP client (requests/urllib3)", ("", "/http/client.py")),
-        ("idle (no batch queued)", ("_worker", "concurrent/futures/thread.py")),
-    ],
-    "fake server (in process)": [
-        ("Braze fake: /users/track logic", ("_track", "fakes/braze.py")),
-        ("JSON encode/decode", ("", "/json/")),
-        ("socket wait (request/keep-alive)", ("", "/socket.py")),
-        ("http.server parsing/writing", ("", "/http/server.py")),
-        ("http.server parsing/writing", ("", "/email/")),
-    ],
-}
-
-
-class Sampler(threading.Thread):
-    """Samples every thread's stack every `interval` s while the probe says deliver() runs; thread CPU too."""
-
-    def __init__(self, probe: Probe, interval: float = 0.004):
-        super().__init__(name="bench-sampler", daemon=True)
-        self.probe = probe
-        self.interval = interval
-        self.halt = threading.Event()
-        self.counts: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
-        self.leaves: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
-        self.cpu_first: dict[int, tuple[str, float]] = {}
-        self.cpu_last: dict[int, float] = {}
-        self.ticks = 0
-
-    @staticmethod
-    def role(thread: threading.Thread | None) -> str:
-        if thread is threading.main_thread():
-            return "main"
-        name = thread.name if thread else "?"
-        if name.startswith("deliver"):
-            return "senders"
-        if name.startswith("BrazeFake") or "process_request_thread" in name:
-            return "fake server (in process)"
-        return "other"
-
-    def run(self) -> None:
-        while not self.halt.wait(self.interval):
-            if not self.probe.delivering:
-                continue
-            self.ticks += 1
-            threads = {t.ident: t for t in threading.enumerate()}
-            for ident, frame in sys._current_frames().items():
-                if ident == self.ident:
-                    continue
-                role = self.role(threads.get(ident))
-                stack = []
-                f = frame
-                while f is not None:
-                    stack.append((f.f_code.co_name, f.f_code.co_filename))
-                    f = f.f_back
-                bucket = "other"
-                for label, (func, path) in SAMPLE_RULES.get(role, []):
-                    if any((not func or name == func) and path in file for name, file in stack):
-                        bucket = label
-                        break
-                self.counts[role][bucket] += 1
-                leaf_name, leaf_file = stack[0]
-                self.leaves[role][f"{Path(leaf_file).parent.name}/{Path(leaf_file).name}:{leaf_name}"] += 1
-                try:
-                    used = time.clock_gettime(time.pthread_getcpuclockid(ident))
-                except (OSError, OverflowError):
-                    continue
-                self.cpu_first.setdefault(ident, (role, used))
-                self.cpu_last[ident] = used
-
-    def report(self) -> dict:
-        self.halt.set()
-        self.join()
-        cpu: dict[str, float] = collections.defaultdict(float)
-        threads: dict[str, int] = collections.Counter()
-        for ident, (role, first) in self.cpu_first.items():
-            cpu[role] += self.cpu_last[ident] - first
-            threads[role] += 1
-        return {
-            "interval_s": self.interval,
-            "ticks": self.ticks,
-            "roles": {
-                role: {
-                    "threads": threads.get(role, 0),
-                    "cpu_s": cpu.get(role, 0.0),
-                    "samples": sum(counter.values()),
-                    "buckets": dict(counter.most_common()),
-                    "top_leaves": dict(self.leaves[role].most_common(8)),
-                }
-                for role, counter in self.counts.items()
-            },
-        }
 
 
 def plain(value: Any) -> Any:
@@ -708,103 +213,6 @@ def spawn_ours(cfg: dict) -> dict:
     return result
 
 
-# --- drt, in its own virtualenv. --------------------------------------------------------------------------------
-
-
-def ensure_drt(venv: Path, console) -> dict:
-    """drt's virtualenv (created and installed when missing); {"drt": path, versions} or {"error": why}."""
-    drt = venv / "bin" / "drt"
-    commands = []
-    if not drt.exists():
-        console.print(f"installing {DRT_SPEC} into {venv} ...")
-        commands = [
-            [sys.executable, "-m", "venv", "--clear", str(venv)],
-            [str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check", DRT_SPEC],
-        ]
-    for command in commands:
-        proc = subprocess.run(command, capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            return {"error": f"`{' '.join(command)}` exited {proc.returncode}: {proc.stderr.strip()[-1500:]}"}
-    proc = subprocess.run(
-        [str(venv / "bin" / "python"), "-c", "import importlib.metadata as m, json; "
-         "print(json.dumps({p: m.version(p) for p in ('drt-core', 'httpx', 'duckdb', 'jinja2')}))"],
-        capture_output=True, text=True, check=False,
-    )
-    if proc.returncode != 0:
-        return {"error": f"drt's virtualenv at {venv} is broken: {proc.stderr.strip()[-1500:]}"}
-    return {"drt": str(drt), "versions": json.loads(proc.stdout)}
-
-
-BRAZE_BODY_FULL = '{"attributes": {{ rows | tojson }}}'
-# Cursor mode must select updated_at (drt tracks the cursor from each row), so the body names the fields instead.
-BRAZE_BODY_FIELDS = (
-    '{"attributes": [{% for r in rows %}{"external_id": {{ r.external_id | tojson }}, "email": {{ r.email | tojson }}, '
-    '"name": {{ r.name | tojson }}, "score": {{ r.score | tojson }}}{% if not loop.last %},{% endif %}{% endfor %}]}'
-)
-HOOK_BODY = '{"rows": {{ rows | tojson }}}'
-
-
-def drt_project(root: Path, source_db: Path, name: str, *, url: str, headers: dict, body: str, per_request: int,
-                mode: str, engine_batch: int, limit: int | None = None) -> Path:
-    """A drt project folder (+ a HOME with ~/.drt/profiles.yml) for one sync over a copy of the source data."""
-    import yaml
-
-    shutil.rmtree(root, ignore_errors=True)
-    (root / "syncs").mkdir(parents=True)
-    (root / "home" / ".drt").mkdir(parents=True)
-    db = root / "warehouse.duckdb"
-    shutil.copyfile(source_db, db)
-    (root / "home" / ".drt" / "profiles.yml").write_text(
-        yaml.safe_dump({"bench": {"type": "duckdb", "database": str(db)}})
-    )
-    (root / "drt_project.yml").write_text(yaml.safe_dump({"name": "delivery_bench", "profile": "bench"}))
-    columns = "CAST(id AS VARCHAR) AS external_id, email, name, score"
-    if mode == "incremental":
-        columns += ", updated_at"
-    model = f"SELECT {columns} FROM people" + (f" WHERE id <= {limit}" if limit else "")
-    sync: dict = {"mode": mode, "batch_size": engine_batch, "rate_limit": {"requests_per_second": 0}, "on_error": "fail"}
-    if mode == "incremental":
-        sync["cursor_field"] = "updated_at"
-    config = {
-        "name": name,
-        "description": "Every member, as the composable benchmark syncs it.",
-        "model": model,
-        "destination": {
-            "type": "rest_api",
-            "url": url,
-            "method": "POST",
-            "headers": {"Content-Type": "application/json", **headers},
-            "body_mode": "batch",
-            "batch_template": body,
-            "max_records_per_request": per_request,
-        },
-        "sync": sync,
-    }
-    (root / "syncs" / f"{name}.yml").write_text(yaml.safe_dump(config, sort_keys=False, width=1000))
-    return root
-
-
-def run_drt(drt: str, root: Path) -> dict:
-    """`drt run --output json` in the project folder; wall and CPU of the whole process."""
-    env = {**child_env(), "HOME": str(root / "home"), "DO_NOT_TRACK": "1"}
-    cpu, wall = cpu_seconds(resource.RUSAGE_CHILDREN), time.perf_counter()
-    proc = subprocess.run([drt, "run", "--output", "json"], cwd=root, env=env, capture_output=True, text=True,
-                          check=False)
-    result = {"process_s": time.perf_counter() - wall, "cpu_s": cpu_seconds(resource.RUSAGE_CHILDREN) - cpu}
-    try:
-        output = json.loads(proc.stdout)
-    except ValueError:
-        output = None
-    if proc.returncode != 0 or not output or output["syncs"][0]["status"] != "success":
-        raise RuntimeError(f"`drt run` in {root} exited {proc.returncode}:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-    sync = output["syncs"][0]
-    result.update(rows=sync["rows_synced"], failed=sync["rows_failed"], sync_s=sync["duration_seconds"],
-                  pipeline_s=output["total_duration_seconds"])
-    return result
-
-
-# --- Scenarios, in the parent. ----------------------------------------------------------------------------------
-
 
 def braze_settings(**extra: Any) -> dict:
     return {"type": "braze", "rest_endpoint": {"env": "BRAZE_REST_ENDPOINT"}, "api_key": {"env": "BRAZE_API_KEY"}, **extra}
@@ -885,12 +293,12 @@ class Bench:
         sink = BRAZE if sink_kind == "braze" else SINK
         suffix = "" if sink_kind == "braze" else "/hook"
         extra = {key: common.pop(key) for key in ("whatif", "profile", "cprofile", "instance") if key in common}
-        with ServerProcess(sink_kind) as server:
+        with ServerProcess(sink_kind, env=child_env()) as server:
             result = self.ours(label, urls=[server.url + suffix], **common, **extra)
             stats = server.stop()
         self.add(ours_row(label, setup, sink, result["first"], stats, result["probe"], self.args.members))
         if rerun:
-            with ServerProcess(sink_kind) as server:
+            with ServerProcess(sink_kind, env=child_env()) as server:
                 again = self.ours(f"{label}.rerun", urls=[server.url + suffix], workdir=label, fresh=False, day=DAY2,
                                   **common)
                 stats = server.stop()
@@ -927,7 +335,7 @@ class Bench:
         for limit in self.args.limit_requests:
             label = f"B.ours.{limit}"
             settings = braze_settings(track_limit={"requests": limit, "window_seconds": window})
-            with ServerProcess("braze", rate_limit=limit, window=window) as server:
+            with ServerProcess("braze", rate_limit=limit, window=window, env=child_env()) as server:
                 result = self.ours(label, destination="braze", settings=settings, url_env="BRAZE_REST_ENDPOINT",
                                    env={"BRAZE_API_KEY": API_KEY}, urls=[server.url])
                 stats = server.stop()
@@ -939,7 +347,7 @@ class Bench:
 
     # C: drt against the same Braze fake
     def scenario_c_ours_sequential(self) -> None:
-        with ServerProcess("braze") as server:
+        with ServerProcess("braze", env=child_env()) as server:
             result = self.ours("C.ours.c1", destination="braze", settings=braze_settings(concurrency=1),
                                url_env="BRAZE_REST_ENDPOINT", env={"BRAZE_API_KEY": API_KEY}, urls=[server.url])
             stats = server.stop()
@@ -953,7 +361,7 @@ class Bench:
         for part, count in zip(("first", "rerun"), expected):
             if count is None:
                 continue
-            with ServerProcess(sink_kind) as server:
+            with ServerProcess(sink_kind, env=child_env()) as server:
                 url = server.url + ("/users/track" if sink_kind == "braze" else "/hook")
                 if part == "first":
                     drt_project(root, self.source_db, label.replace(".", "_").replace("-", "_"), url=url, **project)
@@ -961,7 +369,7 @@ class Bench:
                     sync_file = next((root / "syncs").glob("*.yml"))
                     sync_file.write_text(sync_file.read_text().replace(previous_url, url))
                 previous_url = url
-                run = run_drt(self.drt["drt"], root)
+                run = run_drt(self.drt["drt"], root, child_env())
                 stats = server.stop()
             name = label if part == "first" else f"{label}.rerun"
             self.add(drt_row(name, setup, BRAZE if sink_kind == "braze" else SINK, run, stats, count))
@@ -1034,18 +442,25 @@ def budget_analysis(stats: dict, limit: int, window: float) -> dict:
 
 
 def best(runs: list[dict]) -> dict:
-    """The fastest of the repeats (the least disturbed); re-runs by whole-run time."""
-    key = (lambda r: r["sync_s"]) if runs[0]["expected"] else (lambda r: r["pipeline_s"])
-    chosen = dict(min(runs, key=key))
+    """The fastest of the repeats (the least disturbed); re-runs by whole-run time. The spread goes beside it."""
+    measure = "sync_s" if runs[0]["expected"] else "pipeline_s"
+    chosen = dict(min(runs, key=lambda r: r[measure]))
     chosen["repeats"] = len(runs)
+    chosen[f"{measure}_summary"] = summary(r[measure] for r in runs)
+    chosen["client_cpu_s_summary"] = summary(r["client_cpu_s"] for r in runs)
     return chosen
 
 
+def machine(drt: dict) -> dict:
+    """The machine, our versions and drt's (from its own virtualenv)."""
+    return {
+        **machine_info(),
+        "versions": versions(("composable_assets", "dagster", "duckdb", "requests", "urllib3")),
+        "drt_versions": drt.get("versions"),
+    }
+
+
 # --- Report. ---------------------------------------------------------------------------------------------------
-
-
-def fmt(value: Any, spec: str = ",.0f", none: str = "–") -> str:
-    return none if value is None else format(value, spec)
 
 
 MAIN_ORDER = ["A.ours", "A.ours.fake-in-process", "A.ours.sqlite-instance", "B.*", "C.ours.c1", "C.drt.full",
@@ -1174,34 +589,6 @@ def profile_rows(profile: dict) -> list[list[str]]:
 def cprofile_rows(report: dict) -> list[list[str]]:
     steps = report.get("steps_cpu_s", {})
     return [[name, f"{seconds:.2f}"] for name, seconds in steps.items()]
-
-
-def machine_info(drt: dict) -> dict:
-    import importlib.metadata as md
-
-    import psutil
-
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    versions = {p: md.version(p) for p in ("composable_assets", "dagster", "duckdb", "requests", "urllib3")}
-    return {
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "versions": versions,
-        "drt_versions": drt.get("versions"),
-    }
-
-
-def md_table(header: list[str], rows: list[list[str]], left: int) -> list[str]:
-    return [
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join(["---"] * left + ["---:"] * (len(header) - left)) + "|",
-        *("| " + " | ".join(cells) + " |" for cells in rows),
-    ]
 
 
 def budget_sentence(b: dict, row: dict) -> str:
@@ -1387,21 +774,6 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def load_average() -> str:
-    return " ".join(f"{value:.2f}" for value in os.getloadavg())
-
-
-def rich_table(title: str, header: list[str], rows: list[list[str]], left: int):
-    from rich.table import Table
-
-    table = Table(title=title)
-    for i, name in enumerate(header):
-        table.add_column(name, justify="left" if i < left else "right")
-    for cells in rows:
-        table.add_row(*cells)
-    return table
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--members", type=int, default=100_000, help="audience size (rows delivered per first sync)")
@@ -1414,13 +786,7 @@ def main() -> None:
     parser.add_argument("--whatifs", action="store_true", help="also run the what-if patches (historical)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder for delivery.json and delivery.md")
     parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--serve", choices=("braze", "sink"), help=argparse.SUPPRESS)
-    parser.add_argument("--rate-limit", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--window", type=float, default=3.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve:
-        serve_main(args.serve, args.rate_limit, args.window)
-        return
     if args.child:
         print(json.dumps(child_ours(json.loads(args.child)), default=str))
         return
@@ -1433,8 +799,8 @@ def main() -> None:
     if not console.is_terminal:
         console.width = 220
     started = time.perf_counter()
-    load_before = load_average()
-    if os.getloadavg()[0] > 0.5:
+    load_before = load_text()
+    if busy():
         console.print(f"[yellow]load average {load_before} before starting: other work shares the CPUs[/]")
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
@@ -1465,12 +831,12 @@ def main() -> None:
 
     rows = [best(runs) for runs in bench.rows.values()]
     report = {
-        "machine": machine_info(bench.drt),
+        "machine": machine(bench.drt),
         "code": code,
         "members": args.members,
         "repeat": args.repeat,
         "load_before": load_before,
-        "load_after": load_average(),
+        "load_after": load_text(),
         "elapsed_s": time.perf_counter() - started,
         "drt_error": drt_error,
         "rows": rows,
@@ -1503,11 +869,8 @@ def main() -> None:
         console.print(line.replace("**", "").replace("## ", ""), highlight=False, markup=False)
     for problem in report["problems"]:
         console.print(f"[red]problem[/]: {problem}")
-    args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / "delivery.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    (args.results / "delivery.md").write_text(markdown(report))
-    console.print(f"written: {args.results / 'delivery.json'}, {args.results / 'delivery.md'} "
-                  f"({report['elapsed_s']:.0f} s)")
+    written = write_results(args.results, "delivery", data=report, markdown=markdown(report))
+    console.print(f"written: {', '.join(map(str, written))} ({report['elapsed_s']:.0f} s)")
 
 
 if __name__ == "__main__":

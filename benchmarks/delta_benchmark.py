@@ -6,19 +6,17 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
-import resource
 import shutil
 import subprocess
 import sys
-import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import duckdb
 from rich.console import Console
-from rich.table import Table
+
+from common import timing
+from common.report import RESULTS, machine_info, md_table, rich_table, write_results
+from common.timing import busy, load_text, peak_rss_mb, timed
 
 from composable_assets.delta.diff import compute_delta
 from composable_assets.delta.snapshot import SyncShape, build_snapshot
@@ -29,7 +27,6 @@ from composable_assets.warehouse import Warehouse
 HERE = Path(__file__).resolve().parent
 # A folder of its own inside the git-ignored .work/, which other benchmarks share: only this one is ever deleted.
 WORK = HERE / ".work" / "delta"
-RESULTS = HERE / "results"
 SIZES = (1_000_000, 10_000_000)
 # Passed from the parent to the step subprocesses, which inherit the environment.
 MEMORY_LIMIT_ENV = "DELTA_BENCHMARK_MEMORY_LIMIT"
@@ -98,21 +95,6 @@ def expected_counts(size: int) -> dict[str, int]:
         "update": per_remainder * len(UPDATE_REMAINDERS),
         "remove": per_remainder,
     }
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident set so far (Linux reports KiB); DuckDB allocates inside it."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-@contextmanager
-def timed(into: dict, name: str) -> Iterator[None]:
-    """Record a block's wall seconds as `name` and its CPU seconds, summed over all threads, as `name_cpu`."""
-    # CPU time is kept too because on a shared machine it moves far less than wall time between runs.
-    wall, cpu = time.perf_counter(), time.process_time()
-    yield
-    into[name] = time.perf_counter() - wall
-    into[f"{name}_cpu"] = time.process_time() - cpu
 
 
 # --- Steps, each run in a fresh subprocess so its peak RSS is its own. ---------------------------------------
@@ -243,6 +225,9 @@ def summarize(runs: list[dict]) -> dict:
     summary["peak_rss_mb"] = max(run["peak_rss_mb"] for run in runs)
     summary["base_rss_mb"] = runs[0]["base_rss_mb"]
     summary["counts"] = runs[0]["counts"]
+    # The spread of the repeats beside the best: a wide one says the machine was busy.
+    summary["spread"] = {key: timing.summary(run[key] for run in runs) for key in runs[0]
+                         if key.endswith(("_s", "seconds", "_cpu"))}
     summary["runs"] = runs
     return summary
 
@@ -255,17 +240,16 @@ def bench_size(size: int, repeat: int, console: Console) -> dict:
     expected = expected_counts(size)
     runs: dict[str, list[dict]] = {step: [] for step in STEPS}
     # Rounds rather than step after step, so a burst of load elsewhere does not land on every run of one step.
-    for round_no in range(1, repeat + 1):
-        for step in STEPS:
-            # A fresh copy per run: the delta and the bare join write into the file, and no run may see another's output.
-            copy = WORK / f"{step}_{size}.duckdb"
-            shutil.copyfile(prepared, copy)
-            console.print(f"  round {round_no}/{repeat}: {step} ...")
-            run = spawn(step, copy, size)
-            copy.unlink()
-            if run["counts"] != expected:
-                sys.exit(f"{step} at {size:,} members found {run['counts']}, expected {expected}")
-            runs[step].append(run)
+    for round_no, step in timing.rounds(repeat, STEPS):
+        # A fresh copy per run: the delta and the bare join write into the file, and no run may see another's output.
+        copy = WORK / f"{step}_{size}.duckdb"
+        shutil.copyfile(prepared, copy)
+        console.print(f"  round {round_no}/{repeat}: {step} ...")
+        run = spawn(step, copy, size)
+        copy.unlink()
+        if run["counts"] != expected:
+            sys.exit(f"{step} at {size:,} members found {run['counts']}, expected {expected}")
+        runs[step].append(run)
     prepared.unlink()
     for step in STEPS:
         result[step] = summarize(runs[step])
@@ -279,27 +263,12 @@ def bench_size(size: int, repeat: int, console: Console) -> dict:
     return result
 
 
-def machine_info() -> dict:
+def machine() -> dict:
     """What the numbers were measured on."""
     # Imported here, not at the top, so that pandas is not part of the DuckDB steps' peak RSS.
     import pandas as pd
-    import psutil
 
-    cpu = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")),
-        platform.processor(),
-    )
-    return {
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "duckdb": duckdb.__version__,
-        "pandas": pd.__version__,
-    }
+    return {**machine_info(), "duckdb": duckdb.__version__, "pandas": pd.__version__}
 
 
 def table_rows(results: list[dict]) -> tuple[list[str], list[list[str]]]:
@@ -342,9 +311,7 @@ def markdown(report: dict) -> str:
         f"Python {machine['python']} · {machine['platform']} · load average {report['load_before']} before, "
         f"{report['load_after']} after",
         "",
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join("---:" for _ in header) + "|",
-        *("| " + " | ".join(row) + " |" for row in rows),
+        *md_table(header, rows, left=0),
         "",
         f"Times are the best of {report['repeat']} runs, peaks the worst; every run was a fresh process on its own "
         "copy of the same prepared file. The ledger is the snapshot minus 1% (adds), with 2% changed ltv (updates), "
@@ -353,11 +320,6 @@ def markdown(report: dict) -> str:
         f"CPU-time ratio delta / bare join: {cpu_ratios}.",
         "",
     ])
-
-
-def load_average() -> str:
-    """The 1/5/15-minute load averages, to tell a quiet machine from a shared one."""
-    return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def main() -> None:
@@ -388,8 +350,8 @@ def main() -> None:
     if not console.is_terminal:
         # Piped into a log, the table would otherwise be squeezed into 80 columns.
         console.width = 140
-    load_before = load_average()
-    if os.getloadavg()[0] > 0.5:
+    load_before = load_text()
+    if busy():
         console.print(f"[yellow]load average {load_before} before starting: other work shares the CPUs, times will be noisy[/]")
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
@@ -398,26 +360,20 @@ def main() -> None:
     finally:
         shutil.rmtree(WORK, ignore_errors=True)
     report = {
-        "machine": machine_info(),
+        "machine": machine(),
         "load_before": load_before,
-        "load_after": load_average(),
+        "load_after": load_text(),
         "repeat": args.repeat,
         "targets": {"max_ratio": MAX_RATIO, "max_peak_mb": MAX_PEAK_MB},
         "results": results,
     }
 
     header, rows = table_rows(results)
-    table = Table(title=f"Delta step vs bare DuckDB join vs pandas merge (mirror mode, best of {args.repeat})")
-    for name in header:
-        table.add_column(name, justify="right")
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
+    console.print(rich_table(f"Delta step vs bare DuckDB join vs pandas merge (mirror mode, best of {args.repeat})",
+                             header, rows))
 
-    args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / "delta.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.results / "delta.md").write_text(markdown(report))
-    console.print(f"results in {args.results / 'delta.json'} and {args.results / 'delta.md'}")
+    written = write_results(args.results, "delta", data=report, markdown=markdown(report))
+    console.print(f"results in {' and '.join(map(str, written))}")
 
 
 if __name__ == "__main__":

@@ -35,9 +35,7 @@ import json
 import os
 import platform
 import random
-import resource
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -55,11 +53,12 @@ from latency_benchmark import (  # noqa: E402
     KEY,
     REPO,
     land_orders,
-    load_average,
     parse_sizes,
     pick_customers,
     prepare,
 )
+from common.report import write_results  # noqa: E402
+from common.timing import cpu_seconds, load_average, rounds, span, summary  # noqa: E402
 
 import dagster as dg  # noqa: E402
 import duckdb  # noqa: E402
@@ -94,11 +93,11 @@ def run_once(job: dg.JobDefinition, instance: dg.DagsterInstance, partition: str
     tags = {"composable/trigger": "change", "composable/changed": "orders", "composable/benchmark": "incremental"}
     if mode != "untagged":
         tags[REFRESH_TAG] = mode
-    cpu = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = cpu_seconds()
     began = time.perf_counter()
     result = job.execute_in_process(instance=instance, partition_key=partition, tags=tags, run_config=QUIET)
     wall = time.perf_counter() - began
-    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = cpu_seconds() - cpu
     starts: dict[str, float] = {}
     steps: dict[str, float] = {}
     run_start = run_end = None
@@ -130,17 +129,13 @@ def run_once(job: dg.JobDefinition, instance: dg.DagsterInstance, partition: str
         "success": result.success,
         "run": (run_end - run_start) if run_start and run_end else None,
         "wall": wall,
-        "cpu": (after.ru_utime + after.ru_stime) - (cpu.ru_utime + cpu.ru_stime),
+        "cpu": cpu,
         "warehouse": sum(groups[g] for g in WAREHOUSE_GROUPS),
         "groups": groups,
         "steps": steps,
         "metadata": metadata,
         "load": load_average(),
     }
-
-
-def summary(values: list[float]) -> dict:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
 def changed_customers(customers: int, wanted: int) -> int:
@@ -178,21 +173,20 @@ def measure(customers: int, pairs: int, changed: int, seed: int, modes: tuple[st
                 first = run_once(job, instance, partition, "untagged")
                 print(f"  first full materialization (every VIP and the day's purchases sent): "
                       f"{first['wall']:.1f} s, warehouse steps {first['warehouse']:.1f} s", flush=True)
-                for pair in range(pairs):
-                    for mode in modes:
-                        targets = pick_customers(facts, changed, rng, exclude=used)
-                        used.update(targets)
-                        orders = [(c, order_id + i + 1) for i, c in enumerate(targets)]
-                        order_id += len(targets)
-                        land_orders(facts["folders"]["orders"], orders)
-                        run = run_once(job, instance, partition, mode)
-                        run["pair"] = pair + 1
-                        runs.append(run)
-                        affected = {k: v["affected_keys"] for k, v in run["metadata"].items() if "affected_keys" in v}
-                        repaired = sum(v.get("repaired_rows") or 0 for v in run["metadata"].values())
-                        print(f"  pair {pair + 1} {mode:>11}: warehouse {run['warehouse']:6.2f} s, run {run['run']:6.2f} s"
-                              f" (load {run['load'][0]:.1f}); affected keys {sorted(set(affected.values())) or '-'}"
-                              + (f", repaired rows {repaired}" if mode == "full" else ""), flush=True)
+                for pair, mode in rounds(pairs, modes):
+                    targets = pick_customers(facts, changed, rng, exclude=used)
+                    used.update(targets)
+                    orders = [(c, order_id + i + 1) for i, c in enumerate(targets)]
+                    order_id += len(targets)
+                    land_orders(facts["folders"]["orders"], orders)
+                    run = run_once(job, instance, partition, mode)
+                    run["pair"] = pair
+                    runs.append(run)
+                    affected = {k: v["affected_keys"] for k, v in run["metadata"].items() if "affected_keys" in v}
+                    repaired = sum(v.get("repaired_rows") or 0 for v in run["metadata"].values())
+                    print(f"  pair {pair} {mode:>11}: warehouse {run['warehouse']:6.2f} s, run {run['run']:6.2f} s"
+                          f" (load {run['load'][0]:.1f}); affected keys {sorted(set(affected.values())) or '-'}"
+                          + (f", repaired rows {repaired}" if mode == "full" else ""), flush=True)
         finally:
             braze.stop()
             iterable.stop()
@@ -249,10 +243,6 @@ def measure_baseline(code: Path, customers: int, pairs: int, changed: int, seed:
         env={**os.environ, "BENCHMARK_CODE_DIR": str(code)}, check=True,
     )
     return json.loads(out.read_text())
-
-
-def span(s: dict | None) -> str:
-    return "-" if s is None else f"{s['median']:.2f} s ({s['min']:.2f}-{s['max']:.2f})"
 
 
 def ratio(a: dict | None, b: dict | None) -> str:
@@ -382,13 +372,10 @@ def main() -> None:
             shutil.rmtree(code.parent, ignore_errors=True)
     table = report(results, args, time.time() - started)
     print("\n" + table)
-    args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / "incremental.md").write_text(table + "\n")
     machine = {"node": platform.node(), "cores": os.cpu_count(), "duckdb": duckdb.__version__,
                "date": dt.date.today().isoformat(), "pairs": args.pairs, "changed": args.changed,
                "baseline_rev": args.baseline_rev}
-    (args.results / "incremental.json").write_text(
-        json.dumps({"machine": machine, "results": results}, indent=2, default=str) + "\n")
+    write_results(args.results, "incremental", markdown=table + "\n", data={"machine": machine, "results": results})
 
 
 if __name__ == "__main__":

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import platform
 import random
@@ -67,6 +66,9 @@ from composable_assets_tests.demo.simulator import ORDER_SCHEMA  # noqa: E402
 from composable_assets_tests.fakes.braze import BrazeFake  # noqa: E402
 from composable_assets_tests.fakes.iterable import IterableFake  # noqa: E402
 from composable_assets_tests.fakes.local import NEWSLETTER_LIST_ID  # noqa: E402
+
+from common.report import write_results  # noqa: E402
+from common.timing import load_average  # noqa: E402
 
 KEY = "bench-key"
 SYNC_STEP = "sync__vip_customers__braze"
@@ -112,10 +114,6 @@ def parse_sizes(text: str) -> list[int]:
         scale = {"k": 1_000, "m": 1_000_000}.get(item[-1:], 1)
         sizes.append(int(float(item[:-1] if scale > 1 else item) * scale))
     return sizes
-
-
-def load_average() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -437,11 +435,9 @@ def main() -> None:
                      + ", ".join(f"{name} {fmt(value)}" for name, value in r["steps_median"].items()))
     table = "\n".join(lines)
     print("\n" + table)
-    args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / "latency.md").write_text(table + "\n")
     machine = {"node": platform.node(), "cores": os.cpu_count(), "date": dt.date.today().isoformat(),
                "probes": args.probes, "every": args.every}
-    (args.results / "latency.json").write_text(json.dumps({"machine": machine, "results": results}, indent=2) + "\n")
+    write_results(args.results, "latency", markdown=table + "\n", data={"machine": machine, "results": results})
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 
 Braze and Iterable are the local fakes, each in a process of its own (as a vendor would be), with their
 documented limits or without any; the outbox writes JSON Lines. Reports events per second of the delivery step
-(from the asset's metadata) and of the whole run, and a re-run with nothing new. Passes or fails on nothing but
-a broken run.
+(from the asset's metadata) and of the whole run with its CPU seconds, and a re-run with nothing new. Passes or
+fails on nothing but a broken run.
 
     .venv/bin/python benchmarks/stream_benchmark.py --events 20000
 """
@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +24,9 @@ from composable_assets.definitions import load_definitions, stream_selection
 from composable_assets.project import load_project
 from composable_assets.runner import run_selection
 from composable_assets.settings import Settings
+
+from common.sinks import start_fake
+from common.timing import cpu_seconds, load_text
 
 KEY = "bench-stream-key-2f7a"
 
@@ -60,14 +60,6 @@ box: {type: outbox}
 """
 
 
-def start_fake(kind: str, limited: bool) -> tuple[subprocess.Popen, str]:
-    command = [sys.executable, "-m", "composable_assets_tests.fakes", kind, "--api-key", KEY]
-    if not limited:
-        command.append("--no-rate-limit")
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    return process, json.loads(process.stdout.readline())["url"]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20_000)
@@ -91,7 +83,7 @@ def main() -> None:
             "?::TIMESTAMP - to_seconds(? - i) AS ordered_at FROM range(?) AS r(i)",
             [now - dt.timedelta(minutes=5), args.events, args.events],
         )
-    fakes = {kind: start_fake(kind, args.limited) for kind in ("braze", "iterable")}
+    fakes = {kind: start_fake(kind, KEY, args.limited) for kind in ("braze", "iterable")}
     os.environ.update(
         BRAZE_REST_ENDPOINT=fakes["braze"][1], BRAZE_API_KEY=KEY, ITERABLE_BASE_URL=fakes["iterable"][1], ITERABLE_API_KEY=KEY
     )
@@ -100,20 +92,21 @@ def main() -> None:
         defs = load_definitions(settings)
         project = load_project(project_dir)
         instance = dg.DagsterInstance.ephemeral()
-        print(f"{args.events} events, fakes {'with' if args.limited else 'without'} rate limits, {os.cpu_count()} cores")
+        print(f"{args.events} events, fakes {'with' if args.limited else 'without'} rate limits, {os.cpu_count()} cores, "
+              f"load average {load_text()}")
         for label in ("first run", "re-run, nothing new"):
             for destination in ("braze", "iterable", "box"):
-                started = time.monotonic()
+                started, cpu = time.monotonic(), cpu_seconds()
                 outcome = run_selection(
                     defs, stream_selection(project, "orders", destination), now.date().isoformat(), instance, "WARNING"
                 )
-                wall = time.monotonic() - started
+                wall, cpu = time.monotonic() - started, cpu_seconds() - cpu
                 [stream] = outcome.streams
                 assert outcome.success, outcome.errors
                 sent, seconds = stream.count("sent"), stream.metadata["duration_seconds"].value
                 print(
                     f"{label:20} {destination:9} sent {sent:6}  delivery {seconds:6.2f} s "
-                    f"({sent / seconds if seconds else 0:8.0f} events/s)  whole run {wall:5.2f} s"
+                    f"({sent / seconds if seconds else 0:8.0f} events/s)  whole run {wall:5.2f} s, CPU {cpu:5.2f} s"
                 )
     finally:
         for process, _ in fakes.values():

@@ -19,8 +19,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
-import resource
 import shutil
 import signal
 import subprocess
@@ -45,12 +43,21 @@ from composable_assets.settings import DEFAULT_DUCKDB_MEMORY_LIMIT
 from composable_assets.warehouse import Connection, engine_from_url
 
 HERE = Path(__file__).resolve().parent
+# `python benchmarks/warehouse_benchmark.py` puts benchmarks/ on sys.path for `common`; the smoke test loads this
+# file by its path, which does not.
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+from common.report import RESULTS, machine_info, md_table, versions, write_results  # noqa: E402
+# `timed` records this process's CPU seconds beside wall seconds; on PostgreSQL the work is in the server
+# process, so there the CPU time is not the step's cost.
+from common.timing import current_rss_mb, load_text, peak_rss_mb, timed  # noqa: E402
+
 REPO = HERE.parent
 # A folder of its own inside the git-ignored .work/, which other benchmarks share: only this one is ever deleted.
 WORK = HERE / ".work" / "warehouse"
 # A copy of composable_assets/ taken at the start (or of --code-rev): every process of one run imports the same code.
 CODE = WORK / "code"
-RESULTS = HERE / "results"
 
 ENGINES = ("duckdb", "postgres", "snowflake")
 LABELS = {
@@ -152,16 +159,6 @@ def check(what: str, found: object, expected: object) -> None:
         raise BenchmarkError(f"{what}: found {found}, expected {expected}")
 
 
-@contextmanager
-def timed(into: dict, name: str) -> Iterator[None]:
-    """Record a block's wall seconds as `name` (CPU seconds of this process as `name_cpu`)."""
-    # On PostgreSQL the work is in the server process, so this process's CPU time is not the step's cost.
-    wall, cpu = time.perf_counter(), time.process_time()
-    yield
-    into[name] = time.perf_counter() - wall
-    into[f"{name}_cpu"] = time.process_time() - cpu
-
-
 def ack_everything(conn: Connection, run: DeltaRun, now: dt.datetime) -> None:
     """What a sync whose destination acknowledged every row leaves: one checkpoint for the run, then the fold."""
     record_acks(conn, TABLES, f"sync-{run.run_id}", [(run.first_seq, run.last_seq)], now)
@@ -240,17 +237,6 @@ def prepare_delta(url: str, size: int) -> DeltaRun:
         run = compute_delta(conn, TABLES, SHAPE, "mirror", run_id="day1", partition=DAY1, now=dt.datetime(2026, 3, 2, 6))
     check("delta to stream", counts(run), {"add": size, "update": 0, "remove": 0})
     return run
-
-
-def current_rss_mb() -> float:
-    import psutil
-
-    return psutil.Process().memory_info().rss / 2**20
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident set so far (Linux reports KiB); DuckDB allocates inside it."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class CountingSession(Session):
@@ -552,7 +538,7 @@ def diff_table(diffs: dict[str, dict]) -> list[str]:
             same_size = diffs[engine]["size"] == diffs["duckdb"]["size"]
             total.append(f"{diffs[engine]['total_s'] / diffs['duckdb']['total_s']:.1f}×" if same_size else "n/a")
     rows.append(total)
-    return markdown_table(header, rows)
+    return md_table(header, rows, left=1, left_mark=":---")
 
 
 def stream_table(streams: dict[str, list[dict]]) -> list[str]:
@@ -579,7 +565,7 @@ def stream_table(streams: dict[str, list[dict]]) -> list[str]:
                 f"{r['final_fold_s']:.1f}", f"{r['base_rss_mb']:.0f}", f"{r['streaming_peak_rss_mb']:.0f}",
                 f"{r['peak_rss_mb']:.0f}",
             ])
-    return markdown_table(header, rows)
+    return md_table(header, rows, left=1, left_mark=":---")
 
 
 def stream_traces(streams: dict[str, list[dict]]) -> list[str]:
@@ -615,38 +601,10 @@ def stream_ratios(streams: dict[str, list[dict]]) -> list[str]:
     return lines
 
 
-def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return [
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|",
-        *("| " + " | ".join(row) + " |" for row in rows),
-    ]
-
-
-def machine_info() -> dict:
-    """What the numbers were measured on."""
-    from importlib.metadata import version
-
-    import psutil
-
-    cpu = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")),
-        platform.processor(),
-    )
-    info = {
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
-    for package in ("duckdb", "psycopg2-binary", "snowflake-connector-python", "fakesnow", "sqlglot"):
-        try:
-            info[package] = version(package)
-        except Exception:  # noqa: BLE001 - a missing package is reported as such
-            info[package] = "not installed"
+def machine() -> dict:
+    """What the numbers were measured on: the machine, the engines' client versions and the PostgreSQL server's."""
+    packages = ("duckdb", "psycopg2-binary", "snowflake-connector-python", "fakesnow", "sqlglot")
+    info = {**machine_info(), **versions(packages, missing="not installed")}
     try:
         admin = _pg_admin()
         with admin.cursor() as cur:
@@ -731,10 +689,6 @@ def available(engine: str) -> bool:
     return True
 
 
-def load_average() -> str:
-    return " ".join(f"{value:.2f}" for value in os.getloadavg())
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -782,7 +736,7 @@ def main() -> None:
     # A stop (SIGTERM) unwinds like Ctrl-C, so the PostgreSQL databases and scratch folders are still removed.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("stopped"))
     started = time.perf_counter()
-    load_before = load_average()
+    load_before = load_text()
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
     try:
@@ -793,9 +747,9 @@ def main() -> None:
     finally:
         shutil.rmtree(WORK, ignore_errors=True)
     report = {
-        "machine": {**machine_info(), **code},
+        "machine": {**machine(), **code},
         "load_before": load_before,
-        "load_after": load_average(),
+        "load_after": load_text(),
         "timeout_s": args.timeout,
         "stream_timeout_s": args.stream_timeout,
         "run_s": time.perf_counter() - started,
@@ -804,9 +758,8 @@ def main() -> None:
     }
     text = markdown(report)
     print(text)
-    args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / "warehouse.md").write_text(text)
-    print(f"results in {args.results / 'warehouse.md'}")
+    [written] = write_results(args.results, "warehouse", markdown=text)
+    print(f"results in {written}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,373 @@
+"""Where the delivery loop's time goes: timers patched around its steps, and a stack sampler.
+
+Used by the delivery benchmark's child processes (`delivery_benchmark.py --child`) only: `Probe.install` patches
+module attributes of composable_assets, which no production process may see.
+"""
+
+from __future__ import annotations
+
+import collections
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from common.timing import cpu_seconds
+
+
+class Probe:
+    """Timers wrapped around the delivery loop's steps (module attributes patched in the child only).
+
+    Overhead is two perf_counter calls per wrapped call (about 10,000 calls per 100,000 rows).
+    `whatif` replaces the per-batch checkpoint INSERT, to measure what a change would buy; never the default.
+    """
+
+    def __init__(self, whatif: str | None = None, flush_every: int = 8, cprofile: bool = False):
+        self.lock = threading.Lock()
+        self.samples: dict[str, list[tuple[float, float]]] = collections.defaultdict(list)
+        self.delivering = False
+        self.whatif = whatif
+        self.flush_every = flush_every
+        # cProfile with each thread's CPU clock as its timer: function-level CPU of the main thread and the senders.
+        self.cprofile = cprofile
+        self.profiles: list = []
+        self.local = threading.local()
+
+    def profiled(self, fn: Callable) -> Callable:
+        """fn run under this thread's cProfile (one Profile per thread, CPU-time timer)."""
+        import cProfile
+
+        probe = self
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            profile = getattr(probe.local, "profile", None)
+            if profile is None:
+                profile = probe.local.profile = cProfile.Profile(time.thread_time)
+                with probe.lock:
+                    probe.profiles.append(profile)
+            profile.enable()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                profile.disable()
+
+        return wrapper
+
+    def add(self, name: str, wall: float, cpu: float = 0.0) -> None:
+        with self.lock:
+            self.samples[name].append((wall, cpu))
+
+    def timed(self, name: str, fn: Callable, cpu: bool = False) -> Callable:
+        probe = self
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            wall, used = time.perf_counter(), time.thread_time() if cpu else 0.0
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                probe.add(name, time.perf_counter() - wall, (time.thread_time() - used) if cpu else 0.0)
+
+        return wrapper
+
+    def reset(self) -> None:
+        with self.lock:
+            self.samples.clear()
+
+    def install(self) -> None:
+        import requests
+
+        import composable_assets.assets.syncs as syncs_module
+        import composable_assets.delta.delivery as delivery
+        import composable_assets.destinations.http as http
+
+        probe = self
+        whatifs = set(self.whatif.split("+")) if self.whatif else set()
+        original_deliver = syncs_module.deliver
+
+        def deliver(*args: Any, **kwargs: Any) -> Any:
+            # The sync asset passes a progress callback that logs one Dagster debug message per settled batch.
+            progress = kwargs.get("on_progress")
+            if progress is not None:
+                progress = probe.timed("progress_log", progress, cpu=True)
+                if "quiet_progress" in whatifs:  # what-if only: at most one progress message a second
+                    last = [time.monotonic()]
+
+                    def throttled(report: Any, left: int, timed: Callable = progress) -> None:
+                        if left == 0 or time.monotonic() - last[0] >= 1.0:
+                            last[0] = time.monotonic()
+                            timed(report, left)
+
+                    kwargs["on_progress"] = throttled
+                else:
+                    kwargs["on_progress"] = progress
+            probe.delivering = True
+            wall, used, process = time.perf_counter(), time.thread_time(), cpu_seconds()
+            try:
+                return original_deliver(*args, **kwargs)
+            finally:
+                probe.delivering = False
+                probe.add("deliver", time.perf_counter() - wall, time.thread_time() - used)
+                probe.add("deliver_process_cpu", cpu_seconds() - process)
+
+        syncs_module.deliver = self.profiled(deliver) if self.cprofile else deliver
+        delivery.records_from_rows = self.timed("records_from_rows", delivery.records_from_rows, cpu=True)
+        delivery._checkpoint = self.timed("checkpoint", delivery._checkpoint, cpu=True)
+        delivery._send = self.timed("send_batch", delivery._send)
+        for name in ("record_intent", "clear_intents", "_confirm_leftovers"):  # newer delivery loops only
+            if hasattr(delivery, name):
+                setattr(delivery, name, self.timed(name, getattr(delivery, name), cpu=True))
+        if self.cprofile:
+            delivery._send = self.profiled(delivery._send)
+        original_chunks = delivery._chunks
+
+        def chunks(*args: Any, **kwargs: Any) -> Any:
+            iterator = original_chunks(*args, **kwargs)
+            while True:
+                wall, used = time.perf_counter(), time.thread_time()
+                try:
+                    item = next(iterator)
+                except StopIteration:
+                    probe.add("read_chunk", time.perf_counter() - wall, time.thread_time() - used)
+                    return
+                probe.add("read_chunk", time.perf_counter() - wall, time.thread_time() - used)
+                yield item
+
+        delivery._chunks = chunks
+
+        class TimedFuture:
+            __slots__ = ("future",)
+
+            def __init__(self, future: Any):
+                self.future = future
+
+            def done(self) -> bool:
+                return self.future.done()
+
+            def result(self, timeout: float | None = None) -> Any:
+                wall = time.perf_counter()
+                try:
+                    return self.future.result(timeout)
+                finally:
+                    probe.add("wait_for_batch", time.perf_counter() - wall)
+
+        class TimedPool(delivery.ThreadPoolExecutor):
+            def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Any:
+                wall = time.perf_counter()
+                future = super().submit(fn, *args, **kwargs)
+                probe.add("submit", time.perf_counter() - wall)
+                return TimedFuture(future)
+
+        delivery.ThreadPoolExecutor = TimedPool
+        http.HttpClient.request = self.timed("http_request", http.HttpClient.request)
+        http.RateBudget.acquire = self.timed("budget_acquire", http.RateBudget.acquire)
+        requests.Session.request = self.timed("session_request", requests.Session.request)
+
+        original_fold = self.timed("fold_acks", delivery.fold_acks, cpu=True)
+        if not whatifs & {"group_commit", "no_checkpoint"}:
+            # The loop checkpoints answered batches together through record_acks (one INSERT per call).
+            delivery.record_acks = self.timed("record_ack", delivery.record_acks, cpu=True)
+            delivery.fold_acks = original_fold
+            return
+
+        # What-if only: the same ack rows, written `flush_every` ranges per INSERT ("group_commit") or all at
+        # the end ("no_checkpoint", the upper bound of what removing checkpoint cost can buy).
+        pending: list[tuple] = []
+
+        def flush() -> None:
+            if not pending:
+                return
+            conn, tables = pending[-1][0], pending[-1][1]
+            params = [
+                value
+                for (_, t, run, first, last, now) in pending
+                for value in (t.audience, t.destination, run, first, last, now)
+            ]
+            values = ", ".join(["(?, ?, ?, ?, ?, ?, false)"] * len(pending))
+            conn.execute(f"INSERT INTO {tables.acks} VALUES {values}", params)
+            pending.clear()
+
+        def record_ack(conn: Any, tables: Any, run_id: str, first_seq: int, last_seq: int, now: Any) -> None:
+            wall, used = time.perf_counter(), time.thread_time()
+            pending.append((conn, tables, run_id, first_seq, last_seq, now))
+            if "group_commit" in whatifs and len(pending) >= probe.flush_every:
+                flush()
+            probe.add("record_ack", time.perf_counter() - wall, time.thread_time() - used)
+
+        def fold_acks(conn: Any, tables: Any) -> int:
+            flush()
+            return original_fold(conn, tables)
+
+        delivery.record_ack = record_ack
+        delivery.fold_acks = fold_acks
+
+    def cprofile_report(self) -> dict:
+        """Thread CPU per step (cumulative, subcalls included) and the functions that spend most of it."""
+        import pstats
+
+        if not self.profiles:
+            return {}
+        stats = pstats.Stats(*self.profiles).stats  # {(file, line, name): (cc, nc, tottime, cumtime, callers)}
+
+        def cumulative(file_part: str, name: str) -> float:
+            # Recursion is not an issue here; summing covers same-named functions in one file.
+            return sum(v[3] for (f, _, n), v in stats.items() if n == name and file_part in f)
+
+        steps = {
+            "main: whole delivery loop (deliver)": cumulative("delta/delivery.py", "deliver"),
+            "main: checkpoint INSERT (record_ack)": cumulative("delta/ledger.py", "record_acks"),
+            "main: fold acks (fold_acks)": cumulative("delta/ledger.py", "fold_acks"),
+            "main: read + decode delta chunks (_chunks)": cumulative("delta/delivery.py", "_chunks"),
+            "main: submit batches to the pool": cumulative("concurrent/futures/thread.py", "submit"),
+            "senders: whole send (_send)": cumulative("delta/delivery.py", "_send"),
+            "senders: build payloads": cumulative("destinations/braze.py", "attribute_object")
+            + cumulative("destinations/webhook.py", "webhook_rows"),
+            "senders: rate budget (RateBudget.acquire, SQLite)": cumulative("destinations/http.py", "acquire"),
+            "senders: requests Session.request (all HTTP work)": cumulative("requests/sessions.py", "request"),
+            "senders: - of which proxy settings from os.environ (merge_environment_settings)":
+                cumulative("requests/sessions.py", "merge_environment_settings"),
+            "senders: - of which JSON encoding (json.dumps)": cumulative("json/__init__.py", "dumps"),
+            "senders: - of which urllib3 urlopen (send + wait + parse)": cumulative("urllib3/connectionpool.py", "urlopen"),
+            "senders: read response JSON": cumulative("requests/models.py", "json"),
+        }
+        top = sorted(stats.items(), key=lambda item: item[1][2], reverse=True)[:15]
+        return {
+            "steps_cpu_s": steps,
+            "top_tottime": [
+                {"function": f"{Path(f).parent.name}/{Path(f).name}:{n}" if f != "~" else n, "calls": v[1],
+                 "tottime_s": v[2], "cumtime_s": v[3]}
+                for (f, _, n), v in top
+            ],
+        }
+
+    def summary(self) -> dict:
+        out = {}
+        with self.lock:
+            items = {name: list(values) for name, values in self.samples.items()}
+        for name, values in items.items():
+            walls = sorted(w for w, _ in values)
+            out[name] = {
+                "n": len(walls),
+                "total_s": sum(walls),
+                "cpu_s": sum(c for _, c in values),
+                "mean_ms": 1000 * statistics.fmean(walls),
+                "p50_ms": 1000 * walls[len(walls) // 2],
+                "p95_ms": 1000 * walls[min(len(walls) - 1, int(len(walls) * 0.95))],
+                "max_ms": 1000 * walls[-1],
+            }
+        return out
+
+
+# Wall-clock stack sampling of every thread while deliver() runs: which step each thread is in.
+# Rules are checked in order; a rule matches when any frame of the stack has that function (and file part).
+SAMPLE_RULES = {
+    "main": [
+        ("checkpoint INSERT (record_ack)", ("record_ack", "")),
+        ("fold acks into the ledger", ("fold_acks", "")),
+        ("decode delta rows (json.loads)", ("records_from_rows", "")),
+        ("read delta chunk (DuckDB)", ("_chunks", "")),
+        ("waiting for the oldest batch", ("result", "concurrent/futures")),
+        ("checkpoint bookkeeping", ("_checkpoint", "")),
+        ("submit next batch", ("submit", "")),
+        ("progress log (Dagster event log)", ("<lambda>", "assets/syncs.py")),
+    ],
+    "senders": [
+        ("rate budget (SQLite window)", ("acquire", "destinations/http.py")),
+        ("build payload", ("attribute_object", "")),
+        ("build payload", ("webhook_rows", "")),
+        ("HMAC signature", ("signature", "destinations/webhook.py")),
+        ("JSON encode/decode", ("", "/json/")),
+        ("socket wait (send/receive)", ("", "/socket.py")),
+        ("HTTP client (requests/urllib3)", ("", "/requests/")),
+        ("HTTP client (requests/urllib3)", ("", "/urllib3/")),
+        ("HTTP client (requests/urllib3)", ("", "/http/client.py")),
+        ("idle (no batch queued)", ("_worker", "concurrent/futures/thread.py")),
+    ],
+    "fake server (in process)": [
+        ("Braze fake: /users/track logic", ("_track", "fakes/braze.py")),
+        ("JSON encode/decode", ("", "/json/")),
+        ("socket wait (request/keep-alive)", ("", "/socket.py")),
+        ("http.server parsing/writing", ("", "/http/server.py")),
+        ("http.server parsing/writing", ("", "/email/")),
+    ],
+}
+
+
+class Sampler(threading.Thread):
+    """Samples every thread's stack every `interval` s while the probe says deliver() runs; thread CPU too."""
+
+    def __init__(self, probe: Probe, interval: float = 0.004):
+        super().__init__(name="bench-sampler", daemon=True)
+        self.probe = probe
+        self.interval = interval
+        self.halt = threading.Event()
+        self.counts: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+        self.leaves: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+        self.cpu_first: dict[int, tuple[str, float]] = {}
+        self.cpu_last: dict[int, float] = {}
+        self.ticks = 0
+
+    @staticmethod
+    def role(thread: threading.Thread | None) -> str:
+        if thread is threading.main_thread():
+            return "main"
+        name = thread.name if thread else "?"
+        if name.startswith("deliver"):
+            return "senders"
+        if name.startswith("BrazeFake") or "process_request_thread" in name:
+            return "fake server (in process)"
+        return "other"
+
+    def run(self) -> None:
+        while not self.halt.wait(self.interval):
+            if not self.probe.delivering:
+                continue
+            self.ticks += 1
+            threads = {t.ident: t for t in threading.enumerate()}
+            for ident, frame in sys._current_frames().items():
+                if ident == self.ident:
+                    continue
+                role = self.role(threads.get(ident))
+                stack = []
+                f = frame
+                while f is not None:
+                    stack.append((f.f_code.co_name, f.f_code.co_filename))
+                    f = f.f_back
+                bucket = "other"
+                for label, (func, path) in SAMPLE_RULES.get(role, []):
+                    if any((not func or name == func) and path in file for name, file in stack):
+                        bucket = label
+                        break
+                self.counts[role][bucket] += 1
+                leaf_name, leaf_file = stack[0]
+                self.leaves[role][f"{Path(leaf_file).parent.name}/{Path(leaf_file).name}:{leaf_name}"] += 1
+                try:
+                    used = time.clock_gettime(time.pthread_getcpuclockid(ident))
+                except (OSError, OverflowError):
+                    continue
+                self.cpu_first.setdefault(ident, (role, used))
+                self.cpu_last[ident] = used
+
+    def report(self) -> dict:
+        self.halt.set()
+        self.join()
+        cpu: dict[str, float] = collections.defaultdict(float)
+        threads: dict[str, int] = collections.Counter()
+        for ident, (role, first) in self.cpu_first.items():
+            cpu[role] += self.cpu_last[ident] - first
+            threads[role] += 1
+        return {
+            "interval_s": self.interval,
+            "ticks": self.ticks,
+            "roles": {
+                role: {
+                    "threads": threads.get(role, 0),
+                    "cpu_s": cpu.get(role, 0.0),
+                    "samples": sum(counter.values()),
+                    "buckets": dict(counter.most_common()),
+                    "top_leaves": dict(self.leaves[role].most_common(8)),
+                }
+                for role, counter in self.counts.items()
+            },
+        }
