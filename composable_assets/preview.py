@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .assets.audiences import sync_shapes
-from .governance.consent import consent_conditions
 from .delta.delivery import records_from_rows
 from .delta.diff import delta_select
 from .delta.ledger import fold_acks
-from .store import PairTables
 from .destinations import Destination, SyncTarget
+from .governance.consent import consent_conditions
 from .project import AudienceSpec, Project, SyncSpec
+from .store import PairTables
 from .warehouse import Warehouse
 
 

@@ -2,15 +2,15 @@
 
 
 import datetime as dt
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping, Optional
 
 import dagster as dg
 
 from ..governance.archive import ArchiveReport, archive, archive_cutoff, archive_location
 from ..project import Project
-from ..warehouse import Warehouse
 from ..project.keys import GOVERNANCE, WAREHOUSE_POOL, governance_key
+from ..warehouse import Warehouse
 from .metadata import markdown_table
 
 ARCHIVE_KEY = governance_key("archive")
@@ -20,7 +20,7 @@ ARCHIVE_JOB = "archive"
 class ArchiveConfig(dg.Config):
     """Launchpad settings of one archive run."""
 
-    before: Optional[str] = None
+    before: str | None = None
     """Archive the days before this one (YYYY-MM-DD) instead of those older than the project's retention; never today."""
 
 

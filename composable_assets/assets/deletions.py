@@ -10,8 +10,8 @@ from ..governance.archive import ArchiveLocation
 from ..governance.deletion import HONOUR_WITHIN, DeletionSetupError, overdue_requests, process_deletion_requests
 from ..governance.deletion_log import deletion_log
 from ..project import Project
-from ..warehouse import Warehouse
 from ..project.keys import GOVERNANCE, WAREHOUSE_POOL, governance_key, source_key
+from ..warehouse import Warehouse
 from .metadata import markdown_table
 
 DELETION_REQUESTS = governance_key("deletion_requests")

@@ -5,11 +5,11 @@ import warnings
 
 import dagster as dg
 
-from ..warehouse.sql import ident
 from ..landing import LandingFolder, load_landing
 from ..landing.folder import REJECTED
-from ..warehouse import Warehouse
 from ..project.keys import SOURCES, WAREHOUSE_POOL, source_key
+from ..warehouse import Warehouse
+from ..warehouse.sql import ident
 
 
 def build_source_observer(tables: list[str], warehouse_kind: str) -> dg.AssetsDefinition | None:

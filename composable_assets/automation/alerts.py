@@ -28,8 +28,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 import dagster as dg
@@ -39,9 +40,9 @@ from slack_sdk.errors import SlackApiError
 
 from ..destinations.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, signature
 from ..project import MissingSecretError, SecretRef
-from ..project.secret_refs import CredentialInUrlError, Redactor
 from ..project.alerts import AlertSpec, SlackAlert, WebhookAlert
 from ..project.gates import OVERRIDE_TAG
+from ..project.secret_refs import CredentialInUrlError, Redactor
 
 SENSOR_NAME = "alerts"
 # A tick reads at most this many failed runs; the rest wait for the next tick (the cursor says where it stopped).

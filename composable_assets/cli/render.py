@@ -117,7 +117,7 @@ class LiveRun:
         where = f" ({step})" if step else ""
         self.err.print(f"{label}{where}: {escape(text)}", highlight=False)
 
-    def __enter__(self) -> "LiveRun":
+    def __enter__(self) -> LiveRun:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
+from ..store import PairTables
+from ..warehouse.sql import among_keys, ident
 from .ledger import fold_acks
 from .snapshot import SyncShape
-from ..warehouse.sql import among_keys, ident
-from ..store import PairTables
 
 
 @dataclass(frozen=True)

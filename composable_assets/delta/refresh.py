@@ -12,16 +12,23 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from sqlglot import exp
 
 from ..project.incremental import (
-    Refresh, flip_condition, now_literals, pin_time, pinned_sql, reads_clock, restricted_sql,
+    Refresh,
+    flip_condition,
+    now_literals,
+    pin_time,
+    pinned_sql,
+    reads_clock,
+    restricted_sql,
 )
 from ..store import ensure_store
 from ..warehouse import Connection
+from ..warehouse.sql import DIALECT, ident, row_hash, table
 from .changes import (
     UPDATED_AT,
     ReaderState,
@@ -39,9 +46,6 @@ from .changes import (
 )
 from .ledger import fold_acks
 from .snapshot import SnapshotResult
-from ..warehouse.sql import DIALECT, ident, row_hash, table
-
-
 
 DEFINITION = "(definition)"
 

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from sqlglot import exp
 
+from ..store import PairTables
 from ..warehouse import Connection
 from ..warehouse.sql import DIALECT, among_keys, ident, json_object, row_hash, table
-from ..store import PairTables
 
 
 class AudienceDataError(Exception):

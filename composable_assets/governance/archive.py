@@ -28,9 +28,10 @@ import re
 import uuid
 import zoneinfo
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -39,14 +40,22 @@ import pyarrow.parquet as pq
 import sqlglot
 from sqlglot import exp
 
-from ..warehouse.sql import ident, table
+from ..project.specs import ArchiveSpec
 from ..store import archival_of, ensure_store, types_of
 from ..store.registry import (
-    ARCHIVE_FILES, DELTA_RUNS, GATE_RESULTS, STREAM_CURSORS, STREAM_INTENTS, SYNC_ACKS, SYNC_FAILURES, SYNC_INFLIGHT,
-    SYNC_LOG, SYNC_RUNS,
+    ARCHIVE_FILES,
+    DELTA_RUNS,
+    GATE_RESULTS,
+    STREAM_CURSORS,
+    STREAM_INTENTS,
+    SYNC_ACKS,
+    SYNC_FAILURES,
+    SYNC_INFLIGHT,
+    SYNC_LOG,
+    SYNC_RUNS,
 )
-from ..project.specs import ArchiveSpec
 from ..warehouse.base import WarehouseError, insert_rows
+from ..warehouse.sql import ident, table
 
 #: The catalog: one row per archived file. A file is archived once it is here (see the module docstring).
 OUTBOX = "outbox"

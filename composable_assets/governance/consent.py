@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from sqlglot import exp
 
+from ..delta.changes import Watched
 from ..project.errors import ProjectError
 from ..project.project import Project
 from ..project.specs import ConsentSpec, StreamSpec
-from ..delta.changes import Watched
 from ..warehouse.sql import DIALECT, REQUESTERS, ident
 from .deletion_log import deletion_log
 

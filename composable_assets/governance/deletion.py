@@ -27,26 +27,26 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import pyarrow.compute as pc
 from pydantic import BaseModel
 
 from ..delta.changes import JOURNAL
 from ..delta.snapshot import snapshot_table
-from ..warehouse.sql import DIALECT, ident, table
-from ..store import PairTables, StreamTables, ensure_store
-from ..store.registry import SYNC_LOG
 from ..destinations import Destination, DestinationError, ForgetTarget, Forgotten
 from ..destinations.base import FAILED, NOT_FOUND, PURGED
 from ..project import MissingSecretError, Project, ProjectError, StreamSpec, parse_where
 from ..project.loader import PROJECT_FILE
+from ..store import PairTables, StreamTables, ensure_store
+from ..store.registry import SYNC_LOG
 from ..streams.shape import StreamShape
 from ..warehouse.base import insert_rows
+from ..warehouse.sql import DIALECT, ident, table
 from .archive import ArchiveLocation, archive_dataset, archived_paths, purge_archived
 from .consent import member_key_column
-from .pii import scrub
 from .deletion_log import (
     COLUMNS,
     NOBODY,
@@ -55,6 +55,7 @@ from .deletion_log import (
     identifier_hash,
     request_states,
 )
+from .pii import scrub
 
 # Bound values per `IN (...)` list: a bounded statement on every engine.
 KEYS_PER_QUERY = 500

@@ -6,11 +6,11 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..project.gates import GatesSpec
 from ..delta.diff import DeltaRun
 from ..delta.snapshot import SyncShape
-from ..warehouse.sql import among_keys, ident
+from ..project.gates import GatesSpec
 from ..store import PairTables
+from ..warehouse.sql import among_keys, ident
 
 
 @dataclass(frozen=True)

@@ -10,15 +10,15 @@ is left out rather than guessed.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Iterator
+from collections.abc import Iterator
 
 import dagster as dg
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
 from sqlglot.lineage import lineage
 
-from ..project.keys import audience_key, model_key, source_key, stream_key, sync_key
 from ..project import Project
+from ..project.keys import audience_key, model_key, source_key, stream_key, sync_key
 
 Column = tuple[dg.AssetKey, str]
 

@@ -26,13 +26,13 @@ from typing import Any
 import dagster as dg
 
 from ..delta.snapshot import snapshot_table
-from ..warehouse.sql import ident, json_object, table
 from ..destinations.base import Record
 from ..destinations.changes import changed_fields
+from ..project.project import Project
 from ..store import PairTables, StreamTables, types_of
 from ..store.registry import SYNC_LOG, SYNC_RUNS
-from ..project.project import Project
 from ..streams.shape import StreamShape
+from ..warehouse.sql import ident, json_object, table
 
 try:
     PACKAGE_VERSION = importlib.metadata.version("composable_assets")

@@ -8,18 +8,18 @@ tables) and need none of this. Each file is loaded in its own transaction togeth
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import duckdb
 
 from ..delta.changes import journal, journal_everything, relation
 from ..store import ensure_store
 from ..store.registry import LANDING_FILES
-from ..warehouse.sql import ident, table
 from ..warehouse import Connection
 from ..warehouse.base import require_duckdb
+from ..warehouse.sql import ident, table
 from .folder import LandingFolder
 
 LOG_TABLE = LANDING_FILES.name

@@ -85,7 +85,7 @@ class AlertSpec(BaseModel):
         return data
 
     @model_validator(mode="after")
-    def _one_channel(self) -> "AlertSpec":
+    def _one_channel(self) -> AlertSpec:
         if (self.slack is None) == (self.webhook is None):
             raise ValueError("name exactly one channel: `slack:` or `webhook:`")
         return self

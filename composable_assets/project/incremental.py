@@ -14,8 +14,8 @@ between two runs count as changed. See docs: "Which models run incrementally".
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import sqlglot
 from sqlglot import exp
@@ -109,7 +109,7 @@ def restricted_sql(sql: str, refresh: Refresh, predicate: Callable[[str, str], s
     """The model's SQL with every table it reads filtered by `predicate(table, key column)`, its clock pinned."""
     tree = pin_time(_parse(sql), now)
     for scope in traverse_scope(tree):
-        for name, source in list(scope.sources.items()):
+        for source in list(scope.sources.values()):
             if not isinstance(source, exp.Table) or source.name not in refresh.source_keys:
                 continue
             column = refresh.source_keys[source.name]
@@ -254,7 +254,7 @@ class _Proof:
         """`scope`'s output rows with `key` = k come only from rows keyed k in everything it reads."""
         branches = _branches(scope)
         position = None
-        for index, branch in enumerate(branches):
+        for branch in branches:
             selects = branch.expression.selects
             if position is None:
                 names = [s.alias_or_name for s in selects]

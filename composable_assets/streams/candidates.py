@@ -7,9 +7,9 @@ import json
 from collections.abc import Iterator
 
 from ..destinations import Event
+from ..store import StreamTables
 from ..warehouse import Connection
 from .shape import StreamShape
-from ..store import StreamTables
 
 # Rows read from the warehouse per Arrow batch; never the whole window in memory.
 READ_CHUNK_ROWS = 10_000

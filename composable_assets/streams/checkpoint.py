@@ -7,11 +7,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..destinations import Event
-from .high_water import advance_sql
-from .intents import record_intents
 from ..store import StreamTables, types_of
 from ..store.registry import STREAM_SENT
 from ..warehouse.base import insert_rows
+from .high_water import advance_sql
+from .intents import record_intents
 
 
 @dataclass
@@ -24,7 +24,7 @@ class Settled:
     reasons: list[str | None]
 
     @classmethod
-    def empty(cls) -> "Settled":
+    def empty(cls) -> Settled:
         return cls([], [], [], [])
 
     def add(self, event_id: str, cursor: dt.datetime, status: str, reason: str | None = None) -> None:

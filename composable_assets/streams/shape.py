@@ -9,9 +9,9 @@ from pathlib import Path
 
 from sqlglot import exp
 
-from ..warehouse.sql import DIALECT, ident, json_object
 from ..project import StreamSpec, StreamSyncSpec, parse_where
 from ..warehouse import Connection
+from ..warehouse.sql import DIALECT, ident, json_object
 
 # Column types a cursor may have, as each engine's information_schema names them: naive timestamps are taken as UTC,
 # dates as their midnight; timestamps with a time zone are converted to UTC.
@@ -80,7 +80,7 @@ class StreamShape:
         allowed: str | None = None,
         allowed_native: str | None = None,
         native_against: tuple[str, str] | None = None,
-    ) -> "StreamShape":
+    ) -> StreamShape:
         where = parse_where(spec.where, spec.path, None) if spec.where is not None else None
         return cls(
             stream=spec.name,
