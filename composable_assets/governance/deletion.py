@@ -43,6 +43,7 @@ from ..project.loader import PROJECT_FILE
 from ..store import PairTables, StreamTables, ensure_store
 from ..store.registry import SYNC_LOG
 from ..streams.shape import StreamShape
+from ..warehouse import Connection
 from ..warehouse.base import insert_rows
 from ..warehouse.sql import DIALECT, ident, table
 from .archive import ArchiveLocation, archive_dataset, archived_paths, purge_archived
@@ -126,7 +127,7 @@ class DeletionReport:
 
 
 def process_deletion_requests(
-    conn,
+    conn: Connection,
     project: Project,
     destinations: dict[str, Destination],
     warehouse: Any,
@@ -176,7 +177,7 @@ def process_deletion_requests(
     return report
 
 
-def pending_requests(conn, project: Project) -> list[Request]:
+def pending_requests(conn: Connection, project: Project) -> list[Request]:
     """Requests not yet done: from the requests table, and any the proof still shows failing."""
     spec = project.settings.deletion_requests
     if spec is None:
@@ -213,7 +214,7 @@ def pending_requests(conn, project: Project) -> list[Request]:
 
 
 def find_recipients(
-    conn, project: Project, keys: list[str], warnings: list[str], archive: ArchiveLocation | None = None
+    conn: Connection, project: Project, keys: list[str], warnings: list[str], archive: ArchiveLocation | None = None
 ) -> list[Recipient]:
     """Every (destination, delivery, identifier) that reached one of these people; see the module docstring."""
     found: set[Recipient] = set()
@@ -261,7 +262,7 @@ def _pair_identifiers_sql(tables: PairTables, marks: str) -> str:
     )
 
 
-def _archived_identifiers(conn, archive: ArchiveLocation, schema: str, name: str, keys: list[str]) -> list[tuple]:
+def _archived_identifiers(conn: Connection, archive: ArchiveLocation, schema: str, name: str, keys: list[str]) -> list[tuple]:
     """(key, identifier) of a delta's archived rows about these people: all of them were sent, long ago."""
     paths = [archive.path(p) for p in archived_paths(conn, schema, name)]
     if not paths:
@@ -274,7 +275,7 @@ def _archived_identifiers(conn, archive: ArchiveLocation, schema: str, name: str
 
 
 def purge_archive(
-    conn, archive: ArchiveLocation, schema: str, keys: list[str], recipients: list[Recipient], run_id: str
+    conn: Connection, archive: ArchiveLocation, schema: str, keys: list[str], recipients: list[Recipient], run_id: str
 ) -> list[Outcome]:
     """Each person's archived rows and archived outbox lines removed, one proof row per archived table touched."""
     outcomes: list[Outcome] = []
@@ -288,7 +289,7 @@ def purge_archive(
     return outcomes
 
 
-def _stream_recipients(conn, project: Project, stream: StreamSpec, keys: list[str], warnings: list[str]) -> set[Recipient]:
+def _stream_recipients(conn: Connection, project: Project, stream: StreamSpec, keys: list[str], warnings: list[str]) -> set[Recipient]:
     """Identifiers of the person's events a stream sent (or may have sent, behind its sent log's pruning horizon)."""
     key_column = member_key_column(project, stream)
     columns = {name.lower() for name, _ in conn.table_columns(None, stream.table)}
@@ -386,7 +387,7 @@ def _delivery_options(project: Project, destination: Destination, source: str) -
     return destination.event_options(project.streams[name].sync_for(destination.name).options)
 
 
-def purge_pairs(conn, project: Project, keys: list[str], failing: set[tuple[str, str, str | None]]) -> list[Outcome]:
+def purge_pairs(conn: Connection, project: Project, keys: list[str], failing: set[tuple[str, str, str | None]]) -> list[Outcome]:
     """Delete the people from each pair's ledger, delta, failures and sync log, except where their destination failed."""
     schema = project.settings.schema_name
     has_sync_log = conn.table_exists(schema, SYNC_LOG.name)
@@ -410,7 +411,7 @@ def purge_pairs(conn, project: Project, keys: list[str], failing: set[tuple[str,
     return outcomes
 
 
-def purge_snapshots(conn, project: Project, keys: list[str]) -> list[Outcome]:
+def purge_snapshots(conn: Connection, project: Project, keys: list[str]) -> list[Outcome]:
     """Delete the people from every audience snapshot: whatever their destinations answered, they are no member.
 
     The next snapshot leaves them out too (its condition excludes deletion requests), so it does not take them back.
@@ -427,7 +428,7 @@ def purge_snapshots(conn, project: Project, keys: list[str]) -> list[Outcome]:
     return outcomes
 
 
-def purge_change_journal(conn, project: Project, keys: list[str]) -> None:
+def purge_change_journal(conn: Connection, project: Project, keys: list[str]) -> None:
     """Delete the people's keys from the change journal (delta/changes.py): the record that their rows changed.
 
     No reader misses them: the person's snapshot rows are gone and their member condition keeps them out.
@@ -438,7 +439,7 @@ def purge_change_journal(conn, project: Project, keys: list[str]) -> None:
             conn.execute(f"DELETE FROM {journal} WHERE key IN ({marks})", chunk)
 
 
-def blank_stream_reasons(conn, project: Project, keys: list[str]) -> list[Outcome]:
+def blank_stream_reasons(conn: Connection, project: Project, keys: list[str]) -> list[Outcome]:
     """Blank the destination's reason on the people's events in every stream's sent log.
 
     The rows stay, holding the event id: they are what keeps an event from being sent twice. A reason is the
@@ -478,7 +479,7 @@ def blank_stream_reasons(conn, project: Project, keys: list[str]) -> list[Outcom
     return outcomes
 
 
-def _delete_keys(conn, name: str, column: str, keys: list[str], scope: list[str]) -> dict[str, int]:
+def _delete_keys(conn: Connection, name: str, column: str, keys: list[str], scope: list[str]) -> dict[str, int]:
     """Delete the rows of `keys` from table `name` (scoped to one pair's rows when `scope` is [audience, destination]).
 
     Returns key -> rows deleted.
@@ -518,6 +519,6 @@ def proof_rows(
     return rows
 
 
-def overdue_requests(conn, project: Project, now: dt.datetime) -> list[Request]:
+def overdue_requests(conn: Connection, project: Project, now: dt.datetime) -> list[Request]:
     """Requests older than HONOUR_WITHIN that are not done yet."""
     return [r for r in pending_requests(conn, project) if r.requested_at is not None and now - r.requested_at > HONOUR_WITHIN]

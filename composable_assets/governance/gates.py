@@ -10,6 +10,7 @@ from ..delta.diff import DeltaRun
 from ..delta.snapshot import SyncShape
 from ..project.gates import GatesSpec
 from ..store import PairTables
+from ..warehouse import Connection
 from ..warehouse.sql import among_keys, ident
 
 
@@ -29,7 +30,7 @@ class GateResult:
 
 
 def judge_delta(
-    conn, tables: PairTables, shape: SyncShape, run: DeltaRun, mode: str, gates: GatesSpec, lifted: set[str]
+    conn: Connection, tables: PairTables, shape: SyncShape, run: DeltaRun, mode: str, gates: GatesSpec, lifted: set[str]
 ) -> list[GateResult]:
     """Every gate's verdict on `run`, recorded in the warehouse (the sync refuses a delta a gate blocks)."""
     ledger_size = conn.fetch_one(f"SELECT count(*) FROM {tables.ledger}")[0]
@@ -86,7 +87,7 @@ def _size_change(run: DeltaRun, gates: GatesSpec, previous: int | None) -> GateR
     )
 
 
-def _required_fields(conn, tables: PairTables, shape: SyncShape, run: DeltaRun, gates: GatesSpec) -> GateResult:
+def _required_fields(conn: Connection, tables: PairTables, shape: SyncShape, run: DeltaRun, gates: GatesSpec) -> GateResult:
     name = "required_fields"
     # A field this destination is not sent is not required of it.
     required = [f for f in gates.required_fields if f in shape.fields]
@@ -104,7 +105,7 @@ def _required_fields(conn, tables: PairTables, shape: SyncShape, run: DeltaRun, 
     )
 
 
-def _unique_identifiers(conn, tables: PairTables, shape: SyncShape, gates: GatesSpec) -> GateResult:
+def _unique_identifiers(conn: Connection, tables: PairTables, shape: SyncShape, gates: GatesSpec) -> GateResult:
     name = "unique_identifiers"
     if not gates.unique_identifiers:
         return GateResult(name, True, "not checked (unique_identifiers: false)")
@@ -119,7 +120,7 @@ def _unique_identifiers(conn, tables: PairTables, shape: SyncShape, gates: Gates
     )
 
 
-def _consent_applied(conn, tables: PairTables, shape: SyncShape, run: DeltaRun) -> GateResult:
+def _consent_applied(conn: Connection, tables: PairTables, shape: SyncShape, run: DeltaRun) -> GateResult:
     name = "consent_applied"
     if not shape.allowed:
         return GateResult(name, True, "no consent purpose here and no deletion requests in the project")
@@ -138,7 +139,7 @@ def _consent_applied(conn, tables: PairTables, shape: SyncShape, run: DeltaRun) 
     )
 
 
-def _record(conn, tables: PairTables, run: DeltaRun, results: list[GateResult]) -> None:
+def _record(conn: Connection, tables: PairTables, run: DeltaRun, results: list[GateResult]) -> None:
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     rows = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * len(results))
     params: list = []
@@ -147,7 +148,7 @@ def _record(conn, tables: PairTables, run: DeltaRun, results: list[GateResult]) 
     conn.execute(f"INSERT INTO {tables.gates} VALUES {rows}", params)
 
 
-def blocking_gates(conn, tables: PairTables, delta_run_id: str) -> list[tuple[str, str]]:
+def blocking_gates(conn: Connection, tables: PairTables, delta_run_id: str) -> list[tuple[str, str]]:
     """(gate, detail) of each gate that holds back this delta: failed and not overridden."""
     return conn.fetch_all(
         f"SELECT gate, detail FROM {tables.gates} WHERE audience = ? AND destination = ? AND run_id = ? "

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from ..destinations import Event
 from ..store import StreamTables, types_of
 from ..store.registry import STREAM_SENT
+from ..warehouse import Connection
 from ..warehouse.base import insert_rows
 from .high_water import advance_sql
 from .intents import record_intents
@@ -38,7 +39,7 @@ class Settled:
 
 
 def checkpoint(
-    conn,
+    conn: Connection,
     tables: StreamTables,
     settled: Settled,
     advance_to: dt.datetime | None,

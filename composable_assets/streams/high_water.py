@@ -7,6 +7,7 @@ import zoneinfo
 from dataclasses import dataclass
 
 from ..store import StreamTables
+from ..warehouse import Connection
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ def start_point(start: str | dt.date, lookback: dt.timedelta, now: dt.datetime, 
 
 
 def read_or_start(
-    conn, tables: StreamTables, start: str | dt.date, lookback: dt.timedelta, *, now: dt.datetime, timezone: str, run_id: str
+    conn: Connection, tables: StreamTables, start: str | dt.date, lookback: dt.timedelta, *, now: dt.datetime, timezone: str, run_id: str
 ) -> Mark:
     """The pair's mark; a pair seen for the first time starts where its `start` says (recorded at once)."""
     row = conn.fetch_one(
@@ -69,7 +70,7 @@ def advance_sql(tables: StreamTables) -> str:
     )
 
 
-def prune(conn, tables: StreamTables, lookback: dt.timedelta) -> int:
+def prune(conn: Connection, tables: StreamTables, lookback: dt.timedelta) -> int:
     """Forget sent-log rows older than high_water - 2 x lookback; returns how many."""
     row = conn.fetch_one(
         f"SELECT high_water FROM {tables.cursors} WHERE stream = ? AND destination = ?", tables.pair
@@ -89,6 +90,6 @@ def prune(conn, tables: StreamTables, lookback: dt.timedelta) -> int:
     return count
 
 
-def current(conn, tables: StreamTables) -> dt.datetime | None:
+def current(conn: Connection, tables: StreamTables) -> dt.datetime | None:
     row = conn.fetch_one(f"SELECT high_water FROM {tables.cursors} WHERE stream = ? AND destination = ?", tables.pair)
     return row[0] if row else None
