@@ -61,7 +61,7 @@ def build_deletion_asset(
                 overdue = overdue_requests(conn, project, utc_now())
             except DeletionSetupError as exc:
                 raise dg.Failure(description=str(exc)) from None
-            (proof_rows,) = conn.fetch_one(f"SELECT count(*) FROM {deletion_log(project.settings.schema_name)}")
+            (proof_rows,) = conn.fetch_row(f"SELECT count(*) FROM {deletion_log(project.settings.schema_name)}")
         counts = report.counts()
         totals = {status: sum(c.get(status, 0) for c in counts.values()) for status in STATUSES}
         for warning in report.warnings:

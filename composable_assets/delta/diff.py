@@ -106,7 +106,7 @@ def compute_delta(
 
 
 def _append_delta(conn: Connection, tables: PairTables, shape: SyncShape, mode: str, *, run_id, partition, now, keys) -> DeltaRun:
-    base = conn.fetch_one(f"SELECT coalesce(max(_seq), 0) FROM {tables.delta}")[0]
+    base = conn.fetch_row(f"SELECT coalesce(max(_seq), 0) FROM {tables.delta}")[0]
     # Sequence numbers continue across runs, so a run's rows are one contiguous, prunable range.
     conn.execute(
         f"INSERT INTO {tables.delta} "
@@ -117,7 +117,7 @@ def _append_delta(conn: Connection, tables: PairTables, shape: SyncShape, mode: 
     counts = dict(
         conn.fetch_all(f"SELECT _op, count(*) FROM {tables.delta} WHERE _seq > ? GROUP BY _op", [base])
     )
-    audience_size = conn.fetch_one(f"SELECT count(*) FROM {tables.snapshot}")[0]
+    audience_size = conn.fetch_row(f"SELECT count(*) FROM {tables.snapshot}")[0]
     run = DeltaRun(
         run_id=run_id,
         partition=partition,

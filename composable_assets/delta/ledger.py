@@ -44,7 +44,7 @@ def fold_acks(conn: Connection, tables: PairTables) -> int:
 
     Called after each sync and before anything reads the ledger, so a crash between the two loses nothing.
     """
-    pending = conn.fetch_one(
+    pending = conn.fetch_row(
         f"SELECT count(*) FROM {tables.acks} WHERE audience = ? AND destination = ? AND NOT folded",
         [tables.audience, tables.destination],
     )[0]

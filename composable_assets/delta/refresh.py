@@ -79,7 +79,7 @@ def keys_table(schema: str, reader: str) -> str:
 def collect_keys(conn: Connection, keys: str, sql: str) -> int:
     """Gather the distinct non-NULL keys `sql` selects (one column named `key`) into `keys`; returns how many."""
     conn.execute(f"CREATE OR REPLACE TABLE {keys} AS SELECT DISTINCT key FROM ({sql}) AS k WHERE key IS NOT NULL")
-    return conn.fetch_one(f"SELECT count(*) FROM {keys}")[0]
+    return conn.fetch_row(f"SELECT count(*) FROM {keys}")[0]
 
 
 @dataclass
@@ -196,7 +196,7 @@ def journal_differences(
         f"UNION ALL SELECT 'old', CAST(key AS VARCHAR) FROM ({pairs} {old} EXCEPT ALL {pairs} {new}) AS o"
     )
     try:
-        (repaired,) = conn.fetch_one(
+        (repaired,) = conn.fetch_row(
             f"SELECT count(*) FROM {differences} AS d WHERE side = 'new' OR NOT EXISTS "
             f"(SELECT 1 FROM {differences} AS n WHERE n.side = 'new' AND n.key IS NOT DISTINCT FROM d.key)"
         )
@@ -400,7 +400,7 @@ def _update_audience(
     finally:
         conn.execute(f"DROP TABLE IF EXISTS {keys}")
     if size is None:
-        (size,) = conn.fetch_one(f"SELECT count(*) FROM {table(schema, f'audience__{audience}')}")
+        (size,) = conn.fetch_row(f"SELECT count(*) FROM {table(schema, f'audience__{audience}')}")
     return RefreshReport("incremental", affected_keys=count), size
 
 

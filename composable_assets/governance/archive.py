@@ -257,7 +257,7 @@ def plan(conn: Connection, schema: str, cutoff: dt.date) -> dict[dt.date, list[P
     for a, d in {(p.audience, p.destination) for p in pair_days}:
         name = f"delta__{a}__{d}"
         max_seq[(a, d)] = (
-            conn.fetch_one(f"SELECT max(_seq) FROM {table(schema, name)}")[0] if conn.table_exists(schema, name) else None
+            conn.fetch_row(f"SELECT max(_seq) FROM {table(schema, name)}")[0] if conn.table_exists(schema, name) else None
         )
     raw: dict[dt.date, list[Part]] = defaultdict(list)
     for pd in pair_days:
@@ -285,7 +285,7 @@ def _merge(parts: list[Part]) -> list[Part]:
 
 
 def _counted(conn: Connection, schema: str, part: Part) -> Part:
-    (rows,) = conn.fetch_one(f"SELECT count(*) FROM {table(schema, part.table)} AS x WHERE {part.where}", list(part.params))
+    (rows,) = conn.fetch_row(f"SELECT count(*) FROM {table(schema, part.table)} AS x WHERE {part.where}", list(part.params))
     return Part(part.table, part.where, part.params, rows)
 
 
@@ -353,7 +353,7 @@ def _commit_day(conn: Connection, schema: str, day: dt.date, written: list[_Writ
     with conn.transaction():
         for w in written:
             where, params = w.part.where, list(w.part.params)
-            (hot,) = conn.fetch_one(f"SELECT count(*) FROM {table(schema, w.part.table)} AS x WHERE {where}", params)
+            (hot,) = conn.fetch_row(f"SELECT count(*) FROM {table(schema, w.part.table)} AS x WHERE {where}", params)
             if hot != w.rows:
                 raise _Changed(f"{w.part.table} on {day}: {hot} rows now, {w.rows} archived")
             conn.execute(f"DELETE FROM {table(schema, w.part.table)} AS x WHERE {where}", params)

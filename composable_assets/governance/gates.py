@@ -33,7 +33,7 @@ def judge_delta(
     conn: Connection, tables: PairTables, shape: SyncShape, run: DeltaRun, mode: str, gates: GatesSpec, lifted: set[str]
 ) -> list[GateResult]:
     """Every gate's verdict on `run`, recorded in the warehouse (the sync refuses a delta a gate blocks)."""
-    ledger_size = conn.fetch_one(f"SELECT count(*) FROM {tables.ledger}")[0]
+    ledger_size = conn.fetch_row(f"SELECT count(*) FROM {tables.ledger}")[0]
     # The size at the last delta that was let through: a held delta must not become the baseline, or simply
     # computing it again would pass.
     previous = conn.fetch_one(
@@ -94,7 +94,7 @@ def _required_fields(conn: Connection, tables: PairTables, shape: SyncShape, run
     if not required:
         return GateResult(name, True, "no required field is sent to this destination")
     missing = " OR ".join(f"a.{ident(shape.fields[f])} IS NULL" for f in required)
-    count = conn.fetch_one(
+    count = conn.fetch_row(
         f"SELECT count(*) FROM {tables.delta} AS d JOIN {tables.snapshot} AS a ON a._key = d._key "
         f"WHERE d._seq BETWEEN ? AND ? AND d._op <> 'remove' AND ({missing})",
         [run.first_seq, run.last_seq],
@@ -110,7 +110,7 @@ def _unique_identifiers(conn: Connection, tables: PairTables, shape: SyncShape, 
     if not gates.unique_identifiers:
         return GateResult(name, True, "not checked (unique_identifiers: false)")
     column = ident(shape.identifier_column)
-    shared = conn.fetch_one(
+    shared = conn.fetch_row(
         f"SELECT count(*) FROM (SELECT {column} FROM {tables.snapshot} WHERE {column} IS NOT NULL "
         f"GROUP BY {column} HAVING count(*) > 1) AS shared"
     )[0]
@@ -127,7 +127,7 @@ def _consent_applied(conn: Connection, tables: PairTables, shape: SyncShape, run
     # Checked again on what is about to leave, independently of how the delta was computed: the destination's consent
     # purpose, and no deletion request (governance/consent.py puts both in `allowed`).
     leaving = f"SELECT _key FROM {tables.delta} WHERE _seq BETWEEN {int(run.first_seq)} AND {int(run.last_seq)}"
-    count = conn.fetch_one(
+    count = conn.fetch_row(
         f"SELECT count(*) FROM {tables.delta} WHERE _seq BETWEEN ? AND ? AND _op <> 'remove' "
         f"AND NOT ({among_keys(shape.allowed, leaving)})",
         [run.first_seq, run.last_seq],

@@ -443,7 +443,7 @@ def _events(conn: Connection, project: Project, stream, sync, key: str, start: d
 def _is_member(conn: Connection, schema: str, audience: str, key: str) -> bool:
     if not conn.table_exists(schema, f"audience__{audience}"):
         return False
-    return conn.fetch_one(f"SELECT count(*) FROM {snapshot_table(schema, audience)} WHERE _key = ?", [key])[0] > 0
+    return conn.fetch_row(f"SELECT count(*) FROM {snapshot_table(schema, audience)} WHERE _key = ?", [key])[0] > 0
 
 
 def _consents(conn: Connection, project: Project, key: str) -> dict[str, bool]:

@@ -102,7 +102,7 @@ def _load_file(
     source = _reader(file)
     target = ident(folder.table)
     with conn.transaction():
-        (rows,) = conn.fetch_one(f"SELECT count(*) FROM {source}", [str(file)])
+        (rows,) = conn.fetch_row(f"SELECT count(*) FROM {source}", [str(file)])
         if journal_columns:
             _journal(conn, folder, file, source, target, schema, now, journal_columns)
         if folder.key is None:

@@ -54,7 +54,7 @@ def candidates_sql(
 
 def has_leftovers(conn: Connection, tables: StreamTables) -> bool:
     """Whether the pair has intents (events a killed run may have had in flight, not settled yet)."""
-    (count,) = conn.fetch_one(
+    (count,) = conn.fetch_row(
         f"SELECT count(*) FROM {tables.intents} WHERE stream = ? AND destination = ?", tables.pair
     )
     return count > 0
@@ -132,7 +132,7 @@ def record_late(
         ],
     )
     late = f"SELECT r._event_id, min(r._cursor) AS _cursor FROM ({rows}) AS r GROUP BY r._event_id"
-    (count,) = conn.fetch_one(f"SELECT count(*) FROM ({late}) AS l", params)
+    (count,) = conn.fetch_row(f"SELECT count(*) FROM ({late}) AS l", params)
     if count:
         conn.execute(
             f"INSERT INTO {tables.sent} SELECT _event_id, _cursor, 'late_skipped', ?, ?, ?, "

@@ -78,7 +78,7 @@ def prune(conn: Connection, tables: StreamTables, lookback: dt.timedelta) -> int
     if row is None:
         return 0
     below = row[0] - 2 * lookback
-    (count,) = conn.fetch_one(f"SELECT count(*) FROM {tables.sent} WHERE cursor_value < ?", [below])
+    (count,) = conn.fetch_row(f"SELECT count(*) FROM {tables.sent} WHERE cursor_value < ?", [below])
     with conn.transaction():
         if count:
             conn.execute(f"DELETE FROM {tables.sent} WHERE cursor_value < ?", [below])

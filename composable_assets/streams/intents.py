@@ -35,7 +35,7 @@ def resolve_leftovers(
     """
     params = tables.pair
     # After an orderly run the pair has none: then the sent log is not read at all.
-    (intents,) = conn.fetch_one(f"SELECT count(*) FROM {tables.intents} WHERE stream = ? AND destination = ?", params)
+    (intents,) = conn.fetch_row(f"SELECT count(*) FROM {tables.intents} WHERE stream = ? AND destination = ?", params)
     if not intents:
         return 0, 0
     leftover = (
@@ -43,7 +43,7 @@ def resolve_leftovers(
         "WHERE stream = ? AND destination = ? "
         f"AND event_id NOT IN (SELECT event_id FROM {tables.sent}) GROUP BY event_id"
     )
-    (count,) = conn.fetch_one(f"SELECT count(*) FROM ({leftover}) AS l", params)
+    (count,) = conn.fetch_row(f"SELECT count(*) FROM ({leftover}) AS l", params)
     with conn.transaction():
         in_doubt = 0
         if count and not idempotent:
@@ -65,7 +65,7 @@ def resolve_leftovers(
 
 def clear_intents(conn: Connection, tables: StreamTables, run_id: str) -> None:
     """On an orderly exit: forget this run's intents, and earlier ones whose events are settled by now."""
-    (earlier,) = conn.fetch_one(
+    (earlier,) = conn.fetch_row(
         f"SELECT count(*) FROM {tables.intents} WHERE stream = ? AND destination = ? AND run_id <> ?",
         [*tables.pair, run_id],
     )
