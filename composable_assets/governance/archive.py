@@ -611,6 +611,8 @@ def query(conn: Connection, location: ArchiveLocation, schema: str, sql: str) ->
     """
     import duckdb
 
+    from ..warehouse.duckdb_engine import DuckDBConnection
+
     try:
         statements = sqlglot.parse(sql, read="duckdb")
     except sqlglot.errors.ParseError as exc:
@@ -618,8 +620,9 @@ def query(conn: Connection, location: ArchiveLocation, schema: str, sql: str) ->
     if len(statements) != 1 or not isinstance(statements[0], exp.Query):
         raise ArchiveError("the archive query must be one SELECT statement")
     named = {t.name for t in statements[0].find_all(exp.Table)}
-    in_place = conn.dialect == "duckdb" and hasattr(conn, "raw")
-    duck = conn.raw if in_place else duckdb.connect()
+    # On DuckDB (the only engine whose connection has `raw`) the query runs in the warehouse itself.
+    in_place = isinstance(conn, DuckDBConnection)
+    duck = conn.raw if isinstance(conn, DuckDBConnection) else duckdb.connect()
     registered: list[str] = []
     try:
         for name in sorted(named):

@@ -206,7 +206,11 @@ def pending_requests(conn: Connection, project: Project) -> list[Request]:
         f"WHERE {ident(spec.id)} IS NOT NULL AND {ident(spec.key)} IS NOT NULL"
     )
     states = request_states(conn, project.settings.schema_name)
-    requests = {r[0]: Request(*r, seen=r[0] in states) for r in rows if not (r[0] in states and states[r[0]].done)}
+    requests = {
+        request_id: Request(request_id, key, requested_at, seen=request_id in states)
+        for request_id, key, requested_at in rows
+        if not (request_id in states and states[request_id].done)
+    }
     for state in states.values():
         if not state.done and state.request_id not in requests:
             requests[state.request_id] = Request(state.request_id, state.key, state.requested_at, seen=True)

@@ -45,9 +45,9 @@ def column_lineage(project: Project) -> dict[dg.AssetKey, dict[str, list[Column]
                 field: [(audience_key(audience.name), column)] for field, column in sent.items()
             }
     for stream in project.streams.values():
-        for sync in stream.syncs:
-            sent = {sync.identifier_type: sync.identifier_column, **sync.properties}
-            deps[stream_key(stream.name, sync.destination)] = {
+        for stream_sync in stream.syncs:
+            sent = {stream_sync.identifier_type: stream_sync.identifier_column, **stream_sync.properties}
+            deps[stream_key(stream.name, stream_sync.destination)] = {
                 field: [(table_key(stream.table), column)] for field, column in sent.items()
             }
     return deps
@@ -56,7 +56,7 @@ def column_lineage(project: Project) -> dict[dg.AssetKey, dict[str, list[Column]
 def _model_column_sources(sql: str) -> dict[str, list[tuple[str, str]]]:
     """Output column of `sql` -> (table, column) of every table column it is computed from (one parse for all)."""
     try:
-        roots = lineage(None, sql, None, dialect="duckdb")
+        roots = lineage(None, sql, {}, dialect="duckdb")  # no schema: {} is what sqlglot makes of None
     except SqlglotError:
         return {}  # e.g. SELECT *; the model still loads, its lineage is simply unknown
     sources = {}

@@ -92,7 +92,9 @@ def upstream_versions(instance: dg.DagsterInstance, key: dg.AssetKey, partition:
     found: dict[str, dict] = {}
     pending = [record] if record is not None else []
     while pending:
-        provenance = dg.DataProvenance.from_tags(pending.pop().event_log_entry.asset_materialization.tags or {})
+        materialization = pending.pop().event_log_entry.asset_materialization  # set on every materialization record
+        tags = materialization.tags if materialization is not None else None
+        provenance = dg.DataProvenance.from_tags(tags or {})
         if provenance is None:  # an asset without a code version records no provenance
             continue
         for upstream, version in provenance.input_data_versions.items():
@@ -404,7 +406,7 @@ def _changed(op: str, fields: dict | None, previous: dict | None) -> list[str]:
     """The fields a destination that sends only changes (Braze, Iterable) was sent, by the rule they use."""
     if op == "remove" or fields is None:
         return []
-    return list(changed_fields(Record(seq=0, key="", change=op, identifier=None, fields=fields, previous=previous)))
+    return list(changed_fields(Record(seq=0, key="", change=op, identifier="", fields=fields, previous=previous)))
 
 
 def _ledger(conn: Connection, tables: PairTables, key: str) -> list[LedgerEntry]:
@@ -461,7 +463,8 @@ def _consents(conn: Connection, project: Project, key: str) -> dict[str, bool]:
 def _deletions(conn: Connection, project: Project, key: str) -> list[dict[str, Any]]:
     """The person's deletion requests (project.yaml `deletion_requests:`) and their proof (`deletion_log`)."""
     spec = project.settings.deletion_requests
-    places = [(None, spec.table, spec.key)] if spec is not None else []
+    # (schema, table, its key column if known)
+    places: list[tuple[str | None, str, str | None]] = [(None, spec.table, spec.key)] if spec is not None else []
     places.append((project.settings.schema_name, DELETION_LOG, None))
     found = []
     for schema, name, column in places:
