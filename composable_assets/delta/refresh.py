@@ -219,6 +219,7 @@ def _incremental(
     conn: Connection, schema: str, name: str, sql: str, refresh: Refresh, watched: list[Watched],
     state: ReaderState, now: dict[str, str], definition: str,
 ) -> RefreshReport:
+    assert refresh.key is not None  # refresh_model comes here for incremental models only
     upto = next_seq(conn, schema) - 1
     keys_sql, guards = changed_keys(conn, schema, state, watched, upto)
     parts = [keys_sql]
@@ -256,6 +257,7 @@ def _full_compared(
     definition: str, compare: bool = True,
 ) -> int | None:
     """Recompute in full; journal the keys whose rows differ from the table it replaces. Returns rows repaired."""
+    assert refresh.key is not None  # refresh_model comes here for incremental models only
     upto = next_seq(conn, schema) - 1
     guards = guards_now(conn, watched)  # the cursor restarts here
     staging = ident(f"{name}__staging")
@@ -349,7 +351,7 @@ def refresh_audience(
     guards = guards_now(conn, watched)
     repaired: list[int] = []
 
-    def compare(staging: str, old: str) -> None:
+    def compare_before_swap(staging: str, old: str) -> None:
         """Before the swap: journal the keys whose rows the new snapshot changes."""
         same_shape = conn.table_columns(schema, f"audience__{audience}") == conn.table_columns(
             schema, f"audience__{audience}__staging"
@@ -362,7 +364,7 @@ def refresh_audience(
         else:
             journal_everything(conn, schema, snapshot_relation(audience), now=utc_now())
 
-    result = build(where=pinned, on_swap=compare)
+    result = build(where=pinned, on_swap=compare_before_swap)
     write_state(conn, schema, _moved(reader, upto, now, guards, definition, watched), utc_now())
     if report is None:
         return RefreshReport("full", why), result.size

@@ -145,7 +145,7 @@ def _upsert(conn: Connection, folder: LandingFolder, file: Path, source: str, ta
     a deletion); the last row of a key in the file wins either way.
     """
     columns = [name for name, *_ in conn.fetch_all(f"DESCRIBE SELECT * EXCLUDE (_row) FROM {source}", [str(file)])]
-    if folder.key not in columns:
+    if folder.key is None or folder.key not in columns:
         raise duckdb.BinderException(f"the file has no {folder.key!r} column, the key of {folder.table!r}")
     key = ident(folder.key)
     latest = (

@@ -32,7 +32,7 @@ def candidates_sql(
     compute every older row's event id to find them; it is left out when the pair has no intents, as after every
     orderly run.
     """
-    unsent = [(f"SELECT event_id FROM {tables.sent}", [])]
+    unsent: list[tuple[str, list]] = [(f"SELECT event_id FROM {tables.sent}", [])]
     rows, params = shape.select(conn, "{cursor} <= ? AND {cursor} >= ?", [now, window_start], unsent)
     if leftovers:
         named = (
@@ -100,7 +100,8 @@ def pending_events(
             seq += len(events)
             yield events
     finally:
-        reader.close()
+        # Every engine's stream_arrow is a generator, which Connection types as a plain Iterator.
+        reader.close()  # type: ignore[attr-defined]
 
 
 def record_late(

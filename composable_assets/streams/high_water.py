@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import zoneinfo
 from dataclasses import dataclass
+from typing import Literal
 
 from ..store import StreamTables
 from ..warehouse import Connection
@@ -35,7 +36,7 @@ class Mark:
         return self.bound(self.high_water - 2 * lookback), self.window_start(lookback)
 
 
-def start_point(start: str | dt.date, lookback: dt.timedelta, now: dt.datetime, timezone: str) -> tuple[dt.datetime, dt.datetime]:
+def start_point(start: Literal["now"] | dt.date, lookback: dt.timedelta, now: dt.datetime, timezone: str) -> tuple[dt.datetime, dt.datetime]:
     """(high water, floor) of a new pair: `now` sends only the last `lookback`; a date sends from its midnight."""
     if start == "now":
         return now, now - lookback
@@ -45,7 +46,7 @@ def start_point(start: str | dt.date, lookback: dt.timedelta, now: dt.datetime, 
 
 
 def read_or_start(
-    conn: Connection, tables: StreamTables, start: str | dt.date, lookback: dt.timedelta, *, now: dt.datetime, timezone: str, run_id: str
+    conn: Connection, tables: StreamTables, start: Literal["now"] | dt.date, lookback: dt.timedelta, *, now: dt.datetime, timezone: str, run_id: str
 ) -> Mark:
     """The pair's mark; a pair seen for the first time starts where its `start` says (recorded at once)."""
     row = conn.fetch_one(

@@ -6,6 +6,7 @@ import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from sqlglot import exp
 
@@ -53,7 +54,7 @@ class StreamShape:
     cursor_column: str
     where: exp.Expr | None
     lookback: dt.timedelta
-    start: str | dt.date
+    start: Literal["now"] | dt.date
     identifier_column: str
     event: str
     properties: dict[str, str] = field(default_factory=dict)
