@@ -7,6 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from ..destinations import Destination
 from ..governance.archive import ArchiveReport, archive, archive_cutoff, archive_location
 from ..project import Project
 from ..project.keys import GOVERNANCE, WAREHOUSE_POOL, governance_key
@@ -101,7 +102,7 @@ def archive_schedule(job, timezone: str) -> dg.ScheduleDefinition:
     )
 
 
-def outbox_folders(destinations: Mapping[str, object]) -> dict[str, Path]:
+def outbox_folders(destinations: Mapping[str, Destination]) -> dict[str, Path]:
     """Outbox destination name -> the folder its files are written under (destinations/outbox.py)."""
     return {
         name: Path(d.settings["path"])
