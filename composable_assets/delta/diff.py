@@ -105,7 +105,10 @@ def compute_delta(
     return run
 
 
-def _append_delta(conn: Connection, tables: PairTables, shape: SyncShape, mode: str, *, run_id, partition, now, keys) -> DeltaRun:
+def _append_delta(
+    conn: Connection, tables: PairTables, shape: SyncShape, mode: str, *, run_id: str, partition: dt.date,
+    now: dt.datetime, keys: str | None,
+) -> DeltaRun:
     base = conn.fetch_row(f"SELECT coalesce(max(_seq), 0) FROM {tables.delta}")[0]
     # Sequence numbers continue across runs, so a run's rows are one contiguous, prunable range.
     conn.execute(

@@ -26,7 +26,7 @@ from ..project.incremental import (
     reads_clock,
     restricted_sql,
 )
-from ..store import ensure_store
+from ..store import PairTables, ensure_store
 from ..warehouse import Connection
 from ..warehouse.sql import DIALECT, ident, row_hash, table
 from .changes import (
@@ -421,7 +421,7 @@ class DeltaScope:
 
 
 def delta_scope(
-    conn: Connection, *, schema: str, tables, watched: list[Watched], incremental: bool, definition: str = ""
+    conn: Connection, *, schema: str, tables: PairTables, watched: list[Watched], incremental: bool, definition: str = ""
 ) -> DeltaScope:
     """The keys this pair's delta must compare: changed in the snapshot (or who may receive) since its cursor, plus
     the keys of its previous delta not acknowledged yet (failed or unsent rows are compared again, as in full)."""

@@ -10,7 +10,7 @@ is left out rather than guessed.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import dagster as dg
 from sqlglot import exp
@@ -105,7 +105,7 @@ def upstream(deps: dict[dg.AssetKey, dict[str, list[Column]]], start: Column) ->
     yield from _walk(parents, start)
 
 
-def _walk(edges, start: Column) -> Iterator[Column]:
+def _walk(edges: Mapping[Column, list[Column]], start: Column) -> Iterator[Column]:
     seen, todo = set(), [start]
     while todo:
         for nxt in edges.get(todo.pop(), []):

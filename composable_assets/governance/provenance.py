@@ -29,6 +29,7 @@ from ..delta.snapshot import snapshot_table
 from ..destinations.base import Record
 from ..destinations.changes import changed_fields
 from ..project.project import Project
+from ..project.specs import StreamSpec, StreamSyncSpec
 from ..store import PairTables, StreamTables, types_of
 from ..store.registry import SYNC_LOG, SYNC_RUNS
 from ..streams.shape import StreamShape
@@ -416,7 +417,9 @@ def _ledger(conn: Connection, tables: PairTables, key: str) -> list[LedgerEntry]
     return [LedgerEntry(tables.audience, tables.destination, i, _json(f), at, run) for i, f, at, run in rows]
 
 
-def _events(conn: Connection, project: Project, stream, sync, key: str, start: dt.datetime | None) -> list[SentEvent]:
+def _events(
+    conn: Connection, project: Project, stream: StreamSpec, sync: StreamSyncSpec, key: str, start: dt.datetime | None
+) -> list[SentEvent]:
     """The person's rows of the stream's table, joined to the pair's sent log on the event id."""
     tables = StreamTables(project.settings.schema_name, stream.name, sync.destination)
     key_column = stream.key or (project.settings.consent.key if project.settings.consent else None)
