@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .assets.audiences import sync_shapes
-from .governance.consent import consent_conditions
 from .delta.delivery import records_from_rows
 from .delta.diff import delta_select
 from .delta.ledger import fold_acks
-from .store import PairTables
 from .destinations import Destination, SyncTarget
+from .governance.consent import consent_conditions
 from .project import AudienceSpec, Project, SyncSpec
+from .store import PairTables
 from .warehouse import Warehouse
 
 
@@ -35,7 +35,7 @@ def preview_delta(
         select = delta_select(tables, shape, sync.mode, conn.dialect)
         counts = dict(conn.fetch_all(f"SELECT _op, count(*) FROM ({select}) GROUP BY _op"))
         rows = conn.fetch_arrow(f"SELECT * FROM ({select}) ORDER BY _key LIMIT ?", [limit]).to_pylist()
-        size = conn.fetch_one(f"SELECT count(*) FROM {tables.snapshot}")[0]
+        size = conn.fetch_row(f"SELECT count(*) FROM {tables.snapshot}")[0]
     records = records_from_rows(rows)
     target = SyncTarget(
         audience.name,

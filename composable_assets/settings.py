@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
-
 
 DEFAULT_DUCKDB_MEMORY_LIMIT = "1500MB"
 
@@ -33,7 +32,7 @@ class Settings:
     def from_env(
         cls, environ: Mapping[str, str] | None = None, *, project_dir: Path | None = None,
         fallback_project_dir: Path | None = None,
-    ) -> "Settings":
+    ) -> Settings:
         """Settings from the environment; `project_dir` replaces the project folder it names.
 
         The project folder is COMPOSABLE_PROJECT_DIR, else the current folder if it holds a project.yaml, else

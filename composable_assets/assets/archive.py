@@ -2,15 +2,16 @@
 
 
 import datetime as dt
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping, Optional
 
 import dagster as dg
 
+from ..destinations import Destination
 from ..governance.archive import ArchiveReport, archive, archive_cutoff, archive_location
 from ..project import Project
-from ..warehouse import Warehouse
 from ..project.keys import GOVERNANCE, WAREHOUSE_POOL, governance_key
+from ..warehouse import Warehouse
 from .metadata import markdown_table
 
 ARCHIVE_KEY = governance_key("archive")
@@ -20,7 +21,7 @@ ARCHIVE_JOB = "archive"
 class ArchiveConfig(dg.Config):
     """Launchpad settings of one archive run."""
 
-    before: Optional[str] = None
+    before: str | None = None
     """Archive the days before this one (YYYY-MM-DD) instead of those older than the project's retention; never today."""
 
 
@@ -101,7 +102,7 @@ def archive_schedule(job, timezone: str) -> dg.ScheduleDefinition:
     )
 
 
-def outbox_folders(destinations: Mapping[str, object]) -> dict[str, Path]:
+def outbox_folders(destinations: Mapping[str, Destination]) -> dict[str, Path]:
     """Outbox destination name -> the folder its files are written under (destinations/outbox.py)."""
     return {
         name: Path(d.settings["path"])

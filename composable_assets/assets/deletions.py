@@ -10,8 +10,8 @@ from ..governance.archive import ArchiveLocation
 from ..governance.deletion import HONOUR_WITHIN, DeletionSetupError, overdue_requests, process_deletion_requests
 from ..governance.deletion_log import deletion_log
 from ..project import Project
-from ..warehouse import Warehouse
 from ..project.keys import GOVERNANCE, WAREHOUSE_POOL, governance_key, source_key
+from ..warehouse import Warehouse
 from .metadata import markdown_table
 
 DELETION_REQUESTS = governance_key("deletion_requests")
@@ -61,7 +61,7 @@ def build_deletion_asset(
                 overdue = overdue_requests(conn, project, utc_now())
             except DeletionSetupError as exc:
                 raise dg.Failure(description=str(exc)) from None
-            (proof_rows,) = conn.fetch_one(f"SELECT count(*) FROM {deletion_log(project.settings.schema_name)}")
+            (proof_rows,) = conn.fetch_row(f"SELECT count(*) FROM {deletion_log(project.settings.schema_name)}")
         counts = report.counts()
         totals = {status: sum(c.get(status, 0) for c in counts.values()) for status in STATUSES}
         for warning in report.warnings:

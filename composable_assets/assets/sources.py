@@ -5,11 +5,11 @@ import warnings
 
 import dagster as dg
 
-from ..warehouse.sql import ident
 from ..landing import LandingFolder, load_landing
 from ..landing.folder import REJECTED
-from ..warehouse import Warehouse
 from ..project.keys import SOURCES, WAREHOUSE_POOL, source_key
+from ..warehouse import Warehouse
+from ..warehouse.sql import ident
 
 
 def build_source_observer(tables: list[str], warehouse_kind: str) -> dg.AssetsDefinition | None:
@@ -35,7 +35,7 @@ def build_source_observer(tables: list[str], warehouse_kind: str) -> dg.AssetsDe
                     continue
                 # Row count plus the newest update is a cheap, good-enough change marker.
                 marker = "max(updated_at)" if "updated_at" in columns else "NULL"
-                rows, newest = conn.fetch_one(f"SELECT count(*), {marker} FROM {ident(t)}")
+                rows, newest = conn.fetch_row(f"SELECT count(*), {marker} FROM {ident(t)}")
                 yield dg.ObserveResult(
                     asset_key=source_key(t),
                     data_version=dg.DataVersion(f"{rows}:{newest}"),
@@ -98,7 +98,7 @@ def build_landing_loader(
                 for reason in reasons:
                     # The file is kept under _rejected/ with the reason beside it: nothing landed is lost.
                     context.log.error(f"landing file refused, moved to {folder.path / REJECTED}: {reason}")
-                (total,) = conn.fetch_one(f"SELECT count(*) FROM {ident(t)}")
+                (total,) = conn.fetch_row(f"SELECT count(*) FROM {ident(t)}")
                 yield dg.MaterializeResult(
                     asset_key=source_key(t),
                     metadata={

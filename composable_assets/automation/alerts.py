@@ -28,8 +28,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 import dagster as dg
@@ -39,9 +40,9 @@ from slack_sdk.errors import SlackApiError
 
 from ..destinations.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, signature
 from ..project import MissingSecretError, SecretRef
-from ..project.secret_refs import CredentialInUrlError, Redactor
 from ..project.alerts import AlertSpec, SlackAlert, WebhookAlert
 from ..project.gates import OVERRIDE_TAG
+from ..project.secret_refs import CredentialInUrlError, Redactor
 
 SENSOR_NAME = "alerts"
 # A tick reads at most this many failed runs; the rest wait for the next tick (the cursor says where it stopped).
@@ -223,11 +224,19 @@ def run_failure_alerts(instance: dg.DagsterInstance, run_id: str, at: float, inc
         return []
     entries = [r.event_log_entry for r in instance.get_records_for_run(run_id, of_type=RUN_EVENTS).records]
     events = [(entry.step_key, entry.dagster_event) for entry in entries if entry.dagster_event is not None]
-    planned = [e.asset_key for _, e in events if e.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED]
+    planned = [
+        e.asset_key
+        for _, e in events
+        if e.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED and e.asset_key is not None
+    ]
     done = {e.asset_key for _, e in events if e.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION}
     # Steps are named after their asset (a step key is the key as a Python identifier).
     step_assets = {key.to_python_identifier(): key.to_user_string() for key in planned}
-    failed = [step_assets.get(step, step) for step, e in events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    failed = [
+        step_assets.get(step, step)
+        for step, e in events
+        if e.event_type == dg.DagsterEventType.STEP_FAILURE and step is not None
+    ]
     held: dict[dg.AssetKey, list[tuple[str, str]]] = {}
     for _, event in events:
         if event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:

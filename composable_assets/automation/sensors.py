@@ -17,8 +17,8 @@ import datetime as dt
 import json
 import time
 import zoneinfo
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
 
 import dagster as dg
 

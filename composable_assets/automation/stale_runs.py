@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from ..project.keys import WAREHOUSE_POOL
 from ..coordination import process_gone
+from ..project.keys import WAREHOUSE_POOL
 from ..warehouse import WORKER_TAG
 
 FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sys
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -97,7 +98,7 @@ class LiveRun:
         if self.out.is_terminal:
             if not self.tasks:
                 self.bar.start()
-            fields = {"completed": progress.sent, "total": progress.total, "rate": progress.rows_per_second,
+            fields: dict[str, Any] = {"completed": progress.sent, "total": progress.total, "rate": progress.rows_per_second,
                       "seconds": progress.seconds}
             if pair in self.tasks:
                 self.bar.update(self.tasks[pair], **fields)
@@ -117,7 +118,7 @@ class LiveRun:
         where = f" ({step})" if step else ""
         self.err.print(f"{label}{where}: {escape(text)}", highlight=False)
 
-    def __enter__(self) -> "LiveRun":
+    def __enter__(self) -> LiveRun:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -42,8 +42,8 @@ REJECTIONS_SHOWN = 5
 
 def _print_rejections(defs, project, outcome) -> None:
     """The first rejected rows of each sync in the run, with their reasons, and where to find the rest."""
-    from ..store import PairTables
     from ..governance.provenance import rejections
+    from ..store import PairTables
 
     with warehouse_of(defs).connect() as conn:
         for s in sorted(outcome.syncs, key=lambda s: (s.audience, s.destination)):
@@ -69,8 +69,8 @@ def _print_rejections(defs, project, outcome) -> None:
 @click.option("--run", "run_id", help="A sync run id (default: each destination's latest sync run).")
 def rejections(audience: str, destination: str | None, run_id: str | None) -> None:
     """The rows a destination rejected in a sync run, with the key, identifier and reason of each."""
-    from ..store import PairTables
     from ..governance.provenance import rejections as rejected_rows
+    from ..store import PairTables
 
     settings, project, defs = load()
     _check_target(project, audience, destination)

@@ -34,7 +34,7 @@ def relation(table_name: str, column: str) -> str:
 def next_seq(conn: Connection, schema: str) -> int:
     """The next batch's seq: past every journal row and every reader's cursor (read rows are deleted, so the
     journal alone may be empty; a seq a reader has passed must never be handed out again)."""
-    return conn.fetch_one(
+    return conn.fetch_row(
         f"SELECT greatest(coalesce((SELECT max(seq) FROM {table(schema, JOURNAL)}), 0), "
         f"coalesce((SELECT max(seq) FROM {table(schema, STATE)}), 0)) + 1"
     )[0]
@@ -148,7 +148,7 @@ def changed_keys(
         explained = journaled = 0
         if w.relations:
             names = ", ".join("?" for _ in w.relations)
-            everything, journaled = conn.fetch_one(
+            everything, journaled = conn.fetch_row(
                 f"SELECT count(*) FILTER (WHERE key IS NULL), count(*) FROM {journal_table} "
                 f"WHERE relation IN ({names}) AND seq > ? AND seq <= ?",
                 [*w.relations, state.seq, upto],
@@ -164,7 +164,7 @@ def changed_keys(
         seen = state.guards.get(w.table)
         if w.updated_at and seen and seen[1] is not None:
             previous = str(seen[1]).replace("'", "''")
-            (recent,) = conn.fetch_one(
+            (recent,) = conn.fetch_row(
                 f"SELECT count(*) FROM {ident(w.table)} WHERE {ident(w.updated_at)} > CAST(? AS TIMESTAMP)", [seen[1]]
             )
             explained += recent
@@ -187,7 +187,7 @@ def changed_keys(
 def table_guard(conn: Connection, w: Watched) -> list:
     """[row count, newest updated_at as text]: what the guard compares next time."""
     newest = f"max({ident(w.updated_at)})" if w.updated_at else "NULL"
-    rows, latest = conn.fetch_one(f"SELECT count(*), CAST({newest} AS VARCHAR) FROM {ident(w.table)}")
+    rows, latest = conn.fetch_row(f"SELECT count(*), CAST({newest} AS VARCHAR) FROM {ident(w.table)}")
     return [rows, latest]
 
 

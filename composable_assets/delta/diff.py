@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
+from ..store import PairTables
+from ..warehouse import Connection
+from ..warehouse.sql import among_keys, ident
 from .ledger import fold_acks
 from .snapshot import SyncShape
-from ..warehouse.sql import among_keys, ident
-from ..store import PairTables
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ def delta_select(
 
 
 def compute_delta(
-    conn, tables: PairTables, shape: SyncShape, mode: str, *, run_id: str, partition: dt.date, now: dt.datetime,
+    conn: Connection, tables: PairTables, shape: SyncShape, mode: str, *, run_id: str, partition: dt.date, now: dt.datetime,
     keys: str | None = None, on_commit: Callable[[], None] | None = None,
 ) -> DeltaRun:
     """Append this run's delta to the pair's delta table and record the run; earlier runs stay as they were.
@@ -107,8 +108,11 @@ def compute_delta(
     return run
 
 
-def _append_delta(conn, tables: PairTables, shape: SyncShape, mode: str, *, run_id, partition, now, keys) -> DeltaRun:
-    base = conn.fetch_one(f"SELECT coalesce(max(_seq), 0) FROM {tables.delta}")[0]
+def _append_delta(
+    conn: Connection, tables: PairTables, shape: SyncShape, mode: str, *, run_id: str, partition: dt.date,
+    now: dt.datetime, keys: str | None,
+) -> DeltaRun:
+    base = conn.fetch_row(f"SELECT coalesce(max(_seq), 0) FROM {tables.delta}")[0]
     # Sequence numbers continue across runs, so a run's rows are one contiguous, prunable range.
     conn.execute(
         f"INSERT INTO {tables.delta} "
@@ -119,7 +123,7 @@ def _append_delta(conn, tables: PairTables, shape: SyncShape, mode: str, *, run_
     counts = dict(
         conn.fetch_all(f"SELECT _op, count(*) FROM {tables.delta} WHERE _seq > ? GROUP BY _op", [base])
     )
-    audience_size = conn.fetch_one(f"SELECT count(*) FROM {tables.snapshot}")[0]
+    audience_size = conn.fetch_row(f"SELECT count(*) FROM {tables.snapshot}")[0]
     run = DeltaRun(
         run_id=run_id,
         partition=partition,
@@ -139,7 +143,7 @@ def _append_delta(conn, tables: PairTables, shape: SyncShape, mode: str, *, run_
     return run
 
 
-def latest_delta_run(conn, tables: PairTables, partition: dt.date | None = None) -> DeltaRun | None:
+def latest_delta_run(conn: Connection, tables: PairTables, partition: dt.date | None = None) -> DeltaRun | None:
     """The newest delta of the pair, of one partition or of any."""
     rows = conn.fetch_all(
         "SELECT run_id, partition_date, computed_at, first_seq, last_seq, added, updated, removed, audience_size "

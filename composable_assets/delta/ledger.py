@@ -6,12 +6,13 @@ import datetime as dt
 
 from ..store import PairTables
 from ..store.registry import SYNC_LOG
+from ..warehouse import Connection
 
 # The sync log's columns, in the order the SELECTs below produce them.
 _LOG_COLUMNS = ", ".join(SYNC_LOG.columns)
 
 
-def record_acks(conn, tables: PairTables, run_id: str, ranges: list[tuple[int, int]], now: dt.datetime) -> None:
+def record_acks(conn: Connection, tables: PairTables, run_id: str, ranges: list[tuple[int, int]], now: dt.datetime) -> None:
     """Checkpoint acknowledged ranges of delta rows in one small append (one commit), before more is delivered."""
     if not ranges:
         return
@@ -22,7 +23,7 @@ def record_acks(conn, tables: PairTables, run_id: str, ranges: list[tuple[int, i
     conn.execute(f"INSERT INTO {tables.acks} VALUES {rows}", params)
 
 
-def record_intent(conn, tables: PairTables, run_id: str, first_seq: int, last_seq: int, now: dt.datetime) -> None:
+def record_intent(conn: Connection, tables: PairTables, run_id: str, first_seq: int, last_seq: int, now: dt.datetime) -> None:
     """Declare delta rows first_seq..last_seq as possibly in flight, durably, before any of them is sent."""
     conn.execute(
         f"INSERT INTO {tables.inflight} VALUES (?, ?, ?, ?, ?, ?)",
@@ -30,7 +31,7 @@ def record_intent(conn, tables: PairTables, run_id: str, first_seq: int, last_se
     )
 
 
-def clear_intents(conn, tables: PairTables, run_id: str | None = None) -> None:
+def clear_intents(conn: Connection, tables: PairTables, run_id: str | None = None) -> None:
     """Forget one run's intent rows (it ended in order), or every intent row of the pair (leftovers handled)."""
     conn.execute(
         f"DELETE FROM {tables.inflight} WHERE audience = ? AND destination = ? AND (? IS NULL OR run_id = ?)",
@@ -38,12 +39,12 @@ def clear_intents(conn, tables: PairTables, run_id: str | None = None) -> None:
     )
 
 
-def fold_acks(conn, tables: PairTables) -> int:
+def fold_acks(conn: Connection, tables: PairTables) -> int:
     """Apply every checkpointed, not yet folded ack to the ledger in one set-based MERGE; returns ranges applied.
 
     Called after each sync and before anything reads the ledger, so a crash between the two loses nothing.
     """
-    pending = conn.fetch_one(
+    pending = conn.fetch_row(
         f"SELECT count(*) FROM {tables.acks} WHERE audience = ? AND destination = ? AND NOT folded",
         [tables.audience, tables.destination],
     )[0]
@@ -77,7 +78,7 @@ def fold_acks(conn, tables: PairTables) -> int:
     return pending
 
 
-def record_rejections(conn, tables: PairTables, rows: list[list]) -> None:
+def record_rejections(conn: Connection, tables: PairTables, rows: list[list]) -> None:
     """Record rejected delta rows in sync_failures and the sync log, together (one transaction).
 
     `rows`: [audience, destination, partition, run_id, seq, key, op, reason, failed_at] each, of one run and one failed_at.
@@ -98,7 +99,7 @@ def record_rejections(conn, tables: PairTables, rows: list[list]) -> None:
         )
 
 
-def _merge(conn, tables: PairTables, acked: str) -> None:
+def _merge(conn: Connection, tables: PairTables, acked: str) -> None:
     conn.execute(
         f"MERGE INTO {tables.ledger} AS l USING ({acked}) AS s ON l._key = s._key "
         "WHEN MATCHED AND s._op = 'remove' THEN DELETE "
@@ -110,7 +111,7 @@ def _merge(conn, tables: PairTables, acked: str) -> None:
     )
 
 
-def _delete_then_insert(conn, tables: PairTables, acked: str) -> None:
+def _delete_then_insert(conn: Connection, tables: PairTables, acked: str) -> None:
     """The MERGE for engines without it (PostgreSQL before 15): same result, inside the caller's transaction."""
     pair = [tables.audience, tables.destination]
     conn.execute(f"DELETE FROM {tables.ledger} WHERE _key IN (SELECT _key FROM ({acked}) AS s)", pair)

@@ -12,16 +12,23 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from sqlglot import exp
 
 from ..project.incremental import (
-    Refresh, flip_condition, now_literals, pin_time, pinned_sql, reads_clock, restricted_sql,
+    Refresh,
+    flip_condition,
+    now_literals,
+    pin_time,
+    pinned_sql,
+    reads_clock,
+    restricted_sql,
 )
-from ..store import ensure_store
+from ..store import PairTables, ensure_store
 from ..warehouse import Connection
+from ..warehouse.sql import DIALECT, ident, row_hash, table
 from .changes import (
     UPDATED_AT,
     ReaderState,
@@ -39,9 +46,6 @@ from .changes import (
 )
 from .ledger import fold_acks
 from .snapshot import SnapshotResult
-from ..warehouse.sql import DIALECT, ident, row_hash, table
-
-
 
 DEFINITION = "(definition)"
 
@@ -75,7 +79,7 @@ def keys_table(schema: str, reader: str) -> str:
 def collect_keys(conn: Connection, keys: str, sql: str) -> int:
     """Gather the distinct non-NULL keys `sql` selects (one column named `key`) into `keys`; returns how many."""
     conn.execute(f"CREATE OR REPLACE TABLE {keys} AS SELECT DISTINCT key FROM ({sql}) AS k WHERE key IS NOT NULL")
-    return conn.fetch_one(f"SELECT count(*) FROM {keys}")[0]
+    return conn.fetch_row(f"SELECT count(*) FROM {keys}")[0]
 
 
 @dataclass
@@ -192,7 +196,7 @@ def journal_differences(
         f"UNION ALL SELECT 'old', CAST(key AS VARCHAR) FROM ({pairs} {old} EXCEPT ALL {pairs} {new}) AS o"
     )
     try:
-        (repaired,) = conn.fetch_one(
+        (repaired,) = conn.fetch_row(
             f"SELECT count(*) FROM {differences} AS d WHERE side = 'new' OR NOT EXISTS "
             f"(SELECT 1 FROM {differences} AS n WHERE n.side = 'new' AND n.key IS NOT DISTINCT FROM d.key)"
         )
@@ -215,6 +219,7 @@ def _incremental(
     conn: Connection, schema: str, name: str, sql: str, refresh: Refresh, watched: list[Watched],
     state: ReaderState, now: dict[str, str], definition: str,
 ) -> RefreshReport:
+    assert refresh.key is not None  # refresh_model comes here for incremental models only
     upto = next_seq(conn, schema) - 1
     keys_sql, guards = changed_keys(conn, schema, state, watched, upto)
     parts = [keys_sql]
@@ -252,6 +257,7 @@ def _full_compared(
     definition: str, compare: bool = True,
 ) -> int | None:
     """Recompute in full; journal the keys whose rows differ from the table it replaces. Returns rows repaired."""
+    assert refresh.key is not None  # refresh_model comes here for incremental models only
     upto = next_seq(conn, schema) - 1
     guards = guards_now(conn, watched)  # the cursor restarts here
     staging = ident(f"{name}__staging")
@@ -345,7 +351,7 @@ def refresh_audience(
     guards = guards_now(conn, watched)
     repaired: list[int] = []
 
-    def compare(staging: str, old: str) -> None:
+    def compare_before_swap(staging: str, old: str) -> None:
         """Before the swap: journal the keys whose rows the new snapshot changes."""
         same_shape = conn.table_columns(schema, f"audience__{audience}") == conn.table_columns(
             schema, f"audience__{audience}__staging"
@@ -358,7 +364,7 @@ def refresh_audience(
         else:
             journal_everything(conn, schema, snapshot_relation(audience), now=utc_now())
 
-    result = build(where=pinned, on_swap=compare)
+    result = build(where=pinned, on_swap=compare_before_swap)
     write_state(conn, schema, _moved(reader, upto, now, guards, definition, watched), utc_now())
     if report is None:
         return RefreshReport("full", why), result.size
@@ -396,7 +402,7 @@ def _update_audience(
     finally:
         conn.execute(f"DROP TABLE IF EXISTS {keys}")
     if size is None:
-        (size,) = conn.fetch_one(f"SELECT count(*) FROM {table(schema, f'audience__{audience}')}")
+        (size,) = conn.fetch_row(f"SELECT count(*) FROM {table(schema, f'audience__{audience}')}")
     return RefreshReport("incremental", affected_keys=count), size
 
 
@@ -415,7 +421,7 @@ class DeltaScope:
 
 
 def delta_scope(
-    conn: Connection, *, schema: str, tables, watched: list[Watched], incremental: bool, definition: str = ""
+    conn: Connection, *, schema: str, tables: PairTables, watched: list[Watched], incremental: bool, definition: str = ""
 ) -> DeltaScope:
     """The keys this pair's delta must compare: changed in the snapshot (or who may receive) since its cursor, plus
     the keys of its previous delta not acknowledged yet (failed or unsent rows are compared again, as in full)."""

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from sqlglot import exp
 
+from ..store import PairTables
 from ..warehouse import Connection
 from ..warehouse.sql import DIALECT, among_keys, ident, json_object, row_hash, table
-from ..store import PairTables
 
 
 class AudienceDataError(Exception):
@@ -96,7 +97,7 @@ def build_snapshot(
     with conn.transaction():
         conn.execute(f"DROP TABLE IF EXISTS {target}")
         conn.execute(f"ALTER TABLE {staging} RENAME TO {ident(f'audience__{audience}')}")
-    size = conn.fetch_one(f"SELECT count(*) FROM {target}")[0]
+    size = conn.fetch_row(f"SELECT count(*) FROM {target}")[0]
     return SnapshotResult(size=size, columns=conn.table_columns(schema, f"audience__{audience}"))
 
 
@@ -150,7 +151,7 @@ def update_snapshot(
     conn.execute(f"INSERT INTO {target} {select}")
     rows = ident(model) + (f" WHERE {condition}" if condition else "")
     _check_keys(conn, target, audience_file, primary_key, show_keys, rows, f"_key IN (SELECT key FROM {keys_table})")
-    return conn.fetch_one(f"SELECT count(*) FROM {target}")[0]
+    return conn.fetch_row(f"SELECT count(*) FROM {target}")[0]
 
 
 def _check_keys(
@@ -163,13 +164,13 @@ def _check_keys(
     """
     if among:
         staging = f"(SELECT * FROM {staging} WHERE {among}) AS recomputed"
-    nulls = conn.fetch_one(f"SELECT count(*) FROM {staging} WHERE _key IS NULL")[0]
+    nulls = conn.fetch_row(f"SELECT count(*) FROM {staging} WHERE _key IS NULL")[0]
     if nulls:
         raise AudienceDataError(
             f"{audience_file}: primary key {primary_key!r} is NULL in {nulls} row(s) of the audience; "
             "every member needs a key. Nothing was sent."
         )
-    (count,) = conn.fetch_one(f"SELECT count(*) FROM (SELECT _key FROM {staging} GROUP BY _key HAVING count(*) > 1) AS d")
+    (count,) = conn.fetch_row(f"SELECT count(*) FROM (SELECT _key FROM {staging} GROUP BY _key HAVING count(*) > 1) AS d")
     if not count:
         return
     if show_keys:

@@ -28,9 +28,10 @@ import re
 import uuid
 import zoneinfo
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -39,14 +40,23 @@ import pyarrow.parquet as pq
 import sqlglot
 from sqlglot import exp
 
-from ..warehouse.sql import ident, table
+from ..project.specs import ArchiveSpec
 from ..store import archival_of, ensure_store, types_of
 from ..store.registry import (
-    ARCHIVE_FILES, DELTA_RUNS, GATE_RESULTS, STREAM_CURSORS, STREAM_INTENTS, SYNC_ACKS, SYNC_FAILURES, SYNC_INFLIGHT,
-    SYNC_LOG, SYNC_RUNS,
+    ARCHIVE_FILES,
+    DELTA_RUNS,
+    GATE_RESULTS,
+    STREAM_CURSORS,
+    STREAM_INTENTS,
+    SYNC_ACKS,
+    SYNC_FAILURES,
+    SYNC_INFLIGHT,
+    SYNC_LOG,
+    SYNC_RUNS,
 )
-from ..project.specs import ArchiveSpec
+from ..warehouse import Connection
 from ..warehouse.base import WarehouseError, insert_rows
+from ..warehouse.sql import ident, table
 
 #: The catalog: one row per archived file. A file is archived once it is here (see the module docstring).
 OUTBOX = "outbox"
@@ -117,7 +127,7 @@ class _PairDay:
     run_ids: tuple[str, ...]
 
 
-def _archivable_runs(conn, schema: str, cutoff: dt.date) -> list[_PairDay]:
+def _archivable_runs(conn: Connection, schema: str, cutoff: dt.date) -> list[_PairDay]:
     """Delta runs of days before `cutoff` that nothing current reads, by pair and day.
 
     Kept hot, per pair: every run computed at or after the newest run the send gates let through. That run is the
@@ -165,7 +175,7 @@ def _archivable_runs(conn, schema: str, cutoff: dt.date) -> list[_PairDay]:
     return [_PairDay(a, d, day, tuple(ids)) for (a, d, day), ids in grouped.items() if ids]
 
 
-def _pair_parts(conn, schema: str, pd: _PairDay, max_seq: dict, present: set[str]) -> list[Part]:
+def _pair_parts(conn: Connection, schema: str, pd: _PairDay, max_seq: dict, present: set[str]) -> list[Part]:
     """The rows of one pair's archivable runs of one day, per table."""
     ids = ", ".join(["?"] * len(pd.run_ids))
     pair = "x.audience = ? AND x.destination = ?"
@@ -206,7 +216,7 @@ class _StreamPair:
         return f"stream_sent__{self.stream}__{self.destination}"
 
 
-def _stream_parts(conn, schema: str, cutoff: dt.date) -> dict[dt.date, list[Part]]:
+def _stream_parts(conn: Connection, schema: str, cutoff: dt.date) -> dict[dt.date, list[Part]]:
     """Sent-log rows the stream engine no longer reads: behind `pruned_below`, and not among the pair's intents.
 
     The engine itself deletes rows behind `high_water - 2 x lookback` after every run (streams/high_water.py), so
@@ -239,7 +249,7 @@ def _stream_parts(conn, schema: str, cutoff: dt.date) -> dict[dt.date, list[Part
     return by_day
 
 
-def plan(conn, schema: str, cutoff: dt.date) -> dict[dt.date, list[Part]]:
+def plan(conn: Connection, schema: str, cutoff: dt.date) -> dict[dt.date, list[Part]]:
     """Per day before `cutoff`, the rows each hot table would give up (counted), shared tables in one part each."""
     present = {name for name in (SYNC_LOG.name, SYNC_RUNS.name) if "delta_run_id" in dict(conn.table_columns(schema, name))}
     pair_days = _archivable_runs(conn, schema, cutoff)
@@ -247,7 +257,7 @@ def plan(conn, schema: str, cutoff: dt.date) -> dict[dt.date, list[Part]]:
     for a, d in {(p.audience, p.destination) for p in pair_days}:
         name = f"delta__{a}__{d}"
         max_seq[(a, d)] = (
-            conn.fetch_one(f"SELECT max(_seq) FROM {table(schema, name)}")[0] if conn.table_exists(schema, name) else None
+            conn.fetch_row(f"SELECT max(_seq) FROM {table(schema, name)}")[0] if conn.table_exists(schema, name) else None
         )
     raw: dict[dt.date, list[Part]] = defaultdict(list)
     for pd in pair_days:
@@ -274,8 +284,8 @@ def _merge(parts: list[Part]) -> list[Part]:
     return sorted(merged, key=lambda p: p.table == DELTA_RUNS.name)
 
 
-def _counted(conn, schema: str, part: Part) -> Part:
-    (rows,) = conn.fetch_one(f"SELECT count(*) FROM {table(schema, part.table)} AS x WHERE {part.where}", list(part.params))
+def _counted(conn: Connection, schema: str, part: Part) -> Part:
+    (rows,) = conn.fetch_row(f"SELECT count(*) FROM {table(schema, part.table)} AS x WHERE {part.where}", list(part.params))
     return Part(part.table, part.where, part.params, rows)
 
 
@@ -307,7 +317,7 @@ _ARROW_TYPES = {
 }
 
 
-def _columns(conn, schema: str, name: str) -> tuple[pa.Schema, str]:
+def _columns(conn: Connection, schema: str, name: str) -> tuple[pa.Schema, str]:
     """The Arrow schema of a hot table's archive files, and the SELECT list producing it."""
     fields, select = [], []
     for column, sql_type in conn.table_columns(schema, name):
@@ -317,7 +327,7 @@ def _columns(conn, schema: str, name: str) -> tuple[pa.Schema, str]:
     return pa.schema(fields), ", ".join(select)
 
 
-def _write_part(conn, location: ArchiveLocation, schema: str, part: Part, day: dt.date, run_id: str) -> _Written:
+def _write_part(conn: Connection, location: ArchiveLocation, schema: str, part: Part, day: dt.date, run_id: str) -> _Written:
     """Export a part to `<table>/day=<day>/<run id>.parquet` (temporary name, then renamed), read back and counted."""
     arrow_schema, select = _columns(conn, schema, part.table)
     relative = f"{part.table}/day={day.isoformat()}/{run_id}.parquet"
@@ -338,12 +348,12 @@ def _write_part(conn, location: ArchiveLocation, schema: str, part: Part, day: d
     return _Written(part, relative, rows, location.fs.get_file_info(final).size)
 
 
-def _commit_day(conn, schema: str, day: dt.date, written: list[_Written], run_id: str, now: dt.datetime) -> None:
+def _commit_day(conn: Connection, schema: str, day: dt.date, written: list[_Written], run_id: str, now: dt.datetime) -> None:
     """Delete the archived rows from the hot tables and enter their files in the catalog, in one transaction."""
     with conn.transaction():
         for w in written:
             where, params = w.part.where, list(w.part.params)
-            (hot,) = conn.fetch_one(f"SELECT count(*) FROM {table(schema, w.part.table)} AS x WHERE {where}", params)
+            (hot,) = conn.fetch_row(f"SELECT count(*) FROM {table(schema, w.part.table)} AS x WHERE {where}", params)
             if hot != w.rows:
                 raise _Changed(f"{w.part.table} on {day}: {hot} rows now, {w.rows} archived")
             conn.execute(f"DELETE FROM {table(schema, w.part.table)} AS x WHERE {where}", params)
@@ -354,7 +364,7 @@ def _commit_day(conn, schema: str, day: dt.date, written: list[_Written], run_id
 _TABLE_FILE = re.compile(r"[a-z][a-z0-9_]*/day=\d{4}-\d{2}-\d{2}/[^/]+\.parquet(\.tmp)?")
 
 
-def remove_orphans(conn, location: ArchiveLocation, schema: str) -> int:
+def remove_orphans(conn: Connection, location: ArchiveLocation, schema: str) -> int:
     """Delete archive files no committed run owns (left by a run that died, or replaced by a purge); returns how many."""
     known = {path for (path,) in conn.fetch_all(f"SELECT path FROM {table(schema, ARCHIVE_FILES.name)}")}
     removed = 0
@@ -486,7 +496,7 @@ class ArchiveReport:
 
 
 def archive(
-    conn,
+    conn: Connection,
     location: ArchiveLocation,
     schema: str,
     *,
@@ -539,7 +549,7 @@ def archive(
 # Reading archived rows back
 
 
-def archived_paths(conn, schema: str, table_name: str) -> list[str]:
+def archived_paths(conn: Connection, schema: str, table_name: str) -> list[str]:
     """The catalog's files of one table, relative to the archive root, oldest day first."""
     if not conn.table_exists(schema, ARCHIVE_FILES.name):
         return []
@@ -549,7 +559,7 @@ def archived_paths(conn, schema: str, table_name: str) -> list[str]:
     return [path for (path,) in rows]
 
 
-def archived(conn, location: ArchiveLocation, schema: str, table_name: str) -> pa.Table | None:
+def archived(conn: Connection, location: ArchiveLocation, schema: str, table_name: str) -> pa.Table | None:
     """Every archived row of a table, read back from its Parquet files (None when nothing of it is archived)."""
     paths = [location.path(p) for p in archived_paths(conn, schema, table_name)]
     if not paths:
@@ -592,7 +602,7 @@ def archived_outbox(location: ArchiveLocation) -> pa.Table:
 OUTBOX_VIEW = "outbox_archive"
 
 
-def query(conn, location: ArchiveLocation, schema: str, sql: str) -> pa.Table:
+def query(conn: Connection, location: ArchiveLocation, schema: str, sql: str) -> pa.Table:
     """Run one DuckDB query in which each archived table's name reads its hot and archived rows together.
 
     `outbox_archive` holds the archived outbox lines. On a DuckDB warehouse the query runs in the warehouse's own
@@ -601,6 +611,8 @@ def query(conn, location: ArchiveLocation, schema: str, sql: str) -> pa.Table:
     """
     import duckdb
 
+    from ..warehouse.duckdb_engine import DuckDBConnection
+
     try:
         statements = sqlglot.parse(sql, read="duckdb")
     except sqlglot.errors.ParseError as exc:
@@ -608,8 +620,9 @@ def query(conn, location: ArchiveLocation, schema: str, sql: str) -> pa.Table:
     if len(statements) != 1 or not isinstance(statements[0], exp.Query):
         raise ArchiveError("the archive query must be one SELECT statement")
     named = {t.name for t in statements[0].find_all(exp.Table)}
-    in_place = conn.dialect == "duckdb" and hasattr(conn, "raw")
-    duck = conn.raw if in_place else duckdb.connect()
+    # On DuckDB (the only engine whose connection has `raw`) the query runs in the warehouse itself.
+    in_place = isinstance(conn, DuckDBConnection)
+    duck = conn.raw if isinstance(conn, DuckDBConnection) else duckdb.connect()
     registered: list[str] = []
     try:
         for name in sorted(named):
@@ -650,7 +663,7 @@ def query(conn, location: ArchiveLocation, schema: str, sql: str) -> pa.Table:
 
 
 def purge_archived(
-    conn,
+    conn: Connection,
     location: ArchiveLocation,
     schema: str,
     *,
@@ -690,7 +703,7 @@ def purge_archived(
     return dict(removed)
 
 
-def _rewrite(conn, location: ArchiveLocation, schema: str, old: str, kept: pa.Table, new: str) -> None:
+def _rewrite(conn: Connection, location: ArchiveLocation, schema: str, old: str, kept: pa.Table, new: str) -> None:
     """Replace archive file `old` by `new` holding `kept` (none: the file is dropped from the catalog)."""
     catalog = table(schema, ARCHIVE_FILES.name)
     if kept.num_rows:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from sqlglot import exp
 
+from ..delta.changes import Watched
 from ..project.errors import ProjectError
 from ..project.project import Project
 from ..project.specs import ConsentSpec, StreamSpec
-from ..delta.changes import Watched
 from ..warehouse.sql import DIALECT, REQUESTERS, ident
 from .deletion_log import deletion_log
 
@@ -52,9 +52,10 @@ def not_forgotten_predicate(project: Project, column: str = "_key", keys: str | 
         f"UNION ALL SELECT {ident('key')}, requested_at FROM {deletion_log(project.settings.schema_name)}"
     )
     consent = project.settings.consent
-    renewable = consent is not None and consent.updated_at is not None
+    # A consent granted after the request renews it only where consent rows say when they changed.
+    updated_at = consent.updated_at if consent is not None else None
     if keys is not None:
-        if not renewable:
+        if consent is None or updated_at is None:
             forgotten = f"SELECT r.person FROM ({asked}) AS r WHERE {REQUESTERS}"
             return f"{ident(column)} IS NOT NULL AND {member_key(column)} NOT IN ({forgotten})"
         # The members checked who asked, by their key as it is (the consent table's type), each request with no
@@ -62,15 +63,15 @@ def not_forgotten_predicate(project: Project, column: str = "_key", keys: str | 
         forgotten = (
             f"SELECT m.member FROM ({keys}) AS m JOIN ({asked}) AS r ON r.person = CAST(m.member AS VARCHAR) "
             f"WHERE NOT EXISTS (SELECT 1 FROM {ident(consent.table)} AS c WHERE c.{ident(consent.key)} = m.member "
-            f"AND c.{ident(consent.granted)} AND CAST(c.{ident(consent.updated_at)} AS TIMESTAMP) > r.asked_at)"
+            f"AND c.{ident(consent.granted)} AND CAST(c.{ident(updated_at)} AS TIMESTAMP) > r.asked_at)"
         )
         return f"{ident(column)} IS NOT NULL AND {ident(column)} NOT IN ({forgotten})"
     renewed = ""
-    if renewable:
+    if consent is not None and updated_at is not None:
         renewed = (
             f" AND NOT EXISTS (SELECT 1 FROM {ident(consent.table)} AS c "
             f"WHERE CAST(c.{ident(consent.key)} AS VARCHAR) = r.person AND c.{ident(consent.granted)} "
-            f"AND CAST(c.{ident(consent.updated_at)} AS TIMESTAMP) > r.asked_at)"
+            f"AND CAST(c.{ident(updated_at)} AS TIMESTAMP) > r.asked_at)"
         )
     # NOT IN is NULL-aware: one NULL person in the subquery would exclude everyone, hence the filter.
     return f"{member_key(column)} NOT IN (SELECT r.person FROM ({asked}) AS r WHERE {REQUESTERS}{renewed})"

@@ -27,26 +27,27 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import pyarrow.compute as pc
 from pydantic import BaseModel
 
 from ..delta.changes import JOURNAL
 from ..delta.snapshot import snapshot_table
-from ..warehouse.sql import DIALECT, ident, table
-from ..store import PairTables, StreamTables, ensure_store
-from ..store.registry import SYNC_LOG
 from ..destinations import Destination, DestinationError, ForgetTarget, Forgotten
 from ..destinations.base import FAILED, NOT_FOUND, PURGED
 from ..project import MissingSecretError, Project, ProjectError, StreamSpec, parse_where
 from ..project.loader import PROJECT_FILE
+from ..store import PairTables, StreamTables, ensure_store
+from ..store.registry import SYNC_LOG
 from ..streams.shape import StreamShape
+from ..warehouse import Connection
 from ..warehouse.base import insert_rows
+from ..warehouse.sql import DIALECT, ident, table
 from .archive import ArchiveLocation, archive_dataset, archived_paths, purge_archived
 from .consent import member_key_column
-from .pii import scrub
 from .deletion_log import (
     COLUMNS,
     NOBODY,
@@ -55,6 +56,7 @@ from .deletion_log import (
     identifier_hash,
     request_states,
 )
+from .pii import scrub
 
 # Bound values per `IN (...)` list: a bounded statement on every engine.
 KEYS_PER_QUERY = 500
@@ -125,7 +127,7 @@ class DeletionReport:
 
 
 def process_deletion_requests(
-    conn,
+    conn: Connection,
     project: Project,
     destinations: dict[str, Destination],
     warehouse: Any,
@@ -175,7 +177,7 @@ def process_deletion_requests(
     return report
 
 
-def pending_requests(conn, project: Project) -> list[Request]:
+def pending_requests(conn: Connection, project: Project) -> list[Request]:
     """Requests not yet done: from the requests table, and any the proof still shows failing."""
     spec = project.settings.deletion_requests
     if spec is None:
@@ -204,7 +206,11 @@ def pending_requests(conn, project: Project) -> list[Request]:
         f"WHERE {ident(spec.id)} IS NOT NULL AND {ident(spec.key)} IS NOT NULL"
     )
     states = request_states(conn, project.settings.schema_name)
-    requests = {r[0]: Request(*r, seen=r[0] in states) for r in rows if not (r[0] in states and states[r[0]].done)}
+    requests = {
+        request_id: Request(request_id, key, requested_at, seen=request_id in states)
+        for request_id, key, requested_at in rows
+        if not (request_id in states and states[request_id].done)
+    }
     for state in states.values():
         if not state.done and state.request_id not in requests:
             requests[state.request_id] = Request(state.request_id, state.key, state.requested_at, seen=True)
@@ -212,7 +218,7 @@ def pending_requests(conn, project: Project) -> list[Request]:
 
 
 def find_recipients(
-    conn, project: Project, keys: list[str], warnings: list[str], archive: ArchiveLocation | None = None
+    conn: Connection, project: Project, keys: list[str], warnings: list[str], archive: ArchiveLocation | None = None
 ) -> list[Recipient]:
     """Every (destination, delivery, identifier) that reached one of these people; see the module docstring."""
     found: set[Recipient] = set()
@@ -260,7 +266,7 @@ def _pair_identifiers_sql(tables: PairTables, marks: str) -> str:
     )
 
 
-def _archived_identifiers(conn, archive: ArchiveLocation, schema: str, name: str, keys: list[str]) -> list[tuple]:
+def _archived_identifiers(conn: Connection, archive: ArchiveLocation, schema: str, name: str, keys: list[str]) -> list[tuple]:
     """(key, identifier) of a delta's archived rows about these people: all of them were sent, long ago."""
     paths = [archive.path(p) for p in archived_paths(conn, schema, name)]
     if not paths:
@@ -273,7 +279,7 @@ def _archived_identifiers(conn, archive: ArchiveLocation, schema: str, name: str
 
 
 def purge_archive(
-    conn, archive: ArchiveLocation, schema: str, keys: list[str], recipients: list[Recipient], run_id: str
+    conn: Connection, archive: ArchiveLocation, schema: str, keys: list[str], recipients: list[Recipient], run_id: str
 ) -> list[Outcome]:
     """Each person's archived rows and archived outbox lines removed, one proof row per archived table touched."""
     outcomes: list[Outcome] = []
@@ -287,7 +293,7 @@ def purge_archive(
     return outcomes
 
 
-def _stream_recipients(conn, project: Project, stream: StreamSpec, keys: list[str], warnings: list[str]) -> set[Recipient]:
+def _stream_recipients(conn: Connection, project: Project, stream: StreamSpec, keys: list[str], warnings: list[str]) -> set[Recipient]:
     """Identifiers of the person's events a stream sent (or may have sent, behind its sent log's pruning horizon)."""
     key_column = member_key_column(project, stream)
     columns = {name.lower() for name, _ in conn.table_columns(None, stream.table)}
@@ -385,7 +391,7 @@ def _delivery_options(project: Project, destination: Destination, source: str) -
     return destination.event_options(project.streams[name].sync_for(destination.name).options)
 
 
-def purge_pairs(conn, project: Project, keys: list[str], failing: set[tuple[str, str, str | None]]) -> list[Outcome]:
+def purge_pairs(conn: Connection, project: Project, keys: list[str], failing: set[tuple[str, str, str | None]]) -> list[Outcome]:
     """Delete the people from each pair's ledger, delta, failures and sync log, except where their destination failed."""
     schema = project.settings.schema_name
     has_sync_log = conn.table_exists(schema, SYNC_LOG.name)
@@ -409,7 +415,7 @@ def purge_pairs(conn, project: Project, keys: list[str], failing: set[tuple[str,
     return outcomes
 
 
-def purge_snapshots(conn, project: Project, keys: list[str]) -> list[Outcome]:
+def purge_snapshots(conn: Connection, project: Project, keys: list[str]) -> list[Outcome]:
     """Delete the people from every audience snapshot: whatever their destinations answered, they are no member.
 
     The next snapshot leaves them out too (its condition excludes deletion requests), so it does not take them back.
@@ -426,7 +432,7 @@ def purge_snapshots(conn, project: Project, keys: list[str]) -> list[Outcome]:
     return outcomes
 
 
-def purge_change_journal(conn, project: Project, keys: list[str]) -> None:
+def purge_change_journal(conn: Connection, project: Project, keys: list[str]) -> None:
     """Delete the people's keys from the change journal (delta/changes.py): the record that their rows changed.
 
     No reader misses them: the person's snapshot rows are gone and their member condition keeps them out.
@@ -437,7 +443,7 @@ def purge_change_journal(conn, project: Project, keys: list[str]) -> None:
             conn.execute(f"DELETE FROM {journal} WHERE key IN ({marks})", chunk)
 
 
-def blank_stream_reasons(conn, project: Project, keys: list[str]) -> list[Outcome]:
+def blank_stream_reasons(conn: Connection, project: Project, keys: list[str]) -> list[Outcome]:
     """Blank the destination's reason on the people's events in every stream's sent log.
 
     The rows stay, holding the event id: they are what keeps an event from being sent twice. A reason is the
@@ -477,7 +483,7 @@ def blank_stream_reasons(conn, project: Project, keys: list[str]) -> list[Outcom
     return outcomes
 
 
-def _delete_keys(conn, name: str, column: str, keys: list[str], scope: list[str]) -> dict[str, int]:
+def _delete_keys(conn: Connection, name: str, column: str, keys: list[str], scope: list[str]) -> dict[str, int]:
     """Delete the rows of `keys` from table `name` (scoped to one pair's rows when `scope` is [audience, destination]).
 
     Returns key -> rows deleted.
@@ -517,6 +523,6 @@ def proof_rows(
     return rows
 
 
-def overdue_requests(conn, project: Project, now: dt.datetime) -> list[Request]:
+def overdue_requests(conn: Connection, project: Project, now: dt.datetime) -> list[Request]:
     """Requests older than HONOUR_WITHIN that are not done yet."""
     return [r for r in pending_requests(conn, project) if r.requested_at is not None and now - r.requested_at > HONOUR_WITHIN]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from ..store import types_of
 from ..store.registry import DELETION_LOG
+from ..warehouse import Connection
 from ..warehouse.sql import ident, table
 
 # Column -> type (the store's registry), in table order.
@@ -48,7 +49,7 @@ class RequestState:
         return self.outcomes > 0 and self.failing == 0
 
 
-def request_states(conn, schema: str) -> dict[str, RequestState]:
+def request_states(conn: Connection, schema: str) -> dict[str, RequestState]:
     """Request id -> its state, for every request the proof table knows."""
     log = deletion_log(schema)
     rows = conn.fetch_all(
@@ -61,7 +62,7 @@ def request_states(conn, schema: str) -> dict[str, RequestState]:
     return {r[0]: RequestState(r[0], r[1], r[2], int(r[3]), int(r[4] or 0)) for r in rows}
 
 
-def done_identifiers(conn, schema: str, request_ids: list[str]) -> set[tuple[str, str, str, str, str]]:
+def done_identifiers(conn: Connection, schema: str, request_ids: list[str]) -> set[tuple[str, str, str, str, str]]:
     """(request id, destination, source, identifier type, identifier hash) already deleted, gone or purged."""
     if not request_ids:
         return set()
@@ -75,7 +76,7 @@ def done_identifiers(conn, schema: str, request_ids: list[str]) -> set[tuple[str
     return {tuple(r) for r in rows}
 
 
-def outcomes(conn, schema: str, request_ids: list[str] | None = None) -> list[dict]:
+def outcomes(conn: Connection, schema: str, request_ids: list[str] | None = None) -> list[dict]:
     """Every proof row (of some requests), oldest first, as dicts: what `composable forget` prints."""
     names = ", ".join(ident(c) for c in COLUMNS)
     where, params = "", []

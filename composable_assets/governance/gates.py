@@ -6,11 +6,12 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..project.gates import GatesSpec
 from ..delta.diff import DeltaRun
 from ..delta.snapshot import SyncShape
-from ..warehouse.sql import among_keys, ident
+from ..project.gates import GatesSpec
 from ..store import PairTables
+from ..warehouse import Connection
+from ..warehouse.sql import among_keys, ident
 
 
 @dataclass(frozen=True)
@@ -29,10 +30,10 @@ class GateResult:
 
 
 def judge_delta(
-    conn, tables: PairTables, shape: SyncShape, run: DeltaRun, mode: str, gates: GatesSpec, lifted: set[str]
+    conn: Connection, tables: PairTables, shape: SyncShape, run: DeltaRun, mode: str, gates: GatesSpec, lifted: set[str]
 ) -> list[GateResult]:
     """Every gate's verdict on `run`, recorded in the warehouse (the sync refuses a delta a gate blocks)."""
-    ledger_size = conn.fetch_one(f"SELECT count(*) FROM {tables.ledger}")[0]
+    ledger_size = conn.fetch_row(f"SELECT count(*) FROM {tables.ledger}")[0]
     # The size at the last delta that was let through: a held delta must not become the baseline, or simply
     # computing it again would pass.
     previous = conn.fetch_one(
@@ -86,14 +87,14 @@ def _size_change(run: DeltaRun, gates: GatesSpec, previous: int | None) -> GateR
     )
 
 
-def _required_fields(conn, tables: PairTables, shape: SyncShape, run: DeltaRun, gates: GatesSpec) -> GateResult:
+def _required_fields(conn: Connection, tables: PairTables, shape: SyncShape, run: DeltaRun, gates: GatesSpec) -> GateResult:
     name = "required_fields"
     # A field this destination is not sent is not required of it.
     required = [f for f in gates.required_fields if f in shape.fields]
     if not required:
         return GateResult(name, True, "no required field is sent to this destination")
     missing = " OR ".join(f"a.{ident(shape.fields[f])} IS NULL" for f in required)
-    count = conn.fetch_one(
+    count = conn.fetch_row(
         f"SELECT count(*) FROM {tables.delta} AS d JOIN {tables.snapshot} AS a ON a._key = d._key "
         f"WHERE d._seq BETWEEN ? AND ? AND d._op <> 'remove' AND ({missing})",
         [run.first_seq, run.last_seq],
@@ -104,12 +105,12 @@ def _required_fields(conn, tables: PairTables, shape: SyncShape, run: DeltaRun, 
     )
 
 
-def _unique_identifiers(conn, tables: PairTables, shape: SyncShape, gates: GatesSpec) -> GateResult:
+def _unique_identifiers(conn: Connection, tables: PairTables, shape: SyncShape, gates: GatesSpec) -> GateResult:
     name = "unique_identifiers"
     if not gates.unique_identifiers:
         return GateResult(name, True, "not checked (unique_identifiers: false)")
     column = ident(shape.identifier_column)
-    shared = conn.fetch_one(
+    shared = conn.fetch_row(
         f"SELECT count(*) FROM (SELECT {column} FROM {tables.snapshot} WHERE {column} IS NOT NULL "
         f"GROUP BY {column} HAVING count(*) > 1) AS shared"
     )[0]
@@ -119,14 +120,14 @@ def _unique_identifiers(conn, tables: PairTables, shape: SyncShape, gates: Gates
     )
 
 
-def _consent_applied(conn, tables: PairTables, shape: SyncShape, run: DeltaRun) -> GateResult:
+def _consent_applied(conn: Connection, tables: PairTables, shape: SyncShape, run: DeltaRun) -> GateResult:
     name = "consent_applied"
     if not shape.allowed:
         return GateResult(name, True, "no consent purpose here and no deletion requests in the project")
     # Checked again on what is about to leave, independently of how the delta was computed: the destination's consent
     # purpose, and no deletion request (governance/consent.py puts both in `allowed`).
     leaving = f"SELECT _key FROM {tables.delta} WHERE _seq BETWEEN {int(run.first_seq)} AND {int(run.last_seq)}"
-    count = conn.fetch_one(
+    count = conn.fetch_row(
         f"SELECT count(*) FROM {tables.delta} WHERE _seq BETWEEN ? AND ? AND _op <> 'remove' "
         f"AND NOT ({among_keys(shape.allowed, leaving)})",
         [run.first_seq, run.last_seq],
@@ -138,7 +139,7 @@ def _consent_applied(conn, tables: PairTables, shape: SyncShape, run: DeltaRun) 
     )
 
 
-def _record(conn, tables: PairTables, run: DeltaRun, results: list[GateResult]) -> None:
+def _record(conn: Connection, tables: PairTables, run: DeltaRun, results: list[GateResult]) -> None:
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     rows = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * len(results))
     params: list = []
@@ -147,7 +148,7 @@ def _record(conn, tables: PairTables, run: DeltaRun, results: list[GateResult]) 
     conn.execute(f"INSERT INTO {tables.gates} VALUES {rows}", params)
 
 
-def blocking_gates(conn, tables: PairTables, delta_run_id: str) -> list[tuple[str, str]]:
+def blocking_gates(conn: Connection, tables: PairTables, delta_run_id: str) -> list[tuple[str, str]]:
     """(gate, detail) of each gate that holds back this delta: failed and not overridden."""
     return conn.fetch_all(
         f"SELECT gate, detail FROM {tables.gates} WHERE audience = ? AND destination = ? AND run_id = ? "

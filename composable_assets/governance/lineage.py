@@ -10,15 +10,15 @@ is left out rather than guessed.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Iterator
+from collections.abc import Iterator, Mapping
 
 import dagster as dg
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
 from sqlglot.lineage import lineage
 
-from ..project.keys import audience_key, model_key, source_key, stream_key, sync_key
 from ..project import Project
+from ..project.keys import audience_key, model_key, source_key, stream_key, sync_key
 
 Column = tuple[dg.AssetKey, str]
 
@@ -45,9 +45,9 @@ def column_lineage(project: Project) -> dict[dg.AssetKey, dict[str, list[Column]
                 field: [(audience_key(audience.name), column)] for field, column in sent.items()
             }
     for stream in project.streams.values():
-        for sync in stream.syncs:
-            sent = {sync.identifier_type: sync.identifier_column, **sync.properties}
-            deps[stream_key(stream.name, sync.destination)] = {
+        for stream_sync in stream.syncs:
+            sent = {stream_sync.identifier_type: stream_sync.identifier_column, **stream_sync.properties}
+            deps[stream_key(stream.name, stream_sync.destination)] = {
                 field: [(table_key(stream.table), column)] for field, column in sent.items()
             }
     return deps
@@ -56,7 +56,7 @@ def column_lineage(project: Project) -> dict[dg.AssetKey, dict[str, list[Column]
 def _model_column_sources(sql: str) -> dict[str, list[tuple[str, str]]]:
     """Output column of `sql` -> (table, column) of every table column it is computed from (one parse for all)."""
     try:
-        roots = lineage(None, sql, None, dialect="duckdb")
+        roots = lineage(None, sql, {}, dialect="duckdb")  # no schema: {} is what sqlglot makes of None
     except SqlglotError:
         return {}  # e.g. SELECT *; the model still loads, its lineage is simply unknown
     sources = {}
@@ -105,7 +105,7 @@ def upstream(deps: dict[dg.AssetKey, dict[str, list[Column]]], start: Column) ->
     yield from _walk(parents, start)
 
 
-def _walk(edges, start: Column) -> Iterator[Column]:
+def _walk(edges: Mapping[Column, list[Column]], start: Column) -> Iterator[Column]:
     seen, todo = set(), [start]
     while todo:
         for nxt in edges.get(todo.pop(), []):

@@ -26,13 +26,15 @@ from typing import Any
 import dagster as dg
 
 from ..delta.snapshot import snapshot_table
-from ..warehouse.sql import ident, json_object, table
 from ..destinations.base import Record
 from ..destinations.changes import changed_fields
+from ..project.project import Project
+from ..project.specs import StreamSpec, StreamSyncSpec
 from ..store import PairTables, StreamTables, types_of
 from ..store.registry import SYNC_LOG, SYNC_RUNS
-from ..project.project import Project
 from ..streams.shape import StreamShape
+from ..warehouse import Connection
+from ..warehouse.sql import ident, json_object, table
 
 try:
     PACKAGE_VERSION = importlib.metadata.version("composable_assets")
@@ -91,7 +93,9 @@ def upstream_versions(instance: dg.DagsterInstance, key: dg.AssetKey, partition:
     found: dict[str, dict] = {}
     pending = [record] if record is not None else []
     while pending:
-        provenance = dg.DataProvenance.from_tags(pending.pop().event_log_entry.asset_materialization.tags or {})
+        materialization = pending.pop().event_log_entry.asset_materialization  # set on every materialization record
+        tags = materialization.tags if materialization is not None else None
+        provenance = dg.DataProvenance.from_tags(tags or {})
         if provenance is None:  # an asset without a code version records no provenance
             continue
         for upstream, version in provenance.input_data_versions.items():
@@ -141,7 +145,7 @@ class SyncRun:
     upstream: dict[str, dict] = field(default_factory=dict)
 
 
-def start_sync_run(conn, tables: PairTables, run: SyncRun, now: dt.datetime) -> None:
+def start_sync_run(conn: Connection, tables: PairTables, run: SyncRun, now: dt.datetime) -> None:
     """Record a sync run before it sends anything, so even a killed run's acknowledged rows trace to their code."""
     pair = [tables.audience, tables.destination]
     # A retried step runs again under the same run id: one row per run and pair.
@@ -160,7 +164,7 @@ def start_sync_run(conn, tables: PairTables, run: SyncRun, now: dt.datetime) -> 
     conn.execute(f"INSERT INTO {tables.sync_runs} ({columns}) VALUES ({placeholders})", [values[c] for c in types_of(SYNC_RUNS)])
 
 
-def finish_sync_run(conn, tables: PairTables, run_id: str, report, now: dt.datetime) -> None:
+def finish_sync_run(conn: Connection, tables: PairTables, run_id: str, report, now: dt.datetime) -> None:
     """Record how a sync run ended: its counts (a SyncReport), or `failed` when it raised (report None)."""
     if report is None:
         status, counts = "failed", [0, 0, 0, 0, 0]
@@ -174,7 +178,7 @@ def finish_sync_run(conn, tables: PairTables, run_id: str, report, now: dt.datet
     )
 
 
-def abandon_unfinished(conn, tables: PairTables, run_id: str, now: dt.datetime) -> list[str]:
+def abandon_unfinished(conn: Connection, tables: PairTables, run_id: str, now: dt.datetime) -> list[str]:
     """Mark `abandoned` the pair's runs still `started` (killed before they could finish); returns their run ids.
 
     Called by the holder of the pair's lease: no other run of the pair can be alive, so every such row is a dead one.
@@ -205,7 +209,7 @@ class Rejection:
     at: dt.datetime
 
 
-def rejections(conn, tables: PairTables, run_id: str | None = None, limit: int | None = None) -> tuple[str | None, list[Rejection]]:
+def rejections(conn: Connection, tables: PairTables, run_id: str | None = None, limit: int | None = None) -> tuple[str | None, list[Rejection]]:
     """The rows the pair's sync run `run_id` (default: its latest) had rejected: (that run's id, its rejections).
 
     Read from the sync log, which keeps them with their identifier and reason (sync_failures has them too).
@@ -230,7 +234,7 @@ def rejections(conn, tables: PairTables, run_id: str | None = None, limit: int |
     return run_id, [Rejection(*row) for row in rows]
 
 
-def finish_quietly(conn, tables: PairTables, run_id: str, now: dt.datetime) -> None:
+def finish_quietly(conn: Connection, tables: PairTables, run_id: str, now: dt.datetime) -> None:
     """Mark a sync run failed while its own error propagates; a broken connection must not hide that error."""
     with contextlib.suppress(Exception):
         finish_sync_run(conn, tables, run_id, None, now)
@@ -328,7 +332,7 @@ class Explanation:
 
 
 def explain(
-    conn,
+    conn: Connection,
     project: Project,
     customer_id: str,
     *,
@@ -368,7 +372,7 @@ def explain(
     return result
 
 
-def _changes(conn, tables: PairTables, key: str, start: dt.datetime | None) -> list[Change]:
+def _changes(conn: Connection, tables: PairTables, key: str, start: dt.datetime | None) -> list[Change]:
     schema = tables.schema
     if not conn.table_exists(schema, SYNC_LOG.name):
         return []
@@ -403,17 +407,19 @@ def _changed(op: str, fields: dict | None, previous: dict | None) -> list[str]:
     """The fields a destination that sends only changes (Braze, Iterable) was sent, by the rule they use."""
     if op == "remove" or fields is None:
         return []
-    return list(changed_fields(Record(seq=0, key="", change=op, identifier=None, fields=fields, previous=previous)))
+    return list(changed_fields(Record(seq=0, key="", change=op, identifier="", fields=fields, previous=previous)))
 
 
-def _ledger(conn, tables: PairTables, key: str) -> list[LedgerEntry]:
+def _ledger(conn: Connection, tables: PairTables, key: str) -> list[LedgerEntry]:
     if not conn.table_exists(tables.schema, f"ledger__{tables.audience}__{tables.destination}"):
         return []
     rows = conn.fetch_all(f"SELECT _identifier, _fields, _synced_at, _run_id FROM {tables.ledger} WHERE _key = ?", [key])
     return [LedgerEntry(tables.audience, tables.destination, i, _json(f), at, run) for i, f, at, run in rows]
 
 
-def _events(conn, project: Project, stream, sync, key: str, start: dt.datetime | None) -> list[SentEvent]:
+def _events(
+    conn: Connection, project: Project, stream: StreamSpec, sync: StreamSyncSpec, key: str, start: dt.datetime | None
+) -> list[SentEvent]:
     """The person's rows of the stream's table, joined to the pair's sent log on the event id."""
     tables = StreamTables(project.settings.schema_name, stream.name, sync.destination)
     key_column = stream.key or (project.settings.consent.key if project.settings.consent else None)
@@ -439,13 +445,13 @@ def _events(conn, project: Project, stream, sync, key: str, start: dt.datetime |
     return list(seen.values())
 
 
-def _is_member(conn, schema: str, audience: str, key: str) -> bool:
+def _is_member(conn: Connection, schema: str, audience: str, key: str) -> bool:
     if not conn.table_exists(schema, f"audience__{audience}"):
         return False
-    return conn.fetch_one(f"SELECT count(*) FROM {snapshot_table(schema, audience)} WHERE _key = ?", [key])[0] > 0
+    return conn.fetch_row(f"SELECT count(*) FROM {snapshot_table(schema, audience)} WHERE _key = ?", [key])[0] > 0
 
 
-def _consents(conn, project: Project, key: str) -> dict[str, bool]:
+def _consents(conn: Connection, project: Project, key: str) -> dict[str, bool]:
     consent = project.settings.consent
     if consent is None or not conn.table_exists(None, consent.table):
         return {}
@@ -457,10 +463,11 @@ def _consents(conn, project: Project, key: str) -> dict[str, bool]:
     return {purpose: bool(granted) for purpose, granted in rows}
 
 
-def _deletions(conn, project: Project, key: str) -> list[dict[str, Any]]:
+def _deletions(conn: Connection, project: Project, key: str) -> list[dict[str, Any]]:
     """The person's deletion requests (project.yaml `deletion_requests:`) and their proof (`deletion_log`)."""
     spec = project.settings.deletion_requests
-    places = [(None, spec.table, spec.key)] if spec is not None else []
+    # (schema, table, its key column if known)
+    places: list[tuple[str | None, str, str | None]] = [(None, spec.table, spec.key)] if spec is not None else []
     places.append((project.settings.schema_name, DELETION_LOG, None))
     found = []
     for schema, name, column in places:

@@ -10,9 +10,9 @@ import datetime as dt
 import itertools
 import os
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 from ..project.specs import LandingSpec
 

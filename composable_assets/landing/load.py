@@ -8,18 +8,18 @@ tables) and need none of this. Each file is loaded in its own transaction togeth
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import duckdb
 
 from ..delta.changes import journal, journal_everything, relation
 from ..store import ensure_store
 from ..store.registry import LANDING_FILES
-from ..warehouse.sql import ident, table
 from ..warehouse import Connection
 from ..warehouse.base import require_duckdb
+from ..warehouse.sql import ident, table
 from .folder import LandingFolder
 
 LOG_TABLE = LANDING_FILES.name
@@ -102,7 +102,7 @@ def _load_file(
     source = _reader(file)
     target = ident(folder.table)
     with conn.transaction():
-        (rows,) = conn.fetch_one(f"SELECT count(*) FROM {source}", [str(file)])
+        (rows,) = conn.fetch_row(f"SELECT count(*) FROM {source}", [str(file)])
         if journal_columns:
             _journal(conn, folder, file, source, target, schema, now, journal_columns)
         if folder.key is None:
@@ -145,7 +145,7 @@ def _upsert(conn: Connection, folder: LandingFolder, file: Path, source: str, ta
     a deletion); the last row of a key in the file wins either way.
     """
     columns = [name for name, *_ in conn.fetch_all(f"DESCRIBE SELECT * EXCLUDE (_row) FROM {source}", [str(file)])]
-    if folder.key not in columns:
+    if folder.key is None or folder.key not in columns:
         raise duckdb.BinderException(f"the file has no {folder.key!r} column, the key of {folder.table!r}")
     key = ident(folder.key)
     latest = (

@@ -10,7 +10,7 @@ from .secret_refs import SecretRef, url_credential
 
 AlertKind = Literal["sync_failed", "gate_held", "freshness_degraded"]
 #: What an alert can be about; an entry without `on:` gets all of them.
-ALERT_KINDS: tuple[str, ...] = get_args(AlertKind)
+ALERT_KINDS: tuple[AlertKind, ...] = get_args(AlertKind)
 SLACK_API_URL = "https://slack.com/api/"
 
 
@@ -85,7 +85,7 @@ class AlertSpec(BaseModel):
         return data
 
     @model_validator(mode="after")
-    def _one_channel(self) -> "AlertSpec":
+    def _one_channel(self) -> AlertSpec:
         if (self.slack is None) == (self.webhook is None):
             raise ValueError("name exactly one channel: `slack:` or `webhook:`")
         return self

@@ -41,7 +41,7 @@ class FreshnessSpec(BaseModel):
     lower_bound: Duration | None = None
 
     @model_validator(mode="after")
-    def _one_kind(self) -> "FreshnessSpec":
+    def _one_kind(self) -> FreshnessSpec:
         window = self.warn_after is not None or self.fail_after is not None
         if window and (self.deadline or self.lower_bound):
             raise ValueError("use either warn_after/fail_after or deadline/lower_bound, not both")

@@ -14,8 +14,8 @@ between two runs count as changed. See docs: "Which models run incrementally".
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import sqlglot
 from sqlglot import exp
@@ -85,7 +85,7 @@ def plan_refresh(
             tree.copy(), dialect=DIALECT, validate_qualify_columns=False, expand_stars=False, quote_identifiers=False
         )
         root = traverse_scope(qualified)[-1]
-        outputs = [s.alias_or_name for s in _branches(root)[0].expression.selects]
+        outputs = [s.alias_or_name for s in _selects(_branches(root)[0])]
     except NotIncremental as exc:
         return Refresh(None, str(exc))
     except sqlglot.errors.SqlglotError as exc:
@@ -109,7 +109,7 @@ def restricted_sql(sql: str, refresh: Refresh, predicate: Callable[[str, str], s
     """The model's SQL with every table it reads filtered by `predicate(table, key column)`, its clock pinned."""
     tree = pin_time(_parse(sql), now)
     for scope in traverse_scope(tree):
-        for name, source in list(scope.sources.items()):
+        for source in list(scope.sources.values()):
             if not isinstance(source, exp.Table) or source.name not in refresh.source_keys:
                 continue
             column = refresh.source_keys[source.name]
@@ -223,6 +223,14 @@ def _branches(scope: Scope) -> list[Scope]:
     return [scope]
 
 
+def _selects(scope: Scope) -> list[exp.Expr]:
+    """The output expressions of one branch (`_branches` splits a UNION into its SELECTs)."""
+    expression = scope.expression
+    if not isinstance(expression, exp.Selectable):
+        raise NotIncremental(f"its {expression.key.upper()} has no output columns to follow the key through")
+    return expression.selects
+
+
 def _unwrap(node: exp.Expr) -> exp.Expr:
     while isinstance(node, (exp.Alias, exp.Paren)):
         node = node.this
@@ -254,8 +262,8 @@ class _Proof:
         """`scope`'s output rows with `key` = k come only from rows keyed k in everything it reads."""
         branches = _branches(scope)
         position = None
-        for index, branch in enumerate(branches):
-            selects = branch.expression.selects
+        for branch in branches:
+            selects = _selects(branch)
             if position is None:
                 names = [s.alias_or_name for s in selects]
                 if key not in names:
@@ -301,15 +309,18 @@ class _Proof:
         conditions = _conjuncts(where.this if where is not None else None)
         for join in select.args.get("joins") or []:
             conditions += _conjuncts(join.args.get("on"))
+        # Column = column conditions, as (left, right) columns.
         equalities = [
-            e for e in conditions
-            if isinstance(e, exp.EQ) and isinstance(_unwrap(e.left), exp.Column) and isinstance(_unwrap(e.right), exp.Column)
+            (left, right)
+            for e in conditions
+            if isinstance(e, exp.EQ)
+            for left, right in [(_unwrap(e.left), _unwrap(e.right))]
+            if isinstance(left, exp.Column) and isinstance(right, exp.Column)
         ]
         changed = True
         while changed:
             changed = False
-            for eq in equalities:
-                left, right = _unwrap(eq.left), _unwrap(eq.right)
+            for left, right in equalities:
                 for a, b in ((left, right), (right, left)):
                     a_src = self._resolve(scope, a, visible)
                     b_src = self._resolve(scope, b, visible)
@@ -354,9 +365,9 @@ class _Proof:
         while holder is not None and isinstance(holder, (exp.Subquery, exp.Paren)):
             holder = holder.parent
         if isinstance(holder, exp.In) and isinstance(_unwrap(holder.this), exp.Column):
-            selects = child.expression.selects
-            if len(selects) == 1 and isinstance(_unwrap(selects[0]), exp.Column):
-                column = _unwrap(selects[0])
+            selects = _selects(child)
+            column = _unwrap(selects[0]) if len(selects) == 1 else None
+            if isinstance(column, exp.Column):
                 seeds[self._source_of(child, column)] = column.name
         if not child.is_correlated_subquery and not seeds:
             raise NotIncremental(

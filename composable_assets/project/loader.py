@@ -28,7 +28,7 @@ from .specs import (
 )
 from .sql_parsing import check_where_columns, parse_model_sql, parse_where, read_header
 from .stream_files import STREAMS_DIR, load_streams, typed_stream_problems
-from .yaml_lines import YamlDocument, read_yaml
+from .yaml_lines import YamlDocument, read_spec_yaml, read_yaml
 
 PROJECT_FILE = "project.yaml"
 DESTINATIONS_FILE = "destinations.yaml"
@@ -146,6 +146,7 @@ def _destination(
     )
     errors.extend(_secret_problems(doc, settings, (name,)))
     raise_if_any(errors)
+    assert isinstance(type_, str)  # for the type checker: any other `type` was an error raised just above
     return DestinationSpec(
         name=name, type=type_, settings=settings, consent=consent, path=doc.path, line=doc.line(name)
     )
@@ -169,10 +170,12 @@ def _typed_problems(
         doc = None
         for index, sync in enumerate(audience.syncs):
             destination = destinations.get(sync.destination)
-            kind = types.get(destination.type) if destination else None
+            if destination is None:  # an unknown destination is reported with the references
+                continue
+            kind = types.get(destination.type)
             allowed = getattr(kind, "identifier_types", None)
             if allowed and sync.identifier_type not in allowed:
-                doc = doc or read_yaml(audience.path)
+                doc = doc or read_spec_yaml(audience.path)
                 yield doc.error(
                     f"{destination.type} identifies people by {', '.join(allowed)}, not `{sync.identifier_type}`",
                     "syncs",
@@ -188,13 +191,13 @@ def _typed_problems(
                 context = {"mode": sync.mode, "identifier_type": sync.identifier_type}
                 options = model.model_validate(sync.options, context=context)
             except ValidationError as exc:
-                doc = doc or read_yaml(audience.path)
+                doc = doc or read_spec_yaml(audience.path)
                 yield from doc.validation_errors(exc, "syncs", index, "options")
                 continue
             membership = getattr(kind, "membership_fields", None)
             carried = membership(options, audience.name, sync.mode, sync.identifier_type) if membership else {}
             for name in sorted(set(carried) & set(sync.fields)):
-                doc = doc or read_yaml(audience.path)
+                doc = doc or read_spec_yaml(audience.path)
                 yield doc.error(
                     f"field `{name}` is the attribute {destination.type} sets on members and clears from leavers; "
                     "rename the field or the attribute",
@@ -347,7 +350,7 @@ def _reference_problems(
         yield doc.error(f"unknown model `{spec.model}` (models: {known})", "model")
     seen: set[str] = set()
     for index, sync in enumerate(spec.syncs):
-        loc = ("syncs", index, "destination")
+        loc: tuple[str | int, ...] = ("syncs", index, "destination")
         if sync.destination in seen:
             yield doc.error(f"destination `{sync.destination}` is synced twice", *loc)
         seen.add(sync.destination)

@@ -8,7 +8,6 @@ from graphlib import TopologicalSorter
 from pathlib import Path
 
 from .incremental import Refresh, model_refreshes
-
 from .specs import AudienceSpec, DestinationSpec, ModelSpec, ProjectSettings, StreamSpec
 
 

@@ -219,7 +219,7 @@ class AudienceSpec(BaseModel):
     syncs: list[SyncSpec] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _required_fields_are_sent(self) -> "AudienceSpec":
+    def _required_fields_are_sent(self) -> AudienceSpec:
         # Project-wide required fields apply where a sync sends them; naming one here that no sync sends is a typo.
         sent = {field for sync in self.syncs for field in sync.fields}
         unknown = [f for f in (self.gates.required_fields if self.gates else []) if f not in sent]

@@ -189,7 +189,9 @@ def _unsafe_function(node: exp.Expr) -> str | None:
         name = node.name.lower()
         unsafe = name in _UNSAFE_NAMES or name.startswith(_UNSAFE_PREFIXES) or name.endswith(_UNSAFE_SUFFIXES)
         return node.name if unsafe else None
-    session = isinstance(node, exp.Func) and type(node).__name__.startswith("Current") and not isinstance(node, _CLOCK)
+    if not isinstance(node, exp.Func):  # every function below is one (the known unsafe ones included)
+        return None
+    session = type(node).__name__.startswith("Current") and not isinstance(node, _CLOCK)
     return node.sql_name().lower() if session or isinstance(node, _KNOWN_UNSAFE) else None
 
 

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 from .errors import ProjectError, collecting, combine, raise_if_any
 from .specs import NAME_PATTERN, DestinationSpec, ModelSpec, StreamSpec
 from .sql_parsing import check_where_columns, parse_where
-from .yaml_lines import YamlDocument, read_yaml
+from .yaml_lines import YamlDocument, read_spec_yaml, read_yaml
 
 STREAMS_DIR = "streams"
 # Keys a stream file may not set: the loader derives them from the file itself.
@@ -89,7 +89,7 @@ def _reference_problems(
         )
     seen: set[str] = set()
     for index, sync in enumerate(spec.syncs):
-        loc = ("syncs", index, "destination")
+        loc: tuple[str | int, ...] = ("syncs", index, "destination")
         if sync.destination in seen:
             yield doc.error(f"destination `{sync.destination}` is synced twice", *loc)
         seen.add(sync.destination)
@@ -117,10 +117,12 @@ def typed_stream_problems(
         columns = _known_columns(spec, models)
         for index, sync in enumerate(spec.syncs):
             destination = destinations.get(sync.destination)
-            kind = types.get(destination.type) if destination else None
+            if destination is None:
+                continue
+            kind = types.get(destination.type)
             if kind is None:
                 continue
-            doc = doc or read_yaml(spec.path)
+            doc = doc or read_spec_yaml(spec.path)
             options_model: type[BaseModel] | None = getattr(kind, "EventOptions", None)
             if options_model is None:
                 yield doc.error(

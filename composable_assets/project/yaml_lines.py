@@ -61,6 +61,13 @@ class YamlDocument:
         return sorted(errors, key=lambda error: error.line or 0)
 
 
+def read_spec_yaml(path: Path | None) -> YamlDocument:
+    """The file an audience or stream spec was read from (the loader gives every spec it reads its path)."""
+    if path is None:
+        raise ValueError("the spec was not read from a file: no lines to point at")
+    return read_yaml(path)
+
+
 def read_yaml(path: Path) -> YamlDocument:
     """Parse a YAML file safely; syntax errors and duplicate keys become ProjectErrors."""
     text = read_text(path)

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version as installed_version
-from typing import Callable
 
 from ..warehouse import Connection
 from ..warehouse.sql import ident, table

@@ -7,9 +7,9 @@ import json
 from collections.abc import Iterator
 
 from ..destinations import Event
+from ..store import StreamTables
 from ..warehouse import Connection
 from .shape import StreamShape
-from ..store import StreamTables
 
 # Rows read from the warehouse per Arrow batch; never the whole window in memory.
 READ_CHUNK_ROWS = 10_000
@@ -32,7 +32,7 @@ def candidates_sql(
     compute every older row's event id to find them; it is left out when the pair has no intents, as after every
     orderly run.
     """
-    unsent = [(f"SELECT event_id FROM {tables.sent}", [])]
+    unsent: list[tuple[str, list]] = [(f"SELECT event_id FROM {tables.sent}", [])]
     rows, params = shape.select(conn, "{cursor} <= ? AND {cursor} >= ?", [now, window_start], unsent)
     if leftovers:
         named = (
@@ -54,7 +54,7 @@ def candidates_sql(
 
 def has_leftovers(conn: Connection, tables: StreamTables) -> bool:
     """Whether the pair has intents (events a killed run may have had in flight, not settled yet)."""
-    (count,) = conn.fetch_one(
+    (count,) = conn.fetch_row(
         f"SELECT count(*) FROM {tables.intents} WHERE stream = ? AND destination = ?", tables.pair
     )
     return count > 0
@@ -100,7 +100,8 @@ def pending_events(
             seq += len(events)
             yield events
     finally:
-        reader.close()
+        # Every engine's stream_arrow is a generator, which Connection types as a plain Iterator.
+        reader.close()  # type: ignore[attr-defined]
 
 
 def record_late(
@@ -132,7 +133,7 @@ def record_late(
         ],
     )
     late = f"SELECT r._event_id, min(r._cursor) AS _cursor FROM ({rows}) AS r GROUP BY r._event_id"
-    (count,) = conn.fetch_one(f"SELECT count(*) FROM ({late}) AS l", params)
+    (count,) = conn.fetch_row(f"SELECT count(*) FROM ({late}) AS l", params)
     if count:
         conn.execute(
             f"INSERT INTO {tables.sent} SELECT _event_id, _cursor, 'late_skipped', ?, ?, ?, "

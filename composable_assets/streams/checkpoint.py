@@ -7,11 +7,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..destinations import Event
-from .high_water import advance_sql
-from .intents import record_intents
 from ..store import StreamTables, types_of
 from ..store.registry import STREAM_SENT
+from ..warehouse import Connection
 from ..warehouse.base import insert_rows
+from .high_water import advance_sql
+from .intents import record_intents
 
 
 @dataclass
@@ -24,7 +25,7 @@ class Settled:
     reasons: list[str | None]
 
     @classmethod
-    def empty(cls) -> "Settled":
+    def empty(cls) -> Settled:
         return cls([], [], [], [])
 
     def add(self, event_id: str, cursor: dt.datetime, status: str, reason: str | None = None) -> None:
@@ -38,7 +39,7 @@ class Settled:
 
 
 def checkpoint(
-    conn,
+    conn: Connection,
     tables: StreamTables,
     settled: Settled,
     advance_to: dt.datetime | None,

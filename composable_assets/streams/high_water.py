@@ -5,8 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import zoneinfo
 from dataclasses import dataclass
+from typing import Literal
 
 from ..store import StreamTables
+from ..warehouse import Connection
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,7 @@ class Mark:
         return self.bound(self.high_water - 2 * lookback), self.window_start(lookback)
 
 
-def start_point(start: str | dt.date, lookback: dt.timedelta, now: dt.datetime, timezone: str) -> tuple[dt.datetime, dt.datetime]:
+def start_point(start: Literal["now"] | dt.date, lookback: dt.timedelta, now: dt.datetime, timezone: str) -> tuple[dt.datetime, dt.datetime]:
     """(high water, floor) of a new pair: `now` sends only the last `lookback`; a date sends from its midnight."""
     if start == "now":
         return now, now - lookback
@@ -44,7 +46,7 @@ def start_point(start: str | dt.date, lookback: dt.timedelta, now: dt.datetime, 
 
 
 def read_or_start(
-    conn, tables: StreamTables, start: str | dt.date, lookback: dt.timedelta, *, now: dt.datetime, timezone: str, run_id: str
+    conn: Connection, tables: StreamTables, start: Literal["now"] | dt.date, lookback: dt.timedelta, *, now: dt.datetime, timezone: str, run_id: str
 ) -> Mark:
     """The pair's mark; a pair seen for the first time starts where its `start` says (recorded at once)."""
     row = conn.fetch_one(
@@ -69,7 +71,7 @@ def advance_sql(tables: StreamTables) -> str:
     )
 
 
-def prune(conn, tables: StreamTables, lookback: dt.timedelta) -> int:
+def prune(conn: Connection, tables: StreamTables, lookback: dt.timedelta) -> int:
     """Forget sent-log rows older than high_water - 2 x lookback; returns how many."""
     row = conn.fetch_one(
         f"SELECT high_water FROM {tables.cursors} WHERE stream = ? AND destination = ?", tables.pair
@@ -77,7 +79,7 @@ def prune(conn, tables: StreamTables, lookback: dt.timedelta) -> int:
     if row is None:
         return 0
     below = row[0] - 2 * lookback
-    (count,) = conn.fetch_one(f"SELECT count(*) FROM {tables.sent} WHERE cursor_value < ?", [below])
+    (count,) = conn.fetch_row(f"SELECT count(*) FROM {tables.sent} WHERE cursor_value < ?", [below])
     with conn.transaction():
         if count:
             conn.execute(f"DELETE FROM {tables.sent} WHERE cursor_value < ?", [below])
@@ -89,6 +91,6 @@ def prune(conn, tables: StreamTables, lookback: dt.timedelta) -> int:
     return count
 
 
-def current(conn, tables: StreamTables) -> dt.datetime | None:
+def current(conn: Connection, tables: StreamTables) -> dt.datetime | None:
     row = conn.fetch_one(f"SELECT high_water FROM {tables.cursors} WHERE stream = ? AND destination = ?", tables.pair)
     return row[0] if row else None

@@ -8,10 +8,11 @@ from collections.abc import Sequence
 from ..destinations import Event
 from ..store import StreamTables, types_of
 from ..store.registry import STREAM_INTENTS
+from ..warehouse import Connection
 from ..warehouse.base import insert_rows
 
 
-def record_intents(conn, tables: StreamTables, run_id: str, events: Sequence[Event], now: dt.datetime) -> None:
+def record_intents(conn: Connection, tables: StreamTables, run_id: str, events: Sequence[Event], now: dt.datetime) -> None:
     """Declare `events` as possibly in flight, durably, before any of them is sent (one insert)."""
     if not events:
         return
@@ -21,7 +22,7 @@ def record_intents(conn, tables: StreamTables, run_id: str, events: Sequence[Eve
 
 
 def resolve_leftovers(
-    conn, tables: StreamTables, *, idempotent: bool, now: dt.datetime, partition: dt.date
+    conn: Connection, tables: StreamTables, *, idempotent: bool, now: dt.datetime, partition: dt.date
 ) -> tuple[int, int]:
     """Settle what killed runs left in flight; returns (recorded in doubt, to send again).
 
@@ -34,7 +35,7 @@ def resolve_leftovers(
     """
     params = tables.pair
     # After an orderly run the pair has none: then the sent log is not read at all.
-    (intents,) = conn.fetch_one(f"SELECT count(*) FROM {tables.intents} WHERE stream = ? AND destination = ?", params)
+    (intents,) = conn.fetch_row(f"SELECT count(*) FROM {tables.intents} WHERE stream = ? AND destination = ?", params)
     if not intents:
         return 0, 0
     leftover = (
@@ -42,7 +43,7 @@ def resolve_leftovers(
         "WHERE stream = ? AND destination = ? "
         f"AND event_id NOT IN (SELECT event_id FROM {tables.sent}) GROUP BY event_id"
     )
-    (count,) = conn.fetch_one(f"SELECT count(*) FROM ({leftover}) AS l", params)
+    (count,) = conn.fetch_row(f"SELECT count(*) FROM ({leftover}) AS l", params)
     with conn.transaction():
         in_doubt = 0
         if count and not idempotent:
@@ -62,9 +63,9 @@ def resolve_leftovers(
     return (in_doubt, 0) if not idempotent else (0, count)
 
 
-def clear_intents(conn, tables: StreamTables, run_id: str) -> None:
+def clear_intents(conn: Connection, tables: StreamTables, run_id: str) -> None:
     """On an orderly exit: forget this run's intents, and earlier ones whose events are settled by now."""
-    (earlier,) = conn.fetch_one(
+    (earlier,) = conn.fetch_row(
         f"SELECT count(*) FROM {tables.intents} WHERE stream = ? AND destination = ? AND run_id <> ?",
         [*tables.pair, run_id],
     )

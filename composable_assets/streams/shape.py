@@ -6,12 +6,13 @@ import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from sqlglot import exp
 
-from ..warehouse.sql import DIALECT, ident, json_object
 from ..project import StreamSpec, StreamSyncSpec, parse_where
 from ..warehouse import Connection
+from ..warehouse.sql import DIALECT, ident, json_object
 
 # Column types a cursor may have, as each engine's information_schema names them: naive timestamps are taken as UTC,
 # dates as their midnight; timestamps with a time zone are converted to UTC.
@@ -53,7 +54,7 @@ class StreamShape:
     cursor_column: str
     where: exp.Expr | None
     lookback: dt.timedelta
-    start: str | dt.date
+    start: Literal["now"] | dt.date
     identifier_column: str
     event: str
     properties: dict[str, str] = field(default_factory=dict)
@@ -80,7 +81,7 @@ class StreamShape:
         allowed: str | None = None,
         allowed_native: str | None = None,
         native_against: tuple[str, str] | None = None,
-    ) -> "StreamShape":
+    ) -> StreamShape:
         where = parse_where(spec.where, spec.path, None) if spec.where is not None else None
         return cls(
             stream=spec.name,

@@ -14,14 +14,14 @@ NEWSLETTER_LIST_ID = 1001  # the list the sample's weekly_newsletter syncs to
 
 
 @contextmanager
-def local_destinations(environ: dict[str, str] | None = None) -> Iterator[dict[str, object]]:
+def local_destinations(environ: dict[str, str] | None = None) -> Iterator[dict[str, BrazeFake | IterableFake]]:
     """Start a fake for each vendor whose endpoint variable is unset; set the variables for this process.
 
     Yields {"braze": BrazeFake, "iterable": IterableFake} for the fakes it started (real endpoints are left alone).
     """
     env = os.environ if environ is None else environ
     saved = {name: env.get(name) for name in ("BRAZE_REST_ENDPOINT", "BRAZE_API_KEY", "ITERABLE_BASE_URL", "ITERABLE_API_KEY")}
-    started: dict[str, object] = {}
+    started: dict[str, BrazeFake | IterableFake] = {}
     if not env.get("BRAZE_REST_ENDPOINT"):
         started["braze"] = BrazeFake(DEMO_KEY).start()
         env["BRAZE_REST_ENDPOINT"] = started["braze"].url
