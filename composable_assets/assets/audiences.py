@@ -6,20 +6,19 @@ from typing import Any
 
 import dagster as dg
 
-from ..store import ensure_store
-from ..governance.provenance import file_sha256, run_data_version
-from ..delta.changes import Watched
-from ..delta.changes import relation
+from ..delta.changes import Watched, relation
 from ..delta.refresh import definition_of, refresh_audience
 from ..delta.snapshot import AudienceDataError, SyncShape, build_snapshot, snapshot_table, update_snapshot
 from ..destinations import DESTINATION_TYPES
+from ..governance.provenance import file_sha256, run_data_version
 from ..project import AudienceSpec, SyncSpec, parse_where
-from ..warehouse import Warehouse
 from ..project.incremental import Refresh
-from .models import compared_run, incremental_run, refresh_metadata
 from ..project.keys import AUDIENCES, WAREHOUSE_POOL, audience_key, model_key
+from ..store import ensure_store
+from ..warehouse import Warehouse
 from .deltas import require_tables
 from .metadata import column_schema, markdown_table, shown, with_definition_columns
+from .models import compared_run, incremental_run, refresh_metadata
 
 
 def sync_shapes(audience: AudienceSpec, allowed: dict[str, str] | None = None) -> list[SyncShape]:
@@ -102,9 +101,9 @@ def build_audience_asset(spec: AudienceAsset) -> dg.AssetsDefinition:
         pool=WAREHOUSE_POOL,
         op_tags=op_tags,
         # The file's sha256, as sync_runs records it (governance/provenance.py).
-        code_version=file_sha256(audience.path)[:16],
+        code_version=(file_sha256(audience.path) or "")[:16],
         metadata={
-            "file": audience.path.name,
+            "file": audience.path.name if audience.path else "",
             "where": audience.where or "(everyone)",
             "model": audience.model,
             "refresh": refresh_text,
@@ -115,7 +114,7 @@ def build_audience_asset(spec: AudienceAsset) -> dg.AssetsDefinition:
             require_tables(conn, reads or {}, f"no audience {audience.name}")
             if members:
                 ensure_store(conn, schema)  # the condition reads the proof of earlier deletion requests
-            common = dict(
+            common: dict[str, Any] = dict(
                 schema=schema,
                 audience=audience.name,
                 audience_file=audience.path,

@@ -8,17 +8,16 @@ import dagster as dg
 from ..delta.changes import Watched
 from ..delta.diff import compute_delta
 from ..delta.refresh import definition_of, delta_scope, drop_keys, snapshot_relation
+from ..delta.snapshot import SyncShape
 from ..governance.gates import judge_delta
 from ..governance.provenance import code_version, file_sha256
-from ..delta.snapshot import SyncShape
-from ..store import PairTables
 from ..project import AudienceSpec, SyncSpec
 from ..project.gates import GATE_NAMES, OVERRIDE_TAG, GatesSpec, overridden
-from ..warehouse import Warehouse
-from .models import incremental_run
 from ..project.keys import DELTAS, WAREHOUSE_POOL, audience_key, delta_key
+from ..store import PairTables
+from ..warehouse import Warehouse
 from .metadata import markdown_table, shown
-
+from .models import incremental_run
 
 GATE_DESCRIPTIONS = {
     "max_remove_percent": "Send gate: a mirror removes at most this share of the destination's members in one run.",

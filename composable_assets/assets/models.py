@@ -6,14 +6,13 @@ from pathlib import Path
 import dagster as dg
 
 from ..delta.refresh import RefreshReport, model_watches, refresh_model
-from ..warehouse.sql import ident
 from ..governance.provenance import file_sha256, run_data_version
 from ..project import ModelSpec
 from ..project.incremental import Refresh
+from ..project.keys import MODELS, REFRESH_TAG, WAREHOUSE_POOL, model_key, source_key
 from ..warehouse import Warehouse
-from ..project.keys import REFRESH_TAG, MODELS, WAREHOUSE_POOL, model_key, source_key
+from ..warehouse.sql import ident
 from .metadata import column_schema, with_definition_columns
-
 
 
 def incremental_run(context: dg.AssetExecutionContext) -> bool:
@@ -28,7 +27,9 @@ def compared_run(context: dg.AssetExecutionContext) -> bool:
 
 def refresh_metadata(refresh_text: str, report: RefreshReport) -> dict:
     """What a materialization says about how it was refreshed (shown in the UI)."""
-    metadata = {"refresh": refresh_text, "mode": report.mode + (f" ({report.why})" if report.why else "")}
+    metadata: dict[str, str | int] = {
+        "refresh": refresh_text, "mode": report.mode + (f" ({report.why})" if report.why else "")
+    }
     if report.mode == "incremental":
         metadata["affected_keys"] = report.affected_keys
     if report.repaired_rows is not None:
@@ -71,7 +72,7 @@ def build_model_asset(spec: ModelAsset) -> dg.AssetsDefinition:
         pool=WAREHOUSE_POOL,
         op_tags=op_tags,
         # The file's sha256, as sync_runs records it (governance/provenance.py).
-        code_version=file_sha256(model.path)[:16],
+        code_version=(file_sha256(model.path) or "")[:16],
         metadata={
             "file": str(relative),
             "sql": dg.MetadataValue.md(f"```sql\n{query}\n```"),
@@ -93,7 +94,7 @@ def build_model_asset(spec: ModelAsset) -> dg.AssetsDefinition:
                 )
             except Exception as exc:  # every engine has its own error types; the file name is what matters
                 raise dg.Failure(description=f"{relative}: the model's SQL failed: {exc}") from exc
-            rows = conn.fetch_one(f"SELECT count(*) FROM {ident(model.name)}")[0]
+            (rows,) = conn.fetch_row(f"SELECT count(*) FROM {ident(model.name)}")
             columns = conn.table_columns(None, model.name)
         if report.repaired_rows:
             context.log.warning(

@@ -95,7 +95,7 @@ class Coordination(dg.ConfigurableResource):
     password: str | None = None
 
     @classmethod
-    def from_url(cls, url: str, lease_seconds: float = 30.0) -> "Coordination":
+    def from_url(cls, url: str, lease_seconds: float = 30.0) -> Coordination:
         """The coordination store a URL names, its password (where the environment has one) as an EnvVar."""
         name = password_variable(url)
         return cls(url=url, lease_seconds=lease_seconds, password=dg.EnvVar(name) if name else None)

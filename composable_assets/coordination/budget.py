@@ -7,6 +7,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass
+from inspect import isawaitable
 
 from pyrate_limiter import AbstractBucket, RateItem
 
@@ -78,6 +79,8 @@ class RateBudget:
         stamp = round((window + 1) * self.limit.window_seconds * 1000) - 1
         with self._lock:
             decision = self._bucket.put_decision(RateItem(self.key, stamp))
+            if isawaitable(decision):  # only an async bucket answers later; ours are all synchronous
+                raise TypeError(f"rate budget {self.key}: the bucket answered asynchronously")
             if decision.allowed and window != self._leaked_window:
                 # First request of a window from this process: drop the entries of windows gone by.
                 self._leaked_window = window

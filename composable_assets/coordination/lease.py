@@ -14,8 +14,9 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .stores import Store
@@ -47,7 +48,7 @@ class Holder:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
-    def loads(cls, text: str | None) -> "Holder | None":
+    def loads(cls, text: str | None) -> Holder | None:
         try:
             return cls(**json.loads(text)) if text else None
         except (TypeError, ValueError):
@@ -106,7 +107,7 @@ def _zombie(pid: int) -> bool:
 class Lease:
     """One holder's claim on `name` in a store; use `acquire`, `check` while working, `release` when done."""
 
-    def __init__(self, store: "Store", name: str, holder: Holder, ttl_seconds: float):
+    def __init__(self, store: Store, name: str, holder: Holder, ttl_seconds: float):
         self.store = store
         self.name = name
         self.holder = holder
@@ -184,7 +185,7 @@ class Lease:
             if not self._lost.is_set():
                 self.store.drop(self.name, self.holder.token, self._value)
 
-    def __enter__(self) -> "Lease":
+    def __enter__(self) -> Lease:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -9,6 +9,8 @@ readers downstream learn exactly which keys changed, and the nightly full run ca
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
+
 import datetime as dt
 import hashlib
 import json
@@ -104,7 +106,9 @@ def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
-def model_watches(conn: Connection, refresh: Refresh, landed: set[str], models: set[str]) -> list[Watched]:
+def model_watches(
+    conn: Connection, refresh: Refresh, landed: AbstractSet[str], models: AbstractSet[str]
+) -> list[Watched]:
     """What a model's cursor watches: each table it reads, by the column holding the key there."""
     columns = {t: {c for c, _ in conn.table_columns(None, t)} for t in refresh.source_keys if t not in models}
     watched = []

@@ -43,7 +43,7 @@ def engine_from_url(url: str, connection: dg.ConfigurableResource | None = None)
         # As in SQLAlchemy: duckdb:///relative/path, duckdb:////absolute/path, duckdb:///:memory:;
         # query parameters are DuckDB settings, e.g. ?memory_limit=1500MB&threads=2.
         path = url.split("?", 1)[0].removeprefix("duckdb:///") or ":memory:"
-        return DuckDBEngine(path, config=dict(parse_qsl(parsed.query)), resource=connection)
+        return DuckDBEngine(path, config=dict(parse_qsl(parsed.query)), resource=connection)  # type: ignore[arg-type]
     if parsed.scheme in ENGINES:
         module, name, _ = ENGINES[parsed.scheme]
         engine_class = getattr(import_module(f".{module}", __package__), name)
@@ -70,7 +70,7 @@ class Warehouse(dg.ConfigurableResource):
     connection: dg.ConfigurableResource | None = None
 
     @classmethod
-    def from_url(cls, url: str) -> "Warehouse":
+    def from_url(cls, url: str) -> Warehouse:
         """The warehouse a URL names, with the vendor's resource built from it (shown on the Resources page)."""
         return cls(url=url, connection=getattr(engine_from_url(url), "resource", None))
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from contextlib import AbstractContextManager, contextmanager
 import logging
-from typing import Any, Callable, Iterator, Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
 from urllib.parse import ParseResult, parse_qsl
 
 import pyarrow as pa
@@ -101,6 +102,7 @@ class Connection(ABC):
 
     def ensure_index(self, table: str, column: str) -> None:
         """Index `column` of `table` where the engine has secondary indexes; columnar engines prune without one."""
+        return None  # the default: nothing to do (not abstract, most engines have no secondary indexes)
 
     def fetch_one(self, sql: str, params: Params = None) -> tuple | None:
         rows = self.fetch_all(sql, params)
@@ -145,7 +147,7 @@ class Connection(ABC):
         return bool(self.table_columns(schema, table))
 
 
-def require_duckdb(conn: "Connection", feature: str) -> None:
+def require_duckdb(conn: Connection, feature: str) -> None:
     """Refuse, with a clear message, a feature built only for DuckDB so far."""
     if conn.dialect != "duckdb":
         raise WarehouseError(
@@ -161,7 +163,7 @@ LIST_BINDING_DIALECTS = ("duckdb", "postgres")
 INSERT_CHUNK_ROWS = 500
 
 
-def insert_rows(conn: "Connection", table: str, columns: dict[str, str], rows: Sequence[Sequence[Any]]) -> None:
+def insert_rows(conn: Connection, table: str, columns: dict[str, str], rows: Sequence[Sequence[Any]]) -> None:
     """Append rows (values in `columns` order, columns: name -> SQL type) to `table` in as few statements as possible."""
     if not rows:
         return

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from dagster_gcp import BigQueryResource
 from google.api_core.client_options import ClientOptions

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
-from typing import Any, Iterator, Sequence
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 import pyarrow as pa
@@ -118,7 +119,7 @@ class BigQueryConnection(Connection):
     has_merge = True
     transactional_ddl = False
 
-    def __init__(self, client: Any, engine: "BigQueryEngine"):
+    def __init__(self, client: Any, engine: BigQueryEngine):
         self._client = client
         self._engine = engine
         self.session_id: str | None = None
@@ -284,7 +285,7 @@ class BigQueryEngine(Engine):
         self.resource = resource if resource is not None else _resource(project, location)
 
     @classmethod
-    def from_url(cls, url: str, resource: Any = None) -> "BigQueryEngine":
+    def from_url(cls, url: str, resource: Any = None) -> BigQueryEngine:
         parsed = urlparse(url)
         options = url_options(
             parsed, "BigQuery",

@@ -41,8 +41,9 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 import pyarrow as pa
@@ -228,7 +229,7 @@ class DatabricksEngine(Engine):
         self.schema = schema
 
     @classmethod
-    def from_url(cls, url: str) -> "DatabricksEngine":
+    def from_url(cls, url: str) -> DatabricksEngine:
         parsed = urlparse(url)
         options = url_options(
             parsed, "Databricks", f"set {' or '.join(TOKEN_SETTINGS)} instead", SECRET_PARAMETERS, user_is_secret=True

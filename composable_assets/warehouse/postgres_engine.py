@@ -13,13 +13,23 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 import pyarrow as pa
 
-from .base import SESSION_TIME_ZONE, DbApiConnection, Engine, Params, WarehouseError, column_names, rows_to_arrow, url_options
+from .base import (
+    SESSION_TIME_ZONE,
+    DbApiConnection,
+    Engine,
+    Params,
+    WarehouseError,
+    column_names,
+    rows_to_arrow,
+    url_options,
+)
 from .dialect import render
 from .sql import ident
 
@@ -45,8 +55,9 @@ class PostgresConnection(DbApiConnection):
         super().__init__(con)
         self.server_version = server_version
 
+    # Read when asked, from the version the server reported (a test poses as PostgreSQL 14 by changing it).
     @property
-    def has_merge(self) -> bool:
+    def has_merge(self) -> bool:  # type: ignore[override]  # the base's plain attribute, computed here
         return self.server_version >= 150000
 
     def _run(self, cursor, sql: str, params: Params) -> None:
@@ -130,7 +141,7 @@ class PostgresEngine(Engine):
         self._server_version: int | None = None
 
     @classmethod
-    def from_url(cls, url: str) -> "PostgresEngine":
+    def from_url(cls, url: str) -> PostgresEngine:
         parsed = urlparse(url)
         options = url_options(
             parsed, cls.product, "set COMPOSABLE_WAREHOUSE_PASSWORD (or PGPASSWORD) instead", ("password",)

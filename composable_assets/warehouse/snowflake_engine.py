@@ -12,13 +12,24 @@ connector's qmark paramstyle.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from typing import Any, Iterator, Sequence
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 import pyarrow as pa
 
-from .base import SESSION_TIME_ZONE, DbApiConnection, Engine, Params, WarehouseError, column_names, rows_to_arrow, table_markers, url_options
+from .base import (
+    SESSION_TIME_ZONE,
+    DbApiConnection,
+    Engine,
+    Params,
+    WarehouseError,
+    column_names,
+    rows_to_arrow,
+    table_markers,
+    url_options,
+)
 from .dialect import render
 
 PASSWORD_SETTING = "COMPOSABLE_WAREHOUSE_PASSWORD"
@@ -134,7 +145,7 @@ class SnowflakeEngine(Engine):
         return self.resource
 
     @classmethod
-    def from_url(cls, url: str, resource: Any = None) -> "SnowflakeEngine":
+    def from_url(cls, url: str, resource: Any = None) -> SnowflakeEngine:
         """The engine for a URL; its SnowflakeResource built from the URL unless a deployment gives its own."""
         if resource is not None:
             return cls(_checked(resource))
