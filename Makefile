@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 
-.PHONY: setup demo test ui docs bench bench-minute clean
+.PHONY: setup demo test lint ui docs bench bench-minute clean
 
 setup: $(VENV)/.installed .dagster_home/dagster.yaml
 
@@ -21,8 +21,13 @@ $(VENV)/.installed: pyproject.toml
 demo: setup  ## seed the retail sample into data/warehouse.duckdb and run every sync
 	$(BIN)/composable demo
 
-test: setup  ## the whole test suite
+test: setup lint  ## linters, then the whole test suite
 	$(BIN)/python -m pytest -n 2 --dist loadfile
+
+lint: setup  ## ruff (lint and format) and mypy on the package, clean
+	$(BIN)/ruff check composable_assets
+	$(BIN)/ruff format --check composable_assets
+	$(BIN)/mypy composable_assets
 
 ui: setup  ## Dagster UI (webserver + daemon) on http://127.0.0.1:3000
 	$(BIN)/composable ui --port 3000 --simulate
