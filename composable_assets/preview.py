@@ -6,11 +6,12 @@ from dataclasses import dataclass
 
 from .assets.audiences import sync_shapes
 from .governance.consent import consent_conditions
-from .delta.delivery import records_from_rows
+from .delivery.audience import records_from_rows
 from .delta.diff import delta_select
 from .delta.ledger import fold_acks
 from .store import PairTables
-from .destinations import Destination, SyncTarget
+from .destinations import Destination, Target
+from .project.keys import Delivery
 from .project import AudienceSpec, Project, SyncSpec
 from .warehouse import Warehouse
 
@@ -37,11 +38,11 @@ def preview_delta(
         rows = conn.fetch_arrow(f"SELECT * FROM ({select}) ORDER BY _key LIMIT ?", [limit]).to_pylist()
         size = conn.fetch_one(f"SELECT count(*) FROM {tables.snapshot}")[0]
     records = records_from_rows(rows)
-    target = SyncTarget(
-        audience.name,
+    target = Target(
+        Delivery("audience", audience.name),
         sync.destination,
-        sync.mode,
         sync.identifier_type,
+        mode=sync.mode,
         partition="preview",
         run_id="preview",
         options=destination.sync_options(sync.options),

@@ -21,8 +21,7 @@ gets them again; one that does not (Braze) has them recorded `in_doubt` and neve
 most `concurrency` batches in flight at the kill).
 """
 
-from .delivery import StreamReport, deliver_events
 from .shape import StreamShape, StreamDataError
 from ..store import StreamTables
 
-__all__ = ["StreamDataError", "StreamReport", "StreamShape", "StreamTables", "deliver_events"]
+__all__ = ["StreamDataError", "StreamShape", "StreamTables"]
