@@ -84,7 +84,7 @@ def run(
     concurrency = max(1, concurrency)
     in_flight: deque[tuple[Sequence[Any], dict[int, str], Future]] = deque()
     crash: BaseException | None = None
-    last_progress = 0.0
+    last_progress = started
     drained = False
 
     def collect(wait: bool) -> None:
@@ -108,11 +108,12 @@ def run(
             result.rejected.update(missing)
             source.answered(batch, result)
 
-    def commit(going: list[Sequence[Any]]) -> None:
+    def commit(going: list[Sequence[Any]], last: bool = False) -> None:
         nonlocal last_progress
         source.going_out(going, in_flight[0][0][0] if in_flight else None)
-        # At most once a second, and at the end: each message is an event in Dagster's log.
-        if on_progress and (time.monotonic() - last_progress >= 1.0 or not in_flight):
+        # At most once a second, and at the end: each message is an event in Dagster's log, and a delivery done
+        # within a second shows only in the summary.
+        if on_progress and (last or time.monotonic() - last_progress >= 1.0):
             last_progress = time.monotonic()
             on_progress(report)
 
@@ -150,7 +151,7 @@ def run(
             report.unsent += sum(len(batch) for batch in waiting)
             while in_flight:
                 collect(wait=True)
-            commit([])
+            commit([], last=True)
         drained = True
     finally:
         close = getattr(chunks, "close", None)
