@@ -157,3 +157,16 @@ def test_keep_going_stops_new_batches_and_its_error_is_raised():
     assert len(session.sent) == 2
     assert source.acked == {1, 2, 4, 6}
     assert source.report.unsent == 24
+
+
+def test_limits_are_per_operation_and_an_audience_or_a_stream_plans_by_its_own():
+    from composable_assets.destinations import Capabilities, Limits, TerminalError
+
+    capabilities = Capabilities.of(Limits(75, 3000, 3), events=Limits(10, 5, 1), remove=False)
+    assert capabilities.operations == {"upsert", "event"}
+    assert capabilities.limits_for("audience") == Limits(75, 3000, 3)
+    assert capabilities.limits_for("stream").describe() == "5 requests / 1 s"
+    with pytest.raises(TerminalError):
+        capabilities.limits_for("remove")
+    with pytest.raises(ValueError):
+        Capabilities(limits={"upsrt": Limits(1)})

@@ -70,6 +70,11 @@ class Capabilities:
     #: Deletion requests: at most this many identifiers per `Destination.forget` call; None: it cannot forget anyone.
     forget_batch_size: int | None = None
 
+    def __post_init__(self) -> None:
+        unknown = set(self.limits) - set(OPERATIONS)
+        if unknown:  # a typo here would silently make a destination refuse removes or events
+            raise ValueError(f"unknown operations {sorted(unknown)}; operations are {', '.join(OPERATIONS)}")
+
     @classmethod
     def of(cls, rows: Limits, *, remove: bool = True, events: Limits | None = None, **rest: Any) -> "Capabilities":
         """Upserts (and removes) under `rows`; events under `events` when it takes them."""
