@@ -170,3 +170,26 @@ def test_limits_are_per_operation_and_an_audience_or_a_stream_plans_by_its_own()
         capabilities.limits_for("remove")
     with pytest.raises(ValueError):
         Capabilities(limits={"upsrt": Limits(1)})
+
+
+@pytest.mark.parametrize("groups", [[2] * 10, [2, 1, 2, 2, 1, 2, 2, 2, 2, 2, 2], [1, 3, 1, 3, 1, 3, 1, 3, 1, 3]])
+def test_audience_intent_windows_do_not_depend_on_how_batches_go_out_together(monkeypatch, groups):
+    from types import SimpleNamespace
+
+    import composable_assets.delivery.audience as audience
+
+    written: list[tuple[int, int]] = []
+    monkeypatch.setattr(audience, "record_intent", lambda conn, tables, run_id, first, last, now: written.append((first, last)))
+    run_ = SimpleNamespace(first_seq=1, last_seq=200, size=200)
+    source = audience.AudienceSource(None, None, run_, batch_size=10, concurrency=2, sync_run_id="r", partition=None)
+    batches = [records(200)[i : i + 10] for i in range(0, 200, 10)]
+    position = 0
+    for size in groups:
+        going = batches[position : position + size]
+        source.going_out(going, going[0][0])
+        # Every batch is declared before it leaves.
+        first, last = written[-1]
+        assert all(first <= b[0].seq and b[-1].seq <= last for b in going)
+        position += size
+    assert position == 20
+    assert len(written) == 5  # one window per 2 x concurrency batches, however they were grouped

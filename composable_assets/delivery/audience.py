@@ -142,10 +142,12 @@ class AudienceSource:
                         sync_run_id=self.sync_run_id, partition=self.partition)
             self.answers = []
         if batches and batches[-1][-1].seq > self.declared:
-            # One intent row per window of sequence numbers, from the oldest batch still unsettled.
-            first = batches[0][0].seq
-            self.declared = min(max(batches[-1][-1].seq, first + self.window_seqs - 1), self.run.last_seq)
-            start = oldest.seq if oldest is not None else first
+            # One intent row per window of sequence numbers: the window starts at the first batch not yet declared
+            # (however the batches going out together fall), and the row covers it from the oldest batch unsettled.
+            fresh = next(b[0].seq for b in batches if b[-1].seq > self.declared)
+            end = max(fresh, self.declared + 1) + self.window_seqs - 1
+            self.declared = min(max(batches[-1][-1].seq, end), self.run.last_seq)
+            start = oldest.seq if oldest is not None else batches[0][0].seq
             record_intent(self.conn, self.tables, self.sync_run_id, start, self.declared, _now())
 
     def answered(self, batch: list[Record], result: BatchResult) -> None:
