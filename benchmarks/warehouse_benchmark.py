@@ -6,7 +6,7 @@ One run reports:
   fold that records it in the ledger, then a change (5% updated, 1% removed, 1% added), its diff and its fold.
   Members are generated in each warehouse by SQL, so loading is not what is measured. Times side by side, with
   ratios to DuckDB.
-- B. the real delivery path (`delta.delivery.deliver`: pages delta rows by `_seq` range, checkpoints every
+- B. the real delivery path (`delivery.audience.deliver`: pages delta rows by `_seq` range, checkpoints every
   batch, folds the acks at the end) streaming a 1M-row and a 5M-row delta to a destination that only counts
   records, each in a fresh process; peak RSS per size and the ratio 5M / 1M.
 
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import composable_assets
-from composable_assets.delta.delivery import READ_CHUNK_ROWS, deliver
+from composable_assets.delivery.audience import READ_CHUNK_ROWS, deliver
 from composable_assets.delta.diff import DeltaRun, compute_delta, latest_delta_run
 from composable_assets.delta.ledger import fold_acks, record_acks
 from composable_assets.delta.snapshot import SyncShape, build_snapshot
@@ -653,7 +653,7 @@ def markdown(report: dict) -> str:
     lines += [
         "## B. Streaming a delta out",
         "",
-        "The real delivery path (`delta.delivery.deliver`, as the sync asset calls it: delta rows read in "
+        "The real delivery path (`delivery.audience.deliver`, as the sync asset calls it: delta rows read in "
         f"`_seq` ranges of {READ_CHUNK_ROWS:,}, batches of {STREAM_BATCH_SIZE:,}, {STREAM_CONCURRENCY} in flight, a "
         "checkpoint per batch, the ack fold at the end) to a destination that only counts records. Each delta is "
         "a first sync (every row an add, the ledger empty), computed by `compute_delta`; each size streams in a "

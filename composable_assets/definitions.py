@@ -19,9 +19,8 @@ from .automation.priority import priority_tags, step_priorities
 from .automation.schedules import audience_schedule
 from .automation.sensors import Watch, change_sensor, minute_level_job, nightly_full_schedule
 from .automation.stale_runs import free_dead_runs_sensor
-from .assets.syncs import build_sync_asset
-from .project.keys import stream_key
-from .assets.streams import build_stream_asset
+from .assets.deliveries import DeliverySpec, build_delivery_asset
+from .project.keys import Delivery, stream_key
 from .streams.shape import MEMBER_KEYS
 from .coordination import Coordination
 from .destinations import DESTINATION_TYPES, Destination
@@ -244,10 +243,13 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
                 op_tags=priority_tags(priorities, delta_key(audience.name, sync.destination)),
             )))
             assets.append(
-                build_sync_asset(
-                    audience, sync, destinations[sync.destination], schema, partitions, kind, policy, samples,
-                    model.path if model is not None else None,
-                    op_tags=priority_tags(priorities, sync_key(audience.name, sync.destination)),
+                build_delivery_asset(
+                    DeliverySpec(
+                        Delivery("audience", audience.name), audience, sync, destinations[sync.destination],
+                        schema=schema, partitions=partitions, warehouse_kind=kind, freshness_policy=policy,
+                        samples=samples, model_path=model.path if model is not None else None,
+                        op_tags=priority_tags(priorities, sync_key(audience.name, sync.destination)),
+                    )
                 )
             )
         job = dg.define_asset_job(
@@ -279,10 +281,15 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
         for sync in stream.syncs:
             destination = destinations[sync.destination]
             assets.append(
-                build_stream_asset(
-                    stream, sync, destination, schema, partitions, kind, upstream, project.settings.timezone, policy,
-                    samples, conditions.get(sync.destination), native.get(sync.destination), against,
-                    op_tags=priority_tags(priorities, stream_key(stream.name, sync.destination)),
+                build_delivery_asset(
+                    DeliverySpec(
+                        Delivery("stream", stream.name), stream, sync, destination,
+                        schema=schema, partitions=partitions, warehouse_kind=kind, upstream=upstream,
+                        timezone=project.settings.timezone, freshness_policy=policy, samples=samples,
+                        allowed=conditions.get(sync.destination), allowed_native=native.get(sync.destination),
+                        native_against=against,
+                        op_tags=priority_tags(priorities, stream_key(stream.name, sync.destination)),
+                    )
                 )
             )
         job = dg.define_asset_job(

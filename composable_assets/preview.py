@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .assets.audiences import sync_shapes
-from .delta.delivery import records_from_rows
+from .delivery.audience import records_from_rows
 from .delta.diff import delta_select
 from .delta.ledger import fold_acks
-from .destinations import Destination, SyncTarget
+from .destinations import Destination, Target
 from .governance.consent import consent_conditions
 from .project import AudienceSpec, Project, SyncSpec
+from .project.keys import Delivery
 from .store import PairTables
 from .warehouse import Warehouse
 
@@ -35,13 +36,13 @@ def preview_delta(
         select = delta_select(tables, shape, sync.mode, conn.dialect)
         counts = dict(conn.fetch_all(f"SELECT _op, count(*) FROM ({select}) GROUP BY _op"))
         rows = conn.fetch_arrow(f"SELECT * FROM ({select}) ORDER BY _key LIMIT ?", [limit]).to_pylist()
-        size = conn.fetch_row(f"SELECT count(*) FROM {tables.snapshot}")[0]
+        (size,) = conn.fetch_row(f"SELECT count(*) FROM {tables.snapshot}")
     records = records_from_rows(rows)
-    target = SyncTarget(
-        audience.name,
+    target = Target(
+        Delivery("audience", audience.name),
         sync.destination,
-        sync.mode,
         sync.identifier_type,
+        mode=sync.mode,
         partition="preview",
         run_id="preview",
         options=destination.sync_options(sync.options),

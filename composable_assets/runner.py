@@ -15,6 +15,7 @@ import dagster as dg
 
 from .automation.stale_runs import free_dead_runs, slot_holders, waiting_for_slot
 from .progress import SyncProgress, progress_of
+from .project.keys import Delivery
 
 #: How often a run waiting for a pool slot is checked on, and how often the wait is reported.
 SLOT_WATCH_SECONDS = 1.0
@@ -25,40 +26,42 @@ JOB_NAME = "__ephemeral_asset_job__"
 
 
 @dataclass
-class SyncOutcome:
-    """One sync asset's result in a run."""
+class DeliveryOutcome:
+    """One delivery asset's result in a run (a sync or a stream): its counts as metadata, or its error."""
 
-    audience: str
+    delivery: Delivery
     destination: str
     metadata: dict = field(default_factory=dict)
     error: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.delivery.name
+
+    @property
+    def audience(self) -> str:
+        return self.delivery.name
+
+    @property
+    def stream(self) -> str:
+        return self.delivery.name
 
     def count(self, name: str) -> int:
         value = self.metadata.get(name)
         return int(getattr(value, "value", value) or 0)
 
 
-@dataclass
-class StreamOutcome:
-    """One stream asset's result in a run: sent, rejected, in_doubt, late_skipped, unsent, ..."""
-
-    stream: str
-    destination: str
-    metadata: dict = field(default_factory=dict)
-    error: str | None = None
-
-    def count(self, name: str) -> int:
-        value = self.metadata.get(name)
-        return int(getattr(value, "value", value) or 0)
+#: Asset key prefix -> the kind of delivery it materializes (keys are sync/<audience>/<dest>, stream/<name>/<dest>).
+DELIVERY_PREFIXES = {"sync": "audience", "stream": "stream"}
 
 
 @dataclass
 class RunOutcome:
     success: bool
     run_id: str
-    syncs: list[SyncOutcome]
+    syncs: list[DeliveryOutcome]
     errors: list[str]
-    streams: list[StreamOutcome] = field(default_factory=list)
+    streams: list[DeliveryOutcome] = field(default_factory=list)
     #: Each materialized asset's metadata, by asset key ("sync/high/braze").
     materialized: dict[str, dict] = field(default_factory=dict)
 
@@ -127,43 +130,38 @@ def run_selection(
             run_id=run_id,
             tags={"composable/launched_by": "cli", **(tags or {})},
         )
-    syncs: dict[tuple[str, str], SyncOutcome] = {}
-    streams: dict[tuple[str, str], StreamOutcome] = {}
+    deliveries: dict[tuple[Delivery, str], DeliveryOutcome] = {}
     materialized = {}
     for event in result.get_asset_materialization_events():
         materialized[event.asset_key.to_user_string()] = dict(event.materialization.metadata)
-        path = event.asset_key.path
-        if path[0] == "sync":
-            syncs[(path[1], path[2])] = SyncOutcome(path[1], path[2], dict(event.materialization.metadata))
-        elif path[0] == "stream":
-            streams[(path[1], path[2])] = StreamOutcome(path[1], path[2], dict(event.materialization.metadata))
-    sync_steps = {
-        key.to_python_identifier(): (key.path[1], key.path[2])
-        for key in defs.resolve_all_asset_keys()
-        if key.path[0] == "sync"
-    }
-    stream_steps = {
-        key.to_python_identifier(): (key.path[1], key.path[2])
-        for key in defs.resolve_all_asset_keys()
-        if key.path[0] == "stream"
-    }
+        pair = _delivery_of(event.asset_key)
+        if pair is not None:
+            deliveries[pair] = DeliveryOutcome(*pair, dict(event.materialization.metadata))
+    steps = {key.to_python_identifier(): _delivery_of(key) for key in defs.resolve_all_asset_keys()}
     errors = []
     for event in result.get_step_failure_events():
         message = _failure_message(event)
         errors.append(f"{step_names.get(event.step_key, event.step_key)}: {message}")
-        if event.step_key in sync_steps:
-            audience, destination = sync_steps[event.step_key]
+        pair = steps.get(event.step_key)
+        if pair is not None:
             failure = event.step_failure_data.user_failure_data
             metadata = dict(failure.metadata) if failure is not None else {}
-            syncs[(audience, destination)] = SyncOutcome(audience, destination, metadata, error=message)
-        if event.step_key in stream_steps:
-            stream, destination = stream_steps[event.step_key]
-            failure = event.step_failure_data.user_failure_data
-            metadata = dict(failure.metadata) if failure is not None else {}
-            streams[(stream, destination)] = StreamOutcome(stream, destination, metadata, error=message)
+            deliveries[pair] = DeliveryOutcome(*pair, metadata, error=message)
+    outcomes = list(deliveries.values())
     return RunOutcome(
-        result.success, result.run_id, list(syncs.values()), errors, list(streams.values()), materialized
+        result.success,
+        result.run_id,
+        [o for o in outcomes if o.delivery.kind == "audience"],
+        errors,
+        [o for o in outcomes if o.delivery.kind == "stream"],
+        materialized,
     )
+
+
+def _delivery_of(key: dg.AssetKey) -> tuple[Delivery, str] | None:
+    """(delivery, destination) of a sync or stream asset; None for any other asset."""
+    kind = DELIVERY_PREFIXES.get(key.path[0])
+    return (Delivery(kind, key.path[1]), key.path[2]) if kind and len(key.path) == 3 else None
 
 
 class SlotWatch:

@@ -15,12 +15,12 @@ from composable_assets.destinations.base import AnySettings
 from composable_assets.destinations import (
     BatchResult,
     Capabilities,
+    Limits,
     Destination,
     Event,
-    EventTarget,
     Record,
     Session,
-    SyncTarget,
+    Target,
     TransientError,
     register_destination_type,
 )
@@ -61,25 +61,24 @@ class Recording(Destination):
 
     @property
     def capabilities(self) -> Capabilities:
-        operations = frozenset({"upsert"}) if self.settings.get("upsert_only") else frozenset({"upsert", "remove"})
-        batch_size = int(self.settings.get("batch_size", 3))
-        return Capabilities(
-            batch_size=batch_size, operations=operations, events=True, events_idempotent=True, event_batch_size=batch_size
+        limits = Limits(int(self.settings.get("batch_size", 3)))
+        return Capabilities.of(
+            limits, remove=not self.settings.get("upsert_only"), events=limits, idempotent_events=True
         )
 
-    def open(self, target: SyncTarget) -> Session:
-        return RecordingSession(self.name)
-
-    def open_events(self, target: EventTarget) -> Session:
-        return RecordingSession(self.name)
+    def open(self, target: Target) -> Session:
+        return RecordingSession(self.name, target.events)
 
 
 class RecordingSession(Session):
-    def __init__(self, name: str):
+    def __init__(self, name: str, events: bool = False):
         self.name = name
+        self.events = events
         self.batches = 0
 
     def send(self, batch: Sequence[Record]) -> BatchResult:
+        if self.events:
+            return self.send_events(batch)
         if self.name in Recording.unavailable:
             raise TransientError("503 Service Unavailable (after retries)")
         limit = Recording.crash_after_batches.get(self.name)

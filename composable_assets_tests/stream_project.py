@@ -13,7 +13,7 @@ import pytest
 
 from composable_assets.definitions import load_definitions, stream_selection
 from composable_assets.project import load_project
-from composable_assets.runner import RunOutcome, StreamOutcome, run_selection
+from composable_assets.runner import DeliveryOutcome, RunOutcome, run_selection
 from composable_assets.settings import Settings
 from composable_assets.warehouse import engine_from_url
 from composable_assets.warehouse.base import insert_rows
@@ -143,7 +143,7 @@ class StreamProject:
         return [json.loads(line)["id"] for f in files for line in f.read_text().splitlines()]
 
 
-def outcome_of(outcome: RunOutcome, destination: str) -> StreamOutcome:
+def outcome_of(outcome: RunOutcome, destination: str) -> DeliveryOutcome:
     [found] = [s for s in outcome.streams if s.destination == destination]
     return found
 

@@ -24,7 +24,8 @@ import pytest
 import sqlglot
 from sqlglot import exp
 
-from composable_assets.delta import delivery, ledger
+from composable_assets.delta import ledger
+from composable_assets.delivery import audience as delivery
 from composable_assets.delta.diff import compute_delta, delta_select, latest_delta_run
 from composable_assets.delta.snapshot import SyncShape, build_snapshot
 from composable_assets.warehouse.sql import json_object

@@ -10,11 +10,12 @@ import dagster as dg
 import pytest
 import requests
 
-import composable_assets.delta.delivery as delivery
+import composable_assets.delivery.audience as delivery
 from composable_assets.project.keys import sync_key
 from composable_assets.coordination import Coordination
 from composable_assets.definitions import audience_selection, load_definitions
-from composable_assets.destinations import Record, SyncTarget
+from composable_assets.destinations import Record, Target
+from composable_assets.project.keys import Delivery
 from composable_assets.destinations.braze import Braze, BrazeSyncOptions
 from composable_assets.project import load_project
 from composable_assets.runner import RunOutcome, run_selection
@@ -360,9 +361,9 @@ def test_confirm_compares_what_would_be_sent_with_the_exported_profile(braze, tm
     destination = Braze("braze", {"rest_endpoint": braze.url, "api_key": {"env": "BRAZE_API_KEY"}},
                         Coordination(url=f"sqlite:///{tmp_path / 'coordination.sqlite'}"))
 
-    def target(identifier_type: str) -> SyncTarget:
+    def target(identifier_type: str) -> Target:
         options = BrazeSyncOptions(membership_attribute="vip", alias_label="crm")
-        return SyncTarget("high", "braze", "mirror", identifier_type, "2026-03-02", "run", options)
+        return Target(Delivery("audience", "high"), "braze", identifier_type, "2026-03-02", "run", options, mode="mirror")
 
     with destination.open(target("user_alias")) as session:
         assert sorted(session.confirm(records)) == [1, 4, 5, 6]

@@ -78,8 +78,9 @@ class Probe:
     def install(self) -> None:
         import requests
 
-        import composable_assets.assets.syncs as syncs_module
-        import composable_assets.delta.delivery as delivery
+        import composable_assets.assets.deliveries as syncs_module
+        import composable_assets.delivery.audience as delivery
+        import composable_assets.delivery.loop as loop
         import composable_assets.destinations.http as http
 
         probe = self
@@ -94,10 +95,10 @@ class Probe:
                 if "quiet_progress" in whatifs:  # what-if only: at most one progress message a second
                     last = [time.monotonic()]
 
-                    def throttled(report: Any, left: int, timed: Callable = progress) -> None:
-                        if left == 0 or time.monotonic() - last[0] >= 1.0:
+                    def throttled(report: Any, timed: Callable = progress) -> None:
+                        if report.left == 0 or time.monotonic() - last[0] >= 1.0:
                             last[0] = time.monotonic()
-                            timed(report, left)
+                            timed(report)
 
                     kwargs["on_progress"] = throttled
                 else:
@@ -114,7 +115,7 @@ class Probe:
         syncs_module.deliver = self.profiled(deliver) if self.cprofile else deliver
         delivery.records_from_rows = self.timed("records_from_rows", delivery.records_from_rows, cpu=True)
         delivery._checkpoint = self.timed("checkpoint", delivery._checkpoint, cpu=True)
-        delivery._send = self.timed("send_batch", delivery._send)
+        loop._send = self.timed("send_batch", loop._send)
         for name in ("record_intent", "clear_intents", "_confirm_leftovers"):  # newer delivery loops only
             if hasattr(delivery, name):
                 setattr(delivery, name, self.timed(name, getattr(delivery, name), cpu=True))
@@ -215,12 +216,12 @@ class Probe:
             return sum(v[3] for (f, _, n), v in stats.items() if n == name and file_part in f)
 
         steps = {
-            "main: whole delivery loop (deliver)": cumulative("delta/delivery.py", "deliver"),
+            "main: whole delivery loop (deliver)": cumulative("delivery/loop.py", "run"),
             "main: checkpoint INSERT (record_ack)": cumulative("delta/ledger.py", "record_acks"),
             "main: fold acks (fold_acks)": cumulative("delta/ledger.py", "fold_acks"),
-            "main: read + decode delta chunks (_chunks)": cumulative("delta/delivery.py", "_chunks"),
+            "main: read + decode delta chunks (_chunks)": cumulative("delivery/audience.py", "_chunks"),
             "main: submit batches to the pool": cumulative("concurrent/futures/thread.py", "submit"),
-            "senders: whole send (_send)": cumulative("delta/delivery.py", "_send"),
+            "senders: whole send (_send)": cumulative("delivery/loop.py", "_send"),
             "senders: build payloads": cumulative("destinations/braze.py", "attribute_object")
             + cumulative("destinations/webhook.py", "webhook_rows"),
             "senders: rate budget (RateBudget.acquire, SQLite)": cumulative("destinations/http.py", "acquire"),
@@ -270,7 +271,7 @@ SAMPLE_RULES = {
         ("waiting for the oldest batch", ("result", "concurrent/futures")),
         ("checkpoint bookkeeping", ("_checkpoint", "")),
         ("submit next batch", ("submit", "")),
-        ("progress log (Dagster event log)", ("<lambda>", "assets/syncs.py")),
+        ("progress log (Dagster event log)", ("<lambda>", "assets/deliveries.py")),
     ],
     "senders": [
         ("rate budget (SQLite window)", ("acquire", "destinations/http.py")),

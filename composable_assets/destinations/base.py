@@ -1,8 +1,10 @@
 """The destination interface: capabilities as data, per-row results, transient vs terminal errors.
 
-Two kinds of delivery share it: audience syncs send `Record`s (profile changes) through `Session.send`, event
-streams send `Event`s through `Session.send_events`. A destination that takes events sets `EventOptions`
-and implements `open_events`; its `Capabilities` say whether resending an event is harmless (`events_idempotent`).
+Operations are data: a row to deliver carries its operation ("upsert" and "remove" for an audience's `Record`s,
+"event" for a stream's `Event`s), and `Capabilities` says, per operation, how many rows a request takes and how
+fast (`Limits`). One `Destination.open(target)` starts either kind of delivery (`target.delivery.kind`), and the
+session's `send(batch)` takes its rows. A destination that takes events sets `EventOptions`, lists "event" in its
+limits and says whether resending an event is harmless (`idempotent_events`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any, ClassVar, Sequence
 from pydantic import BaseModel, ConfigDict
 
 from ..coordination import Coordination
+from ..project.keys import Delivery
 
 
 class DestinationError(Exception):
@@ -33,25 +36,66 @@ class TerminalError(DestinationError):
     """Retrying will not help (bad credentials, bad configuration): the sync stops and fails."""
 
 
+#: The operations a row can carry: an audience's upserts and removes, a stream's events.
+OPERATIONS = ("upsert", "remove", "event")
+#: What each kind of delivery sends (an audience batch mixes upserts and removes: it is planned by upsert's limits).
+PLANNED_BY = {"audience": "upsert", "stream": "event"}
+
+
 @dataclass(frozen=True)
-class Capabilities:
-    """What a destination accepts, as data the delivery loop plans with."""
+class Limits:
+    """How many rows of one operation a request takes, and how many requests a window allows (None: no limit)."""
 
     batch_size: int
-    operations: frozenset[str] = frozenset({"upsert", "remove"})
-    max_body_bytes: int | None = None
     requests_per_window: int | None = None
     window_seconds: float | None = None
+
+    def describe(self) -> str:
+        if not self.requests_per_window:
+            return "none"
+        return f"{self.requests_per_window} requests / {self.window_seconds or 1:g} s"
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a destination accepts, as data the delivery loop plans with: limits per operation it supports."""
+
+    #: Operation ("upsert", "remove", "event") -> its limits; an operation missing here is not supported.
+    limits: dict[str, Limits]
+    max_body_bytes: int | None = None
     concurrency: int = 1
-    #: Event streams: whether it takes events, how many per request, and whether receiving an event twice is
-    #: harmless (the destination or its receivers deduplicate by event id), so a batch in doubt may be resent.
-    events: bool = False
-    events_idempotent: bool = False
-    event_batch_size: int | None = None
-    event_requests_per_window: int | None = None
-    event_window_seconds: float | None = None
+    #: Whether receiving an event twice is harmless (the destination or its receivers deduplicate by event id), so
+    #: a batch in doubt may be resent.
+    idempotent_events: bool = False
     #: Deletion requests: at most this many identifiers per `Destination.forget` call; None: it cannot forget anyone.
     forget_batch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        unknown = set(self.limits) - set(OPERATIONS)
+        if unknown:  # a typo here would silently make a destination refuse removes or events
+            raise ValueError(f"unknown operations {sorted(unknown)}; operations are {', '.join(OPERATIONS)}")
+
+    @classmethod
+    def of(cls, rows: Limits, *, remove: bool = True, events: Limits | None = None, **rest: Any) -> "Capabilities":
+        """Upserts (and removes) under `rows`; events under `events` when it takes them."""
+        limits = {"upsert": rows, **({"remove": rows} if remove else {}), **({"event": events} if events else {})}
+        return cls(limits=limits, **rest)
+
+    @property
+    def operations(self) -> frozenset[str]:
+        return frozenset(self.limits)
+
+    def limits_for(self, operation: str) -> Limits:
+        """The limits of one operation, or of what a kind of delivery sends ("audience", "stream")."""
+        operation = PLANNED_BY.get(operation, operation)
+        if operation not in self.limits:
+            raise TerminalError(f"the destination does not take `{operation}` operations")
+        return self.limits[operation]
+
+    @property
+    def batch_size(self) -> int:
+        """Rows per request of an audience delivery."""
+        return self.limits_for("upsert").batch_size
 
 
 class NoOptions(BaseModel):
@@ -67,19 +111,40 @@ class AnySettings(BaseModel):
 
 
 @dataclass(frozen=True)
-class SyncTarget:
-    """Which sync a session delivers for, with the sync's validated options."""
+class Target:
+    """Which delivery a session is for (an audience's sync or a stream's), with its validated options."""
 
-    audience: str
+    delivery: Delivery
     destination: str
-    mode: str
     identifier_type: str
     partition: str
     run_id: str
     options: BaseModel = field(default_factory=NoOptions)
+    #: Audiences: mirror or upsert.
+    mode: str = "upsert"
+    #: Streams: the event name the stream sync sends.
+    event: str | None = None
     #: The warehouse resource and internal schema, for destinations that write there instead of calling an API.
     warehouse: Any = None
     schema: str = "composable"
+
+    @property
+    def name(self) -> str:
+        return self.delivery.name
+
+    @property
+    def audience(self) -> str:
+        """The audience name, for code that only serves audience deliveries."""
+        return self.delivery.name
+
+    @property
+    def stream(self) -> str:
+        """The stream name, for code that only serves stream deliveries."""
+        return self.delivery.name
+
+    @property
+    def events(self) -> bool:
+        return self.delivery.kind == "stream"
 
 
 @dataclass(frozen=True)
@@ -99,19 +164,6 @@ class Record:
 
 
 @dataclass(frozen=True)
-class EventTarget:
-    """Which stream a session delivers events for, with the stream sync's validated options."""
-
-    stream: str
-    destination: str
-    identifier_type: str
-    event: str
-    partition: str
-    run_id: str
-    options: BaseModel = field(default_factory=NoOptions)
-
-
-@dataclass(frozen=True)
 class Event:
     """One row of an event stream to deliver. `seq` numbers it within its run, for per-event results."""
 
@@ -127,6 +179,11 @@ class Event:
     properties: dict[str, Any]
     #: Values of the columns the destination's event options name (e.g. Braze purchase `price`), by option name.
     extras: dict[str, Any] = field(default_factory=dict)
+    operation: ClassVar[str] = "event"
+
+
+#: One row to deliver: what `Session.send` takes (a session gets the rows of the kind it was opened for).
+Row = Record | Event
 
 
 #: What became of one identifier a destination was asked to forget (the proof in `deletion_log`).
@@ -168,28 +225,25 @@ class BatchResult:
     acknowledged: list[int] = field(default_factory=list)
     rejected: dict[int, str] = field(default_factory=dict)
     payloads: list[dict[str, Any]] = field(default_factory=list)
-    #: Events that may or may not have arrived, at a destination where a resend would duplicate them (streams only).
+    #: Rows that may or may not have arrived, at a destination where a resend would duplicate them (events only).
     in_doubt: dict[int, str] = field(default_factory=dict)
 
     @classmethod
-    def all_acknowledged(cls, batch: Sequence[Record], payloads: list[dict[str, Any]]) -> "BatchResult":
+    def all_acknowledged(cls, batch: Sequence[Row], payloads: list[dict[str, Any]]) -> "BatchResult":
         return cls(acknowledged=[r.seq for r in batch], payloads=payloads)
 
 
 class Session(ABC):
     """One sync's (or one stream's) open connection to a destination."""
 
-    def send(self, batch: Sequence[Record]) -> BatchResult:
-        """Deliver one batch (at most `batch_size` rows); raise TransientError/TerminalError for the whole batch."""
-        raise TerminalError(f"{type(self).__name__} does not deliver audience rows")
+    def send(self, batch: Sequence[Row]) -> BatchResult:
+        """Deliver one batch (at most its operation's `batch_size`); results keyed by the rows' `seq`.
 
-    def send_events(self, batch: Sequence[Event]) -> BatchResult:
-        """Deliver one batch of events (at most `event_batch_size`); results keyed by `Event.seq`.
-
-        Every event should end acknowledged or rejected; one left out of both stays unsent and is tried again
-        next run. Raise TransientError/TerminalError for the whole batch, as `send` does.
+        An audience session gets `Record`s (upserts and removes), a stream session `Event`s. Every row should end
+        acknowledged or rejected; one left out of both stays unsent and is tried again next run. Raise
+        TransientError/TerminalError for the whole batch.
         """
-        raise TerminalError(f"{type(self).__name__} does not deliver events")
+        raise TerminalError(f"{type(self).__name__} does not deliver these rows")
 
     def confirm(self, records: Sequence[Record]) -> list[int]:
         """Seqs of the records the destination already holds exactly as `send` would deliver them ([]: cannot tell)."""
@@ -261,10 +315,10 @@ class Destination(ABC):
         """Limits and supported operations."""
 
     @abstractmethod
-    def open(self, target: SyncTarget) -> Session:
-        """Start delivering one sync's delta."""
+    def open(self, target: Target) -> Session:
+        """Start one delivery: an audience's delta or a stream's events (`target.delivery.kind`)."""
 
-    def payloads(self, batch: Sequence[Record], target: SyncTarget) -> list[dict[str, Any]]:
+    def payloads(self, batch: Sequence[Record], target: Target) -> list[dict[str, Any]]:
         """What this destination would receive for these rows (for previews and metadata samples)."""
         return [generic_payload(r, target.identifier_type) for r in batch]
 
@@ -278,10 +332,6 @@ class Destination(ABC):
         """Option name -> table column, for the columns a stream sync's options name."""
         columns = getattr(options, "columns", None)
         return dict(columns()) if callable(columns) else {}
-
-    def open_events(self, target: EventTarget) -> Session:
-        """Start delivering one stream's events."""
-        raise TerminalError(f"destination {self.name} ({self.type_name}) cannot take events")
 
     def forget(self, target: ForgetTarget, identifiers: Sequence[str]) -> list[Forgotten]:
         """Delete these people (at most `capabilities.forget_batch_size`); one outcome per identifier, in order.

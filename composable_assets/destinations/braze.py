@@ -64,15 +64,15 @@ from .base import (
     NOT_FOUND,
     BatchResult,
     Capabilities,
+    Limits,
     Destination,
     DestinationError,
     Event,
-    EventTarget,
     ForgetTarget,
     Forgotten,
     Record,
     Session,
-    SyncTarget,
+    Target,
     iso_time,
 )
 from .changes import changed_fields
@@ -177,16 +177,13 @@ class Braze(Destination):
     @property
     def capabilities(self) -> Capabilities:
         config = self.config
-        return Capabilities(
-            batch_size=config.batch_size,
-            requests_per_window=config.track_limit.requests,
-            window_seconds=config.track_limit.window_seconds,
+        track = config.track_limit
+        return Capabilities.of(
+            Limits(config.batch_size, track.requests, track.window_seconds),
+            # Events share /users/track and its workspace budget with attributes.
+            events=Limits(config.event_batch_size, track.requests, track.window_seconds),
             concurrency=config.concurrency,
-            events=True,
-            events_idempotent=False,  # Braze keeps every event it receives: a resend is a duplicate
-            event_batch_size=config.event_batch_size,
-            event_requests_per_window=config.track_limit.requests,
-            event_window_seconds=config.track_limit.window_seconds,
+            idempotent_events=False,  # Braze keeps every event it receives: a resend is a duplicate
             forget_batch_size=IDS_PER_REQUEST,
         )
 
@@ -203,11 +200,10 @@ class Braze(Destination):
         )
         return client, rate_budgets
 
-    def open(self, target: SyncTarget) -> Session:
+    def open(self, target: Target) -> Session:
+        if target.events:
+            return BrazeEventSession(*self._connect(), target)
         return BrazeSession(*self._connect(), target)
-
-    def open_events(self, target: EventTarget) -> Session:
-        return BrazeEventSession(*self._connect(), target)
 
     def forget(self, target: ForgetTarget, identifiers: Sequence[str]) -> list[Forgotten]:
         """POST /users/delete (50 ids, one identifier type a request), on the workspace's delete budget.
@@ -231,7 +227,7 @@ class Braze(Destination):
             for budget in rate_budgets.values():
                 budget.close()
 
-    def payloads(self, batch: Sequence[Record], target: SyncTarget) -> list[dict[str, Any]]:
+    def payloads(self, batch: Sequence[Record], target: Target) -> list[dict[str, Any]]:
         options = target.options
         out = []
         for record in batch:
@@ -249,7 +245,7 @@ class Braze(Destination):
         return {name: True} if name else {}
 
 
-def identifier_object(record: Record, target: SyncTarget, options: BrazeSyncOptions) -> dict[str, Any]:
+def identifier_object(record: Record, target: Target, options: BrazeSyncOptions) -> dict[str, Any]:
     """How Braze finds the profile: exactly one identifier per object."""
     if target.identifier_type == "user_alias":
         # Alias-only profiles are update-only by default; a new member must be created.
@@ -260,7 +256,7 @@ def identifier_object(record: Record, target: SyncTarget, options: BrazeSyncOpti
     return {target.identifier_type: record.identifier}
 
 
-def attribute_object(record: Record, target: SyncTarget, options: BrazeSyncOptions) -> dict[str, Any]:
+def attribute_object(record: Record, target: Target, options: BrazeSyncOptions) -> dict[str, Any]:
     """A member's attributes object: what changed, the membership attribute included (it is one of the fields)."""
     obj = identifier_object(record, target, options)
     obj.update(changed_fields(record))
@@ -275,7 +271,7 @@ def attribute_object(record: Record, target: SyncTarget, options: BrazeSyncOptio
     return obj
 
 
-def removal_object(record: Record, target: SyncTarget, options: BrazeSyncOptions) -> dict[str, Any]:
+def removal_object(record: Record, target: Target, options: BrazeSyncOptions) -> dict[str, Any]:
     """A leaver under clear_attribute: the membership attribute set to null (Braze removes it)."""
     obj = identifier_object(record, target, options)
     obj[membership_attribute(options, target.audience, "mirror")] = None  # only a mirror removes
@@ -298,7 +294,7 @@ def _removal_endpoint(options: BrazeSyncOptions) -> str:
 
 
 class BrazeSession(Session):
-    def __init__(self, client: HttpClient, budgets: dict[str, RateBudget], target: SyncTarget):
+    def __init__(self, client: HttpClient, budgets: dict[str, RateBudget], target: Target):
         self.client = client
         self.budgets = budgets
         self.target = target
@@ -446,14 +442,14 @@ class BrazeSession(Session):
 class BrazeEventSession(Session):
     """Events or purchases through /users/track; minor errors come back by index and reject that event only."""
 
-    def __init__(self, client: HttpClient, budgets: dict[str, RateBudget], target: EventTarget):
+    def __init__(self, client: HttpClient, budgets: dict[str, RateBudget], target: Target):
         self.client = client
         self.budgets = budgets
         self.target = target
         self.options: BrazeEventOptions = target.options
         self.array = "purchases" if self.options.purchase is not None else "events"
 
-    def send_events(self, batch: Sequence[Event]) -> BatchResult:
+    def send(self, batch: Sequence[Event]) -> BatchResult:
         objects = [event_object(e, self.target, self.options) for e in batch]
         # Braze keeps every event it receives: a request that may have arrived is not sent again (OutcomeUnknown).
         response = self.client.request(
@@ -487,7 +483,7 @@ class BrazeEventSession(Session):
             budget.close()
 
 
-def event_object(event: Event, target: EventTarget, options: BrazeEventOptions) -> dict[str, Any]:
+def event_object(event: Event, target: Target, options: BrazeEventOptions) -> dict[str, Any]:
     """One Braze event object, or a purchase object when the stream sync sends purchases."""
     if target.identifier_type == "user_alias":
         obj: dict[str, Any] = {

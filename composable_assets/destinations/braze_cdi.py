@@ -74,12 +74,13 @@ from .base import (
     FAILED,
     BatchResult,
     Capabilities,
+    Limits,
     Destination,
     ForgetTarget,
     Forgotten,
     Record,
     Session,
-    SyncTarget,
+    Target,
     TerminalError,
 )
 from .changes import changed_fields
@@ -178,7 +179,7 @@ class CdiTables:
 
 
 def plan_rows(
-    batch: Sequence[Record], target: SyncTarget, moved: set[str]
+    batch: Sequence[Record], target: Target, moved: set[str]
 ) -> tuple[list[CdiRow], dict[int, str]]:
     """The CDI rows for a batch, and {seq: reason} of rows Braze cannot take; `moved`: keys whose identifier changed."""
     options: BrazeCdiOptions = target.options
@@ -232,7 +233,7 @@ def _json(payload: dict[str, Any]) -> str:
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
 
 
-def moved_keys(conn, target: SyncTarget, batch: Sequence[Record]) -> set[str]:
+def moved_keys(conn, target: Target, batch: Sequence[Record]) -> set[str]:
     """Keys of updates whose identifier differs from the one Braze last acknowledged (the ledger's)."""
     updates = {r.key: r.identifier for r in batch if r.change == "update"}
     if not updates:
@@ -271,7 +272,7 @@ def _insert(conn, name: str, columns: dict[str, str], rows: list[CdiRow]) -> Non
 
 
 class BrazeCdiSession(Session):
-    def __init__(self, target: SyncTarget, tables: CdiTables):
+    def __init__(self, target: Target, tables: CdiTables):
         self.target = target
         self.tables = tables
 
@@ -300,9 +301,9 @@ class BrazeCdi(Destination):
     @property
     def capabilities(self) -> Capabilities:
         # One writer at a time keeps each table's UPDATED_AT sequence strictly increasing.
-        return Capabilities(batch_size=BATCH_SIZE, concurrency=1, forget_batch_size=LOOKUP_CHUNK)
+        return Capabilities.of(Limits(BATCH_SIZE), concurrency=1, forget_batch_size=LOOKUP_CHUNK)
 
-    def open(self, target: SyncTarget) -> Session:
+    def open(self, target: Target) -> Session:
         options: BrazeCdiOptions = target.options
         identifier_type = target.identifier_type
         if identifier_type not in IDENTIFIER_TYPES:
@@ -375,7 +376,7 @@ class BrazeCdi(Destination):
             for i in identifiers
         ]
 
-    def payloads(self, batch: Sequence[Record], target: SyncTarget) -> list[dict[str, Any]]:
+    def payloads(self, batch: Sequence[Record], target: Target) -> list[dict[str, Any]]:
         with target.warehouse.connect() as conn:
             moved = moved_keys(conn, target, batch)
         return [row.describe() for row in plan_rows(batch, target, moved)[0]]

@@ -45,16 +45,16 @@ from .base import (
     NOT_FOUND,
     BatchResult,
     Capabilities,
+    Limits,
     Destination,
     DestinationError,
     Event,
-    EventTarget,
     ForgetTarget,
     Forgotten,
     NoOptions,
     Record,
     Session,
-    SyncTarget,
+    Target,
 )
 from .changes import changed_fields
 from .http import ApiSettings, HttpClient, Limit, RateBudget, account_key, budgets
@@ -108,17 +108,13 @@ class Iterable(Destination):
     @property
     def capabilities(self) -> Capabilities:
         config = self.config
-        return Capabilities(
-            batch_size=config.batch_size,
+        bulk, track = config.bulk_update_limit, config.track_bulk_limit
+        return Capabilities.of(
+            Limits(config.batch_size, bulk.requests, bulk.window_seconds),
+            events=Limits(config.event_batch_size, track.requests, track.window_seconds),
             max_body_bytes=config.max_body_bytes,
-            requests_per_window=config.bulk_update_limit.requests,
-            window_seconds=config.bulk_update_limit.window_seconds,
             concurrency=config.concurrency,
-            events=True,
-            events_idempotent=True,  # trackBulk upserts by event id
-            event_batch_size=config.event_batch_size,
-            event_requests_per_window=config.track_bulk_limit.requests,
-            event_window_seconds=config.track_bulk_limit.window_seconds,
+            idempotent_events=True,  # trackBulk upserts by event id
             # One DELETE per person; a call takes this many, on the delete budget.
             forget_batch_size=FORGET_BATCH,
         )
@@ -141,11 +137,10 @@ class Iterable(Destination):
         )
         return client, rate_budgets
 
-    def open(self, target: SyncTarget) -> Session:
+    def open(self, target: Target) -> Session:
+        if target.events:
+            return IterableEventSession(*self._connect(), target, self.config)
         return IterableSession(*self._connect(), target, self.config)
-
-    def open_events(self, target: EventTarget) -> Session:
-        return IterableEventSession(*self._connect(), target, self.config)
 
     def forget(self, target: ForgetTarget, identifiers: Sequence[str]) -> list[Forgotten]:
         """DELETE /api/users/{email} or /api/users/byUserId/{userId}, one person a request.
@@ -176,7 +171,7 @@ class Iterable(Destination):
         left = identifiers[len(outcomes):]
         return outcomes + [Forgotten(i, FAILED, "not tried: an earlier delete of this call failed") for i in left]
 
-    def payloads(self, batch: Sequence[Record], target: SyncTarget) -> list[dict[str, Any]]:
+    def payloads(self, batch: Sequence[Record], target: Target) -> list[dict[str, Any]]:
         return [
             {"endpoint": "/api/users/bulkUpdate", "user": user_object(r, target)}
             if r.operation == "upsert"
@@ -185,7 +180,7 @@ class Iterable(Destination):
         ]
 
 
-def user_object(record: Record, target: SyncTarget) -> dict[str, Any]:
+def user_object(record: Record, target: Target) -> dict[str, Any]:
     user: dict[str, Any] = {target.identifier_type: record.identifier, "dataFields": changed_fields(record)}
     if target.identifier_type == "userId":
         # Without it, an email-based project refuses a userId it has not seen.
@@ -193,7 +188,7 @@ def user_object(record: Record, target: SyncTarget) -> dict[str, Any]:
     return user
 
 
-def _removal_path(record: Record, target: SyncTarget) -> str:
+def _removal_path(record: Record, target: Target) -> str:
     if target.options.on_remove == "delete" or target.options.list_id is None:
         return user_path(target.identifier_type, record.identifier)
     return "/api/lists/unsubscribe"
@@ -207,7 +202,7 @@ def user_path(identifier_type: str, identifier: str) -> str:
 
 
 class IterableSession(Session):
-    def __init__(self, client: HttpClient, budgets: dict[str, RateBudget], target: SyncTarget, config: IterableSettings):
+    def __init__(self, client: HttpClient, budgets: dict[str, RateBudget], target: Target, config: IterableSettings):
         self.client = client
         self.budgets = budgets
         self.target = target
@@ -308,7 +303,7 @@ class IterableSession(Session):
             budget.close()
 
 
-def track_object(event: Event, target: EventTarget) -> dict[str, Any]:
+def track_object(event: Event, target: Target) -> dict[str, Any]:
     """One trackBulk event (TrackRequest in Iterable's spec): email or userId, never both; createdAt in epoch seconds."""
     return {
         "eventName": event.name,
@@ -322,13 +317,13 @@ def track_object(event: Event, target: EventTarget) -> dict[str, Any]:
 class IterableEventSession(Session):
     """Events through /api/events/trackBulk, each with its deterministic id (Iterable upserts by id)."""
 
-    def __init__(self, client: HttpClient, budgets: dict[str, RateBudget], target: EventTarget, config: IterableSettings):
+    def __init__(self, client: HttpClient, budgets: dict[str, RateBudget], target: Target, config: IterableSettings):
         self.client = client
         self.budgets = budgets
         self.target = target
         self.max_body = config.max_body_bytes
 
-    def send_events(self, batch: Sequence[Event]) -> BatchResult:
+    def send(self, batch: Sequence[Event]) -> BatchResult:
         result = BatchResult()
         sendable = []
         for event in batch:

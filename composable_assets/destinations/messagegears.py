@@ -50,12 +50,13 @@ from .base import (
     PURGED,
     BatchResult,
     Capabilities,
+    Limits,
     Destination,
     ForgetTarget,
     Forgotten,
     Record,
     Session,
-    SyncTarget,
+    Target,
     TerminalError,
     generic_payload,
 )
@@ -75,7 +76,7 @@ def _field_path(name: str) -> str:
     return exp.Literal.string(f'$."{escaped}"').sql(DIALECT)
 
 
-def publish_view(conn, schema: str, target: SyncTarget) -> None:
+def publish_view(conn, schema: str, target: Target) -> None:
     """Create or replace the audience's view over the pair's ledger, refusing to take over someone else's."""
     pair = PairTables(target.schema, target.audience, target.destination)
     ledger = pair.ledger
@@ -134,7 +135,7 @@ def _owner(conn, schema: str, name: str, pair: PairTables) -> str | None:
 
 
 class MessageGearsSession(Session):
-    def __init__(self, target: SyncTarget, schema: str):
+    def __init__(self, target: Target, schema: str):
         self.target = target
         self.schema = schema
 
@@ -156,7 +157,7 @@ class MessageGears(Destination):
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(batch_size=BATCH_SIZE, forget_batch_size=BATCH_SIZE)
+        return Capabilities.of(Limits(BATCH_SIZE), forget_batch_size=BATCH_SIZE)
 
     def forget(self, target: ForgetTarget, identifiers: Sequence[str]) -> list[Forgotten]:
         # The view over the ledger is all MessageGears sees: the ledger purge that follows is the deletion.
@@ -164,7 +165,7 @@ class MessageGears(Destination):
         answer = f"no API: MessageGears reads the view {schema}.{target.source} over the ledger, purged in this run"
         return [Forgotten(i, PURGED, answer) for i in identifiers]
 
-    def open(self, target: SyncTarget) -> Session:
+    def open(self, target: Target) -> Session:
         schema = MessageGearsSettings.model_validate(self.settings).schema_name
         with target.warehouse.connect() as conn:
             publish_view(conn, schema, target)

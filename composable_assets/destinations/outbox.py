@@ -22,15 +22,16 @@ from .base import (
     PURGED,
     BatchResult,
     Capabilities,
+    Limits,
     Destination,
     Event,
-    EventTarget,
     ForgetTarget,
     Forgotten,
     NoOptions,
     Record,
+    Row,
     Session,
-    SyncTarget,
+    Target,
     generic_event,
     generic_payload,
 )
@@ -66,20 +67,17 @@ def purge_lines(folder: Path, identifier_type: str, identifiers: set[str]) -> li
 
 
 class OutboxSession(Session):
-    def __init__(self, path: Path, target: SyncTarget | EventTarget):
+    def __init__(self, path: Path, target: Target):
         self.path = path
         self.target = target
+        # One line shape per kind of delivery, chosen once for the session.
+        self.line = generic_event if target.events else generic_payload
         self._file = None
 
-    def send(self, batch: Sequence[Record]) -> BatchResult:
-        payloads = [generic_payload(r, self.target.identifier_type) for r in batch]
+    def send(self, batch: Sequence[Row]) -> BatchResult:
+        payloads = [self.line(r, self.target.identifier_type) for r in batch]
         self._write(payloads)
         return BatchResult.all_acknowledged(batch, payloads)
-
-    def send_events(self, batch: Sequence[Event]) -> BatchResult:
-        payloads = [generic_event(e, self.target.identifier_type) for e in batch]
-        self._write(payloads)
-        return BatchResult(acknowledged=[e.seq for e in batch], payloads=payloads)
 
     def _write(self, payloads: list[dict]) -> None:
         if self._file is None:
@@ -113,9 +111,8 @@ class Outbox(Destination):
     def capabilities(self) -> Capabilities:
         batch_size = int(self.settings.get("batch_size", DEFAULT_BATCH_SIZE))
         # A file a consumer reads again after a crash: lines carry event ids to deduplicate by.
-        return Capabilities(
-            batch_size=batch_size, events=True, events_idempotent=True, event_batch_size=batch_size,
-            forget_batch_size=FORGET_BATCH,
+        return Capabilities.of(
+            Limits(batch_size), events=Limits(batch_size), idempotent_events=True, forget_batch_size=FORGET_BATCH
         )
 
     def forget(self, target: ForgetTarget, identifiers: Sequence[str]) -> list[Forgotten]:
@@ -129,16 +126,11 @@ class Outbox(Destination):
             for i in identifiers
         ]
 
-    def file_for(self, target: SyncTarget) -> Path:
-        return Path(self.settings["path"]) / self.name / target.audience / target.partition / f"{target.run_id}.jsonl"
+    def file_for(self, target: Target) -> Path:
+        """Audiences under <path>/<destination>/<audience>/, streams under .../streams/<stream>/ (as before)."""
+        folder = Path(self.settings["path"]) / self.name
+        folder = folder / "streams" / target.name if target.events else folder / target.name
+        return folder / target.partition / f"{target.run_id}.jsonl"
 
-    def open(self, target: SyncTarget) -> Session:
+    def open(self, target: Target) -> Session:
         return OutboxSession(self.file_for(target), target)
-
-    def events_file_for(self, target: EventTarget) -> Path:
-        return (
-            Path(self.settings["path"]) / self.name / "streams" / target.stream / target.partition / f"{target.run_id}.jsonl"
-        )
-
-    def open_events(self, target: EventTarget) -> Session:
-        return OutboxSession(self.events_file_for(target), target)

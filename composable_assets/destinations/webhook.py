@@ -80,15 +80,16 @@ from .base import (
     NOT_FOUND,
     BatchResult,
     Capabilities,
+    Limits,
     Destination,
     Event,
-    EventTarget,
     ForgetTarget,
     Forgotten,
     NoOptions,
     Record,
+    Row,
     Session,
-    SyncTarget,
+    Target,
     TerminalError,
     generic_event,
     generic_payload,
@@ -136,7 +137,7 @@ class _Signer(AuthBase):
 class WebhookSession(Session):
     def __init__(
         self,
-        target: SyncTarget | EventTarget | ForgetTarget,
+        target: Target | ForgetTarget,
         client: HttpClient,
         path: str,
         signer: _Signer,
@@ -147,14 +148,15 @@ class WebhookSession(Session):
         self.path = path
         self.signer = signer
         self.budget = budget
+        self.events = isinstance(target, Target) and target.events
 
-    def send(self, batch: Sequence[Record]) -> BatchResult:
+    def send(self, batch: Sequence[Row]) -> BatchResult:
+        seqs = [r.seq for r in batch]
+        if self.events:
+            events = [generic_event(e, self.target.identifier_type) for e in batch]
+            return self._post({"stream": self.target.stream}, "events", events, seqs)
         rows = webhook_rows(batch, self.target.identifier_type)
-        return self._post({"audience": self.target.audience}, "rows", rows, [r.seq for r in batch])
-
-    def send_events(self, batch: Sequence[Event]) -> BatchResult:
-        events = [generic_event(e, self.target.identifier_type) for e in batch]
-        return self._post({"stream": self.target.stream}, "events", events, [e.seq for e in batch])
+        return self._post({"audience": self.target.audience}, "rows", rows, seqs)
 
     def _post(self, subject: dict[str, str], items_key: str, items: list[dict[str, Any]], seqs: list[int]) -> BatchResult:
         """POST one signed body about `subject` (the audience or stream); results keyed by `seqs`, in `items` order."""
@@ -253,27 +255,20 @@ class Webhook(Destination):
     @property
     def capabilities(self) -> Capabilities:
         config = self.config
-        return Capabilities(
-            batch_size=config.batch_size,
+        rows = Limits(config.batch_size, config.requests_per_second, 1.0 if config.requests_per_second else None)
+        return Capabilities.of(
+            rows,
+            events=rows,
             concurrency=config.concurrency,
-            requests_per_window=config.requests_per_second,
-            window_seconds=1.0 if config.requests_per_second else None,
-            events=True,
-            events_idempotent=True,  # every event carries its id: receivers deduplicate
-            event_batch_size=config.batch_size,
-            event_requests_per_window=config.requests_per_second,
-            event_window_seconds=1.0 if config.requests_per_second else None,
+            idempotent_events=True,  # every event carries its id: receivers deduplicate
             forget_batch_size=config.batch_size,
         )
-
-    def open_events(self, target: EventTarget) -> Session:
-        return self.open(target)
 
     def forget(self, target: ForgetTarget, identifiers: Sequence[str]) -> list[Forgotten]:
         with self.open(target) as session:
             return session.forget(identifiers)
 
-    def open(self, target: SyncTarget | EventTarget | ForgetTarget) -> Session:
+    def open(self, target: Target | ForgetTarget) -> Session:
         config = self.config
         url = resolve_setting(config.url)
         if not url.startswith(("http://", "https://")):
@@ -291,5 +286,5 @@ class Webhook(Destination):
             budget = self.coordination.budget(f"webhook:{account_key(url)}", Limit(config.requests_per_second, 1.0))
         return WebhookSession(target, client, path, _Signer(secret), budget)
 
-    def payloads(self, batch: Sequence[Record], target: SyncTarget) -> list[dict[str, Any]]:
+    def payloads(self, batch: Sequence[Record], target: Target) -> list[dict[str, Any]]:
         return webhook_rows(batch, target.identifier_type)

@@ -39,6 +39,7 @@ from ..delta.snapshot import snapshot_table
 from ..destinations import Destination, DestinationError, ForgetTarget, Forgotten
 from ..destinations.base import FAILED, NOT_FOUND, PURGED
 from ..project import MissingSecretError, Project, ProjectError, StreamSpec, parse_where
+from ..project.keys import Delivery
 from ..project.loader import PROJECT_FILE
 from ..store import PairTables, StreamTables, ensure_store
 from ..store.registry import SYNC_LOG
@@ -86,7 +87,8 @@ class Recipient:
 
     key: str
     destination: str
-    #: "audience <name>" or "stream <name>".
+    #: The delivery that reached them, as stored in the deletion log: "audience <name>" or "stream <name>"
+    #: (`str(Delivery)`; `Delivery.parse` reads it back).
     source: str
     identifier_type: str
     identifier: str
@@ -235,7 +237,8 @@ def find_recipients(
             if archive is not None:
                 rows += _archived_identifiers(conn, archive, schema, f"delta__{audience.name}__{sync.destination}", keys)
             for key, identifier in rows:
-                found.add(Recipient(key, sync.destination, f"audience {audience.name}", sync.identifier_type, identifier))
+                source = str(Delivery("audience", audience.name))
+                found.add(Recipient(key, sync.destination, source, sync.identifier_type, identifier))
     for stream in project.streams.values():
         found |= _stream_recipients(conn, project, stream, keys, warnings)
     return sorted(found, key=lambda r: (r.key, r.destination, r.source, r.identifier_type, r.identifier))
@@ -333,7 +336,8 @@ def _stream_recipients(conn: Connection, project: Project, stream: StreamSpec, k
                 f"OR ({cursor} >= c.floor_at AND {cursor} < c.pruned_below))"
             )
             for key, identifier in conn.fetch_all(sql, [*tables.pair, *chunk]):
-                found.add(Recipient(key, sync.destination, f"stream {stream.name}", sync.identifier_type, identifier))
+                source = str(Delivery("stream", stream.name))
+                found.add(Recipient(key, sync.destination, source, sync.identifier_type, identifier))
     return found
 
 
@@ -356,8 +360,8 @@ def forget_everywhere(
             destination=name,
             identifier_type=identifier_type,
             run_id=run_id,
-            source=source.split(" ", 1)[1],
-            options=_delivery_options(project, destination, source),
+            source=Delivery.parse(source).name,
+            options=_delivery_options(project, destination, Delivery.parse(source)),
             warehouse=warehouse,
             schema=project.settings.schema_name,
         )
@@ -383,12 +387,11 @@ def forget_everywhere(
     return outcomes
 
 
-def _delivery_options(project: Project, destination: Destination, source: str) -> BaseModel:
-    """The validated options of the sync (or stream sync) `source` names, for this destination."""
-    kind, name = source.split(" ", 1)
-    if kind == "audience":
-        return destination.sync_options(project.audiences[name].sync_for(destination.name).options)
-    return destination.event_options(project.streams[name].sync_for(destination.name).options)
+def _delivery_options(project: Project, destination: Destination, delivery: Delivery) -> BaseModel:
+    """The validated options of the sync (or stream sync) of `delivery` to this destination."""
+    if delivery.kind == "audience":
+        return destination.sync_options(project.audiences[delivery.name].sync_for(destination.name).options)
+    return destination.event_options(project.streams[delivery.name].sync_for(destination.name).options)
 
 
 def purge_pairs(conn: Connection, project: Project, keys: list[str], failing: set[tuple[str, str, str | None]]) -> list[Outcome]:
@@ -398,7 +401,7 @@ def purge_pairs(conn: Connection, project: Project, keys: list[str], failing: se
     outcomes: list[Outcome] = []
     for audience in project.audiences.values():
         for sync in audience.syncs:
-            source = f"audience {audience.name}"
+            source = str(Delivery("audience", audience.name))
             if not conn.table_exists(schema, f"ledger__{audience.name}__{sync.destination}"):
                 continue
             purgeable = [k for k in keys if (k, sync.destination, source) not in failing]
@@ -428,7 +431,7 @@ def purge_snapshots(conn: Connection, project: Project, keys: list[str]) -> list
         name = snapshot_table(schema, audience.name)
         place = name.replace('"', "")
         counted = _delete_keys(conn, name, "_key", keys, [])
-        outcomes += [Outcome(k, SNAPSHOT, f"audience {audience.name}", place, PURGED, purged_rows=n) for k, n in counted.items()]
+        outcomes += [Outcome(k, SNAPSHOT, str(Delivery("audience", audience.name)), place, PURGED, purged_rows=n) for k, n in counted.items()]
     return outcomes
 
 
@@ -478,7 +481,7 @@ def blank_stream_reasons(conn: Connection, project: Project, keys: list[str]) ->
                 )
                 place = sent.replace('"', "")
                 outcomes += [
-                    Outcome(k, sync.destination, f"stream {stream.name}", place, PURGED, purged_rows=int(n)) for k, n in found
+                    Outcome(k, sync.destination, str(Delivery("stream", stream.name)), place, PURGED, purged_rows=int(n)) for k, n in found
                 ]
     return outcomes
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import dagster as dg
 
 SOURCES, MODELS, AUDIENCES, DELTAS, SYNCS = "sources", "models", "audiences", "deltas", "syncs"
@@ -41,3 +44,25 @@ GOVERNANCE = "governance"
 def governance_key(name: str) -> dg.AssetKey:
     """Project-wide governance work, e.g. `governance/deletion_requests`."""
     return dg.AssetKey([GOVERNANCE, name])
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What is delivered: an audience's delta or an event stream, by name.
+
+    `str()` is the readable form stored where a text column must stay (the deletion log's `source`: "audience vip",
+    "stream purchases"); `Delivery.parse` reads it back.
+    """
+
+    kind: Literal["audience", "stream"]
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.name}"
+
+    @classmethod
+    def parse(cls, text: str) -> "Delivery":
+        kind, name = text.split(" ", 1)
+        if kind not in ("audience", "stream"):
+            raise ValueError(f"not a delivery: {text!r}")
+        return cls(kind, name)  # type: ignore[arg-type]

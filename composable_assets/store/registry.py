@@ -116,7 +116,7 @@ SYNC_ACKS = Table(
     {"audience": "VARCHAR NOT NULL", "destination": "VARCHAR NOT NULL", "run_id": "VARCHAR NOT NULL",
      "first_seq": "BIGINT NOT NULL", "last_seq": "BIGINT NOT NULL", "acked_at": "TIMESTAMP NOT NULL",
      "folded": "BOOLEAN NOT NULL DEFAULT false"},
-    owner="delta/delivery.py",
+    owner="delivery/audience.py",
     forget="nothing (seq ranges only)",
     archival=Archived("partition_date of its delta run", None, "folded acks of archived delta runs"),
 )
@@ -125,7 +125,7 @@ SYNC_FAILURES = Table(
     {"audience": "VARCHAR NOT NULL", "destination": "VARCHAR NOT NULL", "partition_date": "DATE NOT NULL",
      "run_id": "VARCHAR NOT NULL", "seq": "BIGINT NOT NULL", "key": "VARCHAR NOT NULL", "op": "VARCHAR NOT NULL",
      "reason": "VARCHAR NOT NULL", "failed_at": "TIMESTAMP NOT NULL"},
-    owner="delta/delivery.py",
+    owner="delivery/audience.py",
     forget="the person's rows deleted",
     archival=Archived("partition_date", "key", "rejections of rows of archived delta runs"),
 )
@@ -142,7 +142,7 @@ SYNC_INFLIGHT = Table(
     "sync_inflight",
     {"audience": "VARCHAR NOT NULL", "destination": "VARCHAR NOT NULL", "run_id": "VARCHAR NOT NULL",
      "first_seq": "BIGINT NOT NULL", "last_seq": "BIGINT NOT NULL", "started_at": "TIMESTAMP NOT NULL"},
-    owner="delta/delivery.py",
+    owner="delivery/audience.py",
     forget="nothing (seq ranges only)",
 )
 # Provenance (governance/provenance.py): one row per delivered or rejected row, one per sync run of a pair. The
@@ -176,7 +176,7 @@ STREAM_SENT = Table(
     {"event_id": "VARCHAR NOT NULL", "cursor_value": "TIMESTAMP NOT NULL", "status": "VARCHAR NOT NULL",
      "run_id": "VARCHAR NOT NULL", "recorded_at": "TIMESTAMP NOT NULL", "partition_date": "DATE NOT NULL",
      "reason": "VARCHAR"},
-    owner="streams/delivery.py",
+    owner="delivery/stream.py",
     forget="nothing here (event ids only); the person's events are skipped by the member condition",
     archival=Archived(
         "partition_date", None,

@@ -22,7 +22,6 @@ most `concurrency` batches in flight at the kill).
 """
 
 from ..store import StreamTables
-from .delivery import StreamReport, deliver_events
 from .shape import StreamDataError, StreamShape
 
-__all__ = ["StreamDataError", "StreamReport", "StreamShape", "StreamTables", "deliver_events"]
+__all__ = ["StreamDataError", "StreamShape", "StreamTables"]

@@ -1,23 +1,20 @@
-"""Delivering one delta run through a destination session, checkpointing every acknowledged batch."""
+"""Audience deltas as a delivery source: rows of one delta run from the pair's tables, acks into the ledger."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import time
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
-from ..destinations import BatchResult, Record, Session, TransientError
-from .diff import DeltaRun
-from .ledger import clear_intents, fold_acks, record_acks, record_intent, record_rejections
+from ..delta.diff import DeltaRun
+from ..delta.ledger import clear_intents, fold_acks, record_acks, record_intent, record_rejections
+from ..destinations import BatchResult, Record, Session
 from ..store import PairTables
+from .loop import SAMPLE_SIZE, DeliveryReport, run as run_loop
 
 # Rows read from the warehouse per query; split into destination-sized batches in memory.
 READ_CHUNK_ROWS = 10_000
-SAMPLE_SIZE = 5
 # An intent window covers 2 x concurrency batches: one small write per that many batches, well ahead of the at
 # most `concurrency` batches in flight.
 WINDOW_BATCHES_PER_SLOT = 2
@@ -28,26 +25,25 @@ DONE = "CASE WHEN d._op = 'remove' THEN l._key IS NULL ELSE l._hash IS NOT DISTI
 
 
 @dataclass
-class SyncReport:
+class SyncReport(DeliveryReport):
     """What one sync did, for metadata and the command line."""
 
     added: int = 0
     updated: int = 0
     removed: int = 0
     failed: int = 0
+    #: Rows the ledger already held (a re-run after a crash).
     skipped: int = 0
-    unsent: int = 0
-    batches: int = 0
-    seconds: float = 0.0
-    sample: list[dict[str, Any]] = field(default_factory=list)
-    failures: list[tuple[str, str]] = field(default_factory=list)
-    stopped_by: str | None = None
-    #: What the session measured: requests, retries, rate-limit waits.
-    stats: dict[str, float] = field(default_factory=dict)
+    #: Rows of the delta run, for progress.
+    total: int = 0
 
     @property
     def delivered(self) -> int:
         return self.added + self.updated + self.removed
+
+    @property
+    def left(self) -> int:
+        return max(0, self.total - self.skipped - self.delivered - self.failed - self.unsent)
 
 
 def records_from_rows(rows: list[dict[str, Any]]) -> list[Record]:
@@ -121,6 +117,52 @@ def _acked_ranges(seqs: list[int]) -> list[tuple[int, int]]:
     return ranges
 
 
+class AudienceSource:
+    """One delta run of a pair: acks as sequence ranges in `sync_acks`, intents as windows of sequence numbers."""
+
+    def __init__(self, conn, tables: PairTables, run: DeltaRun, *, batch_size: int, concurrency: int,
+                 sync_run_id: str, partition: dt.date):
+        self.conn, self.tables, self.run = conn, tables, run
+        self.batch_size = batch_size
+        self.window_seqs = WINDOW_BATCHES_PER_SLOT * max(1, concurrency) * batch_size
+        self.sync_run_id, self.partition = sync_run_id, partition
+        self.report = SyncReport(total=run.size)
+        self.declared = run.first_seq - 1  # the last seq this run has declared in flight
+        self.answers: list[tuple[list[Record], BatchResult]] = []
+
+    def chunks(self) -> Iterator[list[Record]]:
+        for records, skipped in _chunks(self.conn, self.tables, self.run, self.batch_size):
+            self.report.skipped += skipped
+            yield records
+
+    def going_out(self, batches: list[list[Record]], oldest: Record | None) -> None:
+        if self.answers:
+            # Group commit: every batch answered since the last checkpoint, in one statement.
+            _checkpoint(self.conn, self.tables, self.answers, self.report,
+                        sync_run_id=self.sync_run_id, partition=self.partition)
+            self.answers = []
+        if batches and batches[-1][-1].seq > self.declared:
+            # One intent row per window of sequence numbers: the window starts at the first batch not yet declared
+            # (however the batches going out together fall), and the row covers it from the oldest batch unsettled.
+            fresh = next(b[0].seq for b in batches if b[-1].seq > self.declared)
+            end = max(fresh, self.declared + 1) + self.window_seqs - 1
+            self.declared = min(max(batches[-1][-1].seq, end), self.run.last_seq)
+            start = oldest.seq if oldest is not None else batches[0][0].seq
+            record_intent(self.conn, self.tables, self.sync_run_id, start, self.declared, _now())
+
+    def answered(self, batch: list[Record], result: BatchResult) -> None:
+        self.answers.append((batch, result))
+
+    def unanswered(self, batch: list[Record], exc: BaseException) -> BatchResult | None:
+        return None  # its rows are still different from the ledger: the next run sends them
+
+    def close(self, drained: bool) -> None:
+        # On any way out but a killed process; after a kill, the next reader folds the checkpoints. Nothing is in
+        # flight here (the pool has joined its threads), so intent rows left behind always mean a killed process.
+        clear_intents(self.conn, self.tables, self.sync_run_id)
+        fold_acks(self.conn, self.tables)
+
+
 def deliver(
     conn,
     tables: PairTables,
@@ -131,107 +173,25 @@ def deliver(
     concurrency: int = 1,
     sync_run_id: str,
     partition: dt.date,
-    on_progress: Callable[[SyncReport, int], None] | None = None,
+    on_progress: Callable[[SyncReport], None] | None = None,
     keep_going: Callable[[], None] | None = None,
 ) -> SyncReport:
-    """Send the delta batch by batch, up to `concurrency` batches in flight; checkpoint each acknowledged batch.
-
-    Only this thread touches the warehouse connection; sender threads only talk to the destination. `keep_going` is
-    asked before each batch leaves and raises to stop sending (the pair's lease ran out): batches already out are
-    still checkpointed, then its error is raised.
-    """
-    started = time.monotonic()
-    report = SyncReport()
+    """Send the delta batch by batch, up to `concurrency` batches in flight; checkpoint each acknowledged batch."""
     fold_acks(conn, tables)
     _confirm_leftovers(conn, tables, session, sync_run_id=sync_run_id)
-    remaining = run.size
-    window_rows = WINDOW_BATCHES_PER_SLOT * max(1, concurrency) * batch_size
-    declared = run.first_seq - 1  # the last seq this run has declared in flight
-    in_flight: deque[tuple[list[Record], dict[int, str], Future]] = deque()
-    crash: BaseException | None = None
-
-    last_progress = 0.0
-
-    def settle(wait: bool) -> None:
-        """Checkpoint the oldest batch (waiting for it if asked) and every later one already answered, together.
-
-        Group commit: when several batches come back while a checkpoint is being written, the next
-        checkpoint covers them all in one statement; no acknowledgement waits longer than one commit.
-        """
-        nonlocal remaining, crash, last_progress
-        answered: list[tuple[list[Record], BatchResult]] = []
-        while in_flight and ((wait and not answered) or in_flight[0][2].done()):
-            batch, missing, future = in_flight.popleft()
-            try:
-                result = future.result()
-            except TransientError as exc:
-                report.stopped_by = report.stopped_by or str(exc)
-                report.unsent += len(batch)
-                continue
-            except BaseException as exc:  # keep what other batches got acknowledged, then re-raise
-                crash = crash or exc
-                report.unsent += len(batch)
-                continue
-            result.rejected.update(missing)
-            answered.append((batch, result))
-        if not answered:
-            return
-        _checkpoint(conn, tables, answered, report, sync_run_id=sync_run_id, partition=partition)
-        remaining -= sum(len(batch) for batch, _ in answered)
-        # Progress at most once a second, and when the last row is answered: each message is an event in Dagster's
-        # log (checking for "nothing in flight" instead fired after every batch at concurrency 1).
-        if on_progress and (time.monotonic() - last_progress >= 1.0 or remaining <= 0):
-            last_progress = time.monotonic()
-            on_progress(report, remaining)
-
-    try:
-        with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="deliver") as pool:
-            for records, skipped in _chunks(conn, tables, run, batch_size):
-                report.skipped += skipped
-                remaining -= skipped
-                for i in range(0, len(records), batch_size):
-                    batch = records[i : i + batch_size]
-                    if keep_going is not None and crash is None:
-                        try:
-                            keep_going()
-                        except Exception as exc:  # e.g. the pair's lease ran out: what is out is still settled
-                            crash = exc
-                    if report.stopped_by or crash:
-                        report.unsent += len(batch)
-                        continue
-                    if batch[-1].seq > declared:
-                        declared = records[min(i + window_rows, len(records)) - 1].seq
-                        oldest = in_flight[0][0][0].seq if in_flight else batch[0].seq
-                        record_intent(conn, tables, sync_run_id, oldest, declared, _now())
-                    # A row without an identifier cannot be addressed at the destination: reject it here.
-                    missing = {r.seq: "identifier is NULL" for r in batch if r.identifier is None}
-                    sendable = [r for r in batch if r.identifier is not None]
-                    in_flight.append((batch, missing, pool.submit(_send, session, sendable)))
-                    while len(in_flight) >= max(1, concurrency):
-                        settle(wait=True)
-            while in_flight:
-                settle(wait=True)
-    finally:
-        # On any way out but a killed process; after a kill, the next reader folds the checkpoints. Nothing is in
-        # flight here (the pool has joined its threads), so intent rows left behind always mean a killed process.
-        clear_intents(conn, tables, sync_run_id)
-        fold_acks(conn, tables)
-    report.seconds = time.monotonic() - started
-    report.stats = session.stats()
-    if crash is not None:
-        raise crash
-    return report
-
-
-def _send(session: Session, batch: list[Record]) -> BatchResult:
-    return session.send(batch) if batch else BatchResult()
+    source = AudienceSource(conn, tables, run, batch_size=batch_size, concurrency=concurrency,
+                            sync_run_id=sync_run_id, partition=partition)
+    run_loop(source, session.send, batch_size=batch_size, concurrency=concurrency, keep_going=keep_going,
+             on_progress=on_progress, stats=session.stats)
+    return source.report
 
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
-def _checkpoint(conn, tables, answered: list[tuple[list[Record], BatchResult]], report: SyncReport, *, sync_run_id, partition) -> None:
+def _checkpoint(conn, tables, answered: list[tuple[list[Record], BatchResult]], report: SyncReport, *,
+                sync_run_id, partition) -> None:
     """Record what the answered batches acknowledged (one statement) and rejected; count both."""
     now = _now()
     ranges: list[tuple[int, int]] = []
@@ -246,13 +206,13 @@ def _checkpoint(conn, tables, answered: list[tuple[list[Record], BatchResult]], 
             report.removed += change == "remove"
         for seq, reason in result.rejected.items():
             rec = by_seq[seq]
-            failures.append([tables.audience, tables.destination, partition, sync_run_id, seq, rec.key, rec.change, reason, now])
+            failures.append([tables.audience, tables.destination, partition, sync_run_id, seq, rec.key, rec.change,
+                             reason, now])
             if len(report.failures) < SAMPLE_SIZE:
                 report.failures.append((rec.key, reason))
         report.failed += len(result.rejected)
         report.unsent += len(batch) - len(result.acknowledged) - len(result.rejected)
         report.batches += 1
-        if len(report.sample) < SAMPLE_SIZE:
-            report.sample += result.payloads[: SAMPLE_SIZE - len(report.sample)]
+        report.keep_sample(result)
     record_acks(conn, tables, sync_run_id, ranges, now)
     record_rejections(conn, tables, failures)
