@@ -8,9 +8,9 @@ import dagster as dg
 
 from .assets.archive import archive_job, archive_schedule, build_archive_asset, outbox_folders
 from .assets.audiences import AudienceAsset, build_audience_asset, sync_shapes
-from .assets.deltas import DeltaAsset, build_delta_asset
 from .assets.deletions import build_deletion_asset, deletion_job
-from .project.keys import audience_key, delta_key, model_key, source_key, sync_key
+from .assets.deliveries import DeliverySpec, build_delivery_asset
+from .assets.deltas import DeltaAsset, build_delta_asset
 from .assets.models import ModelAsset, build_model_asset
 from .assets.sources import build_landing_loader, build_source_observer
 from .automation.alerts import alert_sensor
@@ -19,25 +19,27 @@ from .automation.priority import priority_tags, step_priorities
 from .automation.schedules import audience_schedule
 from .automation.sensors import Watch, change_sensor, minute_level_job, nightly_full_schedule
 from .automation.stale_runs import free_dead_runs_sensor
-from .assets.deliveries import DeliverySpec, build_delivery_asset
-from .project.keys import Delivery, stream_key
-from .streams.shape import MEMBER_KEYS
 from .coordination import Coordination
 from .destinations import DESTINATION_TYPES, Destination
 from .destinations.resource import DestinationResource, destination_resource_key
-from .landing import landing_folders
-from .governance.lineage import as_metadata, column_lineage
-from .governance.pii import pii_categories, tagged_schema
 from .governance.archive import archive_location
 from .governance.consent import (
-    condition_tables, consent_conditions, member_key_column, member_watches, not_forgotten_predicate,
+    condition_tables,
+    consent_conditions,
+    member_key_column,
+    member_watches,
+    not_forgotten_predicate,
 )
+from .governance.lineage import as_metadata, column_lineage
+from .governance.pii import pii_categories, tagged_schema
+from .landing import landing_folders
 from .project import Project, ProjectError, StreamSpec, load_project
 from .project.gates import resolve_gates
 from .project.incremental import Refresh, journal_columns
+from .project.keys import Delivery, audience_key, delta_key, model_key, source_key, stream_key, sync_key
 from .settings import Settings
+from .streams.shape import MEMBER_KEYS
 from .warehouse import Warehouse
-
 
 # Deletion requests are worked daily before the daily and weekly syncs (06:00), so those find them purged.
 DELETION_CRON = "30 5 * * *"
@@ -278,17 +280,17 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
         native, against = native_stream_conditions(project, stream)
         upstream = model_key(stream.table) if stream.table in project.models else source_key(stream.table)
         policy = freshness_policy(stream.cadence, stream.freshness, project.settings.timezone)
-        for sync in stream.syncs:
-            destination = destinations[sync.destination]
+        for stream_sync in stream.syncs:
+            destination = destinations[stream_sync.destination]
             assets.append(
                 build_delivery_asset(
                     DeliverySpec(
-                        Delivery("stream", stream.name), stream, sync, destination,
+                        Delivery("stream", stream.name), stream, stream_sync, destination,
                         schema=schema, partitions=partitions, warehouse_kind=kind, upstream=upstream,
                         timezone=project.settings.timezone, freshness_policy=policy, samples=samples,
-                        allowed=conditions.get(sync.destination), allowed_native=native.get(sync.destination),
-                        native_against=against,
-                        op_tags=priority_tags(priorities, stream_key(stream.name, sync.destination)),
+                        allowed=conditions.get(stream_sync.destination),
+                        allowed_native=native.get(stream_sync.destination), native_against=against,
+                        op_tags=priority_tags(priorities, stream_key(stream.name, stream_sync.destination)),
                     )
                 )
             )

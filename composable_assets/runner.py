@@ -15,7 +15,7 @@ import dagster as dg
 
 from .automation.stale_runs import free_dead_runs, slot_holders, waiting_for_slot
 from .progress import SyncProgress, progress_of
-from .project.keys import Delivery
+from .project.keys import DELIVERY_METADATA, DELIVERY_TAG, DESTINATION_METADATA, Delivery
 
 #: How often a run waiting for a pool slot is checked on, and how often the wait is reported.
 SLOT_WATCH_SECONDS = 1.0
@@ -49,10 +49,6 @@ class DeliveryOutcome:
     def count(self, name: str) -> int:
         value = self.metadata.get(name)
         return int(getattr(value, "value", value) or 0)
-
-
-#: Asset key prefix -> the kind of delivery it materializes (keys are sync/<audience>/<dest>, stream/<name>/<dest>).
-DELIVERY_PREFIXES = {"sync": "audience", "stream": "stream"}
 
 
 @dataclass
@@ -130,19 +126,24 @@ def run_selection(
             run_id=run_id,
             tags={"composable/launched_by": "cli", **(tags or {})},
         )
+    delivering = delivery_assets(defs)
     deliveries: dict[tuple[Delivery, str], DeliveryOutcome] = {}
     materialized = {}
     for event in result.get_asset_materialization_events():
-        materialized[event.asset_key.to_user_string()] = dict(event.materialization.metadata)
-        pair = _delivery_of(event.asset_key)
+        key = event.asset_key
+        if key is None:  # every materialization of an asset has its key
+            continue
+        materialized[key.to_user_string()] = dict(event.materialization.metadata)
+        pair = delivering.get(key)
         if pair is not None:
             deliveries[pair] = DeliveryOutcome(*pair, dict(event.materialization.metadata))
-    steps = {key.to_python_identifier(): _delivery_of(key) for key in defs.resolve_all_asset_keys()}
+    steps = {key.to_python_identifier(): pair for key, pair in delivering.items()}
     errors = []
     for event in result.get_step_failure_events():
         message = _failure_message(event)
-        errors.append(f"{step_names.get(event.step_key, event.step_key)}: {message}")
-        pair = steps.get(event.step_key)
+        step = event.step_key or ""
+        errors.append(f"{step_names.get(step, step)}: {message}")
+        pair = steps.get(step)
         if pair is not None:
             failure = event.step_failure_data.user_failure_data
             metadata = dict(failure.metadata) if failure is not None else {}
@@ -158,10 +159,16 @@ def run_selection(
     )
 
 
-def _delivery_of(key: dg.AssetKey) -> tuple[Delivery, str] | None:
-    """(delivery, destination) of a sync or stream asset; None for any other asset."""
-    kind = DELIVERY_PREFIXES.get(key.path[0])
-    return (Delivery(kind, key.path[1]), key.path[2]) if kind and len(key.path) == 3 else None
+def delivery_assets(defs: dg.Definitions) -> dict[dg.AssetKey, tuple[Delivery, str]]:
+    """Every delivery asset (tagged DELIVERY_TAG) -> what it delivers and to which destination (its metadata)."""
+    graph = defs.resolve_asset_graph()
+    found = {}
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        if DELIVERY_TAG in node.tags:
+            metadata = node.metadata
+            found[key] = (Delivery.parse(str(metadata[DELIVERY_METADATA])), str(metadata[DESTINATION_METADATA]))
+    return found
 
 
 class SlotWatch:
@@ -183,7 +190,7 @@ class SlotWatch:
         self._signals: tuple[int, int] | None = None
         self._previous_wakeup = -1
 
-    def __enter__(self) -> "SlotWatch":
+    def __enter__(self) -> SlotWatch:
         if not self.instance.event_log_storage.supports_global_concurrency_limits:
             return self  # a throwaway instance has no pools
         if threading.current_thread() is threading.main_thread():
@@ -299,7 +306,7 @@ class _WatcherHandler(logging.Handler):
         text = str(meta.get("orig_message") or record.getMessage())
         if _SKIPPED_STEP.match(text):
             return
-        self.watcher.message(record.levelno, self.step_names.get(step, step), text)
+        self.watcher.message(record.levelno, self.step_names.get(step, step) if step else None, text)
 
 
 def _failure_message(event: dg.DagsterEvent) -> str:

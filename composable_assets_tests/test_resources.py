@@ -7,6 +7,10 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from composable_assets.coordination import Coordination
+from composable_assets.definitions import audience_selection, load_definitions
+from composable_assets.project import load_project
+from composable_assets.project.keys import DELIVERY_TAG, Delivery, sync_key
+from composable_assets.runner import delivery_assets, run_selection
 from composable_assets.destinations.resource import DestinationResource, destination_resource_key
 from composable_assets.warehouse import Warehouse
 from composable_assets_tests.test_definitions import sample_defs
@@ -57,3 +61,48 @@ def test_the_coordination_password_comes_from_its_env_var_in_and_outside_a_run(m
         assert coordination.password == "anything"  # resolved by Dagster for the run
 
     assert dg.materialize([uses], resources={"coordination": coordination}).success
+
+
+BOX_AUDIENCE = """\
+model: people_model
+primary_key: id
+where: score > 10
+syncs:
+  - destination: box
+    mode: mirror
+    identifier: {external_id: id}
+    fields: {email: email}
+"""
+
+
+def test_a_deployment_that_points_a_destination_resource_elsewhere_delivers_there(small, tmp_path):
+    small.write("audiences/boxed.yaml", BOX_AUDIENCE)
+    defs = load_definitions(small.settings)
+    elsewhere = tmp_path / "staging_outbox"
+    swapped = dg.Definitions(
+        assets=defs.assets,
+        resources={
+            **defs.resources,
+            destination_resource_key("box"): DestinationResource(
+                name="box", type="outbox", settings={"path": str(elsewhere), "batch_size": 2}
+            ),
+        },
+    )
+    project = load_project(small.settings.project_dir)
+    outcome = run_selection(swapped, audience_selection(project, "boxed", "box"), "2026-03-02", small.instance)
+    assert outcome.success, outcome.errors
+    (sync,) = outcome.syncs
+    assert (sync.delivery, sync.destination, sync.count("added")) == (Delivery("audience", "boxed"), "box", 10)
+    written = [line for f in elsewhere.rglob("*.jsonl") for line in f.read_text().splitlines()]
+    assert len(written) == 10  # every member went to the deployment's folder
+    assert not list((small.settings.data_dir / "outbox").rglob("*.jsonl"))  # none to the project's own
+
+
+def test_the_runner_finds_delivery_assets_by_their_tag_not_their_key(small):
+    defs = load_definitions(small.settings)
+    found = delivery_assets(defs)
+    assert found == {
+        sync_key("high", d): (Delivery("audience", "high"), d) for d in ("rec_mirror", "rec_upsert")
+    }
+    tagged = dg.AssetSelection.tag(DELIVERY_TAG, "audience").resolve(defs.resolve_asset_graph())
+    assert tagged == set(found)

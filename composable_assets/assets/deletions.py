@@ -5,7 +5,9 @@ import datetime as dt
 
 import dagster as dg
 
+from ..coordination import Coordination
 from ..destinations import Destination
+from ..destinations.resource import destination_resource_key
 from ..governance.archive import ArchiveLocation
 from ..governance.deletion import HONOUR_WITHIN, DeletionSetupError, overdue_requests, process_deletion_requests
 from ..governance.deletion_log import deletion_log
@@ -42,6 +44,8 @@ def build_deletion_asset(
         "from ledgers, deltas, outboxes and archives, and records the proof in `deletion_log`.",
         kinds={warehouse_kind, "governance"},
         pool=WAREHOUSE_POOL,
+        # Each destination from its resource when the asset runs (a deployment may point one elsewhere).
+        required_resource_keys={"warehouse", "coordination", *(destination_resource_key(name) for name in destinations)},
         metadata={"requests_table": spec.table, "proof_table": f"{project.settings.schema_name}.deletion_log"},
         check_specs=[
             dg.AssetCheckSpec(
@@ -52,11 +56,16 @@ def build_deletion_asset(
             )
         ],
     )
-    def _deletion_requests(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
+    def _deletion_requests(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        warehouse: Warehouse = context.resources.warehouse
+        coordination: Coordination = context.resources.coordination
+        configured: dict[str, Destination] = {
+            name: getattr(context.resources, destination_resource_key(name)).build(coordination) for name in destinations
+        }
         with warehouse.connect() as conn:
             try:
                 report = process_deletion_requests(
-                    conn, project, destinations, warehouse, run_id=context.run.run_id, now=utc_now(), archive=archive
+                    conn, project, configured, warehouse, run_id=context.run.run_id, now=utc_now(), archive=archive
                 )
                 overdue = overdue_requests(conn, project, utc_now())
             except DeletionSetupError as exc:

@@ -6,6 +6,7 @@ data in `DeliverySpec` and the small per-kind plans below.
 
 import datetime as dt
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,22 +15,40 @@ import dagster as dg
 
 from ..coordination import Coordination
 from ..delivery import deliver, deliver_events
-from ..delta.diff import latest_delta_run
+from ..delta.diff import DeltaRun, latest_delta_run
 from ..destinations import Destination, Target, TerminalError
+from ..destinations.resource import DestinationResource, destination_resource_key
 from ..governance.gates import blocking_gates
 from ..governance.provenance import (
-    SyncRun, abandon_unfinished, code_version, file_sha256, finish_quietly, finish_sync_run, start_sync_run,
+    SyncRun,
+    abandon_unfinished,
+    code_version,
+    file_sha256,
+    finish_quietly,
+    finish_sync_run,
+    start_sync_run,
     upstream_versions,
 )
 from ..progress import SyncProgress, log_progress
 from ..project import AudienceSpec, ProjectError, StreamSpec, StreamSyncSpec, SyncSpec
 from ..project.gates import OVERRIDE_TAG
-from ..project.keys import STREAMS, SYNCS, WAREHOUSE_POOL, Delivery, delta_key, stream_key, sync_key
+from ..project.keys import (
+    DELIVERY_METADATA,
+    DELIVERY_TAG,
+    DESTINATION_METADATA,
+    STREAMS,
+    SYNCS,
+    WAREHOUSE_POOL,
+    Delivery,
+    delta_key,
+    stream_key,
+    sync_key,
+)
 from ..store import PairTables, StreamTables
 from ..streams import StreamDataError, StreamShape
-from ..warehouse import Warehouse
-from .deltas import utc_now
+from ..warehouse import Connection, Warehouse
 from .delivery_metadata import stream_report_metadata, sync_report_metadata
+from .deltas import utc_now
 from .leases import lease_name, pair_lease
 from .metadata import with_definition_columns
 
@@ -68,25 +87,32 @@ class DeliverySpec:
 
 def build_delivery_asset(spec: DeliverySpec) -> dg.AssetsDefinition:
     """The asset delivering `spec`: one lease per pair, one delivery loop, the counts as metadata."""
-    plan = (_AudiencePlan if spec.delivery.kind == "audience" else _StreamPlan)(spec)
+    plan: _AudiencePlan | _StreamPlan = (
+        _AudiencePlan(spec) if spec.delivery.kind == "audience" else _StreamPlan(spec)
+    )
     destination, sync = spec.destination, spec.sync
     capabilities = destination.capabilities
     limits = capabilities.limits_for(spec.delivery.kind)
+    # The destination comes from its resource when the asset runs, so a deployment that gives the resource other
+    # settings delivers there; `spec.destination` (built from the same entry) plans the asset.
+    resource_key = destination_resource_key(sync.destination)
 
     @dg.asset(
         key=plan.key,
         group_name=plan.group,
-        deps=[plan.upstream],
+        deps=[plan.upstream] if plan.upstream is not None else [],
         partitions_def=spec.partitions,
         description=plan.description,
         owners=spec.file.owners or None,
         kinds={destination.kind, spec.warehouse_kind},
-        tags=plan.tags,
+        tags={**plan.tags, DELIVERY_TAG: spec.delivery.kind},
         pool=WAREHOUSE_POOL,
         op_tags=spec.op_tags,
         freshness_policy=spec.freshness_policy,
         code_version=plan.version,
+        required_resource_keys={"warehouse", "coordination", resource_key},
         metadata={
+            DELIVERY_METADATA: str(spec.delivery),
             **plan.metadata,
             # The destination's limits, as data: what the delivery loop plans with.
             "batch_size": limits.batch_size,
@@ -94,9 +120,11 @@ def build_delivery_asset(spec: DeliverySpec) -> dg.AssetsDefinition:
             "rate_limit": limits.describe(),
         },
     )
-    def _deliver(
-        context: dg.AssetExecutionContext, warehouse: Warehouse, coordination: Coordination
-    ) -> dg.MaterializeResult:
+    def _deliver(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        warehouse: Warehouse = context.resources.warehouse
+        coordination: Coordination = context.resources.coordination
+        entry: DestinationResource = getattr(context.resources, resource_key)
+        configured = entry.build(coordination)
         target = Target(
             delivery=spec.delivery,
             destination=sync.destination,
@@ -114,7 +142,7 @@ def build_delivery_asset(spec: DeliverySpec) -> dg.AssetsDefinition:
         # acknowledgement is recorded.
         lease = lease_name(plan.lease_kind, warehouse, spec.schema, spec.delivery.name, sync.destination)
         with pair_lease(context, coordination, lease, spec.what) as held, warehouse.connect() as conn:
-            report, metadata = plan.run(context, conn, target, held.check)
+            report, metadata = plan.run(context, conn, configured, target, held.check)
         plan.log(context, report)
         if report.stopped_by:
             raise dg.Failure(description=plan.stopped(report), metadata=metadata)
@@ -130,8 +158,10 @@ class _AudiencePlan:
     group = SYNCS
 
     def __init__(self, spec: DeliverySpec):
+        # The factory picks this plan for an audience delivery, whose file and entry are an audience's.
+        assert isinstance(spec.file, AudienceSpec) and isinstance(spec.sync, SyncSpec)
         audience, sync, destination = spec.file, spec.sync, spec.destination
-        self.spec = spec
+        self.spec, self.sync = spec, sync
         self.tables = PairTables(spec.schema, audience.name, sync.destination)
         self.options = destination.sync_options(sync.options)
         if sync.mode == "mirror" and "remove" not in destination.capabilities.operations:
@@ -150,9 +180,12 @@ class _AudiencePlan:
             "and records what it acknowledged."
         )
         self.tags = {"mode": sync.mode, "destination_type": destination.type_name}
-        self.metadata = {"destination": sync.destination, "mode": sync.mode, "identifier": sync.identifier_type}
+        self.metadata = {DESTINATION_METADATA: sync.destination, "mode": sync.mode, "identifier": sync.identifier_type}
 
-    def run(self, context: dg.AssetExecutionContext, conn, target: Target, keep_going) -> tuple[Any, dict]:
+    def run(
+        self, context: dg.AssetExecutionContext, conn: Connection, destination: Destination, target: Target,
+        keep_going: Callable[[], None],
+    ) -> tuple[Any, dict]:
         spec, tables, run_id = self.spec, self.tables, context.run.run_id
         partition = dt.date.fromisoformat(context.partition_key)
         tables.ensure(conn)
@@ -163,26 +196,26 @@ class _AudiencePlan:
         start_sync_run(conn, tables, SyncRun(run_id, partition, run.run_id, self.version, self.audience_sha256,
                                              self.model_sha256, upstream), utc_now())
         started = time.monotonic()
-        name, destination = spec.delivery.name, spec.sync.destination
-        limits = spec.destination.capabilities.limits_for("audience")
+        name, destination_name = spec.delivery.name, spec.sync.destination
+        limits = destination.capabilities.limits_for("audience")
         try:
-            with spec.destination.open(target) as session:
+            with destination.open(target) as session:
                 report = deliver(
                     conn, tables, run, session,
                     batch_size=limits.batch_size,
-                    concurrency=spec.destination.capabilities.concurrency,
+                    concurrency=destination.capabilities.concurrency,
                     sync_run_id=run_id,
                     partition=partition,
                     keep_going=keep_going,
                     # A structured debug record: the `composable` command draws it as a progress bar.
                     on_progress=lambda r: log_progress(context.log, SyncProgress(
-                        name, destination, r.delivered + r.failed, r.delivered + r.failed + r.left,
+                        name, destination_name, r.delivered + r.failed, r.delivered + r.failed + r.left,
                         time.monotonic() - started,
                     )),
                 )
         except TerminalError as exc:
             finish_quietly(conn, tables, run_id, utc_now())
-            raise dg.Failure(description=f"{destination}: {exc}") from exc
+            raise dg.Failure(description=f"{destination_name}: {exc}") from exc
         except BaseException:
             finish_quietly(conn, tables, run_id, utc_now())
             raise
@@ -210,8 +243,10 @@ class _StreamPlan:
     group = STREAMS
 
     def __init__(self, spec: DeliverySpec):
+        # The factory picks this plan for a stream delivery, whose file and entry are a stream's.
+        assert isinstance(spec.file, StreamSpec) and isinstance(spec.sync, StreamSyncSpec)
         stream, sync, destination = spec.file, spec.sync, spec.destination
-        self.spec = spec
+        self.spec, self.stream, self.sync = spec, stream, sync
         capabilities = destination.capabilities
         if "event" not in capabilities.operations:
             raise ProjectError(
@@ -240,7 +275,7 @@ class _StreamPlan:
             else "each event at most once (batches in flight at a crash are recorded in_doubt, not resent)"
         )
         self.metadata = {
-            "destination": sync.destination,
+            DESTINATION_METADATA: sync.destination,
             "table": stream.table,
             "event": sync.event,
             "identifier": sync.identifier_type,
@@ -251,12 +286,15 @@ class _StreamPlan:
             "guarantee": guarantee,
         }
 
-    def run(self, context: dg.AssetExecutionContext, conn, target: Target, keep_going) -> tuple[Any, dict]:
+    def run(
+        self, context: dg.AssetExecutionContext, conn: Connection, destination: Destination, target: Target,
+        keep_going: Callable[[], None],
+    ) -> tuple[Any, dict]:
         spec = self.spec
         try:
-            with spec.destination.open(target) as session:
+            with destination.open(target) as session:
                 report = deliver_events(
-                    conn, self.shape, self.tables, session, spec.destination.capabilities,
+                    conn, self.shape, self.tables, session, destination.capabilities,
                     run_id=context.run.run_id,
                     partition=dt.date.fromisoformat(context.partition_key),
                     timezone=spec.timezone,
@@ -272,7 +310,7 @@ class _StreamPlan:
         return report, stream_report_metadata(report, spec.samples)
 
     def log(self, context: dg.AssetExecutionContext, report) -> None:
-        stream, sync, destination = self.spec.file, self.spec.sync, self.spec.destination
+        stream, sync, destination = self.stream, self.sync, self.spec.destination
         context.log.info(
             f"stream {stream.name} -> {sync.destination}: {report.sent} sent, {report.rejected} rejected, "
             f"{report.in_doubt} in doubt, {report.late_skipped} late (skipped), {report.unsent} unsent; "
@@ -298,7 +336,7 @@ class _StreamPlan:
         )
 
 
-def _delta_to_deliver(conn, tables: PairTables, partition: dt.date):
+def _delta_to_deliver(conn: Connection, tables: PairTables, partition: dt.date) -> DeltaRun:
     """This partition's newest delta, refusing one that a newer delta has overtaken (it could move data backwards)."""
     run = latest_delta_run(conn, tables, partition)
     if run is None:

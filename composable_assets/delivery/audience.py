@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from ..delta.diff import DeltaRun
 from ..delta.ledger import clear_intents, fold_acks, record_acks, record_intent, record_rejections

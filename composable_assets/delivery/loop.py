@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Protocol, Sequence
+from typing import Any, Generic, Protocol, TypeVar
 
-from ..destinations import BatchResult, Session, TransientError
+from ..destinations import BatchResult, TransientError
 
 SAMPLE_SIZE = 5
 
@@ -39,24 +40,39 @@ class DeliveryReport:
             self.sample += result.payloads[: SAMPLE_SIZE - len(self.sample)]
 
 
-class Source(Protocol):
+class Addressed(Protocol):
+    """What the loop reads of a row of either kind (Record, Event): its number and whom it is for."""
+
+    @property
+    def seq(self) -> int: ...
+
+    @property
+    def identifier(self) -> str | None: ...
+
+
+#: A row of one kind (Record, Event) and the report of that kind (SyncReport, StreamReport).
+Row = TypeVar("Row", bound=Addressed)
+Report = TypeVar("Report", bound="DeliveryReport")
+
+
+class Source(Protocol, Generic[Row, Report]):
     """One kind of delivery, as the loop sees it. Only the loop's thread calls it (it alone touches the warehouse)."""
 
-    report: DeliveryReport
+    report: Report
 
-    def chunks(self) -> Iterator[Sequence[Any]]:
+    def chunks(self) -> Iterator[list[Row]]:
         """Rows to deliver in order, a chunk at a time (rows carry `seq` and `identifier`)."""
 
-    def going_out(self, batches: list[Sequence[Any]], oldest: Any | None) -> None:
+    def going_out(self, batches: list[list[Row]], oldest: Row | None) -> None:
         """Checkpoint the answers collected so far and declare `batches` as in flight, before any is sent.
 
         `oldest` is the first row of the oldest batch still in flight (None: nothing is).
         """
 
-    def answered(self, batch: Sequence[Any], result: BatchResult) -> None:
+    def answered(self, batch: list[Row], result: BatchResult) -> None:
         """Take one batch's answer (in send order); written at the next `going_out`."""
 
-    def unanswered(self, batch: Sequence[Any], exc: BaseException) -> BatchResult | None:
+    def unanswered(self, batch: list[Row], exc: BaseException) -> BatchResult | None:
         """What a batch whose request raised counts as: a result to take, or None: its rows stay unsent."""
 
     def close(self, drained: bool) -> None:
@@ -64,15 +80,15 @@ class Source(Protocol):
 
 
 def run(
-    source: Source,
-    send: Callable[[Sequence[Any]], BatchResult],
+    source: Source[Row, Report],
+    send: Callable[[Sequence[Row]], BatchResult],
     *,
     batch_size: int,
     concurrency: int,
     keep_going: Callable[[], None] | None = None,
-    on_progress: Callable[[DeliveryReport], None] | None = None,
+    on_progress: Callable[[Report], None] | None = None,
     stats: Callable[[], dict[str, float]] | None = None,
-) -> DeliveryReport:
+) -> Report:
     """Deliver every row of `source` through `send`; raise what crashed a sender once the rest is checkpointed.
 
     Batches are declared (`going_out`) whenever slots free up, together: at most `concurrency` are unsettled at
@@ -82,7 +98,7 @@ def run(
     started = time.monotonic()
     report = source.report
     concurrency = max(1, concurrency)
-    in_flight: deque[tuple[Sequence[Any], dict[int, str], Future]] = deque()
+    in_flight: deque[tuple[list[Row], dict[int, str], Future]] = deque()
     crash: BaseException | None = None
     last_progress = started
     drained = False
@@ -108,7 +124,7 @@ def run(
             result.rejected.update(missing)
             source.answered(batch, result)
 
-    def commit(going: list[Sequence[Any]], last: bool = False) -> None:
+    def commit(going: list[list[Row]], last: bool = False) -> None:
         nonlocal last_progress
         source.going_out(going, in_flight[0][0][0] if in_flight else None)
         # At most once a second, and at the end: each message is an event in Dagster's log, and a delivery done
@@ -117,7 +133,7 @@ def run(
             last_progress = time.monotonic()
             on_progress(report)
 
-    def submit(waiting: list[Sequence[Any]]) -> None:
+    def submit(waiting: list[list[Row]]) -> None:
         commit(waiting)
         for batch in waiting:
             # A row without an identifier cannot be addressed at the destination: reject it here.
@@ -129,7 +145,7 @@ def run(
     chunks = source.chunks()
     try:
         with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="deliver") as pool:
-            waiting: list[Sequence[Any]] = []
+            waiting: list[list[Row]] = []
             for rows in chunks:
                 for i in range(0, len(rows), batch_size):
                     batch = rows[i : i + batch_size]

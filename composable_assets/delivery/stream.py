@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 from ..destinations import BatchResult, Capabilities, Event, OutcomeUnknown, Session, TransientError
 from ..store import StreamTables
@@ -54,7 +54,10 @@ class StreamSource:
         self.frozen = False
 
     def chunks(self) -> Iterator[list[Event]]:
-        return pending_events(self.conn, self.shape, self.tables, window_start=self.report.window_start, now=self.now)
+        start = self.report.window_start
+        if start is None:  # `deliver_events` sets it from the high-water mark before the loop runs
+            raise ValueError("a stream delivery's window has no start")
+        return pending_events(self.conn, self.shape, self.tables, window_start=start, now=self.now)
 
     def going_out(self, batches: list[list[Event]], oldest: Event | None) -> None:
         checkpoint(

@@ -9,12 +9,10 @@ readers downstream learn exactly which keys changed, and the nightly full run ca
 
 from __future__ import annotations
 
-from collections.abc import Set as AbstractSet
-
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Set as AbstractSet
 from dataclasses import dataclass
 
 from sqlglot import exp

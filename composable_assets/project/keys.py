@@ -12,6 +12,11 @@ STREAMS = "streams"
 WAREHOUSE_POOL = "warehouse"
 #: Run tag: how a run's model steps refresh ("incremental", or "full" for the nightly comparison).
 REFRESH_TAG = "composable/refresh"
+#: Asset tag on every delivery asset (an audience's sync, a stream's deliveries): its kind, "audience" or "stream".
+#: The runner and the CLI find delivery assets by it (`dg.AssetSelection.tag`), never by the shape of a key.
+DELIVERY_TAG = "composable/delivery"
+#: Metadata of a delivery asset: what it delivers (`str(Delivery)`, "audience vip") and to which destination.
+DELIVERY_METADATA, DESTINATION_METADATA = "delivery", "destination"
 
 
 def source_key(table: str) -> dg.AssetKey:
@@ -61,7 +66,7 @@ class Delivery:
         return f"{self.kind} {self.name}"
 
     @classmethod
-    def parse(cls, text: str) -> "Delivery":
+    def parse(cls, text: str) -> Delivery:
         kind, name = text.split(" ", 1)
         if kind not in ("audience", "stream"):
             raise ValueError(f"not a delivery: {text!r}")
