@@ -53,7 +53,8 @@ a request, e-mail and phone with a prioritization, on the delete budget. Braze a
 
 from __future__ import annotations
 
-from typing import Any, Literal, Sequence
+from collections.abc import Sequence
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
@@ -64,12 +65,12 @@ from .base import (
     NOT_FOUND,
     BatchResult,
     Capabilities,
-    Limits,
     Destination,
     DestinationError,
     Event,
     ForgetTarget,
     Forgotten,
+    Limits,
     Record,
     Session,
     Target,
@@ -113,7 +114,7 @@ class BrazeSyncOptions(BaseModel):
     alias_label: str | None = None
 
     @model_validator(mode="after")
-    def _complete(self, info: ValidationInfo) -> "BrazeSyncOptions":
+    def _complete(self, info: ValidationInfo) -> BrazeSyncOptions:
         if self.on_remove == "unsubscribe" and not self.subscription_group_id:
             raise ValueError("on_remove: unsubscribe needs subscription_group_id")
         sync = info.context or {}  # the sync's mode and identifier type, when the project loads

@@ -61,30 +61,31 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
-from ..warehouse.sql import ident, table
 from ..store import PairTables
 from ..store.registry import CDI_ATTRIBUTES, CDI_DELETE
+from ..warehouse.base import insert_rows
+from ..warehouse.sql import ident, table
 from .base import (
     DELETED,
     FAILED,
     BatchResult,
     Capabilities,
-    Limits,
     Destination,
     ForgetTarget,
     Forgotten,
+    Limits,
     Record,
     Session,
     Target,
     TerminalError,
 )
 from .changes import changed_fields
-from ..warehouse.base import insert_rows
 
 BATCH_SIZE = 10_000
 # Braze's CDI limits per row.
@@ -122,7 +123,7 @@ class BrazeCdiOptions(BaseModel):
     alias_label: str | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
-    def _leavers_can_be_removed(self, info: ValidationInfo) -> "BrazeCdiOptions":
+    def _leavers_can_be_removed(self, info: ValidationInfo) -> BrazeCdiOptions:
         identifier_type = (info.context or {}).get("identifier_type")  # known when the project loads
         if self.on_remove == "delete" and identifier_type in IDENTIFIER_TYPES and identifier_type not in DELETABLE_BY:
             raise ValueError(
@@ -170,7 +171,7 @@ class CdiTables:
     delete: str
 
     @classmethod
-    def of(cls, settings: BrazeCdiSettings, audience: str) -> "CdiTables":
+    def of(cls, settings: BrazeCdiSettings, audience: str) -> CdiTables:
         stem = f"{settings.table_prefix}{audience}".upper()
         return cls(
             table(settings.schema_name, CDI_ATTRIBUTES.named(stem=stem)),

@@ -33,7 +33,8 @@ from __future__ import annotations
 
 import calendar
 import json
-from typing import Any, Literal, Sequence
+from collections.abc import Sequence
+from typing import Any, Literal
 from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
@@ -45,12 +46,12 @@ from .base import (
     NOT_FOUND,
     BatchResult,
     Capabilities,
-    Limits,
     Destination,
     DestinationError,
     Event,
     ForgetTarget,
     Forgotten,
+    Limits,
     NoOptions,
     Record,
     Session,
@@ -86,7 +87,7 @@ class IterableSyncOptions(BaseModel):
     on_remove: Literal["unsubscribe", "delete"] = "unsubscribe"
 
     @model_validator(mode="after")
-    def _leavers_can_be_removed(self, info: ValidationInfo) -> "IterableSyncOptions":
+    def _leavers_can_be_removed(self, info: ValidationInfo) -> IterableSyncOptions:
         sync = info.context or {}  # the sync's mode, when the project loads
         if sync.get("mode") == "mirror" and self.on_remove == "unsubscribe" and self.list_id is None:
             # Without a list a leaver could only be left as they are, looking exactly like a member.

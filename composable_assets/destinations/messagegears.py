@@ -39,21 +39,21 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlglot import exp
 
-from ..warehouse.sql import DIALECT, ident, table
 from ..store import PairTables
+from ..warehouse.sql import DIALECT, ident, table
 from .base import (
     PURGED,
     BatchResult,
     Capabilities,
-    Limits,
     Destination,
     ForgetTarget,
     Forgotten,
+    Limits,
     Record,
     Session,
     Target,

@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,13 +22,11 @@ from .base import (
     PURGED,
     BatchResult,
     Capabilities,
-    Limits,
     Destination,
-    Event,
     ForgetTarget,
     Forgotten,
+    Limits,
     NoOptions,
-    Record,
     Row,
     Session,
     Target,

@@ -67,7 +67,8 @@ import hashlib
 import hmac
 import json
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import requests
 from pydantic import Field
@@ -80,11 +81,10 @@ from .base import (
     NOT_FOUND,
     BatchResult,
     Capabilities,
-    Limits,
     Destination,
-    Event,
     ForgetTarget,
     Forgotten,
+    Limits,
     NoOptions,
     Record,
     Row,
