@@ -13,7 +13,7 @@ import datetime as dt
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -234,10 +234,15 @@ class BatchResult:
         return cls(acknowledged=[r.seq for r in batch], payloads=payloads)
 
 
-class Session(ABC):
+#: The rows a session takes: `Record`s for an audience's session, `Event`s for a stream's.
+RowT = TypeVar("RowT", bound=Row)
+
+
+class Session(Generic[RowT]):
     """One sync's (or one stream's) open connection to a destination."""
 
-    def send(self, batch: Sequence[Row]) -> BatchResult:
+    # Not an ABC: every method has a working default (send refuses), so a session overrides only what it does.
+    def send(self, batch: Sequence[RowT]) -> BatchResult:
         """Deliver one batch (at most its operation's `batch_size`); results keyed by the rows' `seq`.
 
         An audience session gets `Record`s (upserts and removes), a stream session `Event`s. Every row should end
@@ -259,7 +264,7 @@ class Session(ABC):
         """Counters worth showing: requests, retries, seconds spent waiting for the rate budget."""
         return {}
 
-    def __enter__(self) -> Session:
+    def __enter__(self) -> Session[RowT]:
         return self
 
     def __exit__(self, *exc: object) -> None:

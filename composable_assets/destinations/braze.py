@@ -294,7 +294,7 @@ def _removal_endpoint(options: BrazeSyncOptions) -> str:
     return "/users/delete" if options.on_remove == "delete" else "/subscription/status/set"
 
 
-class BrazeSession(Session):
+class BrazeSession(Session[Record]):
     def __init__(self, client: HttpClient, budgets: dict[str, RateBudget], target: Target):
         self.client = client
         self.budgets = budgets
@@ -440,7 +440,7 @@ class BrazeSession(Session):
             budget.close()
 
 
-class BrazeEventSession(Session):
+class BrazeEventSession(Session[Event]):
     """Events or purchases through /users/track; minor errors come back by index and reject that event only."""
 
     def __init__(self, client: HttpClient, budgets: dict[str, RateBudget], target: Target):

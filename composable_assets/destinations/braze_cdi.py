@@ -272,7 +272,7 @@ def _insert(conn, name: str, columns: dict[str, str], rows: list[CdiRow]) -> Non
     insert_rows(conn, name, types, values)
 
 
-class BrazeCdiSession(Session):
+class BrazeCdiSession(Session[Record]):
     def __init__(self, target: Target, tables: CdiTables):
         self.target = target
         self.tables = tables

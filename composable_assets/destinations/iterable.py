@@ -202,7 +202,7 @@ def user_path(identifier_type: str, identifier: str) -> str:
     return f"/api/users/byUserId/{quote(identifier, safe='')}"
 
 
-class IterableSession(Session):
+class IterableSession(Session[Record]):
     def __init__(self, client: HttpClient, budgets: dict[str, RateBudget], target: Target, config: IterableSettings):
         self.client = client
         self.budgets = budgets
@@ -275,7 +275,7 @@ class IterableSession(Session):
             return []
         failed = _failures(response)
         done = []
-        for record, obj in chunk:
+        for record, _obj in chunk:
             reason = failed.get(record.identifier) or failed.get(str(record.identifier).lower())
             # Unsubscribing someone Iterable does not know leaves them off the list: the goal holds.
             if reason and not (path.endswith("unsubscribe") and reason.startswith("notFound")):
@@ -315,7 +315,7 @@ def track_object(event: Event, target: Target) -> dict[str, Any]:
     }
 
 
-class IterableEventSession(Session):
+class IterableEventSession(Session[Event]):
     """Events through /api/events/trackBulk, each with its deterministic id (Iterable upserts by id)."""
 
     def __init__(self, client: HttpClient, budgets: dict[str, RateBudget], target: Target, config: IterableSettings):
@@ -351,7 +351,7 @@ class IterableEventSession(Session):
             return
         failed = _failures(response)
         disallowed = set(_json_list(response, "disallowedEventNames"))
-        for event, obj in chunk:
+        for event, _obj in chunk:
             # Failures name the user, not the event: every event of that user in the request failed.
             reason = failed.get(str(event.identifier)) or failed.get(str(event.identifier).lower())
             if event.name in disallowed:

@@ -134,7 +134,7 @@ def _owner(conn, schema: str, name: str, pair: PairTables) -> str | None:
     return None
 
 
-class MessageGearsSession(Session):
+class MessageGearsSession(Session[Record]):
     def __init__(self, target: Target, schema: str):
         self.target = target
         self.schema = schema

@@ -64,7 +64,7 @@ def purge_lines(folder: Path, identifier_type: str, identifiers: set[str]) -> li
     return removed
 
 
-class OutboxSession(Session):
+class OutboxSession(Session[Row]):
     def __init__(self, path: Path, target: Target):
         self.path = path
         self.target = target

@@ -134,7 +134,7 @@ class _Signer(AuthBase):
         return request
 
 
-class WebhookSession(Session):
+class WebhookSession(Session[Row]):
     def __init__(
         self,
         target: Target | ForgetTarget,
