@@ -54,7 +54,7 @@ a request, e-mail and phone with a prioritization, on the delete budget. Braze a
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
@@ -229,7 +229,7 @@ class Braze(Destination):
                 budget.close()
 
     def payloads(self, batch: Sequence[Record], target: Target) -> list[dict[str, Any]]:
-        options = target.options
+        options = cast(BrazeSyncOptions, target.options)  # validated with SyncOptions when the project loads
         out = []
         for record in batch:
             if record.operation == "upsert":
@@ -242,7 +242,7 @@ class Braze(Destination):
 
     @classmethod
     def membership_fields(cls, options: BaseModel, audience: str, mode: str, identifier_type: str) -> dict[str, Any]:
-        name = membership_attribute(options, audience, mode)
+        name = membership_attribute(cast(BrazeSyncOptions, options), audience, mode)  # validated with SyncOptions when the project loads
         return {name: True} if name else {}
 
 
@@ -299,7 +299,7 @@ class BrazeSession(Session[Record]):
         self.client = client
         self.budgets = budgets
         self.target = target
-        self.options: BrazeSyncOptions = target.options
+        self.options = cast(BrazeSyncOptions, target.options)  # validated with SyncOptions when the project loads
 
     def send(self, batch: Sequence[Record]) -> BatchResult:
         result = BatchResult()
@@ -447,7 +447,7 @@ class BrazeEventSession(Session[Event]):
         self.client = client
         self.budgets = budgets
         self.target = target
-        self.options: BrazeEventOptions = target.options
+        self.options = cast(BrazeEventOptions, target.options)  # validated with EventOptions when the project loads
         self.array = "purchases" if self.options.purchase is not None else "events"
 
     def send(self, batch: Sequence[Event]) -> BatchResult:

@@ -63,7 +63,7 @@ import datetime as dt
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
@@ -183,7 +183,7 @@ def plan_rows(
     batch: Sequence[Record], target: Target, moved: set[str]
 ) -> tuple[list[CdiRow], dict[int, str]]:
     """The CDI rows for a batch, and {seq: reason} of rows Braze cannot take; `moved`: keys whose identifier changed."""
-    options: BrazeCdiOptions = target.options
+    options = cast(BrazeCdiOptions, target.options)  # validated with SyncOptions when the project loads
     identifier_type = target.identifier_type
     on_remove = options.removal(identifier_type)
     membership = membership_attribute(options, target.audience, target.mode, identifier_type)
@@ -305,7 +305,7 @@ class BrazeCdi(Destination):
         return Capabilities.of(Limits(BATCH_SIZE), concurrency=1, forget_batch_size=LOOKUP_CHUNK)
 
     def open(self, target: Target) -> Session:
-        options: BrazeCdiOptions = target.options
+        options = cast(BrazeCdiOptions, target.options)  # validated with SyncOptions when the project loads
         identifier_type = target.identifier_type
         if identifier_type not in IDENTIFIER_TYPES:
             raise TerminalError(
@@ -325,7 +325,7 @@ class BrazeCdi(Destination):
 
     @classmethod
     def membership_fields(cls, options: BaseModel, audience: str, mode: str, identifier_type: str) -> dict[str, Any]:
-        name = membership_attribute(options, audience, mode, identifier_type)
+        name = membership_attribute(cast(BrazeCdiOptions, options), audience, mode, identifier_type)  # validated with SyncOptions when the project loads
         return {name: True} if name else {}
 
     def _tables(self, conn, audience: str) -> CdiTables:

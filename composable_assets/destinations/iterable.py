@@ -34,7 +34,7 @@ from __future__ import annotations
 import calendar
 import json
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
@@ -190,7 +190,8 @@ def user_object(record: Record, target: Target) -> dict[str, Any]:
 
 
 def _removal_path(record: Record, target: Target) -> str:
-    if target.options.on_remove == "delete" or target.options.list_id is None:
+    options = cast(IterableSyncOptions, target.options)  # validated with SyncOptions when the project loads
+    if options.on_remove == "delete" or options.list_id is None:
         return user_path(target.identifier_type, record.identifier)
     return "/api/lists/unsubscribe"
 
@@ -207,7 +208,7 @@ class IterableSession(Session[Record]):
         self.client = client
         self.budgets = budgets
         self.target = target
-        self.options: IterableSyncOptions = target.options
+        self.options = cast(IterableSyncOptions, target.options)  # validated with SyncOptions when the project loads
         self.max_body = config.max_body_bytes
 
     def send(self, batch: Sequence[Record]) -> BatchResult:
