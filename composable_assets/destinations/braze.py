@@ -230,7 +230,7 @@ class Braze(Destination):
 
     def payloads(self, batch: Sequence[Record], target: Target) -> list[dict[str, Any]]:
         options = cast(BrazeSyncOptions, target.options)  # validated with SyncOptions when the project loads
-        out = []
+        out: list[dict[str, Any]] = []
         for record in batch:
             if record.operation == "upsert":
                 out.append({"endpoint": "/users/track", "attributes": [attribute_object(record, target, options)]})
@@ -275,7 +275,9 @@ def attribute_object(record: Record, target: Target, options: BrazeSyncOptions) 
 def removal_object(record: Record, target: Target, options: BrazeSyncOptions) -> dict[str, Any]:
     """A leaver under clear_attribute: the membership attribute set to null (Braze removes it)."""
     obj = identifier_object(record, target, options)
-    obj[membership_attribute(options, target.audience, "mirror")] = None  # only a mirror removes
+    name = membership_attribute(options, target.audience, "mirror")
+    assert name is not None  # a mirror under clear_attribute always names the attribute
+    obj[name] = None  # only a mirror removes
     return obj
 
 

@@ -151,7 +151,8 @@ class CdiRow:
     """One row for a CDI table: `payload` None means the delete table."""
 
     seq: int
-    identifier: dict[str, str]
+    #: ALIAS_LABEL is None only when the options lack one, which the options validator refuses for user_alias.
+    identifier: dict[str, str | None]
     payload: dict[str, Any] | None
 
     def describe(self) -> dict[str, Any]:
@@ -190,7 +191,7 @@ def plan_rows(
     rows: list[CdiRow] = []
     rejected: dict[int, str] = {}
     for record in batch:
-        identifier = (
+        identifier: dict[str, str | None] = (
             {"ALIAS_NAME": record.identifier, "ALIAS_LABEL": options.alias_label}
             if identifier_type == "user_alias"
             else {identifier_type.upper(): record.identifier}
@@ -200,6 +201,8 @@ def plan_rows(
                 rows.append(CdiRow(record.seq, identifier, None))
             else:  # only a mirror removes
                 cleared = membership_attribute(options, target.audience, "mirror", identifier_type)
+                # A removal that is not a delete is clear_attribute, and a mirror under it always names the attribute.
+                assert cleared is not None
                 rows.append(CdiRow(record.seq, identifier, {cleared: None}))
             continue
         if record.key in moved:
@@ -230,7 +233,7 @@ def _payload_problem(payload: dict[str, Any]) -> str | None:
     return None
 
 
-def _json(payload: dict[str, Any]) -> str:
+def _json(payload: dict[str, Any] | None) -> str:  # None: a delete-table row, which has no PAYLOAD column
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
 
 

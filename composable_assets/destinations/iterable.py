@@ -277,10 +277,10 @@ class IterableSession(Session[Record]):
         failed = _failures(response)
         done = []
         for record, _obj in chunk:
-            reason = failed.get(record.identifier) or failed.get(str(record.identifier).lower())
+            failure = failed.get(record.identifier) or failed.get(str(record.identifier).lower())
             # Unsubscribing someone Iterable does not know leaves them off the list: the goal holds.
-            if reason and not (path.endswith("unsubscribe") and reason.startswith("notFound")):
-                result.rejected[record.seq] = reason
+            if failure and not (path.endswith("unsubscribe") and failure.startswith("notFound")):
+                result.rejected[record.seq] = failure
             else:
                 done.append(record)
         if path.endswith("bulkUpdate"):
