@@ -13,7 +13,7 @@ import datetime as dt
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -264,7 +264,7 @@ class Session(Generic[RowT]):
         """Counters worth showing: requests, retries, seconds spent waiting for the rate budget."""
         return {}
 
-    def __enter__(self) -> Session[RowT]:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
