@@ -69,6 +69,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validat
 
 from ..store import PairTables
 from ..store.registry import CDI_ATTRIBUTES, CDI_DELETE
+from ..warehouse import Connection
 from ..warehouse.base import insert_rows
 from ..warehouse.sql import ident, table
 from .base import (
@@ -237,7 +238,7 @@ def _json(payload: dict[str, Any] | None) -> str:  # None: a delete-table row, w
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
 
 
-def moved_keys(conn, target: Target, batch: Sequence[Record]) -> set[str]:
+def moved_keys(conn: Connection, target: Target, batch: Sequence[Record]) -> set[str]:
     """Keys of updates whose identifier differs from the one Braze last acknowledged (the ledger's)."""
     updates = {r.key: r.identifier for r in batch if r.change == "update"}
     if not updates:
@@ -253,12 +254,12 @@ def moved_keys(conn, target: Target, batch: Sequence[Record]) -> set[str]:
     return {key for key, identifier in known if identifier != updates[key]}
 
 
-def _insert(conn, name: str, columns: dict[str, str], rows: list[CdiRow]) -> None:
+def _insert(conn: Connection, name: str, columns: dict[str, str], rows: list[CdiRow]) -> None:
     """Append rows (see insert_rows), UPDATED_AT continuing strictly after the table's latest."""
     if not rows:
         return
     # Quoted: the columns are upper-case names, which PostgreSQL would fold to lower case unquoted.
-    latest = conn.fetch_one(f"SELECT max({ident('UPDATED_AT')}) FROM {name}")[0]
+    (latest,) = conn.fetch_row(f"SELECT max({ident('UPDATED_AT')}) FROM {name}")
     now = utc_now()
     start = now if latest is None else max(now, latest + ONE_MICROSECOND)
     values: list[tuple] = []
@@ -331,7 +332,7 @@ class BrazeCdi(Destination):
         name = membership_attribute(cast(BrazeCdiOptions, options), audience, mode, identifier_type)  # validated with SyncOptions when the project loads
         return {name: True} if name else {}
 
-    def _tables(self, conn, audience: str) -> CdiTables:
+    def _tables(self, conn: Connection, audience: str) -> CdiTables:
         """The audience's CDI tables, created if missing."""
         settings = BrazeCdiSettings.model_validate(self.settings)
         tables = CdiTables.of(settings, audience)
