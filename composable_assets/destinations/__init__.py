@@ -8,12 +8,12 @@ from ..coordination import Coordination
 from .base import (
     BatchResult,
     Capabilities,
-    Limits,
     Destination,
     DestinationError,
     Event,
     ForgetTarget,
     Forgotten,
+    Limits,
     OutcomeUnknown,
     Record,
     Row,

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import datetime as dt
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Generic, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -76,7 +77,7 @@ class Capabilities:
             raise ValueError(f"unknown operations {sorted(unknown)}; operations are {', '.join(OPERATIONS)}")
 
     @classmethod
-    def of(cls, rows: Limits, *, remove: bool = True, events: Limits | None = None, **rest: Any) -> "Capabilities":
+    def of(cls, rows: Limits, *, remove: bool = True, events: Limits | None = None, **rest: Any) -> Capabilities:
         """Upserts (and removes) under `rows`; events under `events` when it takes them."""
         limits = {"upsert": rows, **({"remove": rows} if remove else {}), **({"event": events} if events else {})}
         return cls(limits=limits, **rest)
@@ -229,14 +230,19 @@ class BatchResult:
     in_doubt: dict[int, str] = field(default_factory=dict)
 
     @classmethod
-    def all_acknowledged(cls, batch: Sequence[Row], payloads: list[dict[str, Any]]) -> "BatchResult":
+    def all_acknowledged(cls, batch: Sequence[Row], payloads: list[dict[str, Any]]) -> BatchResult:
         return cls(acknowledged=[r.seq for r in batch], payloads=payloads)
 
 
-class Session(ABC):
+#: The rows a session takes: `Record`s for an audience's session, `Event`s for a stream's.
+RowT = TypeVar("RowT", bound=Row)
+
+
+class Session(Generic[RowT]):
     """One sync's (or one stream's) open connection to a destination."""
 
-    def send(self, batch: Sequence[Row]) -> BatchResult:
+    # Not an ABC: every method has a working default (send refuses), so a session overrides only what it does.
+    def send(self, batch: Sequence[RowT]) -> BatchResult:
         """Deliver one batch (at most its operation's `batch_size`); results keyed by the rows' `seq`.
 
         An audience session gets `Record`s (upserts and removes), a stream session `Event`s. Every row should end
@@ -258,7 +264,7 @@ class Session(ABC):
         """Counters worth showing: requests, retries, seconds spent waiting for the rate budget."""
         return {}
 
-    def __enter__(self) -> "Session":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -53,7 +53,8 @@ a request, e-mail and phone with a prioritization, on the delete budget. Braze a
 
 from __future__ import annotations
 
-from typing import Any, Literal, Sequence
+from collections.abc import Sequence
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
@@ -64,12 +65,12 @@ from .base import (
     NOT_FOUND,
     BatchResult,
     Capabilities,
-    Limits,
     Destination,
     DestinationError,
     Event,
     ForgetTarget,
     Forgotten,
+    Limits,
     Record,
     Session,
     Target,
@@ -113,7 +114,7 @@ class BrazeSyncOptions(BaseModel):
     alias_label: str | None = None
 
     @model_validator(mode="after")
-    def _complete(self, info: ValidationInfo) -> "BrazeSyncOptions":
+    def _complete(self, info: ValidationInfo) -> BrazeSyncOptions:
         if self.on_remove == "unsubscribe" and not self.subscription_group_id:
             raise ValueError("on_remove: unsubscribe needs subscription_group_id")
         sync = info.context or {}  # the sync's mode and identifier type, when the project loads
@@ -228,8 +229,8 @@ class Braze(Destination):
                 budget.close()
 
     def payloads(self, batch: Sequence[Record], target: Target) -> list[dict[str, Any]]:
-        options = target.options
-        out = []
+        options = cast(BrazeSyncOptions, target.options)  # validated with SyncOptions when the project loads
+        out: list[dict[str, Any]] = []
         for record in batch:
             if record.operation == "upsert":
                 out.append({"endpoint": "/users/track", "attributes": [attribute_object(record, target, options)]})
@@ -241,7 +242,7 @@ class Braze(Destination):
 
     @classmethod
     def membership_fields(cls, options: BaseModel, audience: str, mode: str, identifier_type: str) -> dict[str, Any]:
-        name = membership_attribute(options, audience, mode)
+        name = membership_attribute(cast(BrazeSyncOptions, options), audience, mode)  # validated with SyncOptions when the project loads
         return {name: True} if name else {}
 
 
@@ -274,7 +275,9 @@ def attribute_object(record: Record, target: Target, options: BrazeSyncOptions) 
 def removal_object(record: Record, target: Target, options: BrazeSyncOptions) -> dict[str, Any]:
     """A leaver under clear_attribute: the membership attribute set to null (Braze removes it)."""
     obj = identifier_object(record, target, options)
-    obj[membership_attribute(options, target.audience, "mirror")] = None  # only a mirror removes
+    name = membership_attribute(options, target.audience, "mirror")
+    assert name is not None  # a mirror under clear_attribute always names the attribute
+    obj[name] = None  # only a mirror removes
     return obj
 
 
@@ -293,12 +296,12 @@ def _removal_endpoint(options: BrazeSyncOptions) -> str:
     return "/users/delete" if options.on_remove == "delete" else "/subscription/status/set"
 
 
-class BrazeSession(Session):
+class BrazeSession(Session[Record]):
     def __init__(self, client: HttpClient, budgets: dict[str, RateBudget], target: Target):
         self.client = client
         self.budgets = budgets
         self.target = target
-        self.options: BrazeSyncOptions = target.options
+        self.options = cast(BrazeSyncOptions, target.options)  # validated with SyncOptions when the project loads
 
     def send(self, batch: Sequence[Record]) -> BatchResult:
         result = BatchResult()
@@ -439,14 +442,14 @@ class BrazeSession(Session):
             budget.close()
 
 
-class BrazeEventSession(Session):
+class BrazeEventSession(Session[Event]):
     """Events or purchases through /users/track; minor errors come back by index and reject that event only."""
 
     def __init__(self, client: HttpClient, budgets: dict[str, RateBudget], target: Target):
         self.client = client
         self.budgets = budgets
         self.target = target
-        self.options: BrazeEventOptions = target.options
+        self.options = cast(BrazeEventOptions, target.options)  # validated with EventOptions when the project loads
         self.array = "purchases" if self.options.purchase is not None else "events"
 
     def send(self, batch: Sequence[Event]) -> BatchResult:

@@ -61,30 +61,32 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Sequence
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
-from ..warehouse.sql import ident, table
 from ..store import PairTables
 from ..store.registry import CDI_ATTRIBUTES, CDI_DELETE
+from ..warehouse import Connection
+from ..warehouse.base import insert_rows
+from ..warehouse.sql import ident, table
 from .base import (
     DELETED,
     FAILED,
     BatchResult,
     Capabilities,
-    Limits,
     Destination,
     ForgetTarget,
     Forgotten,
+    Limits,
     Record,
     Session,
     Target,
     TerminalError,
 )
 from .changes import changed_fields
-from ..warehouse.base import insert_rows
 
 BATCH_SIZE = 10_000
 # Braze's CDI limits per row.
@@ -122,7 +124,7 @@ class BrazeCdiOptions(BaseModel):
     alias_label: str | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
-    def _leavers_can_be_removed(self, info: ValidationInfo) -> "BrazeCdiOptions":
+    def _leavers_can_be_removed(self, info: ValidationInfo) -> BrazeCdiOptions:
         identifier_type = (info.context or {}).get("identifier_type")  # known when the project loads
         if self.on_remove == "delete" and identifier_type in IDENTIFIER_TYPES and identifier_type not in DELETABLE_BY:
             raise ValueError(
@@ -150,7 +152,8 @@ class CdiRow:
     """One row for a CDI table: `payload` None means the delete table."""
 
     seq: int
-    identifier: dict[str, str]
+    #: ALIAS_LABEL is None only when the options lack one, which the options validator refuses for user_alias.
+    identifier: dict[str, str | None]
     payload: dict[str, Any] | None
 
     def describe(self) -> dict[str, Any]:
@@ -170,7 +173,7 @@ class CdiTables:
     delete: str
 
     @classmethod
-    def of(cls, settings: BrazeCdiSettings, audience: str) -> "CdiTables":
+    def of(cls, settings: BrazeCdiSettings, audience: str) -> CdiTables:
         stem = f"{settings.table_prefix}{audience}".upper()
         return cls(
             table(settings.schema_name, CDI_ATTRIBUTES.named(stem=stem)),
@@ -182,14 +185,14 @@ def plan_rows(
     batch: Sequence[Record], target: Target, moved: set[str]
 ) -> tuple[list[CdiRow], dict[int, str]]:
     """The CDI rows for a batch, and {seq: reason} of rows Braze cannot take; `moved`: keys whose identifier changed."""
-    options: BrazeCdiOptions = target.options
+    options = cast(BrazeCdiOptions, target.options)  # validated with SyncOptions when the project loads
     identifier_type = target.identifier_type
     on_remove = options.removal(identifier_type)
     membership = membership_attribute(options, target.audience, target.mode, identifier_type)
     rows: list[CdiRow] = []
     rejected: dict[int, str] = {}
     for record in batch:
-        identifier = (
+        identifier: dict[str, str | None] = (
             {"ALIAS_NAME": record.identifier, "ALIAS_LABEL": options.alias_label}
             if identifier_type == "user_alias"
             else {identifier_type.upper(): record.identifier}
@@ -199,6 +202,8 @@ def plan_rows(
                 rows.append(CdiRow(record.seq, identifier, None))
             else:  # only a mirror removes
                 cleared = membership_attribute(options, target.audience, "mirror", identifier_type)
+                # A removal that is not a delete is clear_attribute, and a mirror under it always names the attribute.
+                assert cleared is not None
                 rows.append(CdiRow(record.seq, identifier, {cleared: None}))
             continue
         if record.key in moved:
@@ -229,11 +234,11 @@ def _payload_problem(payload: dict[str, Any]) -> str | None:
     return None
 
 
-def _json(payload: dict[str, Any]) -> str:
+def _json(payload: dict[str, Any] | None) -> str:  # None: a delete-table row, which has no PAYLOAD column
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
 
 
-def moved_keys(conn, target: Target, batch: Sequence[Record]) -> set[str]:
+def moved_keys(conn: Connection, target: Target, batch: Sequence[Record]) -> set[str]:
     """Keys of updates whose identifier differs from the one Braze last acknowledged (the ledger's)."""
     updates = {r.key: r.identifier for r in batch if r.change == "update"}
     if not updates:
@@ -249,12 +254,12 @@ def moved_keys(conn, target: Target, batch: Sequence[Record]) -> set[str]:
     return {key for key, identifier in known if identifier != updates[key]}
 
 
-def _insert(conn, name: str, columns: dict[str, str], rows: list[CdiRow]) -> None:
+def _insert(conn: Connection, name: str, columns: dict[str, str], rows: list[CdiRow]) -> None:
     """Append rows (see insert_rows), UPDATED_AT continuing strictly after the table's latest."""
     if not rows:
         return
     # Quoted: the columns are upper-case names, which PostgreSQL would fold to lower case unquoted.
-    latest = conn.fetch_one(f"SELECT max({ident('UPDATED_AT')}) FROM {name}")[0]
+    (latest,) = conn.fetch_row(f"SELECT max({ident('UPDATED_AT')}) FROM {name}")
     now = utc_now()
     start = now if latest is None else max(now, latest + ONE_MICROSECOND)
     values: list[tuple] = []
@@ -271,7 +276,7 @@ def _insert(conn, name: str, columns: dict[str, str], rows: list[CdiRow]) -> Non
     insert_rows(conn, name, types, values)
 
 
-class BrazeCdiSession(Session):
+class BrazeCdiSession(Session[Record]):
     def __init__(self, target: Target, tables: CdiTables):
         self.target = target
         self.tables = tables
@@ -304,7 +309,7 @@ class BrazeCdi(Destination):
         return Capabilities.of(Limits(BATCH_SIZE), concurrency=1, forget_batch_size=LOOKUP_CHUNK)
 
     def open(self, target: Target) -> Session:
-        options: BrazeCdiOptions = target.options
+        options = cast(BrazeCdiOptions, target.options)  # validated with SyncOptions when the project loads
         identifier_type = target.identifier_type
         if identifier_type not in IDENTIFIER_TYPES:
             raise TerminalError(
@@ -324,10 +329,10 @@ class BrazeCdi(Destination):
 
     @classmethod
     def membership_fields(cls, options: BaseModel, audience: str, mode: str, identifier_type: str) -> dict[str, Any]:
-        name = membership_attribute(options, audience, mode, identifier_type)
+        name = membership_attribute(cast(BrazeCdiOptions, options), audience, mode, identifier_type)  # validated with SyncOptions when the project loads
         return {name: True} if name else {}
 
-    def _tables(self, conn, audience: str) -> CdiTables:
+    def _tables(self, conn: Connection, audience: str) -> CdiTables:
         """The audience's CDI tables, created if missing."""
         settings = BrazeCdiSettings.model_validate(self.settings)
         tables = CdiTables.of(settings, audience)

@@ -34,7 +34,7 @@ class ApiSettings(BaseModel):
     timeout_seconds: float = Field(default=30.0, gt=0)
     backoff_base_seconds: float = Field(default=0.5, gt=0)
 
-    def client(self, base_url: str, headers: dict[str, str], secrets: tuple[str, ...]) -> "HttpClient":
+    def client(self, base_url: str, headers: dict[str, str], secrets: tuple[str, ...]) -> HttpClient:
         """A pooled client for one API, sized for this many requests in flight."""
         return HttpClient(
             base_url,

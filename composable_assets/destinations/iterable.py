@@ -33,7 +33,8 @@ from __future__ import annotations
 
 import calendar
 import json
-from typing import Any, Literal, Sequence
+from collections.abc import Sequence
+from typing import Any, Literal, cast
 from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
@@ -45,12 +46,12 @@ from .base import (
     NOT_FOUND,
     BatchResult,
     Capabilities,
-    Limits,
     Destination,
     DestinationError,
     Event,
     ForgetTarget,
     Forgotten,
+    Limits,
     NoOptions,
     Record,
     Session,
@@ -86,7 +87,7 @@ class IterableSyncOptions(BaseModel):
     on_remove: Literal["unsubscribe", "delete"] = "unsubscribe"
 
     @model_validator(mode="after")
-    def _leavers_can_be_removed(self, info: ValidationInfo) -> "IterableSyncOptions":
+    def _leavers_can_be_removed(self, info: ValidationInfo) -> IterableSyncOptions:
         sync = info.context or {}  # the sync's mode, when the project loads
         if sync.get("mode") == "mirror" and self.on_remove == "unsubscribe" and self.list_id is None:
             # Without a list a leaver could only be left as they are, looking exactly like a member.
@@ -189,7 +190,8 @@ def user_object(record: Record, target: Target) -> dict[str, Any]:
 
 
 def _removal_path(record: Record, target: Target) -> str:
-    if target.options.on_remove == "delete" or target.options.list_id is None:
+    options = cast(IterableSyncOptions, target.options)  # validated with SyncOptions when the project loads
+    if options.on_remove == "delete" or options.list_id is None:
         return user_path(target.identifier_type, record.identifier)
     return "/api/lists/unsubscribe"
 
@@ -201,12 +203,12 @@ def user_path(identifier_type: str, identifier: str) -> str:
     return f"/api/users/byUserId/{quote(identifier, safe='')}"
 
 
-class IterableSession(Session):
+class IterableSession(Session[Record]):
     def __init__(self, client: HttpClient, budgets: dict[str, RateBudget], target: Target, config: IterableSettings):
         self.client = client
         self.budgets = budgets
         self.target = target
-        self.options: IterableSyncOptions = target.options
+        self.options = cast(IterableSyncOptions, target.options)  # validated with SyncOptions when the project loads
         self.max_body = config.max_body_bytes
 
     def send(self, batch: Sequence[Record]) -> BatchResult:
@@ -274,11 +276,11 @@ class IterableSession(Session):
             return []
         failed = _failures(response)
         done = []
-        for record, obj in chunk:
-            reason = failed.get(record.identifier) or failed.get(str(record.identifier).lower())
+        for record, _obj in chunk:
+            failure = failed.get(record.identifier) or failed.get(str(record.identifier).lower())
             # Unsubscribing someone Iterable does not know leaves them off the list: the goal holds.
-            if reason and not (path.endswith("unsubscribe") and reason.startswith("notFound")):
-                result.rejected[record.seq] = reason
+            if failure and not (path.endswith("unsubscribe") and failure.startswith("notFound")):
+                result.rejected[record.seq] = failure
             else:
                 done.append(record)
         if path.endswith("bulkUpdate"):
@@ -314,7 +316,7 @@ def track_object(event: Event, target: Target) -> dict[str, Any]:
     }
 
 
-class IterableEventSession(Session):
+class IterableEventSession(Session[Event]):
     """Events through /api/events/trackBulk, each with its deterministic id (Iterable upserts by id)."""
 
     def __init__(self, client: HttpClient, budgets: dict[str, RateBudget], target: Target, config: IterableSettings):
@@ -350,7 +352,7 @@ class IterableEventSession(Session):
             return
         failed = _failures(response)
         disallowed = set(_json_list(response, "disallowedEventNames"))
-        for event, obj in chunk:
+        for event, _obj in chunk:
             # Failures name the user, not the event: every event of that user in the request failed.
             reason = failed.get(str(event.identifier)) or failed.get(str(event.identifier).lower())
             if event.name in disallowed:

@@ -39,21 +39,22 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlglot import exp
 
-from ..warehouse.sql import DIALECT, ident, table
 from ..store import PairTables
+from ..warehouse import Connection
+from ..warehouse.sql import DIALECT, ident, table
 from .base import (
     PURGED,
     BatchResult,
     Capabilities,
-    Limits,
     Destination,
     ForgetTarget,
     Forgotten,
+    Limits,
     Record,
     Session,
     Target,
@@ -76,7 +77,7 @@ def _field_path(name: str) -> str:
     return exp.Literal.string(f'$."{escaped}"').sql(DIALECT)
 
 
-def publish_view(conn, schema: str, target: Target) -> None:
+def publish_view(conn: Connection, schema: str, target: Target) -> None:
     """Create or replace the audience's view over the pair's ledger, refusing to take over someone else's."""
     pair = PairTables(target.schema, target.audience, target.destination)
     ledger = pair.ledger
@@ -117,7 +118,7 @@ def publish_view(conn, schema: str, target: Target) -> None:
     conn.execute(f"COMMENT ON VIEW {view} IS {exp.Literal.string(marker).sql(DIALECT)}")
 
 
-def _owner(conn, schema: str, name: str, pair: PairTables) -> str | None:
+def _owner(conn: Connection, schema: str, name: str, pair: PairTables) -> str | None:
     """Why `schema.name` cannot be replaced by this pair's view (someone else's view, or a table), or None.
 
     Told by the view's definition, which selects from the pair's ledger: every engine shows a view's definition
@@ -134,7 +135,7 @@ def _owner(conn, schema: str, name: str, pair: PairTables) -> str | None:
     return None
 
 
-class MessageGearsSession(Session):
+class MessageGearsSession(Session[Record]):
     def __init__(self, target: Target, schema: str):
         self.target = target
         self.schema = schema

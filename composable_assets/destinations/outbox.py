@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import Any, TextIO
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,13 +23,11 @@ from .base import (
     PURGED,
     BatchResult,
     Capabilities,
-    Limits,
     Destination,
-    Event,
     ForgetTarget,
     Forgotten,
+    Limits,
     NoOptions,
-    Record,
     Row,
     Session,
     Target,
@@ -66,13 +65,14 @@ def purge_lines(folder: Path, identifier_type: str, identifiers: set[str]) -> li
     return removed
 
 
-class OutboxSession(Session):
+class OutboxSession(Session[Row]):
     def __init__(self, path: Path, target: Target):
         self.path = path
         self.target = target
         # One line shape per kind of delivery, chosen once for the session.
-        self.line = generic_event if target.events else generic_payload
-        self._file = None
+        # An events session is given Events and an audience session Records, so each row fits its line shape.
+        self.line: Callable[[Any, str], dict[str, Any]] = generic_event if target.events else generic_payload
+        self._file: TextIO | None = None
 
     def send(self, batch: Sequence[Row]) -> BatchResult:
         payloads = [self.line(r, self.target.identifier_type) for r in batch]

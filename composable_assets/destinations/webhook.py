@@ -67,7 +67,8 @@ import hashlib
 import hmac
 import json
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any, cast
 
 import requests
 from pydantic import Field
@@ -80,11 +81,11 @@ from .base import (
     NOT_FOUND,
     BatchResult,
     Capabilities,
-    Limits,
     Destination,
     Event,
     ForgetTarget,
     Forgotten,
+    Limits,
     NoOptions,
     Record,
     Row,
@@ -130,11 +131,13 @@ class _Signer(AuthBase):
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         timestamp = int(time.time())
         request.headers[TIMESTAMP_HEADER] = str(timestamp)
-        request.headers[SIGNATURE_HEADER] = signature(self._secret, timestamp, request.body or b"")
+        body = request.body or b""
+        assert isinstance(body, bytes)  # _signed_post always sends the encoded JSON
+        request.headers[SIGNATURE_HEADER] = signature(self._secret, timestamp, body)
         return request
 
 
-class WebhookSession(Session):
+class WebhookSession(Session[Row]):
     def __init__(
         self,
         target: Target | ForgetTarget,
@@ -152,19 +155,24 @@ class WebhookSession(Session):
 
     def send(self, batch: Sequence[Row]) -> BatchResult:
         seqs = [r.seq for r in batch]
+        target = self.target
+        assert isinstance(target, Target)  # a session opened with a ForgetTarget only forgets, never sends
         if self.events:
-            events = [generic_event(e, self.target.identifier_type) for e in batch]
-            return self._post({"stream": self.target.stream}, "events", events, seqs)
-        rows = webhook_rows(batch, self.target.identifier_type)
-        return self._post({"audience": self.target.audience}, "rows", rows, seqs)
+            # An events session (target.events) is given the stream's Events, an audience session its Records.
+            events = [generic_event(cast(Event, e), target.identifier_type) for e in batch]
+            return self._post({"stream": target.stream}, "events", events, seqs)
+        rows = webhook_rows(cast(Sequence[Record], batch), target.identifier_type)
+        return self._post({"audience": target.audience}, "rows", rows, seqs)
 
     def _post(self, subject: dict[str, str], items_key: str, items: list[dict[str, Any]], seqs: list[int]) -> BatchResult:
         """POST one signed body about `subject` (the audience or stream); results keyed by `seqs`, in `items` order."""
+        target = self.target
+        assert isinstance(target, Target)  # only send posts rows or events, and it has checked so
         envelope = {
             **subject,
-            "destination": self.target.destination,
-            "run_id": self.target.run_id,
-            "partition": self.target.partition,
+            "destination": target.destination,
+            "run_id": target.run_id,
+            "partition": target.partition,
             items_key: items,
         }
         response = self._signed_post(envelope)
@@ -268,7 +276,7 @@ class Webhook(Destination):
         with self.open(target) as session:
             return session.forget(identifiers)
 
-    def open(self, target: Target | ForgetTarget) -> Session:
+    def open(self, target: Target | ForgetTarget) -> WebhookSession:
         config = self.config
         url = resolve_setting(config.url)
         if not url.startswith(("http://", "https://")):
