@@ -124,12 +124,16 @@ def stream_keys(project: Project, stream: str, destination: str | None = None) -
 def minute_level_deliveries(project: Project) -> list[list[dg.AssetKey]]:
     """Each minute-level delivery (audience sync, stream sync) as every asset it needs: what orders their steps."""
     deliveries = [
-        audience_keys(project, a.name, s.destination) for a in project.audiences.values()
-        if a.cadence == "minutes" for s in a.syncs
+        audience_keys(project, a.name, s.destination)
+        for a in project.audiences.values()
+        if a.cadence == "minutes"
+        for s in a.syncs
     ]
     deliveries += [
-        stream_keys(project, st.name, s.destination) for st in project.streams.values()
-        if st.cadence == "minutes" for s in st.syncs
+        stream_keys(project, st.name, s.destination)
+        for st in project.streams.values()
+        if st.cadence == "minutes"
+        for s in st.syncs
     ]
     return deliveries
 
@@ -197,10 +201,18 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
     refreshes = project.refreshes
     priorities = step_priorities(minute_level_deliveries(project))
     assets: list = [
-        build_model_asset(ModelAsset(
-            m, project.root, kind, schema, refreshes[m.name], landed=frozenset(landing),
-            models=frozenset(project.models), op_tags=priority_tags(priorities, model_key(m.name)),
-        ))
+        build_model_asset(
+            ModelAsset(
+                m,
+                project.root,
+                kind,
+                schema,
+                refreshes[m.name],
+                landed=frozenset(landing),
+                models=frozenset(project.models),
+                op_tags=priority_tags(priorities, model_key(m.name)),
+            )
+        )
         for m in project.models.values()
     ]
     requests = project.settings.deletion_requests
@@ -226,30 +238,61 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
         watches_of_members = member_watches(project) if members else []
         if watches_of_members is None:
             # A member condition whose changes cannot be told by key: compared in full.
-            model_refresh = Refresh(None, "the consent table has no updated_at, so a changed grant cannot be told by key")
-        assets.append(build_audience_asset(AudienceAsset(
-            audience, schema, kind, samples=samples, members=members,
-            reads=condition_tables(project) if members else {}, model_refresh=model_refresh,
-            watched=watches_of_members or [], op_tags=priority_tags(priorities, audience_key(audience.name)),
-        )))
+            model_refresh = Refresh(
+                None, "the consent table has no updated_at, so a changed grant cannot be told by key"
+            )
+        assets.append(
+            build_audience_asset(
+                AudienceAsset(
+                    audience,
+                    schema,
+                    kind,
+                    samples=samples,
+                    members=members,
+                    reads=condition_tables(project) if members else {},
+                    model_refresh=model_refresh,
+                    watched=watches_of_members or [],
+                    op_tags=priority_tags(priorities, audience_key(audience.name)),
+                )
+            )
+        )
         keyed = model_refresh is not None and model_refresh.key == audience.primary_key
         # What the file's cadence promises about the destination, shown and checked by Dagster.
         policy = freshness_policy(audience.cadence, audience.freshness, project.settings.timezone)
         for sync, shape in zip(audience.syncs, sync_shapes(audience, allowed)):
             gates = resolve_gates(project.settings.gates, audience.gates)
             reads = condition_tables(project) if shape.allowed else {}
-            assets.append(build_delta_asset(DeltaAsset(
-                audience, sync, shape, schema, partitions, kind, gates, samples=samples, reads=reads,
-                incremental=keyed and (not shape.allowed or member_watches(project) is not None),
-                watched=(member_watches(project) or []) if shape.allowed else [],
-                op_tags=priority_tags(priorities, delta_key(audience.name, sync.destination)),
-            )))
+            assets.append(
+                build_delta_asset(
+                    DeltaAsset(
+                        audience,
+                        sync,
+                        shape,
+                        schema,
+                        partitions,
+                        kind,
+                        gates,
+                        samples=samples,
+                        reads=reads,
+                        incremental=keyed and (not shape.allowed or member_watches(project) is not None),
+                        watched=(member_watches(project) or []) if shape.allowed else [],
+                        op_tags=priority_tags(priorities, delta_key(audience.name, sync.destination)),
+                    )
+                )
+            )
             assets.append(
                 build_delivery_asset(
                     DeliverySpec(
-                        Delivery("audience", audience.name), audience, sync, destinations[sync.destination],
-                        schema=schema, partitions=partitions, warehouse_kind=kind, freshness_policy=policy,
-                        samples=samples, model_path=model.path if model is not None else None,
+                        Delivery("audience", audience.name),
+                        audience,
+                        sync,
+                        destinations[sync.destination],
+                        schema=schema,
+                        partitions=partitions,
+                        warehouse_kind=kind,
+                        freshness_policy=policy,
+                        samples=samples,
+                        model_path=model.path if model is not None else None,
                         op_tags=priority_tags(priorities, sync_key(audience.name, sync.destination)),
                     )
                 )
@@ -285,11 +328,20 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
             assets.append(
                 build_delivery_asset(
                     DeliverySpec(
-                        Delivery("stream", stream.name), stream, stream_sync, destination,
-                        schema=schema, partitions=partitions, warehouse_kind=kind, upstream=upstream,
-                        timezone=project.settings.timezone, freshness_policy=policy, samples=samples,
+                        Delivery("stream", stream.name),
+                        stream,
+                        stream_sync,
+                        destination,
+                        schema=schema,
+                        partitions=partitions,
+                        warehouse_kind=kind,
+                        upstream=upstream,
+                        timezone=project.settings.timezone,
+                        freshness_policy=policy,
+                        samples=samples,
                         allowed=conditions.get(stream_sync.destination),
-                        allowed_native=native.get(stream_sync.destination), native_against=against,
+                        allowed_native=native.get(stream_sync.destination),
+                        native_against=against,
                         op_tags=priority_tags(priorities, stream_key(stream.name, stream_sync.destination)),
                     )
                 )

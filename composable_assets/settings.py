@@ -30,7 +30,10 @@ class Settings:
 
     @classmethod
     def from_env(
-        cls, environ: Mapping[str, str] | None = None, *, project_dir: Path | None = None,
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        project_dir: Path | None = None,
         fallback_project_dir: Path | None = None,
     ) -> Settings:
         """Settings from the environment; `project_dir` replaces the project folder it names.

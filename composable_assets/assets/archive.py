@@ -1,6 +1,5 @@
 """The archive asset: old days of delta logs, sync logs and outboxes move to Parquet files (governance/archive.py)."""
 
-
 import datetime as dt
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,7 +33,9 @@ def report_metadata(report: ArchiveReport, where: str) -> dict:
         "files_written": report.files,
         "bytes_written": report.bytes,
         "days": ", ".join(str(d) for d in report.days) or "none",
-        "tables": markdown_table(report.table_rows(), limit=len(report.tables)) if report.tables else "nothing to archive",
+        "tables": markdown_table(report.table_rows(), limit=len(report.tables))
+        if report.tables
+        else "nothing to archive",
         "per_table": dg.MetadataValue.json(report.table_rows()),
         "orphans_removed": report.orphans_removed,
         "days_left_for_next_run": ", ".join(str(d) for d in report.skipped_days) or "none",
@@ -58,7 +59,9 @@ def build_archive_asset(
         pool=WAREHOUSE_POOL,
         metadata={"retention_days": spec.retention_days, "location": location.display},
     )
-    def _archive(context: dg.AssetExecutionContext, config: ArchiveConfig, warehouse: Warehouse) -> dg.MaterializeResult:
+    def _archive(
+        context: dg.AssetExecutionContext, config: ArchiveConfig, warehouse: Warehouse
+    ) -> dg.MaterializeResult:
         try:
             before = dt.date.fromisoformat(config.before) if config.before else None
         except ValueError:
@@ -66,7 +69,12 @@ def build_archive_asset(
         cutoff = archive_cutoff(spec, project.settings.timezone, before)
         with warehouse.connect() as conn:
             report = archive(
-                conn, location, schema, cutoff=cutoff, run_id=context.run.run_id, outboxes=outboxes,
+                conn,
+                location,
+                schema,
+                cutoff=cutoff,
+                run_id=context.run.run_id,
+                outboxes=outboxes,
                 log=context.log.info,
             )
         context.log.info(

@@ -160,13 +160,19 @@ def build_audience_asset(spec: AudienceAsset) -> dg.AssetsDefinition:
                 "incremental path had missed"
             )
         return dg.MaterializeResult(
-            metadata=with_definition_columns(context, shown({
-                "dagster/row_count": size,
-                "members": size,
-                "dagster/column_schema": column_schema(columns, hide_internal=True),
-                "sample": markdown_table(visible),
-                **refresh_metadata(refresh_text, report),
-            }, samples)),
+            metadata=with_definition_columns(
+                context,
+                shown(
+                    {
+                        "dagster/row_count": size,
+                        "members": size,
+                        "dagster/column_schema": column_schema(columns, hide_internal=True),
+                        "sample": markdown_table(visible),
+                        **refresh_metadata(refresh_text, report),
+                    },
+                    samples,
+                ),
+            ),
             data_version=run_data_version(context),
         )
 

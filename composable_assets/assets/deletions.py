@@ -1,6 +1,5 @@
 """Deletion requests: the asset that forgets people who asked, everywhere they were sent (governance/deletion.py)."""
 
-
 import datetime as dt
 
 import dagster as dg
@@ -45,7 +44,11 @@ def build_deletion_asset(
         kinds={warehouse_kind, "governance"},
         pool=WAREHOUSE_POOL,
         # Each destination from its resource when the asset runs (a deployment may point one elsewhere).
-        required_resource_keys={"warehouse", "coordination", *(destination_resource_key(name) for name in destinations)},
+        required_resource_keys={
+            "warehouse",
+            "coordination",
+            *(destination_resource_key(name) for name in destinations),
+        },
         metadata={"requests_table": spec.table, "proof_table": f"{project.settings.schema_name}.deletion_log"},
         check_specs=[
             dg.AssetCheckSpec(
@@ -60,7 +63,8 @@ def build_deletion_asset(
         warehouse: Warehouse = context.resources.warehouse
         coordination: Coordination = context.resources.coordination
         configured: dict[str, Destination] = {
-            name: getattr(context.resources, destination_resource_key(name)).build(coordination) for name in destinations
+            name: getattr(context.resources, destination_resource_key(name)).build(coordination)
+            for name in destinations
         }
         with warehouse.connect() as conn:
             try:

@@ -87,9 +87,7 @@ class DeliverySpec:
 
 def build_delivery_asset(spec: DeliverySpec) -> dg.AssetsDefinition:
     """The asset delivering `spec`: one lease per pair, one delivery loop, the counts as metadata."""
-    plan: _AudiencePlan | _StreamPlan = (
-        _AudiencePlan(spec) if spec.delivery.kind == "audience" else _StreamPlan(spec)
-    )
+    plan: _AudiencePlan | _StreamPlan = _AudiencePlan(spec) if spec.delivery.kind == "audience" else _StreamPlan(spec)
     destination, sync = spec.destination, spec.sync
     capabilities = destination.capabilities
     limits = capabilities.limits_for(spec.delivery.kind)
@@ -174,7 +172,9 @@ class _AudiencePlan:
         # Provenance: the code a delivered row came from (recorded per run in sync_runs; see governance/provenance.py).
         self.audience_sha256 = file_sha256(audience.path)
         self.model_sha256 = file_sha256(spec.model_path)
-        self.version = code_version(self.audience_sha256, {"type": destination.type_name, "settings": destination.settings})
+        self.version = code_version(
+            self.audience_sha256, {"type": destination.type_name, "settings": destination.settings}
+        )
         self.description = (
             f"Delivers `{audience.name}` to `{sync.destination}` ({destination.type_name}, {sync.mode}) "
             "and records what it acknowledged."
@@ -183,7 +183,11 @@ class _AudiencePlan:
         self.metadata = {DESTINATION_METADATA: sync.destination, "mode": sync.mode, "identifier": sync.identifier_type}
 
     def run(
-        self, context: dg.AssetExecutionContext, conn: Connection, destination: Destination, target: Target,
+        self,
+        context: dg.AssetExecutionContext,
+        conn: Connection,
+        destination: Destination,
+        target: Target,
         keep_going: Callable[[], None],
     ) -> tuple[Any, dict]:
         spec, tables, run_id = self.spec, self.tables, context.run.run_id
@@ -193,25 +197,38 @@ class _AudiencePlan:
             context.log.warning(f"{spec.what}: run {dead} never finished (its process was killed); marked abandoned")
         run = _delta_to_deliver(conn, tables, partition)
         upstream = upstream_versions(context.instance, self.upstream, context.partition_key, run.run_id)
-        start_sync_run(conn, tables, SyncRun(run_id, partition, run.run_id, self.version, self.audience_sha256,
-                                             self.model_sha256, upstream), utc_now())
+        start_sync_run(
+            conn,
+            tables,
+            SyncRun(run_id, partition, run.run_id, self.version, self.audience_sha256, self.model_sha256, upstream),
+            utc_now(),
+        )
         started = time.monotonic()
         name, destination_name = spec.delivery.name, spec.sync.destination
         limits = destination.capabilities.limits_for("audience")
         try:
             with destination.open(target) as session:
                 report = deliver(
-                    conn, tables, run, session,
+                    conn,
+                    tables,
+                    run,
+                    session,
                     batch_size=limits.batch_size,
                     concurrency=destination.capabilities.concurrency,
                     sync_run_id=run_id,
                     partition=partition,
                     keep_going=keep_going,
                     # A structured debug record: the `composable` command draws it as a progress bar.
-                    on_progress=lambda r: log_progress(context.log, SyncProgress(
-                        name, destination_name, r.delivered + r.failed, r.delivered + r.failed + r.left,
-                        time.monotonic() - started,
-                    )),
+                    on_progress=lambda r: log_progress(
+                        context.log,
+                        SyncProgress(
+                            name,
+                            destination_name,
+                            r.delivered + r.failed,
+                            r.delivered + r.failed + r.left,
+                            time.monotonic() - started,
+                        ),
+                    ),
                 )
         except TerminalError as exc:
             finish_quietly(conn, tables, run_id, utc_now())
@@ -254,7 +271,12 @@ class _StreamPlan:
             )
         self.options = destination.event_options(sync.options)
         self.shape = StreamShape.of(
-            stream, sync, destination.event_columns(self.options), stream.key, spec.allowed, spec.allowed_native,
+            stream,
+            sync,
+            destination.event_columns(self.options),
+            stream.key,
+            spec.allowed,
+            spec.allowed_native,
             spec.native_against,
         )
         self.tables = StreamTables(spec.schema, stream.name, sync.destination)
@@ -287,14 +309,22 @@ class _StreamPlan:
         }
 
     def run(
-        self, context: dg.AssetExecutionContext, conn: Connection, destination: Destination, target: Target,
+        self,
+        context: dg.AssetExecutionContext,
+        conn: Connection,
+        destination: Destination,
+        target: Target,
         keep_going: Callable[[], None],
     ) -> tuple[Any, dict]:
         spec = self.spec
         try:
             with destination.open(target) as session:
                 report = deliver_events(
-                    conn, self.shape, self.tables, session, destination.capabilities,
+                    conn,
+                    self.shape,
+                    self.tables,
+                    session,
+                    destination.capabilities,
                     run_id=context.run.run_id,
                     partition=dt.date.fromisoformat(context.partition_key),
                     timezone=spec.timezone,

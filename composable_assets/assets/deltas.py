@@ -90,7 +90,8 @@ def build_delta_asset(spec: DeltaAsset) -> dg.AssetsDefinition:
         metadata={"mode": sync.mode, "destination": sync.destination, "gates": gates.model_dump_json()},
         # Send gates: a failed one stops the run before the sync (nothing leaves); see project/gates.py.
         check_specs=[
-            dg.AssetCheckSpec(name, asset=key, blocking=True, description=GATE_DESCRIPTIONS[name]) for name in GATE_NAMES
+            dg.AssetCheckSpec(name, asset=key, blocking=True, description=GATE_DESCRIPTIONS[name])
+            for name in GATE_NAMES
         ],
     )
     def _delta(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
@@ -104,8 +105,12 @@ def build_delta_asset(spec: DeltaAsset) -> dg.AssetsDefinition:
                 conn,
                 schema=schema,
                 tables=tables,
-                watched=[Watched(tables.audience, "_key", (snapshot_relation(audience.name),), guarded=False),
-                         *(watched or [])] if incremental else [],
+                watched=[
+                    Watched(tables.audience, "_key", (snapshot_relation(audience.name),), guarded=False),
+                    *(watched or []),
+                ]
+                if incremental
+                else [],
                 incremental=incremental and incremental_run(context),
                 definition=definition_of(shape, sync.mode),
             )
@@ -134,18 +139,21 @@ def build_delta_asset(spec: DeltaAsset) -> dg.AssetsDefinition:
             f"{run.removed} to remove (audience of {run.audience_size})"
         )
         return dg.MaterializeResult(
-            metadata=shown({
-                "mode": ("incremental" if scope.keys_table else "full") + (f" ({scope.why})" if scope.why else ""),
-                **({"affected_keys": scope.affected_keys} if scope.keys_table else {}),
-                "added": run.added,
-                "updated": run.updated,
-                "removed": run.removed,
-                "total": run.size,
-                "audience_size": run.audience_size,
-                "dagster/row_count": run.size,
-                "seq_range": f"{run.first_seq}..{run.last_seq}",
-                "preview": markdown_table(preview),
-            }, samples),
+            metadata=shown(
+                {
+                    "mode": ("incremental" if scope.keys_table else "full") + (f" ({scope.why})" if scope.why else ""),
+                    **({"affected_keys": scope.affected_keys} if scope.keys_table else {}),
+                    "added": run.added,
+                    "updated": run.updated,
+                    "removed": run.removed,
+                    "total": run.size,
+                    "audience_size": run.audience_size,
+                    "dagster/row_count": run.size,
+                    "seq_range": f"{run.first_seq}..{run.last_seq}",
+                    "preview": markdown_table(preview),
+                },
+                samples,
+            ),
             check_results=[
                 dg.AssetCheckResult(
                     check_name=v.name,

@@ -28,7 +28,8 @@ def compared_run(context: dg.AssetExecutionContext) -> bool:
 def refresh_metadata(refresh_text: str, report: RefreshReport) -> dict:
     """What a materialization says about how it was refreshed (shown in the UI)."""
     metadata: dict[str, str | int] = {
-        "refresh": refresh_text, "mode": report.mode + (f" ({report.why})" if report.why else "")
+        "refresh": refresh_text,
+        "mode": report.mode + (f" ({report.why})" if report.why else ""),
     }
     if report.mode == "incremental":
         metadata["affected_keys"] = report.affected_keys

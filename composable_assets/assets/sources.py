@@ -1,6 +1,5 @@
 """Sources: the raw warehouse tables the models read, observed in place and never copied."""
 
-
 import warnings
 
 import dagster as dg
@@ -49,7 +48,10 @@ def build_source_observer(tables: list[str], warehouse_kind: str) -> dg.AssetsDe
 
 
 def build_landing_loader(
-    folders: dict[str, LandingFolder], schema: str, warehouse_kind: str, samples: bool = False,
+    folders: dict[str, LandingFolder],
+    schema: str,
+    warehouse_kind: str,
+    samples: bool = False,
     journal_columns: dict[str, list[str]] | None = None,
 ) -> dg.AssetsDefinition | None:
     """One asset per landed table: loads the files waiting in its landing folder, each exactly once.
@@ -91,7 +93,9 @@ def build_landing_loader(
                 except ValueError as exc:
                     raise dg.Failure(description=str(exc)) from exc
                 reasons = [
-                    reason if samples else f"{name}: refused by the warehouse; the reason (it may quote the file's "
+                    reason
+                    if samples
+                    else f"{name}: refused by the warehouse; the reason (it may quote the file's "
                     f"rows) is in {name}.error.txt beside it"
                     for name, reason in report.rejected
                 ]
@@ -113,9 +117,7 @@ def build_landing_loader(
                     check_name="landing_files_accepted",
                     passed=not report.rejected,
                     severity=dg.AssetCheckSeverity.WARN,
-                    description=(
-                        "; ".join(reasons[:5]) if reasons else "all files loaded"
-                    ),
+                    description=("; ".join(reasons[:5]) if reasons else "all files loaded"),
                     metadata={"files_rejected": len(report.rejected)},
                 )
 

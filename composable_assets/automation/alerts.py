@@ -253,13 +253,20 @@ def run_failure_alerts(instance: dg.DagsterInstance, run_id: str, at: float, inc
             continue
         names = ",".join(gate for gate, _ in gates)
         verdicts = "; ".join(f"{gate}: {detail}" for gate, detail in gates)
-        alerts.append(Alert(
-            "gate_held", "Send gate held a delta",
-            f"The delta of {delivery_name(delivery)} in run {run_id[:8]}{on_day} was held by its send gates: "
-            f"{verdicts}. Nothing was sent to {delivery.path[2]}. To send it anyway, run delta and sync again "
-            f"with the run tag {OVERRIDE_TAG}={names}.",
-            (delivery,), run_id, f"/runs/{run_id}", partition, tuple(gates),
-        ))
+        alerts.append(
+            Alert(
+                "gate_held",
+                "Send gate held a delta",
+                f"The delta of {delivery_name(delivery)} in run {run_id[:8]}{on_day} was held by its send gates: "
+                f"{verdicts}. Nothing was sent to {delivery.path[2]}. To send it anyway, run delta and sync again "
+                f"with the run tag {OVERRIDE_TAG}={names}.",
+                (delivery,),
+                run_id,
+                f"/runs/{run_id}",
+                partition,
+                tuple(gates),
+            )
+        )
     # A sync its gate held is told as the held gate.
     explained = {dg.AssetKey(["sync", *delta.path[1:]]) for delta in held}
     missed = [
@@ -267,12 +274,18 @@ def run_failure_alerts(instance: dg.DagsterInstance, run_id: str, at: float, inc
     ]
     new = [key for key in missed if not incidents.repeats("sync_failed", key, at)]
     if new:
-        alerts.append(Alert(
-            "sync_failed", "Sync failed",
-            f"Run {run_id[:8]}{on_day} failed: {', '.join(delivery_name(key) for key in new)} did not deliver. "
-            f"Failed step{'s' if len(failed) != 1 else ''}: {', '.join(failed) or 'none (the run itself failed)'}.",
-            tuple(new), run_id, f"/runs/{run_id}", partition,
-        ))
+        alerts.append(
+            Alert(
+                "sync_failed",
+                "Sync failed",
+                f"Run {run_id[:8]}{on_day} failed: {', '.join(delivery_name(key) for key in new)} did not deliver. "
+                f"Failed step{'s' if len(failed) != 1 else ''}: {', '.join(failed) or 'none (the run itself failed)'}.",
+                tuple(new),
+                run_id,
+                f"/runs/{run_id}",
+                partition,
+            )
+        )
     return alerts
 
 
@@ -296,14 +309,20 @@ def freshness_alerts(
         history = (
             f"Last delivered by run {last.run_id[:8]} at "
             f"{dt.datetime.fromtimestamp(last.timestamp, dt.UTC):%Y-%m-%d %H:%M UTC}."
-            if last is not None else "It was never delivered."
+            if last is not None
+            else "It was never delivered."
         )
-        alerts.append(Alert(
-            "freshness_degraded", "Delivery overdue",
-            f"{delivery_name(key)} is overdue: it was not delivered within its freshness policy (degraded since "
-            f"{since}). {history}",
-            (key,), last.run_id if last is not None else None, f"/assets/{name}",
-        ))
+        alerts.append(
+            Alert(
+                "freshness_degraded",
+                "Delivery overdue",
+                f"{delivery_name(key)} is overdue: it was not delivered within its freshness policy (degraded since "
+                f"{since}). {history}",
+                (key,),
+                last.run_id if last is not None else None,
+                f"/assets/{name}",
+            )
+        )
     return alerts
 
 
@@ -359,7 +378,9 @@ def alert_sensor(
                 except Exception as exc:  # a channel that fails must not keep the others or the next alerts waiting
                     reason = str(exc) if isinstance(exc, AlertNotSent) else type(exc).__name__
                     context.log.warning(f"{alert.kind} alert for {alert.subject} not sent to {channel.label}: {reason}")
-        context.update_cursor(json.dumps({"after": after, "told": incidents.told, "degraded": degraded}, sort_keys=True))
+        context.update_cursor(
+            json.dumps({"after": after, "told": incidents.told, "degraded": degraded}, sort_keys=True)
+        )
         if not alerts:
             return dg.SkipReason("nothing to tell: no failed run, held gate or newly overdue delivery")
         told = "; ".join(f"{a.kind} {a.subject}" for a in alerts)

@@ -17,7 +17,9 @@ def freshness_policy(cadence: str, declared: FreshnessSpec | None, timezone: str
     # FreshnessSpec's validator makes a deadline come with a lower bound, and a time window with fail_after.
     if spec.deadline is not None:
         assert spec.lower_bound is not None
-        return dg.FreshnessPolicy.cron(deadline_cron=spec.deadline, lower_bound_delta=spec.lower_bound, timezone=timezone)
+        return dg.FreshnessPolicy.cron(
+            deadline_cron=spec.deadline, lower_bound_delta=spec.lower_bound, timezone=timezone
+        )
     assert spec.fail_after is not None
     return dg.FreshnessPolicy.time_window(fail_window=spec.fail_after, warn_window=spec.warn_after)
 

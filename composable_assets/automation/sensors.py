@@ -128,7 +128,9 @@ def change_sensor(
         beats = [
             w
             for w in watches
-            if w not in due and w.heartbeat is not None and now - requested.get(w.name, 0.0) >= w.heartbeat.total_seconds()
+            if w not in due
+            and w.heartbeat is not None
+            and now - requested.get(w.name, 0.0) >= w.heartbeat.total_seconds()
         ]
         if not due and not beats:
             return dg.SkipReason(busy or f"no new data in {', '.join(tables)}")

@@ -26,10 +26,18 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 for _command in (
-    project.init, project.validate, project.lineage,
-    run.sync, run.rejections, run.stream, run.preview,
-    governance.explain, governance.forget, governance.archive,
-    demo.demo, demo.simulate,
+    project.init,
+    project.validate,
+    project.lineage,
+    run.sync,
+    run.rejections,
+    run.stream,
+    run.preview,
+    governance.explain,
+    governance.forget,
+    governance.archive,
+    demo.demo,
+    demo.simulate,
     ui.ui,
 ):
     cli.add_command(_command)

@@ -70,8 +70,9 @@ def execute(defs, selection, partition_key=None, **options):
 
     # Dagster's own console lines only with --debug; the instance keeps every event either way.
     with LiveRun() as live:
-        return run_selection(defs, selection, partition_key, instance(), log_level="DEBUG" if debug() else None,
-                             watcher=live, **options)
+        return run_selection(
+            defs, selection, partition_key, instance(), log_level="DEBUG" if debug() else None, watcher=live, **options
+        )
 
 
 def run_with_summary(defs, selection, partition_key, title: str):

@@ -50,8 +50,12 @@ def demo_project_dir(command: str) -> Path:
 
 @click.command()
 @click.option("--customers", default=2000, show_default=True, help="Size of the generated sample.")
-@click.option("--changes/--no-changes", default=True, show_default=True,
-              help="After the first sync, apply a day of changes and sync again.")
+@click.option(
+    "--changes/--no-changes",
+    default=True,
+    show_default=True,
+    help="After the first sync, apply a day of changes and sync again.",
+)
 def demo(customers: int, changes: bool) -> None:
     """Seed the retail sample and run every sync once (then once more after a day of changes).
 
@@ -78,8 +82,11 @@ def demo(customers: int, changes: bool) -> None:
     for folder in landing_folders(project.settings.landing, settings.data_dir).values():
         for file in folder.pending():
             file.unlink()
-    console.print(f"seeded the retail sample into {warehouse.engine.describe()}: "
-                  + ", ".join(f"{n} {t}" for t, n in counts.items()), highlight=False)
+    console.print(
+        f"seeded the retail sample into {warehouse.engine.describe()}: "
+        + ", ".join(f"{n} {t}" for t, n in counts.items()),
+        highlight=False,
+    )
     everything = _all_sync_work(defs)
     with local_destinations() as fakes:
         for name, fake in fakes.items():
@@ -89,14 +96,18 @@ def demo(customers: int, changes: bool) -> None:
         if changes and outcome.success:
             with warehouse.connect() as conn:
                 changed = generator.apply_day_of_changes(conn.raw, today)
-            console.print("applied a day of changes: " + ", ".join(f"{n} {k}" for k, n in changed.items()),
-                          highlight=False)
+            console.print(
+                "applied a day of changes: " + ", ".join(f"{n} {k}" for k, n in changed.items()), highlight=False
+            )
             _demo_deletions(defs, warehouse, project)
             outcome = run_with_summary(defs, everything, today.isoformat(), f"after a day of changes ({today})")
         for name, fake in fakes.items():
             ok = sum(1 for r in fake.requests if r.status is not None and r.status < 300)
-            console.print(f"{name} stand-in received {len(fake.requests)} requests ({ok} accepted) "
-                          f"and holds {len(fake.users)} profiles", highlight=False)
+            console.print(
+                f"{name} stand-in received {len(fake.requests)} requests ({ok} accepted) "
+                f"and holds {len(fake.users)} profiles",
+                highlight=False,
+            )
     console.print(
         f"\nOutbox files (what was sent): {settings.outbox_dir}\n"
         f"Warehouse: {warehouse.engine.describe()}\n"
@@ -177,9 +188,15 @@ def _demo_deletions(defs, warehouse, project) -> None:
     run = honour_deletion_requests(defs)
     with warehouse.connect() as conn:
         ensure_store(conn, project.settings.schema_name)
-        counts = dict(conn.fetch_all(
-            f"SELECT status, count(*) FROM {deletion_log(project.settings.schema_name)} WHERE run_id = ? "
-            "GROUP BY status ORDER BY status", [run.run_id],
-        ))
-    console.print("deletion requests (before the syncs): "
-                  + (", ".join(f"{n} {status}" for status, n in counts.items()) or "nothing new"), highlight=False)
+        counts = dict(
+            conn.fetch_all(
+                f"SELECT status, count(*) FROM {deletion_log(project.settings.schema_name)} WHERE run_id = ? "
+                "GROUP BY status ORDER BY status",
+                [run.run_id],
+            )
+        )
+    console.print(
+        "deletion requests (before the syncs): "
+        + (", ".join(f"{n} {status}" for status, n in counts.items()) or "nothing new"),
+        highlight=False,
+    )

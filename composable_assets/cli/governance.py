@@ -68,14 +68,18 @@ def forget(request_id: str | None) -> None:
             f"no deletion request `{request_id}`: it is neither in the `{project.settings.deletion_requests.table}` "
             "table nor in the proof of earlier runs (composable.deletion_log)."
         )
-    table = Table("request", "key", "destination", "via", "status", "detail", title="deletion requests",
-                  title_justify="left")
+    table = Table(
+        "request", "key", "destination", "via", "status", "detail", title="deletion requests", title_justify="left"
+    )
     for request, key, destination, via, status, detail in _newest_outcomes(rows):
         table.add_row(request, key, destination, via, status, detail, style="red" if status == "failed" else None)
     console.print(table)
     left = sorted(asked & pending)
-    console.print(f"{len(asked) - len(left)} of {len(asked)} requests done"
-                  + (f"; not yet: {', '.join(left)} (tried again on the next run)" if left else ""), highlight=False)
+    console.print(
+        f"{len(asked) - len(left)} of {len(asked)} requests done"
+        + (f"; not yet: {', '.join(left)} (tried again on the next run)" if left else ""),
+        highlight=False,
+    )
     if not run.success:
         raise failed(run, "the deletion run")
     if left:
@@ -145,14 +149,20 @@ def archive(ctx: click.Context, dry_run: bool, before: str | None) -> None:
     if dry_run:
         with warehouse_of(defs).connect() as conn:
             report = archive_days(
-                conn, location, project.settings.schema_name, cutoff=cutoff, run_id="dry-run", dry_run=True,
+                conn,
+                location,
+                project.settings.schema_name,
+                cutoff=cutoff,
+                run_id="dry-run",
+                dry_run=True,
                 outboxes=outbox_folders(destinations_of(project, settings)),
             )
         archive_summary(report.table_rows(), f"would archive the days before {cutoff} to {location.display} (dry run)")
         return
     # A real run is a materialization of the archive asset, recorded like any other.
     result = execute(
-        defs, dg.AssetSelection.assets(ARCHIVE_KEY),
+        defs,
+        dg.AssetSelection.assets(ARCHIVE_KEY),
         run_config={"ops": {ARCHIVE_KEY.to_python_identifier(): {"config": {"before": before}}}},
     )
     if not result.success:

@@ -41,13 +41,17 @@ def init(directory: Path, force: bool) -> None:
         "  composable validate\n"
         "  composable sync high_value_customers\n"
         "  composable ui",
-        highlight=False, markup=False,
+        highlight=False,
+        markup=False,
     )
 
 
 @click.command()
-@click.option("--project", "project_dir",
-              help="Project folder (default: COMPOSABLE_PROJECT_DIR, or the current folder if it holds project.yaml).")
+@click.option(
+    "--project",
+    "project_dir",
+    help="Project folder (default: COMPOSABLE_PROJECT_DIR, or the current folder if it holds project.yaml).",
+)
 def validate(project_dir: str | None) -> None:
     """Check a project folder: files, fields, SQL, references."""
     settings, project, defs = load(project_dir)
@@ -77,8 +81,10 @@ def validate(project_dir: str | None) -> None:
         try:
             project.destinations[name].resolved_settings()
         except MissingSecretError as exc:
-            err_console.print(f"[yellow]warning:[/] destination {name}: {escape(exc.message)}; "
-                              "its syncs fail until it is set.", highlight=False)
+            err_console.print(
+                f"[yellow]warning:[/] destination {name}: {escape(exc.message)}; its syncs fail until it is set.",
+                highlight=False,
+            )
 
 
 @click.command()

@@ -23,8 +23,18 @@ err_console = Console(stderr=True, soft_wrap=True, width=_WIDTH)
 
 def summary(outcome, title: str) -> None:
     table = Table(title=title, title_justify="left")
-    columns = ("audience", "destination", "added", "updated", "removed", "rejected", "skipped", "unsent", "seconds",
-               "rows/s")
+    columns = (
+        "audience",
+        "destination",
+        "added",
+        "updated",
+        "removed",
+        "rejected",
+        "skipped",
+        "unsent",
+        "seconds",
+        "rows/s",
+    )
     for column in columns:
         table.add_column(column, justify="left" if column in ("audience", "destination") else "right")
     for s in sorted(outcome.syncs, key=lambda s: (s.audience, s.destination)):
@@ -98,8 +108,12 @@ class LiveRun:
         if self.out.is_terminal:
             if not self.tasks:
                 self.bar.start()
-            fields: dict[str, Any] = {"completed": progress.sent, "total": progress.total, "rate": progress.rows_per_second,
-                      "seconds": progress.seconds}
+            fields: dict[str, Any] = {
+                "completed": progress.sent,
+                "total": progress.total,
+                "rate": progress.rows_per_second,
+                "seconds": progress.seconds,
+            }
             if pair in self.tasks:
                 self.bar.update(self.tasks[pair], **fields)
             else:
@@ -169,13 +183,27 @@ def print_explanation(found) -> None:
         changes = [c for c in found.changes if c.destination == name]
         if changes:
             table = Table(title=f"sent to {name}", title_justify="left")
-            for column in ("when (UTC)", "audience", "change", "fields sent", "status", "sync run", "code version",
-                           "audience file", "upstream"):
+            for column in (
+                "when (UTC)",
+                "audience",
+                "change",
+                "fields sent",
+                "status",
+                "sync run",
+                "code version",
+                "audience file",
+                "upstream",
+            ):
                 table.add_column(column)
             for c in changes:
                 table.add_row(
-                    f"{c.at:%Y-%m-%d %H:%M:%S}", c.audience, c.op, _fields_sent(c),
-                    c.status + (f": {c.reason}" if c.reason else ""), c.sync_run_id[:8], c.code_version or "",
+                    f"{c.at:%Y-%m-%d %H:%M:%S}",
+                    c.audience,
+                    c.op,
+                    _fields_sent(c),
+                    c.status + (f": {c.reason}" if c.reason else ""),
+                    c.sync_run_id[:8],
+                    c.code_version or "",
                     (c.audience_sha256 or "")[:12],
                     "\n".join(_upstream(name, version) for name, version in c.upstream.items()),
                     style="red" if c.status == "rejected" else None,
@@ -183,11 +211,27 @@ def print_explanation(found) -> None:
             console.print(table)
         events = [e for e in found.events if e.destination == name]
         if events:
-            table = Table("when (UTC)", "stream", "event", "event id", "properties", "status", "run",
-                          title=f"events sent to {name}", title_justify="left")
+            table = Table(
+                "when (UTC)",
+                "stream",
+                "event",
+                "event id",
+                "properties",
+                "status",
+                "run",
+                title=f"events sent to {name}",
+                title_justify="left",
+            )
             for e in events:
-                table.add_row(f"{e.at:%Y-%m-%d %H:%M:%S}", e.stream, e.event, e.event_id, _json(e.properties),
-                              e.status + (f": {e.reason}" if e.reason else ""), e.run_id[:8])
+                table.add_row(
+                    f"{e.at:%Y-%m-%d %H:%M:%S}",
+                    e.stream,
+                    e.event,
+                    e.event_id,
+                    _json(e.properties),
+                    e.status + (f": {e.reason}" if e.reason else ""),
+                    e.run_id[:8],
+                )
             console.print(table)
         for entry in (e for e in found.ledger if e.destination == name):
             console.print(
@@ -208,8 +252,9 @@ def _fields_sent(change) -> str:
     if change.fields is None:
         return "-" if change.op == "remove" else "(archived)"
     if change.op == "update":
-        return ", ".join(f"{k}: {_json((change.previous or {}).get(k))} -> {_json(change.fields.get(k))}"
-                         for k in change.changed)
+        return ", ".join(
+            f"{k}: {_json((change.previous or {}).get(k))} -> {_json(change.fields.get(k))}" for k in change.changed
+        )
     return _json(change.fields)
 
 

@@ -57,10 +57,14 @@ def _print_rejections(defs, project, outcome) -> None:
                 highlight=False,
             )
             for r in rows:
-                err_console.print(f"  key {escape(r.key)} ({escape(r.identifier or 'no identifier')}, {r.op}): "
-                                  f"{escape(r.reason or '')}", highlight=False)
-            err_console.print(f"  all of them: composable rejections {s.audience} --destination {s.destination}",
-                              highlight=False)
+                err_console.print(
+                    f"  key {escape(r.key)} ({escape(r.identifier or 'no identifier')}, {r.op}): "
+                    f"{escape(r.reason or '')}",
+                    highlight=False,
+                )
+            err_console.print(
+                f"  all of them: composable rejections {s.audience} --destination {s.destination}", highlight=False
+            )
 
 
 @click.command()
@@ -113,7 +117,9 @@ def stream(stream: str, destination: str | None, date: str | None) -> None:
         raise failed(outcome, f"the stream {stream}")
     rejected = sum(s.count("rejected") for s in outcome.streams)
     if rejected:
-        raise UserError(f"{rejected} event(s) were rejected by the destination; they are recorded as rejected, not retried.")
+        raise UserError(
+            f"{rejected} event(s) were rejected by the destination; they are recorded as rejected, not retried."
+        )
 
 
 @click.command()

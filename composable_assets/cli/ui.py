@@ -30,8 +30,16 @@ def ui(port: int, simulate: bool) -> None:
         for name, fake in fakes.items():
             console.print(f"{name}: a local stand-in at {fake.url}", highlight=False)
         command = [
-            str(Path(sys.executable).with_name("dagster")), "dev",
-            "-m", "composable_assets.definitions", "-a", "defs", "-h", "127.0.0.1", "-p", str(port),
+            str(Path(sys.executable).with_name("dagster")),
+            "dev",
+            "-m",
+            "composable_assets.definitions",
+            "-a",
+            "defs",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
         ]
         console.print(f"Dagster UI: http://127.0.0.1:{port} (Ctrl-C stops it)", highlight=False)
         # The webserver, daemon, code servers and runs load the project this process loaded (the demo's included).
@@ -51,8 +59,11 @@ def _local_destinations():
     except ModuleNotFoundError as exc:
         if not demo_is_missing(exc):
             raise
-        console.print("no local stand-ins (composable_assets_tests is not installed): Braze and Iterable are the "
-                      "endpoints their variables name", highlight=False)
+        console.print(
+            "no local stand-ins (composable_assets_tests is not installed): Braze and Iterable are the "
+            "endpoints their variables name",
+            highlight=False,
+        )
         return contextlib.nullcontext({})
     return local_destinations()
 

@@ -67,8 +67,12 @@ def _connect(url: str, password: str | None) -> Store:
             from psycopg.conninfo import make_conninfo
 
             conninfo = make_conninfo(
-                host=parsed.hostname or "", port=parsed.port or 5432, user=parsed.username or "",
-                dbname=parsed.path.lstrip("/"), password=password or "", **dict(parse_qsl(parsed.query)),
+                host=parsed.hostname or "",
+                port=parsed.port or 5432,
+                user=parsed.username or "",
+                dbname=parsed.path.lstrip("/"),
+                password=password or "",
+                **dict(parse_qsl(parsed.query)),
             )
             return PostgresStore(conninfo, where)
         if parsed.scheme in ("redis", "rediss"):
@@ -117,6 +121,16 @@ class Coordination(dg.ConfigurableResource):
 
 
 __all__ = [
-    "Coordination", "CoordinationError", "Holder", "Lease", "LeaseHeld", "LeaseLost", "Limit", "RateBudget", "open_store",
-    "password_variable", "process_gone", "this_process",
+    "Coordination",
+    "CoordinationError",
+    "Holder",
+    "Lease",
+    "LeaseHeld",
+    "LeaseLost",
+    "Limit",
+    "RateBudget",
+    "open_store",
+    "password_variable",
+    "process_gone",
+    "this_process",
 ]

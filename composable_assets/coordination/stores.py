@@ -91,7 +91,8 @@ class SQLiteStore(Store):
     def renew(self, name, token, value, ttl):
         with self._lock:
             cursor = self._db.execute(
-                f"UPDATE {LEASES_TABLE} SET expires_at = ? WHERE name = ? AND token = ?", (time.time() + ttl, name, token)
+                f"UPDATE {LEASES_TABLE} SET expires_at = ? WHERE name = ? AND token = ?",
+                (time.time() + ttl, name, token),
             )
             return cursor.rowcount == 1
 
@@ -168,7 +169,9 @@ class PostgresStore(Store):
 
     def drop(self, name, token, value):
         with self.pool.connection() as conn:
-            return conn.execute(f"DELETE FROM {LEASES_TABLE} WHERE name = %s AND token = %s", (name, token)).rowcount == 1
+            return (
+                conn.execute(f"DELETE FROM {LEASES_TABLE} WHERE name = %s AND token = %s", (name, token)).rowcount == 1
+            )
 
     def bucket(self, key, limit):
         return PostgresWindowCounter(self.counters, key, _rates(limit)), False

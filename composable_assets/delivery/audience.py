@@ -121,8 +121,17 @@ def _acked_ranges(seqs: list[int]) -> list[tuple[int, int]]:
 class AudienceSource:
     """One delta run of a pair: acks as sequence ranges in `sync_acks`, intents as windows of sequence numbers."""
 
-    def __init__(self, conn, tables: PairTables, run: DeltaRun, *, batch_size: int, concurrency: int,
-                 sync_run_id: str, partition: dt.date):
+    def __init__(
+        self,
+        conn,
+        tables: PairTables,
+        run: DeltaRun,
+        *,
+        batch_size: int,
+        concurrency: int,
+        sync_run_id: str,
+        partition: dt.date,
+    ):
         self.conn, self.tables, self.run = conn, tables, run
         self.batch_size = batch_size
         self.window_seqs = WINDOW_BATCHES_PER_SLOT * max(1, concurrency) * batch_size
@@ -139,8 +148,14 @@ class AudienceSource:
     def going_out(self, batches: list[list[Record]], oldest: Record | None) -> None:
         if self.answers:
             # Group commit: every batch answered since the last checkpoint, in one statement.
-            _checkpoint(self.conn, self.tables, self.answers, self.report,
-                        sync_run_id=self.sync_run_id, partition=self.partition)
+            _checkpoint(
+                self.conn,
+                self.tables,
+                self.answers,
+                self.report,
+                sync_run_id=self.sync_run_id,
+                partition=self.partition,
+            )
             self.answers = []
         if batches and batches[-1][-1].seq > self.declared:
             # One intent row per window of sequence numbers: the window starts at the first batch not yet declared
@@ -180,10 +195,18 @@ def deliver(
     """Send the delta batch by batch, up to `concurrency` batches in flight; checkpoint each acknowledged batch."""
     fold_acks(conn, tables)
     _confirm_leftovers(conn, tables, session, sync_run_id=sync_run_id)
-    source = AudienceSource(conn, tables, run, batch_size=batch_size, concurrency=concurrency,
-                            sync_run_id=sync_run_id, partition=partition)
-    run_loop(source, session.send, batch_size=batch_size, concurrency=concurrency, keep_going=keep_going,
-             on_progress=on_progress, stats=session.stats)
+    source = AudienceSource(
+        conn, tables, run, batch_size=batch_size, concurrency=concurrency, sync_run_id=sync_run_id, partition=partition
+    )
+    run_loop(
+        source,
+        session.send,
+        batch_size=batch_size,
+        concurrency=concurrency,
+        keep_going=keep_going,
+        on_progress=on_progress,
+        stats=session.stats,
+    )
     return source.report
 
 
@@ -191,8 +214,9 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
-def _checkpoint(conn, tables, answered: list[tuple[list[Record], BatchResult]], report: SyncReport, *,
-                sync_run_id, partition) -> None:
+def _checkpoint(
+    conn, tables, answered: list[tuple[list[Record], BatchResult]], report: SyncReport, *, sync_run_id, partition
+) -> None:
     """Record what the answered batches acknowledged (one statement) and rejected; count both."""
     now = _now()
     ranges: list[tuple[int, int]] = []
@@ -207,8 +231,9 @@ def _checkpoint(conn, tables, answered: list[tuple[list[Record], BatchResult]], 
             report.removed += change == "remove"
         for seq, reason in result.rejected.items():
             rec = by_seq[seq]
-            failures.append([tables.audience, tables.destination, partition, sync_run_id, seq, rec.key, rec.change,
-                             reason, now])
+            failures.append(
+                [tables.audience, tables.destination, partition, sync_run_id, seq, rec.key, rec.change, reason, now]
+            )
             if len(report.failures) < SAMPLE_SIZE:
                 report.failures.append((rec.key, reason))
         report.failed += len(result.rejected)

@@ -41,8 +41,18 @@ class StreamReport(DeliveryReport):
 class StreamSource:
     """Pending events of one (stream, destination); answers and the next intents written in one transaction."""
 
-    def __init__(self, conn, shape: StreamShape, tables: StreamTables, report: StreamReport, *, idempotent: bool,
-                 run_id: str, partition: dt.date, now: dt.datetime):
+    def __init__(
+        self,
+        conn,
+        shape: StreamShape,
+        tables: StreamTables,
+        report: StreamReport,
+        *,
+        idempotent: bool,
+        run_id: str,
+        partition: dt.date,
+        now: dt.datetime,
+    ):
         self.conn, self.shape, self.tables, self.report = conn, shape, tables, report
         self.idempotent = idempotent
         self.run_id, self.partition, self.now = run_id, partition, now
@@ -61,8 +71,13 @@ class StreamSource:
 
     def going_out(self, batches: list[list[Event]], oldest: Event | None) -> None:
         checkpoint(
-            self.conn, self.tables, self.settled, self.advance_to,
-            run_id=self.run_id, partition=self.partition, now=_utc_now(),
+            self.conn,
+            self.tables,
+            self.settled,
+            self.advance_to,
+            run_id=self.run_id,
+            partition=self.partition,
+            now=_utc_now(),
             intents=[e for batch in batches for e in batch],
         )
         self.settled, self.advance_to = Settled.empty(), None
@@ -119,11 +134,18 @@ def deliver_events(
         conn, shape, tables, band=mark.late_band(shape.lookback), run_id=run_id, partition=partition, now=now
     )
     report.window_start = mark.window_start(shape.lookback)
-    source = StreamSource(conn, shape, tables, report, idempotent=idempotent, run_id=run_id, partition=partition,
-                          now=now)
-    run_loop(source, session.send, batch_size=capabilities.limits_for("event").batch_size,
-             concurrency=capabilities.concurrency, keep_going=keep_going, on_progress=on_progress,
-             stats=session.stats)
+    source = StreamSource(
+        conn, shape, tables, report, idempotent=idempotent, run_id=run_id, partition=partition, now=now
+    )
+    run_loop(
+        source,
+        session.send,
+        batch_size=capabilities.limits_for("event").batch_size,
+        concurrency=capabilities.concurrency,
+        keep_going=keep_going,
+        on_progress=on_progress,
+        stats=session.stats,
+    )
     return report
 
 

@@ -40,7 +40,9 @@ def next_seq(conn: Connection, schema: str) -> int:
     )[0]
 
 
-def journal(conn: Connection, schema: str, name: str, keys_sql: str, params: list | None = None, *, now: dt.datetime) -> None:
+def journal(
+    conn: Connection, schema: str, name: str, keys_sql: str, params: list | None = None, *, now: dt.datetime
+) -> None:
     """Append the keys `keys_sql` selects (one column named `key`) under `name`, as one batch (one seq)."""
     seq = next_seq(conn, schema)
     conn.execute(
@@ -100,8 +102,14 @@ def write_state(conn: Connection, schema: str, state: ReaderState, now: dt.datet
     conn.execute(f"DELETE FROM {state_table} WHERE reader = ?", [state.reader])
     conn.execute(
         f"INSERT INTO {state_table} VALUES (?, ?, ?, ?, ?, ?)",
-        [state.reader, state.seq, json.dumps(state.pinned) if state.pinned else None,
-         json.dumps(state.guards, sort_keys=True), "".join(f"|{r}" for r in state.reads) + "|", now],
+        [
+            state.reader,
+            state.seq,
+            json.dumps(state.pinned) if state.pinned else None,
+            json.dumps(state.guards, sort_keys=True),
+            "".join(f"|{r}" for r in state.reads) + "|",
+            now,
+        ],
     )
     conn.execute(
         f"DELETE FROM {table(schema, JOURNAL)} WHERE NOT EXISTS (SELECT 1 FROM {state_table} AS s "

@@ -90,8 +90,16 @@ def delta_select(
 
 
 def compute_delta(
-    conn: Connection, tables: PairTables, shape: SyncShape, mode: str, *, run_id: str, partition: dt.date, now: dt.datetime,
-    keys: str | None = None, on_commit: Callable[[], None] | None = None,
+    conn: Connection,
+    tables: PairTables,
+    shape: SyncShape,
+    mode: str,
+    *,
+    run_id: str,
+    partition: dt.date,
+    now: dt.datetime,
+    keys: str | None = None,
+    on_commit: Callable[[], None] | None = None,
 ) -> DeltaRun:
     """Append this run's delta to the pair's delta table and record the run; earlier runs stay as they were.
 
@@ -109,8 +117,15 @@ def compute_delta(
 
 
 def _append_delta(
-    conn: Connection, tables: PairTables, shape: SyncShape, mode: str, *, run_id: str, partition: dt.date,
-    now: dt.datetime, keys: str | None,
+    conn: Connection,
+    tables: PairTables,
+    shape: SyncShape,
+    mode: str,
+    *,
+    run_id: str,
+    partition: dt.date,
+    now: dt.datetime,
+    keys: str | None,
 ) -> DeltaRun:
     base = conn.fetch_row(f"SELECT coalesce(max(_seq), 0) FROM {tables.delta}")[0]
     # Sequence numbers continue across runs, so a run's rows are one contiguous, prunable range.
@@ -120,9 +135,7 @@ def _append_delta(
         f"FROM ({delta_select(tables, shape, mode, conn.dialect, keys)}) AS changes",
         [partition, run_id, base, now],
     )
-    counts = dict(
-        conn.fetch_all(f"SELECT _op, count(*) FROM {tables.delta} WHERE _seq > ? GROUP BY _op", [base])
-    )
+    counts = dict(conn.fetch_all(f"SELECT _op, count(*) FROM {tables.delta} WHERE _seq > ? GROUP BY _op", [base]))
     audience_size = conn.fetch_row(f"SELECT count(*) FROM {tables.snapshot}")[0]
     run = DeltaRun(
         run_id=run_id,
@@ -137,8 +150,20 @@ def _append_delta(
     )
     conn.execute(
         f"INSERT INTO {tables.delta_runs} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [tables.audience, tables.destination, partition, run_id, now, mode, run.first_seq, run.last_seq,
-         run.added, run.updated, run.removed, audience_size],
+        [
+            tables.audience,
+            tables.destination,
+            partition,
+            run_id,
+            now,
+            mode,
+            run.first_seq,
+            run.last_seq,
+            run.added,
+            run.updated,
+            run.removed,
+            audience_size,
+        ],
     )
     return run
 

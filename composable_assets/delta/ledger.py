@@ -12,7 +12,9 @@ from ..warehouse import Connection
 _LOG_COLUMNS = ", ".join(SYNC_LOG.columns)
 
 
-def record_acks(conn: Connection, tables: PairTables, run_id: str, ranges: list[tuple[int, int]], now: dt.datetime) -> None:
+def record_acks(
+    conn: Connection, tables: PairTables, run_id: str, ranges: list[tuple[int, int]], now: dt.datetime
+) -> None:
     """Checkpoint acknowledged ranges of delta rows in one small append (one commit), before more is delivered."""
     if not ranges:
         return
@@ -23,7 +25,9 @@ def record_acks(conn: Connection, tables: PairTables, run_id: str, ranges: list[
     conn.execute(f"INSERT INTO {tables.acks} VALUES {rows}", params)
 
 
-def record_intent(conn: Connection, tables: PairTables, run_id: str, first_seq: int, last_seq: int, now: dt.datetime) -> None:
+def record_intent(
+    conn: Connection, tables: PairTables, run_id: str, first_seq: int, last_seq: int, now: dt.datetime
+) -> None:
     """Declare delta rows first_seq..last_seq as possibly in flight, durably, before any of them is sent."""
     conn.execute(
         f"INSERT INTO {tables.inflight} VALUES (?, ?, ?, ?, ?, ?)",
@@ -95,7 +99,14 @@ def record_rejections(conn: Connection, tables: PairTables, rows: list[list]) ->
             "'rejected', f.reason, d._run_id, f.seq, f.failed_at "
             f"FROM {tables.failures} AS f JOIN {tables.delta} AS d ON d._seq = f.seq "
             "WHERE f.audience = ? AND f.destination = ? AND f.run_id = ? AND f.failed_at = ? AND f.seq BETWEEN ? AND ?",
-            [tables.audience, tables.destination, rows[0][3], rows[0][8], min(r[4] for r in rows), max(r[4] for r in rows)],
+            [
+                tables.audience,
+                tables.destination,
+                rows[0][3],
+                rows[0][8],
+                min(r[4] for r in rows),
+                max(r[4] for r in rows),
+            ],
         )
 
 

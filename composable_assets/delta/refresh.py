@@ -68,7 +68,9 @@ def _moved(
     reader: str, upto: int, now: dict[str, str], guards: dict[str, list], definition: str, watched: list[Watched]
 ) -> ReaderState:
     """A reader's new state: journal read up to `upto`, clock pinned at `now`, what it saw of its tables."""
-    return ReaderState(reader, upto, now, _stamped(guards, definition), reads=tuple(r for w in watched for r in w.relations))
+    return ReaderState(
+        reader, upto, now, _stamped(guards, definition), reads=tuple(r for w in watched for r in w.relations)
+    )
 
 
 def keys_table(schema: str, reader: str) -> str:
@@ -218,8 +220,15 @@ def _fingerprint(conn: Connection, columns: list[str]) -> str:
 
 
 def _incremental(
-    conn: Connection, schema: str, name: str, sql: str, refresh: Refresh, watched: list[Watched],
-    state: ReaderState, now: dict[str, str], definition: str,
+    conn: Connection,
+    schema: str,
+    name: str,
+    sql: str,
+    refresh: Refresh,
+    watched: list[Watched],
+    state: ReaderState,
+    now: dict[str, str],
+    definition: str,
 ) -> RefreshReport:
     assert refresh.key is not None  # refresh_model comes here for incremental models only
     upto = next_seq(conn, schema) - 1
@@ -255,8 +264,15 @@ def _incremental(
 
 
 def _full_compared(
-    conn: Connection, schema: str, name: str, sql: str, refresh: Refresh, watched: list[Watched], now: dict[str, str],
-    definition: str, compare: bool = True,
+    conn: Connection,
+    schema: str,
+    name: str,
+    sql: str,
+    refresh: Refresh,
+    watched: list[Watched],
+    now: dict[str, str],
+    definition: str,
+    compare: bool = True,
 ) -> int | None:
     """Recompute in full; journal the keys whose rows differ from the table it replaces. Returns rows repaired."""
     assert refresh.key is not None  # refresh_model comes here for incremental models only
@@ -320,11 +336,15 @@ def refresh_audience(
     pinned = pin_time(where.copy(), now) if where is not None else None
     reader = snapshot_reader(audience)
     if model_refresh.key != primary_key:
-        why = model_refresh.describe() if not model_refresh.incremental else (
-            f"the model is kept by {model_refresh.key}, the audience by {primary_key}"
+        why = (
+            model_refresh.describe()
+            if not model_refresh.incremental
+            else (f"the model is kept by {model_refresh.key}, the audience by {primary_key}")
         )
-        result = build(where=pinned, on_swap=lambda staging, old: journal_everything(
-            conn, schema, snapshot_relation(audience), now=utc_now()))
+        result = build(
+            where=pinned,
+            on_swap=lambda staging, old: journal_everything(conn, schema, snapshot_relation(audience), now=utc_now()),
+        )
         return RefreshReport("full", why), result.size
     state = read_state(conn, schema, reader)
     report = None
@@ -333,8 +353,10 @@ def refresh_audience(
         # A plain full run (see refresh_model): rebuilt, and every key counts as changed for the deltas.
         upto = next_seq(conn, schema) - 1
         guards = guards_now(conn, watched)
-        result = build(where=pinned, on_swap=lambda staging, old: journal_everything(
-            conn, schema, snapshot_relation(audience), now=utc_now()))
+        result = build(
+            where=pinned,
+            on_swap=lambda staging, old: journal_everything(conn, schema, snapshot_relation(audience), now=utc_now()),
+        )
         write_state(conn, schema, _moved(reader, upto, now, guards, definition, watched), utc_now())
         return RefreshReport("full"), result.size
     if state.known and not _same_definition(state, definition):
@@ -373,11 +395,18 @@ def refresh_audience(
     return RefreshReport("full", "", report.affected_keys, repaired[0] if repaired else None), result.size
 
 
-
-
 def _update_audience(
-    conn: Connection, schema: str, audience: str, model: str, primary_key: str, where: exp.Expr | None,
-    watched: list[Watched], state: ReaderState, now: dict[str, str], update: Callable[..., int], definition: str,
+    conn: Connection,
+    schema: str,
+    audience: str,
+    model: str,
+    primary_key: str,
+    where: exp.Expr | None,
+    watched: list[Watched],
+    state: ReaderState,
+    now: dict[str, str],
+    update: Callable[..., int],
+    definition: str,
 ) -> tuple[RefreshReport, int]:
     upto = next_seq(conn, schema) - 1
     keys_sql, guards = changed_keys(conn, schema, state, watched, upto)
@@ -397,8 +426,9 @@ def _update_audience(
     try:
         with conn.transaction():
             if count:
-                size = update(where=pin_time(where.copy(), now) if where is not None else None, keys_table=keys,
-                              key_type=key_type)
+                size = update(
+                    where=pin_time(where.copy(), now) if where is not None else None, keys_table=keys, key_type=key_type
+                )
                 journal(conn, schema, snapshot_relation(audience), f"SELECT key FROM {keys}", now=utc_now())
             write_state(conn, schema, _moved(state.reader, upto, now, guards, definition, watched), utc_now())
     finally:
@@ -423,7 +453,13 @@ class DeltaScope:
 
 
 def delta_scope(
-    conn: Connection, *, schema: str, tables: PairTables, watched: list[Watched], incremental: bool, definition: str = ""
+    conn: Connection,
+    *,
+    schema: str,
+    tables: PairTables,
+    watched: list[Watched],
+    incremental: bool,
+    definition: str = "",
 ) -> DeltaScope:
     """The keys this pair's delta must compare: changed in the snapshot (or who may receive) since its cursor, plus
     the keys of its previous delta not acknowledged yet (failed or unsent rows are compared again, as in full)."""

@@ -144,7 +144,12 @@ def update_snapshot(
     # The members' keys as `members` writes them (the key column as text), whatever text the keys table holds.
     checked = f"SELECT CAST(CAST(key AS {key_type}) AS VARCHAR) FROM {keys_table}"
     select, condition = snapshot_select(
-        model, primary_key, columns, where, syncs, among_keys(members, checked) if members else None,
+        model,
+        primary_key,
+        columns,
+        where,
+        syncs,
+        among_keys(members, checked) if members else None,
         keys=f"{ident(primary_key)} IN (SELECT CAST(key AS {key_type}) FROM {keys_table})",
     )
     conn.execute(f"DELETE FROM {target} WHERE _key IN (SELECT key FROM {keys_table})")
@@ -155,7 +160,12 @@ def update_snapshot(
 
 
 def _check_keys(
-    conn: Connection, staging: str, audience_file: Path, primary_key: str, show_keys: bool, source: str,
+    conn: Connection,
+    staging: str,
+    audience_file: Path,
+    primary_key: str,
+    show_keys: bool,
+    source: str,
     among: str | None = None,
 ) -> None:
     """NULL or duplicate keys stop the audience; the keys are named only if `show_keys` (else how to list them).
@@ -170,7 +180,9 @@ def _check_keys(
             f"{audience_file}: primary key {primary_key!r} is NULL in {nulls} row(s) of the audience; "
             "every member needs a key. Nothing was sent."
         )
-    (count,) = conn.fetch_row(f"SELECT count(*) FROM (SELECT _key FROM {staging} GROUP BY _key HAVING count(*) > 1) AS d")
+    (count,) = conn.fetch_row(
+        f"SELECT count(*) FROM (SELECT _key FROM {staging} GROUP BY _key HAVING count(*) > 1) AS d"
+    )
     if not count:
         return
     if show_keys:

@@ -83,8 +83,20 @@ TRACK_MAX_OBJECTS = 75  # per array in one /users/track request
 IDS_PER_REQUEST = 50  # /users/delete, /subscription/status/set and /users/export/ids
 # Profile fields /users/export/ids returns at the top level; every other attribute comes under custom_attributes.
 STANDARD_ATTRIBUTES = frozenset(
-    {"email", "first_name", "last_name", "phone", "country", "language", "dob", "gender", "home_city", "time_zone",
-     "email_subscribe", "push_subscribe"}
+    {
+        "email",
+        "first_name",
+        "last_name",
+        "phone",
+        "country",
+        "language",
+        "dob",
+        "gender",
+        "home_city",
+        "time_zone",
+        "email_subscribe",
+        "push_subscribe",
+    }
 )
 # Keys of an attributes object that name the profile or steer Braze rather than set an attribute.
 NOT_ATTRIBUTES = frozenset({"external_id", "user_alias", "braze_id", "_update_existing_only"})
@@ -197,7 +209,14 @@ class Braze(Destination):
         )
         account = account_key(endpoint, api_key)
         rate_budgets = budgets(
-            self.coordination, f"braze:{account}", {"track": config.track_limit, "delete": config.delete_limit, "subscription": config.subscription_limit, "export": config.export_limit}
+            self.coordination,
+            f"braze:{account}",
+            {
+                "track": config.track_limit,
+                "delete": config.delete_limit,
+                "subscription": config.subscription_limit,
+                "export": config.export_limit,
+            },
         )
         return client, rate_budgets
 
@@ -237,12 +256,16 @@ class Braze(Destination):
             elif options.on_remove == "clear_attribute":
                 out.append({"endpoint": "/users/track", "attributes": [removal_object(record, target, options)]})
             else:
-                out.append({"endpoint": _removal_endpoint(options), "identifier": {target.identifier_type: record.identifier}})
+                out.append(
+                    {"endpoint": _removal_endpoint(options), "identifier": {target.identifier_type: record.identifier}}
+                )
         return out
 
     @classmethod
     def membership_fields(cls, options: BaseModel, audience: str, mode: str, identifier_type: str) -> dict[str, Any]:
-        name = membership_attribute(cast(BrazeSyncOptions, options), audience, mode)  # validated with SyncOptions when the project loads
+        name = membership_attribute(
+            cast(BrazeSyncOptions, options), audience, mode
+        )  # validated with SyncOptions when the project loads
         return {name: True} if name else {}
 
 
@@ -326,7 +349,9 @@ class BrazeSession(Session[Record]):
             else removal_object(r, self.target, self.options)
             for r in records
         ]
-        response = self.client.request("POST", "/users/track", json={"attributes": objects}, budget=self.budgets["track"])
+        response = self.client.request(
+            "POST", "/users/track", json={"attributes": objects}, budget=self.budgets["track"]
+        )
         body = _json(response)
         if response.status_code >= 400:
             reason = f"HTTP {response.status_code}: {self.client.redact(str(body.get('message', response.text[:200])))}"
@@ -361,7 +386,9 @@ class BrazeSession(Session[Record]):
         }
         self._ids_request("/subscription/status/set", body, records, result, self.budgets["subscription"])
 
-    def _ids_request(self, path: str, body: dict, records: list[Record], result: BatchResult, budget: RateBudget) -> None:
+    def _ids_request(
+        self, path: str, body: dict, records: list[Record], result: BatchResult, budget: RateBudget
+    ) -> None:
         response = self.client.request("POST", path, json=body, budget=budget)
         if response.status_code >= 400:
             message = self.client.redact(str(_json(response).get("message", response.text[:200])))
@@ -456,7 +483,11 @@ class BrazeEventSession(Session[Event]):
         objects = [event_object(e, self.target, self.options) for e in batch]
         # Braze keeps every event it receives: a request that may have arrived is not sent again (OutcomeUnknown).
         response = self.client.request(
-            "POST", "/users/track", json={self.array: objects}, budget=self.budgets["track"], retry_unknown_outcome=False
+            "POST",
+            "/users/track",
+            json={self.array: objects},
+            budget=self.budgets["track"],
+            retry_unknown_outcome=False,
         )
         body = _json(response)
         errors = {

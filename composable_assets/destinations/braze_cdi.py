@@ -181,9 +181,7 @@ class CdiTables:
         )
 
 
-def plan_rows(
-    batch: Sequence[Record], target: Target, moved: set[str]
-) -> tuple[list[CdiRow], dict[int, str]]:
+def plan_rows(batch: Sequence[Record], target: Target, moved: set[str]) -> tuple[list[CdiRow], dict[int, str]]:
     """The CDI rows for a batch, and {seq: reason} of rows Braze cannot take; `moved`: keys whose identifier changed."""
     options = cast(BrazeCdiOptions, target.options)  # validated with SyncOptions when the project loads
     identifier_type = target.identifier_type
@@ -266,8 +264,10 @@ def _insert(conn: Connection, name: str, columns: dict[str, str], rows: list[Cdi
     for i, row in enumerate(rows):
         values.append(
             tuple(
-                start + i * ONE_MICROSECOND if column == "UPDATED_AT"
-                else _json(row.payload) if column == "PAYLOAD"
+                start + i * ONE_MICROSECOND
+                if column == "UPDATED_AT"
+                else _json(row.payload)
+                if column == "PAYLOAD"
                 else row.identifier.get(column)
                 for column in columns
             )
@@ -329,7 +329,9 @@ class BrazeCdi(Destination):
 
     @classmethod
     def membership_fields(cls, options: BaseModel, audience: str, mode: str, identifier_type: str) -> dict[str, Any]:
-        name = membership_attribute(cast(BrazeCdiOptions, options), audience, mode, identifier_type)  # validated with SyncOptions when the project loads
+        name = membership_attribute(
+            cast(BrazeCdiOptions, options), audience, mode, identifier_type
+        )  # validated with SyncOptions when the project loads
         return {name: True} if name else {}
 
     def _tables(self, conn: Connection, audience: str) -> CdiTables:
@@ -360,24 +362,34 @@ class BrazeCdi(Destination):
         with target.warehouse.connect() as conn:
             tables = self._tables(conn, target.source)
             with conn.transaction():
-                staged = dict(conn.fetch_all(
-                    f"SELECT {ident(identifier_column)}, count(*) FROM {tables.attributes} WHERE {staged_by} "
-                    f"GROUP BY {ident(identifier_column)}",
-                    params,
-                ))
+                staged = dict(
+                    conn.fetch_all(
+                        f"SELECT {ident(identifier_column)}, count(*) FROM {tables.attributes} WHERE {staged_by} "
+                        f"GROUP BY {ident(identifier_column)}",
+                        params,
+                    )
+                )
                 conn.execute(f"DELETE FROM {tables.attributes} WHERE {staged_by}", params)
                 if kind in DELETABLE_BY:
                     rows = [CdiRow(0, {**columns, identifier_column: i}, None) for i in identifiers]
                     _insert(conn, tables.delete, DELETE_COLUMNS, rows)
         if kind in DELETABLE_BY:
             return [
-                Forgotten(i, DELETED, f"delete row written to {tables.delete} for Braze's next CDI sync; "
-                          f"{staged.get(i, 0)} staged attribute rows purged")
+                Forgotten(
+                    i,
+                    DELETED,
+                    f"delete row written to {tables.delete} for Braze's next CDI sync; "
+                    f"{staged.get(i, 0)} staged attribute rows purged",
+                )
                 for i in identifiers
             ]
         return [
-            Forgotten(i, FAILED, f"Braze CDI cannot delete users by {kind}; {staged.get(i, 0)} staged attribute "
-                      "rows purged; delete the profile through the Braze REST API")
+            Forgotten(
+                i,
+                FAILED,
+                f"Braze CDI cannot delete users by {kind}; {staged.get(i, 0)} staged attribute "
+                "rows purged; delete the profile through the Braze REST API",
+            )
             for i in identifiers
         ]
 

@@ -169,7 +169,7 @@ class Iterable(Destination):
             client.close()
             for budget in rate_budgets.values():
                 budget.close()
-        left = identifiers[len(outcomes):]
+        left = identifiers[len(outcomes) :]
         return outcomes + [Forgotten(i, FAILED, "not tried: an earlier delete of this call failed") for i in left]
 
     def payloads(self, batch: Sequence[Record], target: Target) -> list[dict[str, Any]]:
@@ -339,7 +339,10 @@ class IterableEventSession(Session[Event]):
 
     def _post(self, chunk: list[tuple[Event, dict]], result: BatchResult) -> None:
         response = self.client.request(
-            "POST", "/api/events/trackBulk", data=_dumps({"events": [obj for _, obj in chunk]}), budget=self.budgets["track_bulk"]
+            "POST",
+            "/api/events/trackBulk",
+            data=_dumps({"events": [obj for _, obj in chunk]}),
+            budget=self.budgets["track_bulk"],
         )
         if response.status_code >= 400:
             if len(chunk) > 1:

@@ -50,9 +50,11 @@ def purge_lines(folder: Path, identifier_type: str, identifiers: set[str]) -> li
         found: list[str] = []
         with file.open(encoding="utf-8") as lines:
             for line in lines:
-                value = json.loads(line).get("identifier", {}).get(identifier_type) if any(
-                    s in line for s in spelled
-                ) else None
+                value = (
+                    json.loads(line).get("identifier", {}).get(identifier_type)
+                    if any(s in line for s in spelled)
+                    else None
+                )
                 if value in identifiers:
                     found.append(value)
                 else:
@@ -121,7 +123,8 @@ class Outbox(Destination):
         lines = Counter(identifier for _, identifier in removed)
         files = Counter(identifier for _, identifier in set(removed))
         return [
-            Forgotten(i, PURGED, f"{lines[i]} lines removed from {files[i]} outbox files") if lines[i]
+            Forgotten(i, PURGED, f"{lines[i]} lines removed from {files[i]} outbox files")
+            if lines[i]
             else Forgotten(i, NOT_FOUND, "no line in the outbox")
             for i in identifiers
         ]

@@ -164,7 +164,9 @@ class WebhookSession(Session[Row]):
         rows = webhook_rows(cast(Sequence[Record], batch), target.identifier_type)
         return self._post({"audience": target.audience}, "rows", rows, seqs)
 
-    def _post(self, subject: dict[str, str], items_key: str, items: list[dict[str, Any]], seqs: list[int]) -> BatchResult:
+    def _post(
+        self, subject: dict[str, str], items_key: str, items: list[dict[str, Any]], seqs: list[int]
+    ) -> BatchResult:
         """POST one signed body about `subject` (the audience or stream); results keyed by `seqs`, in `items` order."""
         target = self.target
         assert isinstance(target, Target)  # only send posts rows or events, and it has checked so
@@ -187,8 +189,12 @@ class WebhookSession(Session[Row]):
     def forget(self, identifiers: Sequence[str]) -> list[Forgotten]:
         """One signed `"action": "forget"` request for these people (see the module docstring)."""
         people = [{"identifier": {self.target.identifier_type: i}} for i in identifiers]
-        envelope = {"action": "forget", "destination": self.target.destination, "run_id": self.target.run_id,
-                    "people": people}
+        envelope = {
+            "action": "forget",
+            "destination": self.target.destination,
+            "run_id": self.target.run_id,
+            "people": people,
+        }
         response = self._signed_post(envelope)
         answer = self.client.answer(response, SHORT_BODY_CHARS)
         if not 200 <= response.status_code < 300:
@@ -196,7 +202,8 @@ class WebhookSession(Session[Row]):
         rejected = self._rejections(response, len(identifiers))
         missing = self._not_found(response, len(identifiers))
         return [
-            Forgotten(i, FAILED, f"{answer}; rejected: {rejected[n]}") if n in rejected
+            Forgotten(i, FAILED, f"{answer}; rejected: {rejected[n]}")
+            if n in rejected
             else Forgotten(i, NOT_FOUND if n in missing else DELETED, answer)
             for n, i in enumerate(identifiers)
         ]

@@ -96,7 +96,9 @@ def archive_location(spec: ArchiveSpec, data_dir: Path) -> ArchiveLocation:
     return ArchiveLocation(fs, base, spec.url)
 
 
-def archive_cutoff(spec: ArchiveSpec, timezone: str, before: dt.date | None = None, now: dt.datetime | None = None) -> dt.date:
+def archive_cutoff(
+    spec: ArchiveSpec, timezone: str, before: dt.date | None = None, now: dt.datetime | None = None
+) -> dt.date:
     """The first day that stays hot: `before`, or today minus the retention; never later than today."""
     today = (now or dt.datetime.now(dt.UTC)).astimezone(zoneinfo.ZoneInfo(timezone)).date()
     cutoff = before if before is not None else today - dt.timedelta(days=spec.retention_days)
@@ -139,14 +141,20 @@ def _archivable_runs(conn: Connection, schema: str, cutoff: dt.date) -> list[_Pa
         return []
     runs, gates = table(schema, DELTA_RUNS.name), table(schema, GATE_RESULTS.name)
     acks, inflight = table(schema, SYNC_ACKS.name), table(schema, SYNC_INFLIGHT.name)
-    newest = {(a, d): t for a, d, t in conn.fetch_all(
-        f"SELECT audience, destination, max(computed_at) FROM {runs} GROUP BY audience, destination"
-    )}
-    passed = {(a, d): t for a, d, t in conn.fetch_all(
-        f"SELECT audience, destination, max(computed_at) FROM {runs} AS r WHERE NOT EXISTS (SELECT 1 FROM {gates} AS g "
-        "WHERE g.audience = r.audience AND g.destination = r.destination AND g.run_id = r.run_id "
-        "AND NOT g.passed AND NOT g.overridden) GROUP BY audience, destination"
-    )}
+    newest = {
+        (a, d): t
+        for a, d, t in conn.fetch_all(
+            f"SELECT audience, destination, max(computed_at) FROM {runs} GROUP BY audience, destination"
+        )
+    }
+    passed = {
+        (a, d): t
+        for a, d, t in conn.fetch_all(
+            f"SELECT audience, destination, max(computed_at) FROM {runs} AS r WHERE NOT EXISTS (SELECT 1 FROM {gates} AS g "
+            "WHERE g.audience = r.audience AND g.destination = r.destination AND g.run_id = r.run_id "
+            "AND NOT g.passed AND NOT g.overridden) GROUP BY audience, destination"
+        )
+    }
     keep_from = {pair: passed.get(pair, at) for pair, at in newest.items()}
     if not keep_from:
         return []
@@ -191,15 +199,21 @@ def _pair_parts(conn: Connection, schema: str, pd: _PairDay, max_seq: dict, pres
     parts = []
     delta = f"delta__{pd.audience}__{pd.destination}"
     if max_seq.get(key) is not None:
-        parts.append(Part(delta, f"x._partition = ? AND x._run_id IN ({ids}) AND x._seq < ?",
-                          (pd.day, *pd.run_ids, max_seq[key])))
+        parts.append(
+            Part(
+                delta, f"x._partition = ? AND x._run_id IN ({ids}) AND x._seq < ?", (pd.day, *pd.run_ids, max_seq[key])
+            )
+        )
     parts += [
         Part(SYNC_ACKS.name, f"{pair} AND x.folded AND {in_runs('first_seq')}", (*key, *pd.run_ids)),
         Part(SYNC_FAILURES.name, f"{pair} AND x.partition_date = ? AND {in_runs('seq')}", (*key, pd.day, *pd.run_ids)),
         Part(GATE_RESULTS.name, f"{pair} AND x.run_id IN ({ids})", (*key, *pd.run_ids)),
     ]
-    parts += [Part(name, f"{pair} AND x.delta_run_id IN ({ids})", (*key, *pd.run_ids))
-              for name in (SYNC_LOG.name, SYNC_RUNS.name) if name in present]
+    parts += [
+        Part(name, f"{pair} AND x.delta_run_id IN ({ids})", (*key, *pd.run_ids))
+        for name in (SYNC_LOG.name, SYNC_RUNS.name)
+        if name in present
+    ]
     # Last: the other tables' conditions read delta_runs, inside the same transaction.
     parts.append(Part(DELTA_RUNS.name, f"{pair} AND x.run_id IN ({ids})", (*key, *pd.run_ids)))
     return parts
@@ -240,24 +254,30 @@ def _stream_parts(conn: Connection, schema: str, cutoff: dt.date) -> dict[dt.dat
             [cutoff, p.pruned_below],
         )
         for (day,) in days:
-            by_day[day].append(Part(
-                p.sent,
-                "x.partition_date = ? AND x.cursor_value < ? "
-                f"AND x.event_id NOT IN (SELECT event_id FROM {intents} WHERE stream = ? AND destination = ?)",
-                (day, p.pruned_below, p.stream, p.destination),
-            ))
+            by_day[day].append(
+                Part(
+                    p.sent,
+                    "x.partition_date = ? AND x.cursor_value < ? "
+                    f"AND x.event_id NOT IN (SELECT event_id FROM {intents} WHERE stream = ? AND destination = ?)",
+                    (day, p.pruned_below, p.stream, p.destination),
+                )
+            )
     return by_day
 
 
 def plan(conn: Connection, schema: str, cutoff: dt.date) -> dict[dt.date, list[Part]]:
     """Per day before `cutoff`, the rows each hot table would give up (counted), shared tables in one part each."""
-    present = {name for name in (SYNC_LOG.name, SYNC_RUNS.name) if "delta_run_id" in dict(conn.table_columns(schema, name))}
+    present = {
+        name for name in (SYNC_LOG.name, SYNC_RUNS.name) if "delta_run_id" in dict(conn.table_columns(schema, name))
+    }
     pair_days = _archivable_runs(conn, schema, cutoff)
     max_seq = {}
     for a, d in {(p.audience, p.destination) for p in pair_days}:
         name = f"delta__{a}__{d}"
         max_seq[(a, d)] = (
-            conn.fetch_row(f"SELECT max(_seq) FROM {table(schema, name)}")[0] if conn.table_exists(schema, name) else None
+            conn.fetch_row(f"SELECT max(_seq) FROM {table(schema, name)}")[0]
+            if conn.table_exists(schema, name)
+            else None
         )
     raw: dict[dt.date, list[Part]] = defaultdict(list)
     for pd in pair_days:
@@ -278,14 +298,18 @@ def _merge(parts: list[Part]) -> list[Part]:
     for p in parts:
         by_table.setdefault(p.table, []).append(p)
     merged = [
-        ps[0] if len(ps) == 1 else Part(name, " OR ".join(f"({p.where})" for p in ps), tuple(v for p in ps for v in p.params))
+        ps[0]
+        if len(ps) == 1
+        else Part(name, " OR ".join(f"({p.where})" for p in ps), tuple(v for p in ps for v in p.params))
         for name, ps in by_table.items()
     ]
     return sorted(merged, key=lambda p: p.table == DELTA_RUNS.name)
 
 
 def _counted(conn: Connection, schema: str, part: Part) -> Part:
-    (rows,) = conn.fetch_row(f"SELECT count(*) FROM {table(schema, part.table)} AS x WHERE {part.where}", list(part.params))
+    (rows,) = conn.fetch_row(
+        f"SELECT count(*) FROM {table(schema, part.table)} AS x WHERE {part.where}", list(part.params)
+    )
     return Part(part.table, part.where, part.params, rows)
 
 
@@ -327,7 +351,9 @@ def _columns(conn: Connection, schema: str, name: str) -> tuple[pa.Schema, str]:
     return pa.schema(fields), ", ".join(select)
 
 
-def _write_part(conn: Connection, location: ArchiveLocation, schema: str, part: Part, day: dt.date, run_id: str) -> _Written:
+def _write_part(
+    conn: Connection, location: ArchiveLocation, schema: str, part: Part, day: dt.date, run_id: str
+) -> _Written:
     """Export a part to `<table>/day=<day>/<run id>.parquet` (temporary name, then renamed), read back and counted."""
     arrow_schema, select = _columns(conn, schema, part.table)
     relative = f"{part.table}/day={day.isoformat()}/{run_id}.parquet"
@@ -335,7 +361,10 @@ def _write_part(conn: Connection, location: ArchiveLocation, schema: str, part: 
     location.fs.create_dir(final.rsplit("/", 1)[0], recursive=True)
     rows = 0
     sql = f"SELECT {select} FROM {table(schema, part.table)} AS x WHERE {part.where}"
-    with location.fs.open_output_stream(temporary) as out, pq.ParquetWriter(out, arrow_schema, compression="zstd") as writer:
+    with (
+        location.fs.open_output_stream(temporary) as out,
+        pq.ParquetWriter(out, arrow_schema, compression="zstd") as writer,
+    ):
         for batch in conn.stream_arrow(sql, list(part.params)):
             writer.write_table(pa.Table.from_batches([batch]).cast(arrow_schema))
             rows += batch.num_rows
@@ -348,7 +377,9 @@ def _write_part(conn: Connection, location: ArchiveLocation, schema: str, part: 
     return _Written(part, relative, rows, location.fs.get_file_info(final).size)
 
 
-def _commit_day(conn: Connection, schema: str, day: dt.date, written: list[_Written], run_id: str, now: dt.datetime) -> None:
+def _commit_day(
+    conn: Connection, schema: str, day: dt.date, written: list[_Written], run_id: str, now: dt.datetime
+) -> None:
     """Delete the archived rows from the hot tables and enter their files in the catalog, in one transaction."""
     with conn.transaction():
         for w in written:
@@ -357,8 +388,12 @@ def _commit_day(conn: Connection, schema: str, day: dt.date, written: list[_Writ
             if hot != w.rows:
                 raise _Changed(f"{w.part.table} on {day}: {hot} rows now, {w.rows} archived")
             conn.execute(f"DELETE FROM {table(schema, w.part.table)} AS x WHERE {where}", params)
-        insert_rows(conn, table(schema, ARCHIVE_FILES.name), types_of(ARCHIVE_FILES),
-                    [(w.part.table, day, w.path, w.rows, w.bytes, run_id, now) for w in written])
+        insert_rows(
+            conn,
+            table(schema, ARCHIVE_FILES.name),
+            types_of(ARCHIVE_FILES),
+            [(w.part.table, day, w.path, w.rows, w.bytes, run_id, now) for w in written],
+        )
 
 
 _TABLE_FILE = re.compile(r"[a-z][a-z0-9_]*/day=\d{4}-\d{2}-\d{2}/[^/]+\.parquet(\.tmp)?")
@@ -489,8 +524,13 @@ class ArchiveReport:
     def table_rows(self) -> list[dict[str, Any]]:
         """One dict per table: name, rows (outbox: lines), files, bytes, first and last day."""
         return [
-            {"table": name, "rows": t.rows, "files": t.files, "bytes": t.bytes,
-             "days": f"{min(t.days)}..{max(t.days)}" if len(t.days) > 1 else str(min(t.days))}
+            {
+                "table": name,
+                "rows": t.rows,
+                "files": t.files,
+                "bytes": t.bytes,
+                "days": f"{min(t.days)}..{max(t.days)}" if len(t.days) > 1 else str(min(t.days)),
+            }
             for name, t in sorted(self.tables.items())
         ]
 
@@ -593,10 +633,18 @@ def archived_outbox(location: ArchiveLocation) -> pa.Table:
             columns["day"].append(dt.date.fromisoformat(parts[-2].removeprefix("day=")))
             columns["file"].append(parts[-1])
             columns["line"].append(line)
-    return pa.table(columns, schema=pa.schema([
-        ("destination", pa.string()), ("owner", pa.string()), ("day", pa.date32()), ("file", pa.string()),
-        ("line", pa.string()),
-    ]))
+    return pa.table(
+        columns,
+        schema=pa.schema(
+            [
+                ("destination", pa.string()),
+                ("owner", pa.string()),
+                ("day", pa.date32()),
+                ("file", pa.string()),
+                ("line", pa.string()),
+            ]
+        ),
+    )
 
 
 OUTBOX_VIEW = "outbox_archive"
@@ -695,7 +743,14 @@ def purge_archived(
         count = pc.sum(hit).as_py() or 0
         if not count:
             continue
-        _rewrite(conn, location, schema, path, data.filter(pc.invert(hit)), f"{name}/day={day}/{run_id}-{uuid.uuid4().hex[:8]}.parquet")
+        _rewrite(
+            conn,
+            location,
+            schema,
+            path,
+            data.filter(pc.invert(hit)),
+            f"{name}/day={day}/{run_id}-{uuid.uuid4().hex[:8]}.parquet",
+        )
         removed[name] += count
     lines = _purge_outbox(location, {str(i) for i in identifiers})
     for name, count in lines.items():
@@ -715,8 +770,10 @@ def _rewrite(conn: Connection, location: ArchiveLocation, schema: str, old: str,
             if sum(b.num_rows for b in pq.ParquetFile(handle).iter_batches()) != kept.num_rows:
                 raise ArchiveError(f"rewritten archive file {location.display}/{new} does not read back in full")
         size = location.fs.get_file_info(final).size
-        conn.execute(f"UPDATE {catalog} SET path = ?, row_count = ?, byte_count = ? WHERE path = ?",
-                     [new, kept.num_rows, size, old])
+        conn.execute(
+            f"UPDATE {catalog} SET path = ?, row_count = ?, byte_count = ? WHERE path = ?",
+            [new, kept.num_rows, size, old],
+        )
     else:
         conn.execute(f"DELETE FROM {catalog} WHERE path = ?", [old])
     location.fs.delete_file(location.path(old))

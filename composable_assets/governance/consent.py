@@ -27,7 +27,9 @@ def consent_predicate(consent: ConsentSpec, purpose: str, column: str = "_key", 
     granted = f"WHERE {ident(consent.purpose)} = {purpose_literal} AND {ident(consent.granted)}"
     if native:
         return f"{ident(column)} IN (SELECT {ident(consent.key)} FROM {ident(consent.table)} {granted})"
-    return f"{member_key(column)} IN (SELECT CAST({ident(consent.key)} AS VARCHAR) FROM {ident(consent.table)} {granted})"
+    return (
+        f"{member_key(column)} IN (SELECT CAST({ident(consent.key)} AS VARCHAR) FROM {ident(consent.table)} {granted})"
+    )
 
 
 def not_forgotten_predicate(project: Project, column: str = "_key", keys: str | None = None) -> str | None:

@@ -157,7 +157,9 @@ def process_deletion_requests(
             for q in by_key[r.key]
         )
 
-    report.outcomes += forget_everywhere([r for r in recipients if still_to_do(r)], project, destinations, warehouse, run_id)
+    report.outcomes += forget_everywhere(
+        [r for r in recipients if still_to_do(r)], project, destinations, warehouse, run_id
+    )
     failing = {(o.key, o.destination, o.source) for o in report.outcomes if o.status == FAILED}
     if archive is not None:
         settled = [k for k in keys if not any(f[0] == k for f in failing)]
@@ -235,7 +237,9 @@ def find_recipients(
             for chunk, marks in _key_chunks(keys):
                 rows += conn.fetch_all(_pair_identifiers_sql(tables, marks), [*chunk, *chunk, *pair, *pair])
             if archive is not None:
-                rows += _archived_identifiers(conn, archive, schema, f"delta__{audience.name}__{sync.destination}", keys)
+                rows += _archived_identifiers(
+                    conn, archive, schema, f"delta__{audience.name}__{sync.destination}", keys
+                )
             for key, identifier in rows:
                 source = str(Delivery("audience", audience.name))
                 found.add(Recipient(key, sync.destination, source, sync.identifier_type, identifier))
@@ -269,7 +273,9 @@ def _pair_identifiers_sql(tables: PairTables, marks: str) -> str:
     )
 
 
-def _archived_identifiers(conn: Connection, archive: ArchiveLocation, schema: str, name: str, keys: list[str]) -> list[tuple]:
+def _archived_identifiers(
+    conn: Connection, archive: ArchiveLocation, schema: str, name: str, keys: list[str]
+) -> list[tuple]:
     """(key, identifier) of a delta's archived rows about these people: all of them were sent, long ago."""
     paths = [archive.path(p) for p in archived_paths(conn, schema, name)]
     if not paths:
@@ -291,12 +297,15 @@ def purge_archive(
         removed = purge_archived(conn, archive, schema, keys=[key], identifiers=identifiers, run_id=run_id)
         outcomes += [
             Outcome(key, ARCHIVE, None, f"{archive.display}/{name}", PURGED, purged_rows=n)
-            for name, n in sorted(removed.items()) if n
+            for name, n in sorted(removed.items())
+            if n
         ]
     return outcomes
 
 
-def _stream_recipients(conn: Connection, project: Project, stream: StreamSpec, keys: list[str], warnings: list[str]) -> set[Recipient]:
+def _stream_recipients(
+    conn: Connection, project: Project, stream: StreamSpec, keys: list[str], warnings: list[str]
+) -> set[Recipient]:
     """Identifiers of the person's events a stream sent (or may have sent, behind its sent log's pruning horizon)."""
     key_column = member_key_column(project, stream)
     columns = {name.lower() for name, _ in conn.table_columns(None, stream.table)}
@@ -306,7 +315,9 @@ def _stream_recipients(conn: Connection, project: Project, stream: StreamSpec, k
     ):
         return set()  # neither the table nor a sent log yet: the stream has never run, it sent nobody anything
     if not columns:
-        warnings.append(f"stream {stream.name}: table `{stream.table}` is not in the warehouse; its events not searched")
+        warnings.append(
+            f"stream {stream.name}: table `{stream.table}` is not in the warehouse; its events not searched"
+        )
         return set()
     if key_column is None or key_column.lower() not in columns:
         warnings.append(f"stream {stream.name}: table `{stream.table}` has no key column `{key_column}`; not searched")
@@ -394,7 +405,9 @@ def _delivery_options(project: Project, destination: Destination, delivery: Deli
     return destination.event_options(project.streams[delivery.name].sync_for(destination.name).options)
 
 
-def purge_pairs(conn: Connection, project: Project, keys: list[str], failing: set[tuple[str, str, str | None]]) -> list[Outcome]:
+def purge_pairs(
+    conn: Connection, project: Project, keys: list[str], failing: set[tuple[str, str, str | None]]
+) -> list[Outcome]:
     """Delete the people from each pair's ledger, delta, failures and sync log, except where their destination failed."""
     schema = project.settings.schema_name
     has_sync_log = conn.table_exists(schema, SYNC_LOG.name)
@@ -414,7 +427,9 @@ def purge_pairs(conn: Connection, project: Project, keys: list[str], failing: se
             for name, column, scope in places:
                 counted = _delete_keys(conn, name, column, purgeable, scope)
                 place = name.replace('"', "")
-                outcomes += [Outcome(k, sync.destination, source, place, PURGED, purged_rows=n) for k, n in counted.items()]
+                outcomes += [
+                    Outcome(k, sync.destination, source, place, PURGED, purged_rows=n) for k, n in counted.items()
+                ]
     return outcomes
 
 
@@ -431,7 +446,10 @@ def purge_snapshots(conn: Connection, project: Project, keys: list[str]) -> list
         name = snapshot_table(schema, audience.name)
         place = name.replace('"', "")
         counted = _delete_keys(conn, name, "_key", keys, [])
-        outcomes += [Outcome(k, SNAPSHOT, str(Delivery("audience", audience.name)), place, PURGED, purged_rows=n) for k, n in counted.items()]
+        outcomes += [
+            Outcome(k, SNAPSHOT, str(Delivery("audience", audience.name)), place, PURGED, purged_rows=n)
+            for k, n in counted.items()
+        ]
     return outcomes
 
 
@@ -481,7 +499,10 @@ def blank_stream_reasons(conn: Connection, project: Project, keys: list[str]) ->
                 )
                 place = sent.replace('"', "")
                 outcomes += [
-                    Outcome(k, sync.destination, str(Delivery("stream", stream.name)), place, PURGED, purged_rows=int(n)) for k, n in found
+                    Outcome(
+                        k, sync.destination, str(Delivery("stream", stream.name)), place, PURGED, purged_rows=int(n)
+                    )
+                    for k, n in found
                 ]
     return outcomes
 
@@ -519,13 +540,30 @@ def proof_rows(
                 continue  # this request had it done already; the outcome was for another request of the person
             if o.destination == NOBODY and request.seen:
                 continue  # looked at before
-            rows.append((
-                request.request_id, o.key, o.destination, o.source, o.place, r.identifier_type if r else None, digest,
-                o.status, o.purged_rows, o.response, request.requested_at, now, run_id,
-            ))
+            rows.append(
+                (
+                    request.request_id,
+                    o.key,
+                    o.destination,
+                    o.source,
+                    o.place,
+                    r.identifier_type if r else None,
+                    digest,
+                    o.status,
+                    o.purged_rows,
+                    o.response,
+                    request.requested_at,
+                    now,
+                    run_id,
+                )
+            )
     return rows
 
 
 def overdue_requests(conn: Connection, project: Project, now: dt.datetime) -> list[Request]:
     """Requests older than HONOUR_WITHIN that are not done yet."""
-    return [r for r in pending_requests(conn, project) if r.requested_at is not None and now - r.requested_at > HONOUR_WITHIN]
+    return [
+        r
+        for r in pending_requests(conn, project)
+        if r.requested_at is not None and now - r.requested_at > HONOUR_WITHIN
+    ]

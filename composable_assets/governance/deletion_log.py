@@ -86,6 +86,7 @@ def outcomes(conn: Connection, schema: str, request_ids: list[str] | None = None
         where = f" WHERE request_id IN ({', '.join(['?'] * len(request_ids))})"
         params = list(request_ids)
     rows = conn.fetch_all(
-        f"SELECT {names} FROM {deletion_log(schema)}{where} ORDER BY requested_at, request_id, done_at, destination", params
+        f"SELECT {names} FROM {deletion_log(schema)}{where} ORDER BY requested_at, request_id, done_at, destination",
+        params,
     )
     return [dict(zip(COLUMNS, r)) for r in rows]

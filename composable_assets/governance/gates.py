@@ -65,10 +65,18 @@ def _removals(run: DeltaRun, mode: str, gates: GatesSpec, ledger_size: int) -> G
     share = 100.0 * run.removed / ledger_size if ledger_size else 0.0
     metadata = {"removed": run.removed, "destination_members": ledger_size, "percent": round(share, 2), "limit": limit}
     if ledger_size < gates.min_members:
-        return GateResult(name, True, f"{ledger_size} members at the destination, under min_members {gates.min_members}", metadata=metadata)
+        return GateResult(
+            name,
+            True,
+            f"{ledger_size} members at the destination, under min_members {gates.min_members}",
+            metadata=metadata,
+        )
     passed = share <= limit
     return GateResult(
-        name, passed, f"removes {run.removed} of {ledger_size} members ({share:.1f}%, limit {limit:g}%)", metadata=metadata
+        name,
+        passed,
+        f"removes {run.removed} of {ledger_size} members ({share:.1f}%, limit {limit:g}%)",
+        metadata=metadata,
     )
 
 
@@ -77,17 +85,28 @@ def _size_change(run: DeltaRun, gates: GatesSpec, previous: int | None) -> GateR
     if previous is None:
         return GateResult(name, True, "first delta: nothing to compare with")
     change = 100.0 * abs(run.audience_size - previous) / previous if previous else 0.0
-    metadata = {"audience_size": run.audience_size, "previous_size": previous, "percent": round(change, 2), "limit": limit}
+    metadata = {
+        "audience_size": run.audience_size,
+        "previous_size": previous,
+        "percent": round(change, 2),
+        "limit": limit,
+    }
     if previous < gates.min_members:
-        return GateResult(name, True, f"previous size {previous}, under min_members {gates.min_members}", metadata=metadata)
+        return GateResult(
+            name, True, f"previous size {previous}, under min_members {gates.min_members}", metadata=metadata
+        )
     passed = change <= limit
     return GateResult(
-        name, passed, f"audience {previous} -> {run.audience_size} ({change:.1f}% change, limit {limit:g}%)",
+        name,
+        passed,
+        f"audience {previous} -> {run.audience_size} ({change:.1f}% change, limit {limit:g}%)",
         metadata=metadata,
     )
 
 
-def _required_fields(conn: Connection, tables: PairTables, shape: SyncShape, run: DeltaRun, gates: GatesSpec) -> GateResult:
+def _required_fields(
+    conn: Connection, tables: PairTables, shape: SyncShape, run: DeltaRun, gates: GatesSpec
+) -> GateResult:
     name = "required_fields"
     # A field this destination is not sent is not required of it.
     required = [f for f in gates.required_fields if f in shape.fields]
@@ -100,7 +119,9 @@ def _required_fields(conn: Connection, tables: PairTables, shape: SyncShape, run
         [run.first_seq, run.last_seq],
     )[0]
     return GateResult(
-        name, count == 0, f"{count} added or updated members lack one of {', '.join(required)}",
+        name,
+        count == 0,
+        f"{count} added or updated members lack one of {', '.join(required)}",
         metadata={"members_missing_a_field": count, "required": ", ".join(required)},
     )
 
@@ -115,7 +136,9 @@ def _unique_identifiers(conn: Connection, tables: PairTables, shape: SyncShape, 
         f"GROUP BY {column} HAVING count(*) > 1) AS shared"
     )[0]
     return GateResult(
-        name, shared == 0, f"{shared} identifiers are shared by more than one member",
+        name,
+        shared == 0,
+        f"{shared} identifiers are shared by more than one member",
         metadata={"shared_identifiers": shared},
     )
 
@@ -133,7 +156,8 @@ def _consent_applied(conn: Connection, tables: PairTables, shape: SyncShape, run
         [run.first_seq, run.last_seq],
     )[0]
     return GateResult(
-        name, count == 0,
+        name,
+        count == 0,
         f"{count} added or updated members may not be sent here (no consent for the purpose, or a deletion request)",
         metadata={"members_without_consent": count},
     )

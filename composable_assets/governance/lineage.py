@@ -25,6 +25,7 @@ Column = tuple[dg.AssetKey, str]
 
 def column_lineage(project: Project) -> dict[dg.AssetKey, dict[str, list[Column]]]:
     """Per asset, each of its columns and the upstream columns it comes from."""
+
     def table_key(name: str) -> dg.AssetKey:
         return model_key(name) if name in project.models else source_key(name)
 
@@ -118,7 +119,9 @@ def _walk(edges: Mapping[Column, list[Column]], start: Column) -> Iterator[Colum
 DELIVERED = ("sync", "stream")
 
 
-def destination_fields(deps: dict[dg.AssetKey, dict[str, list[Column]]], table: str, column: str) -> list[Column] | None:
+def destination_fields(
+    deps: dict[dg.AssetKey, dict[str, list[Column]]], table: str, column: str
+) -> list[Column] | None:
     """Every (sync or stream asset, field) that `table.column` reaches (a source, model or audience), or None if unknown."""
     starts = [key for key in deps if key.path[0] in ("model", "audience") and key.path[-1] == table]
     starts = starts or [source_key(table)]
@@ -129,7 +132,9 @@ def destination_fields(deps: dict[dg.AssetKey, dict[str, list[Column]]], table: 
     return sorted(reached, key=lambda c: (c[0].path[-1], c[0].to_user_string(), c[1]))
 
 
-def source_columns(deps: dict[dg.AssetKey, dict[str, list[Column]]], destination: str, field: str) -> list[Column] | None:
+def source_columns(
+    deps: dict[dg.AssetKey, dict[str, list[Column]]], destination: str, field: str
+) -> list[Column] | None:
     """Every source (table, column) the destination's `field` comes from, or None if the destination is sent no such field."""
     starts = [(k, field) for k in deps if k.path[0] in DELIVERED and k.path[-1] == destination and field in deps[k]]
     if not starts:

@@ -22,7 +22,9 @@ from .lineage import Column, upstream
 _BY_NAME: dict[str, re.Pattern[str]] = {
     "email": re.compile(r"^(e_?mail(_?address)?)$|(^|_)e_?mail$"),
     "phone": re.compile(r"(^|_)(phone|mobile|msisdn|cell)(_?number)?$"),
-    "name": re.compile(r"^(first|last|middle|given|family|full|sur|display|user)?_?name$|^(firstname|lastname|surname)$"),
+    "name": re.compile(
+        r"^(first|last|middle|given|family|full|sur|display|user)?_?name$|^(firstname|lastname|surname)$"
+    ),
     "ip_address": re.compile(r"^ip(_?address)?$"),
     "address": re.compile(r"(^|_)(address(_?line_?\d)?|street|postal_?code|zip(_?code)?|postcode)$"),
     "birth_date": re.compile(r"^(dob|birth_?date|date_of_birth|birthday)$"),
@@ -70,7 +72,9 @@ def pii_categories(
 def tagged_schema(columns: list[str], categories: Mapping[str, str]) -> dg.TableSchema:
     """The columns an asset is known to have before it runs (types come with materializations), personal ones tagged."""
     return dg.TableSchema(
-        columns=[dg.TableColumn(name, "", tags={TAG: categories[name]} if name in categories else None) for name in columns]
+        columns=[
+            dg.TableColumn(name, "", tags={TAG: categories[name]} if name in categories else None) for name in columns
+        ]
     )
 
 

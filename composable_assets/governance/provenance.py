@@ -149,19 +149,36 @@ def start_sync_run(conn: Connection, tables: PairTables, run: SyncRun, now: dt.d
     """Record a sync run before it sends anything, so even a killed run's acknowledged rows trace to their code."""
     pair = [tables.audience, tables.destination]
     # A retried step runs again under the same run id: one row per run and pair.
-    conn.execute(f"DELETE FROM {tables.sync_runs} WHERE run_id = ? AND audience = ? AND destination = ?", [run.run_id, *pair])
+    conn.execute(
+        f"DELETE FROM {tables.sync_runs} WHERE run_id = ? AND audience = ? AND destination = ?", [run.run_id, *pair]
+    )
     values = {
-        "run_id": run.run_id, "partition_date": run.partition, "audience": tables.audience,
-        "destination": tables.destination, "delta_run_id": run.delta_run_id, "code_version": run.code_version,
-        "package_version": PACKAGE_VERSION, "audience_sha256": run.audience_sha256, "model_sha256": run.model_sha256,
-        "upstream_versions": json.dumps(run.upstream, sort_keys=True), "status": "started",
-        "added": 0, "updated": 0, "removed": 0, "failed": 0, "unsent": 0, "started_at": now, "finished_at": None,
+        "run_id": run.run_id,
+        "partition_date": run.partition,
+        "audience": tables.audience,
+        "destination": tables.destination,
+        "delta_run_id": run.delta_run_id,
+        "code_version": run.code_version,
+        "package_version": PACKAGE_VERSION,
+        "audience_sha256": run.audience_sha256,
+        "model_sha256": run.model_sha256,
+        "upstream_versions": json.dumps(run.upstream, sort_keys=True),
+        "status": "started",
+        "added": 0,
+        "updated": 0,
+        "removed": 0,
+        "failed": 0,
+        "unsent": 0,
+        "started_at": now,
+        "finished_at": None,
     }
     columns = ", ".join(types_of(SYNC_RUNS))
     placeholders = ", ".join(
         f"CAST(? AS {type_})" if values[name] is None else "?" for name, type_ in types_of(SYNC_RUNS).items()
     )
-    conn.execute(f"INSERT INTO {tables.sync_runs} ({columns}) VALUES ({placeholders})", [values[c] for c in types_of(SYNC_RUNS)])
+    conn.execute(
+        f"INSERT INTO {tables.sync_runs} ({columns}) VALUES ({placeholders})", [values[c] for c in types_of(SYNC_RUNS)]
+    )
 
 
 def finish_sync_run(conn: Connection, tables: PairTables, run_id: str, report, now: dt.datetime) -> None:
@@ -184,14 +201,19 @@ def abandon_unfinished(conn: Connection, tables: PairTables, run_id: str, now: d
     Called by the holder of the pair's lease: no other run of the pair can be alive, so every such row is a dead one.
     """
     pair = [tables.audience, tables.destination]
-    dead = [r for (r,) in conn.fetch_all(
-        f"SELECT run_id FROM {tables.sync_runs} WHERE audience = ? AND destination = ? AND status = 'started' "
-        "AND run_id <> ? ORDER BY started_at", [*pair, run_id],
-    )]
+    dead = [
+        r
+        for (r,) in conn.fetch_all(
+            f"SELECT run_id FROM {tables.sync_runs} WHERE audience = ? AND destination = ? AND status = 'started' "
+            "AND run_id <> ? ORDER BY started_at",
+            [*pair, run_id],
+        )
+    ]
     if dead:
         conn.execute(
             f"UPDATE {tables.sync_runs} SET status = 'abandoned', finished_at = ? WHERE audience = ? "
-            "AND destination = ? AND status = 'started' AND run_id <> ?", [now, *pair, run_id],
+            "AND destination = ? AND status = 'started' AND run_id <> ?",
+            [now, *pair, run_id],
         )
     return dead
 
@@ -209,7 +231,9 @@ class Rejection:
     at: dt.datetime
 
 
-def rejections(conn: Connection, tables: PairTables, run_id: str | None = None, limit: int | None = None) -> tuple[str | None, list[Rejection]]:
+def rejections(
+    conn: Connection, tables: PairTables, run_id: str | None = None, limit: int | None = None
+) -> tuple[str | None, list[Rejection]]:
     """The rows the pair's sync run `run_id` (default: its latest) had rejected: (that run's id, its rejections).
 
     Read from the sync log, which keeps them with their identifier and reason (sync_failures has them too).
@@ -327,8 +351,11 @@ class Explanation:
 
     @property
     def destinations(self) -> list[str]:
-        return sorted({c.destination for c in self.changes} | {e.destination for e in self.events}
-                      | {e.destination for e in self.ledger})
+        return sorted(
+            {c.destination for c in self.changes}
+            | {e.destination for e in self.events}
+            | {e.destination for e in self.ledger}
+        )
 
 
 def explain(
@@ -391,15 +418,50 @@ def _changes(conn: Connection, tables: PairTables, key: str, start: dt.datetime 
         [tables.audience, tables.destination, key, start, start],
     )
     changes = []
-    for (a, d, at, op, status, reason, identifier, fields, previous, sync_run, delta_run, partition, seq,
-         version, package, audience_sha, model_sha, upstream) in rows:
+    for (
+        a,
+        d,
+        at,
+        op,
+        status,
+        reason,
+        identifier,
+        fields,
+        previous,
+        sync_run,
+        delta_run,
+        partition,
+        seq,
+        version,
+        package,
+        audience_sha,
+        model_sha,
+        upstream,
+    ) in rows:
         fields, previous = _json(fields), _json(previous)
-        changes.append(Change(
-            audience=a, destination=d, at=at, op=op, status=status, reason=reason, identifier=identifier,
-            fields=fields, previous=previous, changed=_changed(op, fields, previous), sync_run_id=sync_run,
-            delta_run_id=delta_run, partition=partition, seq=seq, code_version=version, package_version=package,
-            audience_sha256=audience_sha, model_sha256=model_sha, upstream=_json(upstream) or {},
-        ))
+        changes.append(
+            Change(
+                audience=a,
+                destination=d,
+                at=at,
+                op=op,
+                status=status,
+                reason=reason,
+                identifier=identifier,
+                fields=fields,
+                previous=previous,
+                changed=_changed(op, fields, previous),
+                sync_run_id=sync_run,
+                delta_run_id=delta_run,
+                partition=partition,
+                seq=seq,
+                code_version=version,
+                package_version=package,
+                audience_sha256=audience_sha,
+                model_sha256=model_sha,
+                upstream=_json(upstream) or {},
+            )
+        )
     return changes
 
 
@@ -413,7 +475,9 @@ def _changed(op: str, fields: dict | None, previous: dict | None) -> list[str]:
 def _ledger(conn: Connection, tables: PairTables, key: str) -> list[LedgerEntry]:
     if not conn.table_exists(tables.schema, f"ledger__{tables.audience}__{tables.destination}"):
         return []
-    rows = conn.fetch_all(f"SELECT _identifier, _fields, _synced_at, _run_id FROM {tables.ledger} WHERE _key = ?", [key])
+    rows = conn.fetch_all(
+        f"SELECT _identifier, _fields, _synced_at, _run_id FROM {tables.ledger} WHERE _key = ?", [key]
+    )
     return [LedgerEntry(tables.audience, tables.destination, i, _json(f), at, run) for i, f, at, run in rows]
 
 
@@ -438,10 +502,22 @@ def _events(
     )
     seen: dict[str, SentEvent] = {}  # an appended table may hold an event id twice; it was sent once
     for event_id, at, status, reason, run_id, cursor, identifier, properties in rows:
-        seen.setdefault(event_id, SentEvent(
-            stream.name, sync.destination, sync.event, event_id, at, status, reason, run_id, cursor, identifier,
-            _json(properties) or {},
-        ))
+        seen.setdefault(
+            event_id,
+            SentEvent(
+                stream.name,
+                sync.destination,
+                sync.event,
+                event_id,
+                at,
+                status,
+                reason,
+                run_id,
+                cursor,
+                identifier,
+                _json(properties) or {},
+            ),
+        )
     return list(seen.values())
 
 

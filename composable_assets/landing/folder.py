@@ -36,9 +36,7 @@ class LandingFolder:
         if not self.path.is_dir():
             return []
         return sorted(
-            p
-            for p in self.path.iterdir()
-            if p.is_file() and p.suffix in SUFFIXES and not p.name.startswith(".")
+            p for p in self.path.iterdir() if p.is_file() and p.suffix in SUFFIXES and not p.name.startswith(".")
         )
 
     def marker(self) -> str | None:

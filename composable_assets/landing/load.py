@@ -41,7 +41,11 @@ class LoadReport:
 
 
 def load_landing(
-    conn: Connection, folder: LandingFolder, schema: str, run_id: str, now: dt.datetime | None = None,
+    conn: Connection,
+    folder: LandingFolder,
+    schema: str,
+    run_id: str,
+    now: dt.datetime | None = None,
     journal_columns: Sequence[str] = (),
 ) -> LoadReport:
     """Load every pending file of `folder` into its table; refused files move to `_rejected/` with the reason.
@@ -91,12 +95,19 @@ def load_landing(
 def _reader(file: Path) -> str:
     """A DuckDB table function reading one file, with its row order as `_row` (later rows win an upsert)."""
     if file.suffix == ".parquet":
-        return "(SELECT * EXCLUDE (file_row_number), file_row_number AS _row FROM read_parquet(?, file_row_number = true))"
+        return (
+            "(SELECT * EXCLUDE (file_row_number), file_row_number AS _row FROM read_parquet(?, file_row_number = true))"
+        )
     return "(SELECT *, row_number() OVER () AS _row FROM read_json(?, format = 'newline_delimited'))"
 
 
 def _load_file(
-    conn: Connection, folder: LandingFolder, file: Path, schema: str, run_id: str, now: dt.datetime,
+    conn: Connection,
+    folder: LandingFolder,
+    file: Path,
+    schema: str,
+    run_id: str,
+    now: dt.datetime,
     journal_columns: Sequence[str],
 ) -> int:
     source = _reader(file)
@@ -110,13 +121,20 @@ def _load_file(
         else:
             _upsert(conn, folder, file, source, target)
         conn.execute(
-            f"INSERT INTO {table(schema, LOG_TABLE)} VALUES (?, ?, ?, ?, ?)", [folder.table, file.name, rows, now, run_id]
+            f"INSERT INTO {table(schema, LOG_TABLE)} VALUES (?, ?, ?, ?, ?)",
+            [folder.table, file.name, rows, now, run_id],
         )
     return rows
 
 
 def _journal(
-    conn: Connection, folder: LandingFolder, file: Path, source: str, target: str, schema: str, now: dt.datetime,
+    conn: Connection,
+    folder: LandingFolder,
+    file: Path,
+    source: str,
+    target: str,
+    schema: str,
+    now: dt.datetime,
     columns: Sequence[str],
 ) -> None:
     """Record the keys the file's rows change: their values in the file, and in the rows an upsert replaces."""
@@ -153,7 +171,9 @@ def _upsert(conn: Connection, folder: LandingFolder, file: Path, source: str, ta
     )
     kept = latest
     if DELETED in columns:
-        conn.execute(f"DELETE FROM {target} WHERE {key} IN (SELECT {key} FROM {latest} AS l WHERE l.{DELETED})", [str(file)])
+        conn.execute(
+            f"DELETE FROM {target} WHERE {key} IN (SELECT {key} FROM {latest} AS l WHERE l.{DELETED})", [str(file)]
+        )
         kept = f"(SELECT * EXCLUDE ({DELETED}) FROM {latest} AS l WHERE NOT coalesce(l.{DELETED}, false))"
         columns.remove(DELETED)
     updates = ", ".join(f"{ident(c)} = s.{ident(c)}" for c in columns if c != folder.key)

@@ -18,7 +18,9 @@ def _reference_only(value: Any) -> Any:
     """A secret may only be written `{env: NAME}`; the error never repeats what was written."""
     if isinstance(value, (SecretRef, dict)):
         return value
-    raise ValueError("write it as {env: VARIABLE_NAME}: secrets come from environment variables, never from project files")
+    raise ValueError(
+        "write it as {env: VARIABLE_NAME}: secrets come from environment variables, never from project files"
+    )
 
 
 Secret = Annotated[SecretRef, BeforeValidator(_reference_only)]

@@ -114,8 +114,10 @@ def restricted_sql(sql: str, refresh: Refresh, predicate: Callable[[str, str], s
                 continue
             column = refresh.source_keys[source.name]
             alias = source.alias_or_name
-            filtered = exp.select("*").from_(exp.to_table(source.name)).where(
-                sqlglot.parse_one(predicate(source.name, column), dialect=DIALECT)
+            filtered = (
+                exp.select("*")
+                .from_(exp.to_table(source.name))
+                .where(sqlglot.parse_one(predicate(source.name, column), dialect=DIALECT))
             )
             source.replace(exp.Subquery(this=filtered, alias=exp.TableAlias(this=exp.to_identifier(alias))))
     return tree.sql(DIALECT)
@@ -160,8 +162,11 @@ def flip_condition(conditions: tuple[str, ...], before: dict[str, str], after: d
     part compares its two answers per row. A part that reads the same at both times (`current_date` within one
     day) cannot change and costs nothing: at 10M customers it was a full scan each run.
     """
-    parts = [part for condition in conditions for part in _flips(sqlglot.parse_one(condition, dialect=DIALECT),
-                                                               before, after)]
+    parts = [
+        part
+        for condition in conditions
+        for part in _flips(sqlglot.parse_one(condition, dialect=DIALECT), before, after)
+    ]
     return " OR ".join(parts) or "false"
 
 
@@ -210,7 +215,9 @@ def _is_time(node: exp.Expr) -> bool:
 
 def _refuse_random(tree: exp.Expr) -> None:
     for node in tree.walk():
-        if isinstance(node, RANDOM_FUNCTIONS) or (isinstance(node, exp.Anonymous) and node.name.lower() in RANDOM_NAMES):
+        if isinstance(node, RANDOM_FUNCTIONS) or (
+            isinstance(node, exp.Anonymous) and node.name.lower() in RANDOM_NAMES
+        ):
             raise NotIncremental(f"it calls {node.sql(DIALECT)}, which gives another answer on every run")
 
 

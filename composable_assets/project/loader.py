@@ -54,9 +54,7 @@ def load_project(
         raise ProjectError("project folder not found", root)
     errors: list[ProjectError] = []
     settings = _load_settings(root, errors)
-    destinations, destination_names = _load_destinations(
-        root / DESTINATIONS_FILE, known_destination_types, errors
-    )
+    destinations, destination_names = _load_destinations(root / DESTINATIONS_FILE, known_destination_types, errors)
     models = _load_models(root / MODELS_DIR, errors)
     audiences = _load_audiences(root / AUDIENCES_DIR, models, destinations, destination_names, errors)
     # A stream reads a model, or a source table the project knows: one a model reads, or one it lands.
@@ -112,9 +110,7 @@ def _load_destinations(
     return destinations, {str(name) for name in data}
 
 
-def _destination(
-    doc: YamlDocument, name: Any, entry: Any, known_types: Collection[str] | None
-) -> DestinationSpec:
+def _destination(doc: YamlDocument, name: Any, entry: Any, known_types: Collection[str] | None) -> DestinationSpec:
     """One destinations.yaml entry, with its type and secret settings checked."""
     errors: list[ProjectError] = []
     if not isinstance(name, str) or not re.fullmatch(NAME_PATTERN, name):
@@ -138,11 +134,11 @@ def _destination(
     settings = {key: value for key, value in entry.items() if key not in ("type", "consent")}
     consent = entry.get("consent")
     if consent is not None and (not isinstance(consent, str) or not consent.strip()):
-        errors.append(doc.error(f"destination `{name}`: `consent` must be a purpose name, e.g. email_marketing", name, "consent"))
+        errors.append(
+            doc.error(f"destination `{name}`: `consent` must be a purpose name, e.g. email_marketing", name, "consent")
+        )
     errors.extend(
-        doc.error(f"setting name `{key}` must be a string", name, key)
-        for key in settings
-        if not isinstance(key, str)
+        doc.error(f"setting name `{key}` must be a string", name, key) for key in settings if not isinstance(key, str)
     )
     errors.extend(_secret_problems(doc, settings, (name,)))
     raise_if_any(errors)
@@ -208,9 +204,7 @@ def _typed_problems(
                 )
 
 
-def _secret_problems(
-    doc: YamlDocument, settings: dict[Any, Any], loc: tuple[Any, ...]
-) -> Iterator[ProjectError]:
+def _secret_problems(doc: YamlDocument, settings: dict[Any, Any], loc: tuple[Any, ...]) -> Iterator[ProjectError]:
     """Malformed `{env: ...}` references, secret-looking settings written literally, URLs carrying credentials."""
     for key, value in settings.items():
         secret = looks_secret(str(key))
@@ -283,9 +277,7 @@ def _check_acyclic(models: dict[str, ModelSpec]) -> None:
         cycle = exc.args[1]
         # graphlib lists each model before the models that read it; show "reads from" order.
         files = " -> ".join(models[name].path.name for name in reversed(cycle))
-        raise ProjectError(
-            f"models read from each other in a cycle: {files}", models[cycle[0]].path
-        ) from None
+        raise ProjectError(f"models read from each other in a cycle: {files}", models[cycle[0]].path) from None
 
 
 def _load_audiences(
@@ -357,9 +349,7 @@ def _reference_problems(
         # When destinations.yaml is unreadable, that is reported; don't repeat it per sync.
         if destination_names is not None and sync.destination not in destination_names:
             known = ", ".join(sorted(destination_names)) or "none"
-            yield doc.error(
-                f"unknown destination `{sync.destination}` (destinations.yaml has: {known})", *loc
-            )
+            yield doc.error(f"unknown destination `{sync.destination}` (destinations.yaml has: {known})", *loc)
     if model is not None and model.columns is not None:
         # DuckDB column names are case-insensitive.
         available = {column.lower() for column in model.columns}

@@ -42,9 +42,7 @@ class SecretRef(BaseModel):
         """The variable's current value; the error names the variable, never a value."""
         value = os.environ.get(self.env)
         if not value:
-            raise MissingSecretError(
-                f"environment variable {self.env} is not set (a destination setting reads it)"
-            )
+            raise MissingSecretError(f"environment variable {self.env} is not set (a destination setting reads it)")
         credential = url_credential(value)
         if credential:
             raise CredentialInUrlError(

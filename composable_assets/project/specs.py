@@ -83,7 +83,9 @@ class ArchiveSpec(BaseModel):
         parsed = urlparse(value)
         if not parsed.scheme:
             if not value.startswith("/"):
-                raise ValueError(f"archive url must be an absolute folder or a URL like s3://bucket/prefix, got {value!r}")
+                raise ValueError(
+                    f"archive url must be an absolute folder or a URL like s3://bucket/prefix, got {value!r}"
+                )
             return value
         if parsed.scheme not in _ARCHIVE_SCHEMES:
             raise ValueError(

@@ -78,9 +78,7 @@ def parse_model_sql(sql: str, file: Path | None) -> ParsedModel:
     first_line = statement_tokens[0][0].line
     _reject_statements(query, file, first_line, "a model")
     if not isinstance(query, exp.Query):
-        raise ProjectError(
-            f"a model must be a SELECT query, not {_kind(query)}", file, first_line
-        )
+        raise ProjectError(f"a model must be a SELECT query, not {_kind(query)}", file, first_line)
     return ParsedModel(
         query=query,
         sql=sql[: statement_tokens[0][-1].end + 1],
@@ -139,21 +137,66 @@ def check_where_columns(
 # The first is structural: no subquery and no table reference, so a table function (DuckDB allows them only in
 # FROM) has nowhere to run.
 _UNSAFE_PREFIXES = (
-    "read_", "parquet_", "duckdb_", "pragma_", "sniff_", "iceberg_", "delta_", "ducklake_", "sqlite_",
-    "postgres_", "mysql_", "pg_", "lo_", "st_read", "http_", "system$", "dblink",
+    "read_",
+    "parquet_",
+    "duckdb_",
+    "pragma_",
+    "sniff_",
+    "iceberg_",
+    "delta_",
+    "ducklake_",
+    "sqlite_",
+    "postgres_",
+    "mysql_",
+    "pg_",
+    "lo_",
+    "st_read",
+    "http_",
+    "system$",
+    "dblink",
 )
 _UNSAFE_SUFFIXES = ("_scan", "_attach")
-_UNSAFE_NAMES = frozenset({
-    "glob", "getenv", "getvariable", "current_setting", "set_config", "query", "query_table", "nextval",
-    "currval", "secret", "which_secret", "reflect", "java_method", "load_file", "external_query",
-    "load_extension", "user", "session_user",
-})
+_UNSAFE_NAMES = frozenset(
+    {
+        "glob",
+        "getenv",
+        "getvariable",
+        "current_setting",
+        "set_config",
+        "query",
+        "query_table",
+        "nextval",
+        "currval",
+        "secret",
+        "which_secret",
+        "reflect",
+        "java_method",
+        "load_file",
+        "external_query",
+        "load_extension",
+        "user",
+        "session_user",
+    }
+)
 _KNOWN_UNSAFE = (exp.ReadCSV, exp.ReadParquet, exp.SessionUser)
 # Of sqlglot's Current* functions only the clock ones are about the row's time rather than the session.
 _CLOCK = (exp.CurrentDate, exp.CurrentTime, exp.CurrentTimestamp, exp.CurrentDatetime)
 _ARITHMETIC = (
-    exp.Add, exp.Sub, exp.Mul, exp.Div, exp.IntDiv, exp.Mod, exp.Pow, exp.Neg, exp.DPipe,
-    exp.BitwiseAnd, exp.BitwiseOr, exp.BitwiseXor, exp.BitwiseLeftShift, exp.BitwiseRightShift, exp.BitwiseNot,
+    exp.Add,
+    exp.Sub,
+    exp.Mul,
+    exp.Div,
+    exp.IntDiv,
+    exp.Mod,
+    exp.Pow,
+    exp.Neg,
+    exp.DPipe,
+    exp.BitwiseAnd,
+    exp.BitwiseOr,
+    exp.BitwiseXor,
+    exp.BitwiseLeftShift,
+    exp.BitwiseRightShift,
+    exp.BitwiseNot,
 )
 
 

@@ -95,9 +95,7 @@ def _reference_problems(
         seen.add(sync.destination)
         if destination_names is not None and sync.destination not in destination_names:
             known = ", ".join(sorted(destination_names)) or "none"
-            yield doc.error(
-                f"unknown destination `{sync.destination}` (destinations.yaml has: {known})", *loc
-            )
+            yield doc.error(f"unknown destination `{sync.destination}` (destinations.yaml has: {known})", *loc)
     columns = _known_columns(spec, models)
     if columns is not None:
         for loc, column in column_references(spec):

@@ -77,19 +77,14 @@ def read_yaml(path: Path) -> YamlDocument:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = ": ".join(part for part in (exc.context, exc.problem) if part)
-        raise ProjectError(
-            f"invalid YAML: {problem}", path, mark.line + 1 if mark else None
-        ) from exc
+        raise ProjectError(f"invalid YAML: {problem}", path, mark.line + 1 if mark else None) from exc
     except (yaml.YAMLError, ValueError) as exc:
         # Unmarked errors: bad characters, or an explicitly tagged value that cannot be built.
         raise ProjectError(f"invalid YAML: {exc}", path) from exc
     document = YamlDocument(path, data, node)
     # safe_load silently keeps the last of two equal keys, which hides mistakes.
     raise_if_any(
-        [
-            ProjectError(f"duplicate key `{key.value}`", path, key.start_mark.line + 1)
-            for key in _duplicate_keys(node)
-        ]
+        [ProjectError(f"duplicate key `{key.value}`", path, key.start_mark.line + 1) for key in _duplicate_keys(node)]
     )
     return document
 

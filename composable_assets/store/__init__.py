@@ -9,7 +9,17 @@ from .registry import TABLES, Archived, Table, archival_of, archived_tables, qua
 from .tables import PairTables, StreamTables, types_of
 
 __all__ = [
-    "CURRENT", "MIGRATIONS", "ensure_store", "upgrade",
-    "TABLES", "Archived", "Table", "archival_of", "archived_tables", "qualified",
-    "PairTables", "StreamTables", "types_of",
+    "CURRENT",
+    "MIGRATIONS",
+    "ensure_store",
+    "upgrade",
+    "TABLES",
+    "Archived",
+    "Table",
+    "archival_of",
+    "archived_tables",
+    "qualified",
+    "PairTables",
+    "StreamTables",
+    "types_of",
 ]

@@ -27,8 +27,12 @@ from ..warehouse.sql import ident, table
 from .registry import SHARED, TABLES, Table, qualified
 
 VERSION_TABLE = "store_versions"
-VERSION_COLUMNS = {"version": "BIGINT NOT NULL", "description": "VARCHAR NOT NULL",
-                   "package_version": "VARCHAR", "applied_at": "TIMESTAMP NOT NULL"}
+VERSION_COLUMNS = {
+    "version": "BIGINT NOT NULL",
+    "description": "VARCHAR NOT NULL",
+    "package_version": "VARCHAR",
+    "applied_at": "TIMESTAMP NOT NULL",
+}
 
 
 @dataclass(frozen=True)
@@ -79,12 +83,14 @@ def _adopt(conn: Connection, schema: str) -> None:
 
 #: In version order; a step is never edited once released (an install may have applied it), only appended.
 MIGRATIONS: tuple[Migration, ...] = (
-    Migration(1, "adopt an install made before the store kept a version: every shared table, every registry column",
-              _adopt),
+    Migration(
+        1, "adopt an install made before the store kept a version: every shared table, every registry column", _adopt
+    ),
 )
 CURRENT = MIGRATIONS[-1].version
 # An upgrade that failed is looked at again this many times in all (see ensure_store).
 UPGRADE_TRIES = 3
+
 
 def current_version(conn: Connection, schema: str) -> int:
     """The version the install is at: 0 for one made before the store kept a version (or a new one)."""
@@ -107,8 +113,12 @@ def upgrade(conn: Connection, schema: str, now: dt.datetime | None = None) -> li
             step.apply(conn, schema)
             conn.execute(
                 f"INSERT INTO {table(schema, VERSION_TABLE)} VALUES (?, ?, ?, ?)",
-                [step.version, step.description, _package_version(),
-                 now or dt.datetime.now(dt.UTC).replace(tzinfo=None)],
+                [
+                    step.version,
+                    step.description,
+                    _package_version(),
+                    now or dt.datetime.now(dt.UTC).replace(tzinfo=None),
+                ],
             )
         applied.append(step.version)
     return applied

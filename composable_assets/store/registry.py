@@ -76,20 +76,36 @@ class Table:
 
 LEDGER = Table(
     "ledger__{audience}__{destination}",
-    {"_key": "VARCHAR NOT NULL", "_identifier": "VARCHAR", "_hash": "VARCHAR NOT NULL", "_fields": "JSON",
-     "_synced_at": "TIMESTAMP NOT NULL", "_run_id": "VARCHAR NOT NULL"},
+    {
+        "_key": "VARCHAR NOT NULL",
+        "_identifier": "VARCHAR",
+        "_hash": "VARCHAR NOT NULL",
+        "_fields": "JSON",
+        "_synced_at": "TIMESTAMP NOT NULL",
+        "_run_id": "VARCHAR NOT NULL",
+    },
     owner="delta/ledger.py",
     forget="the person's row deleted (the destination no longer holds them)",
 )
 DELTA = Table(
     "delta__{audience}__{destination}",
-    {"_partition": "DATE NOT NULL", "_run_id": "VARCHAR NOT NULL", "_seq": "BIGINT NOT NULL", "_op": "VARCHAR NOT NULL",
-     "_key": "VARCHAR NOT NULL", "_identifier": "VARCHAR", "_hash": "VARCHAR", "_fields": "JSON", "_previous": "JSON",
-     "_computed_at": "TIMESTAMP NOT NULL"},
+    {
+        "_partition": "DATE NOT NULL",
+        "_run_id": "VARCHAR NOT NULL",
+        "_seq": "BIGINT NOT NULL",
+        "_op": "VARCHAR NOT NULL",
+        "_key": "VARCHAR NOT NULL",
+        "_identifier": "VARCHAR",
+        "_hash": "VARCHAR",
+        "_fields": "JSON",
+        "_previous": "JSON",
+        "_computed_at": "TIMESTAMP NOT NULL",
+    },
     owner="delta/diff.py",
     forget="the person's rows deleted",
     archival=Archived(
-        "_partition", "_key",
+        "_partition",
+        "_key",
         "rows of archived delta runs, except the pair's highest `_seq` (the next delta numbers on from it)",
     ),
     # Delta rows are read, and acks joined to them, by `_seq` range.
@@ -99,49 +115,87 @@ DELTA = Table(
 # Shared logs, one table each for every audience and destination.
 DELTA_RUNS = Table(
     "delta_runs",
-    {"audience": "VARCHAR NOT NULL", "destination": "VARCHAR NOT NULL", "partition_date": "DATE NOT NULL",
-     "run_id": "VARCHAR NOT NULL", "computed_at": "TIMESTAMP NOT NULL", "mode": "VARCHAR NOT NULL",
-     "first_seq": "BIGINT NOT NULL", "last_seq": "BIGINT NOT NULL", "added": "BIGINT NOT NULL",
-     "updated": "BIGINT NOT NULL", "removed": "BIGINT NOT NULL", "audience_size": "BIGINT NOT NULL"},
+    {
+        "audience": "VARCHAR NOT NULL",
+        "destination": "VARCHAR NOT NULL",
+        "partition_date": "DATE NOT NULL",
+        "run_id": "VARCHAR NOT NULL",
+        "computed_at": "TIMESTAMP NOT NULL",
+        "mode": "VARCHAR NOT NULL",
+        "first_seq": "BIGINT NOT NULL",
+        "last_seq": "BIGINT NOT NULL",
+        "added": "BIGINT NOT NULL",
+        "updated": "BIGINT NOT NULL",
+        "removed": "BIGINT NOT NULL",
+        "audience_size": "BIGINT NOT NULL",
+    },
     owner="delta/diff.py",
     forget="nothing (counts only)",
     archival=Archived(
-        "partition_date", None,
+        "partition_date",
+        None,
         "archived delta runs: not the newest run nor the newest the send gates let through (the gates' baseline), "
         "nor any computed after it; no unfolded ack or in-flight window over their rows",
     ),
 )
 SYNC_ACKS = Table(
     "sync_acks",
-    {"audience": "VARCHAR NOT NULL", "destination": "VARCHAR NOT NULL", "run_id": "VARCHAR NOT NULL",
-     "first_seq": "BIGINT NOT NULL", "last_seq": "BIGINT NOT NULL", "acked_at": "TIMESTAMP NOT NULL",
-     "folded": "BOOLEAN NOT NULL DEFAULT false"},
+    {
+        "audience": "VARCHAR NOT NULL",
+        "destination": "VARCHAR NOT NULL",
+        "run_id": "VARCHAR NOT NULL",
+        "first_seq": "BIGINT NOT NULL",
+        "last_seq": "BIGINT NOT NULL",
+        "acked_at": "TIMESTAMP NOT NULL",
+        "folded": "BOOLEAN NOT NULL DEFAULT false",
+    },
     owner="delivery/audience.py",
     forget="nothing (seq ranges only)",
     archival=Archived("partition_date of its delta run", None, "folded acks of archived delta runs"),
 )
 SYNC_FAILURES = Table(
     "sync_failures",
-    {"audience": "VARCHAR NOT NULL", "destination": "VARCHAR NOT NULL", "partition_date": "DATE NOT NULL",
-     "run_id": "VARCHAR NOT NULL", "seq": "BIGINT NOT NULL", "key": "VARCHAR NOT NULL", "op": "VARCHAR NOT NULL",
-     "reason": "VARCHAR NOT NULL", "failed_at": "TIMESTAMP NOT NULL"},
+    {
+        "audience": "VARCHAR NOT NULL",
+        "destination": "VARCHAR NOT NULL",
+        "partition_date": "DATE NOT NULL",
+        "run_id": "VARCHAR NOT NULL",
+        "seq": "BIGINT NOT NULL",
+        "key": "VARCHAR NOT NULL",
+        "op": "VARCHAR NOT NULL",
+        "reason": "VARCHAR NOT NULL",
+        "failed_at": "TIMESTAMP NOT NULL",
+    },
     owner="delivery/audience.py",
     forget="the person's rows deleted",
     archival=Archived("partition_date", "key", "rejections of rows of archived delta runs"),
 )
 GATE_RESULTS = Table(
     "gate_results",
-    {"audience": "VARCHAR NOT NULL", "destination": "VARCHAR NOT NULL", "run_id": "VARCHAR NOT NULL",
-     "gate": "VARCHAR NOT NULL", "passed": "BOOLEAN NOT NULL", "overridden": "BOOLEAN NOT NULL",
-     "detail": "VARCHAR NOT NULL", "checked_at": "TIMESTAMP NOT NULL"},
+    {
+        "audience": "VARCHAR NOT NULL",
+        "destination": "VARCHAR NOT NULL",
+        "run_id": "VARCHAR NOT NULL",
+        "gate": "VARCHAR NOT NULL",
+        "passed": "BOOLEAN NOT NULL",
+        "overridden": "BOOLEAN NOT NULL",
+        "detail": "VARCHAR NOT NULL",
+        "checked_at": "TIMESTAMP NOT NULL",
+    },
     owner="governance/gates.py",
     forget="nothing (verdicts only)",
     archival=Archived("partition_date of its delta run", None, "verdicts on archived delta runs"),
 )
 SYNC_INFLIGHT = Table(
     "sync_inflight",
-    {"audience": "VARCHAR NOT NULL", "destination": "VARCHAR NOT NULL", "run_id": "VARCHAR NOT NULL",
-     "first_seq": "BIGINT NOT NULL", "last_seq": "BIGINT NOT NULL", "started_at": "TIMESTAMP NOT NULL"},
+    {
+        "audience": "VARCHAR NOT NULL",
+        "destination": "VARCHAR NOT NULL",
+        "run_id": "VARCHAR NOT NULL",
+        "first_seq": "BIGINT NOT NULL",
+        "last_seq": "BIGINT NOT NULL",
+        "started_at": "TIMESTAMP NOT NULL",
+    },
     owner="delivery/audience.py",
     forget="nothing (seq ranges only)",
 )
@@ -149,20 +203,47 @@ SYNC_INFLIGHT = Table(
 # payload stays in the delta's `_fields` (member data is not copied twice).
 SYNC_LOG = Table(
     "sync_log",
-    {"partition_date": "DATE", "sync_run_id": "VARCHAR", "audience": "VARCHAR", "destination": "VARCHAR",
-     "key": "VARCHAR", "identifier": "VARCHAR", "op": "VARCHAR", "row_hash": "VARCHAR", "status": "VARCHAR",
-     "reason": "VARCHAR", "delta_run_id": "VARCHAR", "seq": "BIGINT", "recorded_at": "TIMESTAMP"},
+    {
+        "partition_date": "DATE",
+        "sync_run_id": "VARCHAR",
+        "audience": "VARCHAR",
+        "destination": "VARCHAR",
+        "key": "VARCHAR",
+        "identifier": "VARCHAR",
+        "op": "VARCHAR",
+        "row_hash": "VARCHAR",
+        "status": "VARCHAR",
+        "reason": "VARCHAR",
+        "delta_run_id": "VARCHAR",
+        "seq": "BIGINT",
+        "recorded_at": "TIMESTAMP",
+    },
     owner="governance/provenance.py",
     forget="the person's rows deleted",
     archival=Archived("partition_date", "key", "delivered rows of archived delta runs (provenance)"),
 )
 SYNC_RUNS = Table(
     "sync_runs",
-    {"run_id": "VARCHAR", "partition_date": "DATE", "audience": "VARCHAR", "destination": "VARCHAR",
-     "delta_run_id": "VARCHAR", "code_version": "VARCHAR", "package_version": "VARCHAR",
-     "audience_sha256": "VARCHAR", "model_sha256": "VARCHAR", "upstream_versions": "VARCHAR", "status": "VARCHAR",
-     "added": "BIGINT", "updated": "BIGINT", "removed": "BIGINT", "failed": "BIGINT", "unsent": "BIGINT",
-     "started_at": "TIMESTAMP", "finished_at": "TIMESTAMP"},
+    {
+        "run_id": "VARCHAR",
+        "partition_date": "DATE",
+        "audience": "VARCHAR",
+        "destination": "VARCHAR",
+        "delta_run_id": "VARCHAR",
+        "code_version": "VARCHAR",
+        "package_version": "VARCHAR",
+        "audience_sha256": "VARCHAR",
+        "model_sha256": "VARCHAR",
+        "upstream_versions": "VARCHAR",
+        "status": "VARCHAR",
+        "added": "BIGINT",
+        "updated": "BIGINT",
+        "removed": "BIGINT",
+        "failed": "BIGINT",
+        "unsent": "BIGINT",
+        "started_at": "TIMESTAMP",
+        "finished_at": "TIMESTAMP",
+    },
     owner="governance/provenance.py",
     forget="nothing (counts and versions only)",
     archival=Archived("partition_date", None, "sync runs of archived delta runs (provenance)"),
@@ -173,28 +254,48 @@ SYNC_RUNS = Table(
 
 STREAM_SENT = Table(
     "stream_sent__{stream}__{destination}",
-    {"event_id": "VARCHAR NOT NULL", "cursor_value": "TIMESTAMP NOT NULL", "status": "VARCHAR NOT NULL",
-     "run_id": "VARCHAR NOT NULL", "recorded_at": "TIMESTAMP NOT NULL", "partition_date": "DATE NOT NULL",
-     "reason": "VARCHAR"},
+    {
+        "event_id": "VARCHAR NOT NULL",
+        "cursor_value": "TIMESTAMP NOT NULL",
+        "status": "VARCHAR NOT NULL",
+        "run_id": "VARCHAR NOT NULL",
+        "recorded_at": "TIMESTAMP NOT NULL",
+        "partition_date": "DATE NOT NULL",
+        "reason": "VARCHAR",
+    },
     owner="delivery/stream.py",
     forget="nothing here (event ids only); the person's events are skipped by the member condition",
     archival=Archived(
-        "partition_date", None,
+        "partition_date",
+        None,
         "events behind the pair's `pruned_below` (the stream never looks there again) and not in stream_intents",
     ),
 )
 STREAM_CURSORS = Table(
     "stream_cursors",
-    {"stream": "VARCHAR NOT NULL", "destination": "VARCHAR NOT NULL", "high_water": "TIMESTAMP NOT NULL",
-     "floor_at": "TIMESTAMP NOT NULL", "pruned_below": "TIMESTAMP", "started_at": "TIMESTAMP NOT NULL",
-     "updated_at": "TIMESTAMP NOT NULL", "run_id": "VARCHAR NOT NULL"},
+    {
+        "stream": "VARCHAR NOT NULL",
+        "destination": "VARCHAR NOT NULL",
+        "high_water": "TIMESTAMP NOT NULL",
+        "floor_at": "TIMESTAMP NOT NULL",
+        "pruned_below": "TIMESTAMP",
+        "started_at": "TIMESTAMP NOT NULL",
+        "updated_at": "TIMESTAMP NOT NULL",
+        "run_id": "VARCHAR NOT NULL",
+    },
     owner="streams/high_water.py",
     forget="nothing (cursors only)",
 )
 STREAM_INTENTS = Table(
     "stream_intents",
-    {"stream": "VARCHAR NOT NULL", "destination": "VARCHAR NOT NULL", "run_id": "VARCHAR NOT NULL",
-     "event_id": "VARCHAR NOT NULL", "cursor_value": "TIMESTAMP NOT NULL", "recorded_at": "TIMESTAMP NOT NULL"},
+    {
+        "stream": "VARCHAR NOT NULL",
+        "destination": "VARCHAR NOT NULL",
+        "run_id": "VARCHAR NOT NULL",
+        "event_id": "VARCHAR NOT NULL",
+        "cursor_value": "TIMESTAMP NOT NULL",
+        "recorded_at": "TIMESTAMP NOT NULL",
+    },
     owner="streams/intents.py",
     forget="nothing (event ids only)",
 )
@@ -232,17 +333,28 @@ DELETION_LOG = Table(
 )
 ARCHIVE_FILES = Table(
     "archive_files",
-    {"table_name": "VARCHAR NOT NULL", "day": "DATE NOT NULL", "path": "VARCHAR NOT NULL",
-     "row_count": "BIGINT NOT NULL", "byte_count": "BIGINT NOT NULL", "run_id": "VARCHAR NOT NULL",
-     "archived_at": "TIMESTAMP NOT NULL"},
+    {
+        "table_name": "VARCHAR NOT NULL",
+        "day": "DATE NOT NULL",
+        "path": "VARCHAR NOT NULL",
+        "row_count": "BIGINT NOT NULL",
+        "byte_count": "BIGINT NOT NULL",
+        "run_id": "VARCHAR NOT NULL",
+        "archived_at": "TIMESTAMP NOT NULL",
+    },
     owner="governance/archive.py",
     forget="nothing here; the files are rewritten without the person (purge_archived)",
     quoted=True,
 )
 LANDING_FILES = Table(
     "landing_files",
-    {"source_table": "VARCHAR", "file_name": "VARCHAR", "rows": "BIGINT", "loaded_at": "TIMESTAMP",
-     "run_id": "VARCHAR"},
+    {
+        "source_table": "VARCHAR",
+        "file_name": "VARCHAR",
+        "rows": "BIGINT",
+        "loaded_at": "TIMESTAMP",
+        "run_id": "VARCHAR",
+    },
     owner="landing/load.py",
     forget="nothing (file names and counts only)",
 )
@@ -254,8 +366,14 @@ KEY_CHANGES = Table(
 )
 REFRESH_STATE = Table(
     "refresh_state",
-    {"reader": "VARCHAR NOT NULL", "seq": "BIGINT NOT NULL", "pinned": "VARCHAR", "guards": "VARCHAR",
-     "reads": "VARCHAR", "updated_at": "TIMESTAMP NOT NULL"},
+    {
+        "reader": "VARCHAR NOT NULL",
+        "seq": "BIGINT NOT NULL",
+        "pinned": "VARCHAR",
+        "guards": "VARCHAR",
+        "reads": "VARCHAR",
+        "updated_at": "TIMESTAMP NOT NULL",
+    },
     owner="delta/changes.py",
     forget="nothing (cursors only)",
 )
@@ -265,8 +383,15 @@ REFRESH_STATE = Table(
 
 CDI_ATTRIBUTES = Table(
     "{stem}_USERS_ATTRIBUTES_SYNC",
-    {"UPDATED_AT": "TIMESTAMP NOT NULL", "EXTERNAL_ID": "VARCHAR", "ALIAS_NAME": "VARCHAR", "ALIAS_LABEL": "VARCHAR",
-     "EMAIL": "VARCHAR", "PHONE": "VARCHAR", "PAYLOAD": "VARCHAR NOT NULL"},
+    {
+        "UPDATED_AT": "TIMESTAMP NOT NULL",
+        "EXTERNAL_ID": "VARCHAR",
+        "ALIAS_NAME": "VARCHAR",
+        "ALIAS_LABEL": "VARCHAR",
+        "EMAIL": "VARCHAR",
+        "PHONE": "VARCHAR",
+        "PAYLOAD": "VARCHAR NOT NULL",
+    },
     owner="destinations/braze_cdi.py",
     forget="the person's staged rows deleted",
     quoted=True,
@@ -283,9 +408,25 @@ CDI_DELETE = Table(
 
 #: Every table with a fixed shape, in the order the store creates them.
 TABLES: tuple[Table, ...] = (
-    DELETION_LOG, DELTA_RUNS, SYNC_ACKS, SYNC_FAILURES, GATE_RESULTS, SYNC_INFLIGHT, SYNC_LOG, SYNC_RUNS,
-    STREAM_CURSORS, STREAM_INTENTS, LANDING_FILES, KEY_CHANGES, REFRESH_STATE, ARCHIVE_FILES,
-    LEDGER, DELTA, STREAM_SENT, CDI_ATTRIBUTES, CDI_DELETE,
+    DELETION_LOG,
+    DELTA_RUNS,
+    SYNC_ACKS,
+    SYNC_FAILURES,
+    GATE_RESULTS,
+    SYNC_INFLIGHT,
+    SYNC_LOG,
+    SYNC_RUNS,
+    STREAM_CURSORS,
+    STREAM_INTENTS,
+    LANDING_FILES,
+    KEY_CHANGES,
+    REFRESH_STATE,
+    ARCHIVE_FILES,
+    LEDGER,
+    DELTA,
+    STREAM_SENT,
+    CDI_ATTRIBUTES,
+    CDI_DELETE,
 )
 #: The shared tables of the project's schema, created with the store.
 SHARED: tuple[Table, ...] = tuple(t for t in TABLES if not t.per_pair and t.home == "project")

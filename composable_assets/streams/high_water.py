@@ -36,7 +36,9 @@ class Mark:
         return self.bound(self.high_water - 2 * lookback), self.window_start(lookback)
 
 
-def start_point(start: Literal["now"] | dt.date, lookback: dt.timedelta, now: dt.datetime, timezone: str) -> tuple[dt.datetime, dt.datetime]:
+def start_point(
+    start: Literal["now"] | dt.date, lookback: dt.timedelta, now: dt.datetime, timezone: str
+) -> tuple[dt.datetime, dt.datetime]:
     """(high water, floor) of a new pair: `now` sends only the last `lookback`; a date sends from its midnight."""
     if start == "now":
         return now, now - lookback
@@ -46,7 +48,14 @@ def start_point(start: Literal["now"] | dt.date, lookback: dt.timedelta, now: dt
 
 
 def read_or_start(
-    conn: Connection, tables: StreamTables, start: Literal["now"] | dt.date, lookback: dt.timedelta, *, now: dt.datetime, timezone: str, run_id: str
+    conn: Connection,
+    tables: StreamTables,
+    start: Literal["now"] | dt.date,
+    lookback: dt.timedelta,
+    *,
+    now: dt.datetime,
+    timezone: str,
+    run_id: str,
 ) -> Mark:
     """The pair's mark; a pair seen for the first time starts where its `start` says (recorded at once)."""
     row = conn.fetch_one(
@@ -73,9 +82,7 @@ def advance_sql(tables: StreamTables) -> str:
 
 def prune(conn: Connection, tables: StreamTables, lookback: dt.timedelta) -> int:
     """Forget sent-log rows older than high_water - 2 x lookback; returns how many."""
-    row = conn.fetch_one(
-        f"SELECT high_water FROM {tables.cursors} WHERE stream = ? AND destination = ?", tables.pair
-    )
+    row = conn.fetch_one(f"SELECT high_water FROM {tables.cursors} WHERE stream = ? AND destination = ?", tables.pair)
     if row is None:
         return 0
     below = row[0] - 2 * lookback

@@ -12,12 +12,17 @@ from ..warehouse import Connection
 from ..warehouse.base import insert_rows
 
 
-def record_intents(conn: Connection, tables: StreamTables, run_id: str, events: Sequence[Event], now: dt.datetime) -> None:
+def record_intents(
+    conn: Connection, tables: StreamTables, run_id: str, events: Sequence[Event], now: dt.datetime
+) -> None:
     """Declare `events` as possibly in flight, durably, before any of them is sent (one insert)."""
     if not events:
         return
     insert_rows(
-        conn, tables.intents, types_of(STREAM_INTENTS), [(*tables.pair, run_id, e.event_id, e.time, now) for e in events]
+        conn,
+        tables.intents,
+        types_of(STREAM_INTENTS),
+        [(*tables.pair, run_id, e.event_id, e.time, now) for e in events],
     )
 
 

@@ -17,7 +17,11 @@ from ..warehouse.sql import DIALECT, ident, json_object
 # Column types a cursor may have, as each engine's information_schema names them: naive timestamps are taken as UTC,
 # dates as their midnight; timestamps with a time zone are converted to UTC.
 TIMESTAMP_TYPES = (
-    "TIMESTAMP", "TIMESTAMP_S", "TIMESTAMP_MS", "TIMESTAMP_NS", "DATETIME",  # DuckDB
+    "TIMESTAMP",
+    "TIMESTAMP_S",
+    "TIMESTAMP_MS",
+    "TIMESTAMP_NS",
+    "DATETIME",  # DuckDB
     "TIMESTAMP WITHOUT TIME ZONE",  # PostgreSQL
     "TIMESTAMP_NTZ",  # Snowflake
 )
@@ -25,10 +29,25 @@ ZONED_TIMESTAMP_TYPES = ("TIMESTAMP WITH TIME ZONE", "TIMESTAMP_TZ", "TIMESTAMP_
 # Member key types whose values are equal exactly when their text is: a key column of one of these may be compared
 # with a consent key of the same family as both are (integers of any width; Snowflake names its integers NUMBER).
 KEY_TYPE_FAMILIES = (
-    frozenset({
-        "TINYINT", "SMALLINT", "INTEGER", "INT", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT",
-        "INT2", "INT4", "INT8", "INT64", "NUMBER",
-    }),
+    frozenset(
+        {
+            "TINYINT",
+            "SMALLINT",
+            "INTEGER",
+            "INT",
+            "BIGINT",
+            "HUGEINT",
+            "UTINYINT",
+            "USMALLINT",
+            "UINTEGER",
+            "UBIGINT",
+            "INT2",
+            "INT4",
+            "INT8",
+            "INT64",
+            "NUMBER",
+        }
+    ),
     frozenset({"VARCHAR", "TEXT", "STRING", "CHARACTER VARYING"}),
     frozenset({"UUID"}),
 )
@@ -155,8 +174,10 @@ class StreamShape:
         def usable(alias: str) -> list[str]:
             where = [f"({self.where.sql(DIALECT)})"] if self.where is not None else []
             return [
-                *picked(alias), *where,
-                f"{alias}.{ident(self.event_id_column)} IS NOT NULL", f"{alias}.{ident(self.cursor_column)} IS NOT NULL",
+                *picked(alias),
+                *where,
+                f"{alias}.{ident(self.event_id_column)} IS NOT NULL",
+                f"{alias}.{ident(self.cursor_column)} IS NOT NULL",
             ]
 
         checks: list[str] = []
@@ -180,7 +201,9 @@ class StreamShape:
             return f"(SELECT * FROM {ident(self.table)} AS {alias} WHERE {' AND '.join(usable(alias))}) AS {alias}"
 
         def checked(alias: str) -> str:
-            return " AND ".join(c.replace("{event_id}", self.event_id_sql(alias)).replace("{alias}", alias) for c in checks)
+            return " AND ".join(
+                c.replace("{event_id}", self.event_id_sql(alias)).replace("{alias}", alias) for c in checks
+            )
 
         projection = (
             f"SELECT {self.event_id_sql()} AS _event_id, {cursor('e')} AS _cursor, "

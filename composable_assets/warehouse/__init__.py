@@ -24,9 +24,17 @@ ENGINES = {
     "postgresql": ("postgres_engine", "PostgresEngine", "postgresql://user@host:port/database"),
     "postgres": ("postgres_engine", "PostgresEngine", "postgresql://user@host:port/database"),
     "redshift": ("postgres_engine", "RedshiftEngine", "redshift://user@cluster-host:5439/database"),
-    "snowflake": ("snowflake_engine", "SnowflakeEngine", "snowflake://user@account/database/schema?warehouse=WH&role=ROLE"),
+    "snowflake": (
+        "snowflake_engine",
+        "SnowflakeEngine",
+        "snowflake://user@account/database/schema?warehouse=WH&role=ROLE",
+    ),
     "bigquery": ("bigquery_engine", "BigQueryEngine", "bigquery://project/dataset?location=EU"),
-    "databricks": ("databricks_engine", "DatabricksEngine", "databricks://workspace-host/catalog/schema?http_path=/sql/1.0/warehouses/ID"),
+    "databricks": (
+        "databricks_engine",
+        "DatabricksEngine",
+        "databricks://workspace-host/catalog/schema?http_path=/sql/1.0/warehouses/ID",
+    ),
 }
 
 

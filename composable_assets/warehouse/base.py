@@ -21,7 +21,6 @@ Params = Sequence[Any] | None
 SESSION_TIME_ZONE = "UTC"
 
 
-
 class WarehouseError(Exception):
     """A statement failed in the warehouse; the message names what we were doing."""
 
@@ -177,7 +176,9 @@ def insert_rows(conn: Connection, table: str, columns: dict[str, str], rows: Seq
     row = "(" + ", ".join(["?"] * len(columns)) + ")"
     for start in range(0, len(rows), INSERT_CHUNK_ROWS):
         chunk = rows[start : start + INSERT_CHUNK_ROWS]
-        conn.execute(f"INSERT INTO {table} ({names}) VALUES {', '.join([row] * len(chunk))}", [v for r in chunk for v in r])
+        conn.execute(
+            f"INSERT INTO {table} ({names}) VALUES {', '.join([row] * len(chunk))}", [v for r in chunk for v in r]
+        )
 
 
 class DbApiConnection(Connection):

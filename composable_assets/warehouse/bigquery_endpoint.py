@@ -24,6 +24,8 @@ class BigQueryAtEndpoint(BigQueryResource):
 
             credentials = AnonymousCredentials()
         yield bigquery.Client(
-            project=self.project, location=self.location, credentials=credentials,
+            project=self.project,
+            location=self.location,
+            credentials=credentials,
             client_options=ClientOptions(api_endpoint=self.api_endpoint),
         )

@@ -38,8 +38,20 @@ URL_SHAPE = "bigquery://project/dataset?location=EU"
 # Query parameters the URL may carry; anything else is refused rather than silently ignored.
 OPTIONS = ("location",)
 # Query parameters that would put a secret into the URL (and so into logs): refused with a pointer to ADC.
-SECRET_PARAMETERS = ("credentials", "credentials_path", "credentials_file", "key", "key_file", "keyfile",
-                     "private_key", "token", "access_token", "password", "secret", "client_secret")
+SECRET_PARAMETERS = (
+    "credentials",
+    "credentials_path",
+    "credentials_file",
+    "key",
+    "key_file",
+    "keyfile",
+    "private_key",
+    "token",
+    "access_token",
+    "password",
+    "secret",
+    "client_secret",
+)
 DDL = ("CREATE", "DROP", "ALTER")
 INT64 = range(-(2**63), 2**63)
 
@@ -102,7 +114,7 @@ def _inline_nulls(text: str, params: Params) -> tuple[str, list]:
     pieces, last, kept = [], 0, []
     for mark, value in zip(marks, values):
         if value is None:
-            pieces += [text[last:mark.start], "NULL"]
+            pieces += [text[last : mark.start], "NULL"]
             last = mark.end + 1
         else:
             kept.append(value)
@@ -255,7 +267,9 @@ class BigQueryConnection(Connection):
         from google.api_core import exceptions
 
         try:
-            return [t.table_id for t in self._client.list_tables(bigquery.DatasetReference(self._engine.project, schema))]
+            return [
+                t.table_id for t in self._client.list_tables(bigquery.DatasetReference(self._engine.project, schema))
+            ]
         except exceptions.NotFound:
             return []
 
@@ -288,9 +302,11 @@ class BigQueryEngine(Engine):
     def from_url(cls, url: str, resource: Any = None) -> BigQueryEngine:
         parsed = urlparse(url)
         options = url_options(
-            parsed, "BigQuery",
+            parsed,
+            "BigQuery",
             f"use Application Default Credentials ({CREDENTIALS_SETTING} naming a key file, or gcloud auth)",
-            SECRET_PARAMETERS, user_is_secret=True,
+            SECRET_PARAMETERS,
+            user_is_secret=True,
         )
         unknown = sorted(k for k in options if k not in OPTIONS)
         if unknown:

@@ -83,9 +83,7 @@ def _bind(params: Params) -> list[Any] | None:
         return None
     from databricks.sql.parameters import TimestampNTZParameter
 
-    return [
-        TimestampNTZParameter(value=v) if isinstance(v, dt.datetime) and v.tzinfo is None else v for v in params
-    ]
+    return [TimestampNTZParameter(value=v) if isinstance(v, dt.datetime) and v.tzinfo is None else v for v in params]
 
 
 class DatabricksConnection(DbApiConnection):
@@ -310,8 +308,12 @@ def _connect_error(engine: DatabricksEngine, detail: str, token: str | None) -> 
     if token:
         detail = detail.replace(token, "***")
     text = detail.lower()
-    if "http 401" in text or "http 403" in text or "invalid access token" in text or "unauthorized" in text or (
-        "forbidden" in text
+    if (
+        "http 401" in text
+        or "http 403" in text
+        or "invalid access token" in text
+        or "unauthorized" in text
+        or ("forbidden" in text)
     ):
         setting = f"the access token was refused by {engine.host}: check {' / '.join(TOKEN_SETTINGS)}"
     elif "http 404" in text or ("warehouse" in text and "not found" in text):
@@ -320,8 +322,11 @@ def _connect_error(engine: DatabricksEngine, detail: str, token: str | None) -> 
         setting = f"the catalog {engine.catalog!r} in COMPOSABLE_WAREHOUSE does not exist or is not granted"
     elif "schema" in text and ("not found" in text or "cannot be found" in text or "does not exist" in text):
         setting = f"the schema {engine.schema!r} in COMPOSABLE_WAREHOUSE does not exist or is not granted"
-    elif "name or service not known" in text or "failed to resolve" in text or "connection refused" in text or (
-        "max retries exceeded" in text
+    elif (
+        "name or service not known" in text
+        or "failed to resolve" in text
+        or "connection refused" in text
+        or ("max retries exceeded" in text)
     ):
         setting = f"the workspace host {engine.host!r} in COMPOSABLE_WAREHOUSE cannot be reached"
     else:

@@ -123,7 +123,9 @@ class DuckDBEngine(Engine):
             resource = SharedDuckDBFile(database=path, connection_config=config or {})
         elif not isinstance(resource, SharedDuckDBFile):
             if not isinstance(resource, DuckDBResource):
-                raise WarehouseError(f"a DuckDB warehouse connects through a DuckDBResource, not {type(resource).__name__}")
+                raise WarehouseError(
+                    f"a DuckDB warehouse connects through a DuckDBResource, not {type(resource).__name__}"
+                )
             resource = SharedDuckDBFile(database=resource.database, connection_config=resource.connection_config)
         self.resource = resource
 

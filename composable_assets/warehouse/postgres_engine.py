@@ -98,8 +98,6 @@ class PostgresConnection(DbApiConnection):
             [table, schema],
         )
 
-
-
     @contextmanager
     def exclusive(self, name: str) -> Iterator[None]:
         # A session-level advisory lock: held across the block's own transactions, released however it ends.
@@ -183,7 +181,10 @@ class PostgresEngine(Engine):
                 user=self.user,
                 password=password,
                 connect_timeout=CONNECT_TIMEOUT_SECONDS,
-                **{**self.options, "options": f"{self.options.get('options', '')} -c TimeZone={SESSION_TIME_ZONE}".strip()},
+                **{
+                    **self.options,
+                    "options": f"{self.options.get('options', '')} -c TimeZone={SESSION_TIME_ZONE}".strip(),
+                },
             )
         except psycopg2.Error as exc:
             raise WarehouseError(_connect_error(self, str(exc), password)) from None

@@ -35,7 +35,11 @@ from .dialect import render
 PASSWORD_SETTING = "COMPOSABLE_WAREHOUSE_PASSWORD"
 LOGIN_TIMEOUT_SECONDS = 30
 # Our SQL binds `?` parameters, and statements commit one by one as in DuckDB (BEGIN ... COMMIT groups them).
-CONNECTION_SETTINGS: dict[str, Any] = {"paramstyle": "qmark", "autocommit": True, "login_timeout": LOGIN_TIMEOUT_SECONDS}
+CONNECTION_SETTINGS: dict[str, Any] = {
+    "paramstyle": "qmark",
+    "autocommit": True,
+    "login_timeout": LOGIN_TIMEOUT_SECONDS,
+}
 # Pinned per session, so the text of a timestamp (which feeds the row hash) never follows an account default:
 # UTC, and fractional seconds to the nanosecond (Snowflake's default output format stops at milliseconds).
 SESSION_PARAMETERS = {
@@ -117,12 +121,12 @@ class SnowflakeConnection(DbApiConnection):
         )
 
 
-
-
 def _microseconds(table: pa.Table) -> pa.Table:
     """Timestamps at microseconds, as every other engine returns them (the connector's Arrow uses nanoseconds)."""
     fields = [
-        pa.field(f.name, pa.timestamp("us", tz=f.type.tz)) if pa.types.is_timestamp(f.type) and f.type.unit == "ns" else f
+        pa.field(f.name, pa.timestamp("us", tz=f.type.tz))
+        if pa.types.is_timestamp(f.type) and f.type.unit == "ns"
+        else f
         for f in table.schema
     ]
     return table.cast(pa.schema(fields)) if fields != list(table.schema) else table
@@ -151,8 +155,10 @@ class SnowflakeEngine(Engine):
             return cls(_checked(resource))
         parsed = urlparse(url)
         options = url_options(
-            parsed, "Snowflake",
-            f"set {PASSWORD_SETTING} for a password (or use private_key_file / authenticator) instead", SECRET_PARAMETERS,
+            parsed,
+            "Snowflake",
+            f"set {PASSWORD_SETTING} for a password (or use private_key_file / authenticator) instead",
+            SECRET_PARAMETERS,
         )
         parts = [unquote(p) for p in parsed.path.strip("/").split("/") if p]
         account = unquote(parsed.hostname or "")
@@ -161,12 +167,18 @@ class SnowflakeEngine(Engine):
             raise WarehouseError(
                 "COMPOSABLE_WAREHOUSE: expected snowflake://user@account/database/schema?warehouse=WH&role=ROLE"
             )
-        if not os.environ.get(PASSWORD_SETTING) and "private_key_file" not in options and "authenticator" not in options:
+        if (
+            not os.environ.get(PASSWORD_SETTING)
+            and "private_key_file" not in options
+            and "authenticator" not in options
+        ):
             # Told at the first connection, not when the definitions load: validating a project needs no warehouse.
-            return cls(missing=(
-                f"Snowflake warehouse: no credentials for user {user!r}: set {PASSWORD_SETTING}, or name "
-                "private_key_file or authenticator in COMPOSABLE_WAREHOUSE"
-            ))
+            return cls(
+                missing=(
+                    f"Snowflake warehouse: no credentials for user {user!r}: set {PASSWORD_SETTING}, or name "
+                    "private_key_file or authenticator in COMPOSABLE_WAREHOUSE"
+                )
+            )
         return cls(_resource(account, user, parts[0], parts[1], options))
 
     @property
@@ -198,11 +210,13 @@ class SnowflakeEngine(Engine):
             markers = table_markers(conn, tables)
             present = [name for name, marker in markers.items() if marker is not None]
             if present:
-                altered = dict(conn.fetch_all(
-                    "SELECT table_name, CAST(last_altered AS VARCHAR) FROM information_schema.tables "
-                    f"WHERE table_schema = current_schema() AND table_name IN ({', '.join(['?'] * len(present))})",
-                    present,
-                ))
+                altered = dict(
+                    conn.fetch_all(
+                        "SELECT table_name, CAST(last_altered AS VARCHAR) FROM information_schema.tables "
+                        f"WHERE table_schema = current_schema() AND table_name IN ({', '.join(['?'] * len(present))})",
+                        present,
+                    )
+                )
                 for name in present:
                     markers[name] = f"{markers[name]}:{altered.get(name)}"
         return markers
@@ -241,7 +255,12 @@ def _resource(account: str, user: str, database: str, schema: str, options: dict
     if os.environ.get(PASSWORD_SETTING):
         fields["password"] = EnvVar(PASSWORD_SETTING)
     return SnowflakeResource(
-        account=account, user=user, database=database, schema=schema, **fields, **CONNECTION_SETTINGS,
+        account=account,
+        user=user,
+        database=database,
+        schema=schema,
+        **fields,
+        **CONNECTION_SETTINGS,
         # Everything else in the URL (host, port, protocol, ...) goes to the connector as written.
         additional_snowflake_connection_args={"session_parameters": SESSION_PARAMETERS, **options},
     )
@@ -252,14 +271,17 @@ def _checked(resource: Any) -> Any:
     from dagster_snowflake import SnowflakeResource
 
     if not isinstance(resource, SnowflakeResource):
-        raise WarehouseError(f"a Snowflake warehouse connects through a SnowflakeResource, not {type(resource).__name__}")
+        raise WarehouseError(
+            f"a Snowflake warehouse connects through a SnowflakeResource, not {type(resource).__name__}"
+        )
     wrong = [f"{name}={value!r}" for name, value in CONNECTION_SETTINGS.items() if getattr(resource, name) != value]
     session = (resource.additional_snowflake_connection_args or {}).get("session_parameters") or {}
     if any(session.get(name) != value for name, value in SESSION_PARAMETERS.items()):
         wrong.append("additional_snowflake_connection_args={'session_parameters': SESSION_PARAMETERS}")
     if wrong:
         raise WarehouseError(
-            "the SnowflakeResource given as the warehouse's connection needs " + ", ".join(wrong)
+            "the SnowflakeResource given as the warehouse's connection needs "
+            + ", ".join(wrong)
             + " (statements use ? parameters, commit one by one, and hash timestamps as UTC text)"
         )
     return resource

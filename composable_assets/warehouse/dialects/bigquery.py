@@ -36,23 +36,26 @@ def _range(node: exp.Expr) -> exp.Expr:
     array = exp.Anonymous(this="GENERATE_ARRAY", expressions=[series.args["start"].copy(), end])
     unnest = exp.Unnest(expressions=[array], alias=exp.TableAlias(columns=[name.copy()]))
     select = exp.select(exp.column(name.copy())).from_(unnest)
-    return exp.Subquery(
-        this=select, alias=exp.TableAlias(this=alias.this.copy()) if alias and alias.this else None
-    )
+    return exp.Subquery(this=select, alias=exp.TableAlias(this=alias.this.copy()) if alias and alias.this else None)
 
 
 def _default_first(node: exp.Expr) -> exp.Expr:
     if isinstance(node, exp.ColumnDef) and node.args.get("constraints"):
         # sorted() is stable: only DEFAULT moves ahead, the other constraints keep their order.
-        node.set("constraints", sorted(
-            node.args["constraints"], key=lambda c: not isinstance(c.args.get("kind"), exp.DefaultColumnConstraint)
-        ))
+        node.set(
+            "constraints",
+            sorted(
+                node.args["constraints"], key=lambda c: not isinstance(c.args.get("kind"), exp.DefaultColumnConstraint)
+            ),
+        )
     return node
 
 
 def _qualify_with_where(node: exp.Expr) -> exp.Expr:
-    if isinstance(node, exp.Select) and node.args.get("qualify") and not any(
-        node.args.get(clause) for clause in ("where", "group", "having")
+    if (
+        isinstance(node, exp.Select)
+        and node.args.get("qualify")
+        and not any(node.args.get(clause) for clause in ("where", "group", "having"))
     ):
         node.set("where", exp.Where(this=exp.true()))
     return node

@@ -48,7 +48,10 @@ def _json_object(node: exp.JSONObject) -> exp.Expr:
         options += [exp.Literal.string(key), exp.Literal.string(value)]
     return exp.Anonymous(
         this="to_json",
-        expressions=[exp.Anonymous(this="named_struct", expressions=args), exp.Anonymous(this="map", expressions=options)],
+        expressions=[
+            exp.Anonymous(this="named_struct", expressions=args),
+            exp.Anonymous(this="map", expressions=options),
+        ],
     )
 
 
@@ -84,7 +87,8 @@ def _allow_defaults(tree: exp.Expr) -> None:
         return
     properties = tree.args.get("properties") or exp.Properties(expressions=[])
     properties.append(
-        "expressions", exp.Property(this=exp.Literal.string(ALLOW_DEFAULTS[0]), value=exp.Literal.string(ALLOW_DEFAULTS[1]))
+        "expressions",
+        exp.Property(this=exp.Literal.string(ALLOW_DEFAULTS[0]), value=exp.Literal.string(ALLOW_DEFAULTS[1])),
     )
     tree.set("properties", properties)
 
@@ -94,7 +98,11 @@ def _qualify_rename(tree: exp.Expr) -> None:
     if not (isinstance(tree, exp.Alter) and isinstance(tree.this, exp.Table)):
         return
     for action in tree.args.get("actions") or []:
-        if isinstance(action, exp.AlterRename) and isinstance(action.this, exp.Table) and not action.this.args.get("db"):
+        if (
+            isinstance(action, exp.AlterRename)
+            and isinstance(action.this, exp.Table)
+            and not action.this.args.get("db")
+        ):
             for part in ("db", "catalog"):
                 if tree.this.args.get(part):
                     action.this.set(part, tree.this.args[part].copy())

@@ -36,14 +36,20 @@ def _node(node: exp.Expr) -> exp.Expr:
         return exp.not_(_distinct(node.this, node.expression))
     if isinstance(node, exp.NullSafeNEQ):
         return _distinct(node.this, node.expression)
-    if isinstance(node, exp.Ordered) and isinstance(node.parent, exp.Order) and isinstance(node.parent.parent, exp.Window):
+    if (
+        isinstance(node, exp.Ordered)
+        and isinstance(node.parent, exp.Order)
+        and isinstance(node.parent.parent, exp.Window)
+    ):
         # Redshift's own order (NULLs are largest): no NULLS clause is printed for it.
         node.set("nulls_first", bool(node.args.get("desc")))
     return node
 
 
 def _distinct(a: exp.Expr, b: exp.Expr) -> exp.Expr:
-    same = exp.or_(exp.EQ(this=a.copy(), expression=b.copy()), exp.and_(a.copy().is_(exp.null()), b.copy().is_(exp.null())))
+    same = exp.or_(
+        exp.EQ(this=a.copy(), expression=b.copy()), exp.and_(a.copy().is_(exp.null()), b.copy().is_(exp.null()))
+    )
     return exp.Case(ifs=[exp.If(this=exp.paren(same), true=exp.false())], default=exp.true())
 
 

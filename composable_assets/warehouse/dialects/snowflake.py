@@ -37,15 +37,21 @@ def _range(node: exp.Expr) -> exp.Expr:
     flatten = exp.Table(
         this=exp.Anonymous(
             this="TABLE",
-            expressions=[exp.Anonymous(this="FLATTEN", expressions=[
-                exp.Anonymous(this="ARRAY_GENERATE_RANGE", expressions=[series.args["start"].copy(), series.args["end"].copy()])
-            ])],
+            expressions=[
+                exp.Anonymous(
+                    this="FLATTEN",
+                    expressions=[
+                        exp.Anonymous(
+                            this="ARRAY_GENERATE_RANGE",
+                            expressions=[series.args["start"].copy(), series.args["end"].copy()],
+                        )
+                    ],
+                )
+            ],
         )
     )
     select = exp.select(exp.alias_(exp.cast(exp.column("value"), "BIGINT"), name)).from_(flatten)
-    return exp.Subquery(
-        this=select, alias=exp.TableAlias(this=alias.this.copy()) if alias and alias.this else None
-    )
+    return exp.Subquery(this=select, alias=exp.TableAlias(this=alias.this.copy()) if alias and alias.this else None)
 
 
 def _reads_information_schema(tree: exp.Expr) -> bool:
