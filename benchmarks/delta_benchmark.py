@@ -44,7 +44,10 @@ SHAPE = SyncShape(
     fields={"email": "email", "first_name": "first_name", "ltv": "ltv", "country": "country"},
 )
 TABLES = PairTables(SCHEMA, "members", SHAPE.destination)
-STEPS = ("delta", "bare_join", "pandas_merge")
+STEPS = ("delta", "bare_join", "pandas_merge", "first_sync", "bare_first_sync")
+# The first sync (an empty ledger) as a run pays for it: the audience snapshot and the delta, against the bare
+# engine doing the same row hash and the same full outer join.
+FIRST_SYNC_STEPS = ("first_sync", "bare_first_sync")
 
 # Yesterday's ledger differs from today's snapshot by design, so every step must find exactly these shares:
 # customer_id % 100 == 0 was not synced yet (add), % 100 in (1, 2) had another ltv (update),
@@ -192,13 +195,62 @@ def step_pandas_merge(db: Path) -> dict:
     return result
 
 
+def step_first_sync(db: Path) -> dict:
+    """Snapshot + delta on an empty ledger (a new destination), through the warehouse URL a user would set."""
+    result: dict = {}
+    query = "".join(f"?{k}={v}" for k, v in duckdb_settings().items())
+    with Warehouse(url=f"duckdb:///{db}{query}").connect() as conn:
+        conn.execute(f"DELETE FROM {TABLES.ledger}")  # untimed: a destination that has acknowledged nothing yet
+        conn.execute(f"DROP TABLE {TABLES.snapshot}")
+        result["base_rss_mb"] = peak_rss_mb()
+        with timed(result, "seconds"):
+            build_snapshot(
+                conn, schema=SCHEMA, audience=TABLES.audience, audience_file=Path("benchmarks/members.yaml"),
+                model=MODEL, primary_key="customer_id", columns=COLUMNS, where=None, syncs=[SHAPE],
+            )
+            run = compute_delta(
+                conn, TABLES, SHAPE, "mirror", run_id="first", partition=dt.date(2025, 1, 2),
+                now=dt.datetime(2025, 1, 2, 3, 0),
+            )
+    result["counts"] = {"add": run.added, "update": run.updated, "remove": run.removed}
+    return result
+
+
+def step_bare_first_sync(db: Path) -> dict:
+    """The least work that tells a first sync's changes: the same row hash into a table, the same full outer join."""
+    result: dict = {}
+    con = duckdb.connect(str(db), config=duckdb_settings())
+    try:
+        con.execute(f"DELETE FROM {TABLES.ledger}")
+        result["base_rss_mb"] = peak_rss_mb()
+        with timed(result, "seconds"):
+            con.execute(
+                f"CREATE TABLE bare_hashes AS SELECT CAST(customer_id AS VARCHAR) AS _key, {SHAPE.hash_sql()} AS _hash "
+                f"FROM {ident(MODEL)}"
+            )
+            con.execute(
+                "CREATE TABLE bare_first AS SELECT coalesce(a._key, l._key) AS _key, "
+                "CASE WHEN l._key IS NULL THEN 'add' WHEN a._key IS NULL THEN 'remove' ELSE 'update' END AS _op "
+                f"FROM bare_hashes AS a FULL OUTER JOIN {TABLES.ledger} AS l ON a._key = l._key "
+                "WHERE a._hash IS DISTINCT FROM l._hash"
+            )
+        counts = dict(con.execute("SELECT _op, count(*) FROM bare_first GROUP BY _op").fetchall())
+        result["counts"] = {op: counts.get(op, 0) for op in ("add", "update", "remove")}
+    finally:
+        con.close()
+    return result
+
+
 def run_child(args: argparse.Namespace) -> None:
     """Entry point of a step subprocess: one JSON line on stdout, with the peak RSS once everything is closed."""
     db = Path(args.db)
     if args.step == "prepare":
         result = step_prepare(db, args.size)
     else:
-        result = {"delta": step_delta, "bare_join": step_bare_join, "pandas_merge": step_pandas_merge}[args.step](db)
+        result = {
+            "delta": step_delta, "bare_join": step_bare_join, "pandas_merge": step_pandas_merge,
+            "first_sync": step_first_sync, "bare_first_sync": step_bare_first_sync,
+        }[args.step](db)
     result["peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(result))
 
@@ -247,8 +299,9 @@ def bench_size(size: int, repeat: int, console: Console) -> dict:
         console.print(f"  round {round_no}/{repeat}: {step} ...")
         run = spawn(step, copy, size)
         copy.unlink()
-        if run["counts"] != expected:
-            sys.exit(f"{step} at {size:,} members found {run['counts']}, expected {expected}")
+        wanted = {"add": size, "update": 0, "remove": 0} if step in FIRST_SYNC_STEPS else expected
+        if run["counts"] != wanted:
+            sys.exit(f"{step} at {size:,} members found {run['counts']}, expected {wanted}")
         runs[step].append(run)
     prepared.unlink()
     for step in STEPS:
@@ -256,6 +309,7 @@ def bench_size(size: int, repeat: int, console: Console) -> dict:
     ratio = result["delta"]["seconds"] / result["bare_join"]["seconds"]
     result["ratio_delta_to_bare"] = ratio
     result["ratio_delta_to_bare_cpu"] = result["delta"]["seconds_cpu"] / result["bare_join"]["seconds_cpu"]
+    result["ratio_first_sync_to_bare"] = result["first_sync"]["seconds"] / result["bare_first_sync"]["seconds"]
     result["targets"] = {
         "ratio_ok": ratio <= MAX_RATIO,
         "memory_ok": result["delta"]["peak_rss_mb"] < MAX_PEAK_MB,
@@ -274,7 +328,8 @@ def machine() -> dict:
 def table_rows(results: list[dict]) -> tuple[list[str], list[list[str]]]:
     """Header and cells of the side-by-side table, shared by the console and the Markdown report."""
     header = [
-        "members", "delta s", "bare join s", "delta / bare", "pandas load s", "pandas merge s",
+        "members", "delta s", "bare join s", "delta / bare", "first sync s", "bare first s", "first / bare",
+        "pandas load s", "pandas merge s",
         "delta peak MB", "bare peak MB", "pandas peak MB", f"≤ {MAX_RATIO}×", f"< {MAX_PEAK_MB} MB",
     ]
     rows = [
@@ -283,6 +338,9 @@ def table_rows(results: list[dict]) -> tuple[list[str], list[list[str]]]:
             f"{r['delta']['seconds']:.2f}",
             f"{r['bare_join']['seconds']:.2f}",
             f"{r['ratio_delta_to_bare']:.2f}×",
+            f"{r['first_sync']['seconds']:.2f}",
+            f"{r['bare_first_sync']['seconds']:.2f}",
+            f"{r['ratio_first_sync_to_bare']:.2f}×",
             f"{r['pandas_merge']['load_s']:.2f}",
             f"{r['pandas_merge']['seconds']:.2f}",
             f"{r['delta']['peak_rss_mb']:.0f}",
@@ -315,7 +373,9 @@ def markdown(report: dict) -> str:
         "",
         f"Times are the best of {report['repeat']} runs, peaks the worst; every run was a fresh process on its own "
         "copy of the same prepared file. The ledger is the snapshot minus 1% (adds), with 2% changed ltv (updates), "
-        "plus 1% keys not in the audience (removes, mirror mode). Peak MB is the process's peak RSS, including the "
+        "plus 1% keys not in the audience (removes, mirror mode). First sync: the same model with an empty ledger, "
+        "snapshot and delta timed together (what a run pays), against the same row hash into a table and the same "
+        "full outer join (bare first). Peak MB is the process's peak RSS, including the "
         f"interpreter and imports (about {first['delta']['base_rss_mb']:.0f} MB before the step). "
         f"CPU-time ratio delta / bare join: {cpu_ratios}.",
         "",
