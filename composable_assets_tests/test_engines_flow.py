@@ -19,6 +19,7 @@ from composable_assets.project import load_project
 from composable_assets.runner import RunOutcome, run_selection
 from composable_assets.settings import Settings
 from composable_assets.warehouse import Warehouse, WarehouseError, engine_from_url
+from composable_assets.warehouse.snowflake_engine import SESSION_PARAMETERS
 
 from .conftest import SMALL_AUDIENCE, SMALL_MODEL, Recording
 from .warehouses import PG_HOST, PG_PORT, PG_USER
@@ -246,3 +247,29 @@ def test_the_connection_interface_on_every_engine(warehouse_url: str):
         assert [b.num_rows for b in batches] == [2, 2, 1]
         assert [c for c, _ in conn.table_columns(None, "t")] == ["id", "label"]
         assert conn.table_columns(None, "missing") == []
+
+
+def test_a_deployments_own_snowflake_resource_is_used_or_refused_naming_what_it_lacks(monkeypatch):
+    from dagster_snowflake import SnowflakeResource
+
+    monkeypatch.setenv("SF_PW", "s3cret-value")
+    url = "snowflake://me@acct/db/sch"
+    plain = SnowflakeResource(account="acct", user="me", password=dg.EnvVar("SF_PW"), database="db", schema="sch")
+    with pytest.raises(WarehouseError, match="paramstyle='qmark', autocommit=True") as info:
+        Warehouse(url=url, connection=plain).engine
+    assert "s3cret-value" not in str(info.value)
+    fit = SnowflakeResource(
+        account="acct2", user="me", password=dg.EnvVar("SF_PW"), database="db2", schema="sch2",
+        paramstyle="qmark", autocommit=True,
+        additional_snowflake_connection_args={"session_parameters": SESSION_PARAMETERS},
+    )
+    engine = Warehouse(url=url, connection=fit).engine
+    assert (engine.account, engine.database, engine.schema) == ("acct2", "db2", "sch2")  # the resource wins
+
+
+def test_a_duckdb_warehouse_refuses_another_vendors_resource():
+    from dagster_snowflake import SnowflakeResource
+
+    other = SnowflakeResource(account="a", user="u", password="p", database="d", schema="s")
+    with pytest.raises(WarehouseError, match="DuckDBResource, not SnowflakeResource"):
+        Warehouse(url="duckdb:///x.duckdb", connection=other).engine

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
+from functools import cached_property
 from typing import Any
 from urllib.parse import unquote, urlparse
 
@@ -181,6 +182,12 @@ class SnowflakeEngine(Engine):
             )
         return cls(_resource(account, user, parts[0], parts[1], options))
 
+    @cached_property
+    def _initialized(self) -> Any:
+        # The EnvVar resolved as Dagster does for a run, also outside one (the CLI, sensors), once per engine; the
+        # resource kept in the definitions (and shown on the Resources page) still holds only the variable's name.
+        return self._settings.process_config_and_initialize()
+
     @property
     def account(self) -> str:
         return self._settings.account
@@ -229,9 +236,7 @@ class SnowflakeEngine(Engine):
     @contextmanager
     def connect(self) -> Iterator[SnowflakeConnection]:
         connector = _connector()
-        # The EnvVar resolved as Dagster does for a run, also outside one (the CLI, sensors); the resource kept in
-        # the definitions (and shown on the Resources page) still holds only the variable's name.
-        resource = self._settings.process_config_and_initialize()
+        resource = self._initialized
         with ExitStack() as stack:
             try:
                 con = stack.enter_context(resource.get_connection(raw_conn=True))
@@ -274,7 +279,9 @@ def _checked(resource: Any) -> Any:
         raise WarehouseError(
             f"a Snowflake warehouse connects through a SnowflakeResource, not {type(resource).__name__}"
         )
-    wrong = [f"{name}={value!r}" for name, value in CONNECTION_SETTINGS.items() if getattr(resource, name) != value]
+    # What our SQL needs of any connection; the login timeout is only our default, a deployment may choose its own.
+    needed = {name: CONNECTION_SETTINGS[name] for name in ("paramstyle", "autocommit")}
+    wrong = [f"{name}={value!r}" for name, value in needed.items() if getattr(resource, name) != value]
     session = (resource.additional_snowflake_connection_args or {}).get("session_parameters") or {}
     if any(session.get(name) != value for name, value in SESSION_PARAMETERS.items()):
         wrong.append("additional_snowflake_connection_args={'session_parameters': SESSION_PARAMETERS}")
