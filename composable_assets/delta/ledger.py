@@ -43,43 +43,76 @@ def clear_intents(conn: Connection, tables: PairTables, run_id: str | None = Non
     )
 
 
-def fold_acks(conn: Connection, tables: PairTables) -> int:
-    """Apply every checkpointed, not yet folded ack to the ledger in one set-based MERGE; returns ranges applied.
+#: Acknowledged delta rows folded per MERGE, by engine; an engine not listed folds everything in one MERGE.
+#: DuckDB runs in this process: one MERGE of 5M acknowledged rows (a first sync's) took 5.3 GB of RAM, the window
+#: that keeps each key's newest row and the MERGE's join holding every row at once. Slices of this many rows keep
+#: the peak flat whatever the sync's size (docs/performance.md). A warehouse server bounds its own memory, and
+#: BigQuery bills each statement's scan, so the others keep one MERGE.
+FOLD_SLICE_ROWS = {"duckdb": 500_000}
+
+
+def fold_acks(conn: Connection, tables: PairTables, slice_rows: int | None = None) -> int:
+    """Apply every checkpointed, not yet folded ack to the ledger by set-based MERGE; returns ranges applied.
 
     Called after each sync and before anything reads the ledger, so a crash between the two loses nothing.
+    `slice_rows`: merge the acknowledged rows in slices of this many delta rows (`_seq` windows, oldest first), each
+    its own MERGE; default `FOLD_SLICE_ROWS` for the engine. Every slice runs in the one transaction, so the ledger,
+    the sync log and the acks' `folded` change together or not at all, as with one MERGE.
     """
+    pair = [tables.audience, tables.destination]
     pending = conn.fetch_row(
-        f"SELECT count(*) FROM {tables.acks} WHERE audience = ? AND destination = ? AND NOT folded",
-        [tables.audience, tables.destination],
+        f"SELECT count(*) FROM {tables.acks} WHERE audience = ? AND destination = ? AND NOT folded", pair
     )[0]
     if not pending:
         return 0
+    slice_rows = slice_rows or FOLD_SLICE_ROWS.get(conn.dialect)
+    with conn.transaction():
+        if slice_rows is None:
+            _fold(conn, tables, "", pair)
+        else:
+            # Windows of `_seq`, oldest first: a key acknowledged in several windows ends as its newest row, as the
+            # one MERGE's "newest row per key" has it. Each window starts at the next acknowledged seq, so gaps
+            # between acknowledged ranges (rows not acknowledged, archived runs) cost no empty MERGE.
+            first = conn.fetch_row(
+                f"SELECT min(first_seq) FROM {tables.acks} WHERE audience = ? AND destination = ? AND NOT folded", pair
+            )[0]
+            while first is not None:
+                last = first + slice_rows - 1
+                _fold(conn, tables, "AND d._seq BETWEEN ? AND ? ", [*pair, first, last])
+                first = conn.fetch_row(
+                    f"SELECT min(greatest(first_seq, ?)) FROM {tables.acks} "
+                    "WHERE audience = ? AND destination = ? AND NOT folded AND last_seq > ?",
+                    [last + 1, *pair, last],
+                )[0]
+        conn.execute(
+            f"UPDATE {tables.acks} SET folded = true WHERE audience = ? AND destination = ? AND NOT folded", pair
+        )
+    return pending
+
+
+def _fold(conn: Connection, tables: PairTables, window: str, params: list) -> None:
+    """The sync log rows and the ledger MERGE of the unfolded acks' rows, of those `window` (SQL, bound by `params`
+    after the pair) keeps."""
     acked = (
         "SELECT d._op, d._key, d._identifier, d._hash, d._fields, a.run_id, a.acked_at "
         f"FROM {tables.acks} AS a JOIN {tables.delta} AS d ON d._seq BETWEEN a.first_seq AND a.last_seq "
-        "WHERE a.audience = ? AND a.destination = ? AND NOT a.folded "
+        f"WHERE a.audience = ? AND a.destination = ? AND NOT a.folded {window}"
         # A key acknowledged by several runs (added, then updated) ends as its latest acknowledged row.
         "QUALIFY row_number() OVER (PARTITION BY d._key ORDER BY d._seq DESC) = 1"
     )
-    with conn.transaction():
-        # Provenance: every acknowledged row (not only each key's latest) enters the sync log with the fold.
-        conn.execute(
-            f"INSERT INTO {tables.sync_log} ({_LOG_COLUMNS}) "
-            "SELECT d._partition, a.run_id, a.audience, a.destination, d._key, d._identifier, d._op, d._hash, "
-            "'delivered', CAST(NULL AS VARCHAR), d._run_id, d._seq, a.acked_at "
-            f"FROM {tables.acks} AS a JOIN {tables.delta} AS d ON d._seq BETWEEN a.first_seq AND a.last_seq "
-            "WHERE a.audience = ? AND a.destination = ? AND NOT a.folded",
-            [tables.audience, tables.destination],
-        )
-        if conn.has_merge:
-            _merge(conn, tables, acked)
-        else:
-            _delete_then_insert(conn, tables, acked)
-        conn.execute(
-            f"UPDATE {tables.acks} SET folded = true WHERE audience = ? AND destination = ? AND NOT folded",
-            [tables.audience, tables.destination],
-        )
-    return pending
+    # Provenance: every acknowledged row (not only each key's latest) enters the sync log with the fold.
+    conn.execute(
+        f"INSERT INTO {tables.sync_log} ({_LOG_COLUMNS}) "
+        "SELECT d._partition, a.run_id, a.audience, a.destination, d._key, d._identifier, d._op, d._hash, "
+        "'delivered', CAST(NULL AS VARCHAR), d._run_id, d._seq, a.acked_at "
+        f"FROM {tables.acks} AS a JOIN {tables.delta} AS d ON d._seq BETWEEN a.first_seq AND a.last_seq "
+        f"WHERE a.audience = ? AND a.destination = ? AND NOT a.folded {window}".rstrip(),
+        params,
+    )
+    if conn.has_merge:
+        _merge(conn, tables, acked, params)
+    else:
+        _delete_then_insert(conn, tables, acked, params)
 
 
 def record_rejections(conn: Connection, tables: PairTables, rows: list[list]) -> None:
@@ -110,7 +143,7 @@ def record_rejections(conn: Connection, tables: PairTables, rows: list[list]) ->
         )
 
 
-def _merge(conn: Connection, tables: PairTables, acked: str) -> None:
+def _merge(conn: Connection, tables: PairTables, acked: str, params: list) -> None:
     conn.execute(
         f"MERGE INTO {tables.ledger} AS l USING ({acked}) AS s ON l._key = s._key "
         "WHEN MATCHED AND s._op = 'remove' THEN DELETE "
@@ -118,16 +151,15 @@ def _merge(conn: Connection, tables: PairTables, acked: str) -> None:
         "_synced_at = s.acked_at, _run_id = s.run_id "
         "WHEN NOT MATCHED AND s._op <> 'remove' THEN INSERT (_key, _identifier, _hash, _fields, _synced_at, _run_id) "
         "VALUES (s._key, s._identifier, s._hash, s._fields, s.acked_at, s.run_id)",
-        [tables.audience, tables.destination],
+        params,
     )
 
 
-def _delete_then_insert(conn: Connection, tables: PairTables, acked: str) -> None:
+def _delete_then_insert(conn: Connection, tables: PairTables, acked: str, params: list) -> None:
     """The MERGE for engines without it (PostgreSQL before 15): same result, inside the caller's transaction."""
-    pair = [tables.audience, tables.destination]
-    conn.execute(f"DELETE FROM {tables.ledger} WHERE _key IN (SELECT _key FROM ({acked}) AS s)", pair)
+    conn.execute(f"DELETE FROM {tables.ledger} WHERE _key IN (SELECT _key FROM ({acked}) AS s)", params)
     conn.execute(
         f"INSERT INTO {tables.ledger} (_key, _identifier, _hash, _fields, _synced_at, _run_id) "
         f"SELECT _key, _identifier, _hash, _fields, acked_at, run_id FROM ({acked}) AS s WHERE _op <> 'remove'",
-        pair,
+        params,
     )
