@@ -48,6 +48,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
+from common.code import code_env, copy_code  # noqa: E402
 from common.report import RESULTS, machine_info, md_table, versions, write_results  # noqa: E402
 # `timed` records this process's CPU seconds beside wall seconds; on PostgreSQL the work is in the server
 # process, so there the CPU time is not the step's cost.
@@ -322,6 +323,73 @@ def stream_delta(
     return result
 
 
+# --- C. Folding acknowledged rows into the ledger. ------------------------------------------------------------
+
+# Rows per checkpoint row of the synthetic acks: one delivered batch each (a group commit would make fewer).
+FOLD_ACK_ROWS = STREAM_BATCH_SIZE
+FOLD_SIZES = (1_000_000, 5_000_000)
+QUICK_FOLD_SIZES = (20_000,)
+
+
+def prepare_fold(url: str, size: int) -> dict:
+    """A pair whose delta holds `size` adds, every one acknowledged and none folded yet: what a first sync leaves
+    just before its final fold. Rows and acks are generated in SQL in the product's own tables (store/registry.py),
+    so the fold reads exactly what `deliver` would have left, without delivering it."""
+    with engine_from_url(url).connect() as conn:
+        TABLES.ensure(conn)
+        fields = "json_object('email', email, 'first_name', first_name, 'ltv', ltv, 'country', country)"
+        conn.execute(
+            f"INSERT INTO {TABLES.delta} "
+            f"SELECT DATE '{DAY1}', 'day1', customer_id, 'add', CAST(customer_id AS VARCHAR), "
+            f"CAST(customer_id AS VARCHAR), md5(CAST({fields} AS VARCHAR)), {fields}, NULL, TIMESTAMP '{DAY1} 06:00:00' "
+            f"FROM ({people_sql(1, size)}) AS p"
+        )
+        conn.execute(
+            f"INSERT INTO {TABLES.acks} "
+            f"SELECT ?, ?, 'stream-bench', i * {FOLD_ACK_ROWS} + 1, least((i + 1) * {FOLD_ACK_ROWS}, {size}), "
+            f"TIMESTAMP '{DAY1} 06:30:00', false FROM range(0, {-(-size // FOLD_ACK_ROWS)}) AS r(i)",
+            [TABLES.audience, TABLES.destination],
+        )
+        acks = conn.fetch_one(f"SELECT count(*) FROM {TABLES.acks}")[0]
+    return {"rows": size, "ack_rows": acks}
+
+
+def fold_step(url: str) -> dict:
+    """`fold_acks` alone, on what `prepare_fold` left: its seconds, and this process's peak RSS (`ru_maxrss`)."""
+    result: dict = {"base_rss_mb": peak_rss_mb()}
+    with engine_from_url(url).connect() as conn:
+        result["connected_rss_mb"] = peak_rss_mb()
+        with timed(result, "fold_s"):
+            result["ranges"] = fold_acks(conn, TABLES)
+        result["ledger_rows"] = ledger_size(conn)
+        result["sync_log_rows"] = conn.fetch_one(f"SELECT count(*) FROM {TABLES.sync_log}")[0]
+    result["peak_rss_mb"] = peak_rss_mb()
+    return result
+
+
+def bench_fold(sizes: Sequence[int], timeout: float) -> list[dict]:
+    """Per size: prepare the acknowledged delta (one process), then fold it (a fresh one), on DuckDB with the
+    memory_limit of the default warehouse URL, as the product opens it."""
+    results = []
+    for size in sizes:
+        print(f"[C] fold of {size:,} acknowledged rows", flush=True)
+        folder = WORK / f"fold_{size}"
+        with new_warehouse("duckdb", folder, f"memory_limit={DEFAULT_DUCKDB_MEMORY_LIMIT}") as url:
+            started = time.perf_counter()
+            prepared = spawn("prepare_fold", url, size, None)
+            prepare_s = time.perf_counter() - started
+            result = spawn("fold", url, size, None, timeout)
+        if result is None:
+            result = {"timed_out": timeout}
+        else:
+            check("ledger rows after the fold", result["ledger_rows"], size)
+            check("sync log rows after the fold", result["sync_log_rows"], size)
+        result.update(size=size, prepare_s=prepare_s, ack_rows=prepared["ack_rows"])
+        print(f"    {json.dumps({k: v for k, v in result.items() if k != 'module'})}", flush=True)
+        results.append(result)
+    return results
+
+
 # --- Warehouses for one run: a DuckDB file, a PostgreSQL database, a fakesnow folder. ------------------------
 
 
@@ -388,6 +456,10 @@ def run_child(args: argparse.Namespace) -> None:
         elif args.step == "prepare":
             run = prepare_delta(args.url, args.size)
             result = {"rows": run.size}
+        elif args.step == "prepare_fold":
+            result = prepare_fold(args.url, args.size)
+        elif args.step == "fold":
+            result = fold_step(args.url)
         else:
             result = stream_delta(args.url, progress=Path(args.progress) if args.progress else None)
     result["module"] = composable_assets.__file__
@@ -396,31 +468,12 @@ def run_child(args: argparse.Namespace) -> None:
 
 def snapshot_code(rev: str | None) -> dict:
     """Copy composable_assets/ (of the working tree, or of git revision `rev`) for this run's processes."""
-
-    def git(*args: str) -> str:
-        proc = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, check=False)
-        return proc.stdout.strip() if proc.returncode == 0 else ""
-
-    CODE.mkdir(parents=True)
-    if rev:
-        archive = subprocess.run(
-            ["git", "-C", str(REPO), "archive", "--format=tar", rev, "composable_assets"], capture_output=True, check=True
-        )
-        subprocess.run(["tar", "-x", "-C", str(CODE)], input=archive.stdout, check=True)
-        return {"code": f"commit {git('rev-parse', '--short', rev)}"}
-    shutil.copytree(REPO / "composable_assets", CODE / "composable_assets",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    changed = [line[3:] for line in git("status", "--porcelain", "--", "composable_assets").splitlines() if line.strip()]
-    head = git("rev-parse", "--short", "HEAD")
-    return {"code": f"working tree at {head}" + (f" with {len(changed)} uncommitted file(s)" if changed else "")}
+    return {"code": copy_code(CODE, rev)}
 
 
 def child_env() -> dict[str, str]:
     """The children import the code snapshot: PYTHONPATH comes ahead of the editable install's finder."""
-    env = dict(os.environ)
-    if CODE.is_dir():
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(CODE), env.get("PYTHONPATH")) if p)
-    return env
+    return code_env(CODE) if CODE.is_dir() else dict(os.environ)
 
 
 def spawn(
@@ -601,6 +654,20 @@ def stream_ratios(streams: dict[str, list[dict]]) -> list[str]:
     return lines
 
 
+def fold_table(folds: list[dict]) -> list[str]:
+    header = ["acknowledged rows", "ack rows", "fold s", "fold CPU s", "RSS before MB", "peak RSS MB"]
+    rows = []
+    for r in folds:
+        if "timed_out" in r:
+            rows.append([f"{r['size']:,}", f"{r['ack_rows']:,}", f"stopped at {r['timed_out']:.0f}", "n/a", "n/a", "n/a"])
+            continue
+        rows.append([
+            f"{r['size']:,}", f"{r['ack_rows']:,}", f"{r['fold_s']:.1f}", f"{r['fold_s_cpu']:.1f}",
+            f"{r['connected_rss_mb']:.0f}", f"{r['peak_rss_mb']:.0f}",
+        ])
+    return md_table(header, rows, left=1, left_mark=":---")
+
+
 def machine() -> dict:
     """What the numbers were measured on: the machine, the engines' client versions and the PostgreSQL server's."""
     packages = ("duckdb", "psycopg2-binary", "snowflake-connector-python", "fakesnow", "sqlglot")
@@ -672,6 +739,19 @@ def markdown(report: dict) -> str:
         *stream_traces(streams),
         "",
     ]
+    if report.get("folds"):
+        lines += [
+            "## C. Folding acknowledged rows into the ledger",
+            "",
+            "`fold_acks` alone, in a fresh process, on DuckDB with the memory_limit of the default warehouse URL "
+            f"({DEFAULT_DUCKDB_MEMORY_LIMIT}): what a first sync leaves before its final fold (every row an add, "
+            f"acknowledged in checkpoints of {FOLD_ACK_ROWS:,} rows, the ledger empty), generated in SQL in the "
+            "product's tables. Peak RSS is the process's `ru_maxrss` (the interpreter and the package imported "
+            "are included: see RSS before).",
+            "",
+            *fold_table(report["folds"]),
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -698,6 +778,11 @@ def main() -> None:
         "--stream-sizes", type=int, nargs="+", default=None,
         help="rows of the deltas to stream, multiples of 100 (default " + ", ".join(f"{n:,}" for n in STREAM_SIZES) + ")",
     )
+    parser.add_argument(
+        "--fold-sizes", type=int, nargs="*", default=None,
+        help="acknowledged rows to fold into the ledger (none: skip it; default "
+        + ", ".join(f"{n:,}" for n in FOLD_SIZES) + ")",
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run in seconds (20k members; 20k and 100k rows)")
     parser.add_argument(
         "--engines", nargs="*", choices=ENGINES, default=list(ENGINES), help="engines for the diff (none: skip it)"
@@ -716,7 +801,7 @@ def main() -> None:
         "--code-rev", help="measure composable_assets/ as committed in this git revision (default: the working tree)"
     )
 
-    parser.add_argument("--step", choices=("diff", "prepare", "stream"), help=argparse.SUPPRESS)
+    parser.add_argument("--step", choices=("diff", "prepare", "stream", "prepare_fold", "fold"), help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--fakesnow-dir", help=argparse.SUPPRESS)
@@ -727,7 +812,8 @@ def main() -> None:
         return
     sizes = args.sizes or [QUICK_DIFF_SIZE if args.quick else DIFF_SIZE]
     stream_sizes = args.stream_sizes or list(QUICK_STREAM_SIZES if args.quick else STREAM_SIZES)
-    if any(n < 100 or n % 100 for n in [*sizes, *stream_sizes]):
+    fold_sizes = list(QUICK_FOLD_SIZES if args.quick else FOLD_SIZES) if args.fold_sizes is None else args.fold_sizes
+    if any(n < 100 or n % 100 for n in [*sizes, *stream_sizes, *fold_sizes]):
         parser.error("sizes must be positive multiples of 100")
 
     engines = [e for e in args.engines if available(e)]
@@ -744,6 +830,7 @@ def main() -> None:
         args.engines, args.stream_engines = engines, stream_engines
         diffs = [bench_diffs(args.engines, size, args.timeout) for size in sizes]
         streams = bench_stream(args.stream_engines, stream_sizes, args.stream_timeout)
+        folds = bench_fold(fold_sizes, args.stream_timeout)
     finally:
         shutil.rmtree(WORK, ignore_errors=True)
     report = {
@@ -755,6 +842,7 @@ def main() -> None:
         "run_s": time.perf_counter() - started,
         "diffs": diffs,
         "streams": streams,
+        "folds": folds,
     }
     text = markdown(report)
     print(text)

@@ -67,3 +67,15 @@ def test_the_benchmark_measures_these_engines(bench) -> None:
 def test_a_wrong_count_stops_the_benchmark(bench) -> None:
     with pytest.raises(bench.BenchmarkError, match="second diff"):
         bench.check("second diff", {"add": 1}, {"add": 2})
+
+
+def test_the_fold_step_folds_every_acknowledged_row(bench, tmp_path: Path) -> None:
+    url = f"duckdb:///{tmp_path / 'warehouse.duckdb'}"
+    prepared = bench.prepare_fold(url, MEMBERS)
+    assert prepared == {"rows": MEMBERS, "ack_rows": MEMBERS // bench.FOLD_ACK_ROWS}
+
+    result = bench.fold_step(url)
+
+    assert result["ranges"] == prepared["ack_rows"]
+    assert result["ledger_rows"] == result["sync_log_rows"] == MEMBERS
+    assert result["peak_rss_mb"] >= result["connected_rss_mb"] > 0
