@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 
-.PHONY: setup demo test lint ui docs bench bench-minute clean
+.PHONY: setup demo test lint ui docs bench bench-minute bench-pipeline clean
 
 setup: $(VENV)/.installed .dagster_home/dagster.yaml
 
@@ -38,16 +38,26 @@ docs: setup  ## the documentation site (docs/, mkdocs.yml) on http://127.0.0.1:8
 # Customer counts for the latency and incremental benchmarks; `make bench BENCH_10M=1` adds 10M (30M orders).
 comma := ,
 BENCH_SIZES ?= 2000,1000000$(if $(BENCH_10M),$(comma)10000000)
+# Acknowledged rows folded into the ledger by the warehouse benchmark (part C); 10M with BENCH_10M=1.
+FOLD_SIZES ?= 1000000 5000000$(if $(BENCH_10M), 10000000)
+# Members of the pipeline benchmark (`composable sync`, the code before issue 16 against the current), comma-separated:
+# `make bench-pipeline PIPELINE_SIZES=100000` for a quick run.
+PIPELINE_SIZES ?= 1000000
+PIPELINE_ROUNDS ?= 3
 
-bench: setup  ## delta (1M, 10M members vs a bare join and pandas), delivery (vs drt), minute-level latency and incremental vs full warehouse work (2,000 and 1M customers; 10M with BENCH_10M=1), and warehouse (1M-member diff on DuckDB vs PostgreSQL vs fakesnow; memory streaming 1M/5M-row deltas) benchmarks
+bench: setup  ## delta (1M, 10M members vs a bare join and pandas), delivery (vs drt), minute-level latency and incremental vs full warehouse work (2,000 and 1M customers; 10M with BENCH_10M=1), warehouse (1M-member diff on DuckDB vs PostgreSQL vs fakesnow; memory streaming 1M/5M-row deltas; the ack fold at FOLD_SIZES) and whole-pipeline (PIPELINE_SIZES) benchmarks
 	$(BIN)/python benchmarks/delta_benchmark.py
 	$(BIN)/python benchmarks/delivery_benchmark.py
 	$(MAKE) bench-minute
-	$(BIN)/python benchmarks/warehouse_benchmark.py
+	$(BIN)/python benchmarks/warehouse_benchmark.py --fold-sizes $(FOLD_SIZES)
+	$(MAKE) bench-pipeline
 
 bench-minute: setup  ## minute-level latency (landing to Braze) and one run's warehouse work, incremental vs full, at BENCH_SIZES
 	$(BIN)/python benchmarks/latency_benchmark.py --customers $(BENCH_SIZES)
 	$(BIN)/python benchmarks/incremental_benchmark.py --customers $(BENCH_SIZES)
+
+bench-pipeline: setup  ## `composable sync` end to end (first sync, a day of ~2% changes, a quiet re-run), the code before issue 16 vs the current, at PIPELINE_SIZES members
+	$(BIN)/python benchmarks/pipeline_benchmark.py --sizes $(PIPELINE_SIZES) --rounds $(PIPELINE_ROUNDS)
 
 clean:
 	rm -rf data .dagster_home site
