@@ -323,6 +323,9 @@ def main() -> None:
     try:
         measured = bench(args.sizes, args.rounds, args.baseline, sides)
     except BenchmarkError as exc:
+        log = WORK / "sync.log"
+        if log.exists():  # the failed sync's own words, before the folder goes
+            print("\n".join(log.read_text(errors="replace").splitlines()[-40:]), file=sys.stderr)
         sys.exit(f"pipeline benchmark: {exc}")
     finally:
         if not os.environ.get("PIPELINE_BENCHMARK_KEEP"):
