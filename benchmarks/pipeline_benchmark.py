@@ -20,15 +20,14 @@ the outbox: a run that sends other counts than it must stops the benchmark.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
