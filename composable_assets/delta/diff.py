@@ -51,7 +51,8 @@ def delta_select(
     `_n` numbers the rows by key (1..n), the order they are delivered in. On DuckDB it is computed in phase one:
     sorting the narrow rows, not the rows with their payloads, halved a 1M-row first sync's delta (1.8 s -> 0.9 s).
     `ledger_empty`: the destination has acknowledged nothing (a first sync), so every member allowed is an add and
-    no join is needed: the same rows as the join would give, read in one scan of the snapshot.
+    no join is needed: the same rows as the join would give, read in one scan of the snapshot (on DuckDB numbered
+    in the snapshot's order rather than by key).
     """
     join = "FULL OUTER JOIN" if mode == "mirror" else "LEFT JOIN"
     h = ident(shape.hash_column)
@@ -65,8 +66,12 @@ def delta_select(
     snapshot = f"(SELECT * FROM {source}{allowed})" if allowed or only else tables.snapshot
     ledger = f"(SELECT * FROM {tables.ledger} WHERE {only})" if only else tables.ledger
     if ledger_empty:
+        # DuckDB numbers the rows in the snapshot's own order, as it reads them: sorting a first sync's rows by key
+        # with their payloads cost 0.4-0.9 of ~5 CPU seconds at 1M members, and any order delivers the same rows.
+        # Engines that must be told an order (Databricks refuses row_number without one) get the key's.
+        order = "" if dialect == "duckdb" else "ORDER BY a._key"
         return (
-            "SELECT 'add' AS _op, a._key, row_number() OVER (ORDER BY a._key) AS _n, "
+            f"SELECT 'add' AS _op, a._key, row_number() OVER ({order}) AS _n, "
             f"CAST(a.{ident(shape.identifier_column)} AS VARCHAR) AS _identifier, a.{h} AS _hash, "
             f"{shape.fields_sql('a')} AS _fields, CAST(NULL AS JSON) AS _previous "
             f"FROM {snapshot} AS a WHERE a.{h} IS NOT NULL"
