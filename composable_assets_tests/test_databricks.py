@@ -335,8 +335,24 @@ def test_golden_diff_select_joins_on_key_and_compares_hash_null_safely():
     assert tree.find(exp.Join).side == "LEFT"
 
 
+class AckedBefore(Recorder):
+    """A pair whose ledger holds rows (the probe for an empty ledger finds one), so the delta joins."""
+
+    def fetch_all(self, sql, params=None):
+        rows = super().fetch_all(sql, params)
+        return [(1,)] if sql.startswith("SELECT 1 FROM") and "ledger__" in sql else rows
+
+
+def test_golden_first_sync_insert_scans_the_snapshot_once_numbered_by_key():
+    recorder = Recorder()  # answers the probe for ledger rows with none: a first sync
+    compute_delta(recorder, PAIR, SHAPE, "mirror", run_id="r1", partition=DAY, now=NOW)
+    rendered, tree = databricks(issued(recorder, f"INSERT INTO {PAIR.delta}"))
+    assert tree.find(exp.Join) is None and "`composable`.`audience__vip` AS a" in rendered
+    assert "ROW_NUMBER() OVER (ORDER BY a._key NULLS LAST) AS _n" in rendered
+
+
 def test_golden_delta_insert_binds_every_value_and_transactions_render_as_nothing():
-    recorder = Recorder()
+    recorder = AckedBefore()
     compute_delta(recorder, PAIR, SHAPE, "mirror", run_id="r1", partition=DAY, now=NOW)
     insert = issued(recorder, f"INSERT INTO {PAIR.delta}")
     rendered, tree = databricks(insert)

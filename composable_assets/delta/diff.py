@@ -33,7 +33,12 @@ class DeltaRun:
 
 
 def delta_select(
-    tables: PairTables, shape: SyncShape, mode: str, dialect: str = "duckdb", keys: str | None = None
+    tables: PairTables,
+    shape: SyncShape,
+    mode: str,
+    dialect: str = "duckdb",
+    keys: str | None = None,
+    ledger_empty: bool = False,
 ) -> str:
     """SELECT of the changed rows: snapshot and ledger joined on key, compared by hash.
 
@@ -45,6 +50,9 @@ def delta_select(
     `keys`: a table of keys (column `key`); only those keys are compared (the incremental path).
     `_n` numbers the rows by key (1..n), the order they are delivered in. On DuckDB it is computed in phase one:
     sorting the narrow rows, not the rows with their payloads, halved a 1M-row first sync's delta (1.8 s -> 0.9 s).
+    `ledger_empty`: the destination has acknowledged nothing (a first sync), so every member allowed is an add and
+    no join is needed: the same rows as the join would give, read in one scan of the snapshot (on DuckDB numbered
+    in the snapshot's order rather than by key).
     """
     join = "FULL OUTER JOIN" if mode == "mirror" else "LEFT JOIN"
     h = ident(shape.hash_column)
@@ -57,6 +65,17 @@ def delta_select(
     allowed = f" WHERE {condition}" if condition else ""
     snapshot = f"(SELECT * FROM {source}{allowed})" if allowed or only else tables.snapshot
     ledger = f"(SELECT * FROM {tables.ledger} WHERE {only})" if only else tables.ledger
+    if ledger_empty:
+        # DuckDB numbers the rows in the snapshot's own order, as it reads them: sorting a first sync's rows by key
+        # with their payloads cost 0.4-0.9 of ~5 CPU seconds at 1M members, and any order delivers the same rows.
+        # Engines that must be told an order (Databricks refuses row_number without one) get the key's.
+        order = "" if dialect == "duckdb" else "ORDER BY a._key"
+        return (
+            f"SELECT 'add' AS _op, a._key, row_number() OVER ({order}) AS _n, "
+            f"CAST(a.{ident(shape.identifier_column)} AS VARCHAR) AS _identifier, a.{h} AS _hash, "
+            f"{shape.fields_sql('a')} AS _fields, CAST(NULL AS JSON) AS _previous "
+            f"FROM {snapshot} AS a WHERE a.{h} IS NOT NULL"
+        )
     # A few keys (the incremental path) join once: the two phases pay off only when most of the table is joined.
     if dialect != "duckdb" or keys:
         return (
@@ -128,11 +147,13 @@ def _append_delta(
     keys: str | None,
 ) -> DeltaRun:
     base = conn.fetch_row(f"SELECT coalesce(max(_seq), 0) FROM {tables.delta}")[0]
+    # A first sync (nothing acknowledged yet, acks already folded by the caller) needs no join at all.
+    empty = keys is None and not conn.fetch_all(f"SELECT 1 FROM {tables.ledger} LIMIT 1")
     # Sequence numbers continue across runs, so a run's rows are one contiguous, prunable range.
     conn.execute(
         f"INSERT INTO {tables.delta} "
         "SELECT ?, ?, ? + _n, _op, _key, _identifier, _hash, _fields, _previous, ? "
-        f"FROM ({delta_select(tables, shape, mode, conn.dialect, keys)}) AS changes",
+        f"FROM ({delta_select(tables, shape, mode, conn.dialect, keys, ledger_empty=empty)}) AS changes",
         [partition, run_id, base, now],
     )
     counts = dict(conn.fetch_all(f"SELECT _op, count(*) FROM {tables.delta} WHERE _seq > ? GROUP BY _op", [base]))
