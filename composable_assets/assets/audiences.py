@@ -6,8 +6,9 @@ from typing import Any
 
 import dagster as dg
 
+from ..delta import quiet
 from ..delta.changes import Watched, relation
-from ..delta.refresh import definition_of, refresh_audience
+from ..delta.refresh import RefreshReport, definition_of, refresh_audience, utc_now
 from ..delta.snapshot import AudienceDataError, SyncShape, build_snapshot, snapshot_table, update_snapshot
 from ..destinations import DESTINATION_TYPES
 from ..governance.provenance import file_sha256, run_data_version
@@ -18,7 +19,7 @@ from ..store import ensure_store
 from ..warehouse import Warehouse
 from .deltas import require_tables
 from .metadata import column_schema, markdown_table, shown, with_definition_columns
-from .models import compared_run, incremental_run, refresh_metadata
+from .models import SKIPPED, compared_run, incremental_run, plain_run, refresh_metadata, today_utc
 
 
 def sync_shapes(audience: AudienceSpec, allowed: dict[str, str] | None = None) -> list[SyncShape]:
@@ -89,6 +90,15 @@ def build_audience_asset(spec: AudienceAsset) -> dg.AssetsDefinition:
     shapes = sync_shapes(audience)
     model_refresh = model_refresh or Refresh(None, "the model is not part of the project")
     refresh_text = audience_refresh(audience, model_refresh)
+    # What decides the snapshot: the file (condition, columns, each sync's fields and hash), who may be a member, the
+    # clock the condition reads, the model's rows and the tables the member condition reads.
+    definition = definition_of(
+        audience.model, audience.primary_key, audience.where, audience.columns_needed(), shapes, members
+    )
+    snapshot_definition = definition_of(definition, [s.hash_sql() for s in shapes], "snapshot")
+    clock = quiet.clock_of(audience.where, members)
+    snapshot_reads = [(None, audience.model), *quiet.tables_read(members)]
+    snapshot = (schema, f"audience__{audience.name}")
 
     @dg.asset(
         key=audience_key(audience.name),
@@ -110,10 +120,17 @@ def build_audience_asset(spec: AudienceAsset) -> dg.AssetsDefinition:
         },
     )
     def _audience(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
+        reader = f"audience:{audience.name}"
         with warehouse.connect() as conn:
             require_tables(conn, reads or {}, f"no audience {audience.name}")
-            if members:
-                ensure_store(conn, schema)  # the condition reads the proof of earlier deletion requests
+            # The store holds the skip fingerprints, and the proof of earlier deletion requests a condition reads.
+            ensure_store(conn, schema)
+            inputs = (
+                quiet.Inputs(None, "minute-level runs keep it by key instead")
+                if incremental_run(context)
+                else quiet.fingerprint(conn, snapshot_definition, snapshot_reads, clock, today_utc())
+            )
+            skipped = plain_run(context) and quiet.unchanged(conn, schema, reader, inputs, snapshot)
             common: dict[str, Any] = dict(
                 schema=schema,
                 audience=audience.name,
@@ -126,27 +143,34 @@ def build_audience_asset(spec: AudienceAsset) -> dg.AssetsDefinition:
                 show_keys=samples,
             )
             try:
-                report, size = refresh_audience(
-                    conn,
-                    schema=schema,
-                    audience=audience.name,
-                    model=audience.model,
-                    primary_key=audience.primary_key,
-                    model_refresh=model_refresh,
-                    where=where,
-                    watched=audience_watches(audience, model_refresh, watched or []),
-                    incremental=incremental_run(context),
-                    compare=compared_run(context),
-                    build=partial(build_snapshot, conn, **common),
-                    update=partial(update_snapshot, conn, **common),
-                    definition=definition_of(
-                        audience.model, audience.primary_key, audience.where, audience.columns_needed(), shapes, members
-                    ),
+                report, size = (
+                    (
+                        RefreshReport(SKIPPED, "neither its model, its definition nor who may be a member changed"),
+                        conn.fetch_row(f"SELECT count(*) FROM {snapshot_table(schema, audience.name)}")[0],
+                    )
+                    if skipped
+                    else refresh_audience(
+                        conn,
+                        schema=schema,
+                        audience=audience.name,
+                        model=audience.model,
+                        primary_key=audience.primary_key,
+                        model_refresh=model_refresh,
+                        where=where,
+                        watched=audience_watches(audience, model_refresh, watched or []),
+                        incremental=incremental_run(context),
+                        compare=compared_run(context),
+                        build=partial(build_snapshot, conn, **common),
+                        update=partial(update_snapshot, conn, **common),
+                        definition=definition,
+                    )
                 )
             except AudienceDataError as exc:
                 raise dg.Failure(description=str(exc)) from exc
             except Exception as exc:
                 raise dg.Failure(description=f"{audience.path}: building the audience failed: {exc}") from exc
+            if report.mode == "full":
+                quiet.record(conn, schema, reader, inputs, snapshot, utc_now())
             sample = (
                 conn.fetch_arrow(f"SELECT * FROM {snapshot_table(schema, audience.name)} LIMIT 5").to_pylist()
                 if samples
@@ -168,7 +192,7 @@ def build_audience_asset(spec: AudienceAsset) -> dg.AssetsDefinition:
                         "members": size,
                         "dagster/column_schema": column_schema(columns, hide_internal=True),
                         "sample": markdown_table(visible),
-                        **refresh_metadata(refresh_text, report),
+                        **refresh_metadata(refresh_text, report, inputs.why or "skipped when nothing it reads changed"),
                     },
                     samples,
                 ),

@@ -145,6 +145,13 @@ class Connection(ABC):
     def table_exists(self, schema: str | None, table: str) -> bool:
         return bool(self.table_columns(schema, table))
 
+    def content_markers(self, tables: Sequence[tuple[str | None, str]]) -> list[str] | None:
+        """Per (schema, table), a short text that changes whenever the table's rows or columns do ("absent": no
+        such table); None when this engine cannot tell exactly and cheaply, and then nothing is skipped as
+        unchanged (delta/quiet.py). A last-modified time is not enough where a rewrite with the same rows moves it
+        and nothing else, so the default is None."""
+        return None
+
 
 def require_duckdb(conn: Connection, feature: str) -> None:
     """Refuse, with a clear message, a feature built only for DuckDB so far."""
