@@ -7,13 +7,16 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
-import pyarrow as pa
 from dagster_duckdb import DuckDBResource
 
 from .base import SESSION_TIME_ZONE, Connection, Engine, Params, WarehouseBusy, WarehouseError, table_markers
 from .sql import table
+
+if TYPE_CHECKING:  # DuckDB imports pyarrow itself when a result is fetched as Arrow
+    import pyarrow as pa
 
 # A DuckDB file admits one writing process at a time; other processes (a sensor, a second run)
 # wait for the lock rather than fail at once. Runs are serialized by the "warehouse" pool, so the
