@@ -39,11 +39,12 @@ docs: setup  ## the documentation site (docs/, mkdocs.yml) on http://127.0.0.1:8
 comma := ,
 BENCH_SIZES ?= 2000,1000000$(if $(BENCH_10M),$(comma)10000000)
 
-bench: setup  ## delta (1M, 10M members vs a bare join and pandas), delivery (vs drt), minute-level latency and incremental vs full warehouse work (2,000 and 1M customers; 10M with BENCH_10M=1), and warehouse (1M-member diff on DuckDB vs PostgreSQL vs fakesnow; memory streaming 1M/5M-row deltas) benchmarks
+bench: setup  ## delta (1M, 10M members vs a bare join and pandas), delivery (vs drt), minute-level latency and incremental vs full warehouse work (2,000 and 1M customers; 10M with BENCH_10M=1), warehouse (1M-member diff on DuckDB vs PostgreSQL vs fakesnow; memory streaming 1M/5M-row deltas) and quiet `composable sync` (1M members, nothing changed) benchmarks
 	$(BIN)/python benchmarks/delta_benchmark.py
 	$(BIN)/python benchmarks/delivery_benchmark.py
 	$(MAKE) bench-minute
 	$(BIN)/python benchmarks/warehouse_benchmark.py
+	$(BIN)/python benchmarks/quiet_sync_benchmark.py
 
 bench-minute: setup  ## minute-level latency (landing to Braze) and one run's warehouse work, incremental vs full, at BENCH_SIZES
 	$(BIN)/python benchmarks/latency_benchmark.py --customers $(BENCH_SIZES)

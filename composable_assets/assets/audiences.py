@@ -169,7 +169,8 @@ def build_audience_asset(spec: AudienceAsset) -> dg.AssetsDefinition:
                 raise dg.Failure(description=str(exc)) from exc
             except Exception as exc:
                 raise dg.Failure(description=f"{audience.path}: building the audience failed: {exc}") from exc
-            if report.mode == "full":
+            # Only after a plain recompute: the run after the nightly comparison recomputes once, as before.
+            if report.mode == "full" and plain_run(context):
                 quiet.record(conn, schema, reader, inputs, snapshot, utc_now())
             sample = (
                 conn.fetch_arrow(f"SELECT * FROM {snapshot_table(schema, audience.name)} LIMIT 5").to_pylist()

@@ -131,7 +131,8 @@ def build_model_asset(spec: ModelAsset) -> dg.AssetsDefinition:
                 )
             except Exception as exc:  # every engine has its own error types; the file name is what matters
                 raise dg.Failure(description=f"{relative}: the model's SQL failed: {exc}") from exc
-            if report.mode == "full":
+            # Only after a plain recompute: the run after the nightly comparison recomputes once, as before.
+            if report.mode == "full" and plain_run(context):
                 quiet.record(
                     conn, schema, reader, inputs, (None, model.name), dt.datetime.now(dt.UTC).replace(tzinfo=None)
                 )
