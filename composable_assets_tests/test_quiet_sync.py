@@ -78,9 +78,10 @@ def test_a_rejected_row_is_retried_when_nothing_changed(small):
 
 def test_a_changed_audience_condition_is_picked_up(small):
     small.sync()
-    small.write("audiences/high.yaml", (small.settings.project_dir / "audiences/high.yaml").read_text().replace(
-        "score > 10", "score > 15"
-    ))
+    small.write(
+        "audiences/high.yaml",
+        (small.settings.project_dir / "audiences/high.yaml").read_text().replace("score > 10", "score > 15"),
+    )
     outcome = small.sync()
     assert text(outcome, "model/people_model").startswith("skipped")
     assert text(outcome, "audience/high").startswith("full")
@@ -91,9 +92,12 @@ def test_a_changed_audience_condition_is_picked_up(small):
 
 def test_a_changed_field_mapping_is_picked_up(small):
     small.sync()
-    small.write("audiences/high.yaml", (small.settings.project_dir / "audiences/high.yaml").read_text().replace(
-        "fields: {name: name, score: score}", "fields: {name: name, points: score}"
-    ))
+    small.write(
+        "audiences/high.yaml",
+        (small.settings.project_dir / "audiences/high.yaml")
+        .read_text()
+        .replace("fields: {name: name, score: score}", "fields: {name: name, points: score}"),
+    )
     outcome = small.sync()
     upsert = next(s for s in outcome.syncs if s.destination == "rec_upsert")
     assert upsert.count("updated") == 10
@@ -147,6 +151,8 @@ def test_a_date_dependent_step_is_fingerprinted_with_the_date_and_content():
 
 
 def test_tables_read_by_a_member_condition_are_found():
-    condition = "_key NOT IN (SELECT CAST(customer_id AS VARCHAR) FROM requests UNION ALL SELECT key FROM composable.log)"
+    condition = (
+        "_key NOT IN (SELECT CAST(customer_id AS VARCHAR) FROM requests UNION ALL SELECT key FROM composable.log)"
+    )
     assert quiet.tables_read(condition) == [(None, "requests"), ("composable", "log")]
     assert quiet.tables_read("WITH x AS (SELECT 1 AS a FROM t) SELECT a FROM x") == [(None, "t")]
