@@ -156,3 +156,15 @@ def test_tables_read_by_a_member_condition_are_found():
     )
     assert quiet.tables_read(condition) == [(None, "requests"), ("composable", "log")]
     assert quiet.tables_read("WITH x AS (SELECT 1 AS a FROM t) SELECT a FROM x") == [(None, "t")]
+
+
+def test_a_step_reading_files_or_table_functions_is_never_skipped():
+    assert quiet.tables_read("SELECT * FROM read_parquet('orders/*.parquet')") is None
+    assert quiet.tables_read("SELECT * FROM range(10)") is None
+    conn = DuckDBConnection(duckdb.connect())
+    # DuckDB reads a file, or a variable of the process, under a name no table has: it can change unseen.
+    inputs = quiet.fingerprint(
+        conn, "def", quiet.tables_read("SELECT * FROM 'orders.csv'"), quiet.Clock(), "2026-03-02"
+    )
+    assert inputs.fingerprint is None and "orders.csv" in inputs.why
+    assert quiet.fingerprint(conn, "def", None, quiet.Clock(), "2026-03-02").fingerprint is None

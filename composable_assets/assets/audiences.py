@@ -97,7 +97,8 @@ def build_audience_asset(spec: AudienceAsset) -> dg.AssetsDefinition:
     )
     snapshot_definition = definition_of(definition, [s.hash_sql() for s in shapes], "snapshot")
     clock = quiet.clock_of(audience.where, members)
-    snapshot_reads = [(None, audience.model), *quiet.tables_read(members)]
+    found = quiet.tables_read(audience.where, members)
+    snapshot_reads = None if found is None else [(None, audience.model), *found]
     snapshot = (schema, f"audience__{audience.name}")
 
     @dg.asset(

@@ -104,7 +104,8 @@ def build_delta_asset(spec: DeltaAsset) -> dg.AssetsDefinition:
     # What decides the rows besides the ledger: the snapshot, the sync's fields and mode, and who may receive.
     definition = definition_of(shape, sync.mode)
     clock = quiet.clock_of(shape.allowed)
-    delta_reads = [(schema, f"audience__{audience.name}"), *quiet.tables_read(shape.allowed)]
+    found = quiet.tables_read(shape.allowed)
+    delta_reads = None if found is None else [(schema, f"audience__{audience.name}"), *found]
 
     @dg.asset(
         key=key,

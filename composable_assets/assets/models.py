@@ -82,7 +82,8 @@ def build_model_asset(spec: ModelAsset) -> dg.AssetsDefinition:
     relative = model.path.relative_to(project_root) if model.path.is_relative_to(project_root) else model.path
     query = model.sql.strip().rstrip(";").strip()
     # What decides the table: its SQL, the clock it reads (found by parsing it) and every table it reads.
-    reads = [(None, t) for t in (*model.model_deps, *model.source_deps)]
+    found = quiet.tables_read(query)
+    reads = None if found is None else list(dict.fromkeys([*((None, t) for t in model.model_deps), *found]))
     clock = quiet.clock_of(query)
     definition = definition_of(query, refresh, "model")
 

@@ -67,16 +67,22 @@ def clock_of(*sql: str | None) -> Clock:
     return Clock(reads_date=reads_date)
 
 
-def tables_read(*sql: str | None) -> list[tuple[str | None, str]]:
-    """The (schema, table) every given query or condition reads, CTE names left out."""
+def tables_read(*sql: str | None) -> list[tuple[str | None, str]] | None:
+    """The (schema, table) every given query or condition reads, CTE names left out; None when it also reads
+    something that is not a table (a file, a table function such as read_parquet()) or cannot be parsed."""
     found: dict[tuple[str | None, str], None] = {}
     for text in sql:
         if not text:
             continue
-        tree = sqlglot.parse_one(_as_query(text), dialect=DIALECT)
+        try:
+            tree = sqlglot.parse_one(_as_query(text), dialect=DIALECT)
+        except sqlglot.errors.SqlglotError:
+            return None
         ctes = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
         for node in tree.find_all(exp.Table):
-            if node.name and not (not node.db and node.name in ctes):
+            if not isinstance(node.this, exp.Identifier):
+                return None
+            if not (not node.db and node.name in ctes):
                 found[(node.db or None, node.name)] = None
     return list(found)
 
@@ -104,16 +110,23 @@ class Inputs:
 def fingerprint(
     conn: Connection,
     definition: object,
-    tables: Sequence[tuple[str | None, str]],
+    tables: Sequence[tuple[str | None, str]] | None,
     clock: Clock,
     today: str,
 ) -> Inputs:
-    """The fingerprint of a step's definition, the clock values it reads (`today`: the run's date) and its tables."""
+    """The fingerprint of a step's definition, the clock values it reads (`today`: the run's date) and its tables
+    (None: it reads something else too, and is never skipped)."""
     if clock.volatile:
         return Inputs(None, f"never skipped: {clock.volatile}")
+    if tables is None:
+        return Inputs(None, "never skipped: it reads something other than tables (a file, a table function)")
     markers = conn.content_markers(list(tables)) if tables else []
     if markers is None:
         return Inputs(None, "never skipped: this warehouse cannot tell cheaply whether a table changed")
+    absent = [name for (_, name), marker in zip(tables, markers) if marker == "absent"]
+    if absent:
+        # What DuckDB reads under a name no table has is a file or a variable of the process: it can change unseen.
+        return Inputs(None, f"not skipped: it reads {', '.join(absent)}, which the warehouse has no table of")
     parts = [
         str(definition),
         today if clock.reads_date else "",
