@@ -124,13 +124,15 @@ def build_audience_asset(spec: AudienceAsset) -> dg.AssetsDefinition:
         reader = f"audience:{audience.name}"
         with warehouse.connect() as conn:
             require_tables(conn, reads or {}, f"no audience {audience.name}")
-            # The store holds the skip fingerprints, and the proof of earlier deletion requests a condition reads.
-            ensure_store(conn, schema)
+            if members:
+                ensure_store(conn, schema)  # the condition reads the proof of earlier deletion requests
             inputs = (
                 quiet.Inputs(None, "minute-level runs keep it by key instead")
                 if incremental_run(context)
                 else quiet.fingerprint(conn, snapshot_definition, snapshot_reads, clock, today_utc())
             )
+            if inputs.fingerprint is not None and not members:
+                ensure_store(conn, schema)  # where the fingerprints are kept
             skipped = plain_run(context) and quiet.unchanged(conn, schema, reader, inputs, snapshot)
             common: dict[str, Any] = dict(
                 schema=schema,

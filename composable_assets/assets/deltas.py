@@ -137,7 +137,6 @@ def build_delta_asset(spec: DeltaAsset) -> dg.AssetsDefinition:
         reader = f"delta:{audience.name}:{sync.destination}"
         with warehouse.connect() as conn:
             require_tables(conn, reads or {}, f"no delta of {audience.name} -> {sync.destination}")
-            ensure_store(conn, schema)
             inputs = (
                 quiet.fingerprint(conn, definition, delta_reads, clock, today_utc())
                 if plain_run(context)
@@ -145,12 +144,14 @@ def build_delta_asset(spec: DeltaAsset) -> dg.AssetsDefinition:
             )
             # Nothing it reads changed since its last full delta: only rows the destination has not acknowledged
             # since (rejected, unsent) can still differ; rows in flight from a killed run take the full comparison.
-            pending_only = (
-                inputs.fingerprint is not None
-                and quiet.unchanged(conn, schema, reader, inputs, None)
-                and not in_flight(conn, tables)
-                and latest_delta_kept(conn, tables)
-            )
+            pending_only = False
+            if inputs.fingerprint is not None:
+                ensure_store(conn, schema)  # where the fingerprints are kept
+                pending_only = (
+                    quiet.unchanged(conn, schema, reader, inputs, None)
+                    and not in_flight(conn, tables)
+                    and latest_delta_kept(conn, tables)
+                )
             scope = delta_scope(
                 conn,
                 schema=schema,

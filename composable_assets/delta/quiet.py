@@ -162,6 +162,8 @@ def record(
     conn: Connection, schema: str, reader: str, inputs: Inputs, output: tuple[str | None, str] | None, now: object
 ) -> None:
     """After a full computation from `inputs` (taken before it began): remember them with the output's marker."""
+    if inputs.fingerprint is None and conn.content_markers([]) is None:
+        return  # this engine never records a fingerprint: none to drop (and no statement spent on it)
     state = table(schema, REFRESH_STATE.name)
     conn.execute(f"DELETE FROM {state} WHERE reader = ?", [PREFIX + reader])
     if inputs.fingerprint is None:
