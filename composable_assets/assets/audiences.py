@@ -6,8 +6,9 @@ from typing import Any
 
 import dagster as dg
 
+from ..delta import quiet
 from ..delta.changes import Watched, relation
-from ..delta.refresh import definition_of, refresh_audience
+from ..delta.refresh import RefreshReport, definition_of, refresh_audience, utc_now
 from ..delta.snapshot import AudienceDataError, SyncShape, build_snapshot, snapshot_table, update_snapshot
 from ..destinations import DESTINATION_TYPES
 from ..governance.provenance import file_sha256, run_data_version
@@ -18,7 +19,7 @@ from ..store import ensure_store
 from ..warehouse import Warehouse
 from .deltas import require_tables
 from .metadata import column_schema, markdown_table, shown, with_definition_columns
-from .models import compared_run, incremental_run, refresh_metadata
+from .models import SKIPPED, compared_run, incremental_run, plain_run, refresh_metadata, today_utc
 
 
 def sync_shapes(audience: AudienceSpec, allowed: dict[str, str] | None = None) -> list[SyncShape]:
@@ -89,6 +90,16 @@ def build_audience_asset(spec: AudienceAsset) -> dg.AssetsDefinition:
     shapes = sync_shapes(audience)
     model_refresh = model_refresh or Refresh(None, "the model is not part of the project")
     refresh_text = audience_refresh(audience, model_refresh)
+    # What decides the snapshot: the file (condition, columns, each sync's fields and hash), who may be a member, the
+    # clock the condition reads, the model's rows and the tables the member condition reads.
+    definition = definition_of(
+        audience.model, audience.primary_key, audience.where, audience.columns_needed(), shapes, members
+    )
+    snapshot_definition = definition_of(definition, [s.hash_sql() for s in shapes], "snapshot")
+    clock = quiet.clock_of(audience.where, members)
+    found = quiet.tables_read(audience.where, members)
+    snapshot_reads = None if found is None else [(None, audience.model), *found]
+    snapshot = (schema, f"audience__{audience.name}")
 
     @dg.asset(
         key=audience_key(audience.name),
@@ -110,10 +121,19 @@ def build_audience_asset(spec: AudienceAsset) -> dg.AssetsDefinition:
         },
     )
     def _audience(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
+        reader = f"audience:{audience.name}"
         with warehouse.connect() as conn:
             require_tables(conn, reads or {}, f"no audience {audience.name}")
             if members:
                 ensure_store(conn, schema)  # the condition reads the proof of earlier deletion requests
+            inputs = (
+                quiet.Inputs(None, "minute-level runs keep it by key instead")
+                if incremental_run(context)
+                else quiet.fingerprint(conn, snapshot_definition, snapshot_reads, clock, today_utc())
+            )
+            if inputs.fingerprint is not None and not members:
+                ensure_store(conn, schema)  # where the fingerprints are kept
+            skipped = plain_run(context) and quiet.unchanged(conn, schema, reader, inputs, snapshot)
             common: dict[str, Any] = dict(
                 schema=schema,
                 audience=audience.name,
@@ -126,27 +146,35 @@ def build_audience_asset(spec: AudienceAsset) -> dg.AssetsDefinition:
                 show_keys=samples,
             )
             try:
-                report, size = refresh_audience(
-                    conn,
-                    schema=schema,
-                    audience=audience.name,
-                    model=audience.model,
-                    primary_key=audience.primary_key,
-                    model_refresh=model_refresh,
-                    where=where,
-                    watched=audience_watches(audience, model_refresh, watched or []),
-                    incremental=incremental_run(context),
-                    compare=compared_run(context),
-                    build=partial(build_snapshot, conn, **common),
-                    update=partial(update_snapshot, conn, **common),
-                    definition=definition_of(
-                        audience.model, audience.primary_key, audience.where, audience.columns_needed(), shapes, members
-                    ),
+                report, size = (
+                    (
+                        RefreshReport(SKIPPED, "neither its model, its definition nor who may be a member changed"),
+                        conn.fetch_row(f"SELECT count(*) FROM {snapshot_table(schema, audience.name)}")[0],
+                    )
+                    if skipped
+                    else refresh_audience(
+                        conn,
+                        schema=schema,
+                        audience=audience.name,
+                        model=audience.model,
+                        primary_key=audience.primary_key,
+                        model_refresh=model_refresh,
+                        where=where,
+                        watched=audience_watches(audience, model_refresh, watched or []),
+                        incremental=incremental_run(context),
+                        compare=compared_run(context),
+                        build=partial(build_snapshot, conn, **common),
+                        update=partial(update_snapshot, conn, **common),
+                        definition=definition,
+                    )
                 )
             except AudienceDataError as exc:
                 raise dg.Failure(description=str(exc)) from exc
             except Exception as exc:
                 raise dg.Failure(description=f"{audience.path}: building the audience failed: {exc}") from exc
+            # Only after a plain recompute: the run after the nightly comparison recomputes once, as before.
+            if report.mode == "full" and plain_run(context):
+                quiet.record(conn, schema, reader, inputs, snapshot, utc_now())
             sample = (
                 conn.fetch_arrow(f"SELECT * FROM {snapshot_table(schema, audience.name)} LIMIT 5").to_pylist()
                 if samples
@@ -168,7 +196,7 @@ def build_audience_asset(spec: AudienceAsset) -> dg.AssetsDefinition:
                         "members": size,
                         "dagster/column_schema": column_schema(columns, hide_internal=True),
                         "sample": markdown_table(visible),
-                        **refresh_metadata(refresh_text, report),
+                        **refresh_metadata(refresh_text, report, inputs.why or "skipped when nothing it reads changed"),
                     },
                     samples,
                 ),

@@ -5,8 +5,9 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
+from ..delta import quiet
 from ..delta.changes import Watched
-from ..delta.diff import compute_delta
+from ..delta.diff import compute_delta, latest_delta_run
 from ..delta.refresh import definition_of, delta_scope, drop_keys, snapshot_relation
 from ..delta.snapshot import SyncShape
 from ..governance.gates import judge_delta
@@ -14,10 +15,10 @@ from ..governance.provenance import code_version, file_sha256
 from ..project import AudienceSpec, SyncSpec
 from ..project.gates import GATE_NAMES, OVERRIDE_TAG, GatesSpec, overridden
 from ..project.keys import DELTAS, WAREHOUSE_POOL, audience_key, delta_key
-from ..store import PairTables
+from ..store import PairTables, ensure_store
 from ..warehouse import Warehouse
 from .metadata import markdown_table, shown
-from .models import incremental_run
+from .models import incremental_run, plain_run, today_utc
 
 GATE_DESCRIPTIONS = {
     "max_remove_percent": "Send gate: a mirror removes at most this share of the destination's members in one run.",
@@ -64,6 +65,35 @@ class DeltaAsset:
     op_tags: dict[str, str] = field(default_factory=dict)
 
 
+def in_flight(conn, tables: PairTables) -> bool:
+    """Whether a killed sync left rows that may or may not have been sent (its intents)."""
+    return bool(
+        conn.fetch_row(
+            f"SELECT count(*) FROM {tables.inflight} WHERE audience = ? AND destination = ?",
+            [tables.audience, tables.destination],
+        )[0]
+    )
+
+
+def latest_delta_kept(conn, tables: PairTables) -> bool:
+    """Whether the pair's latest delta still has every row (an archived one does not: compare in full)."""
+    run = latest_delta_run(conn, tables)
+    if run is None:
+        return False
+    (rows,) = conn.fetch_row(
+        f"SELECT count(*) FROM {tables.delta} WHERE _seq BETWEEN ? AND ?", [run.first_seq, run.last_seq]
+    )
+    return rows == run.size
+
+
+def mode_text(scope, pending_only: bool) -> str:
+    if scope.keys_table is None:
+        return "full" + (f" ({scope.why})" if scope.why else "")
+    if pending_only:
+        return "skipped (nothing it reads changed: only unacknowledged rows compared)"
+    return "incremental"
+
+
 def build_delta_asset(spec: DeltaAsset) -> dg.AssetsDefinition:
     """The asset that computes one pair's rows to add, update and remove, relative to what it has acknowledged."""
     audience, sync, shape, schema, partitions = spec.audience, spec.sync, spec.shape, spec.schema, spec.partitions
@@ -71,6 +101,11 @@ def build_delta_asset(spec: DeltaAsset) -> dg.AssetsDefinition:
     reads, watched, op_tags = spec.reads or None, spec.watched or None, spec.op_tags or None
     tables = PairTables(schema, audience.name, sync.destination)
     key = delta_key(audience.name, sync.destination)
+    # What decides the rows besides the ledger: the snapshot, the sync's fields and mode, and who may receive.
+    definition = definition_of(shape, sync.mode)
+    clock = quiet.clock_of(shape.allowed)
+    found = quiet.tables_read(shape.allowed)
+    delta_reads = None if found is None else [(schema, f"audience__{audience.name}"), *found]
 
     @dg.asset(
         key=key,
@@ -99,8 +134,24 @@ def build_delta_asset(spec: DeltaAsset) -> dg.AssetsDefinition:
             lifted = overridden(context.run.tags.get(OVERRIDE_TAG))
         except ValueError as exc:
             raise dg.Failure(description=str(exc)) from None
+        reader = f"delta:{audience.name}:{sync.destination}"
         with warehouse.connect() as conn:
             require_tables(conn, reads or {}, f"no delta of {audience.name} -> {sync.destination}")
+            inputs = (
+                quiet.fingerprint(conn, definition, delta_reads, clock, today_utc())
+                if plain_run(context)
+                else quiet.Inputs(None, "only plain full runs skip")
+            )
+            # Nothing it reads changed since its last full delta: only rows the destination has not acknowledged
+            # since (rejected, unsent) can still differ; rows in flight from a killed run take the full comparison.
+            pending_only = False
+            if inputs.fingerprint is not None:
+                ensure_store(conn, schema)  # where the fingerprints are kept
+                pending_only = (
+                    quiet.unchanged(conn, schema, reader, inputs, None)
+                    and not in_flight(conn, tables)
+                    and latest_delta_kept(conn, tables)
+                )
             scope = delta_scope(
                 conn,
                 schema=schema,
@@ -111,9 +162,14 @@ def build_delta_asset(spec: DeltaAsset) -> dg.AssetsDefinition:
                 ]
                 if incremental
                 else [],
-                incremental=incremental and incremental_run(context),
-                definition=definition_of(shape, sync.mode),
+                incremental=(incremental and incremental_run(context)) or pending_only,
+                definition=definition,
             )
+
+            def committed() -> None:
+                scope.commit()
+                quiet.record(conn, schema, reader, inputs, None, utc_now())
+
             try:
                 run = compute_delta(
                     conn,
@@ -124,15 +180,21 @@ def build_delta_asset(spec: DeltaAsset) -> dg.AssetsDefinition:
                     partition=dt.date.fromisoformat(context.partition_key),
                     now=utc_now(),
                     keys=scope.keys_table,
-                    on_commit=scope.commit,
+                    # With the rows: what the new delta was computed from (else dropped), so a later run compares
+                    # only unacknowledged rows exactly when the snapshot is still what this delta saw.
+                    on_commit=scope.commit if pending_only else committed,
                 )
             finally:
                 drop_keys(conn, scope)
-            preview = conn.fetch_arrow(
-                f"SELECT _op AS change, _key AS key, _identifier AS identifier, _fields AS fields "
-                f"FROM {tables.delta} WHERE _seq BETWEEN ? AND ? ORDER BY _seq LIMIT 5",
-                [run.first_seq, run.last_seq],
-            ).to_pylist()
+            preview = (
+                []
+                if not run.size
+                else conn.fetch_arrow(
+                    f"SELECT _op AS change, _key AS key, _identifier AS identifier, _fields AS fields "
+                    f"FROM {tables.delta} WHERE _seq BETWEEN ? AND ? ORDER BY _seq LIMIT 5",
+                    [run.first_seq, run.last_seq],
+                ).to_pylist()
+            )
             verdicts = judge_delta(conn, tables, shape, run, sync.mode, gates, lifted)
         context.log.info(
             f"delta of {audience.name} -> {sync.destination}: {run.added} to add, {run.updated} to update, "
@@ -141,7 +203,8 @@ def build_delta_asset(spec: DeltaAsset) -> dg.AssetsDefinition:
         return dg.MaterializeResult(
             metadata=shown(
                 {
-                    "mode": ("incremental" if scope.keys_table else "full") + (f" ({scope.why})" if scope.why else ""),
+                    "mode": mode_text(scope, pending_only),
+                    "skip": inputs.why or "compares only unacknowledged rows when nothing it reads changed",
                     **({"affected_keys": scope.affected_keys} if scope.keys_table else {}),
                     "added": run.added,
                     "updated": run.updated,

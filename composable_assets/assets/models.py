@@ -1,15 +1,18 @@
 """Models: one asset per SQL file, materialized as a table in the warehouse."""
 
+import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
 
-from ..delta.refresh import RefreshReport, model_watches, refresh_model
+from ..delta import quiet
+from ..delta.refresh import RefreshReport, definition_of, model_watches, refresh_model
 from ..governance.provenance import file_sha256, run_data_version
 from ..project import ModelSpec
 from ..project.incremental import Refresh
 from ..project.keys import MODELS, REFRESH_TAG, WAREHOUSE_POOL, model_key, source_key
+from ..store import ensure_store
 from ..warehouse import Warehouse
 from ..warehouse.sql import ident
 from .metadata import column_schema, with_definition_columns
@@ -25,12 +28,28 @@ def compared_run(context: dg.AssetExecutionContext) -> bool:
     return context.run.tags.get(REFRESH_TAG) == "full"
 
 
-def refresh_metadata(refresh_text: str, report: RefreshReport) -> dict:
+#: What a plain full run that found nothing changed says it did (delta/quiet.py).
+SKIPPED = "skipped"
+
+
+def plain_run(context: dg.AssetExecutionContext) -> bool:
+    """A run that asked for neither path (the command line, schedules): it may skip what cannot have changed."""
+    return not incremental_run(context) and not compared_run(context)
+
+
+def today_utc() -> str:
+    """The run's date as the engine's `current_date` reads it (every session runs in UTC)."""
+    return dt.datetime.now(dt.UTC).date().isoformat()
+
+
+def refresh_metadata(refresh_text: str, report: RefreshReport, skip: str | None = None) -> dict:
     """What a materialization says about how it was refreshed (shown in the UI)."""
     metadata: dict[str, str | int] = {
         "refresh": refresh_text,
         "mode": report.mode + (f" ({report.why})" if report.why else ""),
     }
+    if skip is not None:
+        metadata["skip"] = skip
     if report.mode == "incremental":
         metadata["affected_keys"] = report.affected_keys
     if report.repaired_rows is not None:
@@ -62,6 +81,11 @@ def build_model_asset(spec: ModelAsset) -> dg.AssetsDefinition:
     refresh, landed, models, op_tags = spec.refresh, spec.landed, spec.models, spec.op_tags or None
     relative = model.path.relative_to(project_root) if model.path.is_relative_to(project_root) else model.path
     query = model.sql.strip().rstrip(";").strip()
+    # What decides the table: its SQL, the clock it reads (found by parsing it) and every table it reads.
+    found = quiet.tables_read(query)
+    reads = None if found is None else list(dict.fromkeys([*((None, t) for t in model.model_deps), *found]))
+    clock = quiet.clock_of(query)
+    definition = definition_of(query, refresh, "model")
 
     @dg.asset(
         key=model_key(model.name),
@@ -81,20 +105,39 @@ def build_model_asset(spec: ModelAsset) -> dg.AssetsDefinition:
         },
     )
     def _model(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
+        reader = f"model:{model.name}"
         with warehouse.connect() as conn:
+            # Taken before the refresh: a source changing meanwhile makes the next run recompute, never skip.
+            inputs = (
+                quiet.Inputs(None, "minute-level runs keep it by key instead")
+                if incremental_run(context)
+                else quiet.fingerprint(conn, definition, reads, clock, today_utc())
+            )
+            if inputs.fingerprint is not None:
+                ensure_store(conn, schema)  # where the fingerprints are kept
+            skipped = plain_run(context) and quiet.unchanged(conn, schema, reader, inputs, (None, model.name))
             try:
-                report = refresh_model(
-                    conn,
-                    schema=schema,
-                    name=model.name,
-                    sql=query,
-                    refresh=refresh,
-                    watched=model_watches(conn, refresh, landed, models),
-                    incremental=incremental_run(context),
-                    compare=compared_run(context),
+                report = (
+                    RefreshReport(SKIPPED, "nothing it reads changed since its last full refresh")
+                    if skipped
+                    else refresh_model(
+                        conn,
+                        schema=schema,
+                        name=model.name,
+                        sql=query,
+                        refresh=refresh,
+                        watched=model_watches(conn, refresh, landed, models),
+                        incremental=incremental_run(context),
+                        compare=compared_run(context),
+                    )
                 )
             except Exception as exc:  # every engine has its own error types; the file name is what matters
                 raise dg.Failure(description=f"{relative}: the model's SQL failed: {exc}") from exc
+            # Only after a plain recompute: the run after the nightly comparison recomputes once, as before.
+            if report.mode == "full" and plain_run(context):
+                quiet.record(
+                    conn, schema, reader, inputs, (None, model.name), dt.datetime.now(dt.UTC).replace(tzinfo=None)
+                )
             (rows,) = conn.fetch_row(f"SELECT count(*) FROM {ident(model.name)}")
             columns = conn.table_columns(None, model.name)
         if report.repaired_rows:
@@ -108,7 +151,9 @@ def build_model_asset(spec: ModelAsset) -> dg.AssetsDefinition:
                 {
                     "dagster/row_count": rows,
                     "dagster/column_schema": column_schema(columns),
-                    **refresh_metadata(refresh.describe(), report),
+                    **refresh_metadata(
+                        refresh.describe(), report, inputs.why or "skipped when nothing it reads changed"
+                    ),
                 },
             ),
             data_version=run_data_version(context),

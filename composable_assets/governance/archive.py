@@ -30,18 +30,26 @@ import zoneinfo
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cache, cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 import sqlglot
 from sqlglot import exp
 
 from ..project.specs import ArchiveSpec
 from ..store import archival_of, ensure_store, types_of
+from ..warehouse.deferred import Deferred
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+else:
+    # Imported when the archive is first read or written, not when the definitions load (every command loads them).
+    pa, pc, pafs, pq = (Deferred(f"pyarrow{part}") for part in ("", ".compute", ".fs", ".parquet"))
+
 from ..store.registry import (
     ARCHIVE_FILES,
     DELTA_RUNS,
@@ -75,10 +83,16 @@ class ArchiveError(WarehouseError):
 class ArchiveLocation:
     """The archive root: a pyarrow filesystem and the base path in it."""
 
-    fs: pafs.FileSystem
     base: str
     #: The folder or URL, for humans (checked at load to carry no credentials).
     display: str
+    #: An object store's URL (None: the local folder `base`).
+    url: str | None = None
+
+    @cached_property
+    def fs(self) -> pafs.FileSystem:
+        """Made when first used, so that loading the definitions does not import pyarrow."""
+        return pafs.LocalFileSystem() if self.url is None else pafs.FileSystem.from_uri(self.url)[0]
 
     def path(self, relative: str) -> str:
         return f"{self.base.rstrip('/')}/{relative}"
@@ -91,9 +105,9 @@ def archive_location(spec: ArchiveSpec, data_dir: Path) -> ArchiveLocation:
     """`<data dir>/archive` by default; an object store's credentials come from its client's environment variables."""
     if spec.url is None:
         folder = str(Path(data_dir).absolute() / "archive")
-        return ArchiveLocation(pafs.LocalFileSystem(), folder, folder)
-    fs, base = pafs.FileSystem.from_uri(spec.url)
-    return ArchiveLocation(fs, base, spec.url)
+        return ArchiveLocation(folder, folder)
+    _, base = pafs.FileSystem.from_uri(spec.url)
+    return ArchiveLocation(base, spec.url, spec.url)
 
 
 def archive_cutoff(
@@ -331,21 +345,23 @@ class _Changed(Exception):
 
 # Column types kept as such in Parquet (lower-cased type names of DuckDB, PostgreSQL, Snowflake, BigQuery); any other
 # type (JSON, DECIMAL, ...) is archived as its text, which is what the engines print and hash.
-_ARROW_TYPES = {
-    **dict.fromkeys(("bigint", "integer", "int", "int4", "int8", "int64", "smallint"), pa.int64()),
-    **dict.fromkeys(("boolean", "bool"), pa.bool_()),
-    "date": pa.date32(),
-    **dict.fromkeys(("timestamp", "timestamp without time zone", "timestamp_ntz", "datetime"), pa.timestamp("us")),
-    **dict.fromkeys(("timestamp with time zone", "timestamptz", "timestamp_tz"), pa.timestamp("us", tz="UTC")),
-    **dict.fromkeys(("double", "double precision", "float", "float8", "float64", "real"), pa.float64()),
-}
+@cache
+def _arrow_types() -> dict[str, pa.DataType]:
+    return {
+        **dict.fromkeys(("bigint", "integer", "int", "int4", "int8", "int64", "smallint"), pa.int64()),
+        **dict.fromkeys(("boolean", "bool"), pa.bool_()),
+        "date": pa.date32(),
+        **dict.fromkeys(("timestamp", "timestamp without time zone", "timestamp_ntz", "datetime"), pa.timestamp("us")),
+        **dict.fromkeys(("timestamp with time zone", "timestamptz", "timestamp_tz"), pa.timestamp("us", tz="UTC")),
+        **dict.fromkeys(("double", "double precision", "float", "float8", "float64", "real"), pa.float64()),
+    }
 
 
 def _columns(conn: Connection, schema: str, name: str) -> tuple[pa.Schema, str]:
     """The Arrow schema of a hot table's archive files, and the SELECT list producing it."""
     fields, select = [], []
     for column, sql_type in conn.table_columns(schema, name):
-        arrow_type = _ARROW_TYPES.get(str(sql_type).lower())
+        arrow_type = _arrow_types().get(str(sql_type).lower())
         fields.append(pa.field(column, arrow_type or pa.string()))
         select.append(f"x.{ident(column)}" if arrow_type else f"CAST(x.{ident(column)} AS VARCHAR) AS {ident(column)}")
     return pa.schema(fields), ", ".join(select)

@@ -31,7 +31,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import pyarrow.compute as pc
 from pydantic import BaseModel
 
 from ..delta.changes import JOURNAL
@@ -280,6 +279,8 @@ def _archived_identifiers(
     paths = [archive.path(p) for p in archived_paths(conn, schema, name)]
     if not paths:
         return []
+    import pyarrow.compute as pc  # here: the archive is read rarely, and pyarrow takes ~0.3 s to import
+
     # Read only two columns of the rows asked for (Parquet statistics skip most of the files' row groups).
     rows = archive_dataset(archive, paths).to_table(
         columns=["_key", "_identifier"], filter=pc.field("_key").isin(keys) & pc.field("_identifier").is_valid()

@@ -47,7 +47,7 @@ def judge_delta(
         _removals(run, mode, gates, ledger_size),
         _size_change(run, gates, previous[0] if previous else None),
         _required_fields(conn, tables, shape, run, gates),
-        _unique_identifiers(conn, tables, shape, gates),
+        _unique_identifiers(conn, tables, shape, gates, run),
         _consent_applied(conn, tables, shape, run),
     ]
     results = [
@@ -126,10 +126,16 @@ def _required_fields(
     )
 
 
-def _unique_identifiers(conn: Connection, tables: PairTables, shape: SyncShape, gates: GatesSpec) -> GateResult:
+def _unique_identifiers(
+    conn: Connection, tables: PairTables, shape: SyncShape, gates: GatesSpec, run: DeltaRun
+) -> GateResult:
     name = "unique_identifiers"
     if not gates.unique_identifiers:
         return GateResult(name, True, "not checked (unique_identifiers: false)")
+    if not run.size:
+        # Whatever the snapshot holds, an empty delta sends no one (and reading the whole snapshot is a quiet run's
+        # largest cost after the snapshot itself).
+        return GateResult(name, True, "nothing to send")
     column = ident(shape.identifier_column)
     shared = conn.fetch_row(
         f"SELECT count(*) FROM (SELECT {column} FROM {tables.snapshot} WHERE {column} IS NOT NULL "

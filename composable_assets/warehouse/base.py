@@ -6,12 +6,13 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import ParseResult, parse_qsl
 
-import pyarrow as pa
-
 from .sql import ident
+
+if TYPE_CHECKING:  # pyarrow is imported by what fetches Arrow, not by every command that loads the package
+    import pyarrow as pa
 
 Params = Sequence[Any] | None
 
@@ -145,6 +146,13 @@ class Connection(ABC):
     def table_exists(self, schema: str | None, table: str) -> bool:
         return bool(self.table_columns(schema, table))
 
+    def content_markers(self, tables: Sequence[tuple[str | None, str]]) -> list[str] | None:
+        """Per (schema, table), a short text that changes whenever the table's rows or columns do ("absent": no
+        such table); None when this engine cannot tell exactly and cheaply, and then nothing is skipped as
+        unchanged (delta/quiet.py). A last-modified time is not enough where a rewrite with the same rows moves it
+        and nothing else, so the default is None."""
+        return None
+
 
 def require_duckdb(conn: Connection, feature: str) -> None:
     """Refuse, with a clear message, a feature built only for DuckDB so far."""
@@ -212,6 +220,8 @@ def column_names(cursor: Any) -> list[str]:
 
 def rows_to_arrow(names: list[str], rows: list[tuple]) -> pa.Table:
     """Rows fetched through a DB-API cursor as an Arrow table (column types inferred from the values)."""
+    import pyarrow as pa
+
     columns = list(zip(*rows)) if rows else [()] * len(names)
     return pa.table({name: pa.array(list(values)) for name, values in zip(names, columns)})
 

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
-import pyarrow as pa
 from dagster_duckdb import DuckDBResource
 
 from .base import SESSION_TIME_ZONE, Connection, Engine, Params, WarehouseBusy, WarehouseError, table_markers
+from .sql import table
+
+if TYPE_CHECKING:  # DuckDB imports pyarrow itself when a result is fetched as Arrow
+    import pyarrow as pa
 
 # A DuckDB file admits one writing process at a time; other processes (a sensor, a second run)
 # wait for the lock rather than fail at once. Runs are serialized by the "warehouse" pool, so the
@@ -51,6 +55,24 @@ class DuckDBConnection(Connection):
             "WHERE table_name = ? AND table_schema = coalesce(?, current_schema()) ORDER BY ordinal_position",
             [table, schema],
         )
+
+    def content_markers(self, tables: Sequence[tuple[str | None, str]]) -> list[str] | None:
+        # Row count and the sum of a 64-bit hash of every row (a sum, not an XOR: two equal rows must not cancel
+        # out), with the column names and types: one scan per table, ~40 ms per million narrow rows.
+        shapes = [self.table_columns(schema, name) for schema, name in tables]
+        present = [(schema, name) for (schema, name), shape in zip(tables, shapes) if shape]
+        sums = iter(
+            self.fetch_row(
+                "SELECT "
+                + ", ".join(
+                    f"(SELECT count(*) || ':' || coalesce(sum(hash(r)::HUGEINT), 0) FROM {table(schema, name)} AS r)"
+                    for schema, name in present
+                )
+            )
+            if present
+            else ()
+        )
+        return [f"{next(sums)}:" + ",".join(f"{c} {t}" for c, t in shape) if shape else "absent" for shape in shapes]
 
     @property
     def raw(self) -> duckdb.DuckDBPyConnection:
