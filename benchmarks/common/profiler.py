@@ -113,14 +113,26 @@ class Probe:
                 probe.add("deliver_process_cpu", cpu_seconds() - process)
 
         syncs_module.deliver = self.profiled(deliver) if self.cprofile else deliver
+        # The whole sync step as its asset runs it: session opened, delta read, sent, checkpointed, run recorded.
+        original_plan_run = syncs_module._AudiencePlan.run
+
+        def plan_run(*args: Any, **kwargs: Any) -> Any:
+            wall, process = time.perf_counter(), cpu_seconds()
+            try:
+                return original_plan_run(*args, **kwargs)
+            finally:
+                probe.add("sync_step_process_cpu", cpu_seconds() - process)
+                probe.add("sync_step_wall", time.perf_counter() - wall)
+
+        syncs_module._AudiencePlan.run = plan_run
         delivery.records_from_rows = self.timed("records_from_rows", delivery.records_from_rows, cpu=True)
         delivery._checkpoint = self.timed("checkpoint", delivery._checkpoint, cpu=True)
-        loop._send = self.timed("send_batch", loop._send)
+        loop._send = self.timed("send_batch", loop._send, cpu=True)
         for name in ("record_intent", "clear_intents", "_confirm_leftovers"):  # newer delivery loops only
             if hasattr(delivery, name):
                 setattr(delivery, name, self.timed(name, getattr(delivery, name), cpu=True))
         if self.cprofile:
-            delivery._send = self.profiled(delivery._send)
+            loop._send = self.profiled(loop._send)
         original_chunks = delivery._chunks
 
         def chunks(*args: Any, **kwargs: Any) -> Any:
@@ -153,14 +165,14 @@ class Probe:
                 finally:
                     probe.add("wait_for_batch", time.perf_counter() - wall)
 
-        class TimedPool(delivery.ThreadPoolExecutor):
+        class TimedPool(loop.ThreadPoolExecutor):
             def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Any:
                 wall = time.perf_counter()
                 future = super().submit(fn, *args, **kwargs)
                 probe.add("submit", time.perf_counter() - wall)
                 return TimedFuture(future)
 
-        delivery.ThreadPoolExecutor = TimedPool
+        loop.ThreadPoolExecutor = TimedPool
         http.HttpClient.request = self.timed("http_request", http.HttpClient.request)
         http.RateBudget.acquire = self.timed("budget_acquire", http.RateBudget.acquire)
         requests.Session.request = self.timed("session_request", requests.Session.request)
@@ -233,7 +245,13 @@ class Probe:
             "senders: read response JSON": cumulative("requests/models.py", "json"),
         }
         top = sorted(stats.items(), key=lambda item: item[1][2], reverse=True)[:15]
+        inclusive = sorted(stats.items(), key=lambda item: item[1][3], reverse=True)[:40]
         return {
+            "top_cumtime": [
+                {"function": f"{Path(f).parent.name}/{Path(f).name}:{n}" if f != "~" else n, "calls": v[1],
+                 "tottime_s": v[2], "cumtime_s": v[3]}
+                for (f, _, n), v in inclusive
+            ],
             "steps_cpu_s": steps,
             "top_tottime": [
                 {"function": f"{Path(f).parent.name}/{Path(f).name}:{n}" if f != "~" else n, "calls": v[1],
