@@ -351,22 +351,30 @@ class AttributeText:
         self.ending = f"{_encode(membership)}:true}}" if membership else None
         self.usable = not options.subscription_group_id
 
-    def text(self, record: Record) -> str | None:
+    def texts(self, records: Sequence[Record]) -> list[str | None]:
+        """The spliced object of each record, None where it must be built as a dict."""
+        # One search over the whole batch's text for what rules splicing out; per row only if it finds something.
+        checked = not any(word in "".join(r.fields_text or "" for r in records) for word in self.refused)
+        return [self.text(r, checked) for r in records]
+
+    def text(self, record: Record, checked: bool = False) -> str | None:
         fields = record.fields_text
-        if not self.usable or record.change != "add" or fields is None or not isinstance(record.identifier, str):
+        if not self.usable or record.change != "add" or fields is None:
             return None
-        if fields[:1] != "{" or fields[-1:] != "}" or any(word in fields for word in self.refused):
+        if fields[:1] != "{" or fields[-1:] != "}" or (not checked and any(word in fields for word in self.refused)):
             return None
         if self.ending is not None and not fields.endswith(self.ending):
             return None
-        head = self.head + _encode(record.identifier) + self.tail
+        try:
+            head = self.head + _encode(record.identifier) + self.tail
+        except TypeError:  # not text: json.dumps writes it as it must be
+            return None
         inner = fields[1:-1]
         return f"{head},{inner}}}" if inner.strip() else head + "}"
 
 
-def _encode(text: str) -> str:
-    """A JSON string, as json.dumps writes it (ASCII only)."""
-    return encode_basestring_ascii(text)
+#: A JSON string, as json.dumps writes it (ASCII only); TypeError for anything but text.
+_encode = encode_basestring_ascii
 
 
 class BrazeSession(Session[Record]):
@@ -395,9 +403,8 @@ class BrazeSession(Session[Record]):
 
     def _track(self, records: list[Record], result: BatchResult) -> None:
         # Each object as JSON text: spliced from the fields' text where that gives the same object, else encoded.
-        splice, objects = self.spliced.text, []
-        for r in records:
-            text = splice(r)
+        objects = []
+        for r, text in zip(records, self.spliced.texts(records)):
             if text is None:
                 obj = (
                     attribute_object(r, self.target, self.options)
