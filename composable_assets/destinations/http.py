@@ -264,7 +264,9 @@ def _charset(content_type: str) -> str:
 
 def _problem_name(error: BaseException) -> str:
     """What went wrong on the way, named as requests named it (ConnectTimeout, ReadTimeout, ConnectionError)."""
-    if isinstance(error, ConnectTimeoutError) and not isinstance(error, NewConnectionError):
+    if isinstance(error, NewConnectionError):  # refused, unreachable, name not found (a timeout subclass in urllib3)
+        return "ConnectionError"
+    if isinstance(error, ConnectTimeoutError):
         return "ConnectTimeout"
     if isinstance(error, TimeoutError | urllib3.exceptions.TimeoutError):
         return "ReadTimeout"
