@@ -126,7 +126,8 @@ def child_ours(cfg: dict) -> dict:
         os.environ[cfg["url_env"]] = fake.url
     else:
         os.environ[cfg["url_env"]] = cfg["urls"][0]
-    settings = Settings(project_dir=root / "project", warehouse_url=f"duckdb:///{db}", data_dir=root / "data")
+    settings = Settings(project_dir=root / "project", warehouse_url=f"duckdb:///{db}{cfg.get('warehouse_query', '')}",
+                        data_dir=root / "data")
     if cfg.get("instance") == "sqlite":  # as `composable sync` with DAGSTER_HOME set: runs and events in SQLite files
         (root / "dagster_home").mkdir()
         instance = dg.DagsterInstance.local_temp(str(root / "dagster_home"))
