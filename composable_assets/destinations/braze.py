@@ -354,7 +354,8 @@ class AttributeText:
     def texts(self, records: Sequence[Record]) -> list[str | None]:
         """The spliced object of each record, None where it must be built as a dict."""
         # One search over the whole batch's text for what rules splicing out; per row only if it finds something.
-        checked = not any(word in "".join(r.fields_text or "" for r in records) for word in self.refused)
+        together = "".join([r.fields_text or "" for r in records])
+        checked = not any(word in together for word in self.refused)
         return [self.text(r, checked) for r in records]
 
     def text(self, record: Record, checked: bool = False) -> str | None:
