@@ -4,6 +4,7 @@ client's retries and answers, reserved rate budget, and checkpoints written once
 from __future__ import annotations
 
 import json
+import pickle
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
@@ -140,6 +141,9 @@ def test_a_record_from_json_text_equals_the_eagerly_parsed_one():
     assert lazy.operation == "upsert" and Record.from_json(1, "k", "remove", "i", None, text).operation == "remove"
     assert Record.from_json(1, "k", "remove", "i", None, None).fields is None
     assert repr(lazy) == repr(eager)
+    unparsed = Record.from_json(3, "k3", "update", "id3", text, before)
+    assert pickle.loads(pickle.dumps(unparsed)) == eager  # e.g. to another process, parsed or not
+    assert Record.from_json(1, "k", "add", "i", "null", None).fields is None  # JSON null stays None
     rows = [{"_seq": 3, "_key": "k3", "_op": "update", "_identifier": "id3", "_fields": text, "_previous": before}]
     assert audience.records_from_rows(rows) == [eager]
 

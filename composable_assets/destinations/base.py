@@ -149,9 +149,6 @@ class Target:
         return self.delivery.kind == "stream"
 
 
-_UNPARSED: Any = object()
-
-
 class Record:
     """One delta row to deliver. `change` is add, update or remove; add and update are upserts.
 
@@ -193,21 +190,20 @@ class Record:
         record = cls.__new__(cls)
         record.seq, record.key, record.change, record.identifier = seq, key, change, identifier
         record.fields_text, record.previous_text = fields_text, previous_text
-        record._fields = _UNPARSED if fields_text is not None else None
-        record._previous = _UNPARSED if previous_text is not None else None
+        record._fields = record._previous = None  # parsed on first use
         return record
 
     @property
     def fields(self) -> dict[str, Any] | None:
         # Two sender threads parsing the same record at once both store equal dicts: harmless.
-        if self._fields is _UNPARSED:
-            self._fields = json.loads(self.fields_text)  # type: ignore[arg-type]  # set whenever unparsed
+        if self._fields is None and self.fields_text is not None:
+            self._fields = json.loads(self.fields_text)
         return self._fields
 
     @property
     def previous(self) -> dict[str, Any] | None:
-        if self._previous is _UNPARSED:
-            self._previous = json.loads(self.previous_text)  # type: ignore[arg-type]  # set whenever unparsed
+        if self._previous is None and self.previous_text is not None:
+            self._previous = json.loads(self.previous_text)
         return self._previous
 
     @property
