@@ -850,10 +850,15 @@ def cpu_compare(bench: Bench, count: int) -> dict:
     return out
 
 
-def cpu_lines(cpu: dict, load: tuple[str, str]) -> list[str]:
+def cpu_lines(cpu: dict, load: tuple[str, str], machine_: dict, code: dict) -> list[str]:
     """The CPU comparison as Markdown: a table of medians (min-max) and the verdicts against goal 2."""
     us = lambda s: span(s, " µs", ".1f")  # noqa: E731
-    lines = [f"# Delivery CPU per row: the sync step against drt", "",
+    ours_versions = ", ".join(f"{k} {v}" for k, v in (machine_.get("versions") or {}).items())
+    drt_versions = ", ".join(f"{k} {v}" for k, v in (machine_.get("drt_versions") or {}).items())
+    lines = ["# Delivery CPU per row: the sync step against drt", "",
+             f"{machine_.get('date')} · {machine_.get('cpu')}, {machine_.get('cores')} cores · Python "
+             f"{machine_.get('python')} · {ours_versions} · drt: {drt_versions} · code: composable_assets at "
+             f"{code.get('head')}{' with uncommitted changes' if code.get('uncommitted') else ''}", "",
              f"{cpu['members']:,} members, Braze fake in its own process, {cpu['rounds']} interleaved rounds "
              f"(ours, drt, drt with 0 rows); medians (min-max). Load average {load[0]} before, {load[1]} after.", "",
              "| measure | ours | drt |", "|---|---:|---:|",
@@ -929,7 +934,7 @@ def main() -> None:
         bench.prepare()
         if args.cpu_rounds:
             cpu = cpu_compare(bench, args.cpu_rounds)
-            text = "\n".join(cpu_lines(cpu, (load_before, load_text())))
+            text = "\n".join(cpu_lines(cpu, (load_before, load_text()), machine(bench.drt), code))
             console.print(text, highlight=False, markup=False)
             written = write_results(args.results, "delivery_cpu", data={"machine": machine(bench.drt), "code": code,
                                                                          **cpu}, markdown=text)
