@@ -33,7 +33,7 @@ from common.drt import DEFAULT_VENV as DRT_VENV
 from common.profiler import Probe, Sampler
 from common.report import RESULTS, fmt, machine_info, md_table, rich_table, versions, write_results
 from common.sinks import API_KEY, ServerProcess, braze_stats
-from common.timing import busy, cpu_seconds, load_text, summary
+from common.timing import busy, cpu_seconds, load_text, rounds, span, summary
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -126,7 +126,8 @@ def child_ours(cfg: dict) -> dict:
         os.environ[cfg["url_env"]] = fake.url
     else:
         os.environ[cfg["url_env"]] = cfg["urls"][0]
-    settings = Settings(project_dir=root / "project", warehouse_url=f"duckdb:///{db}", data_dir=root / "data")
+    settings = Settings(project_dir=root / "project", warehouse_url=f"duckdb:///{db}{cfg.get('warehouse_query', '')}",
+                        data_dir=root / "data")
     if cfg.get("instance") == "sqlite":  # as `composable sync` with DAGSTER_HOME set: runs and events in SQLite files
         (root / "dagster_home").mkdir()
         instance = dg.DagsterInstance.local_temp(str(root / "dagster_home"))
@@ -774,6 +775,117 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+# --- CPU per delivered row: the sync step against drt, interleaved rounds (`--cpu-rounds`). ------------------------
+
+BRAZE_CEILING = 75_000  # objects/s: Braze's published /users/track ceiling (3,000 requests / 3 s x 75 objects)
+
+
+def cpu_round_ours(bench: Bench, round_no: int) -> dict:
+    """A first sync of every member to the Braze fake (75 x 8), the sync step's own process CPU from the probe."""
+    label = f"cpu.ours.{round_no}"
+    with ServerProcess("braze", env=child_env()) as server:
+        result = bench.ours(label, destination="braze", settings=braze_settings(), url_env="BRAZE_REST_ENDPOINT",
+                            env={"BRAZE_API_KEY": API_KEY}, urls=[server.url])
+        stats = server.stop()
+    row = ours_row(label, "braze 75 × 8 (defaults)", BRAZE, result["first"], stats, result["probe"],
+                   bench.args.members)
+    probe = result["probe"]
+    row["sync_cpu_s"] = probe["sync_step_process_cpu"]["total_s"]
+    row["deliver_cpu_s"] = probe["deliver_process_cpu"]["total_s"]
+    return row
+
+
+def cpu_round_drt(bench: Bench, round_no: int, rows: int) -> dict:
+    """`drt run` (full mode, 75 per request) to the Braze fake; with rows=0 it measures drt's fixed cost."""
+    label = f"cpu.drt{'' if rows else '0'}.{round_no}"
+    root = WORK / label
+    with ServerProcess("braze", env=child_env()) as server:
+        drt_project(root, bench.source_db, "cpu_drt", url=server.url + "/users/track",
+                    headers={"Authorization": f"Bearer {API_KEY}"}, per_request=75, body=BRAZE_BODY_FULL,
+                    mode="full", engine_batch=DRT_ENGINE_BATCH, limit=None if rows == bench.args.members else rows)
+        run = run_drt(bench.drt["drt"], root, child_env())
+        stats = server.stop()
+    shutil.rmtree(root, ignore_errors=True)
+    return drt_row(label, "rest_api 75/request, mode full", BRAZE, run, stats, rows)
+
+
+def cpu_compare(bench: Bench, count: int) -> dict:
+    """Interleaved rounds of ours, drt and drt with no rows; medians (min-max) of CPU per delivered row."""
+    runs: dict[str, list[dict]] = collections.defaultdict(list)
+    n = bench.args.members
+    sides = ["ours", "drt", "drt0"] if bench.drt.get("drt") else ["ours"]
+    for round_no, side in rounds(count, sides):
+        if side == "ours":
+            row = cpu_round_ours(bench, round_no)
+        else:
+            row = cpu_round_drt(bench, round_no, n if side == "drt" else 0)
+        runs[side].append(row)
+        bench.console.print(f"  [dim]round {round_no} {side}: {row['rows']:,} rows, {row['rows_per_s']:,.0f} rows/s, "
+                            f"CPU {row.get('sync_cpu_s', row['client_cpu_s']):.2f} s[/]")
+    ours, drt, drt0 = runs["ours"], runs.get("drt", []), runs.get("drt0", [])
+    fixed = statistics.median(r["client_cpu_s"] for r in drt0) if drt0 else None
+
+    def per_row(seconds: float, rows: int) -> float:
+        return 1e6 * seconds / rows if rows else float("nan")
+
+    out: dict[str, Any] = {
+        "rounds": count, "members": n,
+        "ours_sync_cpu_us": summary(per_row(r["sync_cpu_s"], r["rows"]) for r in ours),
+        "ours_deliver_cpu_us": summary(per_row(r["deliver_cpu_s"], r["rows"]) for r in ours),
+        "ours_run_cpu_us": summary(per_row(r["client_cpu_s"], r["rows"]) for r in ours),
+        "ours_rows_per_s": summary(r["rows_per_s"] for r in ours),
+        "ours_sync_cpu_s": summary(r["sync_cpu_s"] for r in ours),
+        "runs": {side: [{k: v for k, v in r.items() if k not in ("server", "probe")} for r in rs]
+                 for side, rs in runs.items()},
+    }
+    if drt:
+        out["drt_cpu_us"] = summary(per_row(r["client_cpu_s"], r["rows"]) for r in drt)
+        out["drt_rows_per_s"] = summary(r["rows_per_s"] for r in drt)
+        out["drt_cpu_s"] = summary(r["client_cpu_s"] for r in drt)
+        out["drt_fixed_cpu_s"] = summary(r["client_cpu_s"] for r in drt0)
+        out["drt_net_cpu_us"] = summary(per_row(r["client_cpu_s"] - fixed, r["rows"]) for r in drt)
+        out["ratio_ours_drt"] = out["ours_sync_cpu_us"]["median"] / out["drt_cpu_us"]["median"]
+        out["ratio_ours_drt_net"] = out["ours_sync_cpu_us"]["median"] / out["drt_net_cpu_us"]["median"]
+    out["capacity_objects_per_s"] = 1e6 / out["ours_sync_cpu_us"]["median"]
+    return out
+
+
+def cpu_lines(cpu: dict, load: tuple[str, str], machine_: dict, code: dict) -> list[str]:
+    """The CPU comparison as Markdown: a table of medians (min-max) and the verdicts against goal 2."""
+    us = lambda s: span(s, " µs", ".1f")  # noqa: E731
+    ours_versions = ", ".join(f"{k} {v}" for k, v in (machine_.get("versions") or {}).items())
+    drt_versions = ", ".join(f"{k} {v}" for k, v in (machine_.get("drt_versions") or {}).items())
+    lines = ["# Delivery CPU per row: the sync step against drt", "",
+             f"{machine_.get('date')} · {machine_.get('cpu')}, {machine_.get('cores')} cores · Python "
+             f"{machine_.get('python')} · {ours_versions} · drt: {drt_versions} · code: composable_assets at "
+             f"{code.get('head')}{' with uncommitted changes' if code.get('uncommitted') else ''}", "",
+             f"{cpu['members']:,} members, Braze fake in its own process, {cpu['rounds']} interleaved rounds "
+             f"(ours, drt, drt with 0 rows); medians (min-max). Load average {load[0]} before, {load[1]} after.", "",
+             "| measure | ours | drt |", "|---|---:|---:|",
+             f"| CPU per delivered row, sync step (ours) / whole `drt run` process (drt) | "
+             f"{us(cpu['ours_sync_cpu_us'])} | {us(cpu.get('drt_cpu_us'))} |",
+             f"| CPU per row, the delivery loop only (ours) / drt minus its 0-row run | "
+             f"{us(cpu['ours_deliver_cpu_us'])} | {us(cpu.get('drt_net_cpu_us'))} |",
+             f"| CPU per row, whole run (ours: model, audience, delta, sync) | {us(cpu['ours_run_cpu_us'])} | – |",
+             f"| CPU seconds, sync step / drt process | {span(cpu['ours_sync_cpu_s'])} | {span(cpu.get('drt_cpu_s'))} |",
+             f"| drt's fixed CPU (a run with 0 rows) | – | {span(cpu.get('drt_fixed_cpu_s'))} |",
+             f"| rows/s, sync step | {span(cpu['ours_rows_per_s'], '', ',.0f')} | "
+             f"{span(cpu.get('drt_rows_per_s'), '', ',.0f')} |", ""]
+    capacity = cpu["capacity_objects_per_s"]
+    lines.append(f"- Capacity of one process at this CPU per row: {capacity:,.0f} objects/s against Braze's "
+                 f"{BRAZE_CEILING:,} ({'enough' if capacity >= BRAZE_CEILING else 'not enough'}).")
+    if "ratio_ours_drt" in cpu:
+        lines.append(f"- Ours / drt, CPU per row: {cpu['ratio_ours_drt']:.2f} (whole drt process), "
+                     f"{cpu['ratio_ours_drt_net']:.2f} (drt minus its fixed cost); goal ≤ 0.33.")
+        lines.append(f"- Rows/s, ours / drt: "
+                     f"{cpu['ours_rows_per_s']['median'] / cpu['drt_rows_per_s']['median']:.2f}; goal ≥ 1.")
+    lines += ["", "Ours: process CPU (all threads) around the sync asset's work (session, delta read, sending, "
+              "checkpoints, run record), in a fresh process per round; the delivery loop row is the same around "
+              "`deliver()` only. drt: `drt run` as a child process (imports, DuckDB read, rendering, sending); its "
+              "0-row run (same project, `WHERE id <= 0`) is what it costs before the first row.", ""]
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--members", type=int, default=100_000, help="audience size (rows delivered per first sync)")
@@ -785,6 +897,8 @@ def main() -> None:
     parser.add_argument("--skip-drt", action="store_true", help="leave drt out")
     parser.add_argument("--whatifs", action="store_true", help="also run the what-if patches (historical)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder for delivery.json and delivery.md")
+    parser.add_argument("--cpu-rounds", type=int, default=0,
+                        help="only compare CPU per delivered row with drt, this many interleaved rounds")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -818,6 +932,14 @@ def main() -> None:
                 console.print(f"[red]drt unavailable[/]: {drt_error}")
         console.print(f"[bold]{args.members:,} members[/]: preparing the source table ...")
         bench.prepare()
+        if args.cpu_rounds:
+            cpu = cpu_compare(bench, args.cpu_rounds)
+            text = "\n".join(cpu_lines(cpu, (load_before, load_text()), machine(bench.drt), code))
+            console.print(text, highlight=False, markup=False)
+            written = write_results(args.results, "delivery_cpu", data={"machine": machine(bench.drt), "code": code,
+                                                                         **cpu}, markdown=text)
+            console.print(f"written: {', '.join(map(str, written))}")
+            return
         repeatable = [bench.scenario_a, bench.scenario_c_ours_sequential, bench.scenario_d]
         if bench.drt.get("drt"):
             repeatable.append(bench.scenario_c_drt)

@@ -68,7 +68,7 @@ def drt_project(root: Path, source_db: Path, name: str, *, url: str, headers: di
     columns = "CAST(id AS VARCHAR) AS external_id, email, name, score"
     if mode == "incremental":
         columns += ", updated_at"
-    model = f"SELECT {columns} FROM people" + (f" WHERE id <= {limit}" if limit else "")
+    model = f"SELECT {columns} FROM people" + (f" WHERE id <= {limit}" if limit is not None else "")
     sync: dict = {"mode": mode, "batch_size": engine_batch, "rate_limit": {"requests_per_second": 0}, "on_error": "fail"}
     if mode == "incremental":
         sync["cursor_field"] = "updated_at"

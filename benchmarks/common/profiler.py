@@ -7,6 +7,7 @@ module attributes of composable_assets, which no production process may see.
 from __future__ import annotations
 
 import collections
+import os
 import statistics
 import sys
 import threading
@@ -15,6 +16,30 @@ from pathlib import Path
 from typing import Any, Callable
 
 from common.timing import cpu_seconds
+
+
+def _threads_cpu() -> dict[int, float]:
+    """CPU seconds of each thread of this process by native id, ours and the warehouse's own (Linux)."""
+    out = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[int(task.name)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
+def _threads_by_kind(before: dict[int, float], after: dict[int, float]) -> dict[str, float]:
+    """CPU each kind of thread spent between two `_threads_cpu` readings: main, senders, the rest (DuckDB's)."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    kinds: dict[str, float] = collections.defaultdict(float)
+    for tid, seconds in after.items():
+        name = names.get(tid, "")
+        kind = "main" if tid == threading.main_thread().native_id else "senders" if name.startswith("deliver") else (
+            f"python: {name.split('_')[0]}" if name else "other (not Python: the warehouse's threads)")
+        kinds[kind] += seconds - before.get(tid, 0.0)
+    return dict(kinds)
 
 
 class Probe:
@@ -104,23 +129,37 @@ class Probe:
                 else:
                     kwargs["on_progress"] = progress
             probe.delivering = True
+            before = _threads_cpu()
             wall, used, process = time.perf_counter(), time.thread_time(), cpu_seconds()
             try:
                 return original_deliver(*args, **kwargs)
             finally:
                 probe.delivering = False
+                probe.threads_cpu = _threads_by_kind(before, _threads_cpu())
                 probe.add("deliver", time.perf_counter() - wall, time.thread_time() - used)
                 probe.add("deliver_process_cpu", cpu_seconds() - process)
 
         syncs_module.deliver = self.profiled(deliver) if self.cprofile else deliver
+        # The whole sync step as its asset runs it: session opened, delta read, sent, checkpointed, run recorded.
+        original_plan_run = syncs_module._AudiencePlan.run
+
+        def plan_run(*args: Any, **kwargs: Any) -> Any:
+            wall, process = time.perf_counter(), cpu_seconds()
+            try:
+                return original_plan_run(*args, **kwargs)
+            finally:
+                probe.add("sync_step_process_cpu", cpu_seconds() - process)
+                probe.add("sync_step_wall", time.perf_counter() - wall)
+
+        syncs_module._AudiencePlan.run = plan_run
         delivery.records_from_rows = self.timed("records_from_rows", delivery.records_from_rows, cpu=True)
         delivery._checkpoint = self.timed("checkpoint", delivery._checkpoint, cpu=True)
-        loop._send = self.timed("send_batch", loop._send)
+        loop._send = self.timed("send_batch", loop._send, cpu=True)
         for name in ("record_intent", "clear_intents", "_confirm_leftovers"):  # newer delivery loops only
             if hasattr(delivery, name):
                 setattr(delivery, name, self.timed(name, getattr(delivery, name), cpu=True))
         if self.cprofile:
-            delivery._send = self.profiled(delivery._send)
+            loop._send = self.profiled(loop._send)
         original_chunks = delivery._chunks
 
         def chunks(*args: Any, **kwargs: Any) -> Any:
@@ -153,14 +192,14 @@ class Probe:
                 finally:
                     probe.add("wait_for_batch", time.perf_counter() - wall)
 
-        class TimedPool(delivery.ThreadPoolExecutor):
+        class TimedPool(loop.ThreadPoolExecutor):
             def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Any:
                 wall = time.perf_counter()
                 future = super().submit(fn, *args, **kwargs)
                 probe.add("submit", time.perf_counter() - wall)
                 return TimedFuture(future)
 
-        delivery.ThreadPoolExecutor = TimedPool
+        loop.ThreadPoolExecutor = TimedPool
         http.HttpClient.request = self.timed("http_request", http.HttpClient.request)
         http.RateBudget.acquire = self.timed("budget_acquire", http.RateBudget.acquire)
         requests.Session.request = self.timed("session_request", requests.Session.request)
@@ -233,7 +272,13 @@ class Probe:
             "senders: read response JSON": cumulative("requests/models.py", "json"),
         }
         top = sorted(stats.items(), key=lambda item: item[1][2], reverse=True)[:15]
+        inclusive = sorted(stats.items(), key=lambda item: item[1][3], reverse=True)[:40]
         return {
+            "top_cumtime": [
+                {"function": f"{Path(f).parent.name}/{Path(f).name}:{n}" if f != "~" else n, "calls": v[1],
+                 "tottime_s": v[2], "cumtime_s": v[3]}
+                for (f, _, n), v in inclusive
+            ],
             "steps_cpu_s": steps,
             "top_tottime": [
                 {"function": f"{Path(f).parent.name}/{Path(f).name}:{n}" if f != "~" else n, "calls": v[1],
@@ -243,7 +288,7 @@ class Probe:
         }
 
     def summary(self) -> dict:
-        out = {}
+        out: dict = {"threads_cpu": getattr(self, "threads_cpu", None)}
         with self.lock:
             items = {name: list(values) for name, values in self.samples.items()}
         for name, values in items.items():

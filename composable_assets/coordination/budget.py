@@ -9,7 +9,10 @@ import time
 from dataclasses import dataclass
 from inspect import isawaitable
 
-from pyrate_limiter import AbstractBucket, RateItem
+from pyrate_limiter import AbstractBucket, Decision, RateItem
+
+# The most requests one store write takes for this process (see RateBudget.reserve).
+RESERVE_MAX = 16
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,13 @@ class RateBudget:
         self._lock = threading.Lock()
         self._paused_until = 0.0
         self._leaked_window = -1
+        # Requests taken from the store together, for this process to spend within the same window: one store
+        # write per `reserve` requests instead of one each (the store's write was a third of a sending thread's
+        # CPU against Braze's 3,000 / 3 s). Spare requests die with their window, so the budget is never exceeded;
+        # at most reserve - 1 per window and process go unused, 1% of the budget at most.
+        self.reserve = max(1, min(RESERVE_MAX, limit.requests // 100))
+        self._spare = 0
+        self._spare_window = -1
 
     def pause_until(self, epoch_seconds: float) -> None:
         """The vendor said the budget is spent until then (e.g. a 429 or remaining=0 with a reset time)."""
@@ -78,14 +88,28 @@ class RateBudget:
         # the processes taking them are ordered.
         stamp = round((window + 1) * self.limit.window_seconds * 1000) - 1
         with self._lock:
-            decision = self._bucket.put_decision(RateItem(self.key, stamp))
-            if isawaitable(decision):  # only an async bucket answers later; ours are all synchronous
-                raise TypeError(f"rate budget {self.key}: the bucket answered asynchronously")
+            if self._spare and self._spare_window == window:
+                self._spare -= 1
+                return True, False
+            # A reserve when the window has room for it, else the single request.
+            weight = self.reserve
+            decision = self._put(stamp, weight)
+            if not decision.allowed and weight > 1:
+                weight = 1
+                decision = self._put(stamp, weight)
+            if decision.allowed:
+                self._spare, self._spare_window = weight - 1, window
             if decision.allowed and window != self._leaked_window:
                 # First request of a window from this process: drop the entries of windows gone by.
                 self._leaked_window = window
                 self._bucket.leak(stamp)
             return decision.allowed, decision.retry_after_ms is not None
+
+    def _put(self, stamp: int, weight: int) -> Decision:
+        decision = self._bucket.put_decision(RateItem(self.key, stamp, weight=weight))
+        if isawaitable(decision):  # only an async bucket answers later; ours are all synchronous
+            raise TypeError(f"rate budget {self.key}: the bucket answered asynchronously")
+        return decision
 
     def close(self) -> None:
         if self._owns_bucket:

@@ -8,6 +8,7 @@ out), and the common counts of the report.
 
 from __future__ import annotations
 
+import json
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -37,7 +38,10 @@ class DeliveryReport:
 
     def keep_sample(self, result: BatchResult) -> None:
         if len(self.sample) < SAMPLE_SIZE:
-            self.sample += result.payloads[: SAMPLE_SIZE - len(self.sample)]
+            # A destination that sent JSON text hands that text over: only the few kept are parsed.
+            self.sample += [
+                json.loads(p) if isinstance(p, str) else p for p in result.payloads[: SAMPLE_SIZE - len(self.sample)]
+            ]
 
 
 class Addressed(Protocol):

@@ -10,6 +10,7 @@ limits and says whether resending an event is harmless (`idempotent_events`).
 from __future__ import annotations
 
 import datetime as dt
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -148,20 +149,82 @@ class Target:
         return self.delivery.kind == "stream"
 
 
-@dataclass(frozen=True)
 class Record:
-    """One delta row to deliver. `change` is add, update or remove; add and update are upserts."""
+    """One delta row to deliver. `change` is add, update or remove; add and update are upserts.
+
+    The warehouse hands each row's fields over as JSON text (`fields_text`, `previous_text`): they are parsed only
+    when something reads `fields` or `previous`, so a destination that can send the text as it is (Braze's adds
+    splice it into the request body) never builds the dicts. A plain class with slots rather than a frozen
+    dataclass: the delivery loop makes one per delivered row, and this is several times cheaper to build.
+    Treat it as immutable.
+    """
+
+    __slots__ = ("seq", "key", "change", "identifier", "fields_text", "previous_text", "_fields", "_previous")
 
     seq: int
     key: str
     change: str
     identifier: str
-    fields: dict[str, Any] | None
-    previous: dict[str, Any] | None
+    #: The fields as JSON text, when the record was read from the warehouse (None: built from dicts, or no fields).
+    fields_text: str | None
+    previous_text: str | None
+
+    def __init__(
+        self,
+        seq: int,
+        key: str,
+        change: str,
+        identifier: str,
+        fields: dict[str, Any] | None,
+        previous: dict[str, Any] | None,
+    ):
+        self.seq, self.key, self.change, self.identifier = seq, key, change, identifier
+        self._fields, self._previous = fields, previous
+        self.fields_text = self.previous_text = None
+
+    @classmethod
+    def from_json(
+        cls, seq: int, key: str, change: str, identifier: str, fields_text: str | None, previous_text: str | None
+    ) -> Record:
+        """A record whose fields are JSON text as the warehouse wrote them, parsed on first use."""
+        record = cls.__new__(cls)
+        record.seq, record.key, record.change, record.identifier = seq, key, change, identifier
+        record.fields_text, record.previous_text = fields_text, previous_text
+        record._fields = record._previous = None  # parsed on first use
+        return record
+
+    @property
+    def fields(self) -> dict[str, Any] | None:
+        # Two sender threads parsing the same record at once both store equal dicts: harmless.
+        if self._fields is None and self.fields_text is not None:
+            self._fields = json.loads(self.fields_text)
+        return self._fields
+
+    @property
+    def previous(self) -> dict[str, Any] | None:
+        if self._previous is None and self.previous_text is not None:
+            self._previous = json.loads(self.previous_text)
+        return self._previous
 
     @property
     def operation(self) -> str:
         return "remove" if self.change == "remove" else "upsert"
+
+    def _values(self) -> tuple:
+        return (self.seq, self.key, self.change, self.identifier, self.fields, self.previous)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Record):
+            return NotImplemented
+        return self._values() == other._values()
+
+    __hash__ = None  # type: ignore[assignment]  # equal records hold equal dicts, which cannot be hashed
+
+    def __repr__(self) -> str:
+        return (
+            f"Record(seq={self.seq!r}, key={self.key!r}, change={self.change!r}, identifier={self.identifier!r}, "
+            f"fields={self.fields!r}, previous={self.previous!r})"
+        )
 
 
 @dataclass(frozen=True)
@@ -225,12 +288,13 @@ class BatchResult:
 
     acknowledged: list[int] = field(default_factory=list)
     rejected: dict[int, str] = field(default_factory=dict)
-    payloads: list[dict[str, Any]] = field(default_factory=list)
+    #: What was sent, for the metadata sample: dicts, or JSON text of one object each (parsed only if sampled).
+    payloads: list[Any] = field(default_factory=list)
     #: Rows that may or may not have arrived, at a destination where a resend would duplicate them (events only).
     in_doubt: dict[int, str] = field(default_factory=dict)
 
     @classmethod
-    def all_acknowledged(cls, batch: Sequence[Row], payloads: list[dict[str, Any]]) -> BatchResult:
+    def all_acknowledged(cls, batch: Sequence[Row], payloads: list[Any]) -> BatchResult:
         return cls(acknowledged=[r.seq for r in batch], payloads=payloads)
 
 

@@ -53,7 +53,9 @@ a request, e-mail and phone with a prioritization, on the delete budget. Braze a
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from json.encoder import encode_basestring_ascii
 from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
@@ -319,12 +321,70 @@ def _removal_endpoint(options: BrazeSyncOptions) -> str:
     return "/users/delete" if options.on_remove == "delete" else "/subscription/status/set"
 
 
+class AttributeText:
+    """A member's attributes object as JSON text, spliced from the fields' JSON text the warehouse wrote.
+
+    The same object `attribute_object` builds, without parsing the fields and encoding them again: for an add,
+    the identifier object's members, then the fields as they are. Only where that is certainly the same object;
+    otherwise `text` answers None and the caller builds the dict:
+    - an update (only changed fields are sent: the fields must be compared with the previous ones);
+    - a null anywhere in the text (an add leaves nulls out), or NaN/Infinity (not JSON);
+    - a field named like a member of the identifier object (the field would replace the identifier);
+    - a membership attribute the text does not end with as `true` (an add must carry it);
+    - a subscription group to join (an add carries it).
+    """
+
+    def __init__(self, target: Target, options: BrazeSyncOptions):
+        self.alias = target.identifier_type == "user_alias"
+        if self.alias:
+            label = _encode(options.alias_label or target.audience)
+            self.head, self.tail = (
+                '{"user_alias":{"alias_name":',
+                f',"alias_label":{label}}},"_update_existing_only":false',
+            )
+            names: tuple[str, ...] = ("user_alias", "_update_existing_only")
+        else:
+            self.head, self.tail = "{" + _encode(target.identifier_type) + ":", ""
+            names = (target.identifier_type,)
+        self.refused = ("null", "NaN", "Infinity", *(_encode(name) for name in names))
+        membership = membership_attribute(options, target.audience, target.mode)
+        self.ending = f"{_encode(membership)}:true}}" if membership else None
+        self.usable = not options.subscription_group_id
+
+    def texts(self, records: Sequence[Record]) -> list[str | None]:
+        """The spliced object of each record, None where it must be built as a dict."""
+        # One search over the whole batch's text for what rules splicing out; per row only if it finds something.
+        together = "".join([r.fields_text or "" for r in records])
+        checked = not any(word in together for word in self.refused)
+        return [self.text(r, checked) for r in records]
+
+    def text(self, record: Record, checked: bool = False) -> str | None:
+        fields = record.fields_text
+        if not self.usable or record.change != "add" or fields is None:
+            return None
+        if fields[:1] != "{" or fields[-1:] != "}" or (not checked and any(word in fields for word in self.refused)):
+            return None
+        if self.ending is not None and not fields.endswith(self.ending):
+            return None
+        try:
+            head = self.head + _encode(record.identifier) + self.tail
+        except TypeError:  # not text: json.dumps writes it as it must be
+            return None
+        inner = fields[1:-1]
+        return f"{head},{inner}}}" if inner.strip() else head + "}"
+
+
+#: A JSON string, as json.dumps writes it (ASCII only); TypeError for anything but text.
+_encode = encode_basestring_ascii
+
+
 class BrazeSession(Session[Record]):
     def __init__(self, client: HttpClient, budgets: dict[str, RateBudget], target: Target):
         self.client = client
         self.budgets = budgets
         self.target = target
         self.options = cast(BrazeSyncOptions, target.options)  # validated with SyncOptions when the project loads
+        self.spliced = AttributeText(target, self.options)
 
     def send(self, batch: Sequence[Record]) -> BatchResult:
         result = BatchResult()
@@ -343,15 +403,19 @@ class BrazeSession(Session[Record]):
         return result
 
     def _track(self, records: list[Record], result: BatchResult) -> None:
-        objects = [
-            attribute_object(r, self.target, self.options)
-            if r.operation == "upsert"
-            else removal_object(r, self.target, self.options)
-            for r in records
-        ]
-        response = self.client.request(
-            "POST", "/users/track", json={"attributes": objects}, budget=self.budgets["track"]
-        )
+        # Each object as JSON text: spliced from the fields' text where that gives the same object, else encoded.
+        objects = []
+        for r, text in zip(records, self.spliced.texts(records)):
+            if text is None:
+                obj = (
+                    attribute_object(r, self.target, self.options)
+                    if r.operation == "upsert"
+                    else removal_object(r, self.target, self.options)
+                )
+                text = json.dumps(obj, separators=(",", ":"))
+            objects.append(text)
+        request = '{"attributes":[' + ",".join(objects) + "]}"
+        response = self.client.request("POST", "/users/track", data=request.encode(), budget=self.budgets["track"])
         body = _json(response)
         if response.status_code >= 400:
             reason = f"HTTP {response.status_code}: {self.client.redact(str(body.get('message', response.text[:200])))}"

@@ -70,9 +70,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, cast
 
-import requests
 from pydantic import Field
-from requests.auth import AuthBase
 
 from ..project import SecretRef, resolve_setting
 from .base import (
@@ -95,7 +93,7 @@ from .base import (
     generic_event,
     generic_payload,
 )
-from .http import ApiSettings, HttpClient, Limit, RateBudget, account_key
+from .http import ApiSettings, HttpClient, Limit, RateBudget, Response, account_key
 
 SIGNATURE_HEADER = "X-Composable-Signature"
 TIMESTAMP_HEADER = "X-Composable-Timestamp"
@@ -122,19 +120,15 @@ def signature(secret: str, timestamp: int, body: bytes) -> str:
     return f"t={timestamp},v1={digest}"
 
 
-class _Signer(AuthBase):
-    """Signs each prepared request, so every retry carries a fresh timestamp."""
+class _Signer:
+    """Signs each request body, so every retry carries a fresh timestamp (HttpClient asks again for each try)."""
 
     def __init__(self, secret: str):
         self._secret = secret
 
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+    def __call__(self, body: bytes) -> dict[str, str]:
         timestamp = int(time.time())
-        request.headers[TIMESTAMP_HEADER] = str(timestamp)
-        body = request.body or b""
-        assert isinstance(body, bytes)  # _signed_post always sends the encoded JSON
-        request.headers[SIGNATURE_HEADER] = signature(self._secret, timestamp, body)
-        return request
+        return {TIMESTAMP_HEADER: str(timestamp), SIGNATURE_HEADER: signature(self._secret, timestamp, body)}
 
 
 class WebhookSession(Session[Row]):
@@ -208,11 +202,11 @@ class WebhookSession(Session[Row]):
             for n, i in enumerate(identifiers)
         ]
 
-    def _signed_post(self, envelope: dict[str, Any]) -> requests.Response:
+    def _signed_post(self, envelope: dict[str, Any]) -> Response:
         """POST one signed JSON body; a 2xx or 4xx comes back, a redirect or other answer fails (retries done)."""
         body = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode()
         response = self.client.request(
-            "POST", self.path, budget=self.budget, data=body, auth=self.signer, allow_redirects=False
+            "POST", self.path, budget=self.budget, data=body, sign=self.signer, allow_redirects=False
         )
         if not 200 <= response.status_code < 500:
             raise TerminalError(
@@ -221,7 +215,7 @@ class WebhookSession(Session[Row]):
         return response
 
     @staticmethod
-    def _not_found(response: requests.Response, size: int) -> set[int]:
+    def _not_found(response: Response, size: int) -> set[int]:
         """Positions a forget answer lists under `not_found`."""
         try:
             body = response.json()
@@ -232,7 +226,7 @@ class WebhookSession(Session[Row]):
             return set()
         return {i for i in entries if isinstance(i, int) and not isinstance(i, bool) and 0 <= i < size}
 
-    def _rejections(self, response: requests.Response, size: int) -> dict[int, str]:
+    def _rejections(self, response: Response, size: int) -> dict[int, str]:
         """{row index: reason} from a 2xx body; a body that is not the documented shape rejects nothing."""
         try:
             body = response.json()

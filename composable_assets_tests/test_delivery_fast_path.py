@@ -1,0 +1,373 @@
+"""The delivery's lean paths give what the plain ones gave: spliced Braze bodies, lazily parsed rows, the urllib3
+client's retries and answers, reserved rate budget, and checkpoints written once per intent window."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
+from typing import Any
+
+import duckdb
+import pytest
+
+import composable_assets.delivery.audience as audience
+from composable_assets.coordination import Coordination, Limit
+from composable_assets.destinations import BatchResult, OutcomeUnknown, Record, Target, TerminalError, TransientError
+from composable_assets.destinations.braze import BrazeSession, BrazeSyncOptions, attribute_object, removal_object
+from composable_assets.destinations.http import HttpClient, Response
+from composable_assets.project.keys import Delivery
+
+# --- Braze: a body spliced from the warehouse's JSON text is the body the dicts made -------------------------------
+
+# Fields as the warehouse writes them (json_object in DuckDB), with what makes splicing unsafe among them.
+FIELDS_SQL = {
+    "plain": "json_object('email', 'a@example.com', 'name', 'Anna', 'score', 42)",
+    "unicode and escapes": "json_object('name', 'Zoë \"Z\" Łukasz\\n', 'city', '東京')",
+    "numbers": "json_object('ratio', 0.1::DOUBLE, 'big', 12345678901234::BIGINT, 'small', 1e-7::DOUBLE)",
+    "nested": "json_object('tags', ['a', 'b'], 'address', {'city': 'Oslo', 'zip': NULL})",
+    "a null": "json_object('email', NULL, 'name', 'Ben')",
+    "the word null in a value": "json_object('name', 'nullable')",
+    "empty": "json_object()",
+    "clashes with the identifier": "json_object('external_id', 'other', 'name', 'Chloe')",
+    "membership at the end": "json_object('name', 'Dora', 'in_vip', true)",
+    "membership false": "json_object('name', 'Emil', 'in_vip', false)",
+    "email field": "json_object('email', 'f@example.com')",
+}
+
+
+def fields_text(sql: str) -> str:
+    return duckdb.sql(f"SELECT CAST({sql} AS VARCHAR)").fetchall()[0][0]
+
+
+class Capture:
+    """An HttpClient stand-in: keeps each request's body, answers Braze's success."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+
+    def request(self, method: str, path: str, *, data: bytes, **kwargs: Any) -> Response:
+        self.bodies.append(data)
+        return Response(201, {}, b'{"message": "success"}')
+
+    def redact(self, text: str) -> str:
+        return text
+
+
+def braze_target(identifier_type: str, options: BrazeSyncOptions, mode: str = "mirror") -> Target:
+    return Target(Delivery("audience", "vip"), "braze", identifier_type, "2026-03-02", "run", options, mode=mode)
+
+
+@pytest.mark.parametrize("identifier_type", ["external_id", "user_alias", "email"])
+@pytest.mark.parametrize(
+    "options",
+    [
+        BrazeSyncOptions(),
+        BrazeSyncOptions(membership_attribute="in_vip"),
+        BrazeSyncOptions(on_remove="delete", subscription_group_id="sg-1"),
+    ],
+    ids=["mirror", "membership", "subscription"],
+)
+def test_a_spliced_track_body_holds_the_objects_the_dicts_made_in_their_order(identifier_type, options):
+    target = braze_target(identifier_type, options)
+    texts = {name: fields_text(sql) for name, sql in FIELDS_SQL.items()}
+    records = [
+        Record.from_json(i, f"k{i}", "add", f"id-{i}-é", text, None) for i, text in enumerate(texts.values(), start=1)
+    ]
+    previous = texts["plain"]
+    records.append(Record.from_json(50, "k50", "update", "id-50", texts["numbers"], previous))
+    if options.on_remove == "clear_attribute":
+        records.append(Record.from_json(51, "k51", "remove", "id-51", None, previous))
+    client = Capture()
+    session = BrazeSession(client, {"track": None}, target)  # type: ignore[arg-type]
+    result = session.send(records)
+    assert sorted(result.acknowledged) == [r.seq for r in records if r.operation == "upsert" or r.seq == 51]
+
+    # What the same rows gave before: parsed fields, the dicts of attribute_object, json.dumps of the body.
+    plain = [
+        Record(r.seq, r.key, r.change, r.identifier, r.fields, r.previous)
+        for r in (Record.from_json(r.seq, r.key, r.change, r.identifier, r.fields_text, r.previous_text) for r in records)
+    ]
+    objects = [
+        attribute_object(r, target, options) if r.operation == "upsert" else removal_object(r, target, options)
+        for r in plain
+    ]
+    expected = json.loads(json.dumps({"attributes": objects}))
+    (body,) = client.bodies
+    sent = json.loads(body)
+    assert sent == expected
+    # Same keys in the same order, object by object (a dict compares equal in any order).
+    assert [list(o) for o in sent["attributes"]] == [list(o) for o in expected["attributes"]]
+    # No duplicate key anywhere: a spliced object never carries a field twice.
+    json.loads(body, object_pairs_hook=lambda pairs: _no_duplicates(pairs))
+    # Samples are the objects sent.
+    assert [json.loads(p) if isinstance(p, str) else p for p in result.payloads] == expected["attributes"]
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    names = [name for name, _ in pairs]
+    assert len(names) == len(set(names)), names
+    return dict(pairs)
+
+
+def test_splicing_is_used_for_plain_adds_only():
+    target = braze_target("external_id", BrazeSyncOptions())
+    session = BrazeSession(Capture(), {}, target)  # type: ignore[arg-type]
+    spliced = session.spliced.text
+    ending = ',"in_vip":true}'
+    assert spliced(Record.from_json(1, "k", "add", "7", '{"name":"Anna"' + ending, None)) == (
+        '{"external_id":"7","name":"Anna","in_vip":true}'
+    )
+    assert spliced(Record.from_json(1, "k", "add", "7", '{"in_vip":true}', None)) == '{"external_id":"7","in_vip":true}'
+    # The membership attribute missing (a delta from before it was a field), a null, an update: built as dicts.
+    assert spliced(Record.from_json(1, "k", "add", "7", '{"name":"Anna"}', None)) is None
+    assert spliced(Record.from_json(1, "k", "add", "7", '{"name":null,"in_vip":true}', None)) is None
+    assert spliced(Record.from_json(1, "k", "update", "7", '{"in_vip":true}', '{"in_vip":false}')) is None
+    assert spliced(Record(1, "k", "add", "7", {"in_vip": True}, None)) is None  # no text to splice
+
+
+# --- Records parse their fields lazily, to what eager parsing gave --------------------------------------------------
+
+
+def test_a_record_from_json_text_equals_the_eagerly_parsed_one():
+    text, before = '{"a":1,"b":[1,2],"c":"é"}', '{"a":0}'
+    lazy = Record.from_json(3, "k3", "update", "id3", text, before)
+    eager = Record(3, "k3", "update", "id3", json.loads(text), json.loads(before))
+    assert lazy == eager
+    assert lazy.fields == {"a": 1, "b": [1, 2], "c": "é"} and lazy.previous == {"a": 0}
+    assert lazy.fields is lazy.fields  # parsed once
+    assert lazy.operation == "upsert" and Record.from_json(1, "k", "remove", "i", None, text).operation == "remove"
+    assert Record.from_json(1, "k", "remove", "i", None, None).fields is None
+    assert repr(lazy) == repr(eager)
+    unparsed = Record.from_json(3, "k3", "update", "id3", text, before)
+    assert pickle.loads(pickle.dumps(unparsed)) == eager  # e.g. to another process, parsed or not
+    assert Record.from_json(1, "k", "add", "i", "null", None).fields is None  # JSON null stays None
+    rows = [{"_seq": 3, "_key": "k3", "_op": "update", "_identifier": "id3", "_fields": text, "_previous": before}]
+    assert audience.records_from_rows(rows) == [eager]
+
+
+def test_delta_chunks_read_column_by_column_match_the_rows(tmp_path):
+    from composable_assets.store import PairTables
+    from composable_assets.warehouse import Warehouse
+
+    warehouse = Warehouse(url=f"duckdb:///{tmp_path / 'w.duckdb'}")
+    tables = PairTables("composable", "vip", "braze")
+    with warehouse.connect() as conn:
+        tables.ensure(conn)
+        conn.execute(
+            f"INSERT INTO {tables.delta} (_partition, _run_id, _seq, _op, _key, _identifier, _hash, _fields, _previous, "
+            "_computed_at) SELECT DATE '2026-03-02', 'd1', i, CASE WHEN i % 3 = 0 THEN 'update' ELSE 'add' END, "
+            "'k' || i, 'id' || i, 'h' || i, json_object('n', i, 'name', 'é' || i), "
+            "CASE WHEN i % 3 = 0 THEN json_object('n', 0) END, TIMESTAMP '2026-03-02 10:00:00' FROM range(1, 26) t(i)"
+        )
+        # The ledger already holds row 4 as this delta has it: a re-run skips it.
+        conn.execute(
+            f"INSERT INTO {tables.ledger} (_key, _identifier, _hash, _fields, _synced_at, _run_id) "
+            "VALUES ('k4', 'id4', 'h4', '{}', TIMESTAMP '2026-03-02 10:00:00', 'r0')"
+        )
+        run = SimpleNamespace(first_seq=1, last_seq=25, size=25)
+        chunks = list(audience._chunks(conn, tables, run, batch_size=10))
+    records = [r for chunk, _ in chunks for r in chunk]
+    assert sum(skipped for _, skipped in chunks) == 1
+    assert [r.seq for r in records] == [i for i in range(1, 26) if i != 4]
+    assert records[0] == Record(1, "k1", "add", "id1", {"n": 1, "name": "é1"}, None)
+    assert records[1].fields_text is not None and records[2].previous == {"n": 0}
+
+
+# --- The urllib3 client: retries, answers, signing, what may have arrived -------------------------------------------
+
+
+class Server:
+    """Answers from a script: each item (status, headers, body) or "drop" (close without answering)."""
+
+    def __init__(self, script: list) -> None:
+        self.script = list(script)
+        self.seen: list[dict[str, Any]] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:  # noqa: N802
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                server.seen.append({"path": self.path, "headers": dict(self.headers), "body": raw})
+                step = server.script.pop(0) if server.script else (200, {}, b"{}")
+                if step == "drop":
+                    self.close_connection = True
+                    self.connection.close()
+                    return
+                status, headers, body = step
+                self.send_response(status)
+                for name, value in {"Content-Length": str(len(body)), **headers}.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def client(url: str, **kwargs: Any) -> HttpClient:
+    return HttpClient(url, {"Authorization": "Bearer sekret-token"}, secrets=("sekret-token",), max_tries=3,
+                      backoff_base_seconds=0.01, **kwargs)
+
+
+def test_retries_honour_retry_after_and_sign_each_try_afresh():
+    script = [(503, {"Retry-After": "0"}, b"busy"), (429, {"Retry-After": "0"}, b"slow"), (200, {}, b'{"ok": 1}')]
+    signed: list[bytes] = []
+
+    def sign(body: bytes) -> dict[str, str]:
+        signed.append(body)
+        return {"X-Try": str(len(signed))}
+
+    with Server(script) as server:
+        http = client(server.url)
+        response = http.request("POST", "/hook", data=b'{"rows":[]}', sign=sign)
+        assert response.status_code == 200 and response.json() == {"ok": 1} and response.text == '{"ok": 1}'
+        assert [s["headers"]["X-Try"] for s in server.seen] == ["1", "2", "3"]
+        assert all(s["body"] == b'{"rows":[]}' and s["headers"]["Authorization"] == "Bearer sekret-token"
+                   for s in server.seen)
+        assert http.stats()["requests"] == 3 and http.stats()["retries"] == 2
+        http.close()
+
+
+def test_json_bodies_final_errors_and_refused_credentials():
+    with Server([(400, {"Content-Type": "application/json; charset=utf-8"}, '{"e": "née"}'.encode())]) as server:
+        http = client(server.url)
+        response = http.request("POST", "/x", json={"a": [1, "é"]})
+        assert response.status_code == 400 and response.json() == {"e": "née"}
+        assert json.loads(server.seen[0]["body"]) == {"a": [1, "é"]}
+        assert server.seen[0]["headers"]["Content-Type"] == "application/json"
+        with pytest.raises(ValueError):
+            http.request("POST", "/x", json={"a": float("nan")})  # not JSON: refused before sending
+    with Server([(401, {}, b"bad key sekret-token")]) as server:
+        with pytest.raises(TerminalError) as refused:
+            client(server.url).request("POST", "/x", data=b"{}")
+        assert "sekret-token" not in str(refused.value)
+    with Server([(503, {}, b"down")] * 3) as server:
+        with pytest.raises(TransientError, match="gave up after 3 tries; last: 503 down"):
+            client(server.url).request("POST", "/x", data=b"{}")
+
+
+def test_a_dropped_connection_is_retried_or_in_doubt_and_a_refused_one_is_not():
+    with Server(["drop", (200, {}, b"{}")]) as server:
+        assert client(server.url).request("POST", "/x", data=b"{}").status_code == 200
+    with Server(["drop"]) as server:
+        with pytest.raises(OutcomeUnknown, match="ConnectionError; the request may have been processed"):
+            client(server.url).request("POST", "/x", data=b"{}", retry_unknown_outcome=False)
+    closed = Server([])
+    url = closed.url
+    closed.__exit__()
+    # Nothing listens: the request never left, so even a request that must not be applied twice is retried.
+    with pytest.raises(TransientError, match="gave up after 3 tries; last: ConnectionError"):
+        client(url).request("POST", "/x", data=b"{}", retry_unknown_outcome=False)
+
+
+def test_redirects_are_returned_when_not_followed():
+    with Server([(307, {"Location": "/elsewhere"}, b"")]) as server:
+        response = client(server.url).request("POST", "/x", data=b"{}", allow_redirects=False)
+        assert response.status_code == 307 and len(server.seen) == 1
+
+
+# --- Rate budget: requests reserved together, never beyond the window's budget --------------------------------------
+
+
+def test_a_budget_reserves_requests_together_and_never_exceeds_its_window(tmp_path):
+    coordination = Coordination(url=f"sqlite:///{tmp_path / 'c.sqlite'}")
+    big = coordination.budget("big", Limit(3000, 3600.0))
+    assert big.reserve == 16
+    small = coordination.budget("small", Limit(250, 3600.0))
+    assert small.reserve == 2 and coordination.budget("tiny", Limit(8, 1.0)).reserve == 1
+    window = int(__import__("time").time() // 3600)
+    for _ in range(250):
+        assert small._take(window * 3600.0, window) == (True, False)
+    # The window's budget is spent: the next request waits for the next window.
+    assert small._take(window * 3600.0, window)[0] is False
+    assert small._bucket.count() == 250
+    for _ in range(20):
+        big._take(window * 3600.0, window)
+    assert big._bucket.count() == 32  # two store writes of 16 for 20 requests
+    # Spare requests never move to another window.
+    assert big._take((window + 1) * 3600.0, window + 1) == (True, False) and big._spare == 15
+    for budget in (big, small):
+        budget.close()
+
+
+# --- Checkpoints: answers written once per intent window, never outside the newest window ---------------------------
+
+
+def test_answers_are_written_before_each_new_window_and_stay_inside_the_newest_one(monkeypatch):
+    intents: list[tuple[int, int]] = []
+    written: list[int] = []
+    monkeypatch.setattr(audience, "record_intent", lambda conn, tables, run_id, first, last, now: intents.append((first, last)))
+    monkeypatch.setattr(audience, "record_acks", lambda conn, tables, run_id, ranges, now: written.extend(
+        s for first, last in ranges for s in range(first, last + 1)))
+    monkeypatch.setattr(audience, "record_rejections", lambda conn, tables, rows: None)
+    monkeypatch.setattr(audience, "clear_intents", lambda *args: None)
+    monkeypatch.setattr(audience, "fold_acks", lambda *args: None)
+    tables = SimpleNamespace(audience="vip", destination="braze")
+    run_ = SimpleNamespace(first_seq=1, last_seq=400, size=400)
+    source = audience.AudienceSource(None, tables, run_, batch_size=10, concurrency=2, sync_run_id="r", partition=None)
+    rows = [Record(i, f"k{i}", "add", f"id{i}", {"v": i}, None) for i in range(1, 401)]
+    batches = [rows[i : i + 10] for i in range(0, 400, 10)]
+    in_flight: list[list[Record]] = []
+    for batch in batches:
+        if len(in_flight) == 2:  # the oldest answers before another goes out (concurrency 2)
+            oldest = in_flight.pop(0)
+            source.answered(oldest, BatchResult(acknowledged=[r.seq for r in oldest]))
+        source.going_out([batch], in_flight[0][0] if in_flight else None)
+        in_flight.append(batch)
+        # Whatever was answered but not yet written, and whatever is in flight, lies in the newest window.
+        first, last = intents[-1]
+        doubtful = [r.seq for answered, _ in source.answers for r in answered] + [r.seq for b in in_flight for r in b]
+        assert all(first <= s <= last for s in doubtful)
+    for batch in in_flight:
+        source.answered(batch, BatchResult(acknowledged=[r.seq for r in batch]))
+    source.going_out([], None)
+    assert sorted(written) == list(range(1, 401)) and len(written) == 400
+    assert source.report.added == 400 and source.report.batches == 40
+    # One ack write per window of 2 x concurrency batches rather than one per batch answered.
+    assert len(intents) == 10
+
+
+def test_a_stop_writes_the_answers_it_holds(monkeypatch):
+    written: list[tuple[int, int]] = []
+    monkeypatch.setattr(audience, "record_intent", lambda *args: None)
+    monkeypatch.setattr(audience, "record_acks", lambda conn, tables, run_id, ranges, now: written.extend(ranges))
+    monkeypatch.setattr(audience, "record_rejections", lambda conn, tables, rows: None)
+    monkeypatch.setattr(audience, "clear_intents", lambda *args: None)
+    monkeypatch.setattr(audience, "fold_acks", lambda *args: None)
+    tables = SimpleNamespace(audience="vip", destination="braze")
+    source = audience.AudienceSource(None, tables, SimpleNamespace(first_seq=1, last_seq=20, size=20), batch_size=10,
+                                     concurrency=2, sync_run_id="r", partition=None)
+    rows = [Record(i, f"k{i}", "add", f"id{i}", {}, None) for i in range(1, 21)]
+    source.going_out([rows[:10], rows[10:]], None)
+    source.answered(rows[:10], BatchResult(acknowledged=list(range(1, 11))))
+    source.close(drained=False)
+    assert written == [(1, 10)]
+
+
+def test_a_redirect_to_follow_goes_through_urllib3_and_a_proxy_too(monkeypatch):
+    with Server([(307, {"Location": "/elsewhere"}, b""), (307, {"Location": "/elsewhere"}, b""), (200, {}, b"{}")]) as server:
+        response = client(server.url).request("POST", "/x", data=b"{}")
+        # The direct connection got the redirect (nothing applied there); urllib3 sends it again and follows it.
+        assert response.status_code == 200 and [s["path"] for s in server.seen] == ["/x", "/x", "/elsewhere"]
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    assert client("http://example.com/base")._direct is not None
+    assert client("http://user:pw@example.com")._direct is None  # credentials in the URL: urllib3 sends them
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:3128")
+    assert client("http://example.com")._direct is None  # proxied: urllib3's ProxyManager
