@@ -358,16 +358,3 @@ def test_a_stop_writes_the_answers_it_holds(monkeypatch):
     source.answered(rows[:10], BatchResult(acknowledged=list(range(1, 11))))
     source.close(drained=False)
     assert written == [(1, 10)]
-
-
-def test_a_redirect_to_follow_goes_through_urllib3_and_a_proxy_too(monkeypatch):
-    with Server([(307, {"Location": "/elsewhere"}, b""), (307, {"Location": "/elsewhere"}, b""), (200, {}, b"{}")]) as server:
-        response = client(server.url).request("POST", "/x", data=b"{}")
-        # The direct connection got the redirect (nothing applied there); urllib3 sends it again and follows it.
-        assert response.status_code == 200 and [s["path"] for s in server.seen] == ["/x", "/x", "/elsewhere"]
-    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    assert client("http://example.com/base")._direct is not None
-    assert client("http://user:pw@example.com")._direct is None  # credentials in the URL: urllib3 sends them
-    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:3128")
-    assert client("http://example.com")._direct is None  # proxied: urllib3's ProxyManager
