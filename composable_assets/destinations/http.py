@@ -1,23 +1,18 @@
 """HTTP plumbing shared by API destinations: a connection pool, one rate budget per account, careful retries.
 
-Requests go straight over `http.client` keep-alive connections to the API (`_Direct`), and through urllib3's
-pool where that cannot serve (a proxy, a redirect to follow, a base URL with credentials or a query): per
-request, a `requests.Session` cost about 1.2 ms of CPU, urllib3's pool 0.6 ms and `http.client` 0.3 ms on the
-delivery benchmark's machine, and the sync sends one request per 75 rows. What the destinations read of an
-answer is `Response`: status, headers, body.
+Requests go through urllib3's pool directly rather than a `requests.Session`: the session's per-request work
+(merging settings, hooks, cookies, building a prepared request and its adapter's response) cost more CPU per
+request than sending it. What the destinations read of an answer is `Response`: status, headers, body.
 """
 
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 import os
 import random
-import ssl
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -27,7 +22,6 @@ import urllib3
 from pydantic import BaseModel, ConfigDict, Field
 from requests.utils import get_environ_proxies, select_proxy
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, MaxRetryError, NewConnectionError
-from urllib3.util.wait import wait_for_read
 
 from ..coordination import Coordination, Limit, RateBudget
 from ..project import Redactor
@@ -76,7 +70,7 @@ class Response:
 
     __slots__ = ("status_code", "headers", "content")
 
-    def __init__(self, status_code: int, headers: Mapping[str, str] | http.client.HTTPMessage, content: bytes):
+    def __init__(self, status_code: int, headers: Mapping[str, str], content: bytes):
         self.status_code = status_code
         #: Case-insensitive, as the server sent them.
         self.headers = headers
@@ -94,73 +88,8 @@ class Response:
 #: Signs one request body: the extra headers to send with it (computed again for every try).
 Signer = Callable[[bytes], dict[str, str]]
 
-#: Failures on the way (no connection, no answer), as urllib3 and http.client raise them.
-_NETWORK_ERRORS = (HTTPError, OSError, http.client.HTTPException)
-#: Answers urllib3 follows when a request allows redirects.
-_REDIRECTS = frozenset({301, 302, 303, 307, 308})
-
-
-class _Unsent(Exception):
-    """No connection could be made: the request never left (`__cause__` says why)."""
-
-
-class _Direct:
-    """Keep-alive `http.client` connections to one origin, shared by the sending threads (one each at a time)."""
-
-    def __init__(self, parts: urllib.parse.SplitResult, timeout: float, ca_bundle: str, pool_size: int):
-        self.host = parts.hostname or ""
-        self.port = parts.port
-        self.timeout = timeout
-        self.context: ssl.SSLContext | None = None
-        if parts.scheme == "https":
-            if os.path.isdir(ca_bundle):
-                self.context = ssl.create_default_context(capath=ca_bundle)
-            else:
-                self.context = ssl.create_default_context(cafile=ca_bundle)
-        self.pool_size = pool_size
-        self._idle: list[http.client.HTTPConnection] = []
-        self._lock = threading.Lock()
-
-    def _take(self) -> http.client.HTTPConnection:
-        with self._lock:
-            conn = self._idle.pop() if self._idle else None
-        if conn is not None and conn.sock is not None and wait_for_read(conn.sock, timeout=0.0):
-            conn.close()  # the server closed it while idle (or sent what nobody asked for): start afresh
-        if conn is None:
-            if self.context is not None:
-                conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout, context=self.context)
-            else:
-                conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
-        return conn
-
-    def send(self, method: str, target: str, body: bytes | None, headers: dict[str, str]) -> Response:
-        """One request on an idle connection (or a new one); raises _Unsent when none could be opened."""
-        conn = self._take()
-        try:
-            if conn.sock is None:
-                try:
-                    conn.connect()
-                except OSError as exc:
-                    raise _Unsent() from exc
-            conn.request(method, target, body=body, headers=headers)
-            answer = conn.getresponse()
-            content = answer.read()
-        except BaseException:
-            conn.close()
-            raise
-        with self._lock:
-            kept = len(self._idle) < self.pool_size
-            if kept:
-                self._idle.append(conn)  # closed already if the server said Connection: close
-        if not kept:
-            conn.close()
-        return Response(answer.status, answer.headers, content)
-
-    def close(self) -> None:
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()
+#: Failures on the way (no connection, no answer), as urllib3 raises them.
+_NETWORK_ERRORS = (HTTPError, OSError)
 
 
 class HttpClient:
@@ -186,7 +115,6 @@ class HttpClient:
         self._redactor = Redactor(secrets)
         self._headers = {"User-Agent": "composable-assets", "Accept": "*/*", **headers}
         self._pool = _pool_manager(self.base_url, pool_size, timeout_seconds)
-        self._direct, self._prefix = _direct(self.base_url, pool_size, timeout_seconds)
         # Our own tries wrap every request: urllib3 retries nothing, and follows redirects only when asked.
         self._follow = urllib3.Retry(total=None, connect=0, read=0, status=0, other=0, redirect=30)
         self._stay = urllib3.Retry(total=None, connect=0, read=0, status=0, other=0, redirect=False)
@@ -229,24 +157,17 @@ class HttpClient:
             self._count("requests", 1)
             wait = None
             try:
-                headers_now = {**sent_headers, **sign(body or b"")} if sign is not None else sent_headers
-                response = None
-                if self._direct is not None:
-                    response = self._direct.send(method, self._prefix + path, body, headers_now)
-                    if allow_redirects and response.status_code in _REDIRECTS:
-                        response = None  # not applied where it went: urllib3 sends it again and follows
-                if response is None:
-                    answer = self._pool.urlopen(
-                        method,
-                        url,
-                        body=body,
-                        headers=headers_now,
-                        retries=retries,
-                        redirect=allow_redirects,
-                        preload_content=True,
-                    )
-                    response = Response(answer.status, answer.headers, answer.data)
-            except (_Unsent, *_NETWORK_ERRORS) as exc:
+                answer = self._pool.urlopen(
+                    method,
+                    url,
+                    body=body,
+                    headers={**sent_headers, **sign(body or b"")} if sign is not None else sent_headers,
+                    retries=retries,
+                    redirect=allow_redirects,
+                    preload_content=True,
+                )
+                response = Response(answer.status, answer.headers, answer.data)
+            except _NETWORK_ERRORS as exc:
                 error = exc.reason if isinstance(exc, MaxRetryError) and exc.reason is not None else exc
                 problem = _problem_name(error)
                 if not retry_unknown_outcome and _may_have_arrived(error):
@@ -296,22 +217,7 @@ class HttpClient:
             return dict(self._stats)
 
     def close(self) -> None:
-        if self._direct is not None:
-            self._direct.close()
         self._pool.clear()
-
-
-def _direct(base_url: str, pool_size: int, timeout: float) -> tuple[_Direct | None, str]:
-    """Direct connections to the API and the path prefix of its requests; (None, "") where urllib3 must serve."""
-    parts = urllib.parse.urlsplit(base_url)
-    plain = parts.scheme in ("http", "https") and parts.hostname and not (parts.username or parts.query)
-    if not plain or select_proxy(base_url, get_environ_proxies(base_url)):
-        return None, ""
-    return _Direct(parts, timeout, _ca_bundle(), pool_size), parts.path
-
-
-def _ca_bundle() -> str:
-    return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or certifi.where()
 
 
 def _pool_manager(base_url: str, pool_size: int, timeout: float) -> urllib3.PoolManager:
@@ -320,7 +226,7 @@ def _pool_manager(base_url: str, pool_size: int, timeout: float) -> urllib3.Pool
     The same environment requests reads: HTTP(S)_PROXY / ALL_PROXY with NO_PROXY, and REQUESTS_CA_BUNDLE or
     CURL_CA_BUNDLE (a file or a folder), else certifi's bundle.
     """
-    ca_bundle = _ca_bundle()
+    ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or certifi.where()
     tls: dict[str, Any] = {"ca_cert_dir": ca_bundle} if os.path.isdir(ca_bundle) else {"ca_certs": ca_bundle}
     options: dict[str, Any] = {
         "num_pools": 4,
@@ -358,8 +264,6 @@ def _charset(content_type: str) -> str:
 
 def _problem_name(error: BaseException) -> str:
     """What went wrong on the way, named as requests named it (ConnectTimeout, ReadTimeout, ConnectionError)."""
-    if isinstance(error, _Unsent):
-        return "ConnectTimeout" if isinstance(error.__cause__, TimeoutError) else "ConnectionError"
     if isinstance(error, NewConnectionError):  # refused, unreachable, name not found (a timeout subclass in urllib3)
         return "ConnectionError"
     if isinstance(error, ConnectTimeoutError):
@@ -371,7 +275,7 @@ def _problem_name(error: BaseException) -> str:
 
 def _may_have_arrived(error: BaseException) -> bool:
     """False only when the request certainly never reached the server (no connection could be made)."""
-    return not isinstance(error, _Unsent | ConnectTimeoutError | NewConnectionError)
+    return not isinstance(error, ConnectTimeoutError | NewConnectionError)
 
 
 def _reset_time(response: Response) -> float | None:
