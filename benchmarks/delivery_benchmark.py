@@ -394,6 +394,8 @@ class Bench:
             self.ours_pair(label, setup, "sink", rerun, destination="hook",
                            settings=webhook_settings(concurrency=concurrency), url_env="HOOK_URL",
                            env={"HOOK_SECRET": HOOK_SECRET})
+        if self.args.skip_drt:
+            return
         self.drt_pair("D.drt.full", "rest_api 100/request, mode full", "sink", (n, n), headers={}, per_request=100,
                       body=HOOK_BODY, mode="full", engine_batch=DRT_ENGINE_BATCH)
 

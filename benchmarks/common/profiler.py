@@ -101,7 +101,7 @@ class Probe:
             self.samples.clear()
 
     def install(self) -> None:
-        import requests
+        import urllib3
 
         import composable_assets.assets.deliveries as syncs_module
         import composable_assets.delivery.audience as delivery
@@ -202,7 +202,8 @@ class Probe:
         loop.ThreadPoolExecutor = TimedPool
         http.HttpClient.request = self.timed("http_request", http.HttpClient.request)
         http.RateBudget.acquire = self.timed("budget_acquire", http.RateBudget.acquire)
-        requests.Session.request = self.timed("session_request", requests.Session.request)
+        # The HTTP client sends through urllib3's pool directly (requests is no longer on the delivery path).
+        urllib3.PoolManager.urlopen = self.timed("pool_urlopen", urllib3.PoolManager.urlopen)
 
         original_fold = self.timed("fold_acks", delivery.fold_acks, cpu=True)
         if not whatifs & {"group_commit", "no_checkpoint"}:
@@ -264,12 +265,10 @@ class Probe:
             "senders: build payloads": cumulative("destinations/braze.py", "attribute_object")
             + cumulative("destinations/webhook.py", "webhook_rows"),
             "senders: rate budget (RateBudget.acquire, SQLite)": cumulative("destinations/http.py", "acquire"),
-            "senders: requests Session.request (all HTTP work)": cumulative("requests/sessions.py", "request"),
-            "senders: - of which proxy settings from os.environ (merge_environment_settings)":
-                cumulative("requests/sessions.py", "merge_environment_settings"),
-            "senders: - of which JSON encoding (json.dumps)": cumulative("json/__init__.py", "dumps"),
-            "senders: - of which urllib3 urlopen (send + wait + parse)": cumulative("urllib3/connectionpool.py", "urlopen"),
-            "senders: read response JSON": cumulative("requests/models.py", "json"),
+            "senders: urllib3 PoolManager.urlopen (all HTTP work: send + wait + parse)":
+                cumulative("urllib3/poolmanager.py", "urlopen"),
+            "senders: JSON encoding (json.dumps)": cumulative("json/__init__.py", "dumps"),
+            "senders: read response JSON (json.loads)": cumulative("json/__init__.py", "loads"),
         }
         top = sorted(stats.items(), key=lambda item: item[1][2], reverse=True)[:15]
         inclusive = sorted(stats.items(), key=lambda item: item[1][3], reverse=True)[:40]
