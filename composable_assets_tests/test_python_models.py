@@ -6,6 +6,9 @@ Real components: a DuckDB file, dagster-duckdb-pandas' I/O manager, the recordin
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from click.testing import CliRunner
 
@@ -147,3 +150,31 @@ def test_a_model_in_both_languages_is_refused(python_project):
     python_project.write("models/people_model.py", "def model(people):\n    return people\n")
     with pytest.raises(ProjectError, match="model `people_model` is defined twice"):
         load_project(python_project.settings.project_dir)
+
+
+def test_pandas_is_imported_only_for_python_models(small, python_project):
+    """Run processes of a project without Python models do not pay pandas' import (minute-level latency)."""
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from composable_assets.definitions import load_definitions\n"
+        "from composable_assets.settings import Settings\n"
+        "settings = Settings(project_dir=Path(sys.argv[1]), warehouse_url=sys.argv[2], data_dir=Path(sys.argv[3]))\n"
+        "load_definitions(settings).resolve_asset_graph()\n"
+        "print('pandas' in sys.modules)\n"
+    )
+    settings = python_project.settings
+    # The recording destination type is registered in this process only: a project without audiences for the child.
+    for audience in (settings.project_dir / "audiences").glob("*.yaml"):
+        audience.unlink()
+    python_project.write("destinations.yaml", "box: {type: outbox}\n")
+
+    def pandas_imported() -> str:
+        args = [str(settings.project_dir), settings.warehouse_url, str(settings.data_dir)]
+        result = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    assert pandas_imported() == "True"
+    (settings.project_dir / "models" / "propensity.py").unlink()
+    assert pandas_imported() == "False"

@@ -11,7 +11,6 @@ model's table, where SQL models live, so audiences read it exactly as they read 
 from typing import Any
 
 import dagster as dg
-import pandas as pd
 
 from ..delta.changes import journal_everything
 from ..delta.refresh import utc_now
@@ -23,6 +22,9 @@ from ..warehouse import Connection, Warehouse
 from ..warehouse.sql import ident
 from .metadata import column_schema, with_definition_columns
 from .models import ModelAsset
+
+# pandas is imported only when a Python model is built or run: run processes of a project without one do not pay
+# its ~0.4 s import (minute-level latency, docs/performance.md).
 
 
 def build_python_model_asset(spec: ModelAsset) -> dg.AssetsDefinition:
@@ -53,7 +55,9 @@ def build_python_model_asset(spec: ModelAsset) -> dg.AssetsDefinition:
         code_version=(file_sha256(model.path) or "")[:16],
         metadata={"file": str(relative), "refresh": spec.refresh.describe()},
     )
-    def _model(context: dg.AssetExecutionContext, warehouse: Warehouse, **frames: pd.DataFrame) -> dg.Output:
+    def _model(context: dg.AssetExecutionContext, warehouse: Warehouse, **frames: Any) -> dg.Output:
+        import pandas as pd
+
         try:
             function = load_model_function(model.path, str(relative))
         except PythonModelError as exc:
@@ -95,6 +99,8 @@ def build_python_model_asset(spec: ModelAsset) -> dg.AssetsDefinition:
 
 def sql_type(dtype: Any) -> str:
     """The warehouse type (DuckDB dialect) a pandas column is stored as."""
+    import pandas as pd
+
     if pd.api.types.is_bool_dtype(dtype):
         return "BOOLEAN"
     if pd.api.types.is_integer_dtype(dtype):
