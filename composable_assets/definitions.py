@@ -208,6 +208,7 @@ def pandas_io_managers(project: Project, warehouse: Warehouse) -> dict[str, dg.C
             f"Python models need a warehouse Dagster has a pandas I/O manager for (DuckDB, Snowflake, BigQuery); "
             f"this warehouse is {warehouse.kind}. Write this model as SQL, or see docs/project-folder.md, Python models",
             python[0].path,
+            root=project.root,
         )
     return {PANDAS_IO_MANAGER: manager}
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 from click.testing import CliRunner
@@ -178,3 +179,13 @@ def test_pandas_is_imported_only_for_python_models(small, python_project):
     assert pandas_imported() == "True"
     (settings.project_dir / "models" / "propensity.py").unlink()
     assert pandas_imported() == "False"
+
+
+def test_a_warehouse_without_a_pandas_io_manager_refuses_python_models(python_project):
+    """PostgreSQL has no Dagster pandas I/O manager: refused when the definitions load, naming the file."""
+    settings = replace(python_project.settings, warehouse_url="postgresql://composable@127.0.0.1:1/warehouse")
+    with pytest.raises(ProjectError) as raised:
+        load_definitions(settings)
+    message = str(raised.value)
+    assert message.startswith("models/propensity.py: Python models need a warehouse Dagster has a pandas I/O manager")
+    assert "this warehouse is postgres" in message
