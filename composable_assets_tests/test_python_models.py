@@ -189,3 +189,15 @@ def test_a_warehouse_without_a_pandas_io_manager_refuses_python_models(python_pr
     message = str(raised.value)
     assert message.startswith("models/propensity.py: Python models need a warehouse Dagster has a pandas I/O manager")
     assert "this warehouse is postgres" in message
+
+
+def test_validate_imports_a_python_model_without_running_it(python_project, validate):
+    """A missing package is found by validate, at its line; `model` itself is not called."""
+    python_project.write("models/propensity.py", "import pandas\n\nimport not_a_package_here\n\n\ndef model(people):\n    raise SystemExit('called')\n")
+    result = validate()
+    assert result.exit_code == 1
+    assert ("models/propensity.py:3: importing the model failed: ModuleNotFoundError: "
+            "No module named 'not_a_package_here'") in result.output
+    python_project.write("models/propensity.py", "def model(people):\n    raise SystemExit('called')\n")
+    result = validate()
+    assert result.exit_code == 0, result.output

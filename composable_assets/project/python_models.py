@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import re
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,3 +104,20 @@ def load_model_function(path: Path, display: str) -> Callable[..., Any]:
     if not callable(function):
         raise PythonModelError(f"{display}: defines no function `{MODEL_FUNCTION}`")
     return function
+
+
+def import_problem(path: Path) -> ProjectError | None:
+    """What importing a Python model's file raises (a missing package, a name error at top level), at its line.
+
+    Only `composable validate` asks: it runs the file's top level, as its asset will, but never calls `model`.
+    """
+    try:
+        load_model_function(path, path.name)
+    except PythonModelError as exc:
+        cause = exc.__cause__
+        if cause is None:
+            return ProjectError(str(exc).removeprefix(f"{path.name}: "), path)
+        frames = [f for f in traceback.extract_tb(cause.__traceback__) if Path(f.filename) == path]
+        line = frames[-1].lineno if frames else None
+        return ProjectError(f"importing the model failed: {type(cause).__name__}: {cause}", path, line)
+    return None
