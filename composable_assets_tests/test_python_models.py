@@ -22,7 +22,10 @@ from .conftest import Recording
 
 # Reads a SQL model and a source table; its parameters name them.
 PROPENSITY = '''\
-"""Propensity to buy again: score over the top score, from people_model and the raw people table."""
+"""Propensity to buy again: score over the top score, from people_model and the raw people table.
+
+owners: team:growth, ana@example.com
+"""
 
 import pandas as pd
 
@@ -66,6 +69,7 @@ def test_a_python_model_loads_with_its_inputs_as_upstream_assets(python_project)
     assert node.parent_keys == {model_key("people_model"), source_key("people")}
     assert node.description == spec.description
     assert {"python", "pandas", "duckdb"} <= set(node.kinds)
+    assert spec.owners == ["team:growth", "ana@example.com"] and set(node.owners) == {"team:growth", "ana@example.com"}
 
 
 @pytest.fixture

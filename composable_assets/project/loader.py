@@ -289,6 +289,7 @@ def _python_model(name: str, path: Path, model_names: set[str]) -> ModelSpec:
         path=path,
         sql="",
         description=parsed.description,
+        owners=parsed.owners,
         model_deps=sorted(table for table in parsed.inputs if table in model_names),
         source_deps=sorted(table for table in parsed.inputs if table not in model_names),
         # Known only once the function has run.

@@ -19,6 +19,7 @@ from typing import Any
 
 from .errors import ProjectError, read_text
 from .specs import NAME_PATTERN
+from .sql_parsing import read_header
 
 #: The function every Python model file defines.
 MODEL_FUNCTION = "model"
@@ -31,6 +32,7 @@ class PythonModelFile:
     #: The tables the function reads, in parameter order.
     inputs: list[str]
     description: str | None
+    owners: list[str]
     #: Line of `def model`.
     line: int
 
@@ -60,9 +62,10 @@ def read_python_model(path: Path) -> PythonModelFile:
     if isinstance(function, ast.AsyncFunctionDef):
         raise ProjectError(f"`{MODEL_FUNCTION}` must be a plain function, not `async def`", path, function.lineno)
     inputs = _inputs(function, path)
-    docstring = ast.get_docstring(function) or ast.get_docstring(tree)
-    description = next((line.strip() for line in (docstring or "").splitlines() if line.strip()), None)
-    return PythonModelFile(inputs=inputs, description=description, line=function.lineno)
+    docstring = ast.get_docstring(function) or ast.get_docstring(tree) or ""
+    # Read as a SQL model's header comment: the first line describes it, an `owners: a, b` line names its owners.
+    description, owners = read_header("\n".join(f"-- {line}" for line in docstring.splitlines()))
+    return PythonModelFile(inputs=inputs, description=description, owners=owners, line=function.lineno)
 
 
 def _inputs(function: ast.FunctionDef, path: Path) -> list[str]:
