@@ -103,13 +103,16 @@ def test_a_sync_runs_the_python_model_and_sends_its_audience(python_project):
     # A second run whose output has another shape (a column more, a row fewer): the table is replaced, not
     # appended to (the I/O manager alone would insert into the old table), and only what changed is sent.
     Recording.reset()
-    python_project.set_people([(i, f"p{i}@example.com", f"name{i}", i) for i in range(1, 21) if i != 18])
+    python_project.set_people(
+        [(i, f"p{i}@example.com", "Twenty" if i == 20 else f"name{i}", i) for i in range(1, 21) if i != 18]
+    )
     ranked = PROPENSITY.replace('    return frame[["id"', '    frame["rank"] = frame["score"].rank()\n    return frame[["rank", "id"')
     python_project.write("models/propensity.py", ranked)
     outcome = python_project.sync("likely", date="2026-03-03")
     assert outcome.success, outcome
     assert python_project.query("SELECT count(*), max(rank) FROM main.propensity") == [(19, 19.0)]
-    assert Recording.received["rec_upsert"] == []  # upsert: 18 left (not removed), the others are unchanged
+    # Upsert: 18 left (not removed); 20 renamed is the one update, through the Python model's new table.
+    assert [(r.identifier, r.fields["name"]) for r in Recording.received["rec_upsert"]] == [("p20@example.com", "Twenty")]
 
 
 def test_an_empty_dataframe_is_an_empty_table(python_project):
