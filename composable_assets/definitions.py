@@ -12,6 +12,7 @@ from .assets.deletions import build_deletion_asset, deletion_job
 from .assets.deliveries import DeliverySpec, build_delivery_asset
 from .assets.deltas import DeltaAsset, build_delta_asset
 from .assets.models import ModelAsset, build_model_asset
+from .assets.python_models import build_python_model_asset
 from .assets.sources import build_landing_loader, build_source_observer
 from .automation.alerts import alert_sensor
 from .automation.freshness import freshness_policy, heartbeat_interval
@@ -36,7 +37,16 @@ from .landing import landing_folders
 from .project import Project, ProjectError, StreamSpec, load_project
 from .project.gates import resolve_gates
 from .project.incremental import Refresh, journal_columns
-from .project.keys import Delivery, audience_key, delta_key, model_key, source_key, stream_key, sync_key
+from .project.keys import (
+    PANDAS_IO_MANAGER,
+    Delivery,
+    audience_key,
+    delta_key,
+    model_key,
+    source_key,
+    stream_key,
+    sync_key,
+)
 from .settings import Settings
 from .streams.shape import MEMBER_KEYS
 from .warehouse import Warehouse
@@ -187,6 +197,22 @@ def governance_of(project: Project) -> Callable[[dg.AssetSpec], dg.AssetSpec]:
     return apply
 
 
+def pandas_io_managers(project: Project, warehouse: Warehouse) -> dict[str, dg.ConfigurableIOManagerFactory]:
+    """The warehouse's pandas I/O manager when the project has Python models; refused where Dagster has none."""
+    python = [m for m in project.models.values() if m.is_python]
+    if not python:
+        return {}
+    manager = warehouse.engine.pandas_io_manager()
+    if manager is None:
+        raise ProjectError(
+            f"Python models need a warehouse Dagster has a pandas I/O manager for (DuckDB, Snowflake, BigQuery); "
+            f"this warehouse is {warehouse.kind}. Write this model as SQL, or see docs/project-folder.md, Python models",
+            python[0].path,
+            root=project.root,
+        )
+    return {PANDAS_IO_MANAGER: manager}
+
+
 def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
     """Assets, jobs and resources for one project on one warehouse."""
     warehouse = Warehouse.from_url(settings.warehouse_url)
@@ -201,7 +227,7 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
     refreshes = project.refreshes
     priorities = step_priorities(minute_level_deliveries(project))
     assets: list = [
-        build_model_asset(
+        (build_python_model_asset if m.is_python else build_model_asset)(
             ModelAsset(
                 m,
                 project.root,
@@ -396,6 +422,7 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
         keys = [key for asset in assets for key in asset.keys]
         sensors.append(alert_sensor(project.settings.name, project.settings.alerts, keys, settings.ui_url))
     assets = list(dg.map_asset_specs(governance_of(project), assets))
+    frames = pandas_io_managers(project, warehouse)
     return dg.Definitions(
         assets=assets,
         jobs=jobs,
@@ -405,6 +432,7 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
             "warehouse": warehouse,
             "coordination": coordination_of(settings),
             **{destination_resource_key(name): r for name, r in destination_resources(project, settings).items()},
+            **frames,
         },
         # Steps share one warehouse (the "warehouse" pool runs them one at a time anyway), so a process per
         # step would only add ~2 s of start-up each; minute-level latency is dominated by such overheads.

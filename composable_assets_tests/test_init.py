@@ -76,7 +76,8 @@ def test_init_creates_a_project_that_validates_and_syncs_at_once(scaffolded, tmp
     project, data, env = scaffolded
     written = {p.relative_to(project).as_posix() for p in project.rglob("*") if p.is_file()}
     assert written == {"project.yaml", "models/customers.sql", f"audiences/{AUDIENCE}.yaml", "destinations.yaml",
-                       "README.md", ".gitignore"}
+                       "README.md", ".gitignore", "pyproject.toml", "composable_project/__init__.py",
+                       "composable_project/definitions.py"}
     assert "{env: BRAZE_API_KEY}" in (project / "destinations.yaml").read_text()
     assert "export COMPOSABLE_PROJECT_DIR" in (project / "README.md").read_text()
 

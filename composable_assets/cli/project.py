@@ -56,6 +56,16 @@ def validate(project_dir: str | None) -> None:
     """Check a project folder: files, fields, SQL, references."""
     settings, project, defs = load(project_dir)
     defs.resolve_asset_graph()  # Dagster's own checks on keys, owners and dependencies
+    # Python models were parsed when the project loaded; here their files are also imported (never run), so a
+    # missing package is found now rather than by the first sync.
+    from ..project.python_models import import_problem
+
+    problems = [p for m in project.models.values() if m.is_python if (p := import_problem(m.path))]
+    for problem in problems:
+        problem.root = project.root
+    if problems:
+        listed = "\n".join(str(p) for p in problems)
+        raise UserError(f"the project folder {settings.project_dir} has errors:\n{listed}")
     console.print(
         f"[green]ok[/] {settings.project_dir}: {len(project.models)} models, {len(project.audiences)} audiences, "
         f"{sum(len(a.syncs) for a in project.audiences.values())} syncs, {len(project.destinations)} destinations, "

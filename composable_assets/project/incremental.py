@@ -68,6 +68,10 @@ def declared_key(sql: str) -> str | None:
     return None
 
 
+#: A Python model's function is opaque: no key can be proven, so every run recomputes it in full.
+PYTHON_REFRESH = Refresh(None, "a Python model is recomputed in full")
+
+
 def plan_refresh(
     sql: str, tables: set[str], model_keys: dict[str, str | None], candidates: list[str] | None = None
 ) -> Refresh:
@@ -451,13 +455,15 @@ class _Proof:
         self.source_keys[name] = column
 
 
-def model_refreshes(models: dict[str, str], sources: set[str], order: list[str]) -> dict[str, Refresh]:
-    """Plan every model (`models`: name -> SQL) in dependency `order`, so a model sees its upstream's key."""
+def model_refreshes(models: dict[str, str | None], sources: set[str], order: list[str]) -> dict[str, Refresh]:
+    """Plan every model (`models`: name -> SQL, None for a Python model) in dependency `order`, so a model sees its
+    upstream's key."""
     keys: dict[str, str | None] = {}
     plans: dict[str, Refresh] = {}
     tables = set(sources) | set(models)
     for name in order:
-        plan = plan_refresh(models[name], tables, keys)
+        sql = models[name]
+        plan = PYTHON_REFRESH if sql is None else plan_refresh(sql, tables, keys)
         plans[name] = plan
         keys[name] = plan.key
     return plans

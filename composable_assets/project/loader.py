@@ -18,6 +18,7 @@ from .errors import (
     read_text,
 )
 from .project import Project
+from .python_models import read_python_model
 from .secret_refs import SecretRef, is_secret_ref, looks_secret, url_credential
 from .specs import (
     NAME_PATTERN,
@@ -234,8 +235,15 @@ def _secret_problems(doc: YamlDocument, settings: dict[Any, Any], loc: tuple[Any
 
 
 def _load_models(folder: Path, errors: list[ProjectError]) -> dict[str, ModelSpec]:
-    """Every models/*.sql file with a valid name, its dependencies resolved."""
+    """Every models/*.sql and models/*.py file with a valid name, its dependencies resolved."""
     paths = {path.stem: path for path in sorted(folder.glob("*.sql"))}
+    for path in sorted(folder.glob("*.py")):
+        if path.stem in paths:
+            errors.append(
+                ProjectError(f"model `{path.stem}` is defined twice: {paths[path.stem].name} and this file", path)
+            )
+        else:
+            paths[path.stem] = path
     for stem, path in list(paths.items()):
         if not re.fullmatch(NAME_PATTERN, stem):
             errors.append(ProjectError(_bad_name_message("model", stem), path))
@@ -252,6 +260,8 @@ def _load_models(folder: Path, errors: list[ProjectError]) -> dict[str, ModelSpe
 
 def _model(name: str, path: Path, model_names: set[str]) -> ModelSpec:
     """One model file, parsed; its tables split into model and source dependencies."""
+    if path.suffix == ".py":
+        return _python_model(name, path, model_names)
     text = read_text(path)
     parsed = parse_model_sql(text, path)
     if name in parsed.tables:
@@ -266,6 +276,24 @@ def _model(name: str, path: Path, model_names: set[str]) -> ModelSpec:
         model_deps=sorted(table for table in parsed.tables if table in model_names),
         source_deps=sorted(table for table in parsed.tables if table not in model_names),
         columns=parsed.columns,
+    )
+
+
+def _python_model(name: str, path: Path, model_names: set[str]) -> ModelSpec:
+    """One Python model file, read without running it: its parameters are the tables it reads."""
+    parsed = read_python_model(path)
+    if name in parsed.inputs:
+        raise ProjectError(f"model `{name}` reads from itself", path, parsed.line)
+    return ModelSpec(
+        name=name,
+        path=path,
+        sql="",
+        description=parsed.description,
+        owners=parsed.owners,
+        model_deps=sorted(table for table in parsed.inputs if table in model_names),
+        source_deps=sorted(table for table in parsed.inputs if table not in model_names),
+        # Known only once the function has run.
+        columns=None,
     )
 
 

@@ -43,4 +43,6 @@ class Project:
     def refreshes(self) -> dict[str, Refresh]:
         """How a minute-level run refreshes each model: incremental by a key, or in full (and why)."""
         order = list(TopologicalSorter({n: m.model_deps for n, m in self.models.items()}).static_order())
-        return model_refreshes({n: m.sql for n, m in self.models.items()}, set(self.sources), order)
+        # A Python model has no SQL to analyse: None, refreshed in full.
+        sql = {n: None if m.is_python else m.sql for n, m in self.models.items()}
+        return model_refreshes(sql, set(self.sources), order)

@@ -266,7 +266,7 @@ class DestinationSpec(BaseModel):
 
 @dataclass
 class ModelSpec:
-    """One models/<name>.sql file."""
+    """One models/<name>.sql file, or a models/<name>.py file (a Python model: `sql` is empty)."""
 
     name: str
     path: Path
@@ -277,6 +277,11 @@ class ModelSpec:
     source_deps: list[str] = field(default_factory=list)
     # Output column names, or None when they cannot be known without running the query.
     columns: list[str] | None = None
+
+    @property
+    def is_python(self) -> bool:
+        """A models/<name>.py file: a function returning a pandas DataFrame (project/python_models.py)."""
+        return self.path.suffix == ".py"
 
 
 class StreamSyncSpec(_Delivery):

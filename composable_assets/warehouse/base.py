@@ -245,6 +245,14 @@ class Engine(ABC):
     def describe(self) -> str:
         """Where this warehouse is, for humans, without any secret."""
 
+    def pandas_io_manager(self) -> Any:
+        """Dagster's pandas I/O manager for this engine, storing DataFrames where models live (Python models).
+
+        None where Dagster has none (PostgreSQL, Redshift, Databricks): a project with Python models is then refused
+        when its definitions load.
+        """
+        return None
+
     def change_markers(self, tables: Sequence[str]) -> dict[str, str | None]:
         """Per table, a short text that changes when the table's data does (None: the table is missing).
 

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 from dagster_duckdb import DuckDBResource
@@ -26,6 +26,8 @@ LOCK_WAIT_SECONDS = 120.0
 PEEK_LOCK_WAIT_SECONDS = 1.0
 # How often a long wait for the lock says so.
 LOCK_REPORT_SECONDS = 5.0
+# The schema a connection starts in: models are created there, unqualified.
+MODEL_SCHEMA = "main"
 
 
 class DuckDBConnection(Connection):
@@ -161,6 +163,18 @@ class DuckDBEngine(Engine):
 
     def describe(self) -> str:
         return f"DuckDB file {self.path}"
+
+    def pandas_io_manager(self) -> Any:
+        """dagster-duckdb-pandas' I/O manager on the same file with the same settings (memory_limit, threads, ...).
+
+        It opens its own connections (it cannot take a resource), with the same configuration as ours, so DuckDB
+        shares one database instance between them within a process; a step closes our connection before the I/O
+        manager opens its own. `schema` is `main`, where a connection starts and models are created: the I/O manager's
+        schema outranks an asset key's prefix (`model/...`), which would otherwise become the schema.
+        """
+        from dagster_duckdb_pandas import DuckDBPandasIOManager
+
+        return DuckDBPandasIOManager(database=self.path, schema=MODEL_SCHEMA, connection_config=self.config)
 
     def change_markers(self, tables) -> dict[str, str | None]:
         with self.resource.get_connection(PEEK_LOCK_WAIT_SECONDS, self.on_wait) as con:

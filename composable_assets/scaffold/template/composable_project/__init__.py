@@ -1,0 +1,1 @@
+"""This project's Dagster definitions, for `dg` (see definitions.py)."""
