@@ -172,20 +172,29 @@ def _snapshot(conn) -> None:
     )
 
 
-def step_day(db: Path) -> dict:
-    """A day as a run pays for it: today's snapshot, then the delta against yesterday's ledger."""
+def _snapshot_and_delta(db: Path, run_id: str, first_sync: bool) -> dict:
+    """What a run pays, through the warehouse URL a user would set: the audience snapshot, then the delta."""
     result: dict = {}
     query = "".join(f"?{k}={v}" for k, v in duckdb_settings().items())
     with Warehouse(url=f"duckdb:///{db}{query}").connect() as conn:
+        if first_sync:  # untimed: a destination that has acknowledged nothing yet
+            conn.execute(f"DELETE FROM {TABLES.ledger}")
+            conn.execute(f"DROP TABLE {TABLES.snapshot}")
+            conn.execute("CHECKPOINT")  # the untimed deletes written out now, not by the first commit of the timed work
         result["base_rss_mb"] = peak_rss_mb()
         with timed(result, "seconds"):
             _snapshot(conn)
             run = compute_delta(
-                conn, TABLES, SHAPE, "mirror", run_id="day", partition=dt.date(2025, 1, 2),
+                conn, TABLES, SHAPE, "mirror", run_id=run_id, partition=dt.date(2025, 1, 2),
                 now=dt.datetime(2025, 1, 2, 3, 0),
             )
     result["counts"] = {"add": run.added, "update": run.updated, "remove": run.removed}
     return result
+
+
+def step_day(db: Path) -> dict:
+    """A day as a run pays for it: today's snapshot, then the delta against yesterday's ledger."""
+    return _snapshot_and_delta(db, "day", first_sync=False)
 
 
 def _bare(con, result: dict) -> None:
@@ -256,22 +265,8 @@ def step_pandas_merge(db: Path) -> dict:
 
 
 def step_first_sync(db: Path) -> dict:
-    """Snapshot + delta on an empty ledger (a new destination), through the warehouse URL a user would set."""
-    result: dict = {}
-    query = "".join(f"?{k}={v}" for k, v in duckdb_settings().items())
-    with Warehouse(url=f"duckdb:///{db}{query}").connect() as conn:
-        conn.execute(f"DELETE FROM {TABLES.ledger}")  # untimed: a destination that has acknowledged nothing yet
-        conn.execute(f"DROP TABLE {TABLES.snapshot}")
-        conn.execute("CHECKPOINT")  # the untimed deletes written out now, not by the first commit of the timed work
-        result["base_rss_mb"] = peak_rss_mb()
-        with timed(result, "seconds"):
-            _snapshot(conn)
-            run = compute_delta(
-                conn, TABLES, SHAPE, "mirror", run_id="first", partition=dt.date(2025, 1, 2),
-                now=dt.datetime(2025, 1, 2, 3, 0),
-            )
-    result["counts"] = {"add": run.added, "update": run.updated, "remove": run.removed}
-    return result
+    """Snapshot + delta on an empty ledger (a new destination)."""
+    return _snapshot_and_delta(db, "first", first_sync=True)
 
 
 def step_bare_first_sync(db: Path) -> dict:

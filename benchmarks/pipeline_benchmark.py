@@ -34,6 +34,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 from common.code import code_env, copy_code, repo_file  # noqa: E402
+from common.members import people_sql  # noqa: E402
 from common.report import RESULTS, machine_info, md_table, versions, write_results  # noqa: E402
 from common.timing import load_text, rounds, span, summary  # noqa: E402
 
@@ -66,19 +67,6 @@ PROJECT = {
     ),
     "destinations.yaml": "outbox:\n  type: outbox\n",
 }
-
-
-def people_sql(first_id: int, count: int) -> str:
-    """Members first_id.., each a pure function of its id (the warehouse benchmark's shape)."""
-    return f"""
-        SELECT
-            i AS customer_id,
-            'customer.' || CAST(i AS VARCHAR) || '@example.com' AS email,
-            CASE WHEN i % 20 = 0 THEN NULL ELSE 'name_' || CAST(i % 8 AS VARCHAR) END AS first_name,
-            CAST((CAST(i AS BIGINT) * 7919 % 500000) / 100.0 AS DECIMAL(12, 2)) AS ltv,
-            CASE i % 4 WHEN 0 THEN 'DE' WHEN 1 THEN 'FR' WHEN 2 THEN 'GB' ELSE 'US' END AS country
-        FROM range({first_id}, {first_id + count}) AS ids(i)
-    """
 
 
 def change_sql(size: int) -> list[str]:

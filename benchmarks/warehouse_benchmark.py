@@ -49,6 +49,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 from common.code import code_env, copy_code  # noqa: E402
+from common.members import people_sql  # noqa: E402
 from common.report import RESULTS, machine_info, md_table, versions, write_results  # noqa: E402
 # `timed` records this process's CPU seconds beside wall seconds; on PostgreSQL the work is in the server
 # process, so there the CPU time is not the step's cost.
@@ -115,19 +116,6 @@ class BenchmarkError(Exception):
 
 
 # --- The members, generated in the warehouse (DuckDB SQL, rendered for each engine). -------------------------
-
-
-def people_sql(first_id: int, count: int) -> str:
-    """Customers first_id.., each a pure function of its id, in SQL every engine runs (ids from `range`)."""
-    return f"""
-        SELECT
-            i AS customer_id,
-            'customer.' || CAST(i AS VARCHAR) || '@example.com' AS email,
-            CASE WHEN i % 20 = 0 THEN NULL ELSE 'name_' || CAST(i % 8 AS VARCHAR) END AS first_name,
-            CAST((CAST(i AS BIGINT) * 7919 % 500000) / 100.0 AS DECIMAL(12, 2)) AS ltv,
-            CASE i % 4 WHEN 0 THEN 'DE' WHEN 1 THEN 'FR' WHEN 2 THEN 'GB' ELSE 'US' END AS country
-        FROM range({first_id}, {first_id + count}) AS ids(i)
-    """
 
 
 def build_audience(conn: Connection) -> int:
