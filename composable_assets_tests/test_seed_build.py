@@ -266,3 +266,25 @@ def test_composable_seed_reads_a_tab_separated_file(chain, tmp_path):
                                 catch_exceptions=False)
     assert seeded.exit_code == 0, seeded.output
     assert chain.query("SELECT id, email, score FROM raw_people") == [(1, "p1@example.com", 3)]
+
+
+def test_a_replace_the_warehouse_refuses_halfway_gives_the_old_table_back(tmp_path, postgres_url):
+    """On PostgreSQL the table is dropped, created and filled in one transaction: a row refused at the end undoes it."""
+    file = tmp_path / "names.parquet"
+    # DuckDB reads a NUL character in a string; PostgreSQL takes none, so the insert fails after the DROP and CREATE.
+    pq.write_table(pa.table({"id": [1, 2], "name": ["ok", "bad\x00byte"]}), file)
+    with Warehouse(url=postgres_url).connect() as conn:
+        conn.execute("CREATE TABLE names (id BIGINT, name VARCHAR)")
+        conn.execute("INSERT INTO names VALUES (7, 'kept')")
+        with pytest.raises(SeedError, match="names.parquet: the warehouse refused the rows"):
+            seed_file(conn, file, "names")
+        assert conn.fetch_all("SELECT id, name FROM names") == [(7, "kept")]
+
+
+def test_column_types_fit_every_row_not_only_a_sample(tmp_path):
+    """DuckDB's sniffer samples 20,480 rows by default; a text value after them would fail a column typed BIGINT."""
+    file = tmp_path / "late.csv"
+    file.write_text("id,code\n" + "".join(f"{i},{i}\n" for i in range(1, 30_001)) + "30001,x\n")
+    with Warehouse(url=f"duckdb:///{tmp_path / 'w.duckdb'}").connect() as conn:
+        report = seed_file(conn, file, "codes")
+        assert (report.rows, report.columns) == (30_001, [("id", "BIGINT"), ("code", "VARCHAR")])
