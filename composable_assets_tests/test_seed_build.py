@@ -288,3 +288,16 @@ def test_column_types_fit_every_row_not_only_a_sample(tmp_path):
     with Warehouse(url=f"duckdb:///{tmp_path / 'w.duckdb'}").connect() as conn:
         report = seed_file(conn, file, "codes")
         assert (report.rows, report.columns) == (30_001, [("id", "BIGINT"), ("code", "VARCHAR")])
+
+
+def test_json_lines_and_upper_case_suffixes_and_what_is_refused(tmp_path):
+    with Warehouse(url=f"duckdb:///{tmp_path / 'w.duckdb'}").connect() as conn:
+        lines = write(tmp_path / "events.jsonl", '{"id": 1, "kind": "open"}\n{"id": 2, "kind": "click"}\n')
+        assert seed_file(conn, lines, "raw_events").rows == 2
+        shouted = write(tmp_path / "EXPORT.CSV", "id,kind\n3,open\n")
+        assert seed_file(conn, shouted, "raw_events", append=True).appended
+        assert conn.fetch_all("SELECT id, kind FROM raw_events ORDER BY id") == [(1, "open"), (2, "click"), (3, "open")]
+        with pytest.raises(SeedError, match=r"book.xlsx: expected a \.csv, \.parquet or \.jsonl file"):
+            seed_file(conn, write(tmp_path / "book.xlsx", "x"), "raw_events")
+        with pytest.raises(SeedError, match="missing.csv: no such file"):
+            seed_file(conn, tmp_path / "missing.csv", "raw_events")

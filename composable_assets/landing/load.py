@@ -101,9 +101,10 @@ def read_file(file: Path, *, csv_options: str = "") -> str:
 
     `csv_options`: more named arguments of `read_csv` (`composable seed` fixes the delimiter and collects bad rows).
     """
-    if file.suffix == ".parquet":
+    suffix = file.suffix.lower()
+    if suffix == ".parquet":
         return "read_parquet(?)"
-    if file.suffix == ".csv":
+    if suffix == ".csv":
         # The first line names the columns; types are inferred from the values (DuckDB's sniffer).
         return f"read_csv(?, header = true{csv_options})"
     return "read_json(?, format = 'newline_delimited')"

@@ -145,12 +145,13 @@ def _stage(conn: Connection, file: Path, delimiter: str) -> tuple[list[tuple[str
         f"store_rejects = true, rejects_table = '{REJECTS}', rejects_scan = '{SCANS}'"
     )
     reader = read_file(file, csv_options=csv_options)
-    params: list = [str(file), delimiter] if file.suffix == ".csv" else [str(file)]
+    csv = file.suffix.lower() == ".csv"
+    params: list = [str(file), delimiter] if csv else [str(file)]
     try:
         conn.execute(f"CREATE OR REPLACE TEMP TABLE {ident(STAGE)} AS SELECT * FROM {reader}", params)
     except duckdb.Error as exc:
         raise SeedError(f"{file}: {_reason(exc)}") from None
-    if file.suffix == ".csv":
+    if csv:
         bad = conn.fetch_all(
             f"SELECT DISTINCT line, error_message FROM temp.{ident(REJECTS)} ORDER BY line LIMIT {REJECTS_SHOWN + 1}"
         )
