@@ -301,3 +301,29 @@ def test_json_lines_and_upper_case_suffixes_and_what_is_refused(tmp_path):
             seed_file(conn, write(tmp_path / "book.xlsx", "x"), "raw_events")
         with pytest.raises(SeedError, match="missing.csv: no such file"):
             seed_file(conn, tmp_path / "missing.csv", "raw_events")
+
+
+def test_seed_is_refused_by_name_where_ddl_commits_on_its_own(tmp_path, snowflake_url):
+    file = write(tmp_path / "customers.csv", CUSTOMERS)
+    with Warehouse(url=snowflake_url).connect() as conn:
+        with pytest.raises(SeedError, match=r"runs on DuckDB, PostgreSQL and Redshift; this warehouse \(snowflake\)"):
+            seed_file(conn, file, "raw_customers")
+        assert not conn.table_exists(None, "raw_customers")
+
+
+def test_build_runs_the_landing_loads_its_models_read_first(chain):
+    """Files waiting in a landing folder are loaded before the models over that table, as `composable sync` does."""
+    from composable_assets.cli.build import _model_keys, _selection
+    from composable_assets.project import load_project
+
+    chain.write("project.yaml", 'name: small\nstart_date: "2026-01-01"\nlanding:\n  raw_people: {}\n')
+    defs = load_definitions(chain.settings)
+    project = load_project(chain.settings.project_dir)
+    landed, people, vips = source_key("raw_people"), model_key("people"), model_key("vips")
+    assert defs.resolve_job_def(BUILD_JOB).asset_layer.selected_asset_keys == {landed, people, vips}
+    graph = defs.resolve_asset_graph()
+    models = _model_keys(defs)
+    assert set(models) == {"people", "vips"}
+    for selected, expected in ((("vips",), {vips}), (("+vips",), {landed, people, vips}), (("people+",), {people, vips}),
+                               (("vips", "+people"), {landed, people, vips})):
+        assert _selection(project, selected, models).resolve(graph) == expected, selected
