@@ -266,6 +266,11 @@ def test_composable_seed_reads_a_tab_separated_file(chain, tmp_path):
                                 catch_exceptions=False)
     assert seeded.exit_code == 0, seeded.output
     assert chain.query("SELECT id, email, score FROM raw_people") == [(1, "p1@example.com", 3)]
+    as_text = CliRunner().invoke(cli, ["seed", str(file), "--table", "raw_people", "--delimiter", "tab", "--text", "id",
+                                       "--text", "score"], catch_exceptions=False)
+    assert as_text.exit_code == 0, as_text.output
+    assert "id varchar, email varchar, score varchar" in as_text.output
+    assert chain.query("SELECT id, score FROM raw_people") == [("1", "3")]
 
 
 def test_a_replace_the_warehouse_refuses_halfway_gives_the_old_table_back(tmp_path, postgres_url):
@@ -327,3 +332,18 @@ def test_build_runs_the_landing_loads_its_models_read_first(chain):
     for selected, expected in ((("vips",), {vips}), (("+vips",), {landed, people, vips}), (("people+",), {people, vips}),
                                (("vips", "+people"), {landed, people, vips})):
         assert _selection(project, selected, models).resolve(graph) == expected, selected
+
+
+def test_text_columns_stay_text(warehouse, tmp_path):
+    """Codes that look like numbers (a CRM id joined to a text key) stay text when named; leading zeros always do."""
+    file = write(tmp_path / "shops.csv", "shop_id,crm_id,zip\n1,12345,00501\n2,67890,02134\n")
+    with warehouse.connect() as conn:
+        inferred = seed_file(conn, file, "raw_shops")
+        assert inferred.columns == [("shop_id", "BIGINT"), ("crm_id", "BIGINT"), ("zip", "VARCHAR")]
+        kept = seed_file(conn, file, "raw_shops", text=["crm_id"])
+        assert kept.columns == [("shop_id", "BIGINT"), ("crm_id", "VARCHAR"), ("zip", "VARCHAR")]
+        assert conn.fetch_all("SELECT crm_id, zip FROM raw_shops ORDER BY shop_id") == [("12345", "00501"),
+                                                                                        ("67890", "02134")]
+        with pytest.raises(SeedError, match="shops.csv: .*no_such"):
+            seed_file(conn, file, "raw_shops", text=["no_such"])
+        assert conn.fetch_all("SELECT crm_id FROM raw_shops ORDER BY shop_id") == [("12345",), ("67890",)]

@@ -20,6 +20,7 @@ class SeedConfig(dg.Config):
     table: str = Field(description="The table to load it into, in the warehouse's default schema (where models read).")
     append: bool = Field(default=False, description="Add the rows to the table instead of replacing it.")
     delimiter: str = Field(default=",", description="A CSV file's field separator.")
+    text: list[str] = Field(default=[], description="CSV columns kept as text (e.g. codes with leading zeros).")
 
 
 def seed_job(models: frozenset[str] = frozenset()) -> dg.JobDefinition:
@@ -32,7 +33,12 @@ def seed_job(models: frozenset[str] = frozenset()) -> dg.JobDefinition:
         try:
             with warehouse.connect() as conn:
                 report = seed_file(
-                    conn, Path(config.file), config.table, append=config.append, delimiter=config.delimiter
+                    conn,
+                    Path(config.file),
+                    config.table,
+                    append=config.append,
+                    delimiter=config.delimiter,
+                    text=config.text,
                 )
         except SeedError as exc:
             raise dg.Failure(description=str(exc)) from exc

@@ -19,7 +19,13 @@ from .render import console
 @click.option("--table", required=True, help="The table to load into, in the warehouse's default schema.")
 @click.option("--append", is_flag=True, help="Add the rows to the table (by column name) instead of replacing it.")
 @click.option("--delimiter", default=",", show_default=True, help="A CSV file's field separator (e.g. ';', or a tab).")
-def seed(file: Path, table: str, append: bool, delimiter: str) -> None:
+@click.option(
+    "--text",
+    multiple=True,
+    metavar="COLUMN",
+    help="Keep this CSV column as text whatever its values look like (codes with leading zeros); repeatable.",
+)
+def seed(file: Path, table: str, append: bool, delimiter: str, text: tuple[str, ...]) -> None:
     """Load a CSV, Parquet or JSON Lines file into a warehouse table: replaced, or with --append added to.
 
     All or nothing: a bad row (named by its line) or any other error leaves the table as it was.
@@ -39,7 +45,7 @@ def seed(file: Path, table: str, append: bool, delimiter: str) -> None:
     delimiter = "\t" if delimiter in ("\\t", "tab") else delimiter
     try:
         with warehouse.connect() as conn:
-            report = seed_file(conn, file, table, append=append, delimiter=delimiter)
+            report = seed_file(conn, file, table, append=append, delimiter=delimiter, text=text)
     except SeedError as exc:
         raise UserError(str(exc)) from exc
     done = "appended" if report.appended else "loaded"

@@ -12,7 +12,7 @@ the rows are sent to the warehouse in batches of bound values.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,10 +65,19 @@ def check_table_name(table: str) -> None:
         )
 
 
-def seed_file(conn: Connection, file: Path, table: str, *, append: bool = False, delimiter: str = ",") -> SeedReport:
+def seed_file(
+    conn: Connection,
+    file: Path,
+    table: str,
+    *,
+    append: bool = False,
+    delimiter: str = ",",
+    text: Sequence[str] = (),
+) -> SeedReport:
     """Load `file` into `table` in the warehouse's default schema (where models read sources and are created).
 
     The table is replaced, or with `append` the rows are added to it by column name (it is created if missing).
+    A CSV's columns named in `text` stay text whatever their values look like (codes with leading zeros).
     """
     file = Path(file)
     check_table_name(table)
@@ -78,9 +87,11 @@ def seed_file(conn: Connection, file: Path, table: str, *, append: bool = False,
         raise SeedError(f"{file}: no such file")
     if len(delimiter) != 1:
         raise SeedError(f"--delimiter must be one character, got {delimiter!r}")
+    if text and file.suffix.lower() != ".csv":
+        raise SeedError(f"{file}: --text applies to CSV files; a {file.suffix} file carries its own types")
     if conn.dialect == "duckdb":
         with conn.transaction():
-            columns, rows = _stage(conn, file, delimiter)
+            columns, rows = _stage(conn, file, delimiter, text)
             appended = append and conn.table_exists(None, table)
             try:
                 if appended:
@@ -98,7 +109,7 @@ def seed_file(conn: Connection, file: Path, table: str, *, append: bool = False,
             "loader (COPY INTO, LOAD DATA): load the file with it"
         )
     with _local() as local:
-        columns, rows = _stage(local, file, delimiter)
+        columns, rows = _stage(local, file, delimiter, text)
         odd = [f"{name} {type_}" for name, type_ in columns if not PORTABLE_TYPE.fullmatch(type_)]
         if odd:
             raise SeedError(f"{file}: column types this warehouse ({conn.dialect}) cannot take: {', '.join(odd)}")
@@ -134,7 +145,7 @@ def _local() -> Iterator[DuckDBConnection]:
         con.close()
 
 
-def _stage(conn: Connection, file: Path, delimiter: str) -> tuple[list[tuple[str, str]], int]:
+def _stage(conn: Connection, file: Path, delimiter: str, text: Sequence[str]) -> tuple[list[tuple[str, str]], int]:
     """Read the whole file into the temporary STAGE table; (column, DuckDB type) of each column and the row count.
 
     A CSV's bad rows (too few or too many fields, a quote left open) are collected as DuckDB reads, then reported
@@ -144,9 +155,13 @@ def _stage(conn: Connection, file: Path, delimiter: str) -> tuple[list[tuple[str
         ", delim = ?, quote = '\"', escape = '\"', sample_size = -1, "
         f"store_rejects = true, rejects_table = '{REJECTS}', rejects_scan = '{SCANS}'"
     )
-    reader = read_file(file, csv_options=csv_options)
     csv = file.suffix.lower() == ".csv"
     params: list = [str(file), delimiter] if csv else [str(file)]
+    if text:
+        # A struct of column name -> type, bound like any value.
+        csv_options += ", types = ?"
+        params.append(dict.fromkeys(text, "VARCHAR"))
+    reader = read_file(file, csv_options=csv_options)
     try:
         conn.execute(f"CREATE OR REPLACE TEMP TABLE {ident(STAGE)} AS SELECT * FROM {reader}", params)
     except duckdb.Error as exc:
@@ -162,6 +177,10 @@ def _stage(conn: Connection, file: Path, delimiter: str) -> tuple[list[tuple[str
             more = " (and more)" if len(bad) > REJECTS_SHOWN else ""
             raise SeedError(f"{file}: {lines}{more}; nothing was loaded, the table is as it was")
     columns = [(name, type_) for name, type_, *_ in conn.fetch_all(f"DESCRIBE temp.{ident(STAGE)}")]
+    missing = [name for name in text if name not in dict(columns)]
+    if missing:  # DuckDB passes over a type for a column the file does not have
+        have = ", ".join(name for name, _ in columns)
+        raise SeedError(f"{file}: --text names no column of the file: {', '.join(missing)} (it has: {have})")
     (rows,) = conn.fetch_row(f"SELECT count(*) FROM temp.{ident(STAGE)}")
     return columns, rows
 
