@@ -20,7 +20,7 @@ class SeedConfig(dg.Config):
     table: str = Field(description="The table to load it into, in the warehouse's default schema (where models read).")
     append: bool = Field(default=False, description="Add the rows to the table instead of replacing it.")
     delimiter: str = Field(default=",", description="A CSV file's field separator.")
-    text: list[str] = Field(default=[], description="CSV columns kept as text (e.g. codes with leading zeros).")
+    text: list[str] = Field(default=[], description="CSV columns kept as text (an id that looks numeric).")
 
 
 def seed_job(models: frozenset[str] = frozenset()) -> dg.JobDefinition:

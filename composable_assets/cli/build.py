@@ -23,7 +23,7 @@ from .render import console
     "--text",
     multiple=True,
     metavar="COLUMN",
-    help="Keep this CSV column as text whatever its values look like (codes with leading zeros); repeatable.",
+    help="Keep this CSV column as text whatever its values look like (an id that looks numeric); repeatable.",
 )
 def seed(file: Path, table: str, append: bool, delimiter: str, text: tuple[str, ...]) -> None:
     """Load a CSV, Parquet or JSON Lines file into a warehouse table: replaced, or with --append added to.

@@ -77,7 +77,7 @@ def seed_file(
     """Load `file` into `table` in the warehouse's default schema (where models read sources and are created).
 
     The table is replaced, or with `append` the rows are added to it by column name (it is created if missing).
-    A CSV's columns named in `text` stay text whatever their values look like (codes with leading zeros).
+    A CSV's columns named in `text` stay text whatever their values look like (an id that looks numeric).
     """
     file = Path(file)
     check_table_name(table)
