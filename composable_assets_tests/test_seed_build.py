@@ -113,6 +113,20 @@ def test_a_parquet_file_keeps_its_types(warehouse, tmp_path):
                                                                                           (2, None, "042")]
 
 
+def test_parquet_types_postgresql_lacks_are_widened(tmp_path, postgres_url):
+    """pandas writes int8 columns and nanosecond timestamps; PostgreSQL gets SMALLINT and TIMESTAMP (microseconds)."""
+    import datetime as dt
+
+    file = tmp_path / "events.parquet"
+    at = dt.datetime(2026, 3, 4, 5, 6, 7, 123456)
+    pq.write_table(pa.table({"level": pa.array([3], pa.int8()), "at": pa.array([at], pa.timestamp("ns")),
+                             "big": pa.array([2**63 + 5], pa.uint64())}), file)
+    with Warehouse(url=postgres_url).connect() as conn:
+        report = seed_file(conn, file, "raw_events")
+        assert report.columns == [("level", "SMALLINT"), ("at", "TIMESTAMP"), ("big", "DECIMAL(20,0)")]
+        assert conn.fetch_all("SELECT level, at, big FROM raw_events") == [(3, at, 2**63 + 5)]
+
+
 def test_nested_parquet_columns_load_only_into_duckdb(tmp_path, postgres_url):
     file = tmp_path / "nested.parquet"
     pq.write_table(pa.table({"id": [1], "tags": [["a", "b"]]}), file)

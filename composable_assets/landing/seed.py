@@ -39,6 +39,20 @@ PORTABLE_TYPE = re.compile(
     r"BOOLEAN|SMALLINT|INTEGER|BIGINT|FLOAT|DOUBLE|DECIMAL\(\d+,\d+\)|VARCHAR|DATE|TIME|TIMESTAMP|"
     r"TIMESTAMP WITH TIME ZONE|BLOB"
 )
+# Parquet types other warehouses lack, sent as the nearest one that holds every value: pandas writes int8 columns
+# and nanosecond timestamps (PostgreSQL keeps microseconds, so the nanoseconds go).
+WIDER = {
+    "TINYINT": "SMALLINT",
+    "UTINYINT": "SMALLINT",
+    "USMALLINT": "INTEGER",
+    "UINTEGER": "BIGINT",
+    "UBIGINT": "DECIMAL(20,0)",
+    "HUGEINT": "DECIMAL(38,0)",
+    "TIMESTAMP_S": "TIMESTAMP",
+    "TIMESTAMP_MS": "TIMESTAMP",
+    "TIMESTAMP_NS": "TIMESTAMP",
+    "UUID": "VARCHAR",
+}
 
 
 class SeedError(ValueError):
@@ -110,10 +124,12 @@ def seed_file(
         )
     with _local() as local:
         columns, rows = _stage(local, file, delimiter, text)
+        columns = [(name, WIDER.get(type_, type_)) for name, type_ in columns]
         odd = [f"{name} {type_}" for name, type_ in columns if not PORTABLE_TYPE.fullmatch(type_)]
         if odd:
             raise SeedError(f"{file}: column types this warehouse ({conn.dialect}) cannot take: {', '.join(odd)}")
         types = dict(columns)
+        read = ", ".join(f"CAST({ident(name)} AS {type_}) AS {ident(name)}" for name, type_ in columns)
         try:
             with conn.transaction():
                 appended = append and conn.table_exists(None, table)
@@ -122,7 +138,7 @@ def seed_file(
                     listed = ", ".join(f"{ident(name)} {type_}" for name, type_ in columns)
                     conn.execute(f"CREATE TABLE {ident(table)} ({listed})")
                 # On this session itself: a temporary table is not seen by another cursor (`stream_arrow` opens one).
-                for batch in local.raw.sql(f"SELECT * FROM temp.{ident(STAGE)}").to_arrow_reader(BATCH_ROWS):
+                for batch in local.raw.sql(f"SELECT {read} FROM temp.{ident(STAGE)}").to_arrow_reader(BATCH_ROWS):
                     values = [column.to_pylist() for column in batch.columns]
                     insert_rows(conn, ident(table), types, list(zip(*values)))
         except Exception as exc:  # each driver has its own errors; what matters is the file, and that nothing changed
