@@ -194,7 +194,19 @@ def built_models(output: str) -> dict[str, tuple[str, str]]:
     return {model: (count, refresh) for model, count, refresh in rows}
 
 
+# A Python model beside the SQL ones: `build` takes every asset of the models group, whatever kind.
+TOP = '''"""The person with the highest score."""
+
+import pandas as pd
+
+
+def model(people: pd.DataFrame) -> pd.DataFrame:
+    return people.nlargest(1, "score")
+'''
+
+
 def test_build_and_its_select(chain, tmp_path):
+    chain.write("models/top.py", TOP)
     runner = CliRunner()
     seeded = runner.invoke(cli, ["seed", str(people_csv(tmp_path / "people.csv", {1: 5, 2: 20})), "--table",
                                  "raw_people"], catch_exceptions=False)
@@ -203,8 +215,9 @@ def test_build_and_its_select(chain, tmp_path):
 
     every = runner.invoke(cli, ["build"], catch_exceptions=False)
     assert every.exit_code == 0, every.output
-    assert built_models(every.output) == {"people": ("2", "full"), "vips": ("1", "full")}
-    assert "2 model(s) built, 0 unchanged" in every.output
+    assert built_models(every.output) == {"people": ("2", "full"), "top": ("1", "full"), "vips": ("1", "full")}
+    assert "3 model(s) built, 0 unchanged" in every.output
+    assert chain.query("SELECT id FROM top") == [(2,)]
 
     # The selected model alone: vips is rebuilt from the people table as it is, even though raw_people changed.
     runner.invoke(cli, ["seed", str(people_csv(tmp_path / "people.csv", {1: 50, 2: 20, 3: 30})), "--table",
@@ -216,18 +229,19 @@ def test_build_and_its_select(chain, tmp_path):
     # +vips: what it reads first.
     upstream = runner.invoke(cli, ["build", "--select", "+vips"], catch_exceptions=False)
     assert built_models(upstream.output) == {"people": ("3", "full"), "vips": ("3", "full")}
-    # people+: what reads it too; nothing changed since, so both are kept.
+    # people+: what reads it too; nothing changed since, so the SQL models are kept (a Python model always runs).
     downstream = runner.invoke(cli, ["build", "--select", "people+"], catch_exceptions=False)
-    assert set(built_models(downstream.output)) == {"people", "vips"}
-    assert "0 model(s) built, 2 unchanged" in downstream.output
+    assert set(built_models(downstream.output)) == {"people", "top", "vips"}
+    assert "1 model(s) built, 2 unchanged" in downstream.output
+    assert chain.query("SELECT id FROM top") == [(1,)]
 
     unknown = runner.invoke(cli, ["build", "--select", "nope"])
-    assert unknown.exit_code == 1 and "no model 'nope'" in unknown.output and "people, vips" in unknown.output
+    assert unknown.exit_code == 1 and "no model 'nope'" in unknown.output and "people, top, vips" in unknown.output
     chain.write("models/broken.sql", "SELECT no_such_column FROM raw_people\n")
     broken = runner.invoke(cli, ["build"])
     assert broken.exit_code == 1
     assert "model/broken" in broken.output and "no_such_column" in broken.output
-    assert "0 model(s) built, 2 unchanged, 1 failed" in broken.output
+    assert "1 model(s) built, 2 unchanged, 1 failed" in broken.output
 
     refused = runner.invoke(cli, ["seed", str(tmp_path / "people.csv"), "--table", "vips"])
     assert refused.exit_code == 1 and "is a model" in refused.output
