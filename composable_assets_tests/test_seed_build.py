@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -288,7 +289,10 @@ def test_the_readme_csv_path_runs_as_written(tmp_path):
         ("1", "Ada"), ("2", "Grace"), ("4", "Edsger")]
 
 
-def test_composable_seed_reads_a_tab_separated_file(chain, tmp_path):
+def test_composable_seed_reads_a_tab_separated_file(chain, tmp_path, monkeypatch):
+    # With DAGSTER_HOME set, the seed is a run of the `seed` job in that instance, shown in the UI.
+    home = write(tmp_path / "dagster_home" / "dagster.yaml", "").parent
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
     file = write(tmp_path / "people.csv", "id\temail\tscore\n1\tp1@example.com\t3\n")
     seeded = CliRunner().invoke(cli, ["seed", str(file), "--table", "raw_people", "--delimiter", "\\t"],
                                 catch_exceptions=False)
@@ -299,6 +303,12 @@ def test_composable_seed_reads_a_tab_separated_file(chain, tmp_path):
     assert as_text.exit_code == 0, as_text.output
     assert "id varchar, email varchar, score varchar" in as_text.output
     assert chain.query("SELECT id, score FROM raw_people") == [("1", "3")]
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        runs = instance.get_runs()
+        assert [(r.job_name, r.is_success) for r in runs] == [("seed", True), ("seed", True)]
+        latest = instance.get_latest_materialization_event(source_key("raw_people"))
+        assert latest is not None and latest.run_id == runs[0].run_id
+        assert latest.asset_materialization.metadata["rows_loaded"].value == 1
 
 
 def test_a_replace_the_warehouse_refuses_halfway_gives_the_old_table_back(tmp_path, postgres_url):
