@@ -13,6 +13,7 @@ from .assets.deliveries import DeliverySpec, build_delivery_asset
 from .assets.deltas import DeltaAsset, build_delta_asset
 from .assets.models import ModelAsset, build_model_asset
 from .assets.python_models import build_python_model_asset
+from .assets.seeds import seed_job
 from .assets.sources import build_landing_loader, build_source_observer
 from .automation.alerts import alert_sensor
 from .automation.freshness import freshness_policy, heartbeat_interval
@@ -38,6 +39,7 @@ from .project import Project, ProjectError, StreamSpec, load_project
 from .project.gates import resolve_gates
 from .project.incremental import Refresh, journal_columns
 from .project.keys import (
+    MODELS,
     PANDAS_IO_MANAGER,
     Delivery,
     audience_key,
@@ -102,6 +104,20 @@ def upstream_keys(project: Project, table: str) -> list[dg.AssetKey]:
     if table in project.models:
         keys += [model_key(m) for m in (*project.models_upstream_of(table), table)]
     return keys
+
+
+#: The job that materializes every model (`composable build`).
+BUILD_JOB = "build_models"
+
+
+def models_selection(project: Project) -> dg.AssetSelection:
+    """Every model (SQL, Python, or any other asset in the models group) and the landing loads feeding them.
+
+    By group, not by file: a model of another kind added to the group is built with the rest.
+    """
+    models = dg.AssetSelection.groups(MODELS)
+    landed = dg.AssetSelection.assets(*(source_key(t) for t in project.settings.landing))
+    return models | (models.upstream() & landed)
 
 
 def audience_keys(project: Project, audience: str, destination: str | None = None) -> list[dg.AssetKey]:
@@ -250,7 +266,7 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
     landing_loader = build_landing_loader(landing, schema, kind, samples, journal_columns(refreshes))
     if landing_loader is not None:
         assets.append(landing_loader)
-    jobs = []
+    jobs: list[dg.JobDefinition | dg.UnresolvedAssetJobDefinition] = []
     schedules = []
     # Frees the warehouse slots of runs killed mid-step (automation/stale_runs.py).
     sensors = [free_dead_runs_sensor]
@@ -393,6 +409,16 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
                     heartbeat_interval(stream.cadence, stream.freshness),
                 )
             )
+    if any(MODELS in asset.group_names_by_key.values() for asset in assets):
+        jobs.append(
+            dg.define_asset_job(
+                BUILD_JOB,
+                selection=models_selection(project),
+                description="Materialize every model, after loading the landing folders they read.",
+            )
+        )
+    # A file into a warehouse table (`composable seed`), with the file and table as run config.
+    jobs.append(seed_job(frozenset(project.models)))
     if requests is not None:
         archive = archive_location(project.settings.archive, settings.data_dir)
         assets.append(build_deletion_asset(project, destinations, kind, archive))

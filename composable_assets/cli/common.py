@@ -75,6 +75,14 @@ def execute(defs, selection, partition_key=None, **options):
         )
 
 
+def execute_job(defs, job_name: str, run_config: dict):
+    """One of the definitions' op jobs, run in this process as `execute` runs assets."""
+    from ..runner import instance, run_job
+
+    with LiveRun() as live:
+        return run_job(defs, job_name, instance(), run_config, log_level="DEBUG" if debug() else None, watcher=live)
+
+
 def run_with_summary(defs, selection, partition_key, title: str):
     """`execute`, then the summary table."""
     outcome = execute(defs, selection, partition_key)
