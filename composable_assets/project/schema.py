@@ -1,0 +1,258 @@
+"""Model output columns resolved against the real schema, so column checks and lineage see through `select *`.
+
+The tables the models read are looked up once (`ColumnLookup`: the warehouse's information_schema, or anything
+else that knows a table's columns, such as a dbt catalog); then each model's output columns are derived in
+dependency order with sqlglot's `qualify`, which expands `*` (also `select * from a_cte`) given those columns. A
+model whose columns stay unknown (a source table not found, a Python model not yet run, SQL sqlglot cannot place)
+is reported as not checked, with the reason, never as an error: only a column that is in none of the tables the
+model reads, nor named anywhere in its SQL, is an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from graphlib import TopologicalSorter
+from typing import Any
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import SqlglotError
+from sqlglot.optimizer.qualify import qualify
+from sqlglot.schema import MappingSchema
+
+from .errors import ProjectError
+from .specs import ModelSpec
+from .sql_parsing import DIALECT, output_columns
+
+#: A table as a model's SQL names it: (schema as written, or None for the session's current one; table name),
+#: lower-cased. Models live unqualified in the current schema, so a model is (None, name).
+TableRef = tuple[str | None, str]
+
+#: Known columns of the tables asked for; tables it does not know are left out of the answer (not an error).
+#: Raise `SchemaUnavailable` when the source of truth cannot be reached at all.
+ColumnLookup = Callable[[Sequence[TableRef]], Mapping[TableRef, Sequence[str]]]
+
+# sqlglot's schema needs one depth for every table: unqualified names go under this stand-in for the current schema.
+CURRENT_SCHEMA = "__current_schema__"
+
+
+class SchemaUnavailable(Exception):
+    """The lookup cannot answer at all (the warehouse is unreachable); every column check is skipped."""
+
+
+@dataclass
+class ResolvedSchema:
+    """What resolving the project's columns found."""
+
+    #: Model name -> its output columns, for the models whose columns are now known.
+    columns: dict[str, list[str]] = field(default_factory=dict)
+    #: Every table's known columns (sources and models), as sqlglot's lineage takes them (`sqlglot_schema`).
+    tables: dict[TableRef, list[str]] = field(default_factory=dict)
+    #: Human sentences naming each check that could not run and why, e.g. a source table not found.
+    skipped: list[str] = field(default_factory=list)
+    #: A model SQL naming a column its tables do not have (file and line).
+    errors: list[ProjectError] = field(default_factory=list)
+    #: False when the lookup could not answer at all (`SchemaUnavailable`): nothing was checked.
+    reachable: bool = True
+
+    def sqlglot_schema(self) -> dict[str, dict[str, dict[str, str]]]:
+        """The known tables as sqlglot's nested schema mapping (types are not needed to place columns)."""
+        return _mapping(self.tables)
+
+
+def static_lookup(known: Mapping[TableRef | str, Sequence[str]]) -> ColumnLookup:
+    """A lookup over columns known beforehand (a dbt catalog, a test): `name` or `(schema, name)` -> columns."""
+    normalized = {_ref(key): list(columns) for key, columns in known.items()}
+
+    def lookup(tables: Sequence[TableRef]) -> Mapping[TableRef, Sequence[str]]:
+        return {table: normalized[table] for table in tables if table in normalized}
+
+    return lookup
+
+
+def chain_lookups(*lookups: ColumnLookup) -> ColumnLookup:
+    """Ask each lookup in turn for the tables the ones before it did not know (e.g. a dbt catalog, then the warehouse)."""
+
+    def lookup(tables: Sequence[TableRef]) -> Mapping[TableRef, Sequence[str]]:
+        found: dict[TableRef, Sequence[str]] = {}
+        for each in lookups:
+            missing = [table for table in tables if table not in found]
+            if not missing:
+                break
+            found.update({_ref(table): columns for table, columns in each(missing).items()})
+        return found
+
+    return lookup
+
+
+def warehouse_lookup(engine: Any) -> ColumnLookup:
+    """The warehouse's own columns, every table in one query where the engine can (`Engine.tables_columns`).
+
+    Any failure to connect or query means the warehouse cannot be read from here (not configured yet, no network,
+    a refused login, a DuckDB file in use by a run): the checks are then reported as skipped, not failed.
+    """
+
+    def lookup(tables: Sequence[TableRef]) -> Mapping[TableRef, Sequence[str]]:
+        try:
+            return engine.tables_columns(list(tables))
+        except Exception as exc:  # each vendor's driver raises its own errors
+            raise SchemaUnavailable(f"cannot read the warehouse ({engine.describe()}): {exc}") from exc
+
+    return lookup
+
+
+def tables_read(model: ModelSpec) -> list[TableRef]:
+    """The tables a SQL model reads (CTEs excluded), as written; a Python model reads its inputs by bare name."""
+    if model.is_python or not model.sql:
+        return [(None, name) for name in (*model.model_deps, *model.source_deps)]
+    return sorted(_tables(sqlglot.parse_one(model.sql, read=DIALECT)))
+
+
+def resolve_columns(models: Mapping[str, ModelSpec], lookup: ColumnLookup) -> ResolvedSchema:
+    """Each model's output columns, from the looked-up tables' columns and the models before it (one lookup call)."""
+    resolved = ResolvedSchema()
+    parsed = {name: sqlglot.parse_one(m.sql, read=DIALECT) for name, m in models.items() if m.sql and not m.is_python}
+    reads = {name: sorted(_tables(query)) for name, query in parsed.items()}
+    # Sources, and models without SQL (Python models, models from elsewhere): their table, if it exists, says.
+    wanted = {ref for refs in reads.values() for ref in refs if not _is_model(ref, models)}
+    wanted |= {(None, name) for name in models if name not in parsed}
+    try:
+        found = {_ref(ref): list(columns) for ref, columns in lookup(sorted(wanted, key=_sort_key)).items()}
+    except SchemaUnavailable as exc:
+        resolved.skipped.append(f"columns not checked: {exc}")
+        resolved.reachable = False
+        return resolved
+    resolved.tables.update(found)
+    order = TopologicalSorter({name: m.model_deps for name, m in models.items()}).static_order()
+    for name in order:
+        if name not in models:
+            continue
+        model = models[name]
+        if name not in parsed:
+            columns = found.get((None, name))
+            if columns is not None:
+                resolved.columns[name] = columns
+            else:
+                resolved.skipped.append(
+                    f"columns of {name} not checked: its table is not in the warehouse yet "
+                    f"({'a Python model has columns once it has run' if model.is_python else 'no SQL to derive them'})"
+                )
+            continue
+        missing = [ref for ref in reads[name] if ref not in resolved.tables]
+        if missing:
+            # A model listing its columns keeps them (audiences are checked against those); what it reads is not.
+            what = f"columns {name} reads" if model.columns is not None else f"columns of {name}"
+            resolved.skipped.append(f"{what} not checked: {_missing_reason(missing[0], models)}")
+            continue
+        try:
+            columns = _derive(model, parsed[name], reads[name], resolved.tables)
+        except ProjectError as exc:
+            resolved.errors.append(exc)
+            continue
+        except _NotDerived as exc:
+            resolved.skipped.append(f"columns of {name} not checked: {exc}")
+            continue
+        resolved.columns[name] = columns
+        resolved.tables[(None, name)] = columns
+    return resolved
+
+
+class _NotDerived(Exception):
+    """sqlglot could not place the model's columns, though none is plainly unknown: not checked, not an error."""
+
+
+def _derive(model: ModelSpec, query: exp.Expr, reads: list[TableRef], tables: dict[TableRef, list[str]]) -> list[str]:
+    """The model's output columns with `*` expanded; ProjectError at the line of a column no table has."""
+    mapping: dict[str, object] = dict(_mapping({ref: tables[ref] for ref in reads}))
+    schema = MappingSchema(mapping, dialect=DIALECT)
+    failure: str | None = None
+    try:
+        qualified = qualify(
+            query.copy(), dialect=DIALECT, db=CURRENT_SCHEMA, schema=schema, quote_identifiers=False, identify=False
+        )
+    except SqlglotError as exc:  # a column sqlglot could not place, or SQL its optimizer does not take
+        failure = str(exc).splitlines()[0]
+    else:
+        columns = output_columns(qualified) if isinstance(qualified, exp.Query) else None
+        if columns is not None:
+            return columns
+        failure = "an output column has no name"
+    # Only a column named nowhere (in no table read, no alias of the query) is certainly wrong; sqlglot may fail to
+    # place a real one (an ambiguous name in a join, a DuckDB construct it does not know), which is no user error.
+    known = {column.lower() for ref in reads for column in tables[ref]} | _names_defined(query)
+    unknown = [
+        column
+        for column in query.find_all(exp.Column)
+        if isinstance(column.this, exp.Identifier) and column.name.lower() not in known  # `c.*` is a Column too
+    ]
+    if unknown:
+        first = min(unknown, key=lambda column: (column.this.meta.get("line") or 0, column.this.meta.get("col") or 0))
+        read = ", ".join(_shown(ref) for ref in reads)
+        raise ProjectError(
+            f"column `{first.name}` is in none of the tables model `{model.name}` reads ({read}) nor defined in its SQL",
+            model.path,
+            first.this.meta.get("line"),
+        )
+    raise _NotDerived(f"sqlglot could not derive its columns ({failure})")
+
+
+def _names_defined(query: exp.Expr) -> set[str]:
+    """Every name the query itself defines that a column reference may use: aliases, CTE and lambda parameters."""
+    names: set[str] = set()
+    for node in query.walk():
+        if isinstance(node, exp.Alias):
+            names.add(node.alias.lower())
+        elif isinstance(node, exp.TableAlias):
+            names.add(node.name.lower())
+            names |= {column.name.lower() for column in node.columns}
+        elif isinstance(node, exp.Lambda):
+            names |= {arg.name.lower() for arg in node.expressions}
+        elif isinstance(node, exp.Table):
+            names.add(node.name.lower())  # `t` in `SELECT t FROM t` is the whole row in DuckDB
+    return names
+
+
+def _tables(query: exp.Expr) -> set[TableRef]:
+    """Tables the query reads as (schema or None, name), CTEs and table functions excluded."""
+    ctes = {cte.alias_or_name.lower() for cte in query.find_all(exp.CTE)}
+    refs: set[TableRef] = set()
+    for table in query.find_all(exp.Table):
+        if not isinstance(table.this, exp.Identifier):
+            continue
+        if table.db or table.name.lower() not in ctes:
+            refs.add(_ref((table.db or None, table.name)))
+    return refs
+
+
+def _is_model(ref: TableRef, models: Mapping[str, ModelSpec]) -> bool:
+    return ref[0] is None and ref[1] in models
+
+
+def _missing_reason(ref: TableRef, models: Mapping[str, ModelSpec]) -> str:
+    if _is_model(ref, models):
+        return f"the columns of model {ref[1]} it reads are not known"
+    return f"table {_shown(ref)} not found in the warehouse"
+
+
+def _mapping(tables: Mapping[TableRef, Sequence[str]]) -> dict[str, dict[str, dict[str, str]]]:
+    mapping: dict[str, dict[str, dict[str, str]]] = {}
+    for (schema, name), columns in tables.items():
+        mapping.setdefault(schema or CURRENT_SCHEMA, {})[name] = {column.lower(): "unknown" for column in columns}
+    return mapping
+
+
+def _ref(key: TableRef | str) -> TableRef:
+    """A table as a lower-cased (schema or None, name); a bare string is a table of the current schema."""
+    if isinstance(key, str):
+        return (None, key.lower())
+    schema, name = key
+    return (schema.lower() if schema else None, name.lower())
+
+
+def _sort_key(ref: TableRef) -> tuple[str, str]:
+    return (ref[0] or "", ref[1])
+
+
+def _shown(ref: TableRef) -> str:
+    return f"{ref[0]}.{ref[1]}" if ref[0] else ref[1]
