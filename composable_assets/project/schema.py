@@ -118,7 +118,9 @@ def resolve_columns(models: Mapping[str, ModelSpec], lookup: ColumnLookup) -> Re
     wanted = {ref for refs in reads.values() for ref in refs if not _is_model(ref, models)}
     wanted |= {(None, name) for name in models if name not in parsed}
     try:
-        found = {_ref(ref): list(columns) for ref, columns in lookup(sorted(wanted, key=_sort_key)).items()}
+        # Nothing to ask (models over inline VALUES only): the warehouse need not exist yet.
+        answer = lookup(sorted(wanted, key=_sort_key)) if wanted else {}
+        found = {_ref(ref): list(columns) for ref, columns in answer.items()}
     except SchemaUnavailable as exc:
         resolved.skipped.append(f"columns not checked: {exc}")
         resolved.reachable = False

@@ -1,0 +1,279 @@
+"""Column checks against the real schema (project/schema.py): a dbt-style staging project of `select *` chains on a
+real DuckDB file (and PostgreSQL for the column listing), through `composable validate` and `composable lineage`."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import duckdb
+import pytest
+from click.testing import CliRunner
+
+from composable_assets.cli import cli
+from composable_assets.governance.lineage import column_lineage, source_columns
+from composable_assets.project import ProjectError, load_project
+from composable_assets.project.schema import chain_lookups, static_lookup, warehouse_lookup
+from composable_assets.warehouse import engine_from_url
+
+# jaffle_shop's shape: raw tables, staging models that rename through `select * from source` / `select * from
+# renamed`, and a mart selecting `c.*` from a CTE. Without the warehouse no model's columns are known.
+STG_CUSTOMERS = """\
+-- Customers as the shop has them, renamed.
+with source as (
+    select * from raw_customers
+),
+
+renamed as (
+    select
+        id as customer_id,
+        first_name,
+        email
+    from source
+)
+
+select * from renamed
+"""
+
+STG_ORDERS = """\
+with source as (select * from raw_orders),
+renamed as (select id as order_id, user_id as customer_id, amount from source)
+select * from renamed
+"""
+
+CUSTOMERS = """\
+-- One row per customer with their orders.
+with customer_orders as (
+    select customer_id, count(*) as number_of_orders, sum(amount) as customer_lifetime_value
+    from stg_orders
+    group by customer_id
+),
+
+final as (
+    select c.*, o.number_of_orders, o.customer_lifetime_value
+    from stg_customers as c
+    left join customer_orders as o using (customer_id)
+)
+
+select * from final
+"""
+
+LOYAL = """\
+model: customers
+primary_key: customer_id
+where: number_of_orders >= 2
+syncs:
+  - destination: braze
+    identifier: {external_id: customer_id}
+    fields: {email: email, ltv: customer_lifetime_value}
+"""
+# Lines of LOYAL the errors point at.
+PRIMARY_KEY_LINE, WHERE_LINE, IDENTIFIER_LINE, FIELDS_LINE = 2, 3, 6, 7
+
+RAW_TABLES = (
+    "CREATE OR REPLACE TABLE raw_customers (id INTEGER, first_name VARCHAR, email VARCHAR)",
+    "CREATE OR REPLACE TABLE raw_orders (id INTEGER, user_id INTEGER, amount DOUBLE)",
+)
+
+
+@pytest.fixture
+def staging(tmp_path: Path, monkeypatch) -> Path:
+    """The project folder; its warehouse is a DuckDB file holding the raw tables (no model has run)."""
+    root = tmp_path / "project"
+    files = {
+        "project.yaml": "name: staging\n",
+        "destinations.yaml": "braze: {type: outbox}\n",
+        "models/stg_customers.sql": STG_CUSTOMERS,
+        "models/stg_orders.sql": STG_ORDERS,
+        "models/customers.sql": CUSTOMERS,
+        "audiences/loyal.yaml": LOYAL,
+    }
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(textwrap.dedent(text))
+    db = tmp_path / "warehouse.duckdb"
+    with duckdb.connect(str(db)) as con:
+        for statement in RAW_TABLES:
+            con.execute(statement)
+    monkeypatch.setenv("COMPOSABLE_PROJECT_DIR", str(root))
+    monkeypatch.setenv("COMPOSABLE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("COMPOSABLE_WAREHOUSE", f"duckdb:///{db}")
+    return root
+
+
+def composable(*args: str):
+    return CliRunner().invoke(cli, list(args))
+
+
+def edit(root: Path, name: str, old: str, new: str) -> None:
+    path = root / name
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+
+
+def test_validate_checks_every_column_through_select_star(staging):
+    result = composable("validate")
+    assert result.exit_code == 0, result.output
+    assert "columns: all checked against the warehouse (3 models)" in result.output
+    # Without the warehouse the same project passes too, but says that its columns were not checked.
+    offline = composable("validate", "--offline")
+    assert offline.exit_code == 0, offline.output
+    assert "columns not checked against the warehouse (--offline)" in offline.output
+    assert "all checked" not in offline.output
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "line", "column"),
+    [
+        ("where: number_of_orders", "where: number_of_ordrs", WHERE_LINE, "number_of_ordrs"),
+        ("primary_key: customer_id", "primary_key: customerid", PRIMARY_KEY_LINE, "customerid"),
+        ("{external_id: customer_id}", "{external_id: customer_idd}", IDENTIFIER_LINE, "customer_idd"),
+        ("ltv: customer_lifetime_value", "ltv: lifetime_value", FIELDS_LINE, "lifetime_value"),
+    ],
+    ids=["where", "primary_key", "identifier", "field"],
+)
+def test_a_misspelled_audience_column_fails_validate_at_its_file_and_line(staging, old, new, line, column):
+    edit(staging, "audiences/loyal.yaml", old, new)
+    result = composable("validate")
+    assert result.exit_code == 1, result.output
+    assert f"audiences/loyal.yaml:{line}:" in result.output
+    assert f"`{column}`" in result.output and "not an output of model `customers`" in result.output
+    # Offline the same file passes: its model's columns are unknown without the warehouse, never guessed.
+    assert composable("validate", "--offline").exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "old", "new", "line", "column"),
+    [
+        ("models/stg_customers.sql", "        email\n", "        emial\n", 10, "emial"),
+        ("models/customers.sql", "sum(amount)", "sum(amout)", 3, "amout"),
+        ("models/customers.sql", "select c.*,", "select c.*, c.frist_name,", 9, "frist_name"),
+    ],
+    ids=["staging", "aggregate", "qualified"],
+)
+def test_a_model_naming_a_column_its_tables_lack_fails_validate_at_its_line(staging, name, old, new, line, column):
+    edit(staging, name, old, new)
+    result = composable("validate")
+    assert result.exit_code == 1, result.output
+    assert f"{name}:{line}: column `{column}` is in none of the tables" in result.output
+
+
+def test_lineage_goes_through_select_star_to_the_source_column(staging):
+    result = composable("lineage", "customers.customer_lifetime_value")
+    assert result.exit_code == 0, result.output
+    assert rows(result.output, 3) == {("braze", "ltv", "sync/loyal/braze")}
+    result = composable("lineage", "braze.ltv")
+    assert rows(result.output, 2) == {("raw_orders", "amount")}
+    result = composable("lineage", "raw_customers.email")
+    assert rows(result.output, 3) == {("braze", "email", "sync/loyal/braze")}
+    # The identifier too: the source's `id`, renamed in staging; sqlglot traces a USING join column to both sides.
+    assert rows(composable("lineage", "braze.external_id").output, 2) == {("raw_customers", "id"), ("raw_orders", "user_id")}
+    # Offline the lineage stops at `select *`, as before: no column is known.
+    assert composable("lineage", "--offline", "customers.customer_lifetime_value").exit_code == 1
+
+
+def rows(output: str, width: int) -> set[tuple[str, ...]]:
+    return {tuple(c.strip() for c in line.split("│")[1 : width + 1]) for line in output.splitlines() if line.startswith("│")}
+
+
+def test_without_a_warehouse_validate_says_what_it_did_not_check_and_passes(staging, tmp_path, monkeypatch):
+    edit(staging, "audiences/loyal.yaml", "where: number_of_orders", "where: number_of_ordrs")
+    missing = tmp_path / "nowhere" / "warehouse.duckdb"
+    monkeypatch.setenv("COMPOSABLE_WAREHOUSE", f"duckdb:///{missing}")
+    result = composable("validate")
+    assert result.exit_code == 0, result.output
+    assert "columns not checked: cannot read the warehouse" in result.output and "does not exist yet" in result.output
+    assert "all checked" not in result.output
+    assert not missing.parent.exists()  # checking a project made no warehouse
+
+
+def test_a_table_not_created_yet_skips_its_models_checks_and_nothing_else(staging, tmp_path):
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:
+        con.execute("DROP TABLE raw_orders")
+    result = composable("validate")
+    assert result.exit_code == 0, result.output
+    assert "columns of stg_orders not checked: table raw_orders not found in the warehouse" in result.output
+    assert "columns of customers not checked: the columns of model stg_orders it reads are not known" in result.output
+    # stg_customers is still checked: its misspelling is an error even with raw_orders missing.
+    edit(staging, "models/stg_customers.sql", "        email\n", "        emial\n")
+    result = composable("validate")
+    assert result.exit_code == 1 and "models/stg_customers.sql:10:" in result.output
+
+
+def test_columns_from_elsewhere_plug_in_as_a_lookup(staging, tmp_path):
+    """A model without SQL (a Python model; a dbt model's catalog) takes its columns from any lookup, first."""
+    (staging / "models/customers.sql").unlink()
+    (staging / "models/customers.py").write_text(
+        "import pandas as pd\n\n\ndef model(stg_customers: pd.DataFrame) -> pd.DataFrame:\n    return stg_customers\n"
+    )
+    engine = engine_from_url(f"duckdb:///{tmp_path / 'warehouse.duckdb'}")
+    catalog = static_lookup({"customers": ["customer_id", "email", "number_of_orders", "customer_lifetime_value"]})
+    project = load_project(staging, columns=chain_lookups(catalog, warehouse_lookup(engine)))
+    assert project.models["customers"].columns == ["customer_id", "email", "number_of_orders", "customer_lifetime_value"]
+    assert project.models["stg_customers"].columns == ["customer_id", "first_name", "email"]
+    assert project.schema is not None and project.schema.skipped == []
+    deps = column_lineage(project)
+    assert [(k.to_user_string(), c) for k, c in source_columns(deps, "braze", "email") or []] == []  # a Python model's
+    edit(staging, "audiences/loyal.yaml", "where: number_of_orders", "where: number_of_ordrs")
+    with pytest.raises(ProjectError, match="number_of_ordrs"):
+        load_project(staging, columns=chain_lookups(catalog, warehouse_lookup(engine)))
+    # Only the warehouse: the Python model has not run, so its columns (and its audience's) are not checked.
+    project = load_project(staging, columns=warehouse_lookup(engine))
+    assert project.schema is not None
+    assert project.schema.skipped == [
+        "columns of customers not checked: its table is not in the warehouse yet (a Python model has columns once it "
+        "has run)"
+    ]
+    # After a run its table exists: the warehouse says its columns.
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:
+        con.execute("CREATE TABLE customers (customer_id INTEGER, email VARCHAR, number_of_orders INTEGER)")
+    with pytest.raises(ProjectError, match="number_of_ordrs"):
+        load_project(staging, columns=warehouse_lookup(engine))
+
+
+def test_sql_sqlglot_cannot_place_is_not_an_error(staging):
+    """An ambiguous join column, a lambda parameter, a DuckDB function: skipped or derived, never a false error."""
+    edit(staging, "models/customers.sql", "select * from final", "select *, list_transform([1], x -> x + 1) AS l from final")
+    # `amount` is in both tables: sqlglot cannot place it, but it is a real column, so this is no misspelling.
+    joined = "select order_id, customer_id, amount from renamed join raw_orders as r on r.id = renamed.order_id"
+    edit(staging, "models/stg_orders.sql", "select * from renamed", joined)
+    result = composable("validate")
+    assert result.exit_code == 0, result.output
+    assert "columns of stg_orders not checked: sqlglot could not derive its columns" in result.output
+
+
+def test_postgres_lists_the_columns_of_every_table_in_one_query(postgres_url):
+    """The information_schema query on a real PostgreSQL: current and named schemas, missing tables left out."""
+    engine = engine_from_url(postgres_url)
+    with engine.connect() as conn:
+        conn.execute("CREATE SCHEMA crm")
+        conn.execute('CREATE TABLE crm.people (id INTEGER, "Email" TEXT, first_name TEXT)')
+        conn.execute("CREATE TABLE orders (id INTEGER, person_id INTEGER, amount NUMERIC)")
+        conn.execute("CREATE TABLE people (other INTEGER)")
+    found = engine.tables_columns([("crm", "people"), (None, "orders"), (None, "people"), (None, "absent")])
+    assert found == {
+        ("crm", "people"): ["id", "Email", "first_name"],
+        (None, "orders"): ["id", "person_id", "amount"],
+        (None, "people"): ["other"],
+    }
+
+
+def test_postgres_warehouse_checks_a_qualified_source_through_select_star(postgres_url, tmp_path, monkeypatch):
+    engine = engine_from_url(postgres_url)
+    with engine.connect() as conn:
+        conn.execute("CREATE SCHEMA crm")
+        conn.execute("CREATE TABLE crm.members (id INTEGER, email TEXT)")
+    root = tmp_path / "project"
+    (root / "models").mkdir(parents=True)
+    (root / "audiences").mkdir()
+    (root / "models/crm_members.sql").write_text("with source as (select * from crm.members) select * from source\n")
+    (root / "audiences/all.yaml").write_text(LOYAL.replace("customers", "crm_members").replace("number_of_orders", "id"))
+    monkeypatch.setenv("COMPOSABLE_PROJECT_DIR", str(root))
+    monkeypatch.setenv("COMPOSABLE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("COMPOSABLE_WAREHOUSE", postgres_url)
+    (root / "destinations.yaml").write_text("braze: {type: outbox}\n")
+    result = composable("validate")
+    assert result.exit_code == 1, result.output
+    # members has no customer_id (the audience names it): found through `select *` on PostgreSQL's own columns.
+    assert "audiences/all.yaml:2: column `customer_id` is not an output of model `crm_members` (its columns: id, email)" in result.output
