@@ -6,6 +6,7 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 import pytest
 from click.testing import CliRunner
@@ -13,7 +14,9 @@ from click.testing import CliRunner
 from composable_assets.cli import cli
 from composable_assets.governance.lineage import column_lineage, source_columns
 from composable_assets.project import ProjectError, load_project
-from composable_assets.project.schema import chain_lookups, static_lookup, warehouse_lookup
+from composable_assets.definitions import load_definitions
+from composable_assets.project.schema import SNAPSHOT_FILE, chain_lookups, static_lookup, warehouse_lookup
+from composable_assets.settings import Settings
 from composable_assets.warehouse import engine_from_url
 
 # jaffle_shop's shape: raw tables, staging models that rename through `select * from source` / `select * from
@@ -169,8 +172,12 @@ def test_lineage_goes_through_select_star_to_the_source_column(staging):
     assert rows(result.output, 3) == {("braze", "email", "sync/loyal/braze")}
     # The identifier too: the source's `id`, renamed in staging; sqlglot traces a USING join column to both sides.
     assert rows(composable("lineage", "braze.external_id").output, 2) == {("raw_customers", "id"), ("raw_orders", "user_id")}
-    # Offline the lineage stops at `select *`, as before: no column is known.
-    assert composable("lineage", "--offline", "customers.customer_lifetime_value").exit_code == 1
+    # Offline, the source columns the last command read still say (the snapshot); without it the lineage stops at
+    # `select *`, as before: no column is known.
+    assert rows(composable("lineage", "--offline", "braze.ltv").output, 2) == {("raw_orders", "amount")}
+    (staging.parent / "data" / SNAPSHOT_FILE).unlink()
+    result = composable("lineage", "--offline", "customers.customer_lifetime_value")
+    assert result.exit_code == 1 and "no column 'customers.customer_lifetime_value'" in result.output
 
 
 def rows(output: str, width: int) -> set[tuple[str, ...]]:
@@ -277,3 +284,30 @@ def test_postgres_warehouse_checks_a_qualified_source_through_select_star(postgr
     assert result.exit_code == 1, result.output
     # members has no customer_id (the audience names it): found through `select *` on PostgreSQL's own columns.
     assert "audiences/all.yaml:2: column `customer_id` is not an output of model `crm_members` (its columns: id, email)" in result.output
+
+
+def test_the_definitions_derive_columns_from_the_last_validate_without_asking_the_warehouse(staging, tmp_path):
+    settings = Settings.from_env()
+
+    def lineage(key: list[str]) -> dict[str, set[tuple[str, str]]] | None:
+        graph = load_definitions(settings).resolve_asset_graph()
+        found = graph.get(dg.AssetKey(key)).metadata.get("dagster/column_lineage")
+        if found is None:
+            return None
+        return {c: {(d.asset_key.to_user_string(), d.column_name) for d in ds} for c, ds in found.deps_by_column.items()}
+
+    assert lineage(["model", "customers"]) is None  # before any validate: `select *` hides every column
+    assert composable("validate").exit_code == 0
+    assert lineage(["model", "customers"])["customer_lifetime_value"] == {("model/stg_orders", "amount")}
+    assert lineage(["model", "stg_customers"])["email"] == {("source/raw_customers", "email")}
+    assert lineage(["sync", "loyal", "braze"])["ltv"] == {("audience/loyal", "customer_lifetime_value")}
+    # Nothing is checked against the snapshot: a source that changed since (it lost `email`) never stops the
+    # definitions from loading; the models it no longer explains simply have no lineage until the next validate.
+    snapshot = tmp_path / "data" / SNAPSHOT_FILE
+    snapshot.write_text(snapshot.read_text().replace('"email"', '"e_mail"'))
+    assert lineage(["model", "stg_customers"]) is None
+    assert lineage(["model", "stg_orders"])["amount"] == {("source/raw_orders", "amount")}
+    # A snapshot of another warehouse is not used.
+    other = Settings(settings.project_dir, f"duckdb:///{tmp_path / 'other.duckdb'}", settings.data_dir)
+    assert "dagster/column_lineage" not in load_definitions(other).resolve_asset_graph().get(
+        dg.AssetKey(["model", "customers"])).metadata

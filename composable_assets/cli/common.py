@@ -42,7 +42,7 @@ def load(project_dir: str | Path | None = None, *, fallback_project_dir: Path | 
     (project/schema.py); what could not be checked is in `project.schema.skipped`. Only the commands that check or
     trace columns ask: every other command starts without that round-trip.
     """
-    from ..definitions import build_definitions
+    from ..definitions import build_definitions, with_cached_columns
     from ..destinations import DESTINATION_TYPES
     from ..project import ProjectError, load_project
     from ..warehouse import WarehouseError
@@ -61,6 +61,13 @@ def load(project_dir: str | Path | None = None, *, fallback_project_dir: Path | 
 
             lookup = warehouse_lookup(engine_from_url(settings.warehouse_url))
         project = load_project(settings.project_dir, known_destination_types=DESTINATION_TYPES, columns=lookup)
+        if project.schema is not None:
+            from ..project.schema import SNAPSHOT_FILE, write_snapshot
+
+            # The definitions loaded by Dagster derive columns from it without a warehouse round-trip.
+            write_snapshot(settings.data_dir / SNAPSHOT_FILE, settings.warehouse_url, project.schema)
+        else:
+            project = with_cached_columns(project, settings)
         return settings, project, build_definitions(project, settings)
     except ProjectError as exc:
         raise UserError(f"the project folder {settings.project_dir} has errors:\n{exc}") from exc

@@ -10,10 +10,12 @@ model reads, nor named anywhere in its SQL, is an error.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from graphlib import TopologicalSorter
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import sqlglot
 from sqlglot import exp
@@ -25,6 +27,9 @@ from .errors import ProjectError
 from .specs import ModelSpec
 from .sql_parsing import DIALECT, output_columns
 
+if TYPE_CHECKING:  # project.py imports this module for ResolvedSchema
+    from .project import Project
+
 #: A table as a model's SQL names it: (schema as written, or None for the session's current one; table name),
 #: lower-cased. Models live unqualified in the current schema, so a model is (None, name).
 TableRef = tuple[str | None, str]
@@ -32,6 +37,9 @@ TableRef = tuple[str | None, str]
 #: Known columns of the tables asked for; tables it does not know are left out of the answer (not an error).
 #: Raise `SchemaUnavailable` when the source of truth cannot be reached at all.
 ColumnLookup = Callable[[Sequence[TableRef]], Mapping[TableRef, Sequence[str]]]
+
+#: In the data folder: the source columns the last `composable validate` or `composable lineage` read.
+SNAPSHOT_FILE = "warehouse_columns.json"
 
 # sqlglot's schema needs one depth for every table: unqualified names go under this stand-in for the current schema.
 CURRENT_SCHEMA = "__current_schema__"
@@ -55,6 +63,8 @@ class ResolvedSchema:
     errors: list[ProjectError] = field(default_factory=list)
     #: False when the lookup could not answer at all (`SchemaUnavailable`): nothing was checked.
     reachable: bool = True
+    #: What the lookup answered (sources, tables of models without SQL): what `write_snapshot` keeps.
+    looked_up: dict[TableRef, list[str]] = field(default_factory=dict)
 
     def sqlglot_schema(self) -> dict[str, dict[str, dict[str, str]]]:
         """The known tables as sqlglot's nested schema mapping (types are not needed to place columns)."""
@@ -102,11 +112,48 @@ def warehouse_lookup(engine: Any) -> ColumnLookup:
     return lookup
 
 
-def tables_read(model: ModelSpec) -> list[TableRef]:
-    """The tables a SQL model reads (CTEs excluded), as written; a Python model reads its inputs by bare name."""
-    if model.is_python or not model.sql:
-        return [(None, name) for name in (*model.model_deps, *model.source_deps)]
-    return sorted(_tables(sqlglot.parse_one(model.sql, read=DIALECT)))
+def write_snapshot(path: Path, warehouse_url: str, resolved: ResolvedSchema) -> None:
+    """Keep what the warehouse said about the tables, so the definitions can derive columns without asking it.
+
+    Written by the commands that read the warehouse (`composable validate`, `composable lineage`); a cache only, so
+    a folder that cannot be written to is no error.
+    """
+    if not resolved.reachable:
+        return
+    tables = [[schema, name, columns] for (schema, name), columns in sorted(resolved.looked_up.items(), key=_by_ref)]
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"warehouse": warehouse_url, "tables": tables}))
+    except OSError:
+        pass
+
+
+def snapshot_lookup(path: Path, warehouse_url: str) -> ColumnLookup | None:
+    """The columns `write_snapshot` kept for this warehouse, or None (none kept, another warehouse, unreadable)."""
+    try:
+        data = json.loads(path.read_text())
+        if data.get("warehouse") != warehouse_url:
+            return None
+        known: dict[TableRef | str, Sequence[str]] = {
+            (schema, name): list(columns) for schema, name, columns in data["tables"]
+        }
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    return static_lookup(known)
+
+
+def with_columns(project: Project, lookup: ColumnLookup) -> Project:
+    """The project with every model's columns derived it can, for lineage and column schemas only.
+
+    Unlike `load_project(columns=...)` nothing is checked: the definitions load from a snapshot that may be older
+    than the warehouse, and an old snapshot must not stop a code location from loading (validate checks).
+    """
+    resolved = resolve_columns(project.models, lookup)
+    models = {
+        name: replace(model, columns=resolved.columns[name]) if name in resolved.columns else model
+        for name, model in project.models.items()
+    }
+    return replace(project, models=models, schema=resolved)
 
 
 def resolve_columns(models: Mapping[str, ModelSpec], lookup: ColumnLookup) -> ResolvedSchema:
@@ -126,6 +173,7 @@ def resolve_columns(models: Mapping[str, ModelSpec], lookup: ColumnLookup) -> Re
         resolved.reachable = False
         return resolved
     resolved.tables.update(found)
+    resolved.looked_up.update(found)
     order = TopologicalSorter({name: m.model_deps for name, m in models.items()}).static_order()
     for name in order:
         if name not in models:
@@ -254,6 +302,10 @@ def _ref(key: TableRef | str) -> TableRef:
 
 def _sort_key(ref: TableRef) -> tuple[str, str]:
     return (ref[0] or "", ref[1])
+
+
+def _by_ref(item: tuple[TableRef, list[str]]) -> tuple[str, str]:
+    return _sort_key(item[0])
 
 
 def _shown(ref: TableRef) -> str:
