@@ -311,3 +311,38 @@ def test_the_definitions_derive_columns_from_the_last_validate_without_asking_th
     other = Settings(settings.project_dir, f"duckdb:///{tmp_path / 'other.duckdb'}", settings.data_dir)
     assert "dagster/column_lineage" not in load_definitions(other).resolve_asset_graph().get(
         dg.AssetKey(["model", "customers"])).metadata
+
+
+PEOPLE = {"people": ["id", "email", "address", "tags"], "orders": ["id", "person_id", "amount"]}
+
+
+@pytest.mark.parametrize(
+    ("sql", "columns"),
+    [
+        ("select p.id, p.address.city as city from people p", ["id", "city"]),
+        ("select * exclude (email) from people", ["id", "address", "tags"]),
+        ("select * replace (lower(email) as email) from people", ["id", "email", "address", "tags"]),
+        ("select p.id, t.tag from people p, unnest(p.tags) as t(tag)", ["id", "tag"]),
+        ("select id, list_transform(tags, x -> upper(x)) as t from people", ["id", "t"]),
+        ("select * from people natural join orders", ["id", "email", "address", "tags", "person_id", "amount"]),
+        ("select person_id, sum(amount) as s from orders group by all order by s", ["person_id", "s"]),
+        ("select amount * 2 as dbl, dbl + 1 as dbl2 from orders", ["dbl", "dbl2"]),
+        ("with a as (select * from people) select a.* exclude (tags) from a", ["id", "email", "address"]),
+        ("select * from (values (1, 'a')) as v(a, b)", ["a", "b"]),
+        # Unknown, never guessed: a pseudo-column sqlglot cannot place, a table function's columns, COLUMNS(...),
+        # PIVOT's.
+        ("select rowid, id from orders", None),
+        ("select a, b from read_parquet('x.parquet')", None),
+        ("select columns('e.*') from people", None),
+        ("pivot orders on person_id using sum(amount)", None),
+    ],
+)
+def test_duckdb_constructs_are_derived_or_left_unknown_never_an_error(sql, columns):
+    from composable_assets.project.schema import resolve_columns
+    from composable_assets.project.specs import ModelSpec
+
+    model = ModelSpec(name="m", path=Path("models/m.sql"), sql=sql, source_deps=["people", "orders"])
+    resolved = resolve_columns({"m": model}, static_lookup(PEOPLE))
+    assert resolved.errors == []
+    assert resolved.columns.get("m") == columns
+    assert (resolved.skipped != []) == (columns is None)

@@ -11,6 +11,7 @@ model reads, nor named anywhere in its SQL, is an error.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from graphlib import TopologicalSorter
@@ -208,12 +209,21 @@ def resolve_columns(models: Mapping[str, ModelSpec], lookup: ColumnLookup) -> Re
     return resolved
 
 
+_PLACEHOLDER = re.compile(r"_col_\d+")
+# Columns an engine gives every table without listing them in information_schema: naming one is no misspelling.
+_PSEUDO_COLUMNS = frozenset({"rowid", "ctid", "oid", "xmin", "xmax", "tableoid", "_partitiontime", "_partitiondate"})
+
+
 class _NotDerived(Exception):
     """sqlglot could not place the model's columns, though none is plainly unknown: not checked, not an error."""
 
 
 def _derive(model: ModelSpec, query: exp.Expr, reads: list[TableRef], tables: dict[TableRef, list[str]]) -> list[str]:
     """The model's output columns with `*` expanded; ProjectError at the line of a column no table has."""
+    # A table function (read_parquet(...), a DuckDB extension's scan) has columns no lookup knows.
+    function = next((t for t in query.find_all(exp.Table) if not isinstance(t.this, exp.Identifier)), None)
+    if function is not None:
+        raise _NotDerived(f"it reads a table function ({function.this.sql(DIALECT)})")
     mapping: dict[str, object] = dict(_mapping({ref: tables[ref] for ref in reads}))
     schema = MappingSchema(mapping, dialect=DIALECT)
     failure: str | None = None
@@ -225,12 +235,15 @@ def _derive(model: ModelSpec, query: exp.Expr, reads: list[TableRef], tables: di
         failure = str(exc).splitlines()[0]
     else:
         columns = output_columns(qualified) if isinstance(qualified, exp.Query) else None
-        if columns is not None:
+        # sqlglot names an expression it cannot name `_col_0`, ...; DuckDB would name it otherwise (`COLUMNS(...)`
+        # is several columns), so such a model's columns are not known rather than wrong.
+        named = {name.lower() for name in query.named_selects} if isinstance(query, exp.Query) else set()
+        if columns is not None and not any(_PLACEHOLDER.fullmatch(c) and c not in named for c in columns):
             return columns
         failure = "an output column has no name"
     # Only a column named nowhere (in no table read, no alias of the query) is certainly wrong; sqlglot may fail to
     # place a real one (an ambiguous name in a join, a DuckDB construct it does not know), which is no user error.
-    known = {column.lower() for ref in reads for column in tables[ref]} | _names_defined(query)
+    known = {column.lower() for ref in reads for column in tables[ref]} | _names_defined(query) | _PSEUDO_COLUMNS
     unknown = [
         column
         for column in query.find_all(exp.Column)
