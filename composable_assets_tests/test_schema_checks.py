@@ -40,7 +40,7 @@ select * from renamed
 
 STG_ORDERS = """\
 with source as (select * from raw_orders),
-renamed as (select id as order_id, user_id as customer_id, amount from source)
+renamed as (select id as order_id, user_id as customer_id, amount, ordered_at from source)
 select * from renamed
 """
 
@@ -75,7 +75,7 @@ PRIMARY_KEY_LINE, WHERE_LINE, IDENTIFIER_LINE, FIELDS_LINE = 2, 3, 6, 7
 
 RAW_TABLES = (
     "CREATE OR REPLACE TABLE raw_customers (id INTEGER, first_name VARCHAR, email VARCHAR)",
-    "CREATE OR REPLACE TABLE raw_orders (id INTEGER, user_id INTEGER, amount DOUBLE)",
+    "CREATE OR REPLACE TABLE raw_orders (id INTEGER, user_id INTEGER, amount DOUBLE, ordered_at TIMESTAMP)",
 )
 
 
@@ -144,6 +144,19 @@ def test_a_misspelled_audience_column_fails_validate_at_its_file_and_line(stagin
     assert f"`{column}`" in result.output and "not an output of model `customers`" in result.output
     # Offline the same file passes: its model's columns are unknown without the warehouse, never guessed.
     assert composable("validate", "--offline").exit_code == 0
+
+
+def test_a_stream_over_a_select_star_model_has_its_columns_checked(staging):
+    (staging / "streams").mkdir()
+    (staging / "streams/purchases.yaml").write_text(
+        "table: stg_orders\nevent_id: order_id\ncursor: ordered_at\nsyncs:\n  - destination: braze\n"
+        "    identifier: {external_id: customer_id}\n    event: purchase\n    properties: {amount: amount}\n"
+    )
+    assert composable("validate").exit_code == 0
+    edit(staging, "streams/purchases.yaml", "{amount: amount}", "{amount: amnt}")
+    result = composable("validate")
+    assert result.exit_code == 1
+    assert "streams/purchases.yaml:8: column `amnt` is not an output of model `stg_orders`" in result.output
 
 
 @pytest.mark.parametrize(

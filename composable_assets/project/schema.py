@@ -284,7 +284,10 @@ def _tables(query: exp.Expr) -> set[TableRef]:
         if not isinstance(table.this, exp.Identifier):
             continue
         if table.db or table.name.lower() not in ctes:
-            refs.add(_ref((table.db or None, table.name)))
+            # Another database's table (`db.schema.table`) is looked up as the schema `db.schema`, which no current
+            # database's information_schema has: reported as not found, never matched with a same-named table here.
+            schema = f"{table.catalog}.{table.db}" if table.catalog else table.db or None
+            refs.add(_ref((schema, table.name)))
     return refs
 
 
