@@ -32,11 +32,11 @@ def column_lineage(project: Project) -> dict[dg.AssetKey, dict[str, list[Column]
     def table_key(name: str) -> dg.AssetKey:
         return model_key(name) if name in project.models else source_key(name)
 
-    # With the real schema (project/schema.py) sqlglot places every column, through `select *` too.
-    schema = project.schema.sqlglot_schema() if project.schema is not None else {}
     deps: dict[dg.AssetKey, dict[str, list[Column]]] = {}
     for model in project.models.values():
         if model.columns is not None:
+            # With the real schema (project/schema.py) sqlglot places every column, through `select *` too.
+            schema = project.schema.sqlglot_schema(model.name) if project.schema is not None else {}
             sources = _model_column_sources(model.sql, schema) if model.sql else {}
             deps[model_key(model.name)] = {
                 column: [(table_key(table), name) for table, name in sources.get(column, [])]

@@ -66,10 +66,16 @@ class ResolvedSchema:
     reachable: bool = True
     #: What the lookup answered (sources, tables of models without SQL): what `write_snapshot` keeps.
     looked_up: dict[TableRef, list[str]] = field(default_factory=dict)
+    #: SQL model name -> the tables it reads.
+    reads: dict[str, list[TableRef]] = field(default_factory=dict)
 
-    def sqlglot_schema(self) -> dict[str, dict[str, dict[str, str]]]:
-        """The known tables as sqlglot's nested schema mapping (types are not needed to place columns)."""
-        return _mapping(self.tables)
+    def sqlglot_schema(self, model: str) -> dict[str, dict[str, dict[str, str]]]:
+        """The known tables `model` reads as sqlglot's nested schema mapping (types are not needed to place columns).
+
+        Only those: sqlglot normalizes the whole mapping on every call, which for every table of a 100-model project
+        made the lineage of each model cost ~20 ms instead of ~1 ms.
+        """
+        return _mapping({ref: self.tables[ref] for ref in self.reads.get(model, []) if ref in self.tables})
 
 
 def static_lookup(known: Mapping[TableRef | str, Sequence[str]]) -> ColumnLookup:
@@ -161,7 +167,8 @@ def resolve_columns(models: Mapping[str, ModelSpec], lookup: ColumnLookup) -> Re
     """Each model's output columns, from the looked-up tables' columns and the models before it (one lookup call)."""
     resolved = ResolvedSchema()
     parsed = {name: sqlglot.parse_one(m.sql, read=DIALECT) for name, m in models.items() if m.sql and not m.is_python}
-    reads = {name: sorted(_tables(query)) for name, query in parsed.items()}
+    reads = {name: sorted(_tables(query), key=_sort_key) for name, query in parsed.items()}
+    resolved.reads = reads
     # Sources, and models without SQL (Python models, models from elsewhere): their table, if it exists, says.
     wanted = {ref for refs in reads.values() for ref in refs if not _is_model(ref, models)}
     wanted |= {(None, name) for name in models if name not in parsed}
