@@ -125,7 +125,7 @@ def write_snapshot(path: Path, warehouse_url: str, resolved: ResolvedSchema) -> 
     Written by the commands that read the warehouse (`composable validate`, `composable lineage`); a cache only, so
     a folder that cannot be written to is no error.
     """
-    if not resolved.reachable:
+    if not resolved.reachable or not resolved.looked_up:  # nothing learnt: leave no file behind
         return
     tables = [[schema, name, columns] for (schema, name), columns in sorted(resolved.looked_up.items(), key=_by_ref)]
     try:
