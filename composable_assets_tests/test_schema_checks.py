@@ -359,3 +359,25 @@ def test_duckdb_constructs_are_derived_or_left_unknown_never_an_error(sql, colum
     assert resolved.errors == []
     assert resolved.columns.get("m") == columns
     assert (resolved.skipped != []) == (columns is None)
+
+
+def test_an_unreachable_warehouse_is_a_skipped_check_for_validate_and_lineage(staging, monkeypatch):
+    import os
+
+    duckdb_url = os.environ["COMPOSABLE_WAREHOUSE"]
+    monkeypatch.setenv("COMPOSABLE_WAREHOUSE", "postgresql://postgres@127.0.0.1:1/nowhere")  # nothing listens there
+    result = composable("validate")
+    assert result.exit_code == 0, result.output
+    assert "columns not checked: cannot read the warehouse (PostgreSQL" in result.output
+    result = composable("lineage", "raw_customers.email")
+    assert "lineage may be partial: columns not checked: cannot read the warehouse" in result.output
+    assert result.exit_code == 1  # no snapshot yet: `select *` hides the column
+    # With the columns a validate read earlier from the same warehouse, the lineage still goes through `select *`.
+    monkeypatch.setenv("COMPOSABLE_WAREHOUSE", duckdb_url)
+    assert composable("validate").exit_code == 0
+    db = Path(duckdb_url.removeprefix("duckdb:///"))
+    db.rename(db.with_suffix(".away"))  # the same URL, now unreadable
+    assert composable("validate").exit_code == 0  # which keeps the last snapshot
+    result = composable("lineage", "braze.email")
+    assert "lineage may be partial" in result.output
+    assert rows(result.output, 2) == {("raw_customers", "email")}
