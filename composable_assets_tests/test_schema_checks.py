@@ -381,3 +381,20 @@ def test_an_unreachable_warehouse_is_a_skipped_check_for_validate_and_lineage(st
     result = composable("lineage", "braze.email")
     assert "lineage may be partial" in result.output
     assert rows(result.output, 2) == {("raw_customers", "email")}
+
+
+def test_duckdb_lists_the_columns_of_every_table_in_one_query(tmp_path):
+    engine = engine_from_url(f"duckdb:///{tmp_path / 'w.duckdb'}")
+    with engine.connect() as conn:
+        conn.execute("CREATE SCHEMA raw")
+        conn.execute("CREATE TABLE raw.people (id INTEGER, Email VARCHAR)")
+        conn.execute("CREATE TABLE people (other INTEGER)")
+        conn.execute("CREATE VIEW people_view AS SELECT id FROM raw.people")
+    found = engine.tables_columns([("raw", "people"), (None, "people"), ("RAW", "PEOPLE"), (None, "people_view"),
+                                   ("raw", "absent"), ("nowhere", "people")])
+    assert found == {
+        ("raw", "people"): ["id", "Email"],
+        (None, "people"): ["other"],
+        ("RAW", "PEOPLE"): ["id", "Email"],  # unquoted names are case-insensitive in DuckDB
+        (None, "people_view"): ["id"],  # a view is a table to read from, too
+    }
