@@ -134,7 +134,11 @@ def _print_column_checks(project, offline: bool) -> None:
 
 @click.command()
 @click.argument("column")
-@click.option("--offline", is_flag=True, help="Do not read the warehouse: lineage stops at `select *`.")
+@click.option(
+    "--offline",
+    is_flag=True,
+    help="Do not read the warehouse: use the columns the last validate read (without them, lineage stops at `*`).",
+)
 def lineage(column: str, offline: bool) -> None:
     """Where a column goes: TABLE.COLUMN -> every destination field it reaches; DESTINATION.FIELD -> its sources.
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Iterator, Mapping
-from dataclasses import replace
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from .errors import (
 )
 from .project import Project
 from .python_models import read_python_model
-from .schema import ColumnLookup, ResolvedSchema, resolve_columns
+from .schema import ColumnLookup, ResolvedSchema, resolve_columns, with_resolved
 from .secret_refs import SecretRef, is_secret_ref, looks_secret, url_credential
 from .specs import (
     NAME_PATTERN,
@@ -98,10 +97,7 @@ def _resolve_columns(
         return models, ResolvedSchema(skipped=["columns not checked: fix the models first"], reachable=False)
     resolved = resolve_columns(models, lookup)
     errors.extend(resolved.errors)
-    return {
-        name: replace(model, columns=resolved.columns[name]) if name in resolved.columns else model
-        for name, model in models.items()
-    }, resolved
+    return with_resolved(models, resolved), resolved
 
 
 def _load_settings(root: Path, errors: list[ProjectError]) -> ProjectSettings:

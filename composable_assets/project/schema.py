@@ -156,11 +156,15 @@ def with_columns(project: Project, lookup: ColumnLookup) -> Project:
     than the warehouse, and an old snapshot must not stop a code location from loading (validate checks).
     """
     resolved = resolve_columns(project.models, lookup)
-    models = {
+    return replace(project, models=with_resolved(project.models, resolved), schema=resolved)
+
+
+def with_resolved(models: Mapping[str, ModelSpec], resolved: ResolvedSchema) -> dict[str, ModelSpec]:
+    """The models, each with its resolved columns where they are known (else as they were)."""
+    return {
         name: replace(model, columns=resolved.columns[name]) if name in resolved.columns else model
-        for name, model in project.models.items()
+        for name, model in models.items()
     }
-    return replace(project, models=models, schema=resolved)
 
 
 def resolve_columns(models: Mapping[str, ModelSpec], lookup: ColumnLookup) -> ResolvedSchema:
