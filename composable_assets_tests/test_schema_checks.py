@@ -398,3 +398,11 @@ def test_duckdb_lists_the_columns_of_every_table_in_one_query(tmp_path):
         ("RAW", "PEOPLE"): ["id", "Email"],  # unquoted names are case-insensitive in DuckDB
         (None, "people_view"): ["id"],  # a view is a table to read from, too
     }
+
+
+def test_snowflake_lists_columns_table_by_table(snowflake_url):
+    """Engines without the one-query override ask table by table (the real connector against fakesnow)."""
+    engine = engine_from_url(snowflake_url)
+    with engine.connect() as conn:
+        conn.execute('CREATE TABLE "people" ("id" INTEGER, "email" VARCHAR)')
+    assert engine.tables_columns([(None, "people"), (None, "absent")]) == {(None, "people"): ["id", "email"]}
