@@ -400,12 +400,16 @@ def test_duckdb_lists_the_columns_of_every_table_in_one_query(tmp_path):
     }
 
 
-def test_snowflake_lists_columns_table_by_table(snowflake_url):
-    """Engines without the one-query override ask table by table (the real connector against fakesnow)."""
-    engine = engine_from_url(snowflake_url)
+def test_engines_without_one_query_list_columns_table_by_table(tmp_path):
+    """The base class's default (Snowflake, BigQuery, Databricks keep it): each engine's own `table_columns`, in turn."""
+    from composable_assets.warehouse import Connection
+
+    engine = engine_from_url(f"duckdb:///{tmp_path / 'w.duckdb'}")
     with engine.connect() as conn:
-        conn.execute('CREATE TABLE "people" ("id" INTEGER, "email" VARCHAR)')
-    assert engine.tables_columns([(None, "people"), (None, "absent")]) == {(None, "people"): ["id", "email"]}
+        conn.execute("CREATE SCHEMA raw")
+        conn.execute("CREATE TABLE raw.people (id INTEGER, email VARCHAR)")
+        found = Connection.tables_columns(conn, [("raw", "people"), (None, "people"), ("raw", "absent")])
+    assert found == {("raw", "people"): ["id", "email"]}
 
 
 def test_a_python_model_s_columns_are_checked_once_it_has_run(small, monkeypatch):
