@@ -49,6 +49,7 @@ from .project.keys import (
     stream_key,
     sync_key,
 )
+from .project.schema import SNAPSHOT_FILE, snapshot_lookup, with_columns
 from .settings import Settings
 from .streams.shape import MEMBER_KEYS
 from .warehouse import Warehouse
@@ -469,7 +470,17 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
 def load_definitions(settings: Settings | None = None) -> dg.Definitions:
     settings = settings or Settings.from_env()
     project = load_project(settings.project_dir, known_destination_types=DESTINATION_TYPES)
-    return build_definitions(project, settings)
+    return build_definitions(with_cached_columns(project, settings), settings)
+
+
+def with_cached_columns(project: Project, settings: Settings) -> Project:
+    """The project with its models' columns derived from the source columns `composable validate` last read.
+
+    For column lineage and schemas through `select *`: every run, sensor tick and command loads the definitions, so
+    they never wait for the warehouse; nothing is checked against this snapshot (project/schema.py).
+    """
+    cached = snapshot_lookup(settings.data_dir / SNAPSHOT_FILE, settings.warehouse_url)
+    return project if cached is None else with_columns(project, cached)
 
 
 @dg.definitions

@@ -4,13 +4,15 @@ A column is (asset key, column name). Models map each output column to the sourc
 from; an audience keeps its model's columns; a sync sends destination fields from audience columns (its identifier
 too, named by the identifier type); a stream sends event properties from its table's columns. Without the tables'
 schemas, an unqualified column in a join of two tables cannot be placed and a `*` hides its columns: such lineage
-is left out rather than guessed.
+is left out rather than guessed. A project loaded with the real schema (project/schema.py, as `composable lineage`
+and `composable validate` load it) has every table's columns, and the lineage goes through `select *`.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
+from typing import Any
 
 import dagster as dg
 from sqlglot import exp
@@ -19,6 +21,7 @@ from sqlglot.lineage import lineage
 
 from ..project import Project
 from ..project.keys import audience_key, model_key, source_key, stream_key, sync_key
+from ..project.schema import CURRENT_SCHEMA
 
 Column = tuple[dg.AssetKey, str]
 
@@ -32,7 +35,9 @@ def column_lineage(project: Project) -> dict[dg.AssetKey, dict[str, list[Column]
     deps: dict[dg.AssetKey, dict[str, list[Column]]] = {}
     for model in project.models.values():
         if model.columns is not None:
-            sources = _model_column_sources(model.sql)
+            # With the real schema (project/schema.py) sqlglot places every column, through `select *` too.
+            schema = project.schema.sqlglot_schema(model.name) if project.schema is not None else {}
+            sources = _model_column_sources(model.sql, schema) if model.sql else {}
             deps[model_key(model.name)] = {
                 column: [(table_key(table), name) for table, name in sources.get(column, [])]
                 for column in model.columns
@@ -54,12 +59,16 @@ def column_lineage(project: Project) -> dict[dg.AssetKey, dict[str, list[Column]
     return deps
 
 
-def _model_column_sources(sql: str) -> dict[str, list[tuple[str, str]]]:
-    """Output column of `sql` -> (table, column) of every table column it is computed from (one parse for all)."""
+def _model_column_sources(sql: str, schema: Mapping[str, Any] | None = None) -> dict[str, list[tuple[str, str]]]:
+    """Output column of `sql` -> (table, column) of every table column it is computed from (one parse for all).
+
+    `schema` is the tables' columns (`ResolvedSchema.sqlglot_schema`), under which unqualified names sit in the
+    current schema's stand-in; without it (`{}`, what sqlglot makes of None) a `*` leaves its columns unknown.
+    """
     try:
-        roots = lineage(None, sql, {}, dialect="duckdb")  # no schema: {} is what sqlglot makes of None
+        roots = lineage(None, sql, dict(schema or {}), dialect="duckdb", db=CURRENT_SCHEMA if schema else None)
     except SqlglotError:
-        return {}  # e.g. SELECT *; the model still loads, its lineage is simply unknown
+        return {}  # e.g. SELECT * without a schema; the model still loads, its lineage is simply unknown
     sources = {}
     for column, root in roots.items():
         # A `*` in an upstream CTE names no column: that part of the lineage is unknown, not a column called "*".

@@ -19,6 +19,7 @@ from .errors import (
 )
 from .project import Project
 from .python_models import read_python_model
+from .schema import ColumnLookup, ResolvedSchema, resolve_columns, with_resolved
 from .secret_refs import SecretRef, is_secret_ref, looks_secret, url_credential
 from .specs import (
     NAME_PATTERN,
@@ -43,12 +44,18 @@ _DERIVED_AUDIENCE_KEYS = ("name", "path", "destination_types")
 
 
 def load_project(
-    root: str | Path, known_destination_types: Collection[str] | Mapping[str, Any] | None = None
+    root: str | Path,
+    known_destination_types: Collection[str] | Mapping[str, Any] | None = None,
+    columns: ColumnLookup | None = None,
 ) -> Project:
     """Read and validate a project folder; raise every problem found as ProjectError(s).
 
     `known_destination_types` may map each type to its class; a class with pydantic models
     `Settings` and `SyncOptions` gets its destinations.yaml entries and sync `options` checked.
+
+    `columns` looks up the real columns of the tables the models read (the warehouse, a dbt catalog; see
+    project/schema.py): every model's output columns are then derived through `select *`, and the audiences' and
+    streams' columns are checked against them. What could not be checked is in `Project.schema.skipped`.
     """
     root = Path(root).absolute()
     if not root.is_dir():
@@ -56,7 +63,11 @@ def load_project(
     errors: list[ProjectError] = []
     settings = _load_settings(root, errors)
     destinations, destination_names = _load_destinations(root / DESTINATIONS_FILE, known_destination_types, errors)
+    before = len(errors)
     models = _load_models(root / MODELS_DIR, errors)
+    schema = None
+    if columns is not None:
+        models, schema = _resolve_columns(models, columns, errors, models_failed=len(errors) > before)
     audiences = _load_audiences(root / AUDIENCES_DIR, models, destinations, destination_names, errors)
     # A stream reads a model, or a source table the project knows: one a model reads, or one it lands.
     source_tables = {table for model in models.values() for table in model.source_deps} | set(settings.landing)
@@ -74,7 +85,19 @@ def load_project(
         audiences=audiences,
         destinations=destinations,
         streams=streams,
+        schema=schema,
     )
+
+
+def _resolve_columns(
+    models: dict[str, ModelSpec], lookup: ColumnLookup, errors: list[ProjectError], models_failed: bool
+) -> tuple[dict[str, ModelSpec], ResolvedSchema]:
+    """The models with the columns known from the real schema; the checks that follow then use them."""
+    if models_failed:  # a model that did not load (or a cycle) leaves the order and the columns unknowable
+        return models, ResolvedSchema(skipped=["columns not checked: fix the models first"], reachable=False)
+    resolved = resolve_columns(models, lookup)
+    errors.extend(resolved.errors)
+    return with_resolved(models, resolved), resolved
 
 
 def _load_settings(root: Path, errors: list[ProjectError]) -> ProjectSettings:

@@ -8,6 +8,7 @@ from graphlib import TopologicalSorter
 from pathlib import Path
 
 from .incremental import Refresh, model_refreshes
+from .schema import ResolvedSchema
 from .specs import AudienceSpec, DestinationSpec, ModelSpec, ProjectSettings, StreamSpec
 
 
@@ -22,6 +23,9 @@ class Project:
     destinations: dict[str, DestinationSpec]
     # streams/*.yaml: append-only rows forwarded as events (composable_assets/streams).
     streams: dict[str, StreamSpec] = field(default_factory=dict)
+    # The real schema, when the project was loaded with a column lookup (project/schema.py): the tables' columns
+    # (lineage through `select *`) and the checks that could not run. None: loaded from the files alone.
+    schema: ResolvedSchema | None = None
 
     @property
     def sources(self) -> list[str]:
