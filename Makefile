@@ -22,7 +22,7 @@ demo: setup  ## seed the retail sample into data/warehouse.duckdb and run every 
 	$(BIN)/composable demo
 
 test: setup lint  ## linters, then the whole test suite
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=25
 
 lint: setup  ## ruff (lint and format) and mypy on the package, clean
 	$(BIN)/ruff check composable_assets
