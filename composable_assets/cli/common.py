@@ -51,7 +51,9 @@ def load(project_dir: str | Path | None = None, *, fallback_project_dir: Path | 
     except NoProjectError as exc:
         raise UserError(str(exc)) from exc
     try:
-        project = load_project(settings.project_dir, known_destination_types=DESTINATION_TYPES)
+        project = load_project(
+            settings.project_dir, known_destination_types=DESTINATION_TYPES, warehouse_url=settings.warehouse_url
+        )
         return settings, project, build_definitions(project, settings)
     except ProjectError as exc:
         raise UserError(f"the project folder {settings.project_dir} has errors:\n{exc}") from exc

@@ -4,7 +4,9 @@ A column is (asset key, column name). Models map each output column to the sourc
 from; an audience keeps its model's columns; a sync sends destination fields from audience columns (its identifier
 too, named by the identifier type); a stream sends event properties from its table's columns. Without the tables'
 schemas, an unqualified column in a join of two tables cannot be placed and a `*` hides its columns: such lineage
-is left out rather than guessed.
+is left out rather than guessed. dbt models are the exception: their `*` is read with the columns of the models and
+seeds they read (known from the seeds' CSV headers and the models' own queries), as dbt projects write `SELECT *`
+in every staging model. A dbt seed is where data starts, as a source table is.
 """
 
 from __future__ import annotations
@@ -30,9 +32,17 @@ def column_lineage(project: Project) -> dict[dg.AssetKey, dict[str, list[Column]
         return model_key(name) if name in project.models else source_key(name)
 
     deps: dict[dg.AssetKey, dict[str, list[Column]]] = {}
+    # The columns of dbt models and seeds, for the `*` of the dbt models reading them.
+    dbt_schema = {
+        m.name: {column: "unknown" for column in m.columns}
+        for m in project.models.values()
+        if m.is_dbt and m.columns is not None
+    }
     for model in project.models.values():
-        if model.columns is not None:
-            sources = _model_column_sources(model.sql)
+        if model.is_seed and model.columns is not None:
+            deps[model_key(model.name)] = {column: [] for column in model.columns}
+        elif model.columns is not None:
+            sources = _model_column_sources(model.sql, dbt_schema if model.is_dbt else None)
             deps[model_key(model.name)] = {
                 column: [(table_key(table), name) for table, name in sources.get(column, [])]
                 for column in model.columns
@@ -54,10 +64,11 @@ def column_lineage(project: Project) -> dict[dg.AssetKey, dict[str, list[Column]
     return deps
 
 
-def _model_column_sources(sql: str) -> dict[str, list[tuple[str, str]]]:
+def _model_column_sources(sql: str, schema: dict | None = None) -> dict[str, list[tuple[str, str]]]:
     """Output column of `sql` -> (table, column) of every table column it is computed from (one parse for all)."""
     try:
-        roots = lineage(None, sql, {}, dialect="duckdb")  # no schema: {} is what sqlglot makes of None
+        # Without a schema ({} is what sqlglot makes of None) a `*` hides its columns.
+        roots = lineage(None, sql, schema or {}, dialect="duckdb")
     except SqlglotError:
         return {}  # e.g. SELECT *; the model still loads, its lineage is simply unknown
     sources = {}
@@ -133,11 +144,17 @@ def destination_fields(
 
 
 def source_columns(
-    deps: dict[dg.AssetKey, dict[str, list[Column]]], destination: str, field: str
+    deps: dict[dg.AssetKey, dict[str, list[Column]]],
+    destination: str,
+    field: str,
+    origins: frozenset[dg.AssetKey] = frozenset(),
 ) -> list[Column] | None:
-    """Every source (table, column) the destination's `field` comes from, or None if the destination is sent no such field."""
+    """Every source (table, column) the destination's `field` comes from, or None if the destination is sent no such field.
+
+    `origins`: other assets where data starts, as sources do (dbt seeds).
+    """
     starts = [(k, field) for k in deps if k.path[0] in DELIVERED and k.path[-1] == destination and field in deps[k]]
     if not starts:
         return None
-    found = {c for start in starts for c in upstream(deps, start) if c[0].path[0] == "source"}
+    found = {c for start in starts for c in upstream(deps, start) if c[0].path[0] == "source" or c[0] in origins}
     return sorted(found, key=lambda c: (c[0].to_user_string(), c[1]))
