@@ -174,7 +174,7 @@ class PostgresEngine(Engine):
             "host": self.host,
             "port": self.port,
             "user": self.user,
-            "password": "{{ env_var('COMPOSABLE_WAREHOUSE_PASSWORD', env_var('PGPASSWORD', '')) }}",
+            "password": '{{ env_var("COMPOSABLE_WAREHOUSE_PASSWORD", env_var("PGPASSWORD", "")) }}',
             "dbname": self.database,
             "schema": "public",
             "threads": 4,

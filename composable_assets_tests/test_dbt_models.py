@@ -1,0 +1,336 @@
+"""dbt projects as models (project.yaml `dbt:`): a dbt project's models and seeds, built by dagster-dbt, feed audiences.
+
+Real components: dbt-core with dbt-duckdb on a DuckDB file and dbt-postgres on the local PostgreSQL, dagster-dbt's
+multi-asset and resource, the recording destination, `composable validate` and `composable lineage` in process.
+The dbt project is composable_assets_tests/dbt_project (jaffle-shop-like: two seeds, two staging models, `customers`),
+copied for each project. The DuckDB flow shares one module-scoped project, built and synced once; its tests read
+what that run left; the second sync and then a failing dbt test run last, in file order (dbt costs 2-5 s per
+command).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+from click.testing import CliRunner
+
+from composable_assets.cli import cli
+from composable_assets.definitions import audience_selection, load_definitions
+from composable_assets.destinations import DESTINATION_TYPES
+from composable_assets.project import Project, ProjectError, load_project
+from composable_assets.project.keys import audience_key, model_key
+from composable_assets.runner import RunOutcome, run_selection
+from composable_assets.settings import Settings
+
+from .conftest import Recording
+
+DBT_PROJECT = Path(__file__).parent / "dbt_project"
+
+BUYERS = """\
+description: Customers with at least one order.
+model: customers
+primary_key: customer_id
+where: number_of_orders > 0
+syncs:
+  - destination: rec
+    mode: mirror
+    identifier: {email: email}
+    fields: {first_name: first_name, orders: number_of_orders, spent: lifetime_value}
+"""
+
+PROJECT_YAML = """\
+name: shop
+start_date: "2026-01-01"
+dbt: {project_dir: dbt}
+"""
+
+
+class Shop:
+    """A project folder whose models are the test dbt project, on a given warehouse, synced to the recording destination."""
+
+    def __init__(self, root: Path, warehouse_url: str):
+        self.project_dir = root / "project"
+        shutil.copytree(DBT_PROJECT, self.project_dir / "dbt", ignore=shutil.ignore_patterns("target", "logs"))
+        (self.project_dir / "audiences").mkdir()
+        (self.project_dir / "project.yaml").write_text(PROJECT_YAML)
+        (self.project_dir / "audiences" / "buyers.yaml").write_text(BUYERS)
+        (self.project_dir / "destinations.yaml").write_text("rec: {type: recording, batch_size: 10}\n")
+        self.settings = Settings(project_dir=self.project_dir, warehouse_url=warehouse_url, data_dir=root / "data")
+        self.instance = dg.DagsterInstance.ephemeral()
+
+    @property
+    def dbt_dir(self) -> Path:
+        return self.project_dir / "dbt"
+
+    @property
+    def manifest(self) -> Path:
+        return self.dbt_dir / "target" / "manifest.json"
+
+    def load(self) -> Project:
+        return load_project(
+            self.project_dir, known_destination_types=DESTINATION_TYPES, warehouse_url=self.settings.warehouse_url
+        )
+
+    def sync(self, date: str = "2026-03-02") -> RunOutcome:
+        defs = load_definitions(self.settings)
+        return run_selection(defs, audience_selection(self.load(), "buyers"), date, self.instance, log_level=None)
+
+    def append_orders(self, *rows: str) -> None:
+        with (self.dbt_dir / "seeds" / "raw_orders.csv").open("a") as file:
+            file.writelines(f"{row}\n" for row in rows)
+
+    def check(self, key: dg.AssetKey, name: str) -> dg.AssetCheckEvaluation | None:
+        check = dg.AssetCheckKey(key, name)
+        record = self.instance.event_log_storage.get_latest_asset_check_execution_by_key([check]).get(check)
+        return None if record is None or record.event is None else record.event.dagster_event.event_specific_data
+
+
+def sent() -> dict[str, dict]:
+    """Identifier -> fields of every row the recording destination `rec` acknowledged (None: a removal)."""
+    return {r.identifier: r.fields for r in Recording.received["rec"]}
+
+
+# Orders in the seed: Michael 2 completed (10 + 15), Shawn 1 (30), Kathleen 1 completed (20; her returned order does
+# not count), Katherine 1 placed (12). Jimmy and Sarah have none, so are not buyers.
+FIRST_BUYERS = {
+    "michael@example.com": {"first_name": "Michael", "orders": 2, "spent": 25},
+    "shawn@example.com": {"first_name": "Shawn", "orders": 1, "spent": 30},
+    "kathleen@example.com": {"first_name": "Kathleen", "orders": 1, "spent": 20},
+    "katherine@example.com": {"first_name": "Katherine", "orders": 1, "spent": 12},
+}
+
+
+@dataclass
+class Synced:
+    shop: Shop
+    outcome: RunOutcome
+    received: dict[str, dict] = field(default_factory=dict)
+
+
+@pytest.fixture(scope="module")
+def duck(tmp_path_factory) -> Synced:
+    """The shop on a DuckDB file, synced once (dbt parse, seed, build, test; snapshot, delta, sync)."""
+    root = tmp_path_factory.mktemp("dbt_duckdb")
+    shop = Shop(root, f"duckdb:///{root / 'warehouse.duckdb'}")
+    Recording.reset()
+    outcome = shop.sync()
+    return Synced(shop, outcome, sent())
+
+
+def test_dbt_models_and_seeds_are_models_named_as_sql_models(duck):
+    project = duck.shop.load()
+    customers = project.models["customers"]
+    assert customers.is_dbt and not customers.is_seed and customers.path == duck.shop.dbt_dir / "models" / "customers.sql"
+    assert customers.model_deps == ["stg_customers", "stg_orders"] and customers.source_deps == []
+    assert customers.description == "One row per customer, with their order history."
+    assert customers.owners == ["team:analytics"]
+    # `SELECT *` over the staging models, read with their columns (which come from the seeds' CSV headers).
+    assert customers.columns == [
+        "customer_id", "first_name", "last_name", "email", "first_order", "most_recent_order", "number_of_orders",
+        "lifetime_value",
+    ]
+    assert project.models["raw_orders"].is_seed and project.models["stg_orders"].model_deps == ["raw_orders"]
+    assert project.refreshes["customers"].describe() == "full: a dbt model is built by dbt"
+
+    graph = load_definitions(duck.shop.settings).resolve_asset_graph()
+    node = graph.get(model_key("customers"))
+    assert node.parent_keys == {model_key("stg_customers"), model_key("stg_orders")}
+    assert graph.get(audience_key("buyers")).parent_keys == {model_key("customers")}
+    assert graph.get(model_key("stg_customers")).parent_keys == {model_key("raw_customers")}
+    assert node.group_name == "models" and set(node.owners) == {"team:analytics"} and "dbt" in node.kinds
+    assert {check.name for check in node.check_keys} == {"unique_customers_customer_id", "not_null_customers_customer_id", "not_null_customers_email"}
+    # The PII tag reaches the dbt model's column schema, as on a SQL model's.
+    schema = node.metadata["dagster/column_schema"]
+    assert {c.name: c.tags for c in schema.columns}["email"] == {"pii": "email"}
+
+
+def test_the_sync_builds_the_dbt_project_and_sends_the_audience(duck):
+    assert duck.outcome.success, duck.outcome.errors
+    assert duck.received == FIRST_BUYERS
+    # dbt built in the very DuckDB file the audience read: tables (and staging views) in `main`.
+    with duckdb.connect(duck.shop.settings.warehouse_url.removeprefix("duckdb:///"), read_only=True) as con:
+        assert con.execute("SELECT count(*), sum(number_of_orders) FROM main.customers").fetchone() == (6, 5)
+        kinds = dict(con.execute("SELECT table_name, table_type FROM information_schema.tables WHERE table_schema = 'main'").fetchall())
+    assert kinds["customers"] == "BASE TABLE" and kinds["stg_orders"] == "VIEW" and kinds["raw_orders"] == "BASE TABLE"
+    assert "model/customers" in duck.outcome.materialized
+
+
+def test_dbt_tests_are_asset_checks(duck):
+    for name in ("unique_customers_customer_id", "not_null_customers_customer_id", "not_null_customers_email"):
+        evaluation = duck.shop.check(model_key("customers"), name)
+        assert evaluation is not None and evaluation.passed, name
+    assert duck.shop.check(model_key("stg_orders"), "unique_stg_orders_order_id").passed
+
+
+def test_lineage_runs_from_the_destination_field_to_the_dbt_seed(duck, monkeypatch):
+    monkeypatch.setenv("COMPOSABLE_PROJECT_DIR", str(duck.shop.project_dir))
+    monkeypatch.setenv("COMPOSABLE_WAREHOUSE", duck.shop.settings.warehouse_url)
+    monkeypatch.setenv("COMPOSABLE_DATA_DIR", str(duck.shop.settings.data_dir))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    result = CliRunner().invoke(cli, ["lineage", "rec.email"])
+    assert result.exit_code == 0, result.output
+    assert "raw_customers (dbt seed)" in result.output and "email" in result.output
+    # Through a renamed column of a staging model (user_id AS customer_id) and an aggregate.
+    result = CliRunner().invoke(cli, ["lineage", "rec.spent"])
+    assert result.exit_code == 0, result.output
+    assert "raw_orders (dbt seed)" in result.output and "amount" in result.output
+    result = CliRunner().invoke(cli, ["lineage", "raw_orders.amount"])
+    assert result.exit_code == 0, result.output
+    assert "rec" in result.output and "spent" in result.output and "sync/buyers/rec" in result.output
+
+
+def test_validate_passes_and_says_dbt_builds_its_models(duck, monkeypatch):
+    monkeypatch.setenv("COMPOSABLE_PROJECT_DIR", str(duck.shop.project_dir))
+    monkeypatch.setenv("COMPOSABLE_WAREHOUSE", duck.shop.settings.warehouse_url)
+    monkeypatch.setenv("COMPOSABLE_DATA_DIR", str(duck.shop.settings.data_dir))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    result = CliRunner().invoke(cli, ["validate"])
+    assert result.exit_code == 0, result.output
+    assert "5 models, 1 audiences" in result.output
+    assert "model customers: full: a dbt model is built by dbt" in result.output
+
+
+def test_a_second_sync_sends_only_what_changed(duck):
+    """Runs last in the module: it changes the shared project. A changed seed re-parses the project; nothing else does."""
+    shop = duck.shop
+    parsed_at = shop.manifest.stat().st_mtime_ns
+    shop.load()
+    assert shop.manifest.stat().st_mtime_ns == parsed_at, "an unchanged dbt project was parsed again"
+    # Jimmy's first order makes him a buyer; Shawn's second updates him; Katherine's placed order is cancelled
+    # (status changes): she has none left that count, so the mirror removes her.
+    shop.append_orders("7,4,2026-02-01,completed,40", "8,2,2026-02-02,completed,5")
+    orders = shop.dbt_dir / "seeds" / "raw_orders.csv"
+    orders.write_text(orders.read_text().replace("6,5,2026-01-06,placed,12", "6,5,2026-01-06,cancelled,12"))
+    Recording.reset()
+    outcome = shop.sync(date="2026-03-03")
+    assert outcome.success, outcome.errors
+    assert shop.manifest.stat().st_mtime_ns != parsed_at, "a changed dbt project was not parsed again"
+    assert sent() == {
+        "jimmy@example.com": {"first_name": "Jimmy", "orders": 1, "spent": 40},
+        "shawn@example.com": {"first_name": "Shawn", "orders": 2, "spent": 35},
+        "katherine@example.com": None,  # removed
+    }
+    (counts,) = [s for s in outcome.syncs if s.destination == "rec"]
+    assert (counts.count("added"), counts.count("updated"), counts.count("removed")) == (1, 1, 1)
+
+
+def test_a_failing_dbt_test_fails_the_run_and_sends_nothing(duck):
+    """After the second sync (module order): a duplicate customer breaks `unique`; the audience is never refreshed."""
+    shop = duck.shop
+    customers = shop.dbt_dir / "seeds" / "raw_customers.csv"
+    customers.write_text(customers.read_text() + "6,Sarah,again,sarah2@example.com\n")  # customer_id 6 twice
+    Recording.reset()
+    outcome = shop.sync(date="2026-03-04")
+    assert not outcome.success
+    assert Recording.received["rec"] == []
+    evaluation = shop.check(model_key("customers"), "unique_customers_customer_id")
+    assert evaluation is not None and not evaluation.passed
+    assert shop.check(model_key("customers"), "not_null_customers_email").passed
+    assert "audience/buyers" not in outcome.materialized
+
+
+def test_a_dbt_project_that_does_not_parse_is_an_error_naming_it(tmp_path):
+    shop = Shop(tmp_path, f"duckdb:///{tmp_path / 'warehouse.duckdb'}")
+    model = shop.dbt_dir / "models" / "customers.sql"
+    model.write_text(model.read_text().replace("ref('stg_orders')", "ref('stg_ordres')"))
+    with pytest.raises(ProjectError) as raised:
+        shop.load()
+    message = str(raised.value)
+    assert message.startswith("project.yaml:3: dbt: `dbt parse` of the dbt project"), message
+    assert str(shop.dbt_dir) in message and "stg_ordres" in message
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ("dbt: {project_dir: nowhere}", "project.yaml:3: dbt.project_dir: no dbt project at nowhere"),
+        ("dbt: {target: prod}", "project.yaml:3: `dbt`: `target` names a target of your own profiles.yml"),
+        ("dbt: {profiles_dir: profiles}", "project.yaml:3: dbt.profiles_dir: no profiles.yml in profiles"),
+    ],
+)
+def test_dbt_settings_errors_name_project_yaml(tmp_path, settings, message):
+    shop = Shop(tmp_path, f"duckdb:///{tmp_path / 'warehouse.duckdb'}")
+    (shop.project_dir / "project.yaml").write_text(PROJECT_YAML.replace("dbt: {project_dir: dbt}", settings))
+    with pytest.raises(ProjectError) as raised:
+        shop.load()
+    assert message in str(raised.value)
+
+
+def test_a_warehouse_without_a_generated_profile_asks_for_profiles_yml(tmp_path):
+    shop = Shop(tmp_path, "redshift://tester@cluster.example.com:5439/analytics")
+    with pytest.raises(ProjectError) as raised:
+        shop.load()
+    assert "project.yaml:3: dbt: no dbt profile is generated for Redshift database 'analytics'" in str(raised.value)
+    assert "set dbt.profiles_dir" in str(raised.value)
+
+
+def test_the_dbt_project_runs_on_postgres_and_no_secret_is_written(tmp_path, postgres_url, monkeypatch):
+    """dbt-postgres on the test's own database; the password travels only in the environment (trust auth ignores it)."""
+    import psycopg2
+
+    secret = "pg-secret-never-written-9f3b"
+    monkeypatch.setenv("COMPOSABLE_WAREHOUSE_PASSWORD", secret)
+    shop = Shop(tmp_path, postgres_url)
+    outcome = shop.sync()
+    assert outcome.success, outcome.errors
+    assert sent() == FIRST_BUYERS
+    assert shop.check(model_key("customers"), "unique_customers_customer_id").passed
+    with psycopg2.connect(postgres_url.replace("postgresql://", "postgres://")) as con, con.cursor() as cur:
+        cur.execute("SELECT count(*), sum(number_of_orders) FROM public.customers")
+        assert cur.fetchone() == (6, 5)
+    profile = (shop.dbt_dir / "target" / "composable" / "profiles.yml").read_text()
+    assert "type: postgres" in profile and 'env_var("COMPOSABLE_WAREHOUSE_PASSWORD"' in profile
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+    assert written == []
+    assert secret not in repr(outcome.materialized)
+
+
+PLAIN_MODEL_WITH_JINJA = [
+    ("-- People with a score.\nSELECT id, email, name, score FROM {{ ref('people') }}\n", 2, "{{ ref('people') }}"),
+    ("-- People with a score.\n{% set limit = 10 %}\nSELECT id, email, name, score FROM people\n", 2, "{% set limit = 10 %}"),
+    # Passed `validate` before (DuckDB reads `{{ x }}` as a struct and sqlglot skips `{# #}`), failed at run time.
+    ("-- People with a score.\n{# the scored ones #}\nSELECT id, email, name, score FROM people\n", 2, "{# the scored ones #}"),
+    ("SELECT id, email, name,\n  '{{ kept }}' AS note, -- {{ also kept }}\n  {{ score }} AS score FROM people\n", 3, "{{ score }}"),
+]
+
+
+@pytest.mark.parametrize(("sql", "line", "construct"), PLAIN_MODEL_WITH_JINJA)
+def test_jinja_in_a_plain_sql_model_fails_validate_pointing_at_dbt(small, monkeypatch, sql, line, construct):
+    small.write("models/people_model.sql", sql)
+    monkeypatch.setenv("COMPOSABLE_PROJECT_DIR", str(small.settings.project_dir))
+    monkeypatch.setenv("COMPOSABLE_WAREHOUSE", small.settings.warehouse_url)
+    monkeypatch.setenv("COMPOSABLE_DATA_DIR", str(small.settings.data_dir))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    result = CliRunner().invoke(cli, ["validate"])
+    assert result.exit_code == 1
+    output = " ".join(result.output.split())
+    assert f"models/people_model.sql:{line}: `{construct}` is Jinja" in output, output
+    assert "dbt: {project_dir: dbt}" in output
+
+
+def test_dbt_is_imported_only_for_projects_with_a_dbt_project(small):
+    """Loading a project without `dbt:` imports neither dagster-dbt nor dbt (about a second of start-up)."""
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from composable_assets.definitions import load_definitions\n"
+        "from composable_assets.settings import Settings\n"
+        "settings = Settings(project_dir=Path(sys.argv[1]), warehouse_url=sys.argv[2], data_dir=Path(sys.argv[3]))\n"
+        "load_definitions(settings).resolve_asset_graph()\n"
+        "print(sorted(m for m in ('dagster_dbt', 'dbt', 'jinja2') if m in sys.modules))\n"
+    )
+    settings = small.settings
+    for audience in (settings.project_dir / "audiences").glob("*.yaml"):
+        audience.unlink()  # the recording destination type is registered in this process only
+    small.write("destinations.yaml", "box: {type: outbox}\n")
+    args = [str(settings.project_dir), settings.warehouse_url, str(settings.data_dir)]
+    result = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
