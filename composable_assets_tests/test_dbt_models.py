@@ -4,12 +4,13 @@ Real components: dbt-core with dbt-duckdb on a DuckDB file and dbt-postgres on t
 multi-asset and resource, the recording destination, `composable validate` and `composable lineage` in process.
 The dbt project is composable_assets_tests/dbt_project (jaffle-shop-like: two seeds, two staging models, `customers`),
 copied for each project. The DuckDB flow shares one module-scoped project, built and synced once; its tests read
-what that run left; the second sync and then a failing dbt test run last, in file order (dbt costs 2-5 s per
-command).
+what that run left; then, in file order, a second sync, a failing dbt test and a dbt project that no longer parses
+change it (dbt costs 2-5 s per command).
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -30,6 +31,8 @@ from composable_assets.runner import RunOutcome, run_selection
 from composable_assets.settings import Settings
 
 from .conftest import Recording
+
+ROOT = Path(__file__).resolve().parents[1]
 
 DBT_PROJECT = Path(__file__).parent / "dbt_project"
 
@@ -97,13 +100,13 @@ def sent() -> dict[str, dict]:
     return {r.identifier: r.fields for r in Recording.received["rec"]}
 
 
-# Orders in the seed: Michael 2 completed (10 + 15), Shawn 1 (30), Kathleen 1 completed (20; her returned order does
-# not count), Katherine 1 placed (12). Jimmy and Sarah have none, so are not buyers.
+# Orders in the seed: Michael 2 completed (300 + 250), Shawn 1 (600), Kathleen 1 completed (200; her returned order
+# does not count), Katherine 1 placed (120). Jimmy and Sarah have none, so are not buyers.
 FIRST_BUYERS = {
-    "michael@example.com": {"first_name": "Michael", "orders": 2, "spent": 25},
-    "shawn@example.com": {"first_name": "Shawn", "orders": 1, "spent": 30},
-    "kathleen@example.com": {"first_name": "Kathleen", "orders": 1, "spent": 20},
-    "katherine@example.com": {"first_name": "Katherine", "orders": 1, "spent": 12},
+    "michael@example.com": {"first_name": "Michael", "orders": 2, "spent": 550},
+    "shawn@example.com": {"first_name": "Shawn", "orders": 1, "spent": 600},
+    "kathleen@example.com": {"first_name": "Kathleen", "orders": 1, "spent": 200},
+    "katherine@example.com": {"first_name": "Katherine", "orders": 1, "spent": 120},
 }
 
 
@@ -160,6 +163,10 @@ def test_the_sync_builds_the_dbt_project_and_sends_the_audience(duck):
         kinds = dict(con.execute("SELECT table_name, table_type FROM information_schema.tables WHERE table_schema = 'main'").fetchall())
     assert kinds["customers"] == "BASE TABLE" and kinds["stg_orders"] == "VIEW" and kinds["raw_orders"] == "BASE TABLE"
     assert "model/customers" in duck.outcome.materialized
+    # dbt-duckdb on that same file, closing it after each use (else the file stays locked by whoever asked dbt).
+    profile = (duck.shop.dbt_dir / "target" / "composable" / "profiles.yml").read_text()
+    assert f"path: {duck.shop.settings.warehouse_url.removeprefix('duckdb:///')}\n" in profile
+    assert "keep_open: false" in profile and "schema: main" in profile
 
 
 def test_dbt_tests_are_asset_checks(duck):
@@ -198,23 +205,24 @@ def test_validate_passes_and_says_dbt_builds_its_models(duck, monkeypatch):
 
 
 def test_a_second_sync_sends_only_what_changed(duck):
-    """Runs last in the module: it changes the shared project. A changed seed re-parses the project; nothing else does."""
+    """Runs after the tests reading the first sync: it changes the shared project's seed data (which parses nothing)."""
     shop = duck.shop
-    parsed_at = shop.manifest.stat().st_mtime_ns
+    stamp = shop.dbt_dir / "target" / "composable" / "manifest.fingerprint"
+    parsed_at = (shop.manifest.stat().st_mtime_ns, stamp.stat().st_mtime_ns)
     shop.load()
-    assert shop.manifest.stat().st_mtime_ns == parsed_at, "an unchanged dbt project was parsed again"
+    assert (shop.manifest.stat().st_mtime_ns, stamp.stat().st_mtime_ns) == parsed_at, "an unchanged project was parsed"
     # Jimmy's first order makes him a buyer; Shawn's second updates him; Katherine's placed order is cancelled
     # (status changes): she has none left that count, so the mirror removes her.
     shop.append_orders("7,4,2026-02-01,completed,40", "8,2,2026-02-02,completed,5")
     orders = shop.dbt_dir / "seeds" / "raw_orders.csv"
-    orders.write_text(orders.read_text().replace("6,5,2026-01-06,placed,12", "6,5,2026-01-06,cancelled,12"))
+    orders.write_text(orders.read_text().replace("6,5,2026-01-06,placed,120", "6,5,2026-01-06,cancelled,120"))
     Recording.reset()
     outcome = shop.sync(date="2026-03-03")
     assert outcome.success, outcome.errors
-    assert shop.manifest.stat().st_mtime_ns != parsed_at, "a changed dbt project was not parsed again"
+    assert stamp.stat().st_mtime_ns == parsed_at[1], "new rows in a seed made the project be parsed again"
     assert sent() == {
         "jimmy@example.com": {"first_name": "Jimmy", "orders": 1, "spent": 40},
-        "shawn@example.com": {"first_name": "Shawn", "orders": 2, "spent": 35},
+        "shawn@example.com": {"first_name": "Shawn", "orders": 2, "spent": 605},
         "katherine@example.com": None,  # removed
     }
     (counts,) = [s for s in outcome.syncs if s.destination == "rec"]
@@ -236,8 +244,9 @@ def test_a_failing_dbt_test_fails_the_run_and_sends_nothing(duck):
     assert "audience/buyers" not in outcome.materialized
 
 
-def test_a_dbt_project_that_does_not_parse_is_an_error_naming_it(tmp_path):
-    shop = Shop(tmp_path, f"duckdb:///{tmp_path / 'warehouse.duckdb'}")
+def test_a_changed_model_is_parsed_again_and_a_parse_error_names_the_dbt_project(duck):
+    """Last of the module's flow: a model's file changed, so the manifest is stale and `dbt parse` runs, and fails."""
+    shop = duck.shop
     model = shop.dbt_dir / "models" / "customers.sql"
     model.write_text(model.read_text().replace("ref('stg_orders')", "ref('stg_ordres')"))
     with pytest.raises(ProjectError) as raised:
@@ -334,3 +343,42 @@ def test_dbt_is_imported_only_for_projects_with_a_dbt_project(small):
     result = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_the_readme_dbt_path_from_a_clean_folder(tmp_path, monkeypatch):
+    """README.md, "Start your own project", with a dbt project: init, add the dbt project, validate, sync."""
+    readme = ROOT.joinpath("README.md").read_text()
+    steps = [
+        "composable init my_project",
+        "cp -r path/to/your/dbt_project dbt",
+        "rm models/customers.sql",
+        "echo 'dbt: {project_dir: dbt}' >> project.yaml",
+        "composable validate",
+        "composable sync high_value_customers",
+    ]
+    for step in steps:
+        assert step in readme, step
+    monkeypatch.chdir(tmp_path)
+    for name in ("COMPOSABLE_WAREHOUSE", "DAGSTER_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("COMPOSABLE_DATA_DIR", str(tmp_path / "data"))
+    runner = CliRunner()
+    assert runner.invoke(cli, ["init", "my_project"]).exit_code == 0
+    project = tmp_path / "my_project"
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("COMPOSABLE_PROJECT_DIR", str(project))
+    shutil.copytree(DBT_PROJECT, project / "dbt", ignore=shutil.ignore_patterns("target", "logs"))
+    (project / "models" / "customers.sql").unlink()
+    with (project / "project.yaml").open("a") as file:
+        file.write("dbt: {project_dir: dbt}\n")
+    result = runner.invoke(cli, ["validate"])
+    assert result.exit_code == 0, result.output
+    assert "model customers: full: a dbt model is built by dbt" in result.output
+    result = runner.invoke(cli, ["sync", "high_value_customers"])
+    assert result.exit_code == 0, result.output
+    # The example audience (lifetime_value >= 500) over the dbt model: Michael (550) and Shawn (600).
+    files = (tmp_path / "data" / "outbox").rglob("*.jsonl")
+    sent_lines = [json.loads(line) for path in files for line in path.read_text().splitlines()]
+    assert sorted((line["identifier"]["external_id"], line["fields"]["email"]) for line in sent_lines) == [
+        ("1", "michael@example.com"), ("2", "shawn@example.com")
+    ]

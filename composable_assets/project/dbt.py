@@ -126,7 +126,8 @@ def load_dbt_project(
     )
     if generated:
         _write_if_changed(profiles_dir / "profiles.yml", profile_text)
-    fingerprint = _fingerprint(project_dir, target_dir, profile_text, settings.target)
+    seed_dirs = [project_dir / str(p) for p in (config.get("seed-paths") or ["seeds"])]
+    fingerprint = _fingerprint(project_dir, target_dir, seed_dirs, profile_text, settings.target)
     stamp = target_dir / GENERATED_DIR / FINGERPRINT_FILE
     if not dbt.manifest_path.is_file() or _read(stamp) != fingerprint:
         why = "is missing" if not dbt.manifest_path.is_file() else "is older than the dbt project or its profile"
@@ -349,12 +350,22 @@ def render_sql(
         return None
 
 
-def _fingerprint(project_dir: Path, target_dir: Path, profile_text: str, target: str | None) -> str:
-    """What `dbt parse` reads: every file of the dbt project (path, time, size), the profile and the target."""
+def _fingerprint(
+    project_dir: Path, target_dir: Path, seed_dirs: list[Path], profile_text: str, target: str | None
+) -> str:
+    """What `dbt parse` reads: every file of the dbt project (path, time, size), the profile and the target.
+
+    A seed's rows are data, not a definition: only its name counts, so editing a seed's data parses nothing (its
+    columns, which lineage needs, are read from the CSV header on every load).
+    """
     digest = hashlib.sha256()
     for path in sorted(_project_files(project_dir, target_dir)):
+        relative = path.relative_to(project_dir)
+        if path.suffix.lower() == ".csv" and any(path.is_relative_to(folder) for folder in seed_dirs):
+            digest.update(f"{relative}\n".encode())
+            continue
         stat = path.stat()
-        digest.update(f"{path.relative_to(project_dir)}\0{stat.st_mtime_ns}\0{stat.st_size}\n".encode())
+        digest.update(f"{relative}\0{stat.st_mtime_ns}\0{stat.st_size}\n".encode())
     digest.update(profile_text.encode())
     digest.update((target or "").encode())
     return digest.hexdigest()
