@@ -25,8 +25,9 @@ from click.testing import CliRunner
 from composable_assets.cli import cli
 from composable_assets.definitions import audience_selection, load_definitions
 from composable_assets.destinations import DESTINATION_TYPES
+from composable_assets.governance.lineage import column_lineage
 from composable_assets.project import Project, ProjectError, load_project
-from composable_assets.project.keys import audience_key, model_key
+from composable_assets.project.keys import audience_key, model_key, source_key
 from composable_assets.runner import RunOutcome, run_selection
 from composable_assets.settings import Settings
 
@@ -141,12 +142,16 @@ def test_dbt_models_and_seeds_are_models_named_as_sql_models(duck):
     ]
     assert project.models["raw_orders"].is_seed and project.models["stg_orders"].model_deps == ["raw_orders"]
     assert project.refreshes["customers"].describe() == "full: a dbt model is built by dbt"
+    # A dbt source() is a source table, as for SQL models.
+    assert project.models["loyalty"].source_deps == ["loyalty_points"] and project.sources == ["loyalty_points"]
 
     graph = load_definitions(duck.shop.settings).resolve_asset_graph()
     node = graph.get(model_key("customers"))
     assert node.parent_keys == {model_key("stg_customers"), model_key("stg_orders")}
     assert graph.get(audience_key("buyers")).parent_keys == {model_key("customers")}
     assert graph.get(model_key("stg_customers")).parent_keys == {model_key("raw_customers")}
+    assert graph.get(model_key("loyalty")).parent_keys == {source_key("loyalty_points")}
+    assert graph.get(source_key("loyalty_points")).is_observable  # the source observer's, shared with dbt's source
     assert node.group_name == "models" and set(node.owners) == {"team:analytics"} and "dbt" in node.kinds
     assert {check.name for check in node.check_keys} == {"unique_customers_customer_id", "not_null_customers_customer_id", "not_null_customers_email"}
     # The PII tag reaches the dbt model's column schema, as on a SQL model's.
@@ -163,6 +168,8 @@ def test_the_sync_builds_the_dbt_project_and_sends_the_audience(duck):
         kinds = dict(con.execute("SELECT table_name, table_type FROM information_schema.tables WHERE table_schema = 'main'").fetchall())
     assert kinds["customers"] == "BASE TABLE" and kinds["stg_orders"] == "VIEW" and kinds["raw_orders"] == "BASE TABLE"
     assert "model/customers" in duck.outcome.materialized
+    # Only what the audience reads was built (`dbt build --select` of the selected assets), not `loyalty`.
+    assert "model/loyalty" not in duck.outcome.materialized and "loyalty" not in kinds
     # dbt-duckdb on that same file, closing it after each use (else the file stays locked by whoever asked dbt).
     profile = (duck.shop.dbt_dir / "target" / "composable" / "profiles.yml").read_text()
     assert f"path: {duck.shop.settings.warehouse_url.removeprefix('duckdb:///')}\n" in profile
@@ -191,6 +198,12 @@ def test_lineage_runs_from_the_destination_field_to_the_dbt_seed(duck, monkeypat
     result = CliRunner().invoke(cli, ["lineage", "raw_orders.amount"])
     assert result.exit_code == 0, result.output
     assert "rec" in result.output and "spent" in result.output and "sync/buyers/rec" in result.output
+    # A dbt model's column computed from a source() table's column.
+    deps = column_lineage(duck.shop.load())
+    assert deps[model_key("loyalty")] == {
+        "customer_id": [(source_key("loyalty_points"), "customer_id")],
+        "double_points": [(source_key("loyalty_points"), "points")],
+    }
 
 
 def test_validate_passes_and_says_dbt_builds_its_models(duck, monkeypatch):
@@ -200,7 +213,7 @@ def test_validate_passes_and_says_dbt_builds_its_models(duck, monkeypatch):
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     result = CliRunner().invoke(cli, ["validate"])
     assert result.exit_code == 0, result.output
-    assert "5 models, 1 audiences" in result.output
+    assert "6 models, 1 audiences" in result.output
     assert "model customers: full: a dbt model is built by dbt" in result.output
 
 

@@ -67,8 +67,10 @@ def column_lineage(project: Project) -> dict[dg.AssetKey, dict[str, list[Column]
 def _model_column_sources(sql: str, schema: dict | None = None) -> dict[str, list[tuple[str, str]]]:
     """Output column of `sql` -> (table, column) of every table column it is computed from (one parse for all)."""
     try:
-        # Without a schema ({} is what sqlglot makes of None) a `*` hides its columns.
-        roots = lineage(None, sql, schema or {}, dialect="duckdb")
+        # Without a schema ({} is what sqlglot makes of None) a `*` hides its columns. With one (dbt models), tables
+        # outside it (sources) are not validated against it: their columns are simply not known.
+        extra = {"validate_qualify_columns": False} if schema else {}
+        roots = lineage(None, sql, schema or {}, dialect="duckdb", **extra)
     except SqlglotError:
         return {}  # e.g. SELECT *; the model still loads, its lineage is simply unknown
     sources = {}

@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from graphlib import TopologicalSorter
 from pathlib import Path
@@ -124,16 +125,27 @@ def load_dbt_project(
         settings_path=settings_path,
         settings_line=settings_line,
     )
-    if generated:
-        _write_if_changed(profiles_dir / "profiles.yml", profile_text)
     seed_dirs = [project_dir / str(p) for p in (config.get("seed-paths") or ["seeds"])]
     fingerprint = _fingerprint(project_dir, target_dir, seed_dirs, profile_text, settings.target)
     stamp = target_dir / GENERATED_DIR / FINGERPRINT_FILE
-    if not dbt.manifest_path.is_file() or _read(stamp) != fingerprint:
-        why = "is missing" if not dbt.manifest_path.is_file() else "is older than the dbt project or its profile"
-        logger.warning(f"dbt: {dbt.manifest_path} {why}; running `dbt parse` on {project_dir} (a few seconds)")
-        parse(dbt)
-        _write_if_changed(stamp, fingerprint)
+    try:
+        # One process at a time checks and parses (the webserver and the daemon load the project together), so
+        # none reads a manifest another is writing; the second finds it parsed.
+        with _exclusive(target_dir / GENERATED_DIR / "parse.lock"):
+            if generated:
+                _write_if_changed(profiles_dir / "profiles.yml", profile_text)
+            if not dbt.manifest_path.is_file() or _read(stamp) != fingerprint:
+                why = (
+                    "is missing" if not dbt.manifest_path.is_file() else "is older than the dbt project or its profile"
+                )
+                logger.warning(f"dbt: {dbt.manifest_path} {why}; running `dbt parse` on {project_dir} (a few seconds)")
+                parse(dbt)
+                _write_if_changed(stamp, fingerprint)
+    except OSError as exc:
+        raise error(
+            f"dbt: cannot write in the dbt project's target folder {target_dir} ({exc.strerror or exc}); dbt writes its "
+            "manifest there, and the generated profile is kept there"
+        ) from None
     try:
         manifest = json.loads(dbt.manifest_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -297,7 +309,10 @@ def _query_columns(sql: str, schema: dict[str, object]) -> list[str] | None:
     from sqlglot.optimizer.qualify import qualify
 
     try:
-        query = qualify(sqlglot.parse_one(sql, read="duckdb"), schema=schema, dialect="duckdb")
+        # Not validated: a source table's columns are unknown here, and a column of it is still an output column.
+        query = qualify(
+            sqlglot.parse_one(sql, read="duckdb"), schema=schema, dialect="duckdb", validate_qualify_columns=False
+        )
     except SqlglotError:
         return None
     names = list(getattr(query, "named_selects", []) or [])
@@ -379,6 +394,23 @@ def _project_files(folder: Path, target_dir: Path) -> Iterator[Path]:
             yield from _project_files(path, target_dir)
         elif path.is_file():
             yield path
+
+
+@contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (created if missing) for the block, where the platform has flock."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        try:
+            import fcntl
+        except ImportError:  # Windows: no flock; loads there are not expected to race
+            yield
+            return
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _read(path: Path) -> str | None:
