@@ -293,6 +293,30 @@ def test_a_warehouse_without_a_generated_profile_asks_for_profiles_yml(tmp_path)
     assert "set dbt.profiles_dir" in str(raised.value)
 
 
+def test_a_profiles_yml_of_the_project_and_its_target_are_used(tmp_path):
+    """`profiles_dir` and `target`: dbt parses with that profile's target (its schema shows in the manifest)."""
+    shop = Shop(tmp_path, f"duckdb:///{tmp_path / 'warehouse.duckdb'}")
+    profiles = shop.project_dir / "profiles"
+    profiles.mkdir()
+    (profiles / "profiles.yml").write_text(
+        "jaffle:\n"
+        "  target: dev\n"
+        "  outputs:\n"
+        f"    dev: {{type: duckdb, path: '{tmp_path / 'dev.duckdb'}', schema: main, keep_open: false}}\n"
+        f"    prod: {{type: duckdb, path: '{tmp_path / 'warehouse.duckdb'}', schema: analytics, keep_open: false}}\n"
+    )
+    (shop.project_dir / "project.yaml").write_text(
+        PROJECT_YAML.replace("dbt: {project_dir: dbt}", "dbt: {project_dir: dbt, profiles_dir: profiles, target: prod}")
+    )
+    project = shop.load()
+    assert project.dbt is not None and not project.dbt.generated_profile and project.dbt.profiles_dir == profiles
+    manifest = json.loads(shop.manifest.read_text())
+    assert manifest["nodes"]["model.jaffle.customers"]["schema"] == "analytics"
+    assert not (shop.dbt_dir / "target" / "composable" / "profiles.yml").exists()
+    resource = load_definitions(shop.settings).resources["dbt"]
+    assert (resource.target, resource.profiles_dir) == ("prod", str(profiles))
+
+
 def test_the_dbt_project_runs_on_postgres_and_no_secret_is_written(tmp_path, postgres_url, monkeypatch):
     """dbt-postgres on the test's own database; the password travels only in the environment (trust auth ignores it)."""
     import psycopg2
