@@ -248,7 +248,7 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
     if project.dbt is not None:
         # The dbt project's models and seeds: one dagster-dbt multi-asset, run by `dbt build`.
         dbt_models = {n: m for n, m in project.models.items() if m.is_dbt}
-        assets.append(build_dbt_assets(DbtAssets(project.dbt, dbt_models, schema)))
+        assets.append(build_dbt_assets(DbtAssets(project.dbt, dbt_models, schema, project.root)))
         dbt_resources[DBT_RESOURCE] = dbt_resource(project.dbt)
     requests = project.settings.deletion_requests
     # The deletion requests table is a source even when no model reads it: its asset depends on it.

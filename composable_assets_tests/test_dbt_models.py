@@ -153,6 +153,7 @@ def test_dbt_models_and_seeds_are_models_named_as_sql_models(duck):
     assert graph.get(model_key("loyalty")).parent_keys == {source_key("loyalty_points")}
     assert graph.get(source_key("loyalty_points")).is_observable  # the source observer's, shared with dbt's source
     assert node.group_name == "models" and set(node.owners) == {"team:analytics"} and "dbt" in node.kinds
+    assert node.metadata["file"] == "dbt/models/customers.sql"
     assert {check.name for check in node.check_keys} == {"unique_customers_customer_id", "not_null_customers_customer_id", "not_null_customers_email"}
     # The PII tag reaches the dbt model's column schema, as on a SQL model's.
     schema = node.metadata["dagster/column_schema"]

@@ -15,6 +15,7 @@ not pay for them (~1 s).
 # as objects.
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -37,6 +38,8 @@ class DbtAssets:
     #: The project's models read from the dbt project, by name.
     models: Mapping[str, ModelSpec]
     schema: str
+    #: The project folder: the `file` metadata of each dbt model is relative to it, as a SQL model's is.
+    project_root: Path
 
 
 def _require_dagster_dbt(dbt: DbtProject) -> None:
@@ -68,7 +71,7 @@ def build_dbt_assets(spec: DbtAssets) -> dg.AssetsDefinition:
     _require_dagster_dbt(spec.dbt)
     from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
 
-    models, schema, project_dir = spec.models, spec.schema, spec.dbt.project_dir
+    models, schema, root = spec.models, spec.schema, spec.project_root
 
     class Translator(DagsterDbtTranslator):
         """Keys, groups and owners as the project's own models and sources have them."""
@@ -88,8 +91,8 @@ def build_dbt_assets(spec: DbtAssets) -> dg.AssetsDefinition:
         def get_metadata(self, dbt_resource_props: Mapping[str, Any]) -> Mapping[str, Any]:
             model = models.get(dbt_resource_props["name"])
             metadata = dict(super().get_metadata(dbt_resource_props))
-            if model is not None and model.path.is_relative_to(project_dir):
-                metadata["file"] = str(model.path.relative_to(project_dir.parent))
+            if model is not None:
+                metadata["file"] = str(model.path.relative_to(root) if model.path.is_relative_to(root) else model.path)
             return metadata
 
     translator = Translator()

@@ -250,7 +250,7 @@ def models_of(dbt: DbtProject, manifest: dict[str, Any]) -> dict[str, ModelSpec]
         if node["resource_type"] == "seed":
             spec.columns = _seed_columns(spec.path) or _declared_columns(node)
         else:
-            rendered = render_sql(node.get("raw_code") or "", node["name"], names, tables, nodes, sources)
+            rendered = render_sql(node.get("raw_code") or "", node["name"], names, tables, sources)
             spec.sql = rendered or ""
             spec.columns = _query_columns(spec.sql, columns) if spec.sql else None
         if spec.columns is not None:
@@ -328,7 +328,6 @@ def render_sql(
     name: str,
     names: dict[str, str],
     tables: dict[str, str],
-    nodes: dict[str, Any],
     sources: dict[str, Any],
 ) -> str | None:
     """A dbt model's SQL with `ref()` and `source()` as bare table names, or None when it needs more of dbt."""
