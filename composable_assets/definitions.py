@@ -14,6 +14,7 @@ from .assets.deliveries import DeliverySpec, build_delivery_asset
 from .assets.deltas import DeltaAsset, build_delta_asset
 from .assets.models import ModelAsset, build_model_asset
 from .assets.python_models import build_python_model_asset
+from .assets.seeds import seed_job
 from .assets.sources import build_landing_loader, build_source_observer
 from .automation.alerts import alert_sensor
 from .automation.freshness import freshness_policy, heartbeat_interval
@@ -40,6 +41,7 @@ from .project.gates import resolve_gates
 from .project.incremental import Refresh, journal_columns
 from .project.keys import (
     DBT_RESOURCE,
+    MODELS,
     PANDAS_IO_MANAGER,
     Delivery,
     audience_key,
@@ -49,6 +51,7 @@ from .project.keys import (
     stream_key,
     sync_key,
 )
+from .project.schema import SNAPSHOT_FILE, snapshot_lookup, with_columns
 from .settings import Settings
 from .streams.shape import MEMBER_KEYS
 from .warehouse import Warehouse
@@ -104,6 +107,20 @@ def upstream_keys(project: Project, table: str) -> list[dg.AssetKey]:
     if table in project.models:
         keys += [model_key(m) for m in (*project.models_upstream_of(table), table)]
     return keys
+
+
+#: The job that materializes every model (`composable build`).
+BUILD_JOB = "build_models"
+
+
+def models_selection(project: Project) -> dg.AssetSelection:
+    """Every model (SQL, Python, or any other asset in the models group) and the landing loads feeding them.
+
+    By group, not by file: a model of another kind added to the group is built with the rest.
+    """
+    models = dg.AssetSelection.groups(MODELS)
+    landed = dg.AssetSelection.assets(*(source_key(t) for t in project.settings.landing))
+    return models | (models.upstream() & landed)
 
 
 def audience_keys(project: Project, audience: str, destination: str | None = None) -> list[dg.AssetKey]:
@@ -259,7 +276,7 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
     landing_loader = build_landing_loader(landing, schema, kind, samples, journal_columns(refreshes))
     if landing_loader is not None:
         assets.append(landing_loader)
-    jobs = []
+    jobs: list[dg.JobDefinition | dg.UnresolvedAssetJobDefinition] = []
     schedules = []
     # Frees the warehouse slots of runs killed mid-step (automation/stale_runs.py).
     sensors = [free_dead_runs_sensor]
@@ -402,6 +419,16 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
                     heartbeat_interval(stream.cadence, stream.freshness),
                 )
             )
+    if any(MODELS in asset.group_names_by_key.values() for asset in assets):
+        jobs.append(
+            dg.define_asset_job(
+                BUILD_JOB,
+                selection=models_selection(project),
+                description="Materialize every model, after loading the landing folders they read.",
+            )
+        )
+    # A file into a warehouse table (`composable seed`), with the file and table as run config.
+    jobs.append(seed_job(frozenset(project.models)))
     if requests is not None:
         archive = archive_location(project.settings.archive, settings.data_dir)
         assets.append(build_deletion_asset(project, destinations, kind, archive))
@@ -455,7 +482,17 @@ def load_definitions(settings: Settings | None = None) -> dg.Definitions:
     project = load_project(
         settings.project_dir, known_destination_types=DESTINATION_TYPES, warehouse_url=settings.warehouse_url
     )
-    return build_definitions(project, settings)
+    return build_definitions(with_cached_columns(project, settings), settings)
+
+
+def with_cached_columns(project: Project, settings: Settings) -> Project:
+    """The project with its models' columns derived from the source columns `composable validate` last read.
+
+    For column lineage and schemas through `select *`: every run, sensor tick and command loads the definitions, so
+    they never wait for the warehouse; nothing is checked against this snapshot (project/schema.py).
+    """
+    cached = snapshot_lookup(settings.data_dir / SNAPSHOT_FILE, settings.warehouse_url)
+    return project if cached is None else with_columns(project, cached)
 
 
 @dg.definitions

@@ -98,17 +98,7 @@ def run_selection(
     """
     # A failed step or a warning is named by its asset's key (what the UI shows), not by Dagster's step key.
     step_names = {key.to_python_identifier(): key.to_user_string() for key in defs.resolve_all_asset_keys()}
-    # A run starts only the loggers its run config names; naming none would start Dagster's console at DEBUG.
-    loggers: dict[str, dg.LoggerDefinition] = {}
-    logger_config: dict[str, Any] = {}
-    if log_level is not None:
-        loggers["console"] = dg.colored_console_logger
-        logger_config["console"] = {"config": {"log_level": log_level}}
-    if watcher is not None:
-        loggers["watcher"] = _watcher_logger(watcher, step_names)
-        logger_config["watcher"] = {}
-    if not loggers:
-        loggers["silent"], logger_config["silent"] = _SILENT, {}
+    loggers, logger_config = _loggers(log_level, watcher, step_names)
     # What `dg.materialize` does, plus loggers of our choosing (it always uses Dagster's console logger).
     job = dg.Definitions(
         jobs=[dg.define_asset_job(JOB_NAME, selection=selection)],
@@ -157,6 +147,58 @@ def run_selection(
         [o for o in outcomes if o.delivery.kind == "stream"],
         materialized,
     )
+
+
+def run_job(
+    defs: dg.Definitions,
+    job_name: str,
+    dagster_instance: dg.DagsterInstance,
+    run_config: dict[str, Any],
+    log_level: str | None = "INFO",
+    watcher: RunWatcher | None = None,
+) -> RunOutcome:
+    """Run one of the definitions' op jobs (e.g. `seed`) in this process, with the loggers `run_selection` uses.
+
+    `errors` hold each failed step's message alone (an op job's steps are no assets to name).
+    """
+    loggers, logger_config = _loggers(log_level, watcher, {})
+    (job,) = [j for j in defs.jobs or [] if j.name == job_name]
+    # The job as the definitions hold it, given our loggers (it names none of its own) and the same resources.
+    bound = dg.Definitions(jobs=[job], resources=defs.resources, loggers=loggers).resolve_job_def(job_name)
+    run_id = str(uuid.uuid4())
+    with SlotWatch(dagster_instance, run_id, watcher):
+        result = bound.execute_in_process(
+            run_config={**run_config, "loggers": logger_config},
+            instance=dagster_instance,
+            raise_on_error=False,
+            run_id=run_id,
+            tags={"composable/launched_by": "cli"},
+        )
+    materialized = {
+        event.asset_key.to_user_string(): dict(event.materialization.metadata)
+        for event in result.get_asset_materialization_events()
+        if event.asset_key is not None
+    }
+    errors = [_failure_message(event) for event in result.get_step_failure_events()]
+    return RunOutcome(result.success, result.run_id, [], errors, [], materialized)
+
+
+def _loggers(
+    log_level: str | None, watcher: RunWatcher | None, step_names: dict[str, str]
+) -> tuple[dict[str, dg.LoggerDefinition], dict[str, Any]]:
+    """A run's loggers and their run config: Dagster's console at `log_level`, the watcher, or one that is silent."""
+    # A run starts only the loggers its run config names; naming none would start Dagster's console at DEBUG.
+    loggers: dict[str, dg.LoggerDefinition] = {}
+    logger_config: dict[str, Any] = {}
+    if log_level is not None:
+        loggers["console"] = dg.colored_console_logger
+        logger_config["console"] = {"config": {"log_level": log_level}}
+    if watcher is not None:
+        loggers["watcher"] = _watcher_logger(watcher, step_names)
+        logger_config["watcher"] = {}
+    if not loggers:
+        loggers["silent"], logger_config["silent"] = _SILENT, {}
+    return loggers, logger_config
 
 
 def delivery_assets(defs: dg.Definitions) -> dict[dg.AssetKey, tuple[Delivery, str]]:

@@ -1,7 +1,7 @@
 """The `composable` command: init, validate, demo, sync, stream, preview and more.
 
-One module per command group: project (init, validate, lineage), run (sync, stream, preview, rejections),
-governance (explain, forget, archive), demo (demo, simulate) and ui; common holds what they share (loading the
+One module per command group: project (init, validate, lineage), build (seed, build), run (sync, stream, preview,
+rejections), governance (explain, forget, archive), demo (demo, simulate) and ui; common holds what they share (loading the
 project, running assets in this process, UserError), render what they draw with rich.
 """
 
@@ -12,7 +12,7 @@ import traceback
 
 import click
 
-from . import demo, governance, project, run, ui
+from . import build, demo, governance, project, run, ui
 from .common import UserError
 from .render import err_console
 
@@ -29,6 +29,8 @@ for _command in (
     project.init,
     project.validate,
     project.lineage,
+    build.seed,
+    build.build,
     run.sync,
     run.rejections,
     run.stream,

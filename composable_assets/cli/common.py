@@ -33,13 +33,16 @@ def project_today(project) -> str:
     return dt.datetime.now(ZoneInfo(project.settings.timezone)).date().isoformat()
 
 
-def load(project_dir: str | Path | None = None, *, fallback_project_dir: Path | None = None):
+def load(project_dir: str | Path | None = None, *, fallback_project_dir: Path | None = None, columns: bool = False):
     """Settings, project and definitions; errors in the project folder become a UserError.
 
     The project folder is `project_dir`, else the one the user named (COMPOSABLE_PROJECT_DIR, or the current folder
     if it holds a project.yaml), else `fallback_project_dir` (the demo commands pass the demo's), else an error.
+    `columns`: read the source tables' columns from the warehouse (one query) and check every column against them
+    (project/schema.py); what could not be checked is in `project.schema.skipped`. Only the commands that check or
+    trace columns ask: every other command starts without that round-trip.
     """
-    from ..definitions import build_definitions
+    from ..definitions import build_definitions, with_cached_columns
     from ..destinations import DESTINATION_TYPES
     from ..project import ProjectError, load_project
     from ..warehouse import WarehouseError
@@ -51,9 +54,25 @@ def load(project_dir: str | Path | None = None, *, fallback_project_dir: Path | 
     except NoProjectError as exc:
         raise UserError(str(exc)) from exc
     try:
+        lookup = None
+        if columns:
+            from ..project.schema import warehouse_lookup
+            from ..warehouse import engine_from_url
+
+            lookup = warehouse_lookup(engine_from_url(settings.warehouse_url))
         project = load_project(
-            settings.project_dir, known_destination_types=DESTINATION_TYPES, warehouse_url=settings.warehouse_url
+            settings.project_dir,
+            known_destination_types=DESTINATION_TYPES,
+            columns=lookup,
+            warehouse_url=settings.warehouse_url,
         )
+        if project.schema is not None:
+            from ..project.schema import SNAPSHOT_FILE, write_snapshot
+
+            # The definitions loaded by Dagster derive columns from it without a warehouse round-trip.
+            write_snapshot(settings.data_dir / SNAPSHOT_FILE, settings.warehouse_url, project.schema)
+        else:
+            project = with_cached_columns(project, settings)
         return settings, project, build_definitions(project, settings)
     except ProjectError as exc:
         raise UserError(f"the project folder {settings.project_dir} has errors:\n{exc}") from exc
@@ -75,6 +94,14 @@ def execute(defs, selection, partition_key=None, **options):
         return run_selection(
             defs, selection, partition_key, instance(), log_level="DEBUG" if debug() else None, watcher=live, **options
         )
+
+
+def execute_job(defs, job_name: str, run_config: dict):
+    """One of the definitions' op jobs, run in this process as `execute` runs assets."""
+    from ..runner import instance, run_job
+
+    with LiveRun() as live:
+        return run_job(defs, job_name, instance(), run_config, log_level="DEBUG" if debug() else None, watcher=live)
 
 
 def run_with_summary(defs, selection, partition_key, title: str):

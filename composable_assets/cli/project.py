@@ -52,9 +52,18 @@ def init(directory: Path, force: bool) -> None:
     "project_dir",
     help="Project folder (default: COMPOSABLE_PROJECT_DIR, or the current folder if it holds project.yaml).",
 )
-def validate(project_dir: str | None) -> None:
-    """Check a project folder: files, fields, SQL, references."""
-    settings, project, defs = load(project_dir)
+@click.option(
+    "--offline",
+    is_flag=True,
+    help="Do not read the warehouse: columns are checked only where the model SQL lists them (no `select *`).",
+)
+def validate(project_dir: str | None, offline: bool) -> None:
+    """Check a project folder: files, fields, SQL, references, and every column against the warehouse's tables.
+
+    The source tables' columns are read from the warehouse in one query; each model's columns follow from its SQL,
+    through `select *`. What could not be checked (no warehouse, a table not created yet) is listed, never an error.
+    """
+    settings, project, defs = load(project_dir, columns=not offline)
     defs.resolve_asset_graph()  # Dagster's own checks on keys, owners and dependencies
     # Python models were parsed when the project loaded; here their files are also imported (never run), so a
     # missing package is found now rather than by the first sync.
@@ -73,6 +82,7 @@ def validate(project_dir: str | None) -> None:
         f"sources: {', '.join(project.sources) or 'none'}",
         highlight=False,
     )
+    _print_column_checks(project, offline)
     # How minute-level runs keep each model and audience: by key where the SQL allows it, else in full (and why).
     from ..assets.audiences import audience_refresh
 
@@ -97,17 +107,54 @@ def validate(project_dir: str | None) -> None:
             )
 
 
+def _print_column_checks(project, offline: bool) -> None:
+    """Whether the columns were checked against the warehouse and, if not all, which checks did not run and why."""
+    if offline or project.schema is None:
+        console.print(
+            "  columns not checked against the warehouse (--offline): only those of models whose SQL lists them",
+            highlight=False,
+        )
+        return
+    if not project.schema.reachable:
+        for note in project.schema.skipped:
+            console.print(f"  [yellow]{escape(note)}[/]", highlight=False)
+        return
+    known = sum(1 for m in project.models.values() if m.columns is not None)
+    if not project.schema.skipped:
+        against = " against the warehouse" if project.schema.looked_up else ""  # models over inline VALUES need none
+        console.print(f"  columns: all checked{against} ({known} models)", highlight=False)
+        return
+    console.print(
+        f"  columns checked against the warehouse for {known} of {len(project.models)} models; not checked:",
+        highlight=False,
+    )
+    for note in project.schema.skipped:
+        console.print(f"  [yellow]-[/] {escape(note)}", highlight=False)
+
+
 @click.command()
 @click.argument("column")
-def lineage(column: str) -> None:
+@click.option(
+    "--offline",
+    is_flag=True,
+    help="Do not read the warehouse: use the columns the last validate read (without them, lineage stops at `*`).",
+)
+def lineage(column: str, offline: bool) -> None:
     """Where a column goes: TABLE.COLUMN -> every destination field it reaches; DESTINATION.FIELD -> its sources.
 
     TABLE is a source table, a model or an audience (a destination's name is read as DESTINATION); lineage is
-    derived from the model SQL, never declared.
+    derived from the model SQL, never declared, with the source tables' columns read from the warehouse so that it
+    goes through `select *`.
     """
+    from ..definitions import with_cached_columns
     from ..governance.lineage import column_lineage, destination_fields, source_columns
 
-    _, project, _ = load()
+    settings, project, _ = load(columns=not offline)
+    for note in project.schema.skipped if project.schema is not None else []:
+        err_console.print(f"[yellow]lineage may be partial:[/] {escape(note)}", highlight=False)
+    if project.schema is not None and not project.schema.reachable:
+        # The columns the last validate read are better than none (--offline uses them too).
+        project = with_cached_columns(project, settings)
     name, _, field = column.rpartition(".")
     if not name or not field:
         raise UserError(f"expected TABLE.COLUMN or DESTINATION.FIELD, got {column!r}")

@@ -4,15 +4,18 @@ A column is (asset key, column name). Models map each output column to the sourc
 from; an audience keeps its model's columns; a sync sends destination fields from audience columns (its identifier
 too, named by the identifier type); a stream sends event properties from its table's columns. Without the tables'
 schemas, an unqualified column in a join of two tables cannot be placed and a `*` hides its columns: such lineage
-is left out rather than guessed. dbt models are the exception: their `*` is read with the columns of the models and
-seeds they read (known from the seeds' CSV headers and the models' own queries), as dbt projects write `SELECT *`
-in every staging model. A dbt seed is where data starts, as a source table is.
+is left out rather than guessed. A project loaded with the real schema (project/schema.py, as `composable lineage`
+and `composable validate` load it) has every table's columns, and the lineage goes through `select *`. dbt models
+read their `*` with the columns of the dbt models and seeds they read as well (known from the seeds' CSV headers and
+the models' own queries), warehouse or not, as dbt projects write `SELECT *` in every staging model. A dbt seed is
+where data starts, as a source table is.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
+from typing import Any
 
 import dagster as dg
 from sqlglot import exp
@@ -21,6 +24,7 @@ from sqlglot.lineage import lineage
 
 from ..project import Project
 from ..project.keys import audience_key, model_key, source_key, stream_key, sync_key
+from ..project.schema import CURRENT_SCHEMA
 
 Column = tuple[dg.AssetKey, str]
 
@@ -34,7 +38,7 @@ def column_lineage(project: Project) -> dict[dg.AssetKey, dict[str, list[Column]
     deps: dict[dg.AssetKey, dict[str, list[Column]]] = {}
     # The columns of dbt models and seeds, for the `*` of the dbt models reading them.
     dbt_schema = {
-        m.name: {column: "unknown" for column in m.columns}
+        m.name: {column.lower(): "unknown" for column in m.columns}
         for m in project.models.values()
         if m.is_dbt and m.columns is not None
     }
@@ -42,7 +46,13 @@ def column_lineage(project: Project) -> dict[dg.AssetKey, dict[str, list[Column]
         if model.is_seed and model.columns is not None:
             deps[model_key(model.name)] = {column: [] for column in model.columns}
         elif model.columns is not None:
-            sources = _model_column_sources(model.sql, dbt_schema if model.is_dbt else None)
+            # With the real schema (project/schema.py) sqlglot places every column, through `select *` too.
+            schema = project.schema.sqlglot_schema(model.name) if project.schema is not None else {}
+            if model.is_dbt:
+                # The dbt models and seeds it reads, where the warehouse (or its snapshot) has not told them.
+                current = {**dbt_schema, **schema.get(CURRENT_SCHEMA, {})}
+                schema = {**schema, CURRENT_SCHEMA: current}
+            sources = _model_column_sources(model.sql, schema, lenient=model.is_dbt) if model.sql else {}
             deps[model_key(model.name)] = {
                 column: [(table_key(table), name) for table, name in sources.get(column, [])]
                 for column in model.columns
@@ -64,15 +74,21 @@ def column_lineage(project: Project) -> dict[dg.AssetKey, dict[str, list[Column]
     return deps
 
 
-def _model_column_sources(sql: str, schema: dict | None = None) -> dict[str, list[tuple[str, str]]]:
-    """Output column of `sql` -> (table, column) of every table column it is computed from (one parse for all)."""
+def _model_column_sources(
+    sql: str, schema: Mapping[str, Any] | None = None, lenient: bool = False
+) -> dict[str, list[tuple[str, str]]]:
+    """Output column of `sql` -> (table, column) of every table column it is computed from (one parse for all).
+
+    `schema` is the tables' columns (`ResolvedSchema.sqlglot_schema`), under which unqualified names sit in the
+    current schema's stand-in; without it (`{}`, what sqlglot makes of None) a `*` leaves its columns unknown.
+    `lenient` (dbt models): a table outside `schema` (a source not looked up) leaves its own columns unknown, instead
+    of the whole model's lineage.
+    """
     try:
-        # Without a schema ({} is what sqlglot makes of None) a `*` hides its columns. With one (dbt models), tables
-        # outside it (sources) are not validated against it: their columns are simply not known.
-        extra = {"validate_qualify_columns": False} if schema else {}
-        roots = lineage(None, sql, schema or {}, dialect="duckdb", **extra)
+        extra = {"validate_qualify_columns": False} if lenient and schema else {}
+        roots = lineage(None, sql, dict(schema or {}), dialect="duckdb", db=CURRENT_SCHEMA if schema else None, **extra)
     except SqlglotError:
-        return {}  # e.g. SELECT *; the model still loads, its lineage is simply unknown
+        return {}  # e.g. SELECT * without a schema; the model still loads, its lineage is simply unknown
     sources = {}
     for column, root in roots.items():
         # A `*` in an upstream CTE names no column: that part of the lineage is unknown, not a column called "*".

@@ -92,13 +92,31 @@ def load_landing(
     return report
 
 
+#: What `read_file` reads, by suffix (a landing folder takes the binary and JSON ones, `composable seed` all of them).
+READABLE_SUFFIXES = (".parquet", ".jsonl", ".json", ".ndjson", ".csv")
+
+
+def read_file(file: Path, *, csv_options: str = "") -> str:
+    """The DuckDB table function reading one file (its path bound as the first `?`), chosen by the file's suffix.
+
+    `csv_options`: more named arguments of `read_csv` (`composable seed` fixes the delimiter and collects bad rows).
+    """
+    suffix = file.suffix.lower()
+    if suffix == ".parquet":
+        return "read_parquet(?)"
+    if suffix == ".csv":
+        # The first line names the columns; types are inferred from the values (DuckDB's sniffer).
+        return f"read_csv(?, header = true{csv_options})"
+    return "read_json(?, format = 'newline_delimited')"
+
+
 def _reader(file: Path) -> str:
     """A DuckDB table function reading one file, with its row order as `_row` (later rows win an upsert)."""
     if file.suffix == ".parquet":
         return (
             "(SELECT * EXCLUDE (file_row_number), file_row_number AS _row FROM read_parquet(?, file_row_number = true))"
         )
-    return "(SELECT *, row_number() OVER () AS _row FROM read_json(?, format = 'newline_delimited'))"
+    return f"(SELECT *, row_number() OVER () AS _row FROM {read_file(file)})"
 
 
 def _load_file(

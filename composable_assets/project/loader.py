@@ -20,6 +20,7 @@ from .errors import (
 )
 from .project import Project
 from .python_models import read_python_model
+from .schema import ColumnLookup, ResolvedSchema, resolve_columns, with_resolved
 from .secret_refs import SecretRef, is_secret_ref, looks_secret, url_credential
 from .specs import (
     NAME_PATTERN,
@@ -46,6 +47,7 @@ _DERIVED_AUDIENCE_KEYS = ("name", "path", "destination_types")
 def load_project(
     root: str | Path,
     known_destination_types: Collection[str] | Mapping[str, Any] | None = None,
+    columns: ColumnLookup | None = None,
     *,
     warehouse_url: str | None = None,
 ) -> Project:
@@ -55,6 +57,10 @@ def load_project(
     `Settings` and `SyncOptions` gets its destinations.yaml entries and sync `options` checked.
     `warehouse_url` (COMPOSABLE_WAREHOUSE) is needed by a project with a dbt project and no profiles.yml of its own:
     dbt's profile is generated from it.
+
+    `columns` looks up the real columns of the tables the models read (the warehouse, a dbt catalog; see
+    project/schema.py): every model's output columns are then derived through `select *`, and the audiences' and
+    streams' columns are checked against them. What could not be checked is in `Project.schema.skipped`.
     """
     root = Path(root).absolute()
     if not root.is_dir():
@@ -62,8 +68,12 @@ def load_project(
     errors: list[ProjectError] = []
     settings = _load_settings(root, errors)
     destinations, destination_names = _load_destinations(root / DESTINATIONS_FILE, known_destination_types, errors)
+    before = len(errors)
     dbt, dbt_models = _load_dbt(root, settings, warehouse_url, errors)
     models = _load_models(root / MODELS_DIR, errors, dbt_models)
+    schema = None
+    if columns is not None:
+        models, schema = _resolve_columns(models, columns, errors, models_failed=len(errors) > before)
     audiences = _load_audiences(root / AUDIENCES_DIR, models, destinations, destination_names, errors)
     # A stream reads a model, or a source table the project knows: one a model reads, or one it lands.
     source_tables = {table for model in models.values() for table in model.source_deps} | set(settings.landing)
@@ -82,6 +92,7 @@ def load_project(
         destinations=destinations,
         streams=streams,
         dbt=dbt,
+        schema=schema,
     )
 
 
@@ -95,6 +106,17 @@ def _load_dbt(
     with collecting(errors):
         return load_dbt_project(root, settings.dbt, warehouse_url, path, read_yaml(path).line("dbt"))
     return None, {}
+
+
+def _resolve_columns(
+    models: dict[str, ModelSpec], lookup: ColumnLookup, errors: list[ProjectError], models_failed: bool
+) -> tuple[dict[str, ModelSpec], ResolvedSchema]:
+    """The models with the columns known from the real schema; the checks that follow then use them."""
+    if models_failed:  # a model that did not load (or a cycle) leaves the order and the columns unknowable
+        return models, ResolvedSchema(skipped=["columns not checked: fix the models first"], reachable=False)
+    resolved = resolve_columns(models, lookup)
+    errors.extend(resolved.errors)
+    return with_resolved(models, resolved), resolved
 
 
 def _load_settings(root: Path, errors: list[ProjectError]) -> ProjectSettings:

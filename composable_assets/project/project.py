@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .dbt import DbtProject
 from .incremental import DBT_REFRESH, Refresh, model_refreshes
+from .schema import ResolvedSchema
 from .specs import AudienceSpec, DestinationSpec, ModelSpec, ProjectSettings, StreamSpec
 
 
@@ -25,6 +26,9 @@ class Project:
     streams: dict[str, StreamSpec] = field(default_factory=dict)
     # project.yaml `dbt:`: the dbt project whose models and seeds are among `models` (project/dbt.py).
     dbt: DbtProject | None = None
+    # The real schema, when the project was loaded with a column lookup (project/schema.py): the tables' columns
+    # (lineage through `select *`) and the checks that could not run. None: loaded from the files alone.
+    schema: ResolvedSchema | None = None
 
     @property
     def sources(self) -> list[str]:

@@ -85,6 +85,19 @@ class Connection(ABC):
     def table_columns(self, schema: str | None, table: str) -> list[tuple[str, str]]:
         """(name, type) of each column of a table, or [] when it does not exist."""
 
+    def tables_columns(self, tables: Sequence[tuple[str | None, str]]) -> dict[tuple[str | None, str], list[str]]:
+        """Column names of each (schema or None for the current one, table) that exists; absent tables are left out.
+
+        The default asks table by table; engines with an information_schema override it with one query for all
+        (`information_schema_columns`), as a project reads tens of source tables.
+        """
+        found: dict[tuple[str | None, str], list[str]] = {}
+        for schema, name in tables:
+            columns = self.table_columns(schema, name)
+            if columns:
+                found[(schema, name)] = [column for column, _ in columns]
+        return found
+
     def table_names(self, schema: str) -> list[str]:
         """The names of the tables and views in `schema`."""
         rows = self.fetch_all(
@@ -152,6 +165,36 @@ class Connection(ABC):
         unchanged (delta/quiet.py). A last-modified time is not enough where a rewrite with the same rows moves it
         and nothing else, so the default is None."""
         return None
+
+
+def information_schema_columns(
+    conn: Connection, tables: Sequence[tuple[str | None, str]]
+) -> dict[tuple[str | None, str], list[str]]:
+    """`Connection.tables_columns` in one information_schema query: every table's columns by name, matched here.
+
+    Names compare case-insensitively, as unquoted names do in DuckDB and PostgreSQL (the only engines that use it);
+    None as the schema is the session's current schema, read in the same query.
+    """
+    if not tables:
+        return {}
+    names = sorted({name.lower() for _, name in tables})
+    rows = conn.fetch_all(
+        "SELECT table_schema, table_name, column_name, current_schema() FROM information_schema.columns "
+        f"WHERE lower(table_name) IN ({', '.join(['?'] * len(names))}) "
+        "ORDER BY table_schema, table_name, ordinal_position",
+        names,
+    )
+    by_table: dict[tuple[str, str], list[str]] = {}
+    current = ""
+    for schema, name, column, current_schema in rows:
+        by_table.setdefault((schema.lower(), name.lower()), []).append(column)
+        current = current_schema.lower()
+    found: dict[tuple[str | None, str], list[str]] = {}
+    for schema, name in tables:
+        columns = by_table.get(((schema or current).lower(), name.lower()))
+        if columns:
+            found[(schema, name)] = columns
+    return found
 
 
 def require_duckdb(conn: Connection, feature: str) -> None:
@@ -244,6 +287,11 @@ class Engine(ABC):
     @abstractmethod
     def describe(self) -> str:
         """Where this warehouse is, for humans, without any secret."""
+
+    def tables_columns(self, tables: Sequence[tuple[str | None, str]]) -> dict[tuple[str | None, str], list[str]]:
+        """`Connection.tables_columns` on a connection of its own (`composable validate`, `composable lineage`)."""
+        with self.connect() as conn:
+            return conn.tables_columns(tables)
 
     def pandas_io_manager(self) -> Any:
         """Dagster's pandas I/O manager for this engine, storing DataFrames where models live (Python models).

@@ -12,7 +12,16 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 from dagster_duckdb import DuckDBResource
 
-from .base import SESSION_TIME_ZONE, Connection, Engine, Params, WarehouseBusy, WarehouseError, table_markers
+from .base import (
+    SESSION_TIME_ZONE,
+    Connection,
+    Engine,
+    Params,
+    WarehouseBusy,
+    WarehouseError,
+    information_schema_columns,
+    table_markers,
+)
 from .sql import table
 
 if TYPE_CHECKING:  # DuckDB imports pyarrow itself when a result is fetched as Arrow
@@ -57,6 +66,9 @@ class DuckDBConnection(Connection):
             "WHERE table_name = ? AND table_schema = coalesce(?, current_schema()) ORDER BY ordinal_position",
             [table, schema],
         )
+
+    def tables_columns(self, tables: Sequence[tuple[str | None, str]]) -> dict[tuple[str | None, str], list[str]]:
+        return information_schema_columns(self, tables)
 
     def content_markers(self, tables: Sequence[tuple[str | None, str]]) -> list[str] | None:
         # Row count and the sum of a 64-bit hash of every row (a sum, not an XOR: two equal rows must not cancel
@@ -198,6 +210,14 @@ class DuckDBEngine(Engine):
         if self.config:
             output["settings"] = dict(self.config)
         return output
+
+    def tables_columns(self, tables: Sequence[tuple[str | None, str]]) -> dict[tuple[str | None, str], list[str]]:
+        # Opening a missing file would create it (and its folder): checking a project must not make a warehouse.
+        if self.path != ":memory:" and not Path(self.path).exists():
+            raise WarehouseError("the file does not exist yet (the first sync or `composable demo` makes it)")
+        # A peek, as a sensor's: while a run holds the file, say so at once rather than wait for it.
+        with self.resource.get_connection(PEEK_LOCK_WAIT_SECONDS, self.on_wait) as con:
+            return DuckDBConnection(con).tables_columns(tables)
 
     def change_markers(self, tables) -> dict[str, str | None]:
         with self.resource.get_connection(PEEK_LOCK_WAIT_SECONDS, self.on_wait) as con:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -27,6 +27,7 @@ from .base import (
     Params,
     WarehouseError,
     column_names,
+    information_schema_columns,
     rows_to_arrow,
     url_options,
 )
@@ -97,6 +98,9 @@ class PostgresConnection(DbApiConnection):
             "WHERE table_name = ? AND table_schema = coalesce(?, current_schema()) ORDER BY ordinal_position",
             [table, schema],
         )
+
+    def tables_columns(self, tables: Sequence[tuple[str | None, str]]) -> dict[tuple[str | None, str], list[str]]:
+        return information_schema_columns(self, tables)
 
     @contextmanager
     def exclusive(self, name: str) -> Iterator[None]:

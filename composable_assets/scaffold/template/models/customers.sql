@@ -4,6 +4,7 @@
 -- this SELECT with one over your own warehouse tables, keeping the column names the audience uses:
 --   SELECT c.id AS customer_id, c.email, c.first_name, c.country, sum(o.amount) AS lifetime_value
 --   FROM crm.customers AS c LEFT JOIN shop.orders AS o ON o.customer_id = c.id GROUP BY ALL
+-- or over a file loaded with `composable seed customers.csv --table raw_customers`: SELECT ... FROM raw_customers
 SELECT customer_id, email, first_name, country, lifetime_value
 FROM (
     VALUES
