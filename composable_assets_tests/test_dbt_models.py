@@ -171,6 +171,8 @@ def test_the_sync_builds_the_dbt_project_and_sends_the_audience(duck):
     assert "model/customers" in duck.outcome.materialized
     # Only what the audience reads was built (`dbt build --select` of the selected assets), not `loyalty`.
     assert "model/loyalty" not in duck.outcome.materialized and "loyalty" not in kinds
+    rows = {key: getattr(metadata.get("dagster/row_count"), "value", None) for key, metadata in duck.outcome.materialized.items()}
+    assert rows["model/customers"] == 6 and rows["model/raw_orders"] == 6
     # dbt-duckdb on that same file, closing it after each use (else the file stays locked by whoever asked dbt).
     profile = (duck.shop.dbt_dir / "target" / "composable" / "profiles.yml").read_text()
     assert f"path: {duck.shop.settings.warehouse_url.removeprefix('duckdb:///')}\n" in profile
@@ -337,6 +339,7 @@ def test_the_dbt_project_runs_on_postgres_and_no_secret_is_written(tmp_path, pos
     written = [p for p in tmp_path.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
     assert written == []
     assert secret not in repr(outcome.materialized)
+    assert outcome.materialized["model/customers"]["dagster/row_count"].value == 6
 
 
 PLAIN_MODEL_WITH_JINJA = [

@@ -113,7 +113,9 @@ def build_dbt_assets(spec: DbtAssets) -> dg.AssetsDefinition:
             now = utc_now()
             for name in built:
                 journal_everything(conn, schema, name, now=now)
-        for event in dbt.cli(["build"], context=context).stream():
+        # Row counts of the tables (not views) through dbt's adapter here, as each is built: on DuckDB only because
+        # the profile says keep_open: false and both processes wait for the file's lock (warehouse/duckdb_engine.py).
+        for event in dbt.cli(["build"], context=context).stream().fetch_row_counts():
             yield _with_definition_columns(context, event)
 
     return _dbt

@@ -142,7 +142,7 @@ def _summary(outcome, models: dict) -> None:
             refresh = "kept: nothing it reads changed"
         else:
             built += 1
-        # A dbt model's materialization carries no row count (assets/dbt_models.py): unknown, not 0.
+        # A dbt view's materialization carries no row count (assets/dbt_models.py): unknown, not 0.
         count = getattr(rows, "value", rows)
         table.add_row(names[key], "?" if count is None else str(count), refresh)
     if built or kept:
