@@ -8,6 +8,7 @@ import dagster as dg
 
 from .assets.archive import archive_job, archive_schedule, build_archive_asset, outbox_folders
 from .assets.audiences import AudienceAsset, build_audience_asset, sync_shapes
+from .assets.dbt_models import DbtAssets, build_dbt_assets, dbt_resource
 from .assets.deletions import build_deletion_asset, deletion_job
 from .assets.deliveries import DeliverySpec, build_delivery_asset
 from .assets.deltas import DeltaAsset, build_delta_asset
@@ -39,6 +40,7 @@ from .project import Project, ProjectError, StreamSpec, load_project
 from .project.gates import resolve_gates
 from .project.incremental import Refresh, journal_columns
 from .project.keys import (
+    DBT_RESOURCE,
     MODELS,
     PANDAS_IO_MANAGER,
     Delivery,
@@ -257,7 +259,14 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
             )
         )
         for m in project.models.values()
+        if not m.is_dbt
     ]
+    dbt_resources: dict[str, dg.ConfigurableResource] = {}
+    if project.dbt is not None:
+        # The dbt project's models and seeds: one dagster-dbt multi-asset, run by `dbt build`.
+        dbt_models = {n: m for n, m in project.models.items() if m.is_dbt}
+        assets.append(build_dbt_assets(DbtAssets(project.dbt, dbt_models, schema, project.root)))
+        dbt_resources[DBT_RESOURCE] = dbt_resource(project.dbt)
     requests = project.settings.deletion_requests
     # The deletion requests table is a source even when no model reads it: its asset depends on it.
     extra = [requests.table] if requests and requests.table not in (*project.sources, *landing) else []
@@ -460,6 +469,7 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
             "coordination": coordination_of(settings),
             **{destination_resource_key(name): r for name, r in destination_resources(project, settings).items()},
             **frames,
+            **dbt_resources,
         },
         # Steps share one warehouse (the "warehouse" pool runs them one at a time anyway), so a process per
         # step would only add ~2 s of start-up each; minute-level latency is dominated by such overheads.
@@ -469,7 +479,9 @@ def build_definitions(project: Project, settings: Settings) -> dg.Definitions:
 
 def load_definitions(settings: Settings | None = None) -> dg.Definitions:
     settings = settings or Settings.from_env()
-    project = load_project(settings.project_dir, known_destination_types=DESTINATION_TYPES)
+    project = load_project(
+        settings.project_dir, known_destination_types=DESTINATION_TYPES, warehouse_url=settings.warehouse_url
+    )
     return build_definitions(with_cached_columns(project, settings), settings)
 
 

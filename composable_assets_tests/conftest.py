@@ -167,7 +167,7 @@ class SmallProject:
 
     def sync(self, audience: str = "high", date: str = "2026-03-02", destination: str | None = None) -> RunOutcome:
         defs = load_definitions(self.settings)
-        project = load_project(self.settings.project_dir)
+        project = load_project(self.settings.project_dir, warehouse_url=self.settings.warehouse_url)
         return run_selection(defs, audience_selection(project, audience, destination), date, self.instance)
 
 

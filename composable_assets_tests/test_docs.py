@@ -26,7 +26,7 @@ DOCS = ROOT / "docs"
 README = ROOT / "README.md"
 #: The files of a project folder, documented in docs/project-folder.md.
 PROJECT_FILE_MODELS = [
-    specs.ProjectSettings, specs.LandingSpec, specs.ConsentSpec, specs.DeletionRequestsSpec, specs.ArchiveSpec,
+    specs.ProjectSettings, specs.LandingSpec, specs.ConsentSpec, specs.DeletionRequestsSpec, specs.ArchiveSpec, specs.DbtSettings,
     GatesSpec, specs.AudienceSpec, specs.SyncSpec, specs.StreamSpec, specs.StreamSyncSpec,
 ]
 #: project.yaml `alerts:`, documented with the alerts in docs/production.md.

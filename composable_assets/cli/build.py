@@ -142,7 +142,9 @@ def _summary(outcome, models: dict) -> None:
             refresh = "kept: nothing it reads changed"
         else:
             built += 1
-        table.add_row(names[key], str(getattr(rows, "value", rows) or 0), refresh)
+        # A dbt view's materialization carries no row count (assets/dbt_models.py): unknown, not 0.
+        count = getattr(rows, "value", rows)
+        table.add_row(names[key], "?" if count is None else str(count), refresh)
     if built or kept:
         console.print(table)
     failures = f", {len(outcome.errors)} failed" if outcome.errors else ""

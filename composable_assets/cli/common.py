@@ -60,7 +60,12 @@ def load(project_dir: str | Path | None = None, *, fallback_project_dir: Path | 
             from ..warehouse import engine_from_url
 
             lookup = warehouse_lookup(engine_from_url(settings.warehouse_url))
-        project = load_project(settings.project_dir, known_destination_types=DESTINATION_TYPES, columns=lookup)
+        project = load_project(
+            settings.project_dir,
+            known_destination_types=DESTINATION_TYPES,
+            columns=lookup,
+            warehouse_url=settings.warehouse_url,
+        )
         if project.schema is not None:
             from ..project.schema import SNAPSHOT_FILE, write_snapshot
 

@@ -158,14 +158,18 @@ def lineage(column: str, offline: bool) -> None:
     name, _, field = column.rpartition(".")
     if not name or not field:
         raise UserError(f"expected TABLE.COLUMN or DESTINATION.FIELD, got {column!r}")
+    from ..project.keys import model_key
+
     deps = column_lineage(project)
     if name in project.destinations:
-        sources = source_columns(deps, name, field)
+        # A dbt seed is where data starts, as a source table is.
+        seeds = frozenset(model_key(m.name) for m in project.models.values() if m.is_seed)
+        sources = source_columns(deps, name, field, seeds)
         if sources is None:
             raise UserError(f"destination {name!r} is sent no field {field!r}")
         table = Table("source table", "column", title=f"{column} comes from")
         for key, col in sources:
-            table.add_row(key.path[-1], col)
+            table.add_row(key.path[-1] + (" (dbt seed)" if key in seeds else ""), col)
     else:
         reached = destination_fields(deps, name, field)
         if reached is None:

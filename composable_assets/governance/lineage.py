@@ -5,7 +5,10 @@ from; an audience keeps its model's columns; a sync sends destination fields fro
 too, named by the identifier type); a stream sends event properties from its table's columns. Without the tables'
 schemas, an unqualified column in a join of two tables cannot be placed and a `*` hides its columns: such lineage
 is left out rather than guessed. A project loaded with the real schema (project/schema.py, as `composable lineage`
-and `composable validate` load it) has every table's columns, and the lineage goes through `select *`.
+and `composable validate` load it) has every table's columns, and the lineage goes through `select *`. dbt models
+read their `*` with the columns of the dbt models and seeds they read as well (known from the seeds' CSV headers and
+the models' own queries), warehouse or not, as dbt projects write `SELECT *` in every staging model. A dbt seed is
+where data starts, as a source table is.
 """
 
 from __future__ import annotations
@@ -33,11 +36,23 @@ def column_lineage(project: Project) -> dict[dg.AssetKey, dict[str, list[Column]
         return model_key(name) if name in project.models else source_key(name)
 
     deps: dict[dg.AssetKey, dict[str, list[Column]]] = {}
+    # The columns of dbt models and seeds, for the `*` of the dbt models reading them.
+    dbt_schema = {
+        m.name: {column.lower(): "unknown" for column in m.columns}
+        for m in project.models.values()
+        if m.is_dbt and m.columns is not None
+    }
     for model in project.models.values():
-        if model.columns is not None:
+        if model.is_seed and model.columns is not None:
+            deps[model_key(model.name)] = {column: [] for column in model.columns}
+        elif model.columns is not None:
             # With the real schema (project/schema.py) sqlglot places every column, through `select *` too.
             schema = project.schema.sqlglot_schema(model.name) if project.schema is not None else {}
-            sources = _model_column_sources(model.sql, schema) if model.sql else {}
+            if model.is_dbt:
+                # The dbt models and seeds it reads, where the warehouse (or its snapshot) has not told them.
+                current = {**dbt_schema, **schema.get(CURRENT_SCHEMA, {})}
+                schema = {**schema, CURRENT_SCHEMA: current}
+            sources = _model_column_sources(model.sql, schema, lenient=model.is_dbt) if model.sql else {}
             deps[model_key(model.name)] = {
                 column: [(table_key(table), name) for table, name in sources.get(column, [])]
                 for column in model.columns
@@ -59,14 +74,19 @@ def column_lineage(project: Project) -> dict[dg.AssetKey, dict[str, list[Column]
     return deps
 
 
-def _model_column_sources(sql: str, schema: Mapping[str, Any] | None = None) -> dict[str, list[tuple[str, str]]]:
+def _model_column_sources(
+    sql: str, schema: Mapping[str, Any] | None = None, lenient: bool = False
+) -> dict[str, list[tuple[str, str]]]:
     """Output column of `sql` -> (table, column) of every table column it is computed from (one parse for all).
 
     `schema` is the tables' columns (`ResolvedSchema.sqlglot_schema`), under which unqualified names sit in the
     current schema's stand-in; without it (`{}`, what sqlglot makes of None) a `*` leaves its columns unknown.
+    `lenient` (dbt models): a table outside `schema` (a source not looked up) leaves its own columns unknown, instead
+    of the whole model's lineage.
     """
     try:
-        roots = lineage(None, sql, dict(schema or {}), dialect="duckdb", db=CURRENT_SCHEMA if schema else None)
+        extra = {"validate_qualify_columns": False} if lenient and schema else {}
+        roots = lineage(None, sql, dict(schema or {}), dialect="duckdb", db=CURRENT_SCHEMA if schema else None, **extra)
     except SqlglotError:
         return {}  # e.g. SELECT * without a schema; the model still loads, its lineage is simply unknown
     sources = {}
@@ -142,11 +162,17 @@ def destination_fields(
 
 
 def source_columns(
-    deps: dict[dg.AssetKey, dict[str, list[Column]]], destination: str, field: str
+    deps: dict[dg.AssetKey, dict[str, list[Column]]],
+    destination: str,
+    field: str,
+    origins: frozenset[dg.AssetKey] = frozenset(),
 ) -> list[Column] | None:
-    """Every source (table, column) the destination's `field` comes from, or None if the destination is sent no such field."""
+    """Every source (table, column) the destination's `field` comes from, or None if the destination is sent no such field.
+
+    `origins`: other assets where data starts, as sources do (dbt seeds).
+    """
     starts = [(k, field) for k in deps if k.path[0] in DELIVERED and k.path[-1] == destination and field in deps[k]]
     if not starts:
         return None
-    found = {c for start in starts for c in upstream(deps, start) if c[0].path[0] == "source"}
+    found = {c for start in starts for c in upstream(deps, start) if c[0].path[0] == "source" or c[0] in origins}
     return sorted(found, key=lambda c: (c[0].to_user_string(), c[1]))

@@ -14,7 +14,7 @@ between two runs count as changed. See docs: "Which models run incrementally".
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import sqlglot
@@ -70,6 +70,8 @@ def declared_key(sql: str) -> str | None:
 
 #: A Python model's function is opaque: no key can be proven, so every run recomputes it in full.
 PYTHON_REFRESH = Refresh(None, "a Python model is recomputed in full")
+#: dbt decides how its models are built (a full table, a view, its own incremental models): a run asks dbt to build.
+DBT_REFRESH = Refresh(None, "a dbt model is built by dbt")
 
 
 def plan_refresh(
@@ -455,15 +457,17 @@ class _Proof:
         self.source_keys[name] = column
 
 
-def model_refreshes(models: dict[str, str | None], sources: set[str], order: list[str]) -> dict[str, Refresh]:
-    """Plan every model (`models`: name -> SQL, None for a Python model) in dependency `order`, so a model sees its
-    upstream's key."""
+def model_refreshes(
+    models: Mapping[str, str | Refresh | None], sources: set[str], order: list[str]
+) -> dict[str, Refresh]:
+    """Plan every model (`models`: name -> SQL, None for a Python model, a fixed plan for a dbt model) in dependency
+    `order`, so a model sees its upstream's key."""
     keys: dict[str, str | None] = {}
     plans: dict[str, Refresh] = {}
     tables = set(sources) | set(models)
     for name in order:
         sql = models[name]
-        plan = PYTHON_REFRESH if sql is None else plan_refresh(sql, tables, keys)
+        plan = sql if isinstance(sql, Refresh) else PYTHON_REFRESH if sql is None else plan_refresh(sql, tables, keys)
         plans[name] = plan
         keys[name] = plan.key
     return plans

@@ -12,6 +12,8 @@ STREAMS = "streams"
 WAREHOUSE_POOL = "warehouse"
 #: Resource key of the warehouse's pandas I/O manager, which stores Python models' DataFrames (assets/python_models.py).
 PANDAS_IO_MANAGER = "pandas_io_manager"
+#: Resource key of dagster-dbt's DbtCliResource, which runs the project's dbt project (assets/dbt_models.py).
+DBT_RESOURCE = "dbt"
 #: Run tag: how a run's model steps refresh ("incremental", or "full" for the nightly comparison).
 REFRESH_TAG = "composable/refresh"
 #: Asset tag on every delivery asset (an audience's sync, a stream's deliveries): its kind, "audience" or "stream".

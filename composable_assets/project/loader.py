@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from .dbt import DbtProject, load_dbt_project
 from .errors import (
     ProjectError,
     collecting,
@@ -28,7 +29,7 @@ from .specs import (
     ModelSpec,
     ProjectSettings,
 )
-from .sql_parsing import check_where_columns, parse_model_sql, parse_where, read_header
+from .sql_parsing import check_where_columns, find_jinja, parse_model_sql, parse_where, read_header
 from .stream_files import STREAMS_DIR, load_streams, typed_stream_problems
 from .yaml_lines import YamlDocument, read_spec_yaml, read_yaml
 
@@ -47,11 +48,15 @@ def load_project(
     root: str | Path,
     known_destination_types: Collection[str] | Mapping[str, Any] | None = None,
     columns: ColumnLookup | None = None,
+    *,
+    warehouse_url: str | None = None,
 ) -> Project:
     """Read and validate a project folder; raise every problem found as ProjectError(s).
 
     `known_destination_types` may map each type to its class; a class with pydantic models
     `Settings` and `SyncOptions` gets its destinations.yaml entries and sync `options` checked.
+    `warehouse_url` (COMPOSABLE_WAREHOUSE) is needed by a project with a dbt project and no profiles.yml of its own:
+    dbt's profile is generated from it.
 
     `columns` looks up the real columns of the tables the models read (the warehouse, a dbt catalog; see
     project/schema.py): every model's output columns are then derived through `select *`, and the audiences' and
@@ -64,7 +69,8 @@ def load_project(
     settings = _load_settings(root, errors)
     destinations, destination_names = _load_destinations(root / DESTINATIONS_FILE, known_destination_types, errors)
     before = len(errors)
-    models = _load_models(root / MODELS_DIR, errors)
+    dbt, dbt_models = _load_dbt(root, settings, warehouse_url, errors)
+    models = _load_models(root / MODELS_DIR, errors, dbt_models)
     schema = None
     if columns is not None:
         models, schema = _resolve_columns(models, columns, errors, models_failed=len(errors) > before)
@@ -85,8 +91,21 @@ def load_project(
         audiences=audiences,
         destinations=destinations,
         streams=streams,
+        dbt=dbt,
         schema=schema,
     )
+
+
+def _load_dbt(
+    root: Path, settings: ProjectSettings, warehouse_url: str | None, errors: list[ProjectError]
+) -> tuple[DbtProject | None, dict[str, ModelSpec]]:
+    """The dbt project project.yaml names, and its models and seeds; (None, {}) without one or when it is broken."""
+    if settings.dbt is None:
+        return None, {}
+    path = root / PROJECT_FILE
+    with collecting(errors):
+        return load_dbt_project(root, settings.dbt, warehouse_url, path, read_yaml(path).line("dbt"))
+    return None, {}
 
 
 def _resolve_columns(
@@ -257,8 +276,11 @@ def _secret_problems(doc: YamlDocument, settings: dict[Any, Any], loc: tuple[Any
             )
 
 
-def _load_models(folder: Path, errors: list[ProjectError]) -> dict[str, ModelSpec]:
-    """Every models/*.sql and models/*.py file with a valid name, its dependencies resolved."""
+def _load_models(
+    folder: Path, errors: list[ProjectError], dbt_models: dict[str, ModelSpec] | None = None
+) -> dict[str, ModelSpec]:
+    """Every models/*.sql and models/*.py file with a valid name, its dependencies resolved, and the dbt project's."""
+    dbt_models = dbt_models or {}
     paths = {path.stem: path for path in sorted(folder.glob("*.sql"))}
     for path in sorted(folder.glob("*.py")):
         if path.stem in paths:
@@ -271,8 +293,16 @@ def _load_models(folder: Path, errors: list[ProjectError]) -> dict[str, ModelSpe
         if not re.fullmatch(NAME_PATTERN, stem):
             errors.append(ProjectError(_bad_name_message("model", stem), path))
             del paths[stem]
-    model_names = set(paths)
-    models: dict[str, ModelSpec] = {}
+    for stem, path in list(paths.items()):
+        if stem in dbt_models:
+            errors.append(
+                ProjectError(
+                    f"model `{stem}` is defined twice: here and in the dbt project ({dbt_models[stem].path})", path
+                )
+            )
+            del paths[stem]
+    model_names = set(paths) | set(dbt_models)
+    models: dict[str, ModelSpec] = dict(dbt_models)
     for name, path in paths.items():
         with collecting(errors):
             models[name] = _model(name, path, model_names)
@@ -286,6 +316,16 @@ def _model(name: str, path: Path, model_names: set[str]) -> ModelSpec:
     if path.suffix == ".py":
         return _python_model(name, path, model_names)
     text = read_text(path)
+    jinja = find_jinja(text)
+    if jinja is not None:
+        construct, line = jinja
+        raise ProjectError(
+            f"`{construct}` is Jinja, which a plain SQL model cannot use: models/*.sql files are run as they are. "
+            "A model with ref(), macros or other Jinja belongs in a dbt project: put it there and point project.yaml "
+            "at it with `dbt: {project_dir: dbt}` (docs/project-folder.md, dbt projects)",
+            path,
+            line,
+        )
     parsed = parse_model_sql(text, path)
     if name in parsed.tables:
         raise ProjectError(f"model `{name}` reads from itself", path, parsed.tables[name])
@@ -391,6 +431,13 @@ def _reference_problems(
     if model is None:
         known = ", ".join(sorted(models)) or "none"
         yield doc.error(f"unknown model `{spec.model}` (models: {known})", "model")
+    elif model.dbt is not None and (model.dbt.custom_schema or model.dbt.alias):
+        where = f"schema `{model.dbt.custom_schema}`" if model.dbt.custom_schema else f"alias `{model.dbt.alias}`"
+        yield doc.error(
+            f"dbt model `{model.name}` is configured with {where}, but an audience reads a model by its name in the "
+            f"warehouse's default schema; remove that config from {model.path.name}",
+            "model",
+        )
     seen: set[str] = set()
     for index, sync in enumerate(spec.syncs):
         loc: tuple[str | int, ...] = ("syncs", index, "destination")

@@ -7,7 +7,8 @@ from functools import cached_property
 from graphlib import TopologicalSorter
 from pathlib import Path
 
-from .incremental import Refresh, model_refreshes
+from .dbt import DbtProject
+from .incremental import DBT_REFRESH, Refresh, model_refreshes
 from .schema import ResolvedSchema
 from .specs import AudienceSpec, DestinationSpec, ModelSpec, ProjectSettings, StreamSpec
 
@@ -23,6 +24,8 @@ class Project:
     destinations: dict[str, DestinationSpec]
     # streams/*.yaml: append-only rows forwarded as events (composable_assets/streams).
     streams: dict[str, StreamSpec] = field(default_factory=dict)
+    # project.yaml `dbt:`: the dbt project whose models and seeds are among `models` (project/dbt.py).
+    dbt: DbtProject | None = None
     # The real schema, when the project was loaded with a column lookup (project/schema.py): the tables' columns
     # (lineage through `select *`) and the checks that could not run. None: loaded from the files alone.
     schema: ResolvedSchema | None = None
@@ -47,6 +50,8 @@ class Project:
     def refreshes(self) -> dict[str, Refresh]:
         """How a minute-level run refreshes each model: incremental by a key, or in full (and why)."""
         order = list(TopologicalSorter({n: m.model_deps for n, m in self.models.items()}).static_order())
-        # A Python model has no SQL to analyse: None, refreshed in full.
-        sql = {n: None if m.is_python else m.sql for n, m in self.models.items()}
+        # A Python model has no SQL to analyse: None, refreshed in full; dbt rebuilds its models itself.
+        sql: dict[str, str | Refresh | None] = {
+            n: DBT_REFRESH if m.is_dbt else None if m.is_python else m.sql for n, m in self.models.items()
+        }
         return model_refreshes(sql, set(self.sources), order)

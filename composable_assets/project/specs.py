@@ -100,6 +100,33 @@ class ArchiveSpec(BaseModel):
         return value
 
 
+def _dbt_shorthand(value: Any) -> Any:
+    """`dbt: path/to/project` is short for `dbt: {project_dir: path/to/project}`."""
+    return {"project_dir": value} if isinstance(value, str) else value
+
+
+class DbtSettings(BaseModel):
+    """project.yaml `dbt:`: a dbt project whose models and seeds are models of this project (project/dbt.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Relative to the project folder, as every path in project.yaml.
+    project_dir: str = Field(default="dbt", min_length=1)
+    # A folder holding your own profiles.yml; None: one is generated from COMPOSABLE_WAREHOUSE (same warehouse).
+    profiles_dir: str | None = None
+    # A target of your own profiles.yml (its default target when None).
+    target: str | None = None
+
+    @model_validator(mode="after")
+    def _target_needs_profiles(self) -> DbtSettings:
+        if self.target is not None and self.profiles_dir is None:
+            raise ValueError(
+                "`target` names a target of your own profiles.yml: set `profiles_dir` too (without it, the profile "
+                "is generated from COMPOSABLE_WAREHOUSE and has one target)"
+            )
+        return self
+
+
 class ProjectSettings(BaseModel):
     """project.yaml; the loader defaults `name` to the project folder's name."""
 
@@ -135,6 +162,8 @@ class ProjectSettings(BaseModel):
     deletion_requests: DeletionRequestsSpec | None = None
     # Who is told when a sync fails, a send gate holds a delta or a delivery goes stale (see automation/alerts.py).
     alerts: list[AlertSpec] = []
+    # A dbt project whose models and seeds become models of this project, run by dagster-dbt (project/dbt.py).
+    dbt: Annotated[DbtSettings | None, BeforeValidator(_dbt_shorthand)] = None
 
     @field_validator("timezone")
     @classmethod
@@ -264,9 +293,22 @@ class DestinationSpec(BaseModel):
         return {key: resolve_setting(value) for key, value in self.settings.items()}
 
 
+@dataclass(frozen=True)
+class DbtNode:
+    """What a model read from a dbt project's manifest is in dbt (project/dbt.py)."""
+
+    unique_id: str
+    #: `model`, `seed` or `snapshot`.
+    resource_type: str
+    #: dbt's config of the node's relation, when it moves it away from the model's name in the default schema.
+    custom_schema: str | None = None
+    alias: str | None = None
+
+
 @dataclass
 class ModelSpec:
-    """One models/<name>.sql file, or a models/<name>.py file (a Python model: `sql` is empty)."""
+    """One models/<name>.sql file, or a models/<name>.py file (a Python model: `sql` is empty), or a dbt model or
+    seed (`dbt` set; `path` is its file in the dbt project, `sql` its query rendered for lineage, or empty)."""
 
     name: str
     path: Path
@@ -277,11 +319,22 @@ class ModelSpec:
     source_deps: list[str] = field(default_factory=list)
     # Output column names, or None when they cannot be known without running the query.
     columns: list[str] | None = None
+    dbt: DbtNode | None = None
 
     @property
     def is_python(self) -> bool:
         """A models/<name>.py file: a function returning a pandas DataFrame (project/python_models.py)."""
-        return self.path.suffix == ".py"
+        return self.dbt is None and self.path.suffix == ".py"
+
+    @property
+    def is_dbt(self) -> bool:
+        """A model or seed of the project's dbt project, built by dbt through dagster-dbt."""
+        return self.dbt is not None
+
+    @property
+    def is_seed(self) -> bool:
+        """A dbt seed: a CSV file dbt loads, where the data of the models reading it starts."""
+        return self.dbt is not None and self.dbt.resource_type == "seed"
 
 
 class StreamSyncSpec(_Delivery):

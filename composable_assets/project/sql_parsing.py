@@ -268,6 +268,43 @@ def output_columns(query: exp.Query) -> list[str] | None:
     return names
 
 
+_JINJA_OPENERS = ("{{", "{%", "{#")
+
+
+def find_jinja(sql: str) -> tuple[str, int] | None:
+    """(the construct, its line) of the first Jinja opener outside strings and comments, or None.
+
+    No DuckDB SQL has `{{`, `{%` or `{#` outside a string (a struct literal opens with `{'`), so one of them there is
+    a template dbt would render, which a plain model file never is.
+    """
+    index, line, length = 0, 1, len(sql)
+    while index < length:
+        char = sql[index]
+        if char == "\n":
+            line += 1
+        elif char in ("'", '"'):  # a string or quoted identifier; a doubled quote inside is the quote itself
+            end = index + 1
+            while end < length and not (sql[end] == char and sql[end + 1 : end + 2] != char):
+                end += 2 if sql[end] == char else 1
+            line += sql.count("\n", index, end)
+            index = end
+        elif sql.startswith("--", index):
+            end = sql.find("\n", index)
+            index = length if end < 0 else end - 1
+        elif sql.startswith("/*", index):
+            end = sql.find("*/", index + 2)
+            end = length if end < 0 else end + 1
+            line += sql.count("\n", index, end)
+            index = end
+        elif sql.startswith(_JINJA_OPENERS, index):
+            closer = {"{{": "}}", "{%": "%}", "{#": "#}"}[sql[index : index + 2]]
+            end = sql.find(closer, index)
+            shown = sql[index : end + 2] if 0 <= end < index + 60 else sql[index : index + 2] + " ..."
+            return " ".join(shown.split()), line
+        index += 1
+    return None
+
+
 def read_header(sql: str) -> tuple[str | None, list[str]]:
     """(description, owners) from the comment lines at the top of a model file."""
     description: str | None = None

@@ -301,6 +301,14 @@ class Engine(ABC):
         """
         return None
 
+    def dbt_output(self) -> dict[str, Any] | None:
+        """A dbt profile output (profiles.yml) on this very warehouse, for a project's dbt models (project/dbt.py).
+
+        Secrets appear only as dbt's `{{ env_var('NAME') }}`, read by dbt when it runs: the generated file holds
+        none. None where no dbt adapter is tested here: the project then brings its own profiles.yml.
+        """
+        return None
+
     def change_markers(self, tables: Sequence[str]) -> dict[str, str | None]:
         """Per table, a short text that changes when the table's data does (None: the table is missing).
 

@@ -188,6 +188,29 @@ class DuckDBEngine(Engine):
 
         return DuckDBPandasIOManager(database=self.path, schema=MODEL_SCHEMA, connection_config=self.config)
 
+    def dbt_output(self) -> dict[str, Any] | None:
+        """dbt-duckdb on the same file with the same settings, in the schema models live in.
+
+        `keep_open: false`: dbt-duckdb otherwise keeps the file open in whichever process asked it for metadata, and
+        DuckDB admits one process on a file: our own steps (and the next dbt run) would find it locked.
+        """
+        if self.path == ":memory:":
+            return None  # a dbt process cannot share an in-memory database with this one
+        output: dict[str, Any] = {
+            "type": "duckdb",
+            # Absolute: dbt runs in the dbt project's folder, a relative path would name another file.
+            "path": str(Path(self.path).absolute()),
+            "schema": MODEL_SCHEMA,
+            "keep_open": False,
+            "threads": 1,
+            # A sensor's peek or a command may hold the file for a moment: dbt-duckdb waits 1, 2, 4 ... 32 s for it
+            # (~1 min, as our own connections wait) instead of failing the build at once.
+            "retries": {"connect_attempts": 7},
+        }
+        if self.config:
+            output["settings"] = dict(self.config)
+        return output
+
     def tables_columns(self, tables: Sequence[tuple[str | None, str]]) -> dict[tuple[str | None, str], list[str]]:
         # Opening a missing file would create it (and its folder): checking a project must not make a warehouse.
         if self.path != ":memory:" and not Path(self.path).exists():

@@ -168,6 +168,25 @@ class PostgresEngine(Engine):
     def describe(self) -> str:
         return f"{self.product} database {self.database!r} on {self.host}:{self.port} as user {self.user!r}"
 
+    def dbt_output(self) -> dict[str, Any] | None:
+        """dbt-postgres on the same database as the same user, in `public` (where unqualified models are created).
+
+        The password is dbt's `env_var` of the variables this engine reads, so it is never written down.
+        """
+        output: dict[str, Any] = {
+            "type": "postgres",
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "password": '{{ env_var("COMPOSABLE_WAREHOUSE_PASSWORD", env_var("PGPASSWORD", "")) }}',
+            "dbname": self.database,
+            "schema": "public",
+            "threads": 4,
+        }
+        # libpq settings of the URL dbt-postgres also takes (the rest, e.g. application_name, stay ours).
+        output.update({k: v for k, v in self.options.items() if k in ("sslmode", "sslcert", "sslkey", "sslrootcert")})
+        return output
+
     def _password(self) -> str | None:
         for name in PASSWORD_SETTINGS:
             if os.environ.get(name):
@@ -239,3 +258,6 @@ class RedshiftEngine(PostgresEngine):
     default_port = 5439
     url_shape = "redshift://user@cluster-host:5439/database"
     connection_class = RedshiftConnection
+
+    def dbt_output(self) -> dict[str, Any] | None:
+        return None  # dbt-redshift is not installed or tested here: bring a profiles.yml (docs/project-folder.md)
