@@ -22,6 +22,7 @@ import duckdb
 import pytest
 from click.testing import CliRunner
 
+from composable_assets.automation.sensors import SENSOR_NAME
 from composable_assets.cli import cli
 from composable_assets.definitions import audience_selection, load_definitions
 from composable_assets.destinations import DESTINATION_TYPES
@@ -423,3 +424,50 @@ def test_the_readme_dbt_path_from_a_clean_folder(tmp_path, monkeypatch):
     assert sorted((line["identifier"]["external_id"], line["fields"]["email"]) for line in sent_lines) == [
         ("1", "michael@example.com"), ("2", "shawn@example.com")
     ]
+
+
+LOYAL = """\
+description: Members with loyalty points, kept current within minutes.
+model: loyalty
+primary_key: customer_id
+where: double_points > 0
+cadence: minutes
+syncs:
+  - destination: rec
+    mode: mirror
+    identifier: {external_id: customer_id}
+    fields: {points: double_points}
+"""
+
+
+def test_new_rows_in_a_dbt_source_start_a_minute_level_run_that_builds_the_dbt_model(tmp_path):
+    """The minute-level path: the change sensor watches the dbt source's table; its run has dbt build the model."""
+    shop = Shop(tmp_path, f"duckdb:///{tmp_path / 'warehouse.duckdb'}")
+    (shop.project_dir / "audiences" / "loyal.yaml").write_text(LOYAL)
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:
+        con.execute("CREATE TABLE main.loyalty_points (customer_id INTEGER, points INTEGER)")
+        con.execute("INSERT INTO main.loyalty_points VALUES (1, 10), (2, 0)")
+    defs = load_definitions(shop.settings)
+    sensor = defs.resolve_sensor_def(SENSOR_NAME)
+
+    def tick(cursor):
+        context = dg.build_sensor_context(instance=instance, definitions=defs, cursor=cursor)
+        return sensor.evaluate_tick(context), context.cursor
+
+    with dg.instance_for_test() as instance:
+        _, cursor = tick(None)  # the first tick requests everything once
+        result, cursor = tick(cursor)
+        assert not result.run_requests and "no new data in loyalty_points" in result.skip_message
+        with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:
+            con.execute("INSERT INTO main.loyalty_points VALUES (3, 7)")
+        result, cursor = tick(cursor)
+    (request,) = result.run_requests
+    assert request.tags["composable/changed"] == "loyalty_points" and request.tags["composable/trigger"] == "change"
+    assert model_key("loyalty") in request.asset_selection and model_key("customers") not in request.asset_selection
+
+    Recording.reset()
+    outcome = run_selection(defs, dg.AssetSelection.assets(*request.asset_selection), request.partition_key,
+                            shop.instance, log_level=None, tags=dict(request.tags))
+    assert outcome.success, outcome.errors
+    assert "model/loyalty" in outcome.materialized
+    assert sent() == {"1": {"points": 20}, "3": {"points": 14}}
