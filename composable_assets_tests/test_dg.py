@@ -92,20 +92,26 @@ def test_dg_check_fails_on_a_broken_python_model(tmp_path, broken):
     assert "models/share.py:1: Python syntax error" in checked.stdout + checked.stderr
 
 
-def test_dg_dev_serves_a_new_project_and_stops_on_ctrl_c(tmp_path):
-    project = tmp_path / "shop"
-    create_project(project)
-    (project / "models" / "share.py").write_text(SCORE)
-    env = {**dg_env(None, tmp_path / "data"), "DAGSTER_HOME": str(tmp_path / "dagster_home")}
+@pytest.mark.parametrize("where", ["repository", "new project"])
+def test_dg_dev_serves_the_definitions_and_stops_on_ctrl_c(tmp_path, where):
+    if where == "repository":
+        cwd, project = REPO, REPO / "composable_assets_tests" / "demo" / "project"
+        expected = {"model/customer_profiles", "audience/cart_abandoners", "sync/vip_customers/braze"}
+    else:
+        cwd, project = tmp_path / "shop", None
+        create_project(cwd)
+        (cwd / "models" / "share.py").write_text(SCORE)
+        expected = {"model/customers", "model/share", "sync/high_value_customers/outbox"}
+    env = {**dg_env(project, tmp_path / "data"), "DAGSTER_HOME": str(tmp_path / "dagster_home")}
     (tmp_path / "dagster_home").mkdir()
     port = free_port()
     log = (tmp_path / "dg-dev.log").open("w")
-    dev = subprocess.Popen([DG, "dev", "--port", str(port)], cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT,
+    dev = subprocess.Popen([DG, "dev", "--port", str(port)], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
                            start_new_session=True, preexec_fn=_default_signals)
     try:
         deadline = time.monotonic() + 120
         keys: set[str] = set()
-        while not {"model/customers", "model/share", "sync/high_value_customers/outbox"} <= keys:
+        while not expected <= keys:
             assert dev.poll() is None and time.monotonic() < deadline, (tmp_path / "dg-dev.log").read_text()[-3000:]
             try:
                 answer = requests.post(f"http://127.0.0.1:{port}/graphql", timeout=10,
