@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
 from collections import defaultdict
 from pathlib import Path
@@ -192,3 +194,31 @@ def demo_home(tmp_path: Path, monkeypatch) -> Path:
     for name in ("COMPOSABLE_WAREHOUSE", "COMPOSABLE_PROJECT_DIR", "BRAZE_REST_ENDPOINT", "ITERABLE_BASE_URL"):
         monkeypatch.delenv(name, raising=False)
     return tmp_path / "data"
+
+
+# What a fresh process imports to load a project's definitions, as a run or the code server would.
+_IMPORTED_BY_LOADING = (
+    "import sys\n"
+    "from pathlib import Path\n"
+    "from composable_assets.definitions import load_definitions\n"
+    "from composable_assets.settings import Settings\n"
+    "settings = Settings(project_dir=Path(sys.argv[1]), warehouse_url=sys.argv[2], data_dir=Path(sys.argv[3]))\n"
+    "load_definitions(settings).resolve_asset_graph()\n"
+    "print(','.join(sorted(m for m in sys.argv[4:] if m in sys.modules)))\n"
+)
+
+
+def modules_imported_by_loading(project: SmallProject, modules: Sequence[str]) -> list[str]:
+    """Which of `modules` a new process imports to load `project`'s definitions (start-up cost of every run).
+
+    The recording destination type is registered in this process only, so the project's audiences are removed and
+    its destinations replaced by an outbox first.
+    """
+    settings = project.settings
+    for audience in (settings.project_dir / "audiences").glob("*.yaml"):
+        audience.unlink()
+    project.write("destinations.yaml", "box: {type: outbox}\n")
+    args = [str(settings.project_dir), settings.warehouse_url, str(settings.data_dir), *modules]
+    result = subprocess.run([sys.executable, "-c", _IMPORTED_BY_LOADING, *args], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return [m for m in result.stdout.strip().split(",") if m]

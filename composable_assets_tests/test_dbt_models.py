@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +30,7 @@ from composable_assets.project.keys import audience_key, model_key, source_key
 from composable_assets.runner import RunOutcome, run_selection
 from composable_assets.settings import Settings
 
-from .conftest import Recording
+from .conftest import Recording, modules_imported_by_loading
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -368,23 +366,7 @@ def test_jinja_in_a_plain_sql_model_fails_validate_pointing_at_dbt(small, monkey
 
 def test_dbt_is_imported_only_for_projects_with_a_dbt_project(small):
     """Loading a project without `dbt:` imports neither dagster-dbt nor dbt (about a second of start-up)."""
-    script = (
-        "import sys\n"
-        "from pathlib import Path\n"
-        "from composable_assets.definitions import load_definitions\n"
-        "from composable_assets.settings import Settings\n"
-        "settings = Settings(project_dir=Path(sys.argv[1]), warehouse_url=sys.argv[2], data_dir=Path(sys.argv[3]))\n"
-        "load_definitions(settings).resolve_asset_graph()\n"
-        "print(sorted(m for m in ('dagster_dbt', 'dbt', 'jinja2') if m in sys.modules))\n"
-    )
-    settings = small.settings
-    for audience in (settings.project_dir / "audiences").glob("*.yaml"):
-        audience.unlink()  # the recording destination type is registered in this process only
-    small.write("destinations.yaml", "box: {type: outbox}\n")
-    args = [str(settings.project_dir), settings.warehouse_url, str(settings.data_dir)]
-    result = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]"
+    assert modules_imported_by_loading(small, ["dagster_dbt", "dbt", "jinja2"]) == []
 
 
 def test_the_readme_dbt_path_from_a_clean_folder(tmp_path, monkeypatch):

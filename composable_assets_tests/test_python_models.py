@@ -6,8 +6,6 @@ Real components: a DuckDB file, dagster-duckdb-pandas' I/O manager, the recordin
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from dataclasses import replace
 
 import pytest
@@ -18,7 +16,7 @@ from composable_assets.definitions import load_definitions
 from composable_assets.project import ProjectError, load_project
 from composable_assets.project.keys import model_key, source_key
 
-from .conftest import Recording
+from .conftest import Recording, modules_imported_by_loading
 
 # Reads a SQL model and a source table; its parameters name them.
 PROPENSITY = '''\
@@ -162,30 +160,9 @@ def test_a_model_in_both_languages_is_refused(python_project):
 
 def test_pandas_is_imported_only_for_python_models(small, python_project):
     """Run processes of a project without Python models do not pay pandas' import (minute-level latency)."""
-    script = (
-        "import sys\n"
-        "from pathlib import Path\n"
-        "from composable_assets.definitions import load_definitions\n"
-        "from composable_assets.settings import Settings\n"
-        "settings = Settings(project_dir=Path(sys.argv[1]), warehouse_url=sys.argv[2], data_dir=Path(sys.argv[3]))\n"
-        "load_definitions(settings).resolve_asset_graph()\n"
-        "print('pandas' in sys.modules)\n"
-    )
-    settings = python_project.settings
-    # The recording destination type is registered in this process only: a project without audiences for the child.
-    for audience in (settings.project_dir / "audiences").glob("*.yaml"):
-        audience.unlink()
-    python_project.write("destinations.yaml", "box: {type: outbox}\n")
-
-    def pandas_imported() -> str:
-        args = [str(settings.project_dir), settings.warehouse_url, str(settings.data_dir)]
-        result = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=120)
-        assert result.returncode == 0, result.stderr
-        return result.stdout.strip()
-
-    assert pandas_imported() == "True"
-    (settings.project_dir / "models" / "propensity.py").unlink()
-    assert pandas_imported() == "False"
+    assert modules_imported_by_loading(python_project, ["pandas"]) == ["pandas"]
+    (python_project.settings.project_dir / "models" / "propensity.py").unlink()
+    assert modules_imported_by_loading(python_project, ["pandas"]) == []
 
 
 def test_a_warehouse_without_a_pandas_io_manager_refuses_python_models(python_project):
