@@ -7,6 +7,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 from ..delta.diff import DeltaRun
@@ -71,10 +72,9 @@ def _chunks(conn, tables: PairTables, run: DeltaRun, batch_size: int) -> Iterato
     make = Record.from_json
     for lo in range(run.first_seq, run.last_seq + 1, chunk_rows):
         hi = min(lo + chunk_rows - 1, run.last_seq)
-        table = conn.fetch_arrow(query, [lo, hi])
         # Column by column: far cheaper than a dict per row, and the fields stay JSON text until a destination
         # needs them as values.
-        seqs, ops, keys, identifiers, fields, previous, done = (column.to_pylist() for column in table.columns)
+        seqs, ops, keys, identifiers, fields, previous, done = conn.fetch_columns(query, [lo, hi])
         todo = [
             make(seq, key, op, identifier, text, before)
             for seq, op, key, identifier, text, before, is_done in zip(
@@ -245,7 +245,7 @@ def _checkpoint(
     for batch, result in answered:
         acked += result.acknowledged
         if len(result.acknowledged) == len(batch):  # every row acknowledged: no row to look up
-            changes.update(r.change for r in batch)
+            changes.update(map(attrgetter("change"), batch))
         else:
             by_seq = {r.seq: r for r in batch}
             changes.update(by_seq[seq].change for seq in result.acknowledged)

@@ -389,9 +389,11 @@ class BrazeSession(Session[Record]):
     def send(self, batch: Sequence[Record]) -> BatchResult:
         result = BatchResult()
         # Upserts and attribute-clearing removals share /users/track; other removals go to their endpoint.
-        via_track = self.options.on_remove == "clear_attribute"
-        tracked = [r for r in batch if r.operation == "upsert" or via_track]
-        others = [r for r in batch if r.operation == "remove" and not via_track]
+        if self.options.on_remove == "clear_attribute":
+            tracked, others = list(batch), []
+        else:
+            tracked = [r for r in batch if r.change != "remove"]
+            others = [r for r in batch if r.change == "remove"] if len(tracked) < len(batch) else []
         if tracked:
             self._track(tracked, result)
         for i in range(0, len(others), IDS_PER_REQUEST):
@@ -426,7 +428,9 @@ class BrazeSession(Session[Record]):
             for e in body.get("errors", []) or []
             if e.get("input_array") == "attributes"
         }
-        for index, record in enumerate(records):
+        if not minor:  # the usual answer: every object taken
+            result.acknowledged += [r.seq for r in records]
+        for index, record in enumerate(records if minor else ()):
             if index in minor:
                 result.rejected[record.seq] = minor[index]
             else:
