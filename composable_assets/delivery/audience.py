@@ -6,6 +6,7 @@ import datetime as dt
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from itertools import compress
 from operator import attrgetter
@@ -209,16 +210,22 @@ class AudienceSource:
         # rather than once a batch. In between, answered rows stay inside the newest intent window (it runs from
         # the oldest batch unsettled when it was written to past every batch sent since), so a kill leaves them
         # where the next run looks for them, as it does the batches in flight.
-        if self.answers and (new_window or not batches or time.monotonic() - self.checkpointed >= CHECKPOINT_SECONDS):
-            self._write_answers()
-        if new_window:
-            # One intent row per window of sequence numbers: the window starts at the first batch not yet declared
-            # (however the batches going out together fall), and the row covers it from the oldest batch unsettled.
-            fresh = next(b[0].seq for b in batches if b[-1].seq > self.declared)
-            end = max(fresh, self.declared + 1) + self.window_seqs - 1
-            self.declared = min(max(batches[-1][-1].seq, end), self.run.last_seq)
-            start = oldest.seq if oldest is not None else batches[0][0].seq
-            record_intent(self.conn, self.tables, self.sync_run_id, start, self.declared, _now())
+        write = bool(self.answers) and (
+            new_window or not batches or time.monotonic() - self.checkpointed >= CHECKPOINT_SECONDS
+        )
+        # The answers and the next window in one commit when both are due (a commit costs more than the rows).
+        with self.conn.transaction() if write and new_window else nullcontext():
+            if write:
+                self._write_answers()
+            if new_window:
+                # One intent row per window of sequence numbers: the window starts at the first batch not yet
+                # declared (however the batches going out together fall), and the row covers it from the oldest
+                # batch unsettled.
+                fresh = next(b[0].seq for b in batches if b[-1].seq > self.declared)
+                end = max(fresh, self.declared + 1) + self.window_seqs - 1
+                self.declared = min(max(batches[-1][-1].seq, end), self.run.last_seq)
+                start = oldest.seq if oldest is not None else batches[0][0].seq
+                record_intent(self.conn, self.tables, self.sync_run_id, start, self.declared, _now())
 
     def _write_answers(self) -> None:
         _checkpoint(

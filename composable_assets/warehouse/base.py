@@ -143,16 +143,23 @@ class Connection(ABC):
         Written as the statements each engine already understands (BigQuery and Databricks interpret them in
         `execute`), so every engine gets the same block. Rolled back on any exception, an interrupt included (a
         killed load or archive must leave nothing half-done); a failed ROLLBACK does not hide the block's error.
+        A block inside another joins it: both commit together, or neither does.
         """
+        if getattr(self, "_in_transaction", False):
+            yield
+            return
         self.execute("BEGIN TRANSACTION")
+        self._in_transaction = True
         try:
             yield
         except BaseException:
+            self._in_transaction = False
             try:
                 self.execute("ROLLBACK")
             except Exception:  # the connection itself is gone: the server drops the open transaction
                 pass
             raise
+        self._in_transaction = False
         self.execute("COMMIT")
 
     @contextmanager
