@@ -27,6 +27,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from common.drt import BRAZE_BODY_FIELDS, BRAZE_BODY_FULL, HOOK_BODY, drt_project, ensure_drt, run_drt
 from common.drt import DEFAULT_VENV as DRT_VENV
@@ -126,7 +127,10 @@ def child_ours(cfg: dict) -> dict:
         os.environ[cfg["url_env"]] = fake.url
     else:
         os.environ[cfg["url_env"]] = cfg["urls"][0]
-    settings = Settings(project_dir=root / "project", warehouse_url=f"duckdb:///{db}{cfg.get('warehouse_query', '')}",
+    warehouse_url = cfg.get("warehouse_url") or f"duckdb:///{db}{cfg.get('warehouse_query', '')}"
+    if cfg.get("warehouse_url") and cfg.get("fresh", True):  # a server warehouse: the source table copied into it
+        copy_to_postgres(cfg["source_db"], cfg["warehouse_url"])
+    settings = Settings(project_dir=root / "project", warehouse_url=warehouse_url,
                         data_dir=root / "data")
     if cfg.get("instance") == "sqlite":  # as `composable sync` with DAGSTER_HOME set: runs and events in SQLite files
         (root / "dagster_home").mkdir()
@@ -164,6 +168,34 @@ def child_ours(cfg: dict) -> dict:
         result["server"]["cpu_s"] = None  # shares this process: counted in first.cpu_s
         fake.stop()
     return result
+
+
+def copy_to_postgres(source_db: str, url: str) -> None:
+    """A fresh PostgreSQL database named by `url` holding the source table `people` (copied as CSV)."""
+    import io
+    from urllib.parse import urlsplit
+
+    import duckdb
+    import psycopg2
+
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    admin = psycopg2.connect(host=parts.hostname, port=parts.port or 5432, user=parts.username, dbname="postgres")
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        cur.execute(f'CREATE DATABASE "{name}"')
+    admin.close()
+    with duckdb.connect(source_db, read_only=True) as con:
+        frame = con.sql("SELECT id, email, name, score, updated_at FROM people").df()
+    text = io.StringIO()
+    frame.to_csv(text, index=False, header=False)
+    text.seek(0)
+    con = psycopg2.connect(host=parts.hostname, port=parts.port or 5432, user=parts.username, dbname=name)
+    with con, con.cursor() as cur:
+        cur.execute("CREATE TABLE people (id BIGINT, email TEXT, name TEXT, score INTEGER, updated_at TIMESTAMP)")
+        cur.copy_expert("COPY people FROM STDIN WITH (FORMAT csv)", text)
+    con.close()
 
 
 def child_env() -> dict[str, str]:
@@ -782,12 +814,18 @@ def markdown(report: dict) -> str:
 BRAZE_CEILING = 75_000  # objects/s: Braze's published /users/track ceiling (3,000 requests / 3 s x 75 objects)
 
 
+def postgres_database(bench: Bench, name: str) -> str | None:
+    """With `--warehouse postgres`: the URL of a database of that name on the server `--postgres` names."""
+    return f"{bench.args.postgres.rstrip('/')}/{name}" if bench.args.warehouse == "postgres" else None
+
+
 def cpu_round_ours(bench: Bench, round_no: int) -> dict:
     """A first sync of every member to the Braze fake (75 x 8), the sync step's own process CPU from the probe."""
     label = f"cpu.ours.{round_no}"
+    server_warehouse = {"warehouse_url": url} if (url := postgres_database(bench, "bench_delivery_ours")) else {}
     with ServerProcess("braze", env=child_env()) as server:
         result = bench.ours(label, destination="braze", settings=braze_settings(), url_env="BRAZE_REST_ENDPOINT",
-                            env={"BRAZE_API_KEY": API_KEY}, urls=[server.url])
+                            env={"BRAZE_API_KEY": API_KEY}, urls=[server.url], **server_warehouse)
         stats = server.stop()
     row = ours_row(label, "braze 75 × 8 (defaults)", BRAZE, result["first"], stats, result["probe"],
                    bench.args.members)
@@ -801,10 +839,17 @@ def cpu_round_drt(bench: Bench, round_no: int, rows: int) -> dict:
     """`drt run` (full mode, 75 per request) to the Braze fake; with rows=0 it measures drt's fixed cost."""
     label = f"cpu.drt{'' if rows else '0'}.{round_no}"
     root = WORK / label
+    postgres = None
+    if url := postgres_database(bench, "bench_delivery_drt"):
+        copy_to_postgres(str(bench.source_db), url)
+        parts = urlsplit(url)
+        postgres = {"host": parts.hostname, "port": parts.port or 5432, "user": parts.username,
+                    "dbname": parts.path.lstrip("/")}
     with ServerProcess("braze", env=child_env()) as server:
         drt_project(root, bench.source_db, "cpu_drt", url=server.url + "/users/track",
                     headers={"Authorization": f"Bearer {API_KEY}"}, per_request=75, body=BRAZE_BODY_FULL,
-                    mode="full", engine_batch=DRT_ENGINE_BATCH, limit=None if rows == bench.args.members else rows)
+                    mode="full", engine_batch=DRT_ENGINE_BATCH, limit=None if rows == bench.args.members else rows,
+                    postgres=postgres)
         run = run_drt(bench.drt["drt"], root, child_env())
         stats = server.stop()
     shutil.rmtree(root, ignore_errors=True)
@@ -831,7 +876,7 @@ def cpu_compare(bench: Bench, count: int) -> dict:
         return 1e6 * seconds / rows if rows else float("nan")
 
     out: dict[str, Any] = {
-        "rounds": count, "members": n,
+        "rounds": count, "members": n, "warehouse": bench.args.warehouse,
         "ours_sync_cpu_us": summary(per_row(r["sync_cpu_s"], r["rows"]) for r in ours),
         "ours_deliver_cpu_us": summary(per_row(r["deliver_cpu_s"], r["rows"]) for r in ours),
         "ours_run_cpu_us": summary(per_row(r["client_cpu_s"], r["rows"]) for r in ours),
@@ -857,12 +902,17 @@ def cpu_lines(cpu: dict, load: tuple[str, str], machine_: dict, code: dict) -> l
     us = lambda s: span(s, " µs", ".1f")  # noqa: E731
     ours_versions = ", ".join(f"{k} {v}" for k, v in (machine_.get("versions") or {}).items())
     drt_versions = ", ".join(f"{k} {v}" for k, v in (machine_.get("drt_versions") or {}).items())
-    lines = ["# Delivery CPU per row: the sync step against drt", "",
+    where = {"duckdb": "each tool reads a DuckDB file in its own process (the embedded default: the warehouse's "
+                       "work, ours folding acknowledgements into the ledger and the sync log included, is process CPU)",
+             "postgres": "each tool reads its own PostgreSQL database on the local server (a server warehouse: "
+                         "its work runs in the server, not in the measured process)"}[cpu.get("warehouse", "duckdb")]
+    lines = [f"# Delivery CPU per row: the sync step against drt ({cpu.get('warehouse', 'duckdb')})", "",
              f"{machine_.get('date')} · {machine_.get('cpu')}, {machine_.get('cores')} cores · Python "
              f"{machine_.get('python')} · {ours_versions} · drt: {drt_versions} · code: composable_assets at "
              f"{code.get('head')}{' with uncommitted changes' if code.get('uncommitted') else ''}", "",
              f"{cpu['members']:,} members, Braze fake in its own process, {cpu['rounds']} interleaved rounds "
-             f"(ours, drt, drt with 0 rows); medians (min-max). Load average {load[0]} before, {load[1]} after.", "",
+             f"(ours, drt, drt with 0 rows); medians (min-max). Load average {load[0]} before, {load[1]} after. "
+             f"Data: {where}.", "",
              "| measure | ours | drt |", "|---|---:|---:|",
              f"| CPU per delivered row, sync step (ours) / whole `drt run` process (drt) | "
              f"{us(cpu['ours_sync_cpu_us'])} | {us(cpu.get('drt_cpu_us'))} |",
@@ -901,6 +951,11 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder for delivery.json and delivery.md")
     parser.add_argument("--cpu-rounds", type=int, default=0,
                         help="only compare CPU per delivered row with drt, this many interleaved rounds")
+    parser.add_argument("--warehouse", choices=("duckdb", "postgres"), default="duckdb",
+                        help="--cpu-rounds only: where the data lives for both tools (postgres: a server warehouse, "
+                             "whose work runs outside the syncing process)")
+    parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432",
+                        help="the PostgreSQL server of --warehouse postgres (databases bench_delivery_* are replaced)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -938,7 +993,8 @@ def main() -> None:
             cpu = cpu_compare(bench, args.cpu_rounds)
             text = "\n".join(cpu_lines(cpu, (load_before, load_text()), machine(bench.drt), code))
             console.print(text, highlight=False, markup=False)
-            written = write_results(args.results, "delivery_cpu", data={"machine": machine(bench.drt), "code": code,
+            name = "delivery_cpu" if args.warehouse == "duckdb" else f"delivery_cpu_{args.warehouse}"
+            written = write_results(args.results, name, data={"machine": machine(bench.drt), "code": code,
                                                                          **cpu}, markdown=text)
             console.print(f"written: {', '.join(map(str, written))}")
             return

@@ -55,6 +55,9 @@ class Capture:
     def redact(self, text: str) -> str:
         return text
 
+    def stats(self) -> dict[str, float]:
+        return {"requests": len(self.bodies)}
+
 
 def braze_target(identifier_type: str, options: BrazeSyncOptions, mode: str = "mirror") -> Target:
     return Target(Delivery("audience", "vip"), "braze", identifier_type, "2026-03-02", "run", options, mode=mode)
@@ -174,6 +177,101 @@ def test_delta_chunks_read_column_by_column_match_the_rows(tmp_path):
     assert [r.seq for r in records] == [i for i in range(1, 26) if i != 4]
     assert records[0] == Record(1, "k1", "add", "id1", {"n": 1, "name": "é1"}, None)
     assert records[1].fields_text is not None and records[2].previous == {"n": 0}
+
+
+# --- Braze objects written by the warehouse are the objects Python builds --------------------------------------------
+
+# Identifiers JSON must escape (a quote, a backslash, a control character) or may write either way (non-ASCII).
+IDENTIFIERS = ["id-1", 'with "quote"', "back\\slash", "ctrl\x01char", "", "Zoë 東京"]
+
+
+def _object_rows(options: BrazeSyncOptions) -> list[Record]:
+    """Adds of every kind of fields text for every identifier, an update and a remove."""
+    texts = {name: fields_text(sql) for name, sql in FIELDS_SQL.items()}
+    rows, seq = [], 0
+    for identifier in IDENTIFIERS:
+        for text in texts.values():
+            seq += 1
+            rows.append(Record.from_json(seq, f"k{seq}", "add", identifier, text, None))
+    rows.append(Record.from_json(seq + 1, "ku", "update", "id-u", texts["plain"], texts["numbers"]))
+    rows.append(Record.from_json(seq + 2, "kr", "remove", "id-r", None, texts["plain"]))
+    return rows
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "postgres"])
+@pytest.mark.parametrize("identifier_type", ["external_id", "user_alias"])
+@pytest.mark.parametrize(
+    "options",
+    [BrazeSyncOptions(), BrazeSyncOptions(membership_attribute="in_vip"), BrazeSyncOptions(alias_label="it's")],
+    ids=["mirror", "membership", "quoted-label"],
+)
+def test_objects_the_warehouse_writes_are_the_objects_python_builds(engine, identifier_type, options, request, tmp_path):
+    from composable_assets.warehouse import Warehouse
+
+    url = f"duckdb:///{tmp_path / 'w.duckdb'}" if engine == "duckdb" else request.getfixturevalue("postgres_url")
+    session = BrazeSession(Capture(), {}, braze_target(identifier_type, options))  # type: ignore[arg-type]
+    sql = session.object_sql("d._op", "d._identifier", "CAST(d._fields AS VARCHAR)")
+    assert sql is not None
+    rows = _object_rows(options)
+    with Warehouse(url=url).connect() as conn:
+        conn.execute("CREATE TABLE delta_rows (_seq BIGINT, _op VARCHAR, _identifier VARCHAR, _fields JSON)")
+        for r in rows:
+            conn.execute("INSERT INTO delta_rows VALUES (?, ?, ?, ?)", [r.seq, r.change, r.identifier, r.fields_text])
+        written = dict(conn.fetch_all(f"SELECT _seq, {sql} FROM delta_rows AS d ORDER BY _seq"))
+    assert len(written) == len(rows)
+    for r in rows:
+        spliced = session.spliced.text(r)
+        # Where Python splices, the warehouse writes the same object (same members, same order); where Python must
+        # build a dict (a null, a clash with the identifier, an update, a remove), the warehouse writes nothing.
+        assert (written[r.seq] is None) == (spliced is None), (r, written[r.seq], spliced)
+        if spliced is not None:
+            expected = attribute_object(Record(r.seq, r.key, r.change, r.identifier, r.fields, None), session.target, options)
+            got = json.loads(written[r.seq], object_pairs_hook=_no_duplicates)
+            assert got == expected == json.loads(spliced)
+            assert list(got) == list(expected)
+    assert sum(v is not None for v in written.values()) >= len(IDENTIFIERS)  # the fast path is really taken
+
+
+def test_no_warehouse_objects_where_a_braze_add_needs_more_than_its_fields():
+    options = BrazeSyncOptions(on_remove="delete", subscription_group_id="sg-1")
+    session = BrazeSession(Capture(), {}, braze_target("external_id", options))  # type: ignore[arg-type]
+    assert session.object_sql("d._op", "d._identifier", "d._fields") is None
+
+
+def test_a_first_sync_sends_the_warehouse_objects_and_builds_only_a_mixed_batch_in_python(tmp_path, monkeypatch):
+    from composable_assets.destinations.braze import AttributeText
+    from composable_assets.store import PairTables
+    from composable_assets.warehouse import Warehouse
+
+    tables = PairTables("composable", "vip", "braze")
+    built: list[int] = []
+    text = AttributeText.text
+    monkeypatch.setattr(AttributeText, "text", lambda self, r, checked=False: built.append(r.seq) or text(self, r, checked))
+    client = Capture()
+    target = braze_target("external_id", BrazeSyncOptions(), mode="upsert")  # no membership attribute to carry
+    session = BrazeSession(client, {"track": None}, target)  # type: ignore[arg-type]
+    with Warehouse(url=f"duckdb:///{tmp_path / 'w.duckdb'}").connect() as conn:
+        tables.ensure(conn)
+        # 25 adds; row 13 has a null field, so its batch (11-15) is built in Python and the others are not.
+        conn.execute(
+            f"INSERT INTO {tables.delta} (_partition, _run_id, _seq, _op, _key, _identifier, _hash, _fields, _previous, "
+            "_computed_at) SELECT DATE '2026-03-02', 'd1', i, 'add', 'k' || i, 'id' || i, 'h' || i, "
+            "json_object('n', i, 'name', CASE WHEN i <> 13 THEN 'é' || i END), NULL, TIMESTAMP '2026-03-02 10:00:00' "
+            "FROM range(1, 26) t(i)"
+        )
+        run = SimpleNamespace(first_seq=1, last_seq=25, size=25)
+        report = audience.deliver(
+            conn, tables, run, session, batch_size=5, concurrency=2, sync_run_id="s1", partition="2026-03-02"
+        )
+        ledger = conn.fetch_all(f"SELECT _key, _fields FROM {tables.ledger} ORDER BY _key")
+    assert report.added == 25 and report.failed == 0 and report.unsent == 0
+    assert sorted(built) == [11, 12, 13, 14, 15]
+    sent = sorted((o for body in client.bodies for o in json.loads(body)["attributes"]), key=lambda o: o["n"])
+    assert len(client.bodies) == 5 and [o["n"] for o in sent] == list(range(1, 26))
+    assert sent[0] == {"external_id": "id1", "n": 1, "name": "é1"}
+    assert sent[12] == {"external_id": "id13", "n": 13}  # the null left out, as attribute_object does
+    assert len(ledger) == 25
+    assert report.sample and report.sample[0] == {"external_id": "id1", "n": 1, "name": "é1"}
 
 
 # --- The urllib3 client: retries, answers, signing, what may have arrived -------------------------------------------

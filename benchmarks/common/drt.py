@@ -15,7 +15,7 @@ from pathlib import Path
 
 from common.timing import cpu_seconds
 
-SPEC = "drt-core[duckdb]==1.2.1"
+SPEC = "drt-core[duckdb,postgres]==1.2.1"
 DEFAULT_VENV = Path(__file__).resolve().parent.parent / ".work" / "drt-venv"
 
 BRAZE_BODY_FULL = '{"attributes": {{ rows | tojson }}}'
@@ -52,18 +52,23 @@ def ensure_drt(venv: Path, console) -> dict:
 
 
 def drt_project(root: Path, source_db: Path, name: str, *, url: str, headers: dict, body: str, per_request: int,
-                mode: str, engine_batch: int, limit: int | None = None) -> Path:
-    """A drt project folder (+ a HOME with ~/.drt/profiles.yml) for one sync of `people` over a copy of the data."""
+                mode: str, engine_batch: int, limit: int | None = None, postgres: dict | None = None) -> Path:
+    """A drt project folder (+ a HOME with ~/.drt/profiles.yml) for one sync of `people` over a copy of the data.
+
+    `postgres` (host, port, user, dbname): read `people` from that PostgreSQL database instead of a DuckDB copy.
+    """
     import yaml
 
     shutil.rmtree(root, ignore_errors=True)
     (root / "syncs").mkdir(parents=True)
     (root / "home" / ".drt").mkdir(parents=True)
-    db = root / "warehouse.duckdb"
-    shutil.copyfile(source_db, db)
-    (root / "home" / ".drt" / "profiles.yml").write_text(
-        yaml.safe_dump({"bench": {"type": "duckdb", "database": str(db)}})
-    )
+    if postgres is not None:
+        profile = {"type": "postgres", **postgres}
+    else:
+        db = root / "warehouse.duckdb"
+        shutil.copyfile(source_db, db)
+        profile = {"type": "duckdb", "database": str(db)}
+    (root / "home" / ".drt" / "profiles.yml").write_text(yaml.safe_dump({"bench": profile}))
     (root / "drt_project.yml").write_text(yaml.safe_dump({"name": "delivery_bench", "profile": "bench"}))
     columns = "CAST(id AS VARCHAR) AS external_id, email, name, score"
     if mode == "incremental":

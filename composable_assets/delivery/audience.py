@@ -5,13 +5,16 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any
+from itertools import compress
+from operator import attrgetter
+from typing import Any, cast, overload
 
 from ..delta.diff import DeltaRun
 from ..delta.ledger import clear_intents, fold_acks, record_acks, record_intent, record_rejections
-from ..destinations import BatchResult, Record, Session
+from ..destinations import BatchResult, PreparedBatch, Record, Session
 from ..store import PairTables
 from .loop import SAMPLE_SIZE, DeliveryReport, run as run_loop
 
@@ -20,6 +23,9 @@ READ_CHUNK_ROWS = 10_000
 # An intent window covers 2 x concurrency batches: one small write per that many batches, well ahead of the at
 # most `concurrency` batches in flight.
 WINDOW_BATCHES_PER_SLOT = 2
+
+# Engines whose rendering of a session's `object_sql` is tested to give the objects Python builds.
+PREPARED_DIALECTS = frozenset({"duckdb", "postgres"})
 
 # Answers are checkpointed at least this often, however long a window takes to go out.
 CHECKPOINT_SECONDS = 1.0
@@ -59,30 +65,66 @@ def records_from_rows(rows: list[dict[str, Any]]) -> list[Record]:
     ]
 
 
-def _chunks(conn, tables: PairTables, run: DeltaRun, batch_size: int) -> Iterator[tuple[list[Record], int]]:
-    """Delta rows in seq order, a chunk at a time, minus rows the ledger already holds (a re-run after a crash)."""
+class Rows(Sequence[Record]):
+    """A chunk of delta rows as columns, sliced into batches by the loop: a batch whose every row has the object
+    the warehouse wrote for it (and an identifier) is a `PreparedBatch`, any other a list of Records."""
+
+    def __init__(self, columns: list[list[Any]]):
+        self.seqs, self.changes, self.keys, self.identifiers, self.fields, self.previous = columns[:6]
+        self.objects: list[str | None] | None = columns[6] if len(columns) > 6 else None
+
+    def __len__(self) -> int:
+        return len(self.seqs)
+
+    @overload
+    def __getitem__(self, rows: int) -> Record: ...
+
+    @overload
+    def __getitem__(self, rows: slice) -> PreparedBatch | list[Record]: ...
+
+    def __getitem__(self, rows: int | slice) -> Record | PreparedBatch | list[Record]:
+        if not isinstance(rows, slice):
+            return self[rows : rows + 1 or None][0]
+        identifiers = self.identifiers[rows]
+        objects = self.objects[rows] if self.objects is not None else None
+        if objects is not None and None not in objects and None not in identifiers:
+            return PreparedBatch(
+                self.seqs[rows], self.keys[rows], self.changes[rows], identifiers, self.fields[rows],
+                self.previous[rows], cast(list[str], objects),  # no None among them: checked just above
+            )  # fmt: skip
+        return list(
+            map(
+                Record.from_json, self.seqs[rows], self.keys[rows], self.changes[rows], identifiers,
+                self.fields[rows], self.previous[rows],
+            )
+        )  # fmt: skip
+
+
+def _chunks(
+    conn, tables: PairTables, run: DeltaRun, batch_size: int, object_sql: str | None = None
+) -> Iterator[tuple[Rows, int]]:
+    """Delta rows in seq order, a chunk at a time, minus rows the ledger already holds (a re-run after a crash).
+
+    `object_sql`: the session's SQL for each row's request object, written by the warehouse beside the row.
+    """
     query = (
-        f"SELECT {ROW_COLUMNS}, {DONE} AS _done "
+        f"SELECT {ROW_COLUMNS}{f', {object_sql} AS _object' if object_sql else ''}, {DONE} AS _done "
         f"FROM {tables.delta} AS d LEFT JOIN {tables.ledger} AS l ON l._key = d._key "
         "WHERE d._seq BETWEEN ? AND ? ORDER BY d._seq"
     )
     # A whole number of batches per chunk, so no chunk ends in a short batch (a wasted request).
     chunk_rows = max(batch_size, READ_CHUNK_ROWS // batch_size * batch_size)
-    make = Record.from_json
     for lo in range(run.first_seq, run.last_seq + 1, chunk_rows):
         hi = min(lo + chunk_rows - 1, run.last_seq)
-        table = conn.fetch_arrow(query, [lo, hi])
-        # Column by column: far cheaper than a dict per row, and the fields stay JSON text until a destination
-        # needs them as values.
-        seqs, ops, keys, identifiers, fields, previous, done = (column.to_pylist() for column in table.columns)
-        todo = [
-            make(seq, key, op, identifier, text, before)
-            for seq, op, key, identifier, text, before, is_done in zip(
-                seqs, ops, keys, identifiers, fields, previous, done
-            )
-            if not is_done
-        ]
-        yield todo, len(seqs) - len(todo)
+        # Column by column, and batch by batch from the columns: no Python object per row unless a batch needs
+        # Records, and the fields stay JSON text until a destination needs them as values.
+        *columns, done = conn.fetch_columns(query, [lo, hi])
+        read = len(done)
+        if any(done):
+            todo = [not is_done for is_done in done]
+            columns = [list(compress(column, todo)) for column in columns]
+        rows = Rows(columns)
+        yield rows, read - len(rows)
 
 
 def _confirm_leftovers(conn, tables: PairTables, session: Session, *, sync_run_id: str) -> None:
@@ -143,22 +185,24 @@ class AudienceSource:
         concurrency: int,
         sync_run_id: str,
         partition: dt.date,
+        object_sql: str | None = None,
     ):
         self.conn, self.tables, self.run = conn, tables, run
+        self.object_sql = object_sql
         self.batch_size = batch_size
         self.window_seqs = WINDOW_BATCHES_PER_SLOT * max(1, concurrency) * batch_size
         self.sync_run_id, self.partition = sync_run_id, partition
         self.report = SyncReport(total=run.size)
         self.declared = run.first_seq - 1  # the last seq this run has declared in flight
-        self.answers: list[tuple[list[Record], BatchResult]] = []
+        self.answers: list[tuple[Sequence[Record], BatchResult]] = []
         self.checkpointed = time.monotonic()
 
-    def chunks(self) -> Iterator[list[Record]]:
-        for records, skipped in _chunks(self.conn, self.tables, self.run, self.batch_size):
+    def chunks(self) -> Iterator[Rows]:
+        for rows, skipped in _chunks(self.conn, self.tables, self.run, self.batch_size, self.object_sql):
             self.report.skipped += skipped
-            yield records
+            yield rows
 
-    def going_out(self, batches: list[list[Record]], oldest: Record | None) -> None:
+    def going_out(self, batches: list[Sequence[Record]], oldest: Record | None) -> None:
         new_window = bool(batches) and batches[-1][-1].seq > self.declared
         # Group commit: every batch answered since the last checkpoint, in one statement, written before a new
         # intent window is declared, at the end (no batches), or after CHECKPOINT_SECONDS. Each statement is a
@@ -166,16 +210,22 @@ class AudienceSource:
         # rather than once a batch. In between, answered rows stay inside the newest intent window (it runs from
         # the oldest batch unsettled when it was written to past every batch sent since), so a kill leaves them
         # where the next run looks for them, as it does the batches in flight.
-        if self.answers and (new_window or not batches or time.monotonic() - self.checkpointed >= CHECKPOINT_SECONDS):
-            self._write_answers()
-        if new_window:
-            # One intent row per window of sequence numbers: the window starts at the first batch not yet declared
-            # (however the batches going out together fall), and the row covers it from the oldest batch unsettled.
-            fresh = next(b[0].seq for b in batches if b[-1].seq > self.declared)
-            end = max(fresh, self.declared + 1) + self.window_seqs - 1
-            self.declared = min(max(batches[-1][-1].seq, end), self.run.last_seq)
-            start = oldest.seq if oldest is not None else batches[0][0].seq
-            record_intent(self.conn, self.tables, self.sync_run_id, start, self.declared, _now())
+        write = bool(self.answers) and (
+            new_window or not batches or time.monotonic() - self.checkpointed >= CHECKPOINT_SECONDS
+        )
+        # The answers and the next window in one commit when both are due (a commit costs more than the rows).
+        with self.conn.transaction() if write and new_window else nullcontext():
+            if write:
+                self._write_answers()
+            if new_window:
+                # One intent row per window of sequence numbers: the window starts at the first batch not yet
+                # declared (however the batches going out together fall), and the row covers it from the oldest
+                # batch unsettled.
+                fresh = next(b[0].seq for b in batches if b[-1].seq > self.declared)
+                end = max(fresh, self.declared + 1) + self.window_seqs - 1
+                self.declared = min(max(batches[-1][-1].seq, end), self.run.last_seq)
+                start = oldest.seq if oldest is not None else batches[0][0].seq
+                record_intent(self.conn, self.tables, self.sync_run_id, start, self.declared, _now())
 
     def _write_answers(self) -> None:
         _checkpoint(
@@ -184,10 +234,10 @@ class AudienceSource:
         self.answers = []
         self.checkpointed = time.monotonic()
 
-    def answered(self, batch: list[Record], result: BatchResult) -> None:
+    def answered(self, batch: Sequence[Record], result: BatchResult) -> None:
         self.answers.append((batch, result))
 
-    def unanswered(self, batch: list[Record], exc: BaseException) -> BatchResult | None:
+    def unanswered(self, batch: Sequence[Record], exc: BaseException) -> BatchResult | None:
         return None  # its rows are still different from the ledger: the next run sends them
 
     def close(self, drained: bool) -> None:
@@ -215,8 +265,22 @@ def deliver(
     """Send the delta batch by batch, up to `concurrency` batches in flight; checkpoint each acknowledged batch."""
     fold_acks(conn, tables)
     _confirm_leftovers(conn, tables, session, sync_run_id=sync_run_id)
+    # Request objects written by the warehouse only where the SQL is known to render alike (DuckDB, PostgreSQL):
+    # elsewhere the session builds them, as it does for any row its SQL leaves NULL.
+    object_sql = (
+        session.object_sql("d._op", "d._identifier", "CAST(d._fields AS VARCHAR)")
+        if conn.dialect in PREPARED_DIALECTS
+        else None
+    )
     source = AudienceSource(
-        conn, tables, run, batch_size=batch_size, concurrency=concurrency, sync_run_id=sync_run_id, partition=partition
+        conn,
+        tables,
+        run,
+        batch_size=batch_size,
+        concurrency=concurrency,
+        sync_run_id=sync_run_id,
+        partition=partition,
+        object_sql=object_sql,
     )
     run_loop(
         source,
@@ -235,7 +299,7 @@ def _now() -> dt.datetime:
 
 
 def _checkpoint(
-    conn, tables, answered: list[tuple[list[Record], BatchResult]], report: SyncReport, *, sync_run_id, partition
+    conn, tables, answered: list[tuple[Sequence[Record], BatchResult]], report: SyncReport, *, sync_run_id, partition
 ) -> None:
     """Record what the answered batches acknowledged (one statement) and rejected; count both."""
     now = _now()
@@ -245,7 +309,7 @@ def _checkpoint(
     for batch, result in answered:
         acked += result.acknowledged
         if len(result.acknowledged) == len(batch):  # every row acknowledged: no row to look up
-            changes.update(r.change for r in batch)
+            changes.update(batch.changes if isinstance(batch, PreparedBatch) else map(attrgetter("change"), batch))
         else:
             by_seq = {r.seq: r for r in batch}
             changes.update(by_seq[seq].change for seq in result.acknowledged)

@@ -16,7 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
-from ..destinations import BatchResult, TransientError
+from ..destinations import BatchResult, PreparedBatch, TransientError
 
 SAMPLE_SIZE = 5
 
@@ -64,19 +64,19 @@ class Source(Protocol, Generic[Row, Report]):
 
     report: Report
 
-    def chunks(self) -> Iterator[list[Row]]:
+    def chunks(self) -> Iterator[Sequence[Row]]:
         """Rows to deliver in order, a chunk at a time (rows carry `seq` and `identifier`)."""
 
-    def going_out(self, batches: list[list[Row]], oldest: Row | None) -> None:
+    def going_out(self, batches: list[Sequence[Row]], oldest: Row | None) -> None:
         """Checkpoint the answers collected so far and declare `batches` as in flight, before any is sent.
 
         `oldest` is the first row of the oldest batch still in flight (None: nothing is).
         """
 
-    def answered(self, batch: list[Row], result: BatchResult) -> None:
+    def answered(self, batch: Sequence[Row], result: BatchResult) -> None:
         """Take one batch's answer (in send order); written at the next `going_out`."""
 
-    def unanswered(self, batch: list[Row], exc: BaseException) -> BatchResult | None:
+    def unanswered(self, batch: Sequence[Row], exc: BaseException) -> BatchResult | None:
         """What a batch whose request raised counts as: a result to take, or None: its rows stay unsent."""
 
     def close(self, drained: bool) -> None:
@@ -102,7 +102,7 @@ def run(
     started = time.monotonic()
     report = source.report
     concurrency = max(1, concurrency)
-    in_flight: deque[tuple[list[Row], dict[int, str], Future]] = deque()
+    in_flight: deque[tuple[Sequence[Row], dict[int, str], Future]] = deque()
     crash: BaseException | None = None
     last_progress = started
     drained = False
@@ -128,7 +128,7 @@ def run(
             result.rejected.update(missing)
             source.answered(batch, result)
 
-    def commit(going: list[list[Row]], last: bool = False) -> None:
+    def commit(going: list[Sequence[Row]], last: bool = False) -> None:
         nonlocal last_progress
         source.going_out(going, in_flight[0][0][0] if in_flight else None)
         # At most once a second, and at the end: each message is an event in Dagster's log, and a delivery done
@@ -137,11 +137,15 @@ def run(
             last_progress = time.monotonic()
             on_progress(report)
 
-    def submit(waiting: list[list[Row]]) -> None:
+    def submit(waiting: list[Sequence[Row]]) -> None:
         commit(waiting)
         for batch in waiting:
             # A row without an identifier cannot be addressed at the destination: reject it here.
-            missing = {r.seq: "identifier is NULL" for r in batch if r.identifier is None}
+            missing = (
+                {}
+                if isinstance(batch, PreparedBatch)
+                else {r.seq: "identifier is NULL" for r in batch if r.identifier is None}
+            )
             sendable = [r for r in batch if r.identifier is not None] if missing else batch
             in_flight.append((batch, missing, pool.submit(_send, send, sendable)))
         waiting.clear()
@@ -149,7 +153,7 @@ def run(
     chunks = source.chunks()
     try:
         with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="deliver") as pool:
-            waiting: list[list[Row]] = []
+            waiting: list[Sequence[Row]] = []
             for rows in chunks:
                 for i in range(0, len(rows), batch_size):
                     batch = rows[i : i + batch_size]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from ..destinations import BatchResult, Capabilities, Event, OutcomeUnknown, Session, TransientError
@@ -69,7 +69,7 @@ class StreamSource:
             raise ValueError("a stream delivery's window has no start")
         return pending_events(self.conn, self.shape, self.tables, window_start=start, now=self.now)
 
-    def going_out(self, batches: list[list[Event]], oldest: Event | None) -> None:
+    def going_out(self, batches: list[Sequence[Event]], oldest: Event | None) -> None:
         checkpoint(
             self.conn,
             self.tables,
@@ -82,14 +82,14 @@ class StreamSource:
         )
         self.settled, self.advance_to = Settled.empty(), None
 
-    def answered(self, batch: list[Event], result: BatchResult) -> None:
+    def answered(self, batch: Sequence[Event], result: BatchResult) -> None:
         if not _settle_batch(batch, result, self.settled, self.report):
             self.frozen = True
         elif not self.frozen:
             last = batch[-1].time
             self.advance_to = last if self.advance_to is None else max(self.advance_to, last)
 
-    def unanswered(self, batch: list[Event], exc: BaseException) -> BatchResult:
+    def unanswered(self, batch: Sequence[Event], exc: BaseException) -> BatchResult:
         if isinstance(exc, TransientError) and not isinstance(exc, OutcomeUnknown):
             return BatchResult()  # refused before it was applied: unsent, sent again next run
         # It may have arrived: a destination that deduplicates gets it again next run; any other must not.
@@ -153,7 +153,7 @@ def _utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
-def _settle_batch(batch: list[Event], result: BatchResult, settled: Settled, report: StreamReport) -> bool:
+def _settle_batch(batch: Sequence[Event], result: BatchResult, settled: Settled, report: StreamReport) -> bool:
     """Add a batch's answered events to `settled` (sent, rejected, in doubt); False if any was left unanswered."""
     seqs = {e.seq for e in batch}
     rejected = {seq: reason for seq, reason in result.rejected.items() if seq in seqs}

@@ -14,7 +14,7 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, Self, TypeVar
+from typing import Any, ClassVar, Generic, Self, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict
 
@@ -227,6 +227,51 @@ class Record:
         )
 
 
+class PreparedBatch(Sequence[Record]):
+    """Delta rows whose request objects the warehouse already wrote, as JSON text each, in the rows' order.
+
+    What `Session.object_sql` asked for, so a session sends `objects` as they are: no Record, no dict, no encoding
+    per row. The rows' columns stay beside them, and a Record is built only where one is asked for (the loop reads
+    a batch's first and last row; a rejected row is looked up by its seq). Every row has an identifier.
+    """
+
+    __slots__ = ("seqs", "keys", "changes", "identifiers", "fields", "previous", "objects")
+
+    def __init__(
+        self,
+        seqs: list[int],
+        keys: list[str],
+        changes: list[str],
+        identifiers: list[str],
+        fields: list[str | None],
+        previous: list[str | None],
+        objects: list[str],
+    ):
+        self.seqs, self.keys, self.changes, self.identifiers = seqs, keys, changes, identifiers
+        self.fields, self.previous, self.objects = fields, previous, objects
+
+    def __len__(self) -> int:
+        return len(self.seqs)
+
+    @overload
+    def __getitem__(self, index: int) -> Record: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Record]: ...
+
+    def __getitem__(self, index: int | slice) -> Record | list[Record]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        return Record.from_json(
+            self.seqs[index],
+            self.keys[index],
+            self.changes[index],
+            self.identifiers[index],
+            self.fields[index],
+            self.previous[index],
+        )
+
+
 @dataclass(frozen=True)
 class Event:
     """One row of an event stream to deliver. `seq` numbers it within its run, for per-event results."""
@@ -314,6 +359,15 @@ class Session(Generic[RowT]):
         TransientError/TerminalError for the whole batch.
         """
         raise TerminalError(f"{type(self).__name__} does not deliver these rows")
+
+    def object_sql(self, change: str, identifier: str, fields: str) -> str | None:
+        """SQL (DuckDB dialect) for the JSON text this session sends for one delta row, or None: it builds its own.
+
+        The expression reads the row's `change`, `identifier` and `fields` (JSON text) through the SQL given, and is
+        NULL for a row this session must build in Python. A batch whose every row has its text arrives at `send` as a
+        `PreparedBatch`; any other batch as Records, as always.
+        """
+        return None
 
     def confirm(self, records: Sequence[Record]) -> list[int]:
         """Seqs of the records the destination already holds exactly as `send` would deliver them ([]: cannot tell)."""

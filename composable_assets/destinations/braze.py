@@ -73,6 +73,7 @@ from .base import (
     ForgetTarget,
     Forgotten,
     Limits,
+    PreparedBatch,
     Record,
     Session,
     Target,
@@ -351,6 +352,21 @@ class AttributeText:
         self.ending = f"{_encode(membership)}:true}}" if membership else None
         self.usable = not options.subscription_group_id
 
+    def sql(self, change: str, identifier: str, fields: str) -> str | None:
+        """The same object as `text`, written by the warehouse (DuckDB dialect): NULL where `text` answers None."""
+        if not self.usable:
+            return None
+        # LIKE's `_` matches any character, so a refused name matches more texts than it names: those rows are only
+        # built in Python, as `text` would have them.
+        refused = " OR ".join(f"{fields} LIKE {_literal('%' + word + '%')}" for word in self.refused)
+        conditions = [f"{change} = 'add'", f"{fields} LIKE '{{%}}'", f"NOT ({refused})"]
+        if self.ending is not None:
+            conditions.append(f"right({fields}, {len(self.ending)}) = {_literal(self.ending)}")
+        head = f"{_literal(self.head)} || to_json({identifier}) || {_literal(self.tail)}"
+        inner = f"trim(substr({fields}, 2, length({fields}) - 2))"
+        spliced = f"CASE WHEN {inner} = '' THEN {head} || '}}' ELSE {head} || ',' || substr({fields}, 2) END"
+        return f"CASE WHEN {' AND '.join(conditions)} THEN {spliced} END"
+
     def texts(self, records: Sequence[Record]) -> list[str | None]:
         """The spliced object of each record, None where it must be built as a dict."""
         # One search over the whole batch's text for what rules splicing out; per row only if it finds something.
@@ -378,6 +394,11 @@ class AttributeText:
 _encode = encode_basestring_ascii
 
 
+def _literal(text: str) -> str:
+    """A SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 class BrazeSession(Session[Record]):
     def __init__(self, client: HttpClient, budgets: dict[str, RateBudget], target: Target):
         self.client = client
@@ -386,12 +407,20 @@ class BrazeSession(Session[Record]):
         self.options = cast(BrazeSyncOptions, target.options)  # validated with SyncOptions when the project loads
         self.spliced = AttributeText(target, self.options)
 
+    def object_sql(self, change: str, identifier: str, fields: str) -> str | None:
+        return self.spliced.sql(change, identifier, fields)
+
     def send(self, batch: Sequence[Record]) -> BatchResult:
         result = BatchResult()
+        if isinstance(batch, PreparedBatch):  # adds whose objects the warehouse wrote: sent as they are
+            self._post_track(batch.objects, batch.seqs, result)
+            return result
         # Upserts and attribute-clearing removals share /users/track; other removals go to their endpoint.
-        via_track = self.options.on_remove == "clear_attribute"
-        tracked = [r for r in batch if r.operation == "upsert" or via_track]
-        others = [r for r in batch if r.operation == "remove" and not via_track]
+        if self.options.on_remove == "clear_attribute":
+            tracked, others = list(batch), []
+        else:
+            tracked = [r for r in batch if r.change != "remove"]
+            others = [r for r in batch if r.change == "remove"] if len(tracked) < len(batch) else []
         if tracked:
             self._track(tracked, result)
         for i in range(0, len(others), IDS_PER_REQUEST):
@@ -414,23 +443,29 @@ class BrazeSession(Session[Record]):
                 )
                 text = json.dumps(obj, separators=(",", ":"))
             objects.append(text)
+        self._post_track(objects, [r.seq for r in records], result)
+
+    def _post_track(self, objects: list[str], seqs: list[int], result: BatchResult) -> None:
+        """One /users/track request of these attribute objects (JSON text each), answered per object by seq."""
         request = '{"attributes":[' + ",".join(objects) + "]}"
         response = self.client.request("POST", "/users/track", data=request.encode(), budget=self.budgets["track"])
         body = _json(response)
         if response.status_code >= 400:
             reason = f"HTTP {response.status_code}: {self.client.redact(str(body.get('message', response.text[:200])))}"
-            result.rejected.update({r.seq: reason for r in records})
+            result.rejected.update(dict.fromkeys(seqs, reason))
             return
         minor = {
             e.get("index"): str(e.get("type", "rejected"))
             for e in body.get("errors", []) or []
             if e.get("input_array") == "attributes"
         }
-        for index, record in enumerate(records):
+        if not minor:  # the usual answer: every object taken
+            result.acknowledged += seqs
+        for index, seq in enumerate(seqs if minor else ()):
             if index in minor:
-                result.rejected[record.seq] = minor[index]
+                result.rejected[seq] = minor[index]
             else:
-                result.acknowledged.append(record.seq)
+                result.acknowledged.append(seq)
         result.payloads.extend(objects)
 
     def _delete(self, records: list[Record], result: BatchResult) -> None:

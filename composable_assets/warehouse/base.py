@@ -77,6 +77,14 @@ class Connection(ABC):
     def fetch_arrow(self, sql: str, params: Params = None) -> pa.Table:
         """Run a query and return the result as one Arrow table (bounded results only)."""
 
+    def fetch_columns(self, sql: str, params: Params = None) -> list[list[Any]]:
+        """Run a query and return its result as one Python list per column (bounded results only).
+
+        For code that goes on row by row in Python (the delivery loop): an engine whose driver hands over Python
+        rows anyway overrides it, rather than building an Arrow table only to take it apart again.
+        """
+        return [column.to_pylist() for column in self.fetch_arrow(sql, params).columns]
+
     @abstractmethod
     def stream_arrow(self, sql: str, params: Params = None, batch_rows: int = 100_000) -> Iterator[pa.RecordBatch]:
         """Run a query and yield its result in Arrow record batches, never all of it in memory."""
@@ -135,16 +143,23 @@ class Connection(ABC):
         Written as the statements each engine already understands (BigQuery and Databricks interpret them in
         `execute`), so every engine gets the same block. Rolled back on any exception, an interrupt included (a
         killed load or archive must leave nothing half-done); a failed ROLLBACK does not hide the block's error.
+        A block inside another joins it: both commit together, or neither does.
         """
+        if getattr(self, "_in_transaction", False):
+            yield
+            return
         self.execute("BEGIN TRANSACTION")
+        self._in_transaction = True
         try:
             yield
         except BaseException:
+            self._in_transaction = False
             try:
                 self.execute("ROLLBACK")
             except Exception:  # the connection itself is gone: the server drops the open transaction
                 pass
             raise
+        self._in_transaction = False
         self.execute("COMMIT")
 
     @contextmanager

@@ -36,6 +36,9 @@ from .sql import ident
 
 PASSWORD_SETTINGS = ("COMPOSABLE_WAREHOUSE_PASSWORD", "PGPASSWORD")
 CONNECT_TIMEOUT_SECONDS = 10
+# Built-in type OIDs of json and jsonb, and of their arrays (fixed in PostgreSQL's catalog).
+JSON_OIDS = (114, 3802)
+JSON_ARRAY_OIDS = (199, 3807)
 
 
 def _driver():
@@ -60,6 +63,13 @@ class PostgresConnection(DbApiConnection):
     @property
     def has_merge(self) -> bool:  # type: ignore[override]  # the base's plain attribute, computed here
         return self.server_version >= 150000
+
+    def fetch_columns(self, sql: str, params: Params = None) -> list[list[Any]]:
+        # psycopg2 has built Python values already: transposed as they are, not through an Arrow table.
+        with self._con.cursor() as cur:
+            self._run(cur, sql, params)
+            rows = cur.fetchall()
+            return [list(column) for column in zip(*rows)] if rows else [[] for _ in column_names(cur)]
 
     def _run(self, cursor, sql: str, params: Params) -> None:
         if params:
@@ -212,9 +222,13 @@ class PostgresEngine(Engine):
         except psycopg2.Error as exc:
             raise WarehouseError(_connect_error(self, str(exc), password)) from None
         con.autocommit = True  # statements commit one by one, as in DuckDB; BEGIN ... COMMIT groups them
-        # JSON columns come back as their text, as from DuckDB (delivery decodes them itself).
-        psycopg2.extras.register_default_json(con, loads=lambda text: text)
-        psycopg2.extras.register_default_jsonb(con, loads=lambda text: text)
+        # JSON columns come back as their text, as from DuckDB (delivery decodes them itself): the driver's own text
+        # typecaster, in C, rather than a Python function called for every value (two a delivered row).
+        json_text = psycopg2.extensions.new_type(JSON_OIDS, "JSON_AS_TEXT", psycopg2.STRING)
+        psycopg2.extensions.register_type(json_text, con)
+        psycopg2.extensions.register_type(
+            psycopg2.extensions.new_array_type(JSON_ARRAY_OIDS, "JSON_AS_TEXT[]", json_text), con
+        )
         return con
 
     @contextmanager
