@@ -159,3 +159,24 @@ def test_a_failure_between_slices_folds_nothing_and_the_next_fold_folds_everythi
     with connect() as conn:
         assert fold_acks(conn, tables, slice_rows=3) == 4
         assert state(conn, tables) == whole
+
+
+def test_a_first_fold_into_an_empty_ledger_inserts_what_the_merges_would_leave(connect, monkeypatch) -> None:
+    monkeypatch.setattr(ledger, "FOLD_SLICE_ROWS", {})
+    whole = folded(connect, PairTables("s_merged", "a", "d"), None)
+
+    def no_merge(*args, **kwargs):
+        raise AssertionError("an empty ledger is filled by INSERT, not MERGE")
+
+    tables = PairTables("s_first", "a", "d")
+    with connect() as conn:
+        prepare(conn, tables)
+        # Every run acknowledged before any fold (adds, updates, removes and a key back, overlapping ranges): the
+        # one fold into the empty ledger keeps each key's newest acknowledged row, and no removed key.
+        record_acks(conn, tables, "s1", [(1, 7), (5, 9), (12, 12)], T1)
+        record_acks(conn, tables, "s2", [(13, 16), (17, 19)], T2)
+        record_acks(conn, tables, "s3", [(20, 20), (22, 24)], T3)
+        monkeypatch.setattr(ledger, "_merge", no_merge)
+        monkeypatch.setattr(ledger, "_delete_then_insert", no_merge)
+        assert fold_acks(conn, tables) == 7
+        assert state(conn, tables) == whole

@@ -109,7 +109,11 @@ def _fold(conn: Connection, tables: PairTables, window: str, params: list) -> No
         f"WHERE a.audience = ? AND a.destination = ? AND NOT a.folded {window}".rstrip(),
         params,
     )
-    if conn.has_merge:
+    if conn.fetch_one(f"SELECT 1 FROM {tables.ledger} LIMIT 1") is None:
+        # A first sync's fold: no key can match, so the MERGE would only insert; a plain INSERT does that for about
+        # half the work (its join with the ledger and its matching are skipped).
+        _insert(conn, tables, acked, params)
+    elif conn.has_merge:
         _merge(conn, tables, acked, params)
     else:
         _delete_then_insert(conn, tables, acked, params)
@@ -158,6 +162,11 @@ def _merge(conn: Connection, tables: PairTables, acked: str, params: list) -> No
 def _delete_then_insert(conn: Connection, tables: PairTables, acked: str, params: list) -> None:
     """The MERGE for engines without it (PostgreSQL before 15): same result, inside the caller's transaction."""
     conn.execute(f"DELETE FROM {tables.ledger} WHERE _key IN (SELECT _key FROM ({acked}) AS s)", params)
+    _insert(conn, tables, acked, params)
+
+
+def _insert(conn: Connection, tables: PairTables, acked: str, params: list) -> None:
+    """Each acknowledged key's newest row into the ledger, unless it was removed (no row of it is there)."""
     conn.execute(
         f"INSERT INTO {tables.ledger} (_key, _identifier, _hash, _fields, _synced_at, _run_id) "
         f"SELECT _key, _identifier, _hash, _fields, acked_at, run_id FROM ({acked}) AS s WHERE _op <> 'remove'",
