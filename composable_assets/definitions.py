@@ -51,7 +51,7 @@ from .project.keys import (
     stream_key,
     sync_key,
 )
-from .project.schema import SNAPSHOT_FILE, snapshot_lookup, with_columns
+from .project.schema import with_cached_columns
 from .settings import Settings
 from .streams.shape import MEMBER_KEYS
 from .warehouse import Warehouse
@@ -483,16 +483,6 @@ def load_definitions(settings: Settings | None = None) -> dg.Definitions:
         settings.project_dir, known_destination_types=DESTINATION_TYPES, warehouse_url=settings.warehouse_url
     )
     return build_definitions(with_cached_columns(project, settings), settings)
-
-
-def with_cached_columns(project: Project, settings: Settings) -> Project:
-    """The project with its models' columns derived from the source columns `composable validate` last read.
-
-    For column lineage and schemas through `select *`: every run, sensor tick and command loads the definitions, so
-    they never wait for the warehouse; nothing is checked against this snapshot (project/schema.py).
-    """
-    cached = snapshot_lookup(settings.data_dir / SNAPSHOT_FILE, settings.warehouse_url)
-    return project if cached is None else with_columns(project, cached)
 
 
 @dg.definitions

@@ -42,9 +42,10 @@ def load(project_dir: str | Path | None = None, *, fallback_project_dir: Path | 
     (project/schema.py); what could not be checked is in `project.schema.skipped`. Only the commands that check or
     trace columns ask: every other command starts without that round-trip.
     """
-    from ..definitions import build_definitions, with_cached_columns
+    from ..definitions import build_definitions
     from ..destinations import DESTINATION_TYPES
     from ..project import ProjectError, load_project
+    from ..project.schema import with_cached_columns
     from ..warehouse import WarehouseError
 
     try:

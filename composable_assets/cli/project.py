@@ -146,8 +146,8 @@ def lineage(column: str, offline: bool) -> None:
     derived from the model SQL, never declared, with the source tables' columns read from the warehouse so that it
     goes through `select *`.
     """
-    from ..definitions import with_cached_columns
     from ..governance.lineage import column_lineage, destination_fields, source_columns
+    from ..project.schema import with_cached_columns
 
     settings, project, _ = load(columns=not offline)
     for note in project.schema.skipped if project.schema is not None else []:
