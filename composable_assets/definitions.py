@@ -95,10 +95,7 @@ def audience_job_name(audience: str) -> str:
 
 def sources_upstream_of(project: Project, table: str) -> list[str]:
     """The source tables a model reads, directly or through other models; a source table is its own source."""
-    if table not in project.models:
-        return [table]
-    models = (*project.models_upstream_of(table), table)
-    return sorted({source for m in models for source in project.models[m].source_deps})
+    return project.sources_upstream_of(table)
 
 
 def upstream_keys(project: Project, table: str) -> list[dg.AssetKey]:
