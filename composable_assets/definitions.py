@@ -479,7 +479,7 @@ def load_definitions(settings: Settings | None = None) -> dg.Definitions:
     project = load_project(
         settings.project_dir, known_destination_types=DESTINATION_TYPES, warehouse_url=settings.warehouse_url
     )
-    return build_definitions(with_cached_columns(project, settings), settings)
+    return build_definitions(with_cached_columns(project, settings.data_dir, settings.warehouse_url), settings)
 
 
 @dg.definitions

@@ -73,7 +73,7 @@ def load(project_dir: str | Path | None = None, *, fallback_project_dir: Path | 
             # The definitions loaded by Dagster derive columns from it without a warehouse round-trip.
             write_snapshot(settings.data_dir / SNAPSHOT_FILE, settings.warehouse_url, project.schema)
         else:
-            project = with_cached_columns(project, settings)
+            project = with_cached_columns(project, settings.data_dir, settings.warehouse_url)
         return settings, project, build_definitions(project, settings)
     except ProjectError as exc:
         raise UserError(f"the project folder {settings.project_dir} has errors:\n{exc}") from exc

@@ -154,7 +154,7 @@ def lineage(column: str, offline: bool) -> None:
         err_console.print(f"[yellow]lineage may be partial:[/] {escape(note)}", highlight=False)
     if project.schema is not None and not project.schema.reachable:
         # The columns the last validate read are better than none (--offline uses them too).
-        project = with_cached_columns(project, settings)
+        project = with_cached_columns(project, settings.data_dir, settings.warehouse_url)
     name, _, field = column.rpartition(".")
     if not name or not field:
         raise UserError(f"expected TABLE.COLUMN or DESTINATION.FIELD, got {column!r}")

@@ -67,7 +67,7 @@ def _check(audience: str, destination: str | None, partition_of, timings: dict[s
     project = load_project(
         settings.project_dir, known_destination_types=DESTINATION_TYPES, warehouse_url=settings.warehouse_url
     )
-    project = with_cached_columns(project, settings)
+    project = with_cached_columns(project, settings.data_dir, settings.warehouse_url)
     spec = project.audiences[audience]
     syncs = [s for s in spec.syncs if destination in (None, s.destination)]
     if not syncs:

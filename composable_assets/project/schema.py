@@ -29,7 +29,6 @@ from .specs import ModelSpec
 from .sql_parsing import DIALECT, output_columns
 
 if TYPE_CHECKING:  # project.py imports this module for ResolvedSchema
-    from ..settings import Settings
     from .project import Project
 
 #: A table as a model's SQL names it: (schema as written, or None for the session's current one; table name),
@@ -340,11 +339,11 @@ def _shown(ref: TableRef) -> str:
     return f"{ref[0]}.{ref[1]}" if ref[0] else ref[1]
 
 
-def with_cached_columns(project: Project, settings: Settings) -> Project:
+def with_cached_columns(project: Project, data_dir: Path, warehouse_url: str) -> Project:
     """The project with its models' columns derived from the source columns `composable validate` last read.
 
     For column lineage and schemas through `select *`: every run, sensor tick and command loads the definitions, so
     they never wait for the warehouse; nothing is checked against this snapshot.
     """
-    cached = snapshot_lookup(settings.data_dir / SNAPSHOT_FILE, settings.warehouse_url)
+    cached = snapshot_lookup(data_dir / SNAPSHOT_FILE, warehouse_url)
     return project if cached is None else with_columns(project, cached)
