@@ -7,13 +7,17 @@ Dagster instance's runs, the command's output) and what the destination received
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import textwrap
+import time
 
 import dagster as dg
 import pytest
 from click.testing import CliRunner
 
 from composable_assets.cli import cli
+from composable_assets.cli.quiet_check import check_sync
 
 from .conftest import Recording, modules_imported_by
 
@@ -193,3 +197,26 @@ def test_the_default_freshness_policies_are_valid():
 
     for policy in DEFAULT_FRESHNESS.values():
         assert FreshnessSpec.model_validate(policy.model_dump()) == policy
+
+
+_HOLD = """
+import sys, time, duckdb
+con = duckdb.connect(sys.argv[1])
+print("holding", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_a_warehouse_held_by_another_process_is_not_waited_for_twice(run_cli, small):
+    synced(run_cli)
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(small.db), "6"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+        started = time.monotonic()
+        verdict = check_sync("high", None, lambda project: DAY)
+        # The check peeks and gives up; the run that follows waits for the file as it always has.
+        assert not verdict.quiet and "WarehouseBusy" in verdict.why
+        assert time.monotonic() - started < 4
+    finally:
+        holder.wait()
+    assert check_sync("high", None, lambda project: DAY).quiet

@@ -218,6 +218,11 @@ class DuckDBEngine(Engine):
             yield DuckDBConnection(con)
 
     @contextmanager
+    def peek(self) -> Iterator[DuckDBConnection]:
+        with self._connection(PEEK_LOCK_WAIT_SECONDS) as con:
+            yield DuckDBConnection(con)
+
+    @contextmanager
     def _connection(self, lock_wait: float) -> Iterator[duckdb.DuckDBPyConnection]:
         con = open_file(self.path, self.config, lock_wait, self.on_wait)
         try:
