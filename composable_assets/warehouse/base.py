@@ -299,6 +299,11 @@ class Engine(ABC):
     def connect(self) -> AbstractContextManager[Connection]:
         """Open a short-lived connection (closed on exit, committed unless an error escaped)."""
 
+    def peek(self) -> AbstractContextManager[Connection]:
+        """A connection for a quick look that gives up at once (WarehouseBusy) where another process holds the
+        warehouse (a DuckDB file) instead of waiting for it; elsewhere the same as `connect`."""
+        return self.connect()
+
     @abstractmethod
     def describe(self) -> str:
         """Where this warehouse is, for humans, without any secret."""
