@@ -3,23 +3,28 @@
 Built once: a project folder with one model (`profiles`: customers joined to their order totals), one audience of
 every customer with an email (`everyone`, 1M members by default) mirrored to the outbox destination, and the
 source tables `customers` (N rows) and `orders` (2 per customer) made in DuckDB by SQL. A first `composable sync`
-delivers every member; the runs measured after it have nothing to send.
+delivers every member; the runs measured after it have nothing to send, on the same day.
 
 Then, in interleaved rounds (A, B, C, A, B, C, ...), each a fresh process:
 
 - `validate`: `composable validate` (loads the project and the definitions, runs nothing): the floor a command
   that loads Dagster pays;
-- `sync`: `composable sync everyone` with nothing changed, wall seconds from the shell's point of view and the
-  child's CPU seconds (user + system, every thread);
-- `breakdown`: the same sync in a child that times its parts: imports, project + definitions load, the Dagster
+- `sync`: `composable sync everyone` with nothing changed: the quiet check finds nothing to do and launches no
+  run (cli/quiet_check.py); wall seconds from the shell's point of view and the child's CPU seconds (user + system,
+  every thread);
+- `check breakdown`: the quiet check alone in a child that times its parts: imports, the project, the warehouse
+  connection, the content markers (one statement), the steps' and pairs' state; dagster must stay unimported;
+- `sync --run-anyway`: the same sync through the full Dagster path (every step skips itself, nothing is sent);
+- `run breakdown`: that path in a child that times its parts: imports, project + definitions load, the Dagster
   instance, the run (each asset's STEP_START to STEP_SUCCESS from the run's events, the rest being Dagster's run
   overhead), and every warehouse statement (count and seconds).
 
-Every run must report nothing sent and exit 0, or the benchmark stops with an error. The load average is recorded
+Every run must report nothing sent and exit 0 (and a quiet `sync` must say it launched no run), or the benchmark
+stops with an error. The load average is recorded
 before and after: figures taken while the machine was busy are not comparable with quiet ones. DAGSTER_HOME is
 set (runs kept, as a user following the README has it); `--ephemeral` measures without it.
 
-`--baseline-rev REV` adds the same sync and breakdown with the package as committed in REV (a copy of its
+`--baseline-rev REV` adds the same sync and run breakdown with the package as committed in REV (a copy of its
 `composable_assets/` put first on the child's PYTHONPATH), interleaved with the others on the same project.
 
 This script reports numbers; it does not pass or fail on them.
@@ -45,8 +50,10 @@ from common.report import machine_info, md_table, write_results  # noqa: E402
 from common.timing import load_average, load_text, rounds, span, summary  # noqa: E402
 
 AUDIENCE = "everyone"
-SIDES = ("validate", "sync", "breakdown")
-BASELINE_SIDES = ("sync (baseline)", "breakdown (baseline)")
+SIDES = ("validate", "sync", "check breakdown", "sync --run-anyway", "run breakdown")
+BASELINE_SIDES = ("sync (baseline)", "run breakdown (baseline)")
+#: What a quiet `composable sync` prints when it launches no run.
+QUIET = "no run launched"
 
 PROJECT_YAML = """name: quiet_sync_benchmark
 start_date: "2026-01-01"
@@ -136,8 +143,35 @@ def child(command: list[str], env: dict[str, str]) -> dict:
     return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "output": output}
 
 
+def check_child() -> None:
+    """In a child: the quiet check timed by part, printed as one JSON line (what `--check-child` runs)."""
+    t0 = time.perf_counter()
+    parts: dict = {}
+    from composable_assets.cli import main as cli_main  # noqa: F401  (what the `composable` command imports)
+
+    parts["import cli"] = time.perf_counter() - t0
+    t = time.perf_counter()
+    from composable_assets.cli.common import project_today
+    from composable_assets.cli.quiet_check import check_sync
+
+    parts["import check"] = time.perf_counter() - t
+    t = time.perf_counter()
+    verdict = check_sync(AUDIENCE, None, project_today)
+    checked = time.perf_counter() - t
+    if not verdict.quiet:
+        raise SystemExit(f"the quiet check found work: {verdict.why}")
+    if "dagster" in sys.modules:
+        raise SystemExit("the quiet check imported dagster")
+    for name in ("project", "connect", "markers", "state"):
+        parts[name] = verdict.timings.get(name, 0.0)
+    parts["rest of the check"] = checked - sum(verdict.timings.values())
+    total = time.perf_counter() - t0
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    print("BREAKDOWN " + json.dumps({"parts": parts, "total": total, "cpu": usage.ru_utime + usage.ru_stime}))
+
+
 def breakdown_child() -> None:
-    """In a child: a quiet sync timed by part, printed as one JSON line (what `--breakdown-child` runs)."""
+    """In a child: a quiet sync through Dagster timed by part, printed as one JSON line (`--breakdown-child`)."""
     t0 = time.perf_counter()
     parts: dict = {}
     from composable_assets.cli import main as cli_main  # noqa: F401  (what the `composable` command imports)
@@ -228,14 +262,20 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="keep the project built by an earlier run")
     parser.add_argument("--baseline-rev", help="also measure the package as committed in this revision")
     parser.add_argument("--breakdown-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--check-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.breakdown_child:
         breakdown_child()
+        return
+    if args.check_child:
+        check_child()
         return
     load_before = load_average()
     if args.reuse and (args.work / "project").exists():
         env = json.loads((args.work / "env.json").read_text())
         built = first = None
+        # Today's sync, unmeasured: the quiet check launches a run for a day without one.
+        child([composable(), "sync", AUDIENCE], env)
     else:
         started = time.perf_counter()
         env = build(args.work, args.members)
@@ -262,28 +302,44 @@ def main() -> None:
         side_env = baseline_env if side in BASELINE_SIDES and baseline_env else env
         if side == "validate":
             result = child([composable(), "validate"], env)
-        elif side.startswith("sync"):
+        elif side == "sync":
             result = child([composable(), "sync", AUDIENCE], side_env)
+            if QUIET not in result["output"]:
+                raise SystemExit(f"the quiet sync launched a run:\n{result['output']}")
+        elif side.startswith("sync"):
+            # The full Dagster path: --run-anyway now, the baseline's plain sync (it has no quiet check).
+            anyway = [] if side in BASELINE_SIDES else ["--run-anyway"]
+            result = child([composable(), "sync", AUDIENCE, *anyway], side_env)
+            if QUIET in result["output"]:
+                raise SystemExit(f"{side} launched no run")
         else:
-            result = child([sys.executable, str(Path(__file__).resolve()), "--breakdown-child"], side_env)
+            flag = "--check-child" if side == "check breakdown" else "--breakdown-child"
+            result = child([sys.executable, str(Path(__file__).resolve()), flag], side_env)
             line = next(x for x in result["output"].splitlines() if x.startswith("BREAKDOWN "))
             result["breakdown"] = json.loads(line[len("BREAKDOWN ") :])
-            if result["breakdown"]["sent"]:
+            if result["breakdown"].get("sent"):
                 raise SystemExit(f"a quiet sync sent {result['breakdown']['sent']} rows")
         result["load"] = load_average()
         result.pop("output")
         runs[side].append(result)
-        print(f"round {round_no} {side:9s} wall {result['wall']:.2f} s cpu {result['cpu']:.2f} s load {load_text()}")
+        print(f"round {round_no} {side:17s} wall {result['wall']:.2f} s cpu {result['cpu']:.2f} s load {load_text()}")
     load_after = load_average()
     walls = {side: summary([r["wall"] for r in runs[side]]) for side in sides}
     cpus = {side: summary([r["cpu"] for r in runs[side]]) for side in sides}
-    columns = [side for side in ("breakdown", "breakdown (baseline)") if side in runs]
+    columns = [side for side in ("run breakdown", "run breakdown (baseline)") if side in runs]
     breakdowns = {side: [r["breakdown"] for r in runs[side]] for side in columns}
+    checks = [r["breakdown"] for r in runs["check breakdown"]]
+    check_rows = [
+        [name, span(summary([c["parts"][name] for c in checks]))] for name in checks[0]["parts"]
+    ] + [
+        ["whole child (wall)", span(summary([c["total"] for c in checks]))],
+        ["whole child (CPU seconds)", span(summary([c["cpu"] for c in checks]))],
+    ]
 
     def row(name: str, value, unit: str = " s", spec: str = ".2f") -> list[str]:
         return [name] + [span(summary([value(b) for b in breakdowns[side]]), unit, spec) for side in columns]
 
-    first = breakdowns["breakdown"]
+    first = breakdowns["run breakdown"]
     part_rows = [row(name, lambda b, n=name: b["parts"].get(n, 0.0)) for name in first[0]["parts"]]
     part_rows += [row(f"  step {step}", lambda b, s=step: b["steps"].get(s, 0.0)) for step in first[0]["steps"]]
     part_rows.append(row("  run overhead (run minus steps)", lambda b: b["parts"]["run"] - sum(b["steps"].values())))
@@ -301,7 +357,13 @@ def main() -> None:
             [[side, span(walls[side]), span(cpus[side])] for side in sides],
         ),
         "",
-        "Breakdown of the sync (the `breakdown` runs; seconds, median and min-max):",
+        "Breakdown of the quiet check (the `check breakdown` runs, in-process timings; seconds, median and min-max; "
+        "the interpreter's own start is in `sync`'s wall time only):",
+        "",
+        *md_table(["part", "check breakdown"], check_rows),
+        "",
+        "Breakdown of the full Dagster path (the `run breakdown` runs, what `--run-anyway` does; seconds, median and "
+        "min-max):",
         "",
         *md_table(["part", *columns], part_rows),
         "",

@@ -51,7 +51,7 @@ from .project.keys import (
     stream_key,
     sync_key,
 )
-from .project.schema import SNAPSHOT_FILE, snapshot_lookup, with_columns
+from .project.schema import with_cached_columns
 from .settings import Settings
 from .streams.shape import MEMBER_KEYS
 from .warehouse import Warehouse
@@ -95,10 +95,7 @@ def audience_job_name(audience: str) -> str:
 
 def sources_upstream_of(project: Project, table: str) -> list[str]:
     """The source tables a model reads, directly or through other models; a source table is its own source."""
-    if table not in project.models:
-        return [table]
-    models = (*project.models_upstream_of(table), table)
-    return sorted({source for m in models for source in project.models[m].source_deps})
+    return project.sources_upstream_of(table)
 
 
 def upstream_keys(project: Project, table: str) -> list[dg.AssetKey]:
@@ -482,17 +479,7 @@ def load_definitions(settings: Settings | None = None) -> dg.Definitions:
     project = load_project(
         settings.project_dir, known_destination_types=DESTINATION_TYPES, warehouse_url=settings.warehouse_url
     )
-    return build_definitions(with_cached_columns(project, settings), settings)
-
-
-def with_cached_columns(project: Project, settings: Settings) -> Project:
-    """The project with its models' columns derived from the source columns `composable validate` last read.
-
-    For column lineage and schemas through `select *`: every run, sensor tick and command loads the definitions, so
-    they never wait for the warehouse; nothing is checked against this snapshot (project/schema.py).
-    """
-    cached = snapshot_lookup(settings.data_dir / SNAPSHOT_FILE, settings.warehouse_url)
-    return project if cached is None else with_columns(project, cached)
+    return build_definitions(with_cached_columns(project, settings.data_dir, settings.warehouse_url), settings)
 
 
 @dg.definitions

@@ -218,7 +218,15 @@ def modules_imported_by_loading(project: SmallProject, modules: Sequence[str]) -
     for audience in (settings.project_dir / "audiences").glob("*.yaml"):
         audience.unlink()
     project.write("destinations.yaml", "box: {type: outbox}\n")
-    args = [str(settings.project_dir), settings.warehouse_url, str(settings.data_dir), *modules]
-    result = subprocess.run([sys.executable, "-c", _IMPORTED_BY_LOADING, *args], capture_output=True, text=True, timeout=120)
+    args = [str(settings.project_dir), settings.warehouse_url, str(settings.data_dir)]
+    return modules_imported_by(_IMPORTED_BY_LOADING, args, modules)
+
+
+def modules_imported_by(code: str, args: Sequence[str], modules: Sequence[str], env: dict | None = None) -> list[str]:
+    """Which of `modules` a new process running `code` imports: it gets `args`, then `modules`, as its arguments and
+    prints those of `modules` in sys.modules, comma-separated, as its last line."""
+    result = subprocess.run(
+        [sys.executable, "-c", code, *args, *modules], capture_output=True, text=True, timeout=120, env=env
+    )
     assert result.returncode == 0, result.stderr
-    return [m for m in result.stdout.strip().split(",") if m]
+    return [m for m in result.stdout.strip().splitlines()[-1].split(",") if m] if result.stdout.strip() else []

@@ -88,3 +88,57 @@ def test_a_first_sync_reads_no_ledger_rows_and_a_later_one_joins(tmp_path: Path,
     assert (first.added, first.first_seq, first.last_seq) == (12, 1, 12)
     # Only the one member the ledger lacks is added again, numbered after the first run's rows.
     assert (second.added, second.updated, second.removed, second.first_seq) == (1, 0, 0, 13)
+
+
+def _compressions(conn, table: str) -> set[str]:
+    rows = conn.fetch_all(
+        f"SELECT DISTINCT compression FROM pragma_storage_info('{table}') "
+        "WHERE segment_type = 'VARCHAR' AND column_name IN ('_key', '_hash', '_fields', '_hash__crm')"
+    )
+    return {c for (c,) in rows}
+
+
+def test_a_first_sync_writes_its_text_columns_as_zstd_and_puts_the_setting_back(tmp_path: Path):
+    """The snapshot's and the delta's big writes are stored as zstd (cheaper to write), the rows unchanged."""
+    shape = SyncShape("crm", "email", {"mail": "email"})
+    now = dt.datetime(2026, 3, 2, 3)
+    with engine_from_url(f"duckdb:///{tmp_path / 'w.duckdb'}").connect() as conn:
+        # More than one row group (122,880 rows): DuckDB writes those as the statement runs, compressed.
+        conn.execute(
+            "CREATE TABLE people AS SELECT i AS id, 'p' || i || '@example.com' AS email, NULL AS name, i AS score "
+            "FROM range(1, 130001) AS r(i)"
+        )
+        build_snapshot(
+            conn,
+            schema=SCHEMA,
+            audience="crowd",
+            audience_file=Path("audiences/crowd.yaml"),
+            model="people",
+            primary_key="id",
+            columns=["email"],
+            where=None,
+            syncs=[shape],
+        )
+        tables = PairTables(SCHEMA, "crowd", "crm")
+        run = compute_delta(conn, tables, shape, "mirror", run_id="r1", partition=now.date(), now=now)
+        assert (run.added, run.last_seq) == (130_000, 130_000)
+        assert _compressions(conn, tables.snapshot.replace('"', "")) == {"ZSTD"}
+        assert _compressions(conn, tables.delta.replace('"', "")) == {"ZSTD"}
+        assert conn.fetch_row("SELECT current_setting('force_compression')") == ("auto",)
+        row = conn.fetch_row(f"SELECT _identifier, _fields::VARCHAR FROM {tables.delta} WHERE _key = '7'")
+        assert row == ("p7@example.com", '{"mail":"p7@example.com"}')
+
+
+def test_bulk_writes_keep_a_compression_the_url_chose_and_report_the_blocks_own_error(tmp_path: Path):
+    with engine_from_url(f"duckdb:///{tmp_path / 'w.duckdb'}?force_compression=uncompressed").connect() as conn:
+        with conn.bulk_writes():
+            assert conn.fetch_row("SELECT current_setting('force_compression')") == ("uncompressed",)
+        assert conn.fetch_row("SELECT current_setting('force_compression')") == ("uncompressed",)
+    with engine_from_url(f"duckdb:///{tmp_path / 'v.duckdb'}").connect() as conn:
+        # An error aborts the block's transaction: that error is raised, not the refused reset's.
+        with pytest.raises(Exception, match="boom"), conn.bulk_writes(), conn.transaction():
+            assert conn.fetch_row("SELECT current_setting('force_compression')") == ("zstd",)
+            conn.execute("SELECT error('boom')")
+        assert conn.fetch_row("SELECT current_setting('force_compression')") == ("auto",)
+        with pytest.raises(Exception, match="bang"), conn.transaction(), conn.bulk_writes():
+            conn.execute("SELECT error('bang')")

@@ -99,8 +99,12 @@ def test_init_creates_a_project_that_validates_and_syncs_at_once(scaffolded, tmp
 
     again = composable("sync", AUDIENCE, env=env, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
-    assert counts(again.stdout) == (0, 0, 0, 0)
+    assert f"{AUDIENCE} -> outbox: nothing changed since sync run" in again.stdout and "no run launched" in again.stdout
     assert len(outbox_lines(data)) == 5  # nothing new was sent
+    anyway = composable("sync", AUDIENCE, "--run-anyway", env=env, cwd=tmp_path)
+    assert anyway.returncode == 0, anyway.stderr
+    assert counts(anyway.stdout) == (0, 0, 0, 0)
+    assert len(outbox_lines(data)) == 5
 
     # Edit the example rows as the README suggests: one customer changes, one no longer qualifies.
     model = project / "models" / "customers.sql"

@@ -8,41 +8,20 @@ import dagster as dg
 
 from ..delta import quiet
 from ..delta.changes import Watched, relation
-from ..delta.refresh import RefreshReport, definition_of, refresh_audience, utc_now
-from ..delta.snapshot import AudienceDataError, SyncShape, build_snapshot, snapshot_table, update_snapshot
-from ..destinations import DESTINATION_TYPES
+from ..delta.refresh import RefreshReport, refresh_audience, utc_now
+from ..delta.snapshot import AudienceDataError, build_snapshot, snapshot_table, update_snapshot
+from ..delta.steps import audience_definition, audience_step, sync_shapes
 from ..governance.provenance import file_sha256, run_data_version
-from ..project import AudienceSpec, SyncSpec, parse_where
+from ..project import AudienceSpec, parse_where
 from ..project.incremental import Refresh
 from ..project.keys import AUDIENCES, WAREHOUSE_POOL, audience_key, model_key
 from ..store import ensure_store
 from ..warehouse import Warehouse
 from .deltas import require_tables
 from .metadata import column_schema, markdown_table, shown, with_definition_columns
-from .models import SKIPPED, compared_run, incremental_run, plain_run, refresh_metadata, today_utc
+from .models import SKIPPED, compared_run, incremental_run, plain_run, refresh_metadata
 
-
-def sync_shapes(audience: AudienceSpec, allowed: dict[str, str] | None = None) -> list[SyncShape]:
-    """What each sync sends; `allowed`: destination -> who it may receive (its consent condition)."""
-    return [
-        SyncShape(
-            destination=s.destination,
-            identifier_column=s.identifier_column,
-            fields=dict(s.fields),
-            allowed=(allowed or {}).get(s.destination),
-            constants=membership_fields(audience, s),
-        )
-        for s in audience.syncs
-    ]
-
-
-def membership_fields(audience: AudienceSpec, sync: SyncSpec) -> dict[str, Any]:
-    """The fields its destination type has every member of this sync carry (e.g. Braze's `in_<audience>`)."""
-    kind = DESTINATION_TYPES.get(audience.destination_types.get(sync.destination, ""))
-    if kind is None:
-        return {}
-    options = kind.SyncOptions.model_validate(sync.options)
-    return kind.membership_fields(options, audience.name, sync.mode, sync.identifier_type)
+__all__ = ["AudienceAsset", "build_audience_asset", "sync_shapes"]
 
 
 def audience_refresh(audience: AudienceSpec, model_refresh: Refresh) -> str:
@@ -92,14 +71,9 @@ def build_audience_asset(spec: AudienceAsset) -> dg.AssetsDefinition:
     refresh_text = audience_refresh(audience, model_refresh)
     # What decides the snapshot: the file (condition, columns, each sync's fields and hash), who may be a member, the
     # clock the condition reads, the model's rows and the tables the member condition reads.
-    definition = definition_of(
-        audience.model, audience.primary_key, audience.where, audience.columns_needed(), shapes, members
-    )
-    snapshot_definition = definition_of(definition, [s.hash_sql() for s in shapes], "snapshot")
-    clock = quiet.clock_of(audience.where, members)
-    found = quiet.tables_read(audience.where, members)
-    snapshot_reads = None if found is None else [(None, audience.model), *found]
-    snapshot = (schema, f"audience__{audience.name}")
+    definition = audience_definition(audience, shapes, members)
+    step = audience_step(audience, schema, members)
+    snapshot = step.output
 
     @dg.asset(
         key=audience_key(audience.name),
@@ -121,7 +95,7 @@ def build_audience_asset(spec: AudienceAsset) -> dg.AssetsDefinition:
         },
     )
     def _audience(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
-        reader = f"audience:{audience.name}"
+        reader = step.reader
         with warehouse.connect() as conn:
             require_tables(conn, reads or {}, f"no audience {audience.name}")
             if members:
@@ -129,11 +103,11 @@ def build_audience_asset(spec: AudienceAsset) -> dg.AssetsDefinition:
             inputs = (
                 quiet.Inputs(None, "minute-level runs keep it by key instead")
                 if incremental_run(context)
-                else quiet.fingerprint(conn, snapshot_definition, snapshot_reads, clock, today_utc())
+                else step.inputs(conn)
             )
             if inputs.fingerprint is not None and not members:
                 ensure_store(conn, schema)  # where the fingerprints are kept
-            skipped = plain_run(context) and quiet.unchanged(conn, schema, reader, inputs, snapshot)
+            skipped = plain_run(context) and step.unchanged(conn, schema, inputs)
             common: dict[str, Any] = dict(
                 schema=schema,
                 audience=audience.name,

@@ -7,9 +7,10 @@ import dagster as dg
 
 from ..delta import quiet
 from ..delta.changes import Watched
-from ..delta.diff import compute_delta, latest_delta_run
-from ..delta.refresh import definition_of, delta_scope, drop_keys, snapshot_relation
+from ..delta.diff import compute_delta
+from ..delta.refresh import delta_scope, drop_keys, snapshot_relation
 from ..delta.snapshot import SyncShape
+from ..delta.steps import delta_pending_only, delta_step
 from ..governance.gates import judge_delta
 from ..governance.provenance import code_version, file_sha256
 from ..project import AudienceSpec, SyncSpec
@@ -18,7 +19,7 @@ from ..project.keys import DELTAS, WAREHOUSE_POOL, audience_key, delta_key
 from ..store import PairTables, ensure_store
 from ..warehouse import Warehouse
 from .metadata import markdown_table, shown
-from .models import incremental_run, plain_run, today_utc
+from .models import incremental_run, plain_run
 
 GATE_DESCRIPTIONS = {
     "max_remove_percent": "Send gate: a mirror removes at most this share of the destination's members in one run.",
@@ -65,27 +66,6 @@ class DeltaAsset:
     op_tags: dict[str, str] = field(default_factory=dict)
 
 
-def in_flight(conn, tables: PairTables) -> bool:
-    """Whether a killed sync left rows that may or may not have been sent (its intents)."""
-    return bool(
-        conn.fetch_row(
-            f"SELECT count(*) FROM {tables.inflight} WHERE audience = ? AND destination = ?",
-            [tables.audience, tables.destination],
-        )[0]
-    )
-
-
-def latest_delta_kept(conn, tables: PairTables) -> bool:
-    """Whether the pair's latest delta still has every row (an archived one does not: compare in full)."""
-    run = latest_delta_run(conn, tables)
-    if run is None:
-        return False
-    (rows,) = conn.fetch_row(
-        f"SELECT count(*) FROM {tables.delta} WHERE _seq BETWEEN ? AND ?", [run.first_seq, run.last_seq]
-    )
-    return rows == run.size
-
-
 def mode_text(scope, pending_only: bool) -> str:
     if scope.keys_table is None:
         return "full" + (f" ({scope.why})" if scope.why else "")
@@ -102,10 +82,8 @@ def build_delta_asset(spec: DeltaAsset) -> dg.AssetsDefinition:
     tables = PairTables(schema, audience.name, sync.destination)
     key = delta_key(audience.name, sync.destination)
     # What decides the rows besides the ledger: the snapshot, the sync's fields and mode, and who may receive.
-    definition = definition_of(shape, sync.mode)
-    clock = quiet.clock_of(shape.allowed)
-    found = quiet.tables_read(shape.allowed)
-    delta_reads = None if found is None else [(schema, f"audience__{audience.name}"), *found]
+    step = delta_step(audience, sync, shape, schema)
+    definition = step.definition
 
     @dg.asset(
         key=key,
@@ -134,24 +112,16 @@ def build_delta_asset(spec: DeltaAsset) -> dg.AssetsDefinition:
             lifted = overridden(context.run.tags.get(OVERRIDE_TAG))
         except ValueError as exc:
             raise dg.Failure(description=str(exc)) from None
-        reader = f"delta:{audience.name}:{sync.destination}"
+        reader = step.reader
         with warehouse.connect() as conn:
             require_tables(conn, reads or {}, f"no delta of {audience.name} -> {sync.destination}")
-            inputs = (
-                quiet.fingerprint(conn, definition, delta_reads, clock, today_utc())
-                if plain_run(context)
-                else quiet.Inputs(None, "only plain full runs skip")
-            )
+            inputs = step.inputs(conn) if plain_run(context) else quiet.Inputs(None, "only plain full runs skip")
             # Nothing it reads changed since its last full delta: only rows the destination has not acknowledged
             # since (rejected, unsent) can still differ; rows in flight from a killed run take the full comparison.
             pending_only = False
             if inputs.fingerprint is not None:
                 ensure_store(conn, schema)  # where the fingerprints are kept
-                pending_only = (
-                    quiet.unchanged(conn, schema, reader, inputs, None)
-                    and not in_flight(conn, tables)
-                    and latest_delta_kept(conn, tables)
-                )
+                pending_only = delta_pending_only(conn, schema, step, inputs, tables)
             scope = delta_scope(
                 conn,
                 schema=schema,

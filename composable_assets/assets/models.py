@@ -7,7 +7,8 @@ from pathlib import Path
 import dagster as dg
 
 from ..delta import quiet
-from ..delta.refresh import RefreshReport, definition_of, model_watches, refresh_model
+from ..delta.refresh import RefreshReport, model_watches, refresh_model
+from ..delta.steps import model_step
 from ..governance.provenance import file_sha256, run_data_version
 from ..project import ModelSpec
 from ..project.incremental import Refresh
@@ -35,11 +36,6 @@ SKIPPED = "skipped"
 def plain_run(context: dg.AssetExecutionContext) -> bool:
     """A run that asked for neither path (the command line, schedules): it may skip what cannot have changed."""
     return not incremental_run(context) and not compared_run(context)
-
-
-def today_utc() -> str:
-    """The run's date as the engine's `current_date` reads it (every session runs in UTC)."""
-    return dt.datetime.now(dt.UTC).date().isoformat()
 
 
 def refresh_metadata(refresh_text: str, report: RefreshReport, skip: str | None = None) -> dict:
@@ -82,10 +78,7 @@ def build_model_asset(spec: ModelAsset) -> dg.AssetsDefinition:
     relative = model.path.relative_to(project_root) if model.path.is_relative_to(project_root) else model.path
     query = model.sql.strip().rstrip(";").strip()
     # What decides the table: its SQL, the clock it reads (found by parsing it) and every table it reads.
-    found = quiet.tables_read(query)
-    reads = None if found is None else list(dict.fromkeys([*((None, t) for t in model.model_deps), *found]))
-    clock = quiet.clock_of(query)
-    definition = definition_of(query, refresh, "model")
+    step = model_step(model, refresh)
 
     @dg.asset(
         key=model_key(model.name),
@@ -105,17 +98,17 @@ def build_model_asset(spec: ModelAsset) -> dg.AssetsDefinition:
         },
     )
     def _model(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
-        reader = f"model:{model.name}"
+        reader = step.reader
         with warehouse.connect() as conn:
             # Taken before the refresh: a source changing meanwhile makes the next run recompute, never skip.
             inputs = (
                 quiet.Inputs(None, "minute-level runs keep it by key instead")
                 if incremental_run(context)
-                else quiet.fingerprint(conn, definition, reads, clock, today_utc())
+                else step.inputs(conn)
             )
             if inputs.fingerprint is not None:
                 ensure_store(conn, schema)  # where the fingerprints are kept
-            skipped = plain_run(context) and quiet.unchanged(conn, schema, reader, inputs, (None, model.name))
+            skipped = plain_run(context) and step.unchanged(conn, schema, inputs)
             try:
                 report = (
                     RefreshReport(SKIPPED, "nothing it reads changed since its last full refresh")
@@ -135,9 +128,7 @@ def build_model_asset(spec: ModelAsset) -> dg.AssetsDefinition:
                 raise dg.Failure(description=f"{relative}: the model's SQL failed: {exc}") from exc
             # Only after a plain recompute: the run after the nightly comparison recomputes once, as before.
             if report.mode == "full" and plain_run(context):
-                quiet.record(
-                    conn, schema, reader, inputs, (None, model.name), dt.datetime.now(dt.UTC).replace(tzinfo=None)
-                )
+                quiet.record(conn, schema, reader, inputs, step.output, dt.datetime.now(dt.UTC).replace(tzinfo=None))
             (rows,) = conn.fetch_row(f"SELECT count(*) FROM {ident(model.name)}")
             columns = conn.table_columns(None, model.name)
         if report.repaired_rows:

@@ -42,9 +42,10 @@ def load(project_dir: str | Path | None = None, *, fallback_project_dir: Path | 
     (project/schema.py); what could not be checked is in `project.schema.skipped`. Only the commands that check or
     trace columns ask: every other command starts without that round-trip.
     """
-    from ..definitions import build_definitions, with_cached_columns
+    from ..definitions import build_definitions
     from ..destinations import DESTINATION_TYPES
     from ..project import ProjectError, load_project
+    from ..project.schema import with_cached_columns
     from ..warehouse import WarehouseError
 
     try:
@@ -72,7 +73,7 @@ def load(project_dir: str | Path | None = None, *, fallback_project_dir: Path | 
             # The definitions loaded by Dagster derive columns from it without a warehouse round-trip.
             write_snapshot(settings.data_dir / SNAPSHOT_FILE, settings.warehouse_url, project.schema)
         else:
-            project = with_cached_columns(project, settings)
+            project = with_cached_columns(project, settings.data_dir, settings.warehouse_url)
         return settings, project, build_definitions(project, settings)
     except ProjectError as exc:
         raise UserError(f"the project folder {settings.project_dir} has errors:\n{exc}") from exc

@@ -146,15 +146,15 @@ def lineage(column: str, offline: bool) -> None:
     derived from the model SQL, never declared, with the source tables' columns read from the warehouse so that it
     goes through `select *`.
     """
-    from ..definitions import with_cached_columns
     from ..governance.lineage import column_lineage, destination_fields, source_columns
+    from ..project.schema import with_cached_columns
 
     settings, project, _ = load(columns=not offline)
     for note in project.schema.skipped if project.schema is not None else []:
         err_console.print(f"[yellow]lineage may be partial:[/] {escape(note)}", highlight=False)
     if project.schema is not None and not project.schema.reachable:
         # The columns the last validate read are better than none (--offline uses them too).
-        project = with_cached_columns(project, settings)
+        project = with_cached_columns(project, settings.data_dir, settings.warehouse_url)
     name, _, field = column.rpartition(".")
     if not name or not field:
         raise UserError(f"expected TABLE.COLUMN or DESTINATION.FIELD, got {column!r}")

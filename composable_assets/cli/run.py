@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 import click
 from rich.markup import escape
 from rich.table import Table
 
-from .common import UserError, execute, failed, load, project_today, run_with_summary, warehouse_of
+from .common import UserError, debug, execute, failed, load, project_today, run_with_summary, warehouse_of
 from .render import console, err_console
 
 # The rest of composable_assets (and dagster with it) is imported inside the commands: importing dagster alone
@@ -19,8 +20,15 @@ from .render import console, err_console
 @click.argument("audience")
 @click.option("--destination", help="Only this destination (default: every destination of the audience).")
 @click.option("--date", "date", help="Partition day YYYY-MM-DD (default: today in the project's timezone).")
-def sync(audience: str, destination: str | None, date: str | None) -> None:
+@click.option(
+    "--run-anyway",
+    is_flag=True,
+    help="Launch the Dagster run even when nothing changed since this day's last sync (default: no run then).",
+)
+def sync(audience: str, destination: str | None, date: str | None, run_anyway: bool) -> None:
     """Refresh an audience and deliver its delta; non-zero exit if anything failed or was rejected."""
+    if not run_anyway and _quiet(audience, destination, date):
+        return
     from ..definitions import audience_selection
 
     settings, project, defs = load()
@@ -34,6 +42,31 @@ def sync(audience: str, destination: str | None, date: str | None) -> None:
         raise failed(outcome, f"the sync of {audience}")
     if outcome.rejected:
         raise UserError(f"{outcome.rejected} row(s) were rejected by the destination; they stay for the next run.")
+
+
+def _quiet(audience: str, destination: str | None, date: str | None) -> bool:
+    """Whether the sync would do nothing (checked before dagster is loaded, cli/quiet_check.py); says so if it would."""
+    from .quiet_check import check_sync
+
+    started = time.perf_counter()
+    verdict = check_sync(audience, destination, lambda project: _partition(project, date))
+    if not verdict.quiet:
+        if debug():
+            err_console.print(f"quiet check: a run is needed: {escape(verdict.why)}", highlight=False)
+        return False
+    seconds = time.perf_counter() - started
+    runs = sorted(set(verdict.last_runs.values()))
+    since = (
+        f"sync run {runs[0][0]} of {runs[0][1]}"
+        if len(runs) == 1
+        else "sync runs " + ", ".join(f"{run} ({name})" for name, (run, _) in sorted(verdict.last_runs.items()))
+    )
+    console.print(
+        f"{audience} -> {', '.join(sorted(verdict.last_runs))}: nothing changed since {since} "
+        f"(checked in {seconds:.1f} s); no run launched",
+        highlight=False,
+    )
+    return True
 
 
 #: Rejected rows shown per destination after a sync; `composable rejections` lists them all.

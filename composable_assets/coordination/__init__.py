@@ -13,13 +13,15 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlparse
-
-import dagster as dg
 
 from .budget import Limit, RateBudget
 from .lease import Holder, Lease, LeaseHeld, LeaseLost, process_gone, this_process
 from .stores import PostgresStore, RedisStore, SQLiteStore, Store
+
+if TYPE_CHECKING:
+    from .resource import Coordination
 
 PASSWORD_VARIABLES = ("COMPOSABLE_COORDINATION_PASSWORD", "DAGSTER_PG_PASSWORD", "PGPASSWORD")
 
@@ -87,39 +89,6 @@ def _connect(url: str, password: str | None) -> Store:
     )
 
 
-class Coordination(dg.ConfigurableResource):
-    """Where runs on any machine meet: destination accounts' rate budgets and one lease per delivery pair."""
-
-    url: str
-    #: A lease not renewed for this long is taken over: how long a crashed holder on another machine blocks its pair.
-    lease_seconds: float = 30.0
-    #: How long a run waits for a live holder of its pair before failing, naming it.
-    lease_wait_seconds: float = 600.0
-    #: The store's password, as `EnvVar(name)` (see `Coordination.from_url`): never a value in the config.
-    password: str | None = None
-
-    @classmethod
-    def from_url(cls, url: str, lease_seconds: float = 30.0) -> Coordination:
-        """The coordination store a URL names, its password (where the environment has one) as an EnvVar."""
-        name = password_variable(url)
-        return cls(url=url, lease_seconds=lease_seconds, password=dg.EnvVar(name) if name else None)
-
-    @property
-    def store(self) -> Store:
-        # Inside a run Dagster has resolved the EnvVar already; elsewhere (a sensor, the CLI) it is resolved here.
-        password = self.password.get_value() if isinstance(self.password, dg.EnvVar) else self.password
-        return open_store(self.url, password)
-
-    def budget(self, key: str, limit: Limit) -> RateBudget:
-        """The shared budget `key` (a vendor account and endpoint group) under `limit`."""
-        bucket, owned = self.store.bucket(key, limit)
-        return RateBudget(bucket, key, limit, owns_bucket=owned)
-
-    def lease(self, name: str, what: str, run_id: str) -> Lease:
-        """An unacquired lease on `name` for this run; `what` names the work for messages."""
-        return Lease(self.store, name, Holder(run_id=run_id, what=what), self.lease_seconds)
-
-
 __all__ = [
     "Coordination",
     "CoordinationError",
@@ -134,3 +103,13 @@ __all__ = [
     "process_gone",
     "this_process",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The Dagster resource is imported on first use: the command line's quiet check reads the rest of this package
+    # (through the destinations) without loading dagster (~1.5 s).
+    if name == "Coordination":
+        from .resource import Coordination
+
+        return Coordination
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -127,8 +127,9 @@ def compute_delta(
     """
     tables.ensure(conn)
     fold_acks(conn, tables)
-    # One transaction: the rows and their record in delta_runs appear together, or not at all.
-    with conn.transaction():
+    # One transaction: the rows and their record in delta_runs appear together, or not at all. The bulk write's
+    # setting is taken outside it, so a failed run's rollback comes first and the setting can be put back.
+    with conn.bulk_writes(), conn.transaction():
         run = _append_delta(conn, tables, shape, mode, run_id=run_id, partition=partition, now=now, keys=keys)
         if on_commit is not None:
             on_commit()

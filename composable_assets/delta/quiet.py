@@ -99,6 +99,23 @@ def _as_query(text: str) -> str:
     return f"SELECT 1 WHERE {stripped}"
 
 
+#: Content markers already read, by (schema, table): the quiet check reads each table once for every step.
+Markers = dict[tuple[str | None, str], str]
+
+
+def read_markers(conn: Connection, tables: Sequence[tuple[str | None, str]], known: Markers | None) -> list[str] | None:
+    """The content markers of `tables` (None: the engine cannot tell); those in `known` are not read again."""
+    if known is None:
+        return conn.content_markers(list(tables))
+    missing = list(dict.fromkeys(t for t in tables if t not in known))
+    if missing:
+        found = conn.content_markers(missing)
+        if found is None:
+            return None
+        known.update(zip(missing, found))
+    return [known[t] for t in tables]
+
+
 @dataclass(frozen=True)
 class Inputs:
     """A step's fingerprint of what decides its output, or None with the reason it cannot have one."""
@@ -113,6 +130,7 @@ def fingerprint(
     tables: Sequence[tuple[str | None, str]] | None,
     clock: Clock,
     today: str,
+    known: Markers | None = None,
 ) -> Inputs:
     """The fingerprint of a step's definition, the clock values it reads (`today`: the run's date) and its tables
     (None: it reads something else too, and is never skipped)."""
@@ -120,7 +138,7 @@ def fingerprint(
         return Inputs(None, f"never skipped: {clock.volatile}")
     if tables is None:
         return Inputs(None, "never skipped: it reads something other than tables (a file, a table function)")
-    markers = conn.content_markers(list(tables)) if tables else []
+    markers = read_markers(conn, tables, known) if tables else []
     if markers is None:
         return Inputs(None, "never skipped: this warehouse cannot tell cheaply whether a table changed")
     absent = [name for (_, name), marker in zip(tables, markers) if marker == "absent"]
@@ -135,13 +153,18 @@ def fingerprint(
     return Inputs(hashlib.sha256(json.dumps(parts).encode()).hexdigest())
 
 
-def output_marker(conn: Connection, output: tuple[str | None, str]) -> str | None:
-    markers = conn.content_markers([output])
+def output_marker(conn: Connection, output: tuple[str | None, str], known: Markers | None = None) -> str | None:
+    markers = read_markers(conn, [output], known)
     return None if markers is None or markers[0] == "absent" else markers[0]
 
 
 def unchanged(
-    conn: Connection, schema: str, reader: str, inputs: Inputs, output: tuple[str | None, str] | None
+    conn: Connection,
+    schema: str,
+    reader: str,
+    inputs: Inputs,
+    output: tuple[str | None, str] | None,
+    known: Markers | None = None,
 ) -> bool:
     """Whether `reader` last recorded these very inputs, and its output table (if it has one) is still what it
     wrote then."""
@@ -155,7 +178,7 @@ def unchanged(
         return False
     if output is None:
         return True
-    return recorded[1] is not None and recorded[1] == output_marker(conn, output)
+    return recorded[1] is not None and recorded[1] == output_marker(conn, output, known)
 
 
 def record(

@@ -486,19 +486,25 @@ def delta_scope(
     # Its previous delta's rows the destination has not acknowledged (failed, rejected, unsent): compared again, as
     # the full path would. After the fold, an acknowledged row is in the ledger with its hash (a removal: absent).
     fold_acks(conn, tables)
+    keys = keys_table(schema, reader)
+    count = collect_keys(conn, keys, f"{keys_sql} UNION {unacknowledged(conn, tables)}")
+    return DeltaScope(keys, count, "", moved(guards))
+
+
+def unacknowledged(conn: Connection, tables: PairTables) -> str:
+    """A query of the keys of the pair's previous delta the destination has not acknowledged (acks folded first)."""
+    # After the fold, an acknowledged row is in the ledger with its hash (a removal: absent); failed, rejected and
+    # unsent rows are not.
     # The previous delta's first row read first, as a number: the engine then skips the older rows' blocks
     # instead of joining the whole delta table with the ledger (0.4 s at 1M rows, for an empty delta).
     (first,) = conn.fetch_row(
         f"SELECT coalesce(max(first_seq), 0) FROM {tables.delta_runs} WHERE audience = ? AND destination = ?",
         [tables.audience, tables.destination],
     )
-    unacknowledged = (
+    return (
         f"SELECT d._key AS key FROM (SELECT _key, _hash FROM {tables.delta} WHERE _seq >= {int(first)}) AS d "
         f"LEFT JOIN {tables.ledger} AS l ON l._key = d._key WHERE l._hash IS DISTINCT FROM d._hash"
     )
-    keys = keys_table(schema, reader)
-    count = collect_keys(conn, keys, f"{keys_sql} UNION {unacknowledged}")
-    return DeltaScope(keys, count, "", moved(guards))
 
 
 def drop_keys(conn: Connection, scope: DeltaScope) -> None:

@@ -83,7 +83,8 @@ def build_snapshot(
     staging_name = f"audience__{audience}__staging"
     staging = table(schema, staging_name)
     select, condition = snapshot_select(model, primary_key, columns, where, syncs, members)
-    conn.execute(f"CREATE OR REPLACE TABLE {staging} AS {select}")
+    with conn.bulk_writes():
+        conn.execute(f"CREATE OR REPLACE TABLE {staging} AS {select}")
     try:
         # The rows as the audience file selects them: where to look for the keys an error does not name.
         rows = ident(model) + (f" WHERE {condition}" if condition else "")

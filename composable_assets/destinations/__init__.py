@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..coordination import Coordination
 from .base import (
     BatchResult,
     Capabilities,
@@ -29,6 +28,9 @@ from .iterable import Iterable
 from .messagegears import MessageGears
 from .outbox import Outbox
 from .webhook import Webhook
+
+if TYPE_CHECKING:
+    from ..coordination import Coordination
 
 DESTINATION_TYPES: dict[str, type[Destination]] = {
     Outbox.type_name: Outbox,

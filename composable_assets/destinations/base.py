@@ -14,12 +14,14 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, Self, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict
 
-from ..coordination import Coordination
 from ..project.keys import Delivery
+
+if TYPE_CHECKING:
+    from ..coordination import Coordination
 
 
 class DestinationError(Exception):
@@ -412,7 +414,11 @@ class Destination(ABC):
         #: As written in destinations.yaml: secrets are still {env: NAME}; resolve them in `open`.
         self.settings = settings
         #: Where the rate budgets shared by every process and machine sending to one account live.
-        self.coordination = coordination or Coordination(url="sqlite:///data/coordination.sqlite")
+        if coordination is None:
+            from ..coordination import Coordination  # a Dagster resource, loaded only when a destination is built
+
+            coordination = Coordination(url="sqlite:///data/coordination.sqlite")
+        self.coordination = coordination
 
     @property
     def config(self) -> Any:

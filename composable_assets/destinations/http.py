@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import certifi
 import urllib3
@@ -23,9 +23,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from requests.utils import get_environ_proxies, select_proxy
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, MaxRetryError, NewConnectionError
 
-from ..coordination import Coordination, Limit, RateBudget
+from ..coordination import Limit, RateBudget
 from ..project import Redactor
 from .base import OutcomeUnknown, TerminalError, TransientError
+
+if TYPE_CHECKING:
+    from ..coordination import Coordination
 
 # Statuses worth another try: throttled, timed out, or the server's own trouble.
 RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import dagster as dg
+if TYPE_CHECKING:
+    import dagster as dg
 
 SOURCES, MODELS, AUDIENCES, DELTAS, SYNCS = "sources", "models", "audiences", "deltas", "syncs"
 STREAMS = "streams"
@@ -23,28 +24,35 @@ DELIVERY_TAG = "composable/delivery"
 DELIVERY_METADATA, DESTINATION_METADATA = "delivery", "destination"
 
 
+def _key(*parts: str) -> dg.AssetKey:
+    # Imported here: the command line's quiet check reads these names without loading dagster (~1.5 s).
+    import dagster as dg
+
+    return dg.AssetKey(list(parts))
+
+
 def source_key(table: str) -> dg.AssetKey:
-    return dg.AssetKey(["source", table])
+    return _key("source", table)
 
 
 def model_key(model: str) -> dg.AssetKey:
-    return dg.AssetKey(["model", model])
+    return _key("model", model)
 
 
 def audience_key(audience: str) -> dg.AssetKey:
-    return dg.AssetKey(["audience", audience])
+    return _key("audience", audience)
 
 
 def delta_key(audience: str, destination: str) -> dg.AssetKey:
-    return dg.AssetKey(["delta", audience, destination])
+    return _key("delta", audience, destination)
 
 
 def sync_key(audience: str, destination: str) -> dg.AssetKey:
-    return dg.AssetKey(["sync", audience, destination])
+    return _key("sync", audience, destination)
 
 
 def stream_key(stream: str, destination: str) -> dg.AssetKey:
-    return dg.AssetKey(["stream", stream, destination])
+    return _key("stream", stream, destination)
 
 
 GOVERNANCE = "governance"
@@ -52,7 +60,7 @@ GOVERNANCE = "governance"
 
 def governance_key(name: str) -> dg.AssetKey:
     """Project-wide governance work, e.g. `governance/deletion_requests`."""
-    return dg.AssetKey([GOVERNANCE, name])
+    return _key(GOVERNANCE, name)
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,13 @@ class Project:
         """Warehouse tables read by the models that are not models themselves, sorted."""
         return sorted({source for model in self.models.values() for source in model.source_deps})
 
+    def sources_upstream_of(self, table: str) -> list[str]:
+        """The source tables a model reads, directly or through other models; a source table is its own source."""
+        if table not in self.models:
+            return [table]
+        models = (*self.models_upstream_of(table), table)
+        return sorted({source for m in models for source in self.models[m].source_deps})
+
     def models_upstream_of(self, model_name: str) -> list[str]:
         """Every model `model_name` depends on, directly or not, dependencies first."""
         graph: dict[str, list[str]] = {}

@@ -337,3 +337,13 @@ def _by_ref(item: tuple[TableRef, list[str]]) -> tuple[str, str]:
 
 def _shown(ref: TableRef) -> str:
     return f"{ref[0]}.{ref[1]}" if ref[0] else ref[1]
+
+
+def with_cached_columns(project: Project, data_dir: Path, warehouse_url: str) -> Project:
+    """The project with its models' columns derived from the source columns `composable validate` last read.
+
+    For column lineage and schemas through `select *`: every run, sensor tick and command loads the definitions, so
+    they never wait for the warehouse; nothing is checked against this snapshot.
+    """
+    cached = snapshot_lookup(data_dir / SNAPSHOT_FILE, warehouse_url)
+    return project if cached is None else with_columns(project, cached)

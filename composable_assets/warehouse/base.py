@@ -125,6 +125,11 @@ class Connection(ABC):
         """Index `column` of `table` where the engine has secondary indexes; columnar engines prune without one."""
         return None  # the default: nothing to do (not abstract, most engines have no secondary indexes)
 
+    @contextmanager
+    def bulk_writes(self) -> Iterator[None]:
+        """The block writes a table's worth of rows: stored the way cheapest to write where the engine lets a session choose."""
+        yield  # the default: the engine's own storage (a server compresses in the background, out of our time)
+
     def fetch_one(self, sql: str, params: Params = None) -> tuple | None:
         rows = self.fetch_all(sql, params)
         return rows[0] if rows else None
@@ -298,6 +303,11 @@ class Engine(ABC):
     @abstractmethod
     def connect(self) -> AbstractContextManager[Connection]:
         """Open a short-lived connection (closed on exit, committed unless an error escaped)."""
+
+    def peek(self) -> AbstractContextManager[Connection]:
+        """A connection for a quick look that gives up at once (WarehouseBusy) where another process holds the
+        warehouse (a DuckDB file) instead of waiting for it; elsewhere the same as `connect`."""
+        return self.connect()
 
     @abstractmethod
     def describe(self) -> str:

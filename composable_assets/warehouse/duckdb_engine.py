@@ -5,12 +5,11 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
-from dagster_duckdb import DuckDBResource
 
 from .base import (
     SESSION_TIME_ZONE,
@@ -26,6 +25,9 @@ from .sql import table
 
 if TYPE_CHECKING:  # DuckDB imports pyarrow itself when a result is fetched as Arrow
     import pyarrow as pa
+    from dagster_duckdb import DuckDBResource
+
+    from .duckdb_resource import SharedDuckDBFile
 
 # A DuckDB file admits one writing process at a time; other processes (a sensor, a second run)
 # wait for the lock rather than fail at once. Runs are serialized by the "warehouse" pool, so the
@@ -37,6 +39,8 @@ PEEK_LOCK_WAIT_SECONDS = 1.0
 LOCK_REPORT_SECONDS = 5.0
 # The schema a connection starts in: models are created there, unqualified.
 MODEL_SCHEMA = "main"
+# How a bulk write (an audience snapshot, a delta) stores its text columns: cheaper to write than the default.
+BULK_COMPRESSION = "zstd"
 
 
 class DuckDBConnection(Connection):
@@ -88,64 +92,72 @@ class DuckDBConnection(Connection):
         )
         return [f"{next(sums)}:" + ",".join(f"{c} {t}" for c, t in shape) if shape else "absent" for shape in shapes]
 
+    @contextmanager
+    def bulk_writes(self) -> Iterator[None]:
+        # DuckDB compresses a big write's rows as it writes them, and its default for text (dictionary + FSST)
+        # costs about half the CPU of writing a 1M-member first sync's delta. zstd took 0.7 of the first sync's
+        # 2.5 CPU seconds off, for tables ~30-45% larger on disk (docs/performance.md, "The delta step").
+        # The setting is the database's, not the session's: set for the block, then put back; a compression a
+        # user chose in the warehouse URL is kept.
+        (chosen,) = self.fetch_row("SELECT current_setting('force_compression')")
+        if chosen != "auto":
+            yield
+            return
+        self._con.execute(f"SET force_compression = '{BULK_COMPRESSION}'")
+        try:
+            yield
+        except BaseException:
+            # A transaction the block aborted refuses every statement until it is rolled back: the block's own
+            # error is the one to report (callers open the block outside their transaction, so this is rare).
+            with suppress(duckdb.Error):
+                self._con.execute("SET force_compression = 'auto'")
+            raise
+        self._con.execute("SET force_compression = 'auto'")
+
     @property
     def raw(self) -> duckdb.DuckDBPyConnection:
         """The DuckDB connection itself, for the sample generator and tests."""
         return self._con
 
 
-class SharedDuckDBFile(DuckDBResource):
-    """dagster-duckdb's DuckDBResource for a file several processes take turns on (runs, sensors, the CLI).
-
-    Same fields and the same raw connection as the resource it extends; only opening differs. The original retries
-    a locked file silently for about 100 s and cannot be asked to give up at once; here a long wait says every few
-    seconds which process holds the file, a sensor's peek gives up after a second (`WarehouseBusy`), every session
-    runs in UTC, and the file is closed however the block ends.
-    """
-
-    @contextmanager
-    def get_connection(
-        self, lock_wait: float = LOCK_WAIT_SECONDS, on_wait: Callable[[str], None] | None = None
-    ) -> Iterator[duckdb.DuckDBPyConnection]:
-        con = self._open(lock_wait, on_wait or (lambda message: None))
+def open_file(
+    database: str, connection_config: dict, lock_wait: float, on_wait: Callable[[str], None]
+) -> duckdb.DuckDBPyConnection:
+    """A connection to a DuckDB file several processes take turns on: a long wait for its lock says every few
+    seconds which process holds it, a peek (`lock_wait` under LOCK_WAIT_SECONDS) gives up (`WarehouseBusy`), and the
+    session runs in UTC."""
+    if database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    where = f"DuckDB file {database}"
+    started = time.monotonic()
+    deadline, report = started + lock_wait, started + LOCK_REPORT_SECONDS
+    delay = 0.05
+    config = {"custom_user_agent": "dagster", **connection_config}
+    while True:
         try:
-            yield con
-        finally:
-            con.close()
-
-    def _open(self, lock_wait: float, on_wait: Callable[[str], None]) -> duckdb.DuckDBPyConnection:
-        if self.database != ":memory:":
-            Path(self.database).parent.mkdir(parents=True, exist_ok=True)
-        where = f"DuckDB file {self.database}"
-        started = time.monotonic()
-        deadline, report = started + lock_wait, started + LOCK_REPORT_SECONDS
-        delay = 0.05
-        config = {"custom_user_agent": "dagster", **self.connection_config}
-        while True:
-            try:
-                con = duckdb.connect(self.database, config=config)
-                break
-            except duckdb.IOException as exc:
-                locked = "lock" in str(exc).lower()
-                if locked and time.monotonic() > deadline and lock_wait < LOCK_WAIT_SECONDS:
-                    raise WarehouseBusy(f"{where} is in use by another process") from exc
-                if not locked or time.monotonic() > deadline:
-                    raise WarehouseError(f"cannot open {where}: {exc}") from exc
-                if time.monotonic() >= report:
-                    report = time.monotonic() + LOCK_REPORT_SECONDS
-                    holder = re.search(r"PID (\d+)", str(exc))
-                    on_wait(
-                        f"waiting {time.monotonic() - started:.0f} s for {where}: another process"
-                        f"{f' (PID {holder.group(1)})' if holder else ''} has it open (a DuckDB file admits one); "
-                        f"giving up in {deadline - time.monotonic():.0f} s"
-                    )
-                time.sleep(delay)
-                delay = min(delay * 2, 1.0)
-        try:
-            con.execute(f"SET TimeZone = '{SESSION_TIME_ZONE}'")
-        except duckdb.Error:
-            pass  # no ICU extension: DuckDB then prints timestamps with time zone in UTC anyway
-        return con
+            con = duckdb.connect(database, config=config)
+            break
+        except duckdb.IOException as exc:
+            locked = "lock" in str(exc).lower()
+            if locked and time.monotonic() > deadline and lock_wait < LOCK_WAIT_SECONDS:
+                raise WarehouseBusy(f"{where} is in use by another process") from exc
+            if not locked or time.monotonic() > deadline:
+                raise WarehouseError(f"cannot open {where}: {exc}") from exc
+            if time.monotonic() >= report:
+                report = time.monotonic() + LOCK_REPORT_SECONDS
+                holder = re.search(r"PID (\d+)", str(exc))
+                on_wait(
+                    f"waiting {time.monotonic() - started:.0f} s for {where}: another process"
+                    f"{f' (PID {holder.group(1)})' if holder else ''} has it open (a DuckDB file admits one); "
+                    f"giving up in {deadline - time.monotonic():.0f} s"
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+    try:
+        con.execute(f"SET TimeZone = '{SESSION_TIME_ZONE}'")
+    except duckdb.Error:
+        pass  # no ICU extension: DuckDB then prints timestamps with time zone in UTC anyway
+    return con
 
 
 class DuckDBEngine(Engine):
@@ -155,23 +167,24 @@ class DuckDBEngine(Engine):
     def __init__(self, path: str, config: dict[str, str] | None = None, resource: DuckDBResource | None = None):
         #: Where connections come from: the file and its DuckDB settings (memory_limit, threads, temp_directory, ...).
         #: A deployment's own DuckDBResource keeps its file and settings, opened the shared way.
-        if resource is None:
-            resource = SharedDuckDBFile(database=path, connection_config=config or {})
-        elif not isinstance(resource, SharedDuckDBFile):
-            if not isinstance(resource, DuckDBResource):
-                raise WarehouseError(
-                    f"a DuckDB warehouse connects through a DuckDBResource, not {type(resource).__name__}"
-                )
-            resource = SharedDuckDBFile(database=resource.database, connection_config=resource.connection_config)
-        self.resource = resource
+        if resource is not None:
+            from .duckdb_resource import shared
+
+            resource = shared(resource)
+            path, config = resource.database, resource.connection_config
+        self._resource = resource
+        self.path: str = path
+        self.config: dict = config or {}
 
     @property
-    def path(self) -> str:
-        return self.resource.database
+    def resource(self) -> SharedDuckDBFile:
+        """dagster-duckdb's resource for the file (shown on the Resources page); built on first use, since
+        connections open the file directly and the command line's quiet check must not load dagster."""
+        if self._resource is None:
+            from .duckdb_resource import SharedDuckDBFile
 
-    @property
-    def config(self) -> dict:
-        return self.resource.connection_config
+            self._resource = SharedDuckDBFile(database=self.path, connection_config=self.config)
+        return self._resource
 
     def describe(self) -> str:
         return f"DuckDB file {self.path}"
@@ -216,14 +229,27 @@ class DuckDBEngine(Engine):
         if self.path != ":memory:" and not Path(self.path).exists():
             raise WarehouseError("the file does not exist yet (the first sync or `composable demo` makes it)")
         # A peek, as a sensor's: while a run holds the file, say so at once rather than wait for it.
-        with self.resource.get_connection(PEEK_LOCK_WAIT_SECONDS, self.on_wait) as con:
+        with self._connection(PEEK_LOCK_WAIT_SECONDS) as con:
             return DuckDBConnection(con).tables_columns(tables)
 
     def change_markers(self, tables) -> dict[str, str | None]:
-        with self.resource.get_connection(PEEK_LOCK_WAIT_SECONDS, self.on_wait) as con:
+        with self._connection(PEEK_LOCK_WAIT_SECONDS) as con:
             return table_markers(DuckDBConnection(con), tables)
 
     @contextmanager
     def connect(self) -> Iterator[DuckDBConnection]:
-        with self.resource.get_connection(LOCK_WAIT_SECONDS, self.on_wait) as con:
+        with self._connection(LOCK_WAIT_SECONDS) as con:
             yield DuckDBConnection(con)
+
+    @contextmanager
+    def peek(self) -> Iterator[DuckDBConnection]:
+        with self._connection(PEEK_LOCK_WAIT_SECONDS) as con:
+            yield DuckDBConnection(con)
+
+    @contextmanager
+    def _connection(self, lock_wait: float) -> Iterator[duckdb.DuckDBPyConnection]:
+        con = open_file(self.path, self.config, lock_wait, self.on_wait)
+        try:
+            yield con
+        finally:
+            con.close()
