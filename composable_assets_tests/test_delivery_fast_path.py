@@ -3,6 +3,7 @@ client's retries and answers, reserved rate budget, and checkpoints written once
 
 from __future__ import annotations
 
+import contextlib
 import json
 import pickle
 import threading
@@ -418,7 +419,15 @@ def test_answers_are_written_before_each_new_window_and_stay_inside_the_newest_o
     monkeypatch.setattr(audience, "fold_acks", lambda *args: None)
     tables = SimpleNamespace(audience="vip", destination="braze")
     run_ = SimpleNamespace(first_seq=1, last_seq=400, size=400)
-    source = audience.AudienceSource(None, tables, run_, batch_size=10, concurrency=2, sync_run_id="r", partition=None)
+    commits: list[str] = []
+
+    class Conn:  # the warehouse stand-in: says when the answers and the next window commit together
+        @contextlib.contextmanager
+        def transaction(self):
+            yield
+            commits.append("together")
+
+    source = audience.AudienceSource(Conn(), tables, run_, batch_size=10, concurrency=2, sync_run_id="r", partition=None)
     rows = [Record(i, f"k{i}", "add", f"id{i}", {"v": i}, None) for i in range(1, 401)]
     batches = [rows[i : i + 10] for i in range(0, 400, 10)]
     in_flight: list[list[Record]] = []
@@ -437,8 +446,10 @@ def test_answers_are_written_before_each_new_window_and_stay_inside_the_newest_o
     source.going_out([], None)
     assert sorted(written) == list(range(1, 401)) and len(written) == 400
     assert source.report.added == 400 and source.report.batches == 40
-    # One ack write per window of 2 x concurrency batches rather than one per batch answered.
+    # One ack write per window of 2 x concurrency batches rather than one per batch answered, in the same commit as
+    # the next window's intent (every window but the first, which has no answers before it).
     assert len(intents) == 10
+    assert len(commits) == 9
 
 
 def test_a_stop_writes_the_answers_it_holds(monkeypatch):
