@@ -45,9 +45,11 @@ FOLD_SIZES ?= 1000000 5000000$(if $(BENCH_10M), 10000000)
 PIPELINE_SIZES ?= 1000000
 PIPELINE_ROUNDS ?= 3
 
-bench: setup  ## delta (1M, 10M members: snapshot + delta vs the bare engine, first sync and a day), delivery (vs drt), minute-level latency and incremental vs full warehouse work (2,000 and 1M customers; 10M with BENCH_10M=1), warehouse (1M-member diff on DuckDB vs PostgreSQL vs fakesnow; memory streaming 1M/5M-row deltas; the ack fold at FOLD_SIZES), quiet `composable sync` (1M members, nothing changed) and whole-pipeline (PIPELINE_SIZES) benchmarks
+bench: setup  ## delta (1M, 10M members: snapshot + delta vs the bare engine, first sync and a day), delivery (vs drt; CPU per delivered row over a DuckDB file and over PostgreSQL), minute-level latency and incremental vs full warehouse work (2,000 and 1M customers; 10M with BENCH_10M=1), warehouse (1M-member diff on DuckDB vs PostgreSQL vs fakesnow; memory streaming 1M/5M-row deltas; the ack fold at FOLD_SIZES), quiet `composable sync` (1M members, nothing changed) and whole-pipeline (PIPELINE_SIZES) benchmarks
 	$(BIN)/python benchmarks/delta_benchmark.py
 	$(BIN)/python benchmarks/delivery_benchmark.py
+	$(BIN)/python benchmarks/delivery_benchmark.py --cpu-rounds 3
+	$(BIN)/python benchmarks/delivery_benchmark.py --cpu-rounds 3 --warehouse postgres
 	$(MAKE) bench-minute
 	$(BIN)/python benchmarks/warehouse_benchmark.py --fold-sizes $(FOLD_SIZES)
 	$(BIN)/python benchmarks/quiet_sync_benchmark.py
