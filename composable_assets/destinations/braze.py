@@ -59,8 +59,10 @@ from json.encoder import encode_basestring_ascii
 from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
+from sqlglot import exp
 
 from ..project import SecretRef, resolve_setting
+from ..warehouse.sql import DIALECT
 from .base import (
     DELETED,
     FAILED,
@@ -395,8 +397,8 @@ _encode = encode_basestring_ascii
 
 
 def _literal(text: str) -> str:
-    """A SQL string literal."""
-    return "'" + text.replace("'", "''") + "'"
+    """A SQL string literal (DuckDB dialect, as the rest of our SQL)."""
+    return exp.Literal.string(text).sql(DIALECT)
 
 
 class BrazeSession(Session[Record]):
