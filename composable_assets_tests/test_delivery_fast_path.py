@@ -417,6 +417,7 @@ def test_answers_are_written_before_each_new_window_and_stay_inside_the_newest_o
     monkeypatch.setattr(audience, "record_rejections", lambda conn, tables, rows: None)
     monkeypatch.setattr(audience, "clear_intents", lambda *args: None)
     monkeypatch.setattr(audience, "fold_acks", lambda *args: None)
+    monkeypatch.setattr(audience, "WINDOW_BATCHES_PER_SLOT", 2)  # windows of 4 batches here: 10 for 40 batches
     tables = SimpleNamespace(audience="vip", destination="braze")
     run_ = SimpleNamespace(first_seq=1, last_seq=400, size=400)
     commits: list[str] = []
