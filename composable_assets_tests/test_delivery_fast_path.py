@@ -180,6 +180,39 @@ def test_delta_chunks_read_column_by_column_match_the_rows(tmp_path):
     assert records[1].fields_text is not None and records[2].previous == {"n": 0}
 
 
+def test_rows_the_ledger_holds_are_found_by_one_join_for_the_run_not_one_per_chunk(tmp_path, monkeypatch):
+    from composable_assets.store import PairTables
+    from composable_assets.warehouse import Warehouse
+
+    monkeypatch.setattr(audience, "READ_CHUNK_ROWS", 10)  # three chunks of 10 rows for 25 rows
+    warehouse = Warehouse(url=f"duckdb:///{tmp_path / 'w.duckdb'}")
+    tables = PairTables("composable", "vip", "braze")
+    with warehouse.connect() as conn:
+        tables.ensure(conn)
+        # Rows 1-24 add or update k1..k24; row 25 removes k25 (a key no longer in the ledger: done as well).
+        conn.execute(
+            f"INSERT INTO {tables.delta} (_partition, _run_id, _seq, _op, _key, _identifier, _hash, _fields, _previous, "
+            "_computed_at) SELECT DATE '2026-03-02', 'd1', i, CASE WHEN i = 25 THEN 'remove' ELSE 'add' END, "
+            "'k' || i, 'id' || i, 'h' || i, json_object('n', i), NULL, TIMESTAMP '2026-03-02 10:00:00' "
+            "FROM range(1, 26) t(i)"
+        )
+        # Held as this delta has them: rows 9-12 (across two chunks) and 20; row 15 held with another hash.
+        conn.execute(
+            f"INSERT INTO {tables.ledger} (_key, _identifier, _hash, _fields, _synced_at, _run_id) SELECT 'k' || i, "
+            "'id' || i, CASE WHEN i = 15 THEN 'old' ELSE 'h' || i END, '{}', TIMESTAMP '2026-03-02 10:00:00', 'r0' "
+            "FROM (VALUES (9), (10), (11), (12), (15), (20)) t(i)"
+        )
+        queries: list[str] = []
+        real = conn.fetch_columns, conn.fetch_all
+        monkeypatch.setattr(conn, "fetch_columns", lambda sql, params=None: queries.append(sql) or real[0](sql, params))
+        monkeypatch.setattr(conn, "fetch_all", lambda sql, params=None: queries.append(sql) or real[1](sql, params))
+        run = SimpleNamespace(first_seq=1, last_seq=25, size=25)
+        chunks = list(audience._chunks(conn, tables, run, batch_size=5))
+    assert [(len(chunk), skipped) for chunk, skipped in chunks] == [(8, 2), (7, 3), (4, 1)]
+    assert [r.seq for chunk, _ in chunks for r in chunk] == [*range(1, 9), *range(13, 20), 21, 22, 23, 24]
+    assert len(queries) == 4 and sum(tables.ledger in sql for sql in queries) == 1
+
+
 # --- Braze objects written by the warehouse are the objects Python builds --------------------------------------------
 
 # Identifiers JSON must escape (a quote, a backslash, a control character) or may write either way (non-ASCII).
