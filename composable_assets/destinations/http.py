@@ -3,8 +3,7 @@
 Requests go through libcurl (pycurl), one reused `pycurl.Curl` handle per thread, because the client's CPU per
 request is the main cost of delivery: measured on a 2-core machine against a local Braze stand-in (75-object
 JSON bodies, 8 threads), about 215 µs a request against 310 µs for the standard library's `http.client` and
-600 µs for urllib3's pool. What the destinations read of an answer is
-`Response`: status, headers, body.
+600 µs for urllib3's pool. What the destinations read of an answer is `Response`: status, headers, body.
 """
 
 from __future__ import annotations
@@ -290,8 +289,8 @@ def _curl_options(base_url: str, timeout: float) -> list[tuple[int, Any]]:
     The same environment requests reads: HTTP(S)_PROXY / ALL_PROXY with NO_PROXY (decided here, by requests'
     rules; curl is told the answer and reads no proxy variable itself), and REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE (a
     file or a folder), else certifi's bundle. Timeouts: `timeout` seconds to connect, and a transfer that moves
-    nothing for `timeout` seconds is given up (curl averages the speed over its last few seconds, so a stall is
-    noticed about 6 s after that), as urllib3 timed out a read that waited that long.
+    nothing for `timeout` seconds is given up (curl's low-speed limit: as curl averages the speed over its last
+    few seconds, a stall is noticed a few seconds later), as urllib3 timed out a read that waited that long.
     """
     ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or certifi.where()
     folder = os.path.isdir(ca_bundle)
