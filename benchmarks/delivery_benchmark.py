@@ -490,7 +490,7 @@ def machine(drt: dict) -> dict:
     """The machine, our versions and drt's (from its own virtualenv)."""
     return {
         **machine_info(),
-        "versions": versions(("composable_assets", "dagster", "duckdb", "requests", "urllib3")),
+        "versions": versions(("composable_assets", "dagster", "duckdb", "requests", "pycurl")),
         "drt_versions": drt.get("versions"),
     }
 

@@ -1,5 +1,5 @@
-"""The delivery's lean paths give what the plain ones gave: spliced Braze bodies, lazily parsed rows, the urllib3
-client's retries and answers, reserved rate budget, and checkpoints written once per intent window."""
+"""The delivery's lean paths give what the plain ones gave: spliced Braze bodies, lazily parsed rows, the HTTP
+client's retries and answers (over libcurl), reserved rate budget, and checkpoints written once per intent window."""
 
 from __future__ import annotations
 
@@ -7,18 +7,28 @@ import contextlib
 import json
 import pickle
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 from typing import Any
 
+import certifi
 import duckdb
+import pycurl
 import pytest
 
 import composable_assets.delivery.audience as audience
 from composable_assets.coordination import Coordination, Limit
 from composable_assets.destinations import BatchResult, OutcomeUnknown, Record, Target, TerminalError, TransientError
 from composable_assets.destinations.braze import BrazeSession, BrazeSyncOptions, attribute_object, removal_object
-from composable_assets.destinations.http import HttpClient, Response
+from composable_assets.destinations.http import (
+    HttpClient,
+    Response,
+    _curl_options,
+    _may_have_arrived,
+    _NoAnswer,
+    _problem_name,
+)
 from composable_assets.project.keys import Delivery
 
 # --- Braze: a body spliced from the warehouse's JSON text is the body the dicts made -------------------------------
@@ -308,15 +318,18 @@ def test_a_first_sync_sends_the_warehouse_objects_and_builds_only_a_mixed_batch_
     assert report.sample and report.sample[0] == {"external_id": "id1", "n": 1, "name": "é1"}
 
 
-# --- The urllib3 client: retries, answers, signing, what may have arrived -------------------------------------------
+# --- The HTTP client (libcurl): retries, answers, signing, what may have arrived, redirects, proxies -----------------
 
 
 class Server:
-    """Answers from a script: each item (status, headers, body) or "drop" (close without answering)."""
+    """Answers from a script: each item (status, headers, body), "drop" (close without answering) or "stall" (read
+    the request, then answer nothing until the server stops). `seen` holds each request's path as the request line
+    gave it (a whole URL when it came through a proxy)."""
 
     def __init__(self, script: list) -> None:
         self.script = list(script)
         self.seen: list[dict[str, Any]] = []
+        self.stop = threading.Event()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -326,7 +339,9 @@ class Server:
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 server.seen.append({"path": self.path, "headers": dict(self.headers), "body": raw})
                 step = server.script.pop(0) if server.script else (200, {}, b"{}")
-                if step == "drop":
+                if step == "stall":
+                    server.stop.wait(30)
+                if step in ("drop", "stall"):
                     self.close_connection = True
                     self.connection.close()
                     return
@@ -348,6 +363,7 @@ class Server:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.stop.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -412,6 +428,97 @@ def test_redirects_are_returned_when_not_followed():
     with Server([(307, {"Location": "/elsewhere"}, b"")]) as server:
         response = client(server.url).request("POST", "/x", data=b"{}", allow_redirects=False)
         assert response.status_code == 307 and len(server.seen) == 1
+
+
+def test_redirects_are_followed_when_asked_and_only_the_last_answer_counts():
+    script = [(307, {"Location": "/elsewhere", "X-Hop": "first"}, b""), (200, {}, b'{"ok": 1}')]
+    with Server(script) as server:
+        response = client(server.url).request("POST", "/x", data=b'{"a": 1}')
+        assert response.status_code == 200 and response.json() == {"ok": 1}
+        assert response.headers.get("X-Hop") is None  # the redirect's own headers are not the answer's
+        assert [(s["path"], s["body"]) for s in server.seen] == [("/x", b'{"a": 1}'), ("/elsewhere", b'{"a": 1}')]
+
+
+def test_headers_are_read_whatever_case_the_server_used():
+    reset = int(time.time()) + 5
+    script = [(429, {"RETRY-AFTER": "0"}, b"slow"),
+              (200, {"X-RateLimit-Remaining": "0", "x-RATELIMIT-reset": str(reset)}, b"{}")]
+    pauses: list[float] = []
+    budget = SimpleNamespace(acquire=lambda: 0.0, pause_until=pauses.append)
+    with Server(script) as server:
+        response = client(server.url).request("POST", "/x", data=b"{}", budget=budget)
+    assert response.headers.get("x-ratelimit-remaining") == "0" and response.headers["X-RATELIMIT-RESET"] == str(reset)
+    assert response.headers.get("content-length") == "2"
+    # The 429's Retry-After paused the budget (now), and the answer's spent window paused it until its reset.
+    assert len(pauses) == 2 and abs(pauses[0] - time.time()) < 5 and pauses[1] == reset
+
+
+def test_a_read_timeout_is_in_doubt_for_a_request_that_must_not_be_applied_twice():
+    with Server(["stall"]) as server:
+        http = client(server.url, timeout_seconds=1)
+        with pytest.raises(OutcomeUnknown, match="ReadTimeout; the request may have been processed"):
+            http.request("POST", "/x", data=b"{}", retry_unknown_outcome=False)
+        assert len(server.seen) == 1 and http.stats()["requests"] == 1
+
+
+def test_a_request_that_must_not_be_applied_twice_never_goes_out_on_a_reused_connection():
+    # curl sends a request again, by itself, when a kept-alive connection closes before any answer: here that would
+    # be a second copy of the request the server read before dropping the connection.
+    with Server([(200, {}, b"{}"), "drop"]) as server:
+        http = client(server.url)
+        assert http.request("POST", "/x", data=b"{}").status_code == 200
+        with pytest.raises(OutcomeUnknown, match="ConnectionError"):
+            http.request("POST", "/x", data=b"{}", retry_unknown_outcome=False)
+        assert len(server.seen) == 2
+        http.close()
+
+
+def test_nothing_listening_is_a_connection_error_retried_and_a_connect_timeout_never_arrived():
+    closed = Server([])
+    url = closed.url
+    closed.__exit__()
+    http = client(url)
+    with pytest.raises(TransientError, match="gave up after 3 tries; last: ConnectionError"):
+        http.request("POST", "/x", data=b"{}", retry_unknown_outcome=False)
+    assert http.stats()["requests"] == 3 and http.stats()["retries"] == 2
+    # Curl's timeout error is a connect timeout while nothing of the request was sent, a read timeout after.
+    not_sent, sent = _NoAnswer(pycurl.E_OPERATION_TIMEDOUT, sent=False), _NoAnswer(pycurl.E_OPERATION_TIMEDOUT, sent=True)
+    assert (_problem_name(not_sent), _may_have_arrived(not_sent)) == ("ConnectTimeout", False)
+    assert (_problem_name(sent), _may_have_arrived(sent)) == ("ReadTimeout", True)
+
+
+def clear_proxy_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for scheme in ("http", "https", "all", "no"):
+        monkeypatch.delenv(f"{scheme}_proxy", raising=False)
+        monkeypatch.delenv(f"{scheme.upper()}_PROXY", raising=False)
+
+
+def test_the_proxy_the_environment_names_is_used_and_no_proxy_respected(monkeypatch):
+    clear_proxy_environment(monkeypatch)
+    with Server([]) as api, Server([]) as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)  # a name curl itself does not read for http://
+        assert client(api.url).request("POST", "/x", data=b"{}").status_code == 200
+        assert [s["path"] for s in proxy.seen] == [f"{api.url}/x"] and api.seen == []
+        # NO_PROXY wins, even over the lower-case name curl would read on its own.
+        monkeypatch.setenv("http_proxy", proxy.url)
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        assert client(api.url).request("POST", "/y", data=b"{}").status_code == 200
+        assert [s["path"] for s in api.seen] == ["/y"] and len(proxy.seen) == 1
+
+
+def test_the_ca_bundle_the_environment_names_is_the_only_one_trusted(monkeypatch, tmp_path):
+    clear_proxy_environment(monkeypatch)
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    options = dict(_curl_options("https://api.example.com", 30.0))
+    assert options[pycurl.CAINFO] == certifi.where() and options[pycurl.CAPATH] is None
+    assert options[pycurl.PROXY] == ""  # no proxy: curl is told so, rather than left to read its own variables
+    monkeypatch.setenv("CURL_CA_BUNDLE", str(tmp_path))
+    options = dict(_curl_options("https://api.example.com", 30.0))
+    assert options[pycurl.CAPATH] == str(tmp_path) and options[pycurl.CAINFO] is None
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "corp.pem"))
+    options = dict(_curl_options("https://api.example.com", 30.0))
+    assert options[pycurl.CAINFO] == str(tmp_path / "corp.pem") and options[pycurl.CAPATH] is None
 
 
 # --- Rate budget: requests reserved together, never beyond the window's budget --------------------------------------

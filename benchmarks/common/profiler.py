@@ -101,8 +101,6 @@ class Probe:
             self.samples.clear()
 
     def install(self) -> None:
-        import urllib3
-
         import composable_assets.assets.deliveries as syncs_module
         import composable_assets.delivery.audience as delivery
         import composable_assets.delivery.loop as loop
@@ -202,8 +200,8 @@ class Probe:
         loop.ThreadPoolExecutor = TimedPool
         http.HttpClient.request = self.timed("http_request", http.HttpClient.request)
         http.RateBudget.acquire = self.timed("budget_acquire", http.RateBudget.acquire)
-        # The HTTP client sends through urllib3's pool directly (requests is no longer on the delivery path).
-        urllib3.PoolManager.urlopen = self.timed("pool_urlopen", urllib3.PoolManager.urlopen)
+        # Each try goes out through HttpClient._send (one curl perform: send, wait, read and parse the answer).
+        http.HttpClient._send = self.timed("curl_send", http.HttpClient._send)
 
         original_fold = self.timed("fold_acks", delivery.fold_acks, cpu=True)
         if not whatifs & {"group_commit", "no_checkpoint"}:
@@ -265,8 +263,8 @@ class Probe:
             "senders: build payloads": cumulative("destinations/braze.py", "attribute_object")
             + cumulative("destinations/webhook.py", "webhook_rows"),
             "senders: rate budget (RateBudget.acquire, SQLite)": cumulative("destinations/http.py", "acquire"),
-            "senders: urllib3 PoolManager.urlopen (all HTTP work: send + wait + parse)":
-                cumulative("urllib3/poolmanager.py", "urlopen"),
+            "senders: HttpClient._send, one curl perform (all HTTP work: send + wait + parse)":
+                cumulative("destinations/http.py", "_send"),
             "senders: JSON encoding (json.dumps)": cumulative("json/__init__.py", "dumps"),
             "senders: read response JSON (json.loads)": cumulative("json/__init__.py", "loads"),
         }
@@ -324,9 +322,8 @@ SAMPLE_RULES = {
         ("HMAC signature", ("signature", "destinations/webhook.py")),
         ("JSON encode/decode", ("", "/json/")),
         ("socket wait (send/receive)", ("", "/socket.py")),
-        ("HTTP client (requests/urllib3)", ("", "/requests/")),
-        ("HTTP client (requests/urllib3)", ("", "/urllib3/")),
-        ("HTTP client (requests/urllib3)", ("", "/http/client.py")),
+        # A curl perform (socket waits included: they happen inside libcurl) shows as HttpClient._send.
+        ("HTTP client (curl)", ("_send", "destinations/http.py")),
         ("idle (no batch queued)", ("_worker", "concurrent/futures/thread.py")),
     ],
     "fake server (in process)": [

