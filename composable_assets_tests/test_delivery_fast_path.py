@@ -19,7 +19,15 @@ import pytest
 
 import composable_assets.delivery.audience as audience
 from composable_assets.coordination import Coordination, Limit
-from composable_assets.destinations import BatchResult, OutcomeUnknown, Record, Target, TerminalError, TransientError
+from composable_assets.destinations import (
+    BatchResult,
+    OutcomeUnknown,
+    PreparedBatch,
+    Record,
+    Target,
+    TerminalError,
+    TransientError,
+)
 from composable_assets.destinations.braze import BrazeSession, BrazeSyncOptions, attribute_object, removal_object
 from composable_assets.destinations.http import (
     HttpClient,
@@ -102,7 +110,9 @@ def test_a_spliced_track_body_holds_the_objects_the_dicts_made_in_their_order(id
     # What the same rows gave before: parsed fields, the dicts of attribute_object, json.dumps of the body.
     plain = [
         Record(r.seq, r.key, r.change, r.identifier, r.fields, r.previous)
-        for r in (Record.from_json(r.seq, r.key, r.change, r.identifier, r.fields_text, r.previous_text) for r in records)
+        for r in (
+            Record.from_json(r.seq, r.key, r.change, r.identifier, r.fields_text, r.previous_text) for r in records
+        )
     ]
     objects = [
         attribute_object(r, target, options) if r.operation == "upsert" else removal_object(r, target, options)
@@ -249,7 +259,9 @@ def _object_rows(options: BrazeSyncOptions) -> list[Record]:
     [BrazeSyncOptions(), BrazeSyncOptions(membership_attribute="in_vip"), BrazeSyncOptions(alias_label="it's")],
     ids=["mirror", "membership", "quoted-label"],
 )
-def test_objects_the_warehouse_writes_are_the_objects_python_builds(engine, identifier_type, options, request, tmp_path):
+def test_objects_the_warehouse_writes_are_the_objects_python_builds(
+    engine, identifier_type, options, request, tmp_path
+):
     from composable_assets.warehouse import Warehouse
 
     url = f"duckdb:///{tmp_path / 'w.duckdb'}" if engine == "duckdb" else request.getfixturevalue("postgres_url")
@@ -269,7 +281,9 @@ def test_objects_the_warehouse_writes_are_the_objects_python_builds(engine, iden
         # build a dict (a null, a clash with the identifier, an update, a remove), the warehouse writes nothing.
         assert (written[r.seq] is None) == (spliced is None), (r, written[r.seq], spliced)
         if spliced is not None:
-            expected = attribute_object(Record(r.seq, r.key, r.change, r.identifier, r.fields, None), session.target, options)
+            expected = attribute_object(
+                Record(r.seq, r.key, r.change, r.identifier, r.fields, None), session.target, options
+            )
             got = json.loads(written[r.seq], object_pairs_hook=_no_duplicates)
             assert got == expected == json.loads(spliced)
             assert list(got) == list(expected)
@@ -290,7 +304,9 @@ def test_a_first_sync_sends_the_warehouse_objects_and_builds_only_a_mixed_batch_
     tables = PairTables("composable", "vip", "braze")
     built: list[int] = []
     text = AttributeText.text
-    monkeypatch.setattr(AttributeText, "text", lambda self, r, checked=False: built.append(r.seq) or text(self, r, checked))
+    monkeypatch.setattr(
+        AttributeText, "text", lambda self, r, checked=False: built.append(r.seq) or text(self, r, checked)
+    )
     client = Capture()
     target = braze_target("external_id", BrazeSyncOptions(), mode="upsert")  # no membership attribute to carry
     session = BrazeSession(client, {"track": None}, target)  # type: ignore[arg-type]
@@ -316,6 +332,30 @@ def test_a_first_sync_sends_the_warehouse_objects_and_builds_only_a_mixed_batch_
     assert sent[12] == {"external_id": "id13", "n": 13}  # the null left out, as attribute_object does
     assert len(ledger) == 25
     assert report.sample and report.sample[0] == {"external_id": "id1", "n": 1, "name": "é1"}
+
+
+def test_rows_with_warehouse_objects_leave_their_fields_behind_unless_their_chunk_mixes_both(tmp_path, monkeypatch):
+    from composable_assets.store import PairTables
+    from composable_assets.warehouse import Warehouse
+
+    monkeypatch.setattr(audience, "READ_CHUNK_ROWS", 10)
+    tables = PairTables("composable", "vip", "braze")
+    session = BrazeSession(Capture(), {"track": None}, braze_target("external_id", BrazeSyncOptions(), mode="upsert"))  # type: ignore[arg-type]
+    object_sql = session.object_sql("d._op", "d._identifier", "CAST(d._fields AS VARCHAR)")
+    with Warehouse(url=f"duckdb:///{tmp_path / 'w.duckdb'}").connect() as conn:
+        tables.ensure(conn)
+        # Rows 1-10 all get an object; row 13 (a null field) none, so rows 11-20 are one chunk mixing both.
+        conn.execute(
+            f"INSERT INTO {tables.delta} (_partition, _run_id, _seq, _op, _key, _identifier, _hash, _fields, _previous, "
+            "_computed_at) SELECT DATE '2026-03-02', 'd1', i, 'add', 'k' || i, 'id' || i, 'h' || i, "
+            "json_object('n', i, 'name', CASE WHEN i <> 13 THEN 'x' END), NULL, TIMESTAMP '2026-03-02 10:00:00' "
+            "FROM range(1, 21) t(i)"
+        )
+        run = SimpleNamespace(first_seq=1, last_seq=20, size=20)
+        (lean, _), (mixed, _) = list(audience._chunks(conn, tables, run, batch_size=5, object_sql=object_sql))
+    assert lean.fields == [None] * 10 and None not in lean.objects
+    assert None not in mixed.fields and mixed.objects.count(None) == 1
+    assert isinstance(lean[0:5], PreparedBatch) and isinstance(mixed[0:5], list)
 
 
 # --- The HTTP client (libcurl): retries, answers, signing, what may have arrived, redirects, proxies -----------------
@@ -369,8 +409,14 @@ class Server:
 
 
 def client(url: str, **kwargs: Any) -> HttpClient:
-    return HttpClient(url, {"Authorization": "Bearer sekret-token"}, secrets=("sekret-token",), max_tries=3,
-                      backoff_base_seconds=0.01, **kwargs)
+    return HttpClient(
+        url,
+        {"Authorization": "Bearer sekret-token"},
+        secrets=("sekret-token",),
+        max_tries=3,
+        backoff_base_seconds=0.01,
+        **kwargs,
+    )
 
 
 def test_retries_honour_retry_after_and_sign_each_try_afresh():
@@ -386,8 +432,9 @@ def test_retries_honour_retry_after_and_sign_each_try_afresh():
         response = http.request("POST", "/hook", data=b'{"rows":[]}', sign=sign)
         assert response.status_code == 200 and response.json() == {"ok": 1} and response.text == '{"ok": 1}'
         assert [s["headers"]["X-Try"] for s in server.seen] == ["1", "2", "3"]
-        assert all(s["body"] == b'{"rows":[]}' and s["headers"]["Authorization"] == "Bearer sekret-token"
-                   for s in server.seen)
+        assert all(
+            s["body"] == b'{"rows":[]}' and s["headers"]["Authorization"] == "Bearer sekret-token" for s in server.seen
+        )
         assert http.stats()["requests"] == 3 and http.stats()["retries"] == 2
         http.close()
 
@@ -441,8 +488,10 @@ def test_redirects_are_followed_when_asked_and_only_the_last_answer_counts():
 
 def test_headers_are_read_whatever_case_the_server_used():
     reset = int(time.time()) + 5
-    script = [(429, {"RETRY-AFTER": "0"}, b"slow"),
-              (200, {"X-RateLimit-Remaining": "0", "x-RATELIMIT-reset": str(reset)}, b"{}")]
+    script = [
+        (429, {"RETRY-AFTER": "0"}, b"slow"),
+        (200, {"X-RateLimit-Remaining": "0", "x-RATELIMIT-reset": str(reset)}, b"{}"),
+    ]
     pauses: list[float] = []
     budget = SimpleNamespace(acquire=lambda: 0.0, pause_until=pauses.append)
     with Server(script) as server:
@@ -482,7 +531,10 @@ def test_nothing_listening_is_a_connection_error_retried_and_a_connect_timeout_n
         http.request("POST", "/x", data=b"{}", retry_unknown_outcome=False)
     assert http.stats()["requests"] == 3 and http.stats()["retries"] == 2
     # Curl's timeout error is a connect timeout while nothing of the request was sent, a read timeout after.
-    not_sent, sent = _NoAnswer(pycurl.E_OPERATION_TIMEDOUT, sent=False), _NoAnswer(pycurl.E_OPERATION_TIMEDOUT, sent=True)
+    not_sent, sent = (
+        _NoAnswer(pycurl.E_OPERATION_TIMEDOUT, sent=False),
+        _NoAnswer(pycurl.E_OPERATION_TIMEDOUT, sent=True),
+    )
     assert (_problem_name(not_sent), _may_have_arrived(not_sent)) == ("ConnectTimeout", False)
     assert (_problem_name(sent), _may_have_arrived(sent)) == ("ReadTimeout", True)
 
@@ -551,9 +603,16 @@ def test_a_budget_reserves_requests_together_and_never_exceeds_its_window(tmp_pa
 def test_answers_are_written_before_each_new_window_and_stay_inside_the_newest_one(monkeypatch):
     intents: list[tuple[int, int]] = []
     written: list[int] = []
-    monkeypatch.setattr(audience, "record_intent", lambda conn, tables, run_id, first, last, now: intents.append((first, last)))
-    monkeypatch.setattr(audience, "record_acks", lambda conn, tables, run_id, ranges, now: written.extend(
-        s for first, last in ranges for s in range(first, last + 1)))
+    monkeypatch.setattr(
+        audience, "record_intent", lambda conn, tables, run_id, first, last, now: intents.append((first, last))
+    )
+    monkeypatch.setattr(
+        audience,
+        "record_acks",
+        lambda conn, tables, run_id, ranges, now: written.extend(
+            s for first, last in ranges for s in range(first, last + 1)
+        ),
+    )
     monkeypatch.setattr(audience, "record_rejections", lambda conn, tables, rows: None)
     monkeypatch.setattr(audience, "clear_intents", lambda *args: None)
     monkeypatch.setattr(audience, "fold_acks", lambda *args: None)
@@ -568,7 +627,9 @@ def test_answers_are_written_before_each_new_window_and_stay_inside_the_newest_o
             yield
             commits.append("together")
 
-    source = audience.AudienceSource(Conn(), tables, run_, batch_size=10, concurrency=2, sync_run_id="r", partition=None)
+    source = audience.AudienceSource(
+        Conn(), tables, run_, batch_size=10, concurrency=2, sync_run_id="r", partition=None
+    )
     rows = [Record(i, f"k{i}", "add", f"id{i}", {"v": i}, None) for i in range(1, 401)]
     batches = [rows[i : i + 10] for i in range(0, 400, 10)]
     in_flight: list[list[Record]] = []
@@ -601,8 +662,15 @@ def test_a_stop_writes_the_answers_it_holds(monkeypatch):
     monkeypatch.setattr(audience, "clear_intents", lambda *args: None)
     monkeypatch.setattr(audience, "fold_acks", lambda *args: None)
     tables = SimpleNamespace(audience="vip", destination="braze")
-    source = audience.AudienceSource(None, tables, SimpleNamespace(first_seq=1, last_seq=20, size=20), batch_size=10,
-                                     concurrency=2, sync_run_id="r", partition=None)
+    source = audience.AudienceSource(
+        None,
+        tables,
+        SimpleNamespace(first_seq=1, last_seq=20, size=20),
+        batch_size=10,
+        concurrency=2,
+        sync_run_id="r",
+        partition=None,
+    )
     rows = [Record(i, f"k{i}", "add", f"id{i}", {}, None) for i in range(1, 21)]
     source.going_out([rows[:10], rows[10:]], None)
     source.answered(rows[:10], BatchResult(acknowledged=list(range(1, 11))))

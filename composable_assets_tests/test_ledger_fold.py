@@ -66,7 +66,9 @@ def prepare(conn, tables: PairTables) -> None:
 def state(conn, tables: PairTables) -> tuple[list, list, list]:
     """The ledger, the pair's sync log and its acks, each sorted (text for JSON: engines type it differently)."""
     ledger_rows = sorted(
-        conn.fetch_all(f"SELECT _key, _identifier, _hash, CAST(_fields AS VARCHAR), _synced_at, _run_id FROM {tables.ledger}")
+        conn.fetch_all(
+            f"SELECT _key, _identifier, _hash, CAST(_fields AS VARCHAR), _synced_at, _run_id FROM {tables.ledger}"
+        )
     )
     log = conn.fetch_all(
         f"SELECT partition_date, sync_run_id, key, identifier, op, row_hash, status, delta_run_id, seq, recorded_at "

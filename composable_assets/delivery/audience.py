@@ -109,9 +109,17 @@ def _chunks(
 
     `object_sql`: the session's SQL for each row's request object, written by the warehouse beside the row.
     """
-    query = (
+    whole = (
         f"SELECT {ROW_COLUMNS}{f', {object_sql} AS _object' if object_sql else ''} "
         f"FROM {tables.delta} AS d WHERE d._seq BETWEEN ? AND ? ORDER BY d._seq"
+    )
+    # A row whose object the warehouse wrote needs neither its fields nor its previous values (a Record built for
+    # it, for a rejection, reads its key and change): left out, they are not carried to Python at all (PostgreSQL:
+    # 0.27 -> 0.16 s of client CPU for 100,000 rows). A chunk mixing rows with and without an object is read again
+    # whole, as a batch holding both is built in Python from every row's fields.
+    lean = (
+        "SELECT _seq, _op, _key, _identifier, CASE WHEN _object IS NULL THEN _fields END AS _fields, "
+        f"CASE WHEN _object IS NULL THEN _previous END AS _previous, _object FROM ({whole}) AS r ORDER BY _seq"
     )
     done = _done_ranges(conn, tables, run)
     # A whole number of batches per chunk, so no chunk ends in a short batch (a wasted request).
@@ -120,7 +128,9 @@ def _chunks(
         hi = min(lo + chunk_rows - 1, run.last_seq)
         # Column by column, and batch by batch from the columns: no Python object per row unless a batch needs
         # Records, and the fields stay JSON text until a destination needs them as values.
-        columns = conn.fetch_columns(query, [lo, hi])
+        columns = conn.fetch_columns(lean if object_sql else whole, [lo, hi])
+        if object_sql and None in columns[6] and any(o is not None for o in columns[6]):
+            columns = conn.fetch_columns(whole, [lo, hi])
         read = len(columns[0])
         overlapping = [(first, last) for first, last in done if first <= hi and last >= lo]
         if overlapping:
