@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
@@ -134,7 +135,10 @@ def _chunks(
         read = len(columns[0])
         overlapping = [(first, last) for first, last in done if first <= hi and last >= lo]
         if overlapping:
-            todo = [not any(first <= seq <= last for first, last in overlapping) for seq in columns[0]]
+            seqs, todo = columns[0], [True] * read
+            for first, last in overlapping:  # seqs are in order: each done range is one slice of the chunk
+                start, end = bisect_left(seqs, first), bisect_right(seqs, last)
+                todo[start:end] = [False] * (end - start)
             columns = [list(compress(column, todo)) for column in columns]
         rows = Rows(columns)
         yield rows, read - len(rows)
