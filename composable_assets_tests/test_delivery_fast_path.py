@@ -19,7 +19,15 @@ import pytest
 
 import composable_assets.delivery.audience as audience
 from composable_assets.coordination import Coordination, Limit
-from composable_assets.destinations import BatchResult, OutcomeUnknown, Record, Target, TerminalError, TransientError
+from composable_assets.destinations import (
+    BatchResult,
+    OutcomeUnknown,
+    PreparedBatch,
+    Record,
+    Target,
+    TerminalError,
+    TransientError,
+)
 from composable_assets.destinations.braze import BrazeSession, BrazeSyncOptions, attribute_object, removal_object
 from composable_assets.destinations.http import (
     HttpClient,
@@ -102,7 +110,9 @@ def test_a_spliced_track_body_holds_the_objects_the_dicts_made_in_their_order(id
     # What the same rows gave before: parsed fields, the dicts of attribute_object, json.dumps of the body.
     plain = [
         Record(r.seq, r.key, r.change, r.identifier, r.fields, r.previous)
-        for r in (Record.from_json(r.seq, r.key, r.change, r.identifier, r.fields_text, r.previous_text) for r in records)
+        for r in (
+            Record.from_json(r.seq, r.key, r.change, r.identifier, r.fields_text, r.previous_text) for r in records
+        )
     ]
     objects = [
         attribute_object(r, target, options) if r.operation == "upsert" else removal_object(r, target, options)
@@ -190,6 +200,39 @@ def test_delta_chunks_read_column_by_column_match_the_rows(tmp_path):
     assert records[1].fields_text is not None and records[2].previous == {"n": 0}
 
 
+def test_rows_the_ledger_holds_are_found_by_one_join_for_the_run_not_one_per_chunk(tmp_path, monkeypatch):
+    from composable_assets.store import PairTables
+    from composable_assets.warehouse import Warehouse
+
+    monkeypatch.setattr(audience, "READ_CHUNK_ROWS", 10)  # three chunks of 10 rows for 25 rows
+    warehouse = Warehouse(url=f"duckdb:///{tmp_path / 'w.duckdb'}")
+    tables = PairTables("composable", "vip", "braze")
+    with warehouse.connect() as conn:
+        tables.ensure(conn)
+        # Rows 1-24 add or update k1..k24; row 25 removes k25 (a key no longer in the ledger: done as well).
+        conn.execute(
+            f"INSERT INTO {tables.delta} (_partition, _run_id, _seq, _op, _key, _identifier, _hash, _fields, _previous, "
+            "_computed_at) SELECT DATE '2026-03-02', 'd1', i, CASE WHEN i = 25 THEN 'remove' ELSE 'add' END, "
+            "'k' || i, 'id' || i, 'h' || i, json_object('n', i), NULL, TIMESTAMP '2026-03-02 10:00:00' "
+            "FROM range(1, 26) t(i)"
+        )
+        # Held as this delta has them: rows 9-12 (across two chunks) and 20; row 15 held with another hash.
+        conn.execute(
+            f"INSERT INTO {tables.ledger} (_key, _identifier, _hash, _fields, _synced_at, _run_id) SELECT 'k' || i, "
+            "'id' || i, CASE WHEN i = 15 THEN 'old' ELSE 'h' || i END, '{}', TIMESTAMP '2026-03-02 10:00:00', 'r0' "
+            "FROM (VALUES (9), (10), (11), (12), (15), (20)) t(i)"
+        )
+        queries: list[str] = []
+        real = conn.fetch_columns, conn.fetch_all
+        monkeypatch.setattr(conn, "fetch_columns", lambda sql, params=None: queries.append(sql) or real[0](sql, params))
+        monkeypatch.setattr(conn, "fetch_all", lambda sql, params=None: queries.append(sql) or real[1](sql, params))
+        run = SimpleNamespace(first_seq=1, last_seq=25, size=25)
+        chunks = list(audience._chunks(conn, tables, run, batch_size=5))
+    assert [(len(chunk), skipped) for chunk, skipped in chunks] == [(8, 2), (7, 3), (4, 1)]
+    assert [r.seq for chunk, _ in chunks for r in chunk] == [*range(1, 9), *range(13, 20), 21, 22, 23, 24]
+    assert len(queries) == 4 and sum(tables.ledger in sql for sql in queries) == 1
+
+
 # --- Braze objects written by the warehouse are the objects Python builds --------------------------------------------
 
 # Identifiers JSON must escape (a quote, a backslash, a control character) or may write either way (non-ASCII).
@@ -216,7 +259,9 @@ def _object_rows(options: BrazeSyncOptions) -> list[Record]:
     [BrazeSyncOptions(), BrazeSyncOptions(membership_attribute="in_vip"), BrazeSyncOptions(alias_label="it's")],
     ids=["mirror", "membership", "quoted-label"],
 )
-def test_objects_the_warehouse_writes_are_the_objects_python_builds(engine, identifier_type, options, request, tmp_path):
+def test_objects_the_warehouse_writes_are_the_objects_python_builds(
+    engine, identifier_type, options, request, tmp_path
+):
     from composable_assets.warehouse import Warehouse
 
     url = f"duckdb:///{tmp_path / 'w.duckdb'}" if engine == "duckdb" else request.getfixturevalue("postgres_url")
@@ -236,7 +281,9 @@ def test_objects_the_warehouse_writes_are_the_objects_python_builds(engine, iden
         # build a dict (a null, a clash with the identifier, an update, a remove), the warehouse writes nothing.
         assert (written[r.seq] is None) == (spliced is None), (r, written[r.seq], spliced)
         if spliced is not None:
-            expected = attribute_object(Record(r.seq, r.key, r.change, r.identifier, r.fields, None), session.target, options)
+            expected = attribute_object(
+                Record(r.seq, r.key, r.change, r.identifier, r.fields, None), session.target, options
+            )
             got = json.loads(written[r.seq], object_pairs_hook=_no_duplicates)
             assert got == expected == json.loads(spliced)
             assert list(got) == list(expected)
@@ -257,7 +304,9 @@ def test_a_first_sync_sends_the_warehouse_objects_and_builds_only_a_mixed_batch_
     tables = PairTables("composable", "vip", "braze")
     built: list[int] = []
     text = AttributeText.text
-    monkeypatch.setattr(AttributeText, "text", lambda self, r, checked=False: built.append(r.seq) or text(self, r, checked))
+    monkeypatch.setattr(
+        AttributeText, "text", lambda self, r, checked=False: built.append(r.seq) or text(self, r, checked)
+    )
     client = Capture()
     target = braze_target("external_id", BrazeSyncOptions(), mode="upsert")  # no membership attribute to carry
     session = BrazeSession(client, {"track": None}, target)  # type: ignore[arg-type]
@@ -283,6 +332,30 @@ def test_a_first_sync_sends_the_warehouse_objects_and_builds_only_a_mixed_batch_
     assert sent[12] == {"external_id": "id13", "n": 13}  # the null left out, as attribute_object does
     assert len(ledger) == 25
     assert report.sample and report.sample[0] == {"external_id": "id1", "n": 1, "name": "é1"}
+
+
+def test_rows_with_warehouse_objects_leave_their_fields_behind_unless_their_chunk_mixes_both(tmp_path, monkeypatch):
+    from composable_assets.store import PairTables
+    from composable_assets.warehouse import Warehouse
+
+    monkeypatch.setattr(audience, "READ_CHUNK_ROWS", 10)
+    tables = PairTables("composable", "vip", "braze")
+    session = BrazeSession(Capture(), {"track": None}, braze_target("external_id", BrazeSyncOptions(), mode="upsert"))  # type: ignore[arg-type]
+    object_sql = session.object_sql("d._op", "d._identifier", "CAST(d._fields AS VARCHAR)")
+    with Warehouse(url=f"duckdb:///{tmp_path / 'w.duckdb'}").connect() as conn:
+        tables.ensure(conn)
+        # Rows 1-10 all get an object; row 13 (a null field) none, so rows 11-20 are one chunk mixing both.
+        conn.execute(
+            f"INSERT INTO {tables.delta} (_partition, _run_id, _seq, _op, _key, _identifier, _hash, _fields, _previous, "
+            "_computed_at) SELECT DATE '2026-03-02', 'd1', i, 'add', 'k' || i, 'id' || i, 'h' || i, "
+            "json_object('n', i, 'name', CASE WHEN i <> 13 THEN 'x' END), NULL, TIMESTAMP '2026-03-02 10:00:00' "
+            "FROM range(1, 21) t(i)"
+        )
+        run = SimpleNamespace(first_seq=1, last_seq=20, size=20)
+        (lean, _), (mixed, _) = list(audience._chunks(conn, tables, run, batch_size=5, object_sql=object_sql))
+    assert lean.fields == [None] * 10 and None not in lean.objects
+    assert None not in mixed.fields and mixed.objects.count(None) == 1
+    assert isinstance(lean[0:5], PreparedBatch) and isinstance(mixed[0:5], list)
 
 
 # --- The HTTP client (libcurl): retries, answers, signing, what may have arrived, redirects, proxies -----------------
@@ -336,8 +409,14 @@ class Server:
 
 
 def client(url: str, **kwargs: Any) -> HttpClient:
-    return HttpClient(url, {"Authorization": "Bearer sekret-token"}, secrets=("sekret-token",), max_tries=3,
-                      backoff_base_seconds=0.01, **kwargs)
+    return HttpClient(
+        url,
+        {"Authorization": "Bearer sekret-token"},
+        secrets=("sekret-token",),
+        max_tries=3,
+        backoff_base_seconds=0.01,
+        **kwargs,
+    )
 
 
 def test_retries_honour_retry_after_and_sign_each_try_afresh():
@@ -353,8 +432,9 @@ def test_retries_honour_retry_after_and_sign_each_try_afresh():
         response = http.request("POST", "/hook", data=b'{"rows":[]}', sign=sign)
         assert response.status_code == 200 and response.json() == {"ok": 1} and response.text == '{"ok": 1}'
         assert [s["headers"]["X-Try"] for s in server.seen] == ["1", "2", "3"]
-        assert all(s["body"] == b'{"rows":[]}' and s["headers"]["Authorization"] == "Bearer sekret-token"
-                   for s in server.seen)
+        assert all(
+            s["body"] == b'{"rows":[]}' and s["headers"]["Authorization"] == "Bearer sekret-token" for s in server.seen
+        )
         assert http.stats()["requests"] == 3 and http.stats()["retries"] == 2
         http.close()
 
@@ -408,8 +488,10 @@ def test_redirects_are_followed_when_asked_and_only_the_last_answer_counts():
 
 def test_headers_are_read_whatever_case_the_server_used():
     reset = int(time.time()) + 5
-    script = [(429, {"RETRY-AFTER": "0"}, b"slow"),
-              (200, {"X-RateLimit-Remaining": "0", "x-RATELIMIT-reset": str(reset)}, b"{}")]
+    script = [
+        (429, {"RETRY-AFTER": "0"}, b"slow"),
+        (200, {"X-RateLimit-Remaining": "0", "x-RATELIMIT-reset": str(reset)}, b"{}"),
+    ]
     pauses: list[float] = []
     budget = SimpleNamespace(acquire=lambda: 0.0, pause_until=pauses.append)
     with Server(script) as server:
@@ -449,7 +531,10 @@ def test_nothing_listening_is_a_connection_error_retried_and_a_connect_timeout_n
         http.request("POST", "/x", data=b"{}", retry_unknown_outcome=False)
     assert http.stats()["requests"] == 3 and http.stats()["retries"] == 2
     # Curl's timeout error is a connect timeout while nothing of the request was sent, a read timeout after.
-    not_sent, sent = _NoAnswer(pycurl.E_OPERATION_TIMEDOUT, sent=False), _NoAnswer(pycurl.E_OPERATION_TIMEDOUT, sent=True)
+    not_sent, sent = (
+        _NoAnswer(pycurl.E_OPERATION_TIMEDOUT, sent=False),
+        _NoAnswer(pycurl.E_OPERATION_TIMEDOUT, sent=True),
+    )
     assert (_problem_name(not_sent), _may_have_arrived(not_sent)) == ("ConnectTimeout", False)
     assert (_problem_name(sent), _may_have_arrived(sent)) == ("ReadTimeout", True)
 
@@ -518,12 +603,20 @@ def test_a_budget_reserves_requests_together_and_never_exceeds_its_window(tmp_pa
 def test_answers_are_written_before_each_new_window_and_stay_inside_the_newest_one(monkeypatch):
     intents: list[tuple[int, int]] = []
     written: list[int] = []
-    monkeypatch.setattr(audience, "record_intent", lambda conn, tables, run_id, first, last, now: intents.append((first, last)))
-    monkeypatch.setattr(audience, "record_acks", lambda conn, tables, run_id, ranges, now: written.extend(
-        s for first, last in ranges for s in range(first, last + 1)))
+    monkeypatch.setattr(
+        audience, "record_intent", lambda conn, tables, run_id, first, last, now: intents.append((first, last))
+    )
+    monkeypatch.setattr(
+        audience,
+        "record_acks",
+        lambda conn, tables, run_id, ranges, now: written.extend(
+            s for first, last in ranges for s in range(first, last + 1)
+        ),
+    )
     monkeypatch.setattr(audience, "record_rejections", lambda conn, tables, rows: None)
     monkeypatch.setattr(audience, "clear_intents", lambda *args: None)
     monkeypatch.setattr(audience, "fold_acks", lambda *args: None)
+    monkeypatch.setattr(audience, "WINDOW_BATCHES_PER_SLOT", 2)  # windows of 4 batches here: 10 for 40 batches
     tables = SimpleNamespace(audience="vip", destination="braze")
     run_ = SimpleNamespace(first_seq=1, last_seq=400, size=400)
     commits: list[str] = []
@@ -534,7 +627,9 @@ def test_answers_are_written_before_each_new_window_and_stay_inside_the_newest_o
             yield
             commits.append("together")
 
-    source = audience.AudienceSource(Conn(), tables, run_, batch_size=10, concurrency=2, sync_run_id="r", partition=None)
+    source = audience.AudienceSource(
+        Conn(), tables, run_, batch_size=10, concurrency=2, sync_run_id="r", partition=None
+    )
     rows = [Record(i, f"k{i}", "add", f"id{i}", {"v": i}, None) for i in range(1, 401)]
     batches = [rows[i : i + 10] for i in range(0, 400, 10)]
     in_flight: list[list[Record]] = []
@@ -567,8 +662,15 @@ def test_a_stop_writes_the_answers_it_holds(monkeypatch):
     monkeypatch.setattr(audience, "clear_intents", lambda *args: None)
     monkeypatch.setattr(audience, "fold_acks", lambda *args: None)
     tables = SimpleNamespace(audience="vip", destination="braze")
-    source = audience.AudienceSource(None, tables, SimpleNamespace(first_seq=1, last_seq=20, size=20), batch_size=10,
-                                     concurrency=2, sync_run_id="r", partition=None)
+    source = audience.AudienceSource(
+        None,
+        tables,
+        SimpleNamespace(first_seq=1, last_seq=20, size=20),
+        batch_size=10,
+        concurrency=2,
+        sync_run_id="r",
+        partition=None,
+    )
     rows = [Record(i, f"k{i}", "add", f"id{i}", {}, None) for i in range(1, 21)]
     source.going_out([rows[:10], rows[10:]], None)
     source.answered(rows[:10], BatchResult(acknowledged=list(range(1, 11))))

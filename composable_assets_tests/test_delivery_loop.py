@@ -179,6 +179,7 @@ def test_audience_intent_windows_do_not_depend_on_how_batches_go_out_together(mo
     import composable_assets.delivery.audience as audience
 
     written: list[tuple[int, int]] = []
+    monkeypatch.setattr(audience, "WINDOW_BATCHES_PER_SLOT", 2)  # windows of 4 batches here: 5 for 20 batches
     monkeypatch.setattr(audience, "record_intent", lambda conn, tables, run_id, first, last, now: written.append((first, last)))
     run_ = SimpleNamespace(first_seq=1, last_seq=200, size=200)
     source = audience.AudienceSource(None, None, run_, batch_size=10, concurrency=2, sync_run_id="r", partition=None)

@@ -317,6 +317,7 @@ def test_intent_is_durable_before_its_batches_go_out_written_per_window_and_gone
 
     real_record_intent = delivery.record_intent
     monkeypatch.setattr(delivery, "record_intent", record_intent)
+    monkeypatch.setattr(delivery, "WINDOW_BATCHES_PER_SLOT", 2)  # windows of 4 batches here: 5 for 20 batches
     outcome = small.sync()
     assert outcome.success, outcome.errors
 

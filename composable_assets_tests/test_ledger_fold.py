@@ -66,7 +66,9 @@ def prepare(conn, tables: PairTables) -> None:
 def state(conn, tables: PairTables) -> tuple[list, list, list]:
     """The ledger, the pair's sync log and its acks, each sorted (text for JSON: engines type it differently)."""
     ledger_rows = sorted(
-        conn.fetch_all(f"SELECT _key, _identifier, _hash, CAST(_fields AS VARCHAR), _synced_at, _run_id FROM {tables.ledger}")
+        conn.fetch_all(
+            f"SELECT _key, _identifier, _hash, CAST(_fields AS VARCHAR), _synced_at, _run_id FROM {tables.ledger}"
+        )
     )
     log = conn.fetch_all(
         f"SELECT partition_date, sync_run_id, key, identifier, op, row_hash, status, delta_run_id, seq, recorded_at "
@@ -180,3 +182,54 @@ def test_a_first_fold_into_an_empty_ledger_inserts_what_the_merges_would_leave(c
         monkeypatch.setattr(ledger, "_delete_then_insert", no_merge)
         assert fold_acks(conn, tables) == 7
         assert state(conn, tables) == whole
+
+
+def record_runs(conn, tables: PairTables) -> None:
+    """The three runs of `delta_rows` in delta_runs, as compute_delta records them."""
+    for run, first, last in (("r1", 1, 12), ("r2", 13, 19), ("r3", 20, 24)):
+        conn.execute(
+            f"INSERT INTO {tables.delta_runs} VALUES (?, ?, ?, ?, ?, 'full', ?, ?, 0, 0, 0, 0)",
+            [tables.audience, tables.destination, DAY, run, T1, first, last],
+        )
+
+
+@pytest.mark.parametrize(
+    ("ranges", "ranked"),
+    [
+        ([(1, 4), (5, 9), (12, 12)], False),  # one run's disjoint ranges: each acknowledged key once
+        ([(1, 7), (5, 9), (12, 12)], True),  # one run, overlapping ranges: seq 5-7 twice
+        ([(1, 12), (13, 19)], True),  # two runs: keys 0, 1, 2 and 4 twice
+        ([(9, 14)], True),  # a range across two runs
+    ],
+)
+@pytest.mark.parametrize("held", [False, True], ids=["empty ledger", "ledger holds a key"])
+def test_only_a_fold_of_one_runs_disjoint_acks_skips_ranking_rows_per_key(
+    connect, monkeypatch, ranges, ranked, held
+) -> None:
+    monkeypatch.setattr(ledger, "FOLD_SLICE_ROWS", {})
+    newest: list[str] = []
+    real = ledger._fold
+
+    def spy(conn, tables, window, params, newest_sql=ledger._NEWEST_PER_KEY):
+        newest.append(newest_sql)
+        return real(conn, tables, window, params, newest_sql)
+
+    results = []
+    for name, rank_always in (("s_skip", False), ("s_ranked", True)):
+        tables = PairTables(name, "a", "d")
+        with connect() as conn:
+            prepare(conn, tables)
+            record_runs(conn, tables)
+            if held:  # a MERGE (or delete-then-insert) rather than the first fold's INSERT
+                conn.execute(f"INSERT INTO {tables.ledger} VALUES ('k99', 'id99', 'h', NULL, ?, 'old')", [T1])
+            record_acks(conn, tables, "s1", ranges, T1)
+            if rank_always:
+                monkeypatch.setattr(ledger, "_one_run_apart", lambda *args: False)
+            monkeypatch.setattr(ledger, "_fold", spy)
+            assert fold_acks(conn, tables) == len(ranges)
+            results.append(state(conn, tables))
+    assert newest[0] == (ledger._NEWEST_PER_KEY if ranked else "") and newest[1] == ledger._NEWEST_PER_KEY
+    skipped, ranked_rows = results
+    assert skipped == ranked_rows
+    keys = [row[0] for row in skipped[0]]
+    assert len(keys) == len(set(keys)) and ("k99" in keys) == held

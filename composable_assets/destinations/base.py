@@ -234,7 +234,8 @@ class PreparedBatch(Sequence[Record]):
 
     What `Session.object_sql` asked for, so a session sends `objects` as they are: no Record, no dict, no encoding
     per row. The rows' columns stay beside them, and a Record is built only where one is asked for (the loop reads
-    a batch's first and last row; a rejected row is looked up by its seq). Every row has an identifier.
+    a batch's first and last row; a rejected row is looked up by its seq). Every row has an identifier; `fields`
+    and `previous` may be None (a row with an object needs neither, and the delivery does not read them).
     """
 
     __slots__ = ("seqs", "keys", "changes", "identifiers", "fields", "previous", "objects")
