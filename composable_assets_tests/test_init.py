@@ -149,7 +149,8 @@ def test_the_scaffold_runs_on_postgresql_too(tmp_path, postgres_url, monkeypatch
     assert counts(again.output) == (0, 0, 0, 0)
 
 
-# A sync long enough to be shown while it runs: thousands of rows to the outbox, three at a time.
+# A sync long enough to be shown while it runs (well over the second before the first progress line): thousands of
+# rows to the outbox, one at a time. Three at a time took about a second once intent windows grew to 8 batches a slot.
 LONG_ROWS = 6000
 
 
@@ -160,7 +161,7 @@ def long_sync_project(root: Path) -> Path:
         "SELECT range AS customer_id, 'c' || range || '@example.com' AS email, 'C' AS first_name, "
         f"1000 AS lifetime_value FROM range({LONG_ROWS})\n"
     )
-    (root / "destinations.yaml").write_text("outbox: {type: outbox, batch_size: 3}\n")
+    (root / "destinations.yaml").write_text("outbox: {type: outbox, batch_size: 1}\n")
     return root
 
 
