@@ -50,6 +50,7 @@ FIELDS_SQL = {
     "a null": "json_object('email', NULL, 'name', 'Ben')",
     "the word null in a value": "json_object('name', 'nullable')",
     "empty": "json_object()",
+    "empty with a tab inside": "'{ \t }'::JSON",
     "clashes with the identifier": "json_object('external_id', 'other', 'name', 'Chloe')",
     "membership at the end": "json_object('name', 'Dora', 'in_vip', true)",
     "membership false": "json_object('name', 'Emil', 'in_vip', false)",
@@ -255,17 +256,22 @@ def _object_rows(options: BrazeSyncOptions) -> list[Record]:
 @pytest.mark.parametrize("engine", ["duckdb", "postgres"])
 @pytest.mark.parametrize("identifier_type", ["external_id", "user_alias"])
 @pytest.mark.parametrize(
-    "options",
-    [BrazeSyncOptions(), BrazeSyncOptions(membership_attribute="in_vip"), BrazeSyncOptions(alias_label="it's")],
-    ids=["mirror", "membership", "quoted-label"],
+    "options, mode",
+    [
+        (BrazeSyncOptions(), "mirror"),
+        (BrazeSyncOptions(membership_attribute="in_vip"), "mirror"),
+        (BrazeSyncOptions(alias_label="it's"), "mirror"),
+        (BrazeSyncOptions(), "upsert"),  # no membership attribute: fields with nothing in them are spliced too
+    ],
+    ids=["mirror", "membership", "quoted-label", "upsert"],
 )
 def test_objects_the_warehouse_writes_are_the_objects_python_builds(
-    engine, identifier_type, options, request, tmp_path
+    engine, identifier_type, options, mode, request, tmp_path
 ):
     from composable_assets.warehouse import Warehouse
 
     url = f"duckdb:///{tmp_path / 'w.duckdb'}" if engine == "duckdb" else request.getfixturevalue("postgres_url")
-    session = BrazeSession(Capture(), {}, braze_target(identifier_type, options))  # type: ignore[arg-type]
+    session = BrazeSession(Capture(), {}, braze_target(identifier_type, options, mode))  # type: ignore[arg-type]
     sql = session.object_sql("d._op", "d._identifier", "CAST(d._fields AS VARCHAR)")
     assert sql is not None
     rows = _object_rows(options)

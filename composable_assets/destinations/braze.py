@@ -365,8 +365,10 @@ class AttributeText:
         if self.ending is not None:
             conditions.append(f"right({fields}, {len(self.ending)}) = {_literal(self.ending)}")
         head = f"{_literal(self.head)} || to_json({identifier}) || {_literal(self.tail)}"
-        inner = f"trim(substr({fields}, 2, length({fields}) - 2))"
-        spliced = f"CASE WHEN {inner} = '' THEN {head} || '}}' ELSE {head} || ',' || substr({fields}, 2) END"
+        # Nothing but whitespace between the braces, as `text` strips it: one anchored match, not a trimmed copy
+        # of every row's fields (that copy was half the CPU of writing the objects).
+        empty = f"regexp_matches({fields}, '^\\{{\\s*\\}}$')"
+        spliced = f"CASE WHEN {empty} THEN {head} || '}}' ELSE {head} || ',' || substr({fields}, 2) END"
         return f"CASE WHEN {' AND '.join(conditions)} THEN {spliced} END"
 
     def texts(self, records: Sequence[Record]) -> list[str | None]:
