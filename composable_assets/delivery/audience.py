@@ -322,6 +322,7 @@ def deliver(
         keep_going=keep_going,
         on_progress=on_progress,
         stats=session.stats,
+        senders=session.concurrent(concurrency),
     )
     return source.report
 
