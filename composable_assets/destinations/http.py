@@ -157,33 +157,9 @@ class HttpClient:
         self._stats_lock = threading.Lock()
         self._stats = {"requests": 0, "retries": 0, "rate_limit_wait_seconds": 0.0}
 
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        budget: RateBudget | None = None,
-        retry_unknown_outcome: bool = True,
-        json: Any = None,
-        data: bytes | str | None = None,
-        sign: Signer | None = None,
-        allow_redirects: bool = True,
-        headers: dict[str, str] | None = None,
-    ) -> Response:
-        """Send with retries in this thread (`exchange`'s steps, each try through this thread's curl handle)."""
-        return self.drive(
-            self.exchange(
-                method,
-                path,
-                budget=budget,
-                retry_unknown_outcome=retry_unknown_outcome,
-                json=json,
-                data=data,
-                sign=sign,
-                allow_redirects=allow_redirects,
-                headers=headers,
-            )
-        )
+    def request(self, method: str, path: str, **options: Any) -> Response:
+        """Send with retries in this thread: `exchange`'s steps (its options), each try through this thread's handle."""
+        return self.drive(self.exchange(method, path, **options))
 
     def drive(self, steps: Steps[T]) -> T:
         """Run `steps` to the end in this thread: each try sent through this thread's curl handle, each pause slept."""
