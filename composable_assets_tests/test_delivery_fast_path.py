@@ -396,7 +396,7 @@ class Server:
 
             def do_POST(self) -> None:  # noqa: N802
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                server.seen.append({"path": self.path, "headers": dict(self.headers), "body": raw})
+                server.seen.append({"path": self.path, "headers": dict(self.headers), "body": raw, "at": time.monotonic()})
                 step = server.script.pop(0) if server.script else (200, {}, b"{}")
                 if step == "stall":
                     server.stop.wait(30)
@@ -535,7 +535,7 @@ def test_headers_are_read_whatever_case_the_server_used(way):
         (200, {"X-RateLimit-Remaining": "0", "x-RATELIMIT-reset": str(reset)}, b"{}"),
     ]
     pauses: list[float] = []
-    budget = SimpleNamespace(acquire=lambda: 0.0, pause_until=pauses.append)
+    budget = SimpleNamespace(try_take=lambda: 0.0, pause_until=pauses.append)
     with Server(script) as server:
         response = Ask(client(server.url), way)("POST", "/x", data=b"{}", budget=budget)
     assert response.headers.get("x-ratelimit-remaining") == "0" and response.headers["X-RATELIMIT-RESET"] == str(reset)
@@ -663,6 +663,43 @@ def test_a_paused_request_holds_up_none_of_the_others():
             assert time.monotonic() - started < 0.9 and not paused.done()
             assert paused.result().status_code == 200
     assert http.stats()["retries"] == 1
+
+
+class SecondWaits:
+    """A rate budget whose second request must wait half a second for the next window (a stand-in)."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    def try_take(self) -> float:
+        self.asked += 1
+        return 0.5 if self.asked == 2 else 0.0
+
+    def acquire(self) -> float:
+        waited = 0.0
+        while (wait := self.try_take()) > 0:
+            time.sleep(wait)
+            waited += wait
+        return waited
+
+    def pause_until(self, epoch_seconds: float) -> None:
+        pass
+
+
+def test_a_request_that_took_its_budget_slot_goes_out_while_another_waits_for_the_next_window():
+    # One thread runs every transfer: had the second request slept in the budget, the first (slot taken, its
+    # connection still opening) would have gone out half a second later, in a window its slot was not from.
+    budget = SecondWaits()
+    with Server([]) as server:
+        http = client(server.url)
+        with http.transfers(2, lambda path: http.exchange("POST", path, data=b"{}", budget=budget)) as transfers:
+            started = time.monotonic()
+            first, second = transfers.submit("/first"), transfers.submit("/second")
+            assert time.monotonic() - started < 0.3  # submitting does not wait for the budget
+            assert first.result().status_code == 200 and second.result().status_code == 200
+        arrived = {s["path"]: s["at"] - started for s in server.seen}
+    assert arrived["/first"] < 0.3 <= 0.5 <= arrived["/second"], arrived
+    assert http.stats()["rate_limit_wait_seconds"] == 0.5
 
 
 def clear_proxy_environment(monkeypatch: pytest.MonkeyPatch) -> None:

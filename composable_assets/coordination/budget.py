@@ -60,27 +60,33 @@ class RateBudget:
     def acquire(self) -> float:
         """Take one request from the budget, waiting for the next window if needed; returns seconds waited."""
         waited = 0.0
-        while True:
-            now = time.time()
-            pause = self._paused_until - now
-            if pause > 0:
-                time.sleep(pause)
-                waited += pause
-                continue
-            window = math.floor(now / self.limit.window_seconds)
-            window_end = (window + 1) * self.limit.window_seconds
-            if now < window_end - self.guard:
-                admitted, full = self._take(now, window)
-                if admitted:
-                    return waited
-                # Contention (another process was taking a request this instant): try again at once, nearly.
-                delay = window_end - now if full else random.uniform(0.001, 0.005)
-            else:
-                delay = window_end - now
-            # Plus a little jitter so processes waiting for the next window do not stampede.
-            delay += random.uniform(0, 0.01)
-            time.sleep(delay)
-            waited += delay
+        while (wait := self.try_take()) > 0:
+            time.sleep(wait)
+            waited += wait
+        return waited
+
+    def try_take(self) -> float:
+        """Take one request if the budget has it now (0.0), else the seconds to wait before asking again.
+
+        For a caller that must not block while waiting (one thread running many requests: a request that took its
+        slot and is not yet sent would go out in a later window, against that window's count).
+        """
+        now = time.time()
+        pause = self._paused_until - now
+        if pause > 0:
+            return pause
+        window = math.floor(now / self.limit.window_seconds)
+        window_end = (window + 1) * self.limit.window_seconds
+        if now < window_end - self.guard:
+            admitted, full = self._take(now, window)
+            if admitted:
+                return 0.0
+            # Contention (another process was taking a request this instant): try again at once, nearly.
+            delay = window_end - now if full else random.uniform(0.001, 0.005)
+        else:
+            delay = window_end - now
+        # Plus a little jitter so processes waiting for the next window do not stampede.
+        return delay + random.uniform(0, 0.01)
 
     def _take(self, now: float, window: int) -> tuple[bool, bool]:
         """(admitted, window full) for one request at `now`."""

@@ -213,8 +213,11 @@ class HttpClient:
             lines = _header_lines(sent_headers)
         problem = ""
         for attempt in range(1, self.max_tries + 1):
-            if budget is not None:
-                self._count("rate_limit_wait_seconds", budget.acquire())
+            # The budget's waits are steps too: one thread running many requests must not sleep in one of them while
+            # others that took their slots wait to be sent.
+            while budget is not None and (pause := budget.try_take()) > 0:
+                self._count("rate_limit_wait_seconds", pause)
+                yield Pause(pause)
             self._count("requests", 1)
             wait = None
             if sign is not None:
