@@ -354,27 +354,39 @@ class Transfers(Generic[T]):
     def __init__(self, client: HttpClient, slots: int, steps: Callable[[Any], Steps[T]]):
         self._steps = steps
         self._multi = pycurl.CurlMulti()
-        self._free = [_Transfer(client._options) for _ in range(max(1, slots))]
+        self._handles = [_Transfer(client._options) for _ in range(max(1, slots))]
+        self._free = list(self._handles)
         self._running: dict[int, tuple[_Transfer, Steps[Any], Future]] = {}  # by id() of the curl handle
-        self._waiting: deque[tuple[Try, Steps[Any], Future]] = deque()  # tries for when a handle is free
+        # Items beyond `slots` wait here unstarted: each started item holds at most one handle at a time, so a try
+        # always finds one free, and none takes its rate-budget slot long before it can go out.
+        self._queued: deque[tuple[Any, Future]] = deque()
+        self._started = 0  # items whose steps have begun and not ended
         self._timers: list[tuple[float, int, Steps[Any], Future]] = []  # paused steps, by when they go on
         self._order = itertools.count()  # ties between timers
 
     def submit(self, item: Any) -> Future[T]:
-        """Start the steps of `item` (the first try goes out at once); the future holds what they return or raise."""
+        """Start the steps of `item` (the first try goes out at once, or when one of `slots` items ends); the future
+        holds what they return or raise."""
         future: Future[T] = _Pumped(self)
-        try:
-            steps = self._steps(item)
-        except BaseException as exc:
-            future.set_exception(exc)
-            return future
-        self._advance(steps, future, None)
+        self._queued.append((item, future))
+        self._start_queued()
         self._perform()
         return future
 
     @property
     def busy(self) -> bool:
-        return bool(self._running or self._waiting or self._timers)
+        return bool(self._started or self._queued)
+
+    def _start_queued(self) -> None:
+        while self._queued and self._started < len(self._handles):
+            item, future = self._queued.popleft()
+            try:
+                steps = self._steps(item)
+            except BaseException as exc:
+                future.set_exception(exc)
+                continue
+            self._started += 1
+            self._advance(steps, future, None)
 
     def pump(self, timeout: float = 1.0) -> None:
         """Wait up to `timeout` for any transfer or timer, then move every request that can move on."""
@@ -407,9 +419,10 @@ class Transfers(Generic[T]):
         for transfer in self._free:
             transfer.curl.close()
         self._running.clear()
-        self._waiting.clear()
+        self._queued.clear()
         self._timers.clear()
         self._free = []
+        self._started = 0
         self._multi.close()
 
     def __enter__(self) -> Transfers[T]:
@@ -423,20 +436,24 @@ class Transfers(Generic[T]):
         try:
             step = steps.send(outcome)
         except StopIteration as done:
+            self._ended()
             future.set_result(done.value)
             return
         except BaseException as exc:  # whatever the steps raise is the request's answer, as a thread pool's would be
+            self._ended()
             future.set_exception(exc)
             return
         if isinstance(step, Pause):
             heapq.heappush(self._timers, (time.monotonic() + step.seconds, next(self._order), steps, future))
-        elif self._free:
-            self._start(step, steps, future)
         else:
-            self._waiting.append((step, steps, future))
+            self._start(step, steps, future)
+
+    def _ended(self) -> None:
+        self._started -= 1
+        self._start_queued()
 
     def _start(self, attempt: Try, steps: Steps[Any], future: Future) -> None:
-        transfer = self._free.pop()
+        transfer = self._free.pop()  # one free for every started item not waiting on a transfer of its own
         transfer.prepare(attempt)
         self._multi.add_handle(transfer.curl)
         self._running[id(transfer.curl)] = (transfer, steps, future)
@@ -447,8 +464,6 @@ class Transfers(Generic[T]):
         transfer, steps, future = self._running.pop(id(curl))
         outcome = transfer.response() if error is None else transfer.no_answer(error)  # before the handle is reused
         self._free.append(transfer)
-        if self._waiting:
-            self._start(*self._waiting.popleft())
         self._advance(steps, future, outcome)
 
     def _perform(self) -> None:
