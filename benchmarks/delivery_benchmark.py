@@ -584,6 +584,8 @@ def time_split(row: dict) -> list[tuple[str, float, str]]:
         return p.get(name, {}).get(field, 0.0)
 
     parts = [
+        ("running transfers while waiting for the oldest batch (one thread sends every batch)", get("run_transfers"),
+         f"{get('run_transfers', 'n'):,.0f} rounds, own thread CPU {get('run_transfers', 'cpu_s'):.2f} s"),
         ("waiting for the oldest batch's response", get("wait_for_batch"),
          f"{get('wait_for_batch', 'n'):,.0f} waits, p50 {get('wait_for_batch', 'p50_ms'):.2f} ms, "
          f"p95 {get('wait_for_batch', 'p95_ms'):.2f} ms"),

@@ -198,6 +198,8 @@ class Probe:
                 return TimedFuture(future)
 
         loop.ThreadPoolExecutor = TimedPool
+        if hasattr(http, "Transfers"):  # sessions that send from the loop's own thread: its waits run the transfers
+            http.Transfers.pump = self.timed("run_transfers", http.Transfers.pump, cpu=True)
         http.HttpClient.request = self.timed("http_request", http.HttpClient.request)
         http.RateBudget.acquire = self.timed("budget_acquire", http.RateBudget.acquire)
         # Each try goes out through HttpClient._send (one curl perform: send, wait, read and parse the answer).

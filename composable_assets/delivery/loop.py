@@ -16,7 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
-from ..destinations import BatchResult, PreparedBatch, TransientError
+from ..destinations import BatchResult, PreparedBatch, Senders, TransientError
 
 SAMPLE_SIZE = 5
 
@@ -92,8 +92,11 @@ def run(
     keep_going: Callable[[], None] | None = None,
     on_progress: Callable[[Report], None] | None = None,
     stats: Callable[[], dict[str, float]] | None = None,
+    senders: Senders | None = None,
 ) -> Report:
     """Deliver every row of `source` through `send`; raise what crashed a sender once the rest is checkpointed.
+
+    `senders`: where batches go out from, if not from a thread each through `send` (a session's `concurrent`).
 
     Batches are declared (`going_out`) whenever slots free up, together: at most `concurrency` are unsettled at
     any time, so a kill leaves at most that many in doubt. `keep_going` is asked before each batch leaves and
@@ -147,12 +150,12 @@ def run(
                 else {r.seq: "identifier is NULL" for r in batch if r.identifier is None}
             )
             sendable = [r for r in batch if r.identifier is not None] if missing else batch
-            in_flight.append((batch, missing, pool.submit(_send, send, sendable)))
+            in_flight.append((batch, missing, pool.submit(sendable)))
         waiting.clear()
 
     chunks = source.chunks()
     try:
-        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="deliver") as pool:
+        with senders or _Threads(send, concurrency) as pool:
             waiting: list[Sequence[Row]] = []
             for rows in chunks:
                 for i in range(0, len(rows), batch_size):
@@ -187,6 +190,23 @@ def run(
     if crash is not None:
         raise crash
     return report
+
+
+class _Threads:
+    """A thread per batch in flight, each sending through `send`."""
+
+    def __init__(self, send: Callable[[Sequence[Any]], BatchResult], concurrency: int):
+        self._send = send
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="deliver")
+
+    def submit(self, batch: Sequence[Any]) -> Future[BatchResult]:
+        return self._pool.submit(_send, self._send, batch)
+
+    def __enter__(self) -> _Threads:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._pool.shutdown(wait=True)
 
 
 def _send(send: Callable[[Sequence[Any]], BatchResult], batch: Sequence[Any]) -> BatchResult:

@@ -13,8 +13,9 @@ import datetime as dt
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, Self, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict
 
@@ -350,6 +351,16 @@ class BatchResult:
 RowT = TypeVar("RowT", bound=Row)
 
 
+class Senders(Protocol):
+    """Where the delivery loop's batches go out from: a future of each one's answer."""
+
+    def submit(self, batch: Any) -> Future[BatchResult]: ...
+
+    def __enter__(self) -> Any: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
 class Session(Generic[RowT]):
     """One sync's (or one stream's) open connection to a destination."""
 
@@ -362,6 +373,11 @@ class Session(Generic[RowT]):
         TransientError/TerminalError for the whole batch.
         """
         raise TerminalError(f"{type(self).__name__} does not deliver these rows")
+
+    def concurrent(self, concurrency: int) -> Senders | None:
+        """Batches sent side by side from the delivery loop's own thread (answers as they come), each as `send`
+        would send it; None: the loop sends each batch in flight from a thread of its own through `send`."""
+        return None
 
     def object_sql(self, change: str, identifier: str, fields: str) -> str | None:
         """SQL (DuckDB dialect) for the JSON text this session sends for one delta row, or None: it builds its own.
