@@ -675,13 +675,6 @@ class SecondWaits:
         self.asked += 1
         return 0.5 if self.asked == 2 else 0.0
 
-    def acquire(self) -> float:
-        waited = 0.0
-        while (wait := self.try_take()) > 0:
-            time.sleep(wait)
-            waited += wait
-        return waited
-
     def pause_until(self, epoch_seconds: float) -> None:
         pass
 
