@@ -122,6 +122,8 @@ def _chunks(
     lean = (
         "SELECT _seq, _op, _key, _identifier, CASE WHEN _object IS NULL THEN _fields END AS _fields, "
         f"CASE WHEN _object IS NULL THEN _previous END AS _previous, _object FROM ({selected}) AS r ORDER BY _seq"
+        if object_sql
+        else whole
     )
     done = _done_ranges(conn, tables, run)
     # A whole number of batches per chunk, so no chunk ends in a short batch (a wasted request).
@@ -130,7 +132,7 @@ def _chunks(
         hi = min(lo + chunk_rows - 1, run.last_seq)
         # Column by column, and batch by batch from the columns: no Python object per row unless a batch needs
         # Records, and the fields stay JSON text until a destination needs them as values.
-        columns = conn.fetch_columns(lean if object_sql else whole, [lo, hi])
+        columns = conn.fetch_columns(lean, [lo, hi])
         if object_sql and None in columns[6] and any(o is not None for o in columns[6]):
             columns = conn.fetch_columns(whole, [lo, hi])
         read = len(columns[0])
